@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make demo` and `make test`. Both create
+# .venv at the repo root when it is missing and install skvlm into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS ?= constraints/cpu.txt
+EXTRAS ?= dev,docs,ray,plot
+STAMP := $(VENV)/.skvlm-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test docs bench clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/skvlm probe --out skvlm-report
+
+test: install
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(MAKE) docs
+
+docs: install
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf docs/_build skvlm-report .pytest_cache

@@ -1,0 +1,21 @@
+"""skvlm: scikit-learn estimators for vision-language models.
+
+The main entry point is :class:`VLMEmbeddingTransformer`, which turns images into a
+VLM's hidden states at a chosen stage, layer and pooling, inside any sklearn
+Pipeline.
+"""
+
+from ._embedding import VLMEmbeddingTransformer
+from ._inputs import ImageLoadError
+from .models import ModelNotFoundError, clear_model_cache
+
+__version__ = "0.1.0"
+
+__all__ = sorted(
+    [
+        "ImageLoadError",
+        "ModelNotFoundError",
+        "VLMEmbeddingTransformer",
+        "clear_model_cache",
+    ]
+)

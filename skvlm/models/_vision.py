@@ -1,0 +1,215 @@
+"""Adapters for contrastive and vision-only encoders: CLIP, SigLIP, SigLIP2, ViT-style.
+
+Vision stage: entry 0 is the input of the first encoder block (the patch
+embeddings, after CLIP's pre-layernorm), entry k the output of block k, exactly
+HF's ``output_hidden_states``; no post-layernorm is applied to any entry.
+``pooler`` is the model's own pooled output (CLIP: post-layernormed CLS; SigLIP:
+the attention-pooling head), which HF computes from the last block only, so it is
+offered at the last layer only. Projector stage: the projected image embedding
+(CLIP ``image_embeds``; SigLIP's pooled head, which is its image embedding).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pooling import TokenMasks
+from ._base import Adapter, Stack
+
+
+def _to_device(batch, device, dtype):
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+            if value.is_floating_point():
+                value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+class VisionTowerMixin:
+    """Shared helpers for stacks read off a ViT-style vision tower."""
+
+    def tower_stack(self, blocks, *, n_prefix, has_cls, valid=None, final_norm=None):
+        """A :class:`Stack` whose masks exclude ``n_prefix`` leading special tokens."""
+
+        def masks(hidden):
+            batch, tokens = hidden.shape[:2]
+            if valid is None:
+                return TokenMasks.full(
+                    batch, tokens, hidden.device, n_prefix=n_prefix, has_cls=has_cls
+                )
+            pooled = valid.clone()
+            pooled[:, :n_prefix] = False
+            return TokenMasks(valid=valid, pooled=pooled, has_cls=has_cls)
+
+        return Stack(blocks=blocks, masks=masks, final_norm=final_norm)
+
+
+class CLIPAdapter(VisionTowerMixin, Adapter):
+    """CLIP (and CLIP vision-only checkpoints)."""
+
+    family = "clip"
+    model_types = ("clip", "clip_vision_model")
+    has_cls = True
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.tower = model.vision_model
+        self.vision_config = getattr(model.config, "vision_config", model.config)
+        projection = getattr(model, "visual_projection", None)
+        self.stages = ("vision", "projector") if projection is not None else ("vision",)
+
+    def n_layers(self, stage):
+        return self.vision_config.num_hidden_layers + 1 if stage == "vision" else 1
+
+    def poolings(self, stage, layer):
+        if stage == "projector":
+            return ("pooler",)
+        names = ("cls", "mean", "max") if self.has_cls else ("mean", "max")
+        if layer == self.n_layers(stage) - 1 and self._has_pooler():
+            names = names + ("pooler",)
+        return names
+
+    def _has_pooler(self):
+        return True
+
+    def default_pooling(self, stage):
+        return "pooler" if stage == "projector" else ("cls" if self.has_cls else "mean")
+
+    def dim(self, stage):
+        if stage == "projector":
+            return self.model.config.projection_dim
+        return self.vision_config.hidden_size
+
+    def prepare(self, images, prompts=None):
+        processor = getattr(self.processor, "image_processor", self.processor)
+        batch = processor(images=images, return_tensors="pt")
+        return _to_device(dict(batch), self.device, self.dtype)
+
+    def vision_inputs(self, batch):
+        return {"pixel_values": batch["pixel_values"]}
+
+    def stack(self, stage, batch):
+        return self.tower_stack(
+            self.tower.encoder.layers, n_prefix=int(self.has_cls), has_cls=self.has_cls
+        )
+
+    def forward(self, stage, batch):
+        return self.tower(**self.vision_inputs(batch))
+
+    def pooler(self, stage, batch, outputs):
+        return outputs.pooler_output
+
+    def extract(self, batch, stage, requests):
+        if stage != "projector":
+            return super().extract(batch, stage, requests)
+        outputs = self.tower(**self.vision_inputs(batch))
+        return {(0, "pooler"): self.project(outputs.pooler_output).float()}
+
+    def project(self, pooled):
+        return self.model.visual_projection(pooled)
+
+
+class SiglipAdapter(CLIPAdapter):
+    """SigLIP: no CLS token; the pooled head output is also the image embedding."""
+
+    family = "siglip"
+    model_types = ("siglip", "siglip_vision_model")
+    has_cls = False
+
+    def __init__(self, model, processor):
+        Adapter.__init__(self, model, processor)
+        self.tower = model.vision_model
+        self.vision_config = getattr(model.config, "vision_config", model.config)
+        self.stages = ("vision", "projector") if self._has_pooler() else ("vision",)
+
+    def _has_pooler(self):
+        return getattr(self.tower, "head", None) is not None
+
+    def dim(self, stage):
+        return self.vision_config.hidden_size
+
+    def project(self, pooled):
+        return pooled
+
+
+class Siglip2Adapter(SiglipAdapter):
+    """SigLIP2 (NaFlex): variable patch grids padded to a fixed budget, masked."""
+
+    family = "siglip2"
+    model_types = ("siglip2", "siglip2_vision_model")
+
+    def vision_inputs(self, batch):
+        return {
+            "pixel_values": batch["pixel_values"],
+            "pixel_attention_mask": batch["pixel_attention_mask"],
+            "spatial_shapes": batch["spatial_shapes"],
+        }
+
+    def stack(self, stage, batch):
+        valid = batch["pixel_attention_mask"].bool()
+        return self.tower_stack(
+            self.tower.encoder.layers, n_prefix=0, has_cls=False, valid=valid
+        )
+
+
+class GenericVisionAdapter(VisionTowerMixin, Adapter):
+    """Any vision encoder ``AutoModel`` loads whose blocks form one ModuleList (ViT, DINOv2...)."""
+
+    family = "vision-encoder"
+    model_types = ("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "data2vec-vision")
+    stages = ("vision",)
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        config = model.config
+        self.blocks = _find_blocks(model, config.num_hidden_layers)
+        self.has_cls = _has_cls(model)
+        self.n_prefix = int(self.has_cls) + int(getattr(config, "num_register_tokens", 0) or 0)
+        if hasattr(model.embeddings, "distillation_token"):
+            self.n_prefix += 1  # DeiT's distillation token is not a patch
+        self.has_pooler = config.model_type.startswith("dinov2") or (
+            getattr(model, "pooler", None) is not None
+        )
+
+    def n_layers(self, stage):
+        return len(self.blocks) + 1
+
+    def poolings(self, stage, layer):
+        names = ("cls", "mean", "max") if self.has_cls else ("mean", "max")
+        if layer == self.n_layers(stage) - 1 and self.has_pooler:
+            names = names + ("pooler",)
+        return names
+
+    def dim(self, stage):
+        return self.model.config.hidden_size
+
+    def prepare(self, images, prompts=None):
+        batch = self.processor(images=images, return_tensors="pt")
+        return _to_device(dict(batch), self.device, self.dtype)
+
+    def stack(self, stage, batch):
+        return self.tower_stack(self.blocks, n_prefix=self.n_prefix, has_cls=self.has_cls)
+
+    def forward(self, stage, batch):
+        return self.model(pixel_values=batch["pixel_values"])
+
+    def pooler(self, stage, batch, outputs):
+        return outputs.pooler_output
+
+
+def _find_blocks(model, n_blocks):
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_blocks:
+            return module
+    raise ValueError(
+        f"{type(model).__name__}: no list of {n_blocks} transformer blocks found, so "
+        "skvlm cannot read its hidden states layer by layer."
+    )
+
+
+def _has_cls(model):
+    embeddings = getattr(model, "embeddings", None)
+    return getattr(embeddings, "cls_token", None) is not None

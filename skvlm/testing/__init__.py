@@ -1,0 +1,20 @@
+"""Tiny offline models of every supported family, for tests and for users' tests.
+
+Each ``make_tiny_*`` builds a random-init model of the real architecture with its
+real processor, saves both with ``save_pretrained`` and returns the directory, so
+code under test goes through the same ``from_pretrained`` path as a real checkpoint.
+Nothing is downloaded.
+"""
+
+from ._tokenizer import make_tokenizer
+from ._vision import make_tiny_clip, make_tiny_siglip, make_tiny_siglip2, make_tiny_vit
+
+__all__ = sorted(
+    [
+        "make_tiny_clip",
+        "make_tiny_siglip",
+        "make_tiny_siglip2",
+        "make_tiny_vit",
+        "make_tokenizer",
+    ]
+)

@@ -1,0 +1,241 @@
+"""Tiny random-init contrastive and vision-only models, saved in Hugging Face layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._tokenizer import make_tokenizer
+
+# Sizes from ENV.md: a forward pass takes milliseconds, yet every architectural
+# feature (CLS token, several layers, heads, projections) is present.
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+)
+TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+)
+
+
+def _seeded(seed):
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _save(model, processor, path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def make_tiny_clip(path, *, seed=0, vision=None, text=None, projection_dim=16):
+    """Build a tiny random-init CLIP model with its processor and save it.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (``save_pretrained`` layout). Created if missing.
+    seed : int, default=0
+        Seed for the random weights, so two builds are identical.
+    vision, text : dict, default=None
+        Overrides of the tiny vision and text config values.
+    projection_dim : int, default=16
+        Size of the joint image-text space.
+
+    Returns
+    -------
+    path : Path
+        The directory, ready for ``VLMEmbeddingTransformer(model=path)`` or
+        ``CLIPModel.from_pretrained(path)``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import CLIPModel
+    >>> from skvlm.testing import make_tiny_clip
+    >>> path = make_tiny_clip(tempfile.mkdtemp())
+    >>> CLIPModel.from_pretrained(path).config.vision_config.num_hidden_layers
+    3
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    config = CLIPConfig(
+        vision_config={**VISION, **(vision or {})},
+        text_config={
+            **TEXT,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **(text or {}),
+        },
+        projection_dim=projection_dim,
+    )
+    _seeded(seed)
+    model = CLIPModel(config).eval()
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    return _save(model, CLIPProcessor(image_processor, tokenizer), path)
+
+
+def make_tiny_siglip(path, *, seed=0, vision=None, text=None):
+    """Build a tiny random-init SigLIP model with its processor and save it.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (``save_pretrained`` layout).
+    seed : int, default=0
+        Seed for the random weights.
+    vision, text : dict, default=None
+        Overrides of the tiny config values.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoModel
+    >>> from skvlm.testing import make_tiny_siglip
+    >>> AutoModel.from_pretrained(make_tiny_siglip(tempfile.mkdtemp())).config.model_type
+    'siglip'
+    """
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+    from transformers import SiglipProcessor
+
+    tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
+    config = SiglipConfig(
+        vision_config={**VISION, **(vision or {})},
+        text_config={
+            **TEXT,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            **(text or {}),
+        },
+    )
+    _seeded(seed)
+    model = SiglipModel(config).eval()
+    size = config.vision_config.image_size
+    image_processor = SiglipImageProcessor(size={"height": size, "width": size})
+    return _save(model, SiglipProcessor(image_processor, tokenizer), path)
+
+
+def make_tiny_siglip2(path, *, seed=0, vision=None, text=None, max_num_patches=16):
+    """Build a tiny random-init SigLIP2 (NaFlex) model with its processor and save it.
+
+    SigLIP2 resizes each image to a variable patch grid of at most
+    ``max_num_patches`` patches and pads the rest, so its token masks matter.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write.
+    seed : int, default=0
+        Seed for the random weights.
+    vision, text : dict, default=None
+        Overrides of the tiny config values.
+    max_num_patches : int, default=16
+        Patch budget of the image processor.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoModel
+    >>> from skvlm.testing import make_tiny_siglip2
+    >>> AutoModel.from_pretrained(make_tiny_siglip2(tempfile.mkdtemp())).config.model_type
+    'siglip2'
+    """
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+    from transformers import Siglip2Processor
+
+    tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
+    vision_config = {**VISION, "num_patches": max_num_patches, **(vision or {})}
+    vision_config.pop("image_size", None)
+    config = Siglip2Config(
+        vision_config=vision_config,
+        text_config={
+            **TEXT,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            **(text or {}),
+        },
+    )
+    _seeded(seed)
+    model = Siglip2Model(config).eval()
+    image_processor = Siglip2ImageProcessor(
+        patch_size=config.vision_config.patch_size, max_num_patches=max_num_patches
+    )
+    return _save(model, Siglip2Processor(image_processor, tokenizer), path)
+
+
+def make_tiny_vit(path, *, seed=0, kind="vit", vision=None):
+    """Build a tiny random-init vision encoder (ViT or DINOv2) and save it.
+
+    These families load with ``AutoModel`` and have no text side; skvlm serves
+    them through its generic vision adapter.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write.
+    seed : int, default=0
+        Seed for the random weights.
+    kind : {"vit", "dinov2"}, default="vit"
+        The architecture.
+    vision : dict, default=None
+        Overrides of the tiny config values.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoModel
+    >>> from skvlm.testing import make_tiny_vit
+    >>> AutoModel.from_pretrained(make_tiny_vit(tempfile.mkdtemp())).config.model_type
+    'vit'
+    """
+    from transformers import AutoModel, BitImageProcessor, ViTImageProcessor
+    from transformers import Dinov2Config, ViTConfig
+
+    cfg = {**VISION, **(vision or {})}
+    size = cfg["image_size"]
+    if kind == "vit":
+        config = ViTConfig(**cfg)
+        processor = ViTImageProcessor(size={"height": size, "width": size})
+    elif kind == "dinov2":
+        config = Dinov2Config(**cfg)
+        processor = BitImageProcessor(
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+            do_convert_rgb=True,
+        )
+    else:
+        raise ValueError(f"kind must be 'vit' or 'dinov2', got {kind!r}.")
+    _seeded(seed)
+    model = AutoModel.from_config(config).eval()
+    return _save(model, processor, path)
