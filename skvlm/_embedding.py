@@ -206,7 +206,7 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_images, n_features_out_), float32
+        features : ndarray of shape (n_images, ``n_features_out_``), float32
         """
         check_is_fitted(self)
         items, row_prompts = as_items(X)

@@ -18,6 +18,9 @@ from ..pooling import TokenMasks, pool
 
 STAGES = ("vision", "projector", "language")
 
+#: The paper's extraction prompt (Zhang et al., 2024), used when ``prompt=None``.
+DEFAULT_PROMPT = "What type of object is in this photo?"
+
 
 class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer has been pooled."""
@@ -230,3 +233,30 @@ def _hook(stack, layer, n, capture):
         capture(layer, _first_tensor(output))
 
     return module.register_forward_hook(hook)
+
+
+def language_masks(input_ids, attention_mask, image_token_ids, special_ids=()):
+    """Token masks of a merged language sequence.
+
+    Parameters
+    ----------
+    input_ids, attention_mask : torch.Tensor, shape (batch, tokens)
+    image_token_ids : iterable of int
+        Ids of the positions that hold image features.
+    special_ids : iterable of int
+        Ids excluded from ``text_mean`` (BOS, chat-template markers, padding...).
+
+    Returns
+    -------
+    TokenMasks
+        ``pooled`` (``mean``/``max``) covers every valid token, image and text.
+    """
+    valid = attention_mask.bool()
+    device = input_ids.device
+    image = torch.isin(input_ids, torch.tensor(sorted(image_token_ids), device=device))
+    image &= valid
+    special = torch.isin(
+        input_ids, torch.tensor(sorted(special_ids), dtype=input_ids.dtype, device=device)
+    )
+    text = valid & ~image & ~special
+    return TokenMasks(valid=valid, pooled=valid, image=image, text=text, has_cls=False)

@@ -6,6 +6,7 @@ code under test goes through the same ``from_pretrained`` path as a real checkpo
 Nothing is downloaded.
 """
 
+from ._images import random_images
 from ._tokenizer import make_tokenizer
 from ._vision import make_tiny_clip, make_tiny_siglip, make_tiny_siglip2, make_tiny_vit
 
@@ -16,5 +17,6 @@ __all__ = sorted(
         "make_tiny_siglip2",
         "make_tiny_vit",
         "make_tokenizer",
+        "random_images",
     ]
 )

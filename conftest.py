@@ -1,0 +1,31 @@
+"""Test set-up shared by tests/ and the doctests under skvlm/: offline, quiet, seeded."""
+
+import os
+
+# Nothing may reach a model hub: fail fast instead of retrying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    import torch
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    # xdist runs one worker per core; more torch threads per worker only contend.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import torch
+
+    np.random.seed(0)
+    torch.manual_seed(0)
