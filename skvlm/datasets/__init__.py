@@ -1,0 +1,18 @@
+"""Image data sets: scikit-learn's digits rendered as images, and users' own images.
+
+Every loader returns a ``sklearn.utils.Bunch`` in the style of
+``sklearn.datasets``: ``data`` (what ``VLMEmbeddingTransformer`` takes as ``X``),
+``target`` (int labels), ``target_names`` (class names, ``target_names[target[i]]``
+is image ``i``'s class), ``DESCR`` and, with ``as_frame=True``, ``frame``.
+"""
+
+from ._digits import DIGIT_NAMES, load_digit_images
+from ._files import IMAGE_EXTENSIONS, load_image_csv, load_image_folder
+
+__all__ = [
+    "DIGIT_NAMES",
+    "IMAGE_EXTENSIONS",
+    "load_digit_images",
+    "load_image_csv",
+    "load_image_folder",
+]
