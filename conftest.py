@@ -18,9 +18,9 @@ def pytest_configure(config):
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    # xdist runs one worker per core; more torch threads per worker only contend.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    # Tiny models gain nothing from intra-op threads, and xdist already runs one
+    # worker per core: more threads per worker only contend.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -307,7 +307,9 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
         return int(pooling) if is_position(pooling) else pooling
 
     def _prompts(self, adapter, rows, row_prompts):
-        if self.stage != "language":
+        # The language stage always reads the prompt; some projectors do too
+        # (InstructBLIP's Q-Former reads the instruction).
+        if self.stage not in getattr(adapter, "prompt_stages", ("language",)):
             return None
         if row_prompts is not None:
             return [row_prompts[i] for i in rows]

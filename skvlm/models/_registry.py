@@ -26,6 +26,7 @@ ADAPTER_MODULES = (
     "skvlm.models._blip",
     "skvlm.models._qwen",
     "skvlm.models._idefics",
+    "skvlm.models._generic",
 )
 
 # Models shipped inside the package, addressable by name.
@@ -149,6 +150,10 @@ def adapter_class(config):
     for cls in _adapter_classes():
         if model_type in cls.model_types:
             return cls
+    from ._generic import GenericImageTextAdapter
+
+    if GenericImageTextAdapter.supports(config):
+        return GenericImageTextAdapter
     families = ", ".join(
         f"{family} ({'/'.join(types)})" for family, types in supported_families().items()
     )

@@ -53,6 +53,7 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
     family = "clip"
     model_types = ("clip", "clip_vision_model")
     has_cls = True
+    probability = "softmax"  # how zero-shot logits become class probabilities
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
@@ -111,6 +112,33 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
     def project(self, pooled):
         return self.model.visual_projection(pooled)
 
+    # -- the text side, for zero-shot classification --------------------------------
+    text_padding = "longest"
+
+    def encode_text(self, texts, batch_size=64):
+        """Text embeddings in the joint space (not normalised), float32 (n, dim)."""
+        if not hasattr(self.model, "get_text_features"):
+            raise ValueError(
+                f"The {self.family} model has no text encoder (a vision-only "
+                "checkpoint); zero-shot classification needs the full model."
+            )
+        tokenizer = self.processor.tokenizer
+        kwargs = {"padding": self.text_padding, "truncation": True}
+        if self.text_padding == "max_length":
+            kwargs["max_length"] = self.model.config.text_config.max_position_embeddings
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", **kwargs)
+            tokens = {k: v.to(self.device) for k, v in tokens.items() if k != "token_type_ids"}
+            chunks.append(self.model.get_text_features(**tokens).pooler_output.float())
+        return torch.cat(chunks)
+
+    def logit_params(self):
+        """(scale, bias) turning cosine similarities into the model's logits."""
+        scale = float(self.model.logit_scale.detach().exp())
+        bias = getattr(self.model, "logit_bias", None)
+        return scale, (0.0 if bias is None else float(bias.detach()))
+
 
 class SiglipAdapter(CLIPAdapter):
     """SigLIP: no CLS token; the pooled head output is also the image embedding."""
@@ -127,6 +155,10 @@ class SiglipAdapter(CLIPAdapter):
 
     def _has_pooler(self):
         return getattr(self.tower, "head", None) is not None
+
+    # SigLIP was trained on text padded to the full length; so is its zero-shot use.
+    text_padding = "max_length"
+    probability = "sigmoid"
 
     def dim(self, stage):
         return self.vision_config.hidden_size

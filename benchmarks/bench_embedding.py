@@ -1,0 +1,98 @@
+"""skvlm's transform vs a bare batched Hugging Face loop, on a ViT-B/32-sized CLIP.
+
+The sklearn layer (input validation, decoding, hooks, pooling, output assembly)
+should cost under 10 % over processor + forward. Weights are random: speed does
+not depend on their values.
+
+Run: python benchmarks/bench_embedding.py [--n-images 256] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+from _common import interleaved, machine
+
+
+def build_clip_b32(path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from skvlm.testing import make_tokenizer
+
+    config = CLIPConfig(
+        vision_config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=32,
+        ),
+        text_config=dict(
+            hidden_size=512,
+            intermediate_size=2048,
+            num_hidden_layers=1,
+            num_attention_heads=8,
+            vocab_size=128,
+            max_position_embeddings=77,
+        ),
+        projection_dim=512,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).eval().save_pretrained(path)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    )
+    CLIPProcessor(image_processor, make_tokenizer()).save_pretrained(path)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n-images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from transformers import AutoProcessor, CLIPModel
+
+    from skvlm import VLMEmbeddingTransformer
+
+    path = build_clip_b32(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+        for _ in range(args.n_images)
+    ]
+
+    model = CLIPModel.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path).image_processor
+    bs = args.batch_size
+
+    def bare():
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), bs):
+                pixels = processor(images=images[i : i + bs], return_tensors="pt")
+                out.append(model.vision_model(**pixels).pooler_output.numpy())
+        return np.concatenate(out)
+
+    vlm = VLMEmbeddingTransformer(path, pooling="pooler", batch_size=bs).fit(None)
+    np.testing.assert_allclose(vlm.transform(images[:4]), bare()[:4], atol=1e-4)
+
+    times = interleaved({"bare HF loop": bare, "skvlm": lambda: vlm.transform(images)}, args.repeats)
+    ratio = times["skvlm"] / times["bare HF loop"]
+    print(f"machine: {machine()}")
+    print(f"CLIP ViT-B/32 vision tower (random weights), {args.n_images} images 224x224, batch {bs}")
+    for name, seconds in times.items():
+        print(f"  {name:>13}: {seconds:7.2f} s  {args.n_images / seconds:7.1f} images/s")
+    print(f"  ratio skvlm / bare = {ratio:.3f}  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Adapters for LLaVA-1.5 and LLaVA-NeXT, and the base of every generative family here.
+
+A generative VLM has three stages. ``vision``: the vision tower's hidden states, read
+off its blocks (entry 0 is the input of the first block, entry k the output of block
+k, exactly the tower's own ``output_hidden_states``). ``projector``: the visual
+tokens the language model receives, after the projector. ``language``: the language
+model's hidden states over the formatted prompt with the image features merged in
+(entry 0 is the input embeddings, entry k the output of decoder block k, the last
+entry after the final norm, as HF's ``hidden_states``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pooling import TokenMasks, pool
+from ._base import DEFAULT_PROMPT, Adapter, Stack, language_masks
+from ._vision import VisionTowerMixin, _to_device
+
+LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
+
+
+def pad_sequences(sequences):
+    """Stack per-item token sequences into one zero-padded batch with a mask.
+
+    Parameters
+    ----------
+    sequences : sequence of torch.Tensor, each of shape (tokens_i, dim)
+
+    Returns
+    -------
+    hidden : torch.Tensor, shape (batch, max tokens, dim)
+        Right-padded with zeros.
+    valid : torch.Tensor of bool, shape (batch, max tokens)
+        True on real tokens.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvlm.models._llava import pad_sequences
+    >>> hidden, valid = pad_sequences([torch.ones(2, 3), torch.ones(1, 3)])
+    >>> hidden.shape, valid.tolist()
+    (torch.Size([2, 2, 3]), [[True, True], [True, False]])
+    """
+    lengths = [len(s) for s in sequences]
+    first = sequences[0]
+    hidden = first.new_zeros(len(sequences), max(lengths), first.shape[-1])
+    valid = torch.zeros(
+        len(sequences), max(lengths), dtype=torch.bool, device=first.device
+    )
+    for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+        hidden[i, :length] = sequence
+        valid[i, :length] = True
+    return hidden, valid
+
+
+def _inner_tower(tower):
+    """The module holding ``embeddings`` and ``encoder`` (towers nest it in v4 layout)."""
+    return getattr(tower, "vision_model", tower)
+
+
+class LlavaAdapter(VisionTowerMixin, Adapter):
+    """LLaVA-1.5 (``LlavaForConditionalGeneration``): CLIP tower, MLP projector, LM.
+
+    Stages and layers:
+
+    - ``vision``: the CLIP tower, all of it (not only the feature layer LLaVA
+      uses, ``vision_feature_layer``, usually -2). Entry 0 = the patch embeddings
+      after CLIP's pre-layernorm, entry k = after block k; no post-layernorm on
+      any entry. Poolings ``cls``, ``mean``/``max`` (patch tokens, CLS excluded),
+      ``pooler`` (post-layernormed CLS) at the last entry only.
+    - ``projector``: one entry, the image tokens after the MLP projector (the
+      selected feature layer, CLS dropped by the ``default`` strategy), in the
+      language model's width. Poolings ``mean`` and ``max``.
+    - ``language``: entry 0 = the input embeddings with the image tokens merged
+      in, entry k = after decoder block k; the last entry carries the final norm
+      (HF's ``hidden_states[-1]``). Poolings ``last``, ``mean`` and ``max``
+      (every valid token), ``image_mean``, ``text_mean`` (prompt tokens, special
+      tokens excluded) and int positions among the valid tokens.
+
+    The prompt is formatted with the processor's chat template (LLaVA-1.5:
+    ``"USER: <image>\\n{prompt} ASSISTANT:"``).
+    """
+
+    family = "llava"
+    model_types = ("llava",)
+    auto_class = "AutoModelForImageTextToText"
+    stages = ("vision", "projector", "language")
+    image_token = "<image>"
+    fallback_format = "USER: <image>\n{prompt} ASSISTANT:"
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.base = getattr(model, "model", model)
+        self.tower = self.base.vision_tower
+        inner = _inner_tower(self.tower)
+        self.vision_blocks = inner.encoder.layers
+        self.has_cls = getattr(inner.embeddings, "class_embedding", None) is not None
+        self.language = self.base.language_model
+        self.image_token_id = model.config.image_token_id
+        token = getattr(processor, "image_token", None)
+        if isinstance(token, str) and token:
+            self.image_token = token
+
+    # -- what the stages offer -------------------------------------------------
+    def n_layers(self, stage):
+        if stage == "vision":
+            return len(self.vision_blocks) + 1
+        if stage == "projector":
+            return 1
+        return len(self.language.layers) + 1
+
+    def poolings(self, stage, layer):
+        if stage == "language":
+            return LANGUAGE_POOLINGS
+        if stage == "projector":
+            return ("mean", "max")
+        names = ("cls", "mean", "max") if self.has_cls else ("mean", "max")
+        if layer == self.n_layers(stage) - 1 and self._tower_has_pooler():
+            names = names + ("pooler",)
+        return names
+
+    def _tower_has_pooler(self):
+        return True
+
+    def dim(self, stage):
+        if stage == "vision":
+            return self.model.config.vision_config.hidden_size
+        return self.model.config.get_text_config().hidden_size
+
+    # -- prompts and inputs ----------------------------------------------------
+    def format_prompt(self, prompt):
+        """The text the model sees for ``prompt``; one with ``<image>`` is used as is.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing._generative import make_tiny_llava
+        >>> adapter = load_adapter(make_tiny_llava(tempfile.mkdtemp()), device="cpu")
+        >>> adapter.format_prompt("What is it?")
+        'USER: <image>\\nWhat is it? ASSISTANT:'
+        """
+        prompt = DEFAULT_PROMPT if prompt is None else prompt
+        if self.image_token in prompt:
+            return prompt
+        if getattr(self.processor, "chat_template", None):
+            messages = [
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "text", "text": prompt}],
+                }
+            ]
+            return self.processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        return self.fallback_format.format(prompt=prompt)
+
+    def special_ids(self):
+        """Token ids left out of ``text_mean``: the tokenizer's special tokens."""
+        return set(self.processor.tokenizer.all_special_ids) - {self.image_token_id}
+
+    def prepare(self, images, prompts=None):
+        if prompts is None:
+            batch = self.processor.image_processor(images=images, return_tensors="pt")
+        else:
+            texts = [self.format_prompt(p) for p in prompts]
+            batch = self.processor(
+                images=images, text=texts, return_tensors="pt", padding=True
+            )
+        batch = {k: v for k, v in dict(batch).items() if k != "labels"}
+        return _to_device(batch, self.device, self.dtype)
+
+    # -- stacks and forward passes ---------------------------------------------
+    def stack(self, stage, batch):
+        if stage == "vision":
+            return self.tower_stack(
+                self.vision_blocks, n_prefix=int(self.has_cls), has_cls=self.has_cls
+            )
+        masks = language_masks(
+            batch["input_ids"],
+            batch["attention_mask"],
+            {self.image_token_id},
+            self.special_ids(),
+        )
+        norm = getattr(self.language, "norm", None)
+        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+
+    def vision_pixels(self, batch):
+        return batch["pixel_values"]
+
+    def forward(self, stage, batch):
+        if stage == "vision":
+            return self.tower(pixel_values=self.vision_pixels(batch))
+        return self.base(**batch, use_cache=False)
+
+    def pooler(self, stage, batch, outputs):
+        return outputs.pooler_output
+
+    def image_tokens(self, batch):
+        """The projected visual tokens of each image: a list of (tokens_i, dim)."""
+        kwargs = {k: batch[k] for k in ("image_sizes",) if k in batch}
+        features = self.base.get_image_features(
+            pixel_values=batch["pixel_values"], **kwargs
+        ).pooler_output
+        return list(features)
+
+    def extract(self, batch, stage, requests):
+        if stage != "projector":
+            return super().extract(batch, stage, requests)
+        hidden, valid = pad_sequences(self.image_tokens(batch))
+        masks = TokenMasks(valid=valid, pooled=valid)
+        return {(layer, p): pool(hidden, masks, p) for layer, p in requests}
+
+
+class LlavaNextAdapter(LlavaAdapter):
+    """LLaVA-NeXT (LLaVA-1.6): LLaVA with anyres tiling and image-newline tokens.
+
+    Each image becomes a base view (the whole image at the tower's size) plus
+    tiles from the best-fitting ``image_grid_pinpoints`` grid, so the number of
+    tokens varies by image; every pooling is masked, so padding never counts.
+
+    - ``vision``: the tower's hidden states of every view of the image, base view
+      first, concatenated (entry 0 = patch embeddings after pre-layernorm, k =
+      after block k, as in LLaVA-1.5). ``cls`` is the base view's CLS token;
+      ``mean``/``max`` run over the patch tokens of all views (every CLS
+      excluded); ``pooler`` (base view's post-layernormed CLS) at the last entry.
+    - ``projector``: the image's tokens as the language model receives them, after
+      the projector, unpadding and the learned image-newline tokens (included, as
+      they occupy image positions in the prompt); ``mean`` and ``max``.
+    - ``language``: as LLaVA-1.5 (last entry after the final norm); ``image_mean``
+      covers every image position, newline tokens included.
+    """
+
+    family = "llava_next"
+    model_types = ("llava_next",)
+    fallback_format = "[INST] <image>\n{prompt} [/INST]"
+
+    def _views_per_image(self, batch):
+        from transformers.models.llava_next.modeling_llava_next import (
+            image_size_to_num_patches,
+        )
+
+        config = self.model.config
+        return [
+            image_size_to_num_patches(
+                image_size=size,
+                grid_pinpoints=config.image_grid_pinpoints,
+                patch_size=config.vision_config.image_size,
+            )
+            for size in batch["image_sizes"]
+        ]
+
+    def vision_pixels(self, batch):
+        views = self._views_per_image(batch)
+        pixels = batch["pixel_values"]
+        return torch.cat([p[:n] for p, n in zip(pixels, views, strict=True)], dim=0)
+
+    def stack(self, stage, batch):
+        if stage != "vision":
+            return super().stack(stage, batch)
+        views = self._views_per_image(batch)
+        has_cls = self.has_cls
+
+        def unpack(hidden):
+            per_image = hidden.split(views)
+            return pad_sequences([h.flatten(0, 1) for h in per_image])[0]
+
+        def masks(hidden):
+            tokens = hidden.shape[1]
+            per_view = tokens // max(views)
+            valid = (
+                torch.arange(tokens, device=hidden.device)[None]
+                < torch.tensor(views, device=hidden.device)[:, None] * per_view
+            )
+            pooled = valid.clone()
+            if has_cls:
+                pooled[:, ::per_view] = False
+            return TokenMasks(valid=valid, pooled=pooled, has_cls=has_cls)
+
+        return Stack(blocks=self.vision_blocks, masks=masks, unpack=unpack)
+
+    def pooler(self, stage, batch, outputs):
+        # the tower pooled every view; keep each image's base view (its first)
+        starts = torch.tensor([0, *self._views_per_image(batch)[:-1]]).cumsum(0)
+        return outputs.pooler_output[starts.to(outputs.pooler_output.device)]
