@@ -14,9 +14,8 @@ import tempfile
 
 import numpy as np
 import torch
-from PIL import Image
-
 from _common import interleaved, machine
+from PIL import Image
 
 
 def build_clip_b32(path):
@@ -85,12 +84,18 @@ def main():
     vlm = VLMEmbeddingTransformer(path, pooling="pooler", batch_size=bs).fit(None)
     np.testing.assert_allclose(vlm.transform(images[:4]), bare()[:4], atol=1e-4)
 
-    times = interleaved({"bare HF loop": bare, "skvlm": lambda: vlm.transform(images)}, args.repeats)
+    times = interleaved(
+        {"bare HF loop": bare, "skvlm": lambda: vlm.transform(images)}, args.repeats
+    )
     ratio = times["skvlm"] / times["bare HF loop"]
     print(f"machine: {machine()}")
-    print(f"CLIP ViT-B/32 vision tower (random weights), {args.n_images} images 224x224, batch {bs}")
+    print(
+        f"CLIP ViT-B/32 vision tower (random weights), {args.n_images} images 224x224, batch {bs}"
+    )
     for name, seconds in times.items():
-        print(f"  {name:>13}: {seconds:7.2f} s  {args.n_images / seconds:7.1f} images/s")
+        print(
+            f"  {name:>13}: {seconds:7.2f} s  {args.n_images / seconds:7.1f} images/s"
+        )
     print(f"  ratio skvlm / bare = {ratio:.3f}  (target <= 1.10)")
 
 

@@ -8,14 +8,16 @@ Pipeline.
 from ._embedding import VLMEmbeddingTransformer
 from ._inputs import ImageLoadError
 from .models import ModelNotFoundError, clear_model_cache
+from .store import FeatureStore, FeatureStoreError, FeatureStoreWarning
 
 __version__ = "0.1.0"
 
-__all__ = sorted(
-    [
-        "ImageLoadError",
-        "ModelNotFoundError",
-        "VLMEmbeddingTransformer",
-        "clear_model_cache",
-    ]
-)
+__all__ = [
+    "FeatureStore",
+    "FeatureStoreError",
+    "FeatureStoreWarning",
+    "ImageLoadError",
+    "ModelNotFoundError",
+    "VLMEmbeddingTransformer",
+    "clear_model_cache",
+]

@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _cached
 from ._inputs import ImageLoadError, as_items, load_image
 from .models import STAGES, load_adapter
 from .pooling import POOLINGS, is_position, pooling_label
@@ -211,13 +212,18 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         items, row_prompts = as_items(X)
         adapter = self._adapter()
-        out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
-        requests = [(layer, self.pooling_) for layer in self.layers_]
         failed = []
-        for rows, vectors in self._batches(adapter, items, row_prompts, requests, failed):
-            out[rows] = np.concatenate(
-                [vectors[(layer, self.pooling_)] for layer in self.layers_], axis=1
-            )
+        if self.cache is None:
+            out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
+            requests = [(layer, self.pooling_) for layer in self.layers_]
+            for rows, vectors in self._batches(
+                adapter, items, row_prompts, requests, failed
+            ):
+                out[rows] = np.concatenate(
+                    [vectors[(layer, self.pooling_)] for layer in self.layers_], axis=1
+                )
+        else:
+            out = _cached.transform(self, adapter, items, row_prompts, failed)
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out = out / np.where(norms == 0, 1, norms)
@@ -229,6 +235,35 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         return out
+
+    def precompute(self, X, *, progress=True):
+        """Fill the store with every site of the stage for every image of X.
+
+        Run it once where the model runs fast (a GPU box); later transforms at any
+        layer or pooling of the stage, on any machine that reads the same store,
+        run no forward pass. Fits the estimator first if needed.
+
+        Parameters
+        ----------
+        X : collection of images
+            As for :meth:`transform`.
+        progress : bool, default=True
+            Show a progress bar over the batches that run the model.
+
+        Returns
+        -------
+        self : VLMEmbeddingTransformer
+        """
+        if self.cache is None:
+            raise ValueError(
+                "precompute fills a feature store, and cache is None. Pass "
+                "cache='some/dir' (or a FeatureStore) to the estimator."
+            )
+        if not hasattr(self, "n_features_out_"):
+            self.fit(None)
+        items, row_prompts = as_items(X)
+        _cached.fill(self, self._adapter(), items, row_prompts, [], progress=progress)
+        return self
 
     def get_feature_names_out(self, input_features=None):
         """Output column names, ``{stage}_l{layer}_{pooling}_{i}``.
@@ -315,22 +350,27 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
             return [row_prompts[i] for i in rows]
         return [self.prompt] * len(rows)
 
-    def _batches(self, adapter, items, row_prompts, requests, failed):
-        """Yield (row indices, {(layer, pooling): array}) one batch at a time."""
+    def _batches(
+        self, adapter, items, row_prompts, requests, failed, subset=None, progress=None
+    ):
+        """Yield (row indices, {(layer, pooling): array}) one batch at a time.
+
+        ``subset`` restricts the pass to those rows of ``items`` (a store's misses).
+        """
+        import torch
         from tqdm.auto import tqdm
 
-        import torch
-
-        starts = range(0, len(items), self.batch_size)
+        order = list(range(len(items))) if subset is None else list(subset)
+        starts = range(0, len(order), self.batch_size)
         bar = tqdm(
             starts,
-            disable=not self.progress,
+            disable=not (self.progress if progress is None else progress),
             desc=f"{adapter.family} {self.stage}",
             unit="batch",
         )
         for start in bar:
             rows, images = [], []
-            for i in range(start, min(start + self.batch_size, len(items))):
+            for i in order[start : start + self.batch_size]:
                 try:
                     images.append(load_image(items[i], i))
                     rows.append(i)
@@ -341,6 +381,9 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
             if not rows:
                 continue
             with torch.inference_mode():
-                batch = adapter.prepare(images, self._prompts(adapter, rows, row_prompts))
+                batch = adapter.prepare(
+                    images, self._prompts(adapter, rows, row_prompts)
+                )
                 vectors = adapter.extract(batch, self.stage, requests)
+            _cached.log_forward(items, rows)
             yield rows, {k: v.cpu().numpy() for k, v in vectors.items()}

@@ -285,17 +285,17 @@ def to_rgb(image):
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I"):
         data = np.asarray(image).astype(np.float64) / 257.0
-        return Image.fromarray(np.clip(np.round(data), 0, 255).astype(np.uint8)).convert(
-            "RGB"
-        )
+        return Image.fromarray(
+            np.clip(np.round(data), 0, 255).astype(np.uint8)
+        ).convert("RGB")
     if mode == "F":
         data = np.asarray(image, dtype=np.float64)
         data = np.nan_to_num(data)
         if data.size and data.min() >= 0.0 and data.max() <= 1.0:
             data = data * 255.0
-        return Image.fromarray(np.clip(np.round(data), 0, 255).astype(np.uint8)).convert(
-            "RGB"
-        )
+        return Image.fromarray(
+            np.clip(np.round(data), 0, 255).astype(np.uint8)
+        ).convert("RGB")
     return image.convert("RGB")
 
 

@@ -98,7 +98,9 @@ def pool(hidden, masks, pooling):
         return _position(hidden, masks.valid, int(pooling))
     if pooling == "cls":
         if not masks.has_cls:
-            raise ValueError("pooling 'cls' needs a CLS token, and this stage has none.")
+            raise ValueError(
+                "pooling 'cls' needs a CLS token, and this stage has none."
+            )
         return hidden[:, 0]
     if pooling == "mean":
         return _masked_mean(hidden, masks.pooled, "mean")

@@ -2,7 +2,13 @@
 
 import pytest
 
-from skvlm.testing import make_tiny_clip, make_tiny_siglip, make_tiny_siglip2, make_tiny_vit, random_images
+from skvlm.testing import (
+    make_tiny_clip,
+    make_tiny_siglip,
+    make_tiny_siglip2,
+    make_tiny_vit,
+    random_images,
+)
 
 
 @pytest.fixture(scope="session")

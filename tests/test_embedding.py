@@ -100,16 +100,24 @@ def test_set_output_pandas_keeps_dataframe_index(clip_path, images):
 
 def test_set_output_polars(clip_path, images):
     pl = pytest.importorskip("polars")
-    out = VLMEmbeddingTransformer(clip_path).set_output(transform="polars").fit_transform(images)
+    out = (
+        VLMEmbeddingTransformer(clip_path)
+        .set_output(transform="polars")
+        .fit_transform(images)
+    )
     assert isinstance(out, pl.DataFrame)
     assert out.shape == (len(images), 32)
 
 
 def test_normalize_gives_unit_rows(clip_path, images):
     raw = VLMEmbeddingTransformer(clip_path, pooling="mean").fit_transform(images)
-    unit = VLMEmbeddingTransformer(clip_path, pooling="mean", normalize=True).fit_transform(images)
+    unit = VLMEmbeddingTransformer(
+        clip_path, pooling="mean", normalize=True
+    ).fit_transform(images)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6
+    )
 
 
 def test_row_order_equivariance(clip_path):
@@ -117,21 +125,25 @@ def test_row_order_equivariance(clip_path):
     vlm = VLMEmbeddingTransformer(clip_path, pooling="mean", batch_size=3).fit(None)
     order = np.random.default_rng(0).permutation(7)
     np.testing.assert_allclose(
-        vlm.transform([images[i] for i in order]), vlm.transform(images)[order], atol=1e-5
+        vlm.transform([images[i] for i in order]),
+        vlm.transform(images)[order],
+        atol=1e-5,
     )
 
 
 def test_bfloat16_output_is_float32_and_close(clip_path, images):
     ref = VLMEmbeddingTransformer(clip_path, pooling="mean").fit_transform(images)
-    low = VLMEmbeddingTransformer(clip_path, pooling="mean", dtype="bfloat16").fit_transform(
-        images
-    )
+    low = VLMEmbeddingTransformer(
+        clip_path, pooling="mean", dtype="bfloat16"
+    ).fit_transform(images)
     assert low.dtype == np.float32
     np.testing.assert_allclose(low, ref, atol=0.1)
 
 
 def test_progress_bar_is_shown(clip_path, images, capsys):
-    VLMEmbeddingTransformer(clip_path, progress=True, batch_size=2).fit_transform(images)
+    VLMEmbeddingTransformer(clip_path, progress=True, batch_size=2).fit_transform(
+        images
+    )
     assert "batch" in capsys.readouterr().err
 
 
@@ -194,9 +206,16 @@ def test_unsupported_family_lists_supported_ones(tmp_path):
     from transformers import BertConfig, BertModel
 
     BertModel(
-        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+        BertConfig(
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=8,
+        )
     ).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="not supported by skvlm. Supported families: clip"):
+    with pytest.raises(
+        ValueError, match="not supported by skvlm. Supported families: clip"
+    ):
         VLMEmbeddingTransformer(tmp_path).fit(None)
 
 

@@ -115,7 +115,9 @@ def test_unreadable_file(clip_path, tmp_path):
 
 
 def test_truncated_file(clip_path, rgb, tmp_path):
-    big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), np.uint8))
+    big = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (200, 200, 3), np.uint8)
+    )
     data = io.BytesIO()
     big.save(data, format="JPEG")
     path = tmp_path / "cut.jpg"
@@ -137,7 +139,9 @@ def test_empty_and_single_item_and_missing_column(clip_path, rgb):
     assert "X is empty" in _error_for([], clip_path)
     assert "Wrap it in a list" in _error_for(rgb, clip_path)
     assert "Wrap it in a list" in _error_for("a.jpg", clip_path)
-    assert "without an 'image' column" in _error_for(pd.DataFrame({"x": [1]}), clip_path)
+    assert "without an 'image' column" in _error_for(
+        pd.DataFrame({"x": [1]}), clip_path
+    )
 
 
 def test_on_error_nan_returns_nan_rows_and_warns_once(clip_path, rgb, tmp_path):
@@ -163,7 +167,9 @@ def test_image_key_follows_content_not_name(rgb, tmp_path):
     b.write_bytes(a.read_bytes())
     assert image_key(a) == image_key(b) == image_key(a.read_bytes())
     edited = rgb.copy()
-    edited.putpixel((0, 0), (0, 0, 0) if rgb.getpixel((0, 0)) != (0, 0, 0) else (1, 1, 1))
+    edited.putpixel(
+        (0, 0), (0, 0, 0) if rgb.getpixel((0, 0)) != (0, 0, 0) else (1, 1, 1)
+    )
     edited.save(b)
     assert image_key(b) != image_key(a)
     assert image_key(rgb) != image_key(edited)

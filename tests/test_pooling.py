@@ -13,7 +13,9 @@ def _masks(valid, image=None, has_cls=False):
     valid = torch.tensor(valid, dtype=torch.bool)
     image = None if image is None else torch.tensor(image, dtype=torch.bool)
     text = None if image is None else valid & ~image
-    return TokenMasks(valid=valid, pooled=valid, image=image, text=text, has_cls=has_cls)
+    return TokenMasks(
+        valid=valid, pooled=valid, image=image, text=text, has_cls=has_cls
+    )
 
 
 HIDDEN = torch.tensor(
@@ -47,7 +49,10 @@ def test_pooling_by_hand(pooling, expected):
 def test_cls_needs_a_cls_token():
     with pytest.raises(ValueError, match="needs a CLS token"):
         pool(HIDDEN, _masks(VALID), "cls")
-    assert pool(HIDDEN, _masks(VALID, has_cls=True), "cls").tolist() == HIDDEN[:, 0].tolist()
+    assert (
+        pool(HIDDEN, _masks(VALID, has_cls=True), "cls").tolist()
+        == HIDDEN[:, 0].tolist()
+    )
 
 
 def test_errors_name_the_problem():

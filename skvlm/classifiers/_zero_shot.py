@@ -131,7 +131,11 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
         classes = unique_labels(y)
         names = self._names(classes)
-        templates = [self.templates] if isinstance(self.templates, str) else list(self.templates)
+        templates = (
+            [self.templates]
+            if isinstance(self.templates, str)
+            else list(self.templates)
+        )
         for template in templates:
             if template.count("{}") != 1:
                 raise ValueError(
@@ -150,7 +154,9 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         texts = [[t.format(name) for t in templates] for name in names]
         with torch.inference_mode():
             flat = adapter.encode_text([t for group in texts for t in group])
-        flat = torch.nn.functional.normalize(flat, dim=-1).reshape(len(names), len(templates), -1)
+        flat = torch.nn.functional.normalize(flat, dim=-1).reshape(
+            len(names), len(templates), -1
+        )
         embeddings = torch.nn.functional.normalize(flat.mean(dim=1), dim=-1)
         self.classes_ = classes
         self.class_texts_ = texts
@@ -254,7 +260,7 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         if not names:
             raise ValueError("There are no classes: y is empty.")
         seen = {}
-        for label, name in zip(classes, names):
+        for label, name in zip(classes, names, strict=False):
             seen.setdefault(name.strip().lower(), []).append(label)
         duplicates = {name: labels for name, labels in seen.items() if len(labels) > 1}
         if duplicates:
@@ -270,7 +276,7 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         tokenizer = adapter.processor.tokenizer
         empty = [
             (label, name)
-            for label, name in zip(classes, names)
+            for label, name in zip(classes, names, strict=False)
             if not tokenizer(name, add_special_tokens=False)["input_ids"]
         ]
         if empty:

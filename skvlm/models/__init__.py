@@ -9,15 +9,13 @@ from ._registry import (
     supported_families,
 )
 
-__all__ = sorted(
-    [
-        "Adapter",
-        "ModelNotFoundError",
-        "STAGES",
-        "Stack",
-        "clear_model_cache",
-        "load_adapter",
-        "shipped_models",
-        "supported_families",
-    ]
-)
+__all__ = [
+    "Adapter",
+    "ModelNotFoundError",
+    "STAGES",
+    "Stack",
+    "clear_model_cache",
+    "load_adapter",
+    "shipped_models",
+    "supported_families",
+]

@@ -62,7 +62,11 @@ class Stack:
 def _first_tensor(value):
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+    if (
+        isinstance(value, (tuple, list))
+        and value
+        and isinstance(value[0], torch.Tensor)
+    ):
         return value[0]
     if hasattr(value, "last_hidden_state"):
         return value.last_hidden_state
@@ -256,7 +260,8 @@ def language_masks(input_ids, attention_mask, image_token_ids, special_ids=()):
     image = torch.isin(input_ids, torch.tensor(sorted(image_token_ids), device=device))
     image &= valid
     special = torch.isin(
-        input_ids, torch.tensor(sorted(special_ids), dtype=input_ids.dtype, device=device)
+        input_ids,
+        torch.tensor(sorted(special_ids), dtype=input_ids.dtype, device=device),
     )
     text = valid & ~image & ~special
     return TokenMasks(valid=valid, pooled=valid, image=image, text=text, has_cls=False)

@@ -155,7 +155,8 @@ def adapter_class(config):
     if GenericImageTextAdapter.supports(config):
         return GenericImageTextAdapter
     families = ", ".join(
-        f"{family} ({'/'.join(types)})" for family, types in supported_families().items()
+        f"{family} ({'/'.join(types)})"
+        for family, types in supported_families().items()
     )
     raise ValueError(
         f"Model type {model_type!r} is not supported by skvlm. Supported families: "
@@ -248,7 +249,9 @@ def _load(model, device, dtype, model_kwargs):
     auto = getattr(transformers, getattr(cls, "auto_class", "AutoModel"))
     try:
         net = auto.from_pretrained(path, **kwargs)
-        processor = cls.load_processor(path, revision=revision, model_kwargs=model_kwargs)
+        processor = cls.load_processor(
+            path, revision=revision, model_kwargs=model_kwargs
+        )
     except (OSError, ValueError) as exc:
         raise _not_found(model, exc) from exc
     if "device_map" not in model_kwargs and not _is_quantized(net):
@@ -274,7 +277,9 @@ def load_processor(path, *, revision=None, model_kwargs=None):
     kwargs = {"revision": revision} if revision else {}
     trust = (model_kwargs or {}).get("trust_remote_code", False)
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust, **kwargs)
+        processor = AutoProcessor.from_pretrained(
+            path, trust_remote_code=trust, **kwargs
+        )
     except (OSError, ValueError, TypeError):
         processor = None
     if processor is None or not (

@@ -128,8 +128,12 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
             kwargs["max_length"] = self.model.config.text_config.max_position_embeddings
         chunks = []
         for start in range(0, len(texts), batch_size):
-            tokens = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", **kwargs)
-            tokens = {k: v.to(self.device) for k, v in tokens.items() if k != "token_type_ids"}
+            tokens = tokenizer(
+                list(texts[start : start + batch_size]), return_tensors="pt", **kwargs
+            )
+            tokens = {
+                k: v.to(self.device) for k, v in tokens.items() if k != "token_type_ids"
+            }
             chunks.append(self.model.get_text_features(**tokens).pooler_output.float())
         return torch.cat(chunks)
 
@@ -191,7 +195,14 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
     """Any vision encoder ``AutoModel`` loads whose blocks form one ModuleList (ViT, DINOv2...)."""
 
     family = "vision-encoder"
-    model_types = ("vit", "dinov2", "dinov2_with_registers", "deit", "beit", "data2vec-vision")
+    model_types = (
+        "vit",
+        "dinov2",
+        "dinov2_with_registers",
+        "deit",
+        "beit",
+        "data2vec-vision",
+    )
     stages = ("vision",)
 
     def __init__(self, model, processor):
@@ -199,7 +210,9 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
         config = model.config
         self.blocks = _find_blocks(model, config.num_hidden_layers)
         self.has_cls = _has_cls(model)
-        self.n_prefix = int(self.has_cls) + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.n_prefix = int(self.has_cls) + int(
+            getattr(config, "num_register_tokens", 0) or 0
+        )
         if hasattr(model.embeddings, "distillation_token"):
             self.n_prefix += 1  # DeiT's distillation token is not a patch
         self.has_pooler = config.model_type.startswith("dinov2") or (
@@ -223,7 +236,9 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
         return _to_device(dict(batch), self.device, self.dtype)
 
     def stack(self, stage, batch):
-        return self.tower_stack(self.blocks, n_prefix=self.n_prefix, has_cls=self.has_cls)
+        return self.tower_stack(
+            self.blocks, n_prefix=self.n_prefix, has_cls=self.has_cls
+        )
 
     def forward(self, stage, batch):
         return self.model(pixel_values=batch["pixel_values"])

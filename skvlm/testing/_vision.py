@@ -116,8 +116,12 @@ def make_tiny_siglip(path, *, seed=0, vision=None, text=None):
     >>> AutoModel.from_pretrained(make_tiny_siglip(tempfile.mkdtemp())).config.model_type
     'siglip'
     """
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
-    from transformers import SiglipProcessor
+    from transformers import (
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+    )
 
     tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
     config = SiglipConfig(
@@ -166,8 +170,12 @@ def make_tiny_siglip2(path, *, seed=0, vision=None, text=None, max_num_patches=1
     >>> AutoModel.from_pretrained(make_tiny_siglip2(tempfile.mkdtemp())).config.model_type
     'siglip2'
     """
-    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
-    from transformers import Siglip2Processor
+    from transformers import (
+        Siglip2Config,
+        Siglip2ImageProcessor,
+        Siglip2Model,
+        Siglip2Processor,
+    )
 
     tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
     vision_config = {**VISION, "num_patches": max_num_patches, **(vision or {})}
@@ -219,8 +227,13 @@ def make_tiny_vit(path, *, seed=0, kind="vit", vision=None):
     >>> AutoModel.from_pretrained(make_tiny_vit(tempfile.mkdtemp())).config.model_type
     'vit'
     """
-    from transformers import AutoModel, BitImageProcessor, ViTImageProcessor
-    from transformers import Dinov2Config, ViTConfig
+    from transformers import (
+        AutoModel,
+        BitImageProcessor,
+        Dinov2Config,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
     cfg = {**VISION, **(vision or {})}
     size = cfg["image_size"]

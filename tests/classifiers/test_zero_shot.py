@@ -45,9 +45,13 @@ def test_probabilities_equal_hf_embeddings(family, clip_path, siglip_path):
     path = clip_path if family == "clip" else siglip_path
     images = random_images(5, seed=2)
     y = np.array([0, 1, 2, 0, 1])
-    clf = CLIPZeroShotClassifier(path, class_names=NAMES, templates=TEMPLATES).fit(images, y)
+    clf = CLIPZeroShotClassifier(path, class_names=NAMES, templates=TEMPLATES).fit(
+        images, y
+    )
     logits = _hf_logits(path, images, "longest" if family == "clip" else "max_length")
-    np.testing.assert_allclose(clf.decision_function(images), logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        clf.decision_function(images), logits, rtol=1e-4, atol=1e-4
+    )
     if family == "clip":
         expected = torch.softmax(torch.tensor(logits), dim=1).numpy()
     else:
@@ -81,7 +85,9 @@ def test_works_in_cross_val_score_and_pickles(clip_path):
     blob = pickle.dumps(fitted)
     assert len(blob) < 20_000
     np.testing.assert_allclose(
-        pickle.loads(blob).predict_proba(images), fitted.predict_proba(images), atol=1e-6
+        pickle.loads(blob).predict_proba(images),
+        fitted.predict_proba(images),
+        atol=1e-6,
     )
 
 
@@ -90,9 +96,9 @@ def test_errors(clip_path, vit_path):
     with pytest.raises(NotFittedError):
         CLIPZeroShotClassifier(clip_path).predict(images)
     with pytest.raises(ValueError, match="Several classes share a name.*crane"):
-        CLIPZeroShotClassifier(clip_path, class_names={0: "crane", 1: "Crane", 2: "cat"}).fit(
-            images, [0, 1, 2]
-        )
+        CLIPZeroShotClassifier(
+            clip_path, class_names={0: "crane", 1: "Crane", 2: "cat"}
+        ).fit(images, [0, 1, 2])
     with pytest.raises(ValueError, match="tokenize to nothing"):
         CLIPZeroShotClassifier(clip_path, class_names={0: " ", 1: "cat", 2: "dog"}).fit(
             images, [0, 1, 2]

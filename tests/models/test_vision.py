@@ -6,7 +6,6 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from skvlm import VLMEmbeddingTransformer
-
 from skvlm.testing import random_images
 
 FAMILIES = ["clip", "siglip", "siglip2", "vit", "dinov2"]
@@ -64,7 +63,8 @@ def _expected(ref, family, layer, pooling):
         return ref["pooler"]
     # int position among valid tokens
     rows = []
-    for h, m in zip(hidden, np.ones(hidden.shape[:2], bool) if ref["mask"] is None else ref["mask"]):
+    valid = np.ones(hidden.shape[:2], bool) if ref["mask"] is None else ref["mask"]
+    for h, m in zip(hidden, valid, strict=True):
         rows.append(h[m][pooling])
     return np.stack(rows)
 

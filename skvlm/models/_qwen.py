@@ -1,0 +1,484 @@
+"""Adapters for Qwen2-VL, Qwen2.5-VL and Qwen3-VL, and processors without torchvision.
+
+Qwen's vision tower packs the patches of a whole batch into one (patches, dim)
+tensor, each image's patches in the image processor's order (2x2 merge blocks
+contiguous). The adapters split it per image by ``image_grid_thw``, put each
+image's patches in raster order (row by row over the patch grid) and pad them into
+a (batch, tokens, dim) tensor with a mask, so pooling never sees another image's
+patches or padding.
+
+Qwen processors own a video processor, and transformers' video processors need
+torchvision; ``load_processor_without_video`` loads the same processor class
+without it when torchvision is missing or broken (images never need it).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import torch
+
+from ..pooling import TokenMasks, pool
+from ._base import DEFAULT_PROMPT, Adapter, Stack, language_masks
+from ._vision import _to_device
+
+LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
+TOKEN_POOLINGS = ("mean", "max")
+
+
+# -- processors without torchvision ---------------------------------------------------
+class MissingVideoProcessor:
+    """Stands in for a video processor that needs torchvision.
+
+    Chat templates read ``num_frames`` and ``fps`` even for image-only chats;
+    processing a video fails here with what to install.
+    """
+
+    num_frames = None
+    fps = None
+    _auto_class = None  # read by ``save_pretrained``
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(
+            "Video inputs need torchvision, which is not usable here: "
+            "pip install torchvision (skvlm itself only sends images)."
+        )
+
+
+@functools.cache
+def _video_free(processor_cls):
+    """``processor_cls`` loading every part but its video processor.
+
+    The subclass keeps the parent's name, so messages and ``save_pretrained``
+    show the real class.
+    """
+    names = processor_cls.get_attributes()
+    others = [name for name in names if name != "video_processor"]
+    # The parent's loader iterates ``get_attributes``; a sibling class that omits
+    # the video processor reuses it unchanged for everything else.
+    loader = type(
+        processor_cls.__name__,
+        (processor_cls,),
+        {"get_attributes": classmethod(lambda cls: list(others))},
+    )
+
+    def _get_arguments_from_pretrained(cls, path, processor_dict=None, **kwargs):
+        args = loader._get_arguments_from_pretrained(path, processor_dict, **kwargs)
+        args.insert(names.index("video_processor"), MissingVideoProcessor())
+        return args
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if isinstance(argument, MissingVideoProcessor):
+            return MissingVideoProcessor
+        return processor_cls.check_argument_for_proper_class(
+            self, argument_name, argument
+        )
+
+    def to_dict(self):
+        # The stand-in is no sub-processor: nothing of it belongs in a saved config.
+        output = processor_cls.to_dict(self)
+        output.pop("video_processor", None)
+        return output
+
+    return type(
+        processor_cls.__name__,
+        (processor_cls,),
+        {
+            "_get_arguments_from_pretrained": classmethod(
+                _get_arguments_from_pretrained
+            ),
+            "check_argument_for_proper_class": check_argument_for_proper_class,
+            "to_dict": to_dict,
+            "__module__": processor_cls.__module__,
+            "__doc__": processor_cls.__doc__,
+        },
+    )
+
+
+def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
+    """Load a processor that owns a video processor, without torchvision if need be.
+
+    With a working torchvision this is ``AutoProcessor.from_pretrained``;
+    otherwise the processor class ``class_name`` is loaded with a stand-in for
+    its video processor (which raises if ever asked to process a video).
+
+    Parameters
+    ----------
+    path : str
+        Hub id or local directory in ``save_pretrained`` layout.
+    class_name : str
+        The transformers processor class (``"Qwen2VLProcessor"``...).
+    revision : str, default=None
+    model_kwargs : dict, default=None
+        Only ``trust_remote_code`` is read, for the torchvision path.
+
+    Returns
+    -------
+    processor : transformers.ProcessorMixin
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models._qwen import load_processor_without_video
+    >>> from skvlm.testing._generative import make_tiny_qwen2_vl
+    >>> path = make_tiny_qwen2_vl(tempfile.mkdtemp())
+    >>> processor = load_processor_without_video(path, "Qwen2VLProcessor")
+    >>> type(processor).__name__, processor.image_token
+    ('Qwen2VLProcessor', '<|image_pad|>')
+    """
+    import transformers
+    from transformers.utils import is_torchvision_available
+
+    kwargs = {"revision": revision} if revision else {}
+    if is_torchvision_available():
+        trust = (model_kwargs or {}).get("trust_remote_code", False)
+        try:
+            return transformers.AutoProcessor.from_pretrained(
+                path, trust_remote_code=trust, **kwargs
+            )
+        except (ImportError, OSError):  # torchvision unusable, or no video config
+            pass
+    return _video_free(getattr(transformers, class_name)).from_pretrained(
+        path, **kwargs
+    )
+
+
+# -- helpers shared with the Idefics3 adapters -------------------------------------------
+def pad_tokens(sequences):
+    """Stack per-image token sequences into a zero-padded batch with a mask.
+
+    Parameters
+    ----------
+    sequences : sequence of torch.Tensor, each of shape (tokens_i, dim)
+
+    Returns
+    -------
+    hidden : torch.Tensor, shape (batch, max tokens, dim)
+    valid : torch.Tensor of bool, shape (batch, max tokens)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvlm.models._qwen import pad_tokens
+    >>> hidden, valid = pad_tokens([torch.ones(2, 3), torch.ones(1, 3)])
+    >>> tuple(hidden.shape), valid.tolist()
+    ((2, 2, 3), [[True, True], [True, False]])
+    """
+    lengths = [len(s) for s in sequences]
+    first = sequences[0]
+    hidden = first.new_zeros(len(sequences), max(lengths), first.shape[-1])
+    valid = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=first.device)
+    for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+        hidden[i, :length] = sequence
+        valid[i, :length] = True
+    return hidden, valid
+
+
+def pool_requests(entries, requests):
+    """Pool the requested (layer, pooling) pairs of a stack of per-image token lists."""
+    out = {}
+    for layer in sorted({layer for layer, _ in requests}):
+        hidden, valid = pad_tokens(entries[layer])
+        masks = TokenMasks(valid=valid, pooled=valid)
+        for requested, pooling in requests:
+            if requested == layer:
+                out[(layer, pooling)] = pool(hidden, masks, pooling)
+    return out
+
+
+def special_token_ids(tokenizer, pattern=None):
+    """Ids left out of ``text_mean``: special tokens, and added tokens matching ``pattern``."""
+    ids = set(tokenizer.all_special_ids)
+    for token_id, token in tokenizer.added_tokens_decoder.items():
+        if token.special or (
+            pattern is not None and re.fullmatch(pattern, token.content)
+        ):
+            ids.add(token_id)
+    return ids
+
+
+class ChatPromptMixin:
+    """``format_prompt`` and prompt checks for families with one image placeholder."""
+
+    image_token = "<image>"
+    fallback_format = "{prompt}"
+
+    def format_prompt(self, prompt):
+        prompt = DEFAULT_PROMPT if prompt is None else prompt
+        if self.image_token in prompt:
+            return prompt
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"}, {"type": "text", "text": prompt}]
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        return self.fallback_format.format(prompt=prompt)
+
+    def format_prompts(self, prompts):
+        """Formatted prompts of a batch, each with exactly one image placeholder."""
+        texts = [self.format_prompt(p) for p in prompts]
+        for i, text in enumerate(texts):
+            count = text.count(self.image_token)
+            if count != 1:
+                raise ValueError(
+                    f"The prompt of batch item {i} holds {count} image placeholders "
+                    f"{self.image_token!r}: {text!r}. skvlm sends one image per row; "
+                    "write the placeholder once, or leave it out and skvlm inserts it."
+                )
+        return texts
+
+
+# -- Qwen2-VL, Qwen2.5-VL, Qwen3-VL ---------------------------------------------------------
+class Qwen2VLAdapter(ChatPromptMixin, Adapter):
+    """Qwen2-VL (``Qwen2VLForConditionalGeneration``): dynamic-resolution ViT,
+    2x2 patch merger, M-RoPE language model.
+
+    Stages and layers:
+
+    - ``vision``: entry 0 = the patch embeddings (input of the first vision
+      block), entry k = after vision block k: the tower's own
+      ``output_hidden_states``, split per image and put in raster order over the
+      image's patch grid (frames, then rows, then columns; the processor packs
+      2x2 merge blocks together), so an int pooling counts patches row by row.
+      No entry carries the merger's norm. Poolings ``mean`` and ``max`` (no CLS token, no pooled
+      head); images of different sizes give different token counts, masked.
+    - ``projector``: one entry, the image tokens after the patch merger, in the
+      language model's width and in the order the language model receives them
+      (raster order over 2x2 merge blocks). Poolings ``mean`` and ``max``.
+    - ``language``: entry 0 = the input embeddings with the image tokens merged
+      in, entry k = after decoder block k; the last entry carries the final norm
+      (HF's ``hidden_states[-1]``). Poolings ``last``, ``mean``, ``max``,
+      ``image_mean`` (``<|image_pad|>`` positions), ``text_mean`` (special tokens
+      such as ``<|im_start|>`` and ``<|vision_start|>`` excluded) and int
+      positions among the valid tokens.
+
+    The prompt is formatted with the processor's chat template (system prompt,
+    then ``<|vision_start|><|image_pad|><|vision_end|>{prompt}`` as the user turn,
+    then the assistant header); the processor's ``mm_token_type_ids`` and
+    ``image_grid_thw`` reach the model, whose M-RoPE positions skip padding, so
+    left or right padding and batch composition do not change a result.
+    """
+
+    family = "qwen2_vl"
+    model_types = ("qwen2_vl",)
+    auto_class = "AutoModelForImageTextToText"
+    stages = ("vision", "projector", "language")
+    processor_class = "Qwen2VLProcessor"
+    image_token = "<|image_pad|>"
+    fallback_format = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>{prompt}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+    @classmethod
+    def load_processor(cls, path, *, revision=None, model_kwargs=None):
+        """The checkpoint's processor, without its video processor if torchvision is missing."""
+        return load_processor_without_video(
+            path, cls.processor_class, revision=revision, model_kwargs=model_kwargs
+        )
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.base = getattr(model, "model", model)
+        self.tower = self.base.visual
+        self.language = self.base.language_model
+        self.merge = self.tower.spatial_merge_size
+        self.image_token_id = model.config.image_token_id
+        self._special_ids = special_token_ids(processor.tokenizer) - {
+            self.image_token_id
+        }
+
+    # -- what the stages offer -------------------------------------------------
+    def n_layers(self, stage):
+        if stage == "vision":
+            return len(self.tower.blocks) + 1
+        if stage == "projector":
+            return 1
+        return len(self.language.layers) + 1
+
+    def poolings(self, stage, layer):
+        return LANGUAGE_POOLINGS if stage == "language" else TOKEN_POOLINGS
+
+    def dim(self, stage):
+        if stage == "vision":
+            return self.tower.patch_embed.proj.out_channels
+        return self.model.config.get_text_config().hidden_size
+
+    def format_prompt(self, prompt):
+        """The text the model sees for ``prompt``; one holding ``<|image_pad|>`` is used as is.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing._generative import make_tiny_qwen2_vl
+        >>> adapter = load_adapter(make_tiny_qwen2_vl(tempfile.mkdtemp()), device="cpu")
+        >>> print(adapter.format_prompt("What is it?"))
+        <|im_start|>system
+        You are a helpful assistant.<|im_end|>
+        <|im_start|>user
+        <|vision_start|><|image_pad|><|vision_end|>What is it?<|im_end|>
+        <|im_start|>assistant
+        <BLANKLINE>
+        """
+        return super().format_prompt(prompt)
+
+    # -- inputs --------------------------------------------------------------------
+    def prepare(self, images, prompts=None):
+        if prompts is None:
+            batch = self.processor.image_processor(images=images, return_tensors="pt")
+        else:
+            batch = self.processor(
+                images=images,
+                text=self.format_prompts(prompts),
+                padding=True,
+                return_tensors="pt",
+            )
+        return _to_device(dict(batch), self.device, self.dtype)
+
+    def _window_index(self, grid):
+        """Merge-block order of the windowed vision blocks (Qwen2.5-VL), or None."""
+        return None
+
+    def _raster_gather(self, grid):
+        """Index that takes a packed vision tensor to raster order, and per-image lengths.
+
+        The processor packs each image as (frames, rows / m, columns / m, m, m)
+        for merge size m; raster order is (frames, rows, columns).
+        """
+        m = self.merge
+        order, lengths, offset = [], [], 0
+        for t, h, w in grid.tolist():
+            n = t * h * w
+            index = torch.arange(n).view(t, h // m, w // m, m, m).permute(0, 1, 3, 2, 4)
+            order.append(index.reshape(-1) + offset)
+            lengths.append(n)
+            offset += n
+        gather = torch.cat(order)
+        window = self._window_index(grid)
+        if window is not None:
+            # Blocks see merge blocks in window order: packed block j holds
+            # processor block window[j], so processor block b sits at argsort[b].
+            unit = m * m
+            position = torch.argsort(window.cpu())
+            unwindow = (position[:, None] * unit + torch.arange(unit)).reshape(-1)
+            gather = unwindow[gather]
+        return gather.to(grid.device), lengths
+
+    # -- stacks and forward passes ---------------------------------------------------
+    def stack(self, stage, batch):
+        if stage == "vision":
+            gather, lengths = self._raster_gather(batch["image_grid_thw"])
+
+            def unpack(hidden):
+                return pad_tokens(torch.split(hidden[gather], lengths))[0]
+
+            counts = torch.tensor(lengths, device=gather.device)
+            valid = torch.arange(max(lengths), device=gather.device) < counts[:, None]
+            return Stack(
+                blocks=self.tower.blocks,
+                masks=TokenMasks(valid=valid, pooled=valid),
+                unpack=unpack,
+            )
+        masks = language_masks(
+            batch["input_ids"],
+            batch["attention_mask"],
+            {self.image_token_id},
+            self._special_ids,
+        )
+        return Stack(
+            blocks=self.language.layers, masks=masks, final_norm=self.language.norm
+        )
+
+    def forward(self, stage, batch):
+        if stage == "vision":
+            return self.tower(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+        return self.base(**batch, use_cache=False)
+
+    def projector_entries(self, batch):
+        """The projector stack: for each entry, a list of per-image (tokens, dim)."""
+        out = self.base.get_image_features(
+            batch["pixel_values"], batch["image_grid_thw"]
+        )
+        return [list(out.pooler_output)]
+
+    def extract(self, batch, stage, requests):
+        if stage != "projector":
+            return super().extract(batch, stage, requests)
+        return pool_requests(self.projector_entries(batch), requests)
+
+
+class Qwen2_5_VLAdapter(Qwen2VLAdapter):
+    """Qwen2.5-VL: Qwen2-VL with windowed attention in most vision blocks.
+
+    Stages and layers are those of ``Qwen2VLAdapter``. The tower permutes
+    its patches into window order before the first block and restores the order
+    only after the merger, so HF's intermediate vision ``hidden_states`` are
+    window-permuted; skvlm undoes the permutation, so every vision entry is in
+    raster patch order like Qwen2-VL's (``mean``/``max`` are unaffected; int
+    positions count patches row by row). The projector and language stages get
+    the merger output in the language model's order, as HF's does.
+    """
+
+    family = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+    processor_class = "Qwen2_5_VLProcessor"
+
+    def _window_index(self, grid):
+        tower = self.tower
+        try:
+            from transformers.vision_utils import get_vision_window_index
+        except ImportError:  # transformers before vision_utils kept it on the tower
+            return tower.get_window_index(grid)[0]
+        return get_vision_window_index(
+            grid,
+            spatial_merge_size=tower.spatial_merge_size,
+            window_size=tower.window_size,
+            patch_size=tower.patch_size,
+        )[0]
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    """Qwen3-VL: learned position grid in the tower and DeepStack.
+
+    DeepStack takes the outputs of some vision blocks
+    (``vision_config.deepstack_visual_indexes``, D of them), passes each through
+    its own merger and adds the result to the language model's hidden states at
+    the image positions after decoder blocks 1..D.
+
+    - ``vision``: as Qwen2-VL (raster patch order; ``mean``, ``max``).
+    - ``projector``: D + 1 entries. Entries 0..D-1 are the DeepStack mergers'
+      tokens (in the order of ``deepstack_visual_indexes``; entry j is what is
+      added after decoder block j + 1); the last entry (-1) is the main
+      merger's tokens, merged into the input embeddings. ``mean`` and ``max``.
+    - ``language``: entry 0 = input embeddings with the image tokens merged in,
+      entry k = output of decoder block k as HF's ``output_hidden_states`` gives
+      it, that is *before* DeepStack's addition for k <= D: at image positions
+      the hidden state block k + 1 reads is entry k plus DeepStack entry k - 1
+      (text positions are unchanged by DeepStack). The last entry carries the
+      final norm.
+    """
+
+    family = "qwen3_vl"
+    model_types = ("qwen3_vl",)
+    processor_class = "Qwen3VLProcessor"
+    fallback_format = (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{prompt}"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+    def n_layers(self, stage):
+        if stage == "projector":
+            return len(self.tower.deepstack_visual_indexes) + 1
+        return super().n_layers(stage)
+
+    def projector_entries(self, batch):
+        out = self.base.get_image_features(
+            batch["pixel_values"], batch["image_grid_thw"]
+        )
+        deepstack = [list(features) for features in out.deepstack_features]
+        return deepstack + [list(out.pooler_output)]

@@ -1,0 +1,5 @@
+"""Feature selection with random probes."""
+
+from ._random_probe import RandomProbeSelector
+
+__all__ = ["RandomProbeSelector"]
