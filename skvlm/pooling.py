@@ -156,3 +156,38 @@ def _position(hidden, valid, position):
     running = valid.long().cumsum(dim=1)
     index = (running <= target.unsqueeze(1)).sum(dim=1)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def pad_tokens(sequences):
+    """Stack per-item token sequences into one zero-padded batch with a mask.
+
+    Families with a variable number of tokens per image (dynamic resolution,
+    tiling) pool through this, so their padding is masked like any other.
+
+    Parameters
+    ----------
+    sequences : sequence of torch.Tensor, each of shape (tokens_i, dim)
+
+    Returns
+    -------
+    hidden : torch.Tensor, shape (batch, max tokens, dim)
+        Right-padded with zeros.
+    valid : torch.Tensor of bool, shape (batch, max tokens)
+        True on real tokens.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvlm.pooling import pad_tokens
+    >>> hidden, valid = pad_tokens([torch.ones(2, 3), torch.ones(1, 3)])
+    >>> tuple(hidden.shape), valid.tolist()
+    ((2, 2, 3), [[True, True], [True, False]])
+    """
+    lengths = [len(s) for s in sequences]
+    first = sequences[0]
+    hidden = first.new_zeros(len(sequences), max(lengths), first.shape[-1])
+    valid = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=first.device)
+    for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+        hidden[i, :length] = sequence
+        valid[i, :length] = True
+    return hidden, valid

@@ -21,6 +21,9 @@ STAGES = ("vision", "projector", "language")
 #: The paper's extraction prompt (Zhang et al., 2024), used when ``prompt=None``.
 DEFAULT_PROMPT = "What type of object is in this photo?"
 
+#: The named poolings of every generative family's language stage.
+LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
+
 
 class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer has been pooled."""

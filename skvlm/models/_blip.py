@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._base import DEFAULT_PROMPT, Stack, language_masks
-from ._llava import LANGUAGE_POOLINGS, LlavaAdapter
+from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Stack, language_masks
+from ._llava import LlavaAdapter
 from ._vision import _to_device
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..pooling import TokenMasks
-from ._base import Adapter, Stack, language_masks
+from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks
 from ._qwen import (
-    LANGUAGE_POOLINGS,
     TOKEN_POOLINGS,
     ChatPromptMixin,
     load_processor_without_video,

@@ -13,45 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..pooling import TokenMasks, pool
-from ._base import DEFAULT_PROMPT, Adapter, Stack, language_masks
+from ..pooling import TokenMasks, pad_tokens, pool
+from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Adapter, Stack, language_masks
 from ._vision import VisionTowerMixin, _to_device
-
-LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
-
-
-def pad_sequences(sequences):
-    """Stack per-item token sequences into one zero-padded batch with a mask.
-
-    Parameters
-    ----------
-    sequences : sequence of torch.Tensor, each of shape (tokens_i, dim)
-
-    Returns
-    -------
-    hidden : torch.Tensor, shape (batch, max tokens, dim)
-        Right-padded with zeros.
-    valid : torch.Tensor of bool, shape (batch, max tokens)
-        True on real tokens.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skvlm.models._llava import pad_sequences
-    >>> hidden, valid = pad_sequences([torch.ones(2, 3), torch.ones(1, 3)])
-    >>> hidden.shape, valid.tolist()
-    (torch.Size([2, 2, 3]), [[True, True], [True, False]])
-    """
-    lengths = [len(s) for s in sequences]
-    first = sequences[0]
-    hidden = first.new_zeros(len(sequences), max(lengths), first.shape[-1])
-    valid = torch.zeros(
-        len(sequences), max(lengths), dtype=torch.bool, device=first.device
-    )
-    for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
-        hidden[i, :length] = sequence
-        valid[i, :length] = True
-    return hidden, valid
 
 
 def _inner_tower(tower):
@@ -208,7 +172,7 @@ class LlavaAdapter(VisionTowerMixin, Adapter):
     def extract(self, batch, stage, requests):
         if stage != "projector":
             return super().extract(batch, stage, requests)
-        hidden, valid = pad_sequences(self.image_tokens(batch))
+        hidden, valid = pad_tokens(self.image_tokens(batch))
         masks = TokenMasks(valid=valid, pooled=valid)
         return {(layer, p): pool(hidden, masks, p) for layer, p in requests}
 
@@ -264,7 +228,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
         def unpack(hidden):
             per_image = hidden.split(views)
-            return pad_sequences([h.flatten(0, 1) for h in per_image])[0]
+            return pad_tokens([h.flatten(0, 1) for h in per_image])[0]
 
         def masks(hidden):
             tokens = hidden.shape[1]

@@ -19,11 +19,10 @@ import re
 
 import torch
 
-from ..pooling import TokenMasks, pool
-from ._base import DEFAULT_PROMPT, Adapter, Stack, language_masks
+from ..pooling import TokenMasks, pad_tokens, pool
+from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Adapter, Stack, language_masks
 from ._vision import _to_device
 
-LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
 TOKEN_POOLINGS = ("mean", "max")
 
 
@@ -145,36 +144,6 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
 
 
 # -- helpers shared with the Idefics3 adapters -------------------------------------------
-def pad_tokens(sequences):
-    """Stack per-image token sequences into a zero-padded batch with a mask.
-
-    Parameters
-    ----------
-    sequences : sequence of torch.Tensor, each of shape (tokens_i, dim)
-
-    Returns
-    -------
-    hidden : torch.Tensor, shape (batch, max tokens, dim)
-    valid : torch.Tensor of bool, shape (batch, max tokens)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skvlm.models._qwen import pad_tokens
-    >>> hidden, valid = pad_tokens([torch.ones(2, 3), torch.ones(1, 3)])
-    >>> tuple(hidden.shape), valid.tolist()
-    ((2, 2, 3), [[True, True], [True, False]])
-    """
-    lengths = [len(s) for s in sequences]
-    first = sequences[0]
-    hidden = first.new_zeros(len(sequences), max(lengths), first.shape[-1])
-    valid = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=first.device)
-    for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
-        hidden[i, :length] = sequence
-        valid[i, :length] = True
-    return hidden, valid
-
-
 def pool_requests(entries, requests):
     """Pool the requested (layer, pooling) pairs of a stack of per-image token lists."""
     out = {}

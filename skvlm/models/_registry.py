@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import json
 import os
 import threading
@@ -119,8 +118,6 @@ def resolve_model(model):
 def _adapter_classes():
     classes = []
     for name in ADAPTER_MODULES:
-        if importlib.util.find_spec(name) is None:  # TEMP while families land
-            continue
         module = importlib.import_module(name)
         classes.extend(getattr(module, "ADAPTERS", None) or _subclasses(module))
     return classes

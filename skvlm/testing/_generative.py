@@ -7,15 +7,14 @@ offline, saves both with ``save_pretrained`` and returns the directory, so
 tests go through the same ``from_pretrained`` path as a real checkpoint.
 """
 
-import functools
 import json
 from pathlib import Path
 
 import torch
 import transformers
 from tokenizers import processors
-from transformers.utils import is_torchvision_available
 
+from ..models._qwen import MissingVideoProcessor, _video_free
 from ._tokenizer import make_tokenizer
 
 __all__ = [
@@ -188,57 +187,6 @@ def _save(path, model_cls, config, processor, seed):
     return path
 
 
-class _MissingVideoProcessor:
-    """Stands in for a video processor that needs torchvision.
-
-    SmolVLM's ``apply_chat_template`` reads ``num_frames`` and ``fps`` even
-    for image-only chats; anything that really processes video fails here.
-    """
-
-    num_frames = None
-    fps = None
-
-    def __call__(self, *args, **kwargs):
-        raise ImportError("Video inputs need torchvision: pip install torchvision.")
-
-
-@functools.cache
-def _without_video(processor_cls):
-    """``processor_cls`` minus its video processor (which needs torchvision).
-
-    The subclass keeps the parent's name, so ``save_pretrained`` records the
-    real class and a user with torchvision gets the full processor back.
-    """
-    names = processor_cls.get_attributes()
-    slot = names.index("video_processor")
-
-    def get_attributes(cls):
-        return [a for a in names if a != "video_processor"]
-
-    def from_args_and_dict(cls, args, processor_dict, **kwargs):
-        # A saved nested video config must not reach __init__ as a kwarg.
-        processor_dict = {
-            k: v for k, v in processor_dict.items() if k != "video_processor"
-        }
-        args = [*args[:slot], None, *args[slot:]]
-        return super(subclass, cls).from_args_and_dict(args, processor_dict, **kwargs)
-
-    subclass = type(
-        processor_cls.__name__,
-        (processor_cls,),
-        {
-            "get_attributes": classmethod(get_attributes),
-            "from_args_and_dict": classmethod(from_args_and_dict),
-            # A class attribute, so it never lands in the saved processor config.
-            "video_processor": _MissingVideoProcessor(),
-            "__module__": processor_cls.__module__,
-            "__qualname__": processor_cls.__qualname__,
-            "__doc__": processor_cls.__doc__,
-        },
-    )
-    return subclass
-
-
 def _add_video_config(path, video_config):
     """Record a video processor config, so users with torchvision load the
     full processor through ``AutoProcessor`` (the nested v5 layout)."""
@@ -249,25 +197,22 @@ def _add_video_config(path, video_config):
 
 
 def load_processor(path, **kwargs):
-    """Load the processor saved at ``path``, without torchvision if need be.
+    """Load the processor saved at ``path`` the way skvlm does, torchvision or not.
 
     ``AutoProcessor.from_pretrained`` fails without torchvision for processors
-    that own a video processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM), since
-    ``AutoVideoProcessor`` requires it. Images never need the video processor,
-    so this loads the same processor class without it in that case.
+    that own a video processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM); skvlm's
+    adapters load those with a stand-in video processor. This is the same code.
 
     Parameters
     ----------
     path : str or Path
-        Hub id or local directory in ``save_pretrained`` layout.
+        Local directory in ``save_pretrained`` layout (or hub id).
     **kwargs
-        Passed to ``from_pretrained`` (``revision``, ``local_files_only``...).
+        ``revision`` is passed on.
 
     Returns
     -------
     processor : transformers.ProcessorMixin
-        The checkpoint's processor (``video_processor`` absent when torchvision
-        is not installed and the class has one).
 
     Examples
     --------
@@ -277,45 +222,11 @@ def load_processor(path, **kwargs):
     >>> type(load_processor(path)).__name__
     'Qwen2VLProcessor'
     """
-    from transformers import AutoProcessor
+    from ..models._registry import adapter_class, load_config
 
-    if is_torchvision_available():
-        return AutoProcessor.from_pretrained(path, **kwargs)
-    name = _saved_processor_class(path, kwargs)
-    if name is None:
-        return AutoProcessor.from_pretrained(path, **kwargs)
-    cls = getattr(transformers, name, None)
-    if cls is None or "video_processor" not in cls.get_attributes():
-        return AutoProcessor.from_pretrained(path, **kwargs)
-    return _without_video(cls).from_pretrained(path, **kwargs)
-
-
-def _saved_processor_class(path, kwargs):
-    """The ``processor_class`` named in the checkpoint, or None."""
-    from transformers.utils import cached_file
-
-    for filename in (
-        "processor_config.json",
-        "preprocessor_config.json",
-        "tokenizer_config.json",
-    ):
-        hub_kwargs = {
-            k: kwargs[k]
-            for k in ("revision", "cache_dir", "token", "local_files_only")
-            if k in kwargs
-        }
-        resolved = cached_file(
-            path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
-        )
-        if resolved is not None:
-            name = json.loads(Path(resolved).read_text()).get("processor_class")
-            if name:
-                return name
-    from transformers import AutoConfig
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-
-    model_type = AutoConfig.from_pretrained(path, **kwargs).model_type
-    return PROCESSOR_MAPPING_NAMES.get(model_type)
+    path = str(path)
+    cls = adapter_class(load_config(path))
+    return cls.load_processor(path, revision=kwargs.get("revision"))
 
 
 _BUILDER_DOC = """
@@ -498,10 +409,10 @@ def _qwen_parts(processor_name, template, image_processor_kwargs=None):
         size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64},
         **(image_processor_kwargs or {}),
     )
-    processor = _without_video(getattr(transformers, processor_name))(
+    processor = _video_free(getattr(transformers, processor_name))(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        video_processor=None,
+        video_processor=MissingVideoProcessor(),
         chat_template=template,
     )
     ids = dict(
@@ -778,10 +689,10 @@ def make_tiny_smolvlm(path, *, seed=0, **overrides):
         max_image_size={"longest_edge": 32},
         do_image_splitting=True,
     )
-    processor = _without_video(transformers.SmolVLMProcessor)(
+    processor = _video_free(transformers.SmolVLMProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        video_processor=None,
+        video_processor=MissingVideoProcessor(),
         image_seq_len=4,
         chat_template=SMOLVLM_TEMPLATE,
     )

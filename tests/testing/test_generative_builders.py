@@ -248,4 +248,6 @@ def test_load_processor_without_torchvision(built):
     processor.save_pretrained(resaved)
     saved = json.loads((resaved / "processor_config.json").read_text())
     assert saved["processor_class"] == "Qwen2VLProcessor"
+    # skvlm picks the processor loader by the model's family, read from its config.
+    (resaved / "config.json").write_bytes((path / "config.json").read_bytes())
     assert type(load_processor(resaved)).__name__ == "Qwen2VLProcessor"
