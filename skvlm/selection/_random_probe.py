@@ -126,9 +126,9 @@ class RandomProbeSelector(SelectorMixin, BaseEstimator):
 
     Attributes
     ----------
-    feature_importances_ : ndarray of shape (n_features_in_,)
+    feature_importances_ : ndarray of shape (n_features,)
         Mean importance of each real feature over the folds.
-    feature_importances_std_ : ndarray of shape (n_features_in_,)
+    feature_importances_std_ : ndarray of shape (n_features,)
         Its standard deviation over the folds.
     probe_importances_ : ndarray of shape (n_probes_total,)
         Mean importance of each probe column over the folds.
@@ -136,7 +136,7 @@ class RandomProbeSelector(SelectorMixin, BaseEstimator):
         Names of the probe columns (``probe_{kind}_{i}``).
     threshold_ : float
         The probe statistic a feature had to exceed.
-    support_ : ndarray of bool of shape (n_features_in_,)
+    support_ : ndarray of bool of shape (n_features,)
         Kept features.
     features_to_drop_ : list
         Names (or indices, for unnamed input) of the dropped features, as in
