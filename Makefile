@@ -8,7 +8,7 @@ EXTRAS ?= dev,docs,ray,plot
 STAMP := $(VENV)/.skvlm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test docs bench clean
+.PHONY: install demo test docs bench train-models clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ docs: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# Retrain the tiny models shipped in skvlm/_data/models (deterministic, minutes on CPU).
+train-models: install
+	$(PY) scripts/train_embedded_models.py --out skvlm/_data/models
 
 clean:
 	rm -rf docs/_build skvlm-report .pytest_cache

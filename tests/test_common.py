@@ -18,7 +18,7 @@ SUBPACKAGES = ["skvlm", "skvlm.classifiers", "skvlm.selection", "skvlm.inspectio
 # Cheap constructor arguments for estimators that need them; the written reason
 # for every check expected to fail lives in EXPECTED_FAILED.
 CHEAP = {
-    "LinearProbeClassifier": lambda cls: cls(max_epochs=20, random_state=0),
+    "LinearProbeClassifier": lambda cls: cls(max_iter=20, random_state=0),
     "RandomProbeSelector": lambda cls: cls(
         _logistic(), n_probes=2, cv=2, random_state=0
     ),
