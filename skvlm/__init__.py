@@ -7,12 +7,15 @@ Pipeline.
 
 from ._embedding import VLMEmbeddingTransformer
 from ._inputs import ImageLoadError
+from .classifiers import CLIPZeroShotClassifier, LinearProbeClassifier
 from .models import ModelNotFoundError, clear_model_cache
 from .store import FeatureStore, FeatureStoreError, FeatureStoreWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIPZeroShotClassifier",
+    "LinearProbeClassifier",
     "FeatureStore",
     "FeatureStoreError",
     "FeatureStoreWarning",

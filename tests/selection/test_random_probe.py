@@ -10,7 +10,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvlm.selection import RandomProbeSelector
 from skvlm.selection._random_probe import _probe_columns
@@ -152,18 +151,6 @@ def test_bad_distribution_names_the_kind():
     X, y = _problem(n_features=4)
     with pytest.raises(ValueError, match="gamma"):
         RandomProbeSelector(LogisticRegression(), distribution=["gamma"]).fit(X, y)
-
-
-@parametrize_with_checks(
-    [
-        RandomProbeSelector(
-            LogisticRegression(max_iter=200), n_probes=2, cv=2, random_state=0
-        )
-    ],
-    expected_failed_checks=lambda est: {},
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 def _feature_engine_pipeline(selector):

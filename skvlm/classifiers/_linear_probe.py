@@ -1,0 +1,549 @@
+"""The paper's feature probe as a scikit-learn classifier trained with torch."""
+
+import copy
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+_ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
+
+
+def _resolve_device(device):
+    """Return a ``torch.device`` for ``device``, with "auto" = cuda, mps, cpu."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:<index>' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but torch sees no CUDA GPU; "
+            "use device='auto' or device='cpu'."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but MPS is not available; "
+            "use device='auto' or device='cpu'."
+        )
+    return resolved
+
+
+def _activate(z, activation, xp):
+    """Apply ``activation`` to ``z``; ``xp`` is the torch or numpy namespace."""
+    if activation == "relu":
+        return xp.clip(z, 0, None) if xp is np else xp.relu(z)
+    if activation == "tanh":
+        return xp.tanh(z)
+    if activation == "logistic":
+        return expit(z) if xp is np else xp.sigmoid(z)
+    return z
+
+
+class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
+    """Linear or MLP probe on fixed features, trained with Adam in torch.
+
+    The probe of Zhang et al. (2024) on VLM hidden states: a linear layer (or an
+    MLP with hidden layers), cross-entropy, mini-batch Adam. Unlike the paper, the
+    epoch whose weights are kept is chosen on a validation split carved from the
+    training data passed to ``fit``, never on test data.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default=()
+        Width of each hidden layer. ``()`` is a linear probe (then ``coef_`` and
+        ``intercept_`` exist); ``(512,)`` is the paper's one-hidden-layer probe.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Activation of the hidden layers, as in ``MLPClassifier``.
+    learning_rate_init : float, default=1e-3
+        Adam's step size (the paper's value).
+    weight_decay : float, default=0.0
+        Decoupled weight decay (AdamW) on the weight matrices, not the biases.
+        Named after torch rather than ``MLPClassifier``'s ``alpha`` because it is
+        not an L2 term added to the loss. With ``0`` the optimiser is plain Adam.
+    batch_size : int, default=512
+        Mini-batch size (capped at the number of training rows).
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the training rows), as
+        ``MLPClassifier.max_iter`` means for Adam.
+    standardize : bool, default=True
+        Centre and scale each feature with the training rows' mean and standard
+        deviation before the network (constant features are left unscaled). The
+        paper probes raw features; standardising makes one learning rate fit
+        features of any scale. ``coef_`` and ``intercept_`` fold it in.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training rows (stratified when
+        every class has two rows or more), stop when the validation loss has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs, and restore the
+        weights of the epoch with the lowest validation loss. With ``False``,
+        train on all rows and stop when the training loss has not improved by
+        ``tol`` for ``n_iter_no_change`` epochs. The paper instead reports the
+        epoch of best *test* accuracy; selecting on held-out training rows keeps
+        the test set unseen, and the loss is used rather than the accuracy
+        because accuracy on a small split ties and jumps from epoch to epoch.
+    validation_fraction : float, default=0.1
+        Share of the training rows held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Patience, in epochs.
+    tol : float, default=1e-4
+        Smallest decrease of the monitored loss (validation loss with early
+        stopping, training loss without) counted as an improvement.
+    device : str, default="auto"
+        Torch device for training: "auto" picks cuda, then mps, then cpu.
+        Prediction runs in numpy from the stored weights.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and the validation split through
+        local generators (torch's global RNG is never touched). Same seed, same
+        data, CPU: identical weights.
+    verbose : int, default=0
+        Print one line per epoch when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    coefs_ : list of ndarray
+        Weight matrices of shape (n_in, n_out), layer by layer, in the
+        standardised feature space (as ``MLPClassifier.coefs_``).
+    intercepts_ : list of ndarray
+        Bias vectors, layer by layer.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Linear probe only: weights in the original feature space, so that
+        ``decision_function(X) == X @ coef_.T + intercept_``. One row for a
+        binary problem (the logit of ``classes_[1]``), as ``LogisticRegression``.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Linear probe only: bias in the original feature space.
+    mean_ : ndarray of shape (n_features,) or None
+        Feature means used for standardisation (None when ``standardize=False``).
+    scale_ : ndarray of shape (n_features,) or None
+        Feature scales used for standardisation.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept: the lowest validation loss with
+        early stopping, else the last epoch.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy of each epoch (None without early stopping).
+    validation_loss_curve_ : list of float or None
+        Validation loss of each epoch (None without early stopping).
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features,)
+        Feature names, when ``X`` had string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : L-BFGS fit of the same linear model.
+    sklearn.neural_network.MLPClassifier : numpy MLP with the same parameter names.
+
+    Notes
+    -----
+    A binary problem uses one logit and a sigmoid: ``predict_proba`` is
+    ``[1 - sigmoid(d), sigmoid(d)]`` and, for several classes, ``softmax(d)``, with
+    ``d = decision_function(X)``. Training is float32; fitted weights are numpy
+    arrays, so the fitted estimator pickles without torch state. On a GPU, some
+    kernels are not bitwise deterministic, so reruns may differ in the last bits.
+    The output layer starts at zero, as ``LogisticRegression`` does; hidden layers
+    start as ``torch.nn.Linear`` does. With ``random_state=None`` the seed is drawn
+    from numpy's global generator, as everywhere in scikit-learn.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skvlm.classifiers import LinearProbeClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> probe = LinearProbeClassifier(
+    ...     learning_rate_init=3e-2, batch_size=16, random_state=0, device="cpu"
+    ... ).fit(X, y)
+    >>> probe.score(X, y) > 0.9
+    True
+    >>> probe.coef_.shape
+    (3, 4)
+    >>> probe.predict_proba(X[:2]).sum(axis=1)
+    array([1., 1.])
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "standardize": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(),
+        *,
+        activation="relu",
+        learning_rate_init=1e-3,
+        weight_decay=0.0,
+        batch_size=512,
+        max_iter=200,
+        standardize=True,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learning_rate_init = learning_rate_init
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.standardize = standardize
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Train the probe on features ``X`` and labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature matrix (e.g. the output of ``VLMEmbeddingTransformer``).
+        y : array-like of shape (n_samples,)
+            Class labels of any sortable type (ints, strings, ...).
+
+        Returns
+        -------
+        self : LinearProbeClassifier
+            The fitted probe.
+        """
+        self._validate_params()
+        hidden = self._check_hidden_layer_sizes()
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
+        target_type = type_of_target(y)
+        if target_type not in ("binary", "multiclass"):
+            raise ValueError(
+                f"LinearProbeClassifier supports binary and multiclass targets; y "
+                f"is {target_type!r}. Pass one label per row."
+            )
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "LinearProbeClassifier needs at least 2 classes in y; got only one "
+                f"class ({self.classes_[0]!r}). Give rows of two classes or more."
+            )
+        device = _resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+
+        if self.early_stopping:
+            train_idx, val_idx = self._split_validation(y_index, seed)
+        else:
+            train_idx, val_idx = np.arange(X.shape[0]), None
+        if self.standardize:
+            rows = X[train_idx]
+            self.mean_ = rows.mean(axis=0, dtype=np.float64)
+            std = rows.std(axis=0, dtype=np.float64)
+            del rows
+            # Constant columns keep scale 1, as StandardScaler does.
+            self.scale_ = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+        else:
+            self.mean_ = self.scale_ = None
+
+        n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
+        sizes = [X.shape[1], *hidden, n_outputs]
+        weights, biases = self._train(
+            X, y_index, train_idx, val_idx, sizes, device, seed
+        )
+        self.coefs_ = weights
+        self.intercepts_ = biases
+        if not hidden:
+            # Fold the standardisation in: W.T (x - mean) / scale + b is
+            # x @ coef.T + intercept in the original feature space.
+            coef = weights[0].T.astype(np.float64)
+            intercept = biases[0].astype(np.float64)
+            if self.standardize:
+                coef = coef / self.scale_
+                intercept = intercept - coef @ self.mean_
+            self.coef_, self.intercept_ = coef, intercept
+        else:
+            # A refit as an MLP must not leave a previous linear fit's coef_.
+            self.__dict__.pop("coef_", None)
+            self.__dict__.pop("intercept_", None)
+        return self
+
+    def _check_hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        for position, size in enumerate(sizes):
+            if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
+                raise ValueError(
+                    f"hidden_layer_sizes[{position}] is {size!r}; every hidden layer "
+                    "size must be an int >= 1 (use () for a linear probe)."
+                )
+        return [int(size) for size in sizes]
+
+    def _split_validation(self, y_index, seed):
+        """Carve validation rows out of ``fit``'s rows: (train_idx, val_idx)."""
+        n_samples = y_index.shape[0]
+        n_val = math.ceil(self.validation_fraction * n_samples)
+        if n_samples - n_val < 1:
+            raise ValueError(
+                f"early_stopping=True holds out {n_val} of {n_samples} rows for "
+                "validation and leaves none to train on; pass more rows, a smaller "
+                "validation_fraction or early_stopping=False."
+            )
+        n_classes = int(y_index.max()) + 1
+        counts = np.bincount(y_index, minlength=n_classes)
+        can_stratify = (
+            counts.min() >= 2 and n_val >= n_classes and n_samples - n_val >= n_classes
+        )
+        return train_test_split(
+            np.arange(n_samples),
+            test_size=n_val,
+            stratify=y_index if can_stratify else None,
+            random_state=seed,
+        )
+
+    def _train(self, X, y_index, train_idx, val_idx, sizes, device, seed):
+        """Run the mini-batch loop; return the kept weights as numpy arrays."""
+        import torch
+        import torch.nn.functional as F
+
+        generator = torch.Generator().manual_seed(seed)
+        params = []
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            if layer == len(sizes) - 2:
+                # The output layer starts at zero, as LogisticRegression does: a
+                # random start adds logit noise that, without weight decay, the
+                # directions the data barely constrain never lose.
+                w, b = torch.zeros(n_in, n_out), torch.zeros(n_out)
+            else:
+                # nn.Linear's default init, drawn from a local generator so the
+                # caller's global torch RNG stays as it was.
+                bound = 1.0 / math.sqrt(n_in)
+                w = (torch.rand(n_in, n_out, generator=generator) * 2 - 1) * bound
+                b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+            params.append(torch.nn.Parameter(w.to(device)))
+            params.append(torch.nn.Parameter(b.to(device)))
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": params[0::2], "weight_decay": self.weight_decay},
+                {"params": params[1::2], "weight_decay": 0.0},
+            ],
+            lr=self.learning_rate_init,
+        )
+        binary = sizes[-1] == 1
+
+        def to_device(rows):
+            block = X[rows].astype(np.float32)  # a copy, safe to scale in place
+            if self.mean_ is not None:
+                block -= self.mean_.astype(np.float32)
+                block /= self.scale_.astype(np.float32)
+            return torch.from_numpy(block).to(device)
+
+        def forward(inputs):
+            out = inputs
+            for layer in range(len(params) // 2):
+                out = out @ params[2 * layer] + params[2 * layer + 1]
+                if layer < len(params) // 2 - 1:
+                    out = _activate(out, self.activation, torch)
+            return out
+
+        def loss_of(logits, targets):
+            if binary:
+                return F.binary_cross_entropy_with_logits(
+                    logits[:, 0], targets.to(logits.dtype)
+                )
+            return F.cross_entropy(logits, targets)
+
+        X_train = to_device(train_idx)
+        y_train = torch.as_tensor(y_index[train_idx], device=device)
+        if val_idx is not None:
+            X_val = to_device(val_idx)
+            y_val = torch.as_tensor(y_index[val_idx], device=device)
+        n_train = X_train.shape[0]
+        batch_size = min(self.batch_size, n_train)
+
+        self.loss_curve_ = []
+        self.validation_scores_ = [] if val_idx is not None else None
+        self.validation_loss_curve_ = [] if val_idx is not None else None
+        best = {"loss": np.inf, "epoch": 0, "params": None}
+        no_improvement = 0
+        converged = False
+        for epoch in range(1, self.max_iter + 1):
+            start = time.perf_counter()
+            order = torch.randperm(n_train, generator=generator).to(device)
+            total = 0.0
+            for begin in range(0, n_train, batch_size):
+                rows = order[begin : begin + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_of(forward(X_train[rows]), y_train[rows])
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * rows.shape[0]
+            self.loss_curve_.append(total / n_train)
+
+            if val_idx is None:
+                improved = self.loss_curve_[-1] < best["loss"] - self.tol
+                if improved:
+                    best.update(loss=self.loss_curve_[-1], epoch=epoch)
+                message = ""
+            else:
+                with torch.no_grad():
+                    logits = forward(X_val)
+                    val_loss = float(loss_of(logits, y_val))
+                    pred = (logits[:, 0] > 0).long() if binary else logits.argmax(1)
+                    score = float((pred == y_val).float().mean())
+                self.validation_scores_.append(score)
+                self.validation_loss_curve_.append(val_loss)
+                # Selection and patience follow the validation loss: accuracy on a
+                # small split ties and jumps, the loss moves smoothly.
+                improved = val_loss < best["loss"] - self.tol
+                if improved:
+                    snapshot = [p.detach().to("cpu", copy=True) for p in params]
+                    best.update(loss=val_loss, epoch=epoch, params=snapshot)
+                message = f", validation accuracy {score:.4f}, loss {val_loss:.4f}"
+            no_improvement = 0 if improved else no_improvement + 1
+            if self.verbose:
+                print(
+                    f"epoch {epoch}: training loss {self.loss_curve_[-1]:.4f}"
+                    f"{message} ({time.perf_counter() - start:.2f} s)"
+                )
+            if no_improvement >= self.n_iter_no_change:
+                converged = True
+                break
+        self.n_iter_ = epoch
+        if not converged:
+            warnings.warn(
+                f"LinearProbeClassifier reached max_iter={self.max_iter} epochs "
+                "while still improving; raise max_iter to train longer.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if best["params"] is not None:
+            kept = best["params"]
+            self.best_epoch_ = best["epoch"]
+        else:
+            kept = [p.detach().to("cpu") for p in params]
+            self.best_epoch_ = epoch
+        arrays = [copy.deepcopy(p.numpy()) for p in kept]
+        return arrays[0::2], arrays[1::2]
+
+    # -------------------------------------------------------------- predict
+    def _linear_decision(self):
+        """Return ``(coef_, intercept_)`` for a linear probe, None for an MLP.
+
+        The decision function is then exactly ``X @ coef_.T + intercept_`` (1-D
+        for a binary problem), which fast exact permutation importance relies on.
+        """
+        check_is_fitted(self)
+        if len(self.coefs_) > 1:
+            return None
+        return self.coef_, self.intercept_
+
+    def decision_function(self, X):
+        """Logits of each class; 1-D (logit of ``classes_[1]``) for binary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature matrix.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Decision values.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        linear = self._linear_decision()
+        if linear is not None:
+            coef, intercept = linear
+            scores = X @ coef.T.astype(X.dtype) + intercept.astype(X.dtype)
+        else:
+            out = X if self.mean_ is None else (X - self.mean_) / self.scale_
+            out = out.astype(X.dtype, copy=False)
+            for layer, (w, b) in enumerate(
+                zip(self.coefs_, self.intercepts_, strict=True)
+            ):
+                out = out @ w.astype(X.dtype) + b.astype(X.dtype)
+                if layer < len(self.coefs_) - 1:
+                    out = _activate(out, self.activation, np)
+            scores = out
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        """Class probabilities: softmax of the logits, or sigmoid for binary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature matrix.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Rows sum to 1, columns follow ``classes_``.
+        """
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            positive = expit(scores)
+            return np.column_stack([1.0 - positive, positive])
+        return softmax(scores, axis=1)
+
+    def predict(self, X):
+        """Most probable class of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature matrix.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Predicted labels, drawn from ``classes_``.
+        """
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
