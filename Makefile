@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/skvlm probe --out skvlm-report
 
 test: install
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 	$(MAKE) docs
 
 docs: install

@@ -8,8 +8,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import importlib.util  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# skvlm.distributed needs the optional Ray extra; without it, skip its doctests.
+collect_ignore_glob = [] if importlib.util.find_spec("ray") else ["skvlm/distributed/*"]
 
 
 def pytest_configure(config):

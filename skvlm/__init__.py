@@ -7,7 +7,11 @@ Pipeline.
 
 from ._embedding import VLMEmbeddingTransformer
 from ._inputs import ImageLoadError
-from .classifiers import CLIPZeroShotClassifier, LinearProbeClassifier
+from .classifiers import (
+    CLIPZeroShotClassifier,
+    LinearProbeClassifier,
+    VLMGenerativeClassifier,
+)
 from .models import ModelNotFoundError, clear_model_cache
 from .store import FeatureStore, FeatureStoreError, FeatureStoreWarning
 
@@ -15,12 +19,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIPZeroShotClassifier",
-    "LinearProbeClassifier",
     "FeatureStore",
     "FeatureStoreError",
     "FeatureStoreWarning",
     "ImageLoadError",
+    "LinearProbeClassifier",
     "ModelNotFoundError",
     "VLMEmbeddingTransformer",
+    "VLMGenerativeClassifier",
     "clear_model_cache",
 ]

@@ -62,6 +62,9 @@ def namespace(estimator, adapter, row_prompts):
     }
     identity = {
         **meta,
+        # The resolved path, so "./m" and "/abs/m" share entries; the manifest
+        # keeps the spelling the user typed.
+        "model": getattr(adapter, "source", {}).get("path", str(estimator.model)),
         "fingerprint": fingerprint(adapter),
         "preprocessing": adapter.preprocessing_config(),
         "site_version": SITE_VERSION,

@@ -1,6 +1,13 @@
 """Classifiers built on VLMs and on their features."""
 
+from ._generative import VLMGenerativeClassifier
+from ._generative_text import match_class_name
 from ._linear_probe import LinearProbeClassifier
 from ._zero_shot import CLIPZeroShotClassifier
 
-__all__ = ["CLIPZeroShotClassifier", "LinearProbeClassifier"]
+__all__ = [
+    "CLIPZeroShotClassifier",
+    "LinearProbeClassifier",
+    "VLMGenerativeClassifier",
+    "match_class_name",
+]

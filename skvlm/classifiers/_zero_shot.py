@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
+from ._class_names import class_texts
 
 
 class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
@@ -130,7 +131,7 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
         classes = unique_labels(y)
-        names = self._names(classes)
+        names = class_texts(self.class_names, classes)
         templates = (
             [self.templates]
             if isinstance(self.templates, str)
@@ -238,38 +239,6 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         if getattr(self, "_embedder", None) is None:
             self._embedder = self._make_embedder().fit(None)
         return self._embedder
-
-    def _names(self, classes):
-        if self.class_names is None:
-            names = [str(c) for c in classes]
-        elif isinstance(self.class_names, Mapping):
-            missing = [c for c in classes if c not in self.class_names]
-            if missing:
-                raise ValueError(
-                    f"class_names has no name for the labels {missing[:10]}; add them "
-                    "to the mapping."
-                )
-            names = [str(self.class_names[c]) for c in classes]
-        else:
-            names = [str(n) for n in self.class_names]
-            if len(names) != len(classes):
-                raise ValueError(
-                    f"class_names has {len(names)} names but y has {len(classes)} "
-                    "classes; pass one name per sorted label, or a dict {label: name}."
-                )
-        if not names:
-            raise ValueError("There are no classes: y is empty.")
-        seen = {}
-        for label, name in zip(classes, names, strict=False):
-            seen.setdefault(name.strip().lower(), []).append(label)
-        duplicates = {name: labels for name, labels in seen.items() if len(labels) > 1}
-        if duplicates:
-            raise ValueError(
-                f"Several classes share a name, so their prompts are identical: "
-                f"{duplicates}. Give them distinct names (ImageNet's two 'crane' "
-                "classes, for example, as 'crane (bird)' and 'crane (machine)')."
-            )
-        return names
 
     @staticmethod
     def _check_tokenizes(adapter, classes, names):

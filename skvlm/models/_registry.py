@@ -299,7 +299,8 @@ def fingerprint(adapter):
     if cached is not None:
         return cached
     digest = hashlib.sha1()
-    source = getattr(adapter, "source", {})
+    source = dict(getattr(adapter, "source", {}))
+    source.pop("model", None)  # as typed by the user; "path" is the resolved one
     digest.update(json.dumps(source, sort_keys=True, default=str).encode())
     digest.update(adapter.model.config.to_json_string(use_diff=False).encode())
     path = source.get("path")

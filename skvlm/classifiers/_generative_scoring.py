@@ -1,0 +1,214 @@
+"""Score class names as continuations of a cached image + prompt prefix.
+
+The paper's code runs one full forward pass per (image, class). Here the image and
+the prompt run once per image with the KV cache kept; the answer prefix extends
+that cache once; then every class continuation is scored in batched passes that
+read the cache expanded over the batch (a view, not a copy) and append only the
+class-name tokens. Continuations are right-padded: causal attention keeps a real
+token from seeing the padding after it, and padded positions are masked out of
+the sums, so no attention mask is needed.
+
+Definition of the scored tokens (the tests' naive computation uses the same):
+with ``A`` the answer prefix and ``ids`` the tokenizer without special tokens,
+the continuation of class ``name`` is ``ids(A + " " + name)[len(ids(A)):]``
+(``ids(name)`` when ``A`` is empty), scored after the processor's ids of the
+formatted prompt followed by ``ids(A)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+
+def continuation_ids(tokenizer, answer_prefix, names):
+    """Token ids of the answer prefix and of each class name after it.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    answer_prefix : str
+        Text the answer starts with (may be empty).
+    names : sequence of str
+        Class names.
+
+    Returns
+    -------
+    prefix_ids : list of int
+        ``ids(answer_prefix)``.
+    continuations : list of list of int
+        ``ids(answer_prefix + " " + name)[len(prefix_ids):]`` for each name.
+    """
+
+    def ids(text):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    prefix_ids = ids(answer_prefix) if answer_prefix else []
+    continuations = []
+    for name in names:
+        text = f"{answer_prefix} {name}" if answer_prefix else name
+        continuations.append(ids(text)[len(prefix_ids) :])
+    return prefix_ids, continuations
+
+
+@dataclass
+class Prefix:
+    """A cached prefix of one image: what scoring a continuation needs.
+
+    Attributes
+    ----------
+    kv : list of (keys, values)
+        Each layer's cached keys and values, batch 1.
+    length : int
+        Tokens in the cache.
+    next_logits : torch.Tensor of shape (vocab,)
+        The logits predicting the token after the prefix.
+    delta : int or None
+        M-RoPE models (Qwen-VL): the offset of text positions after the prefix
+        (``position = cache index + delta``); None for 1-D positions.
+    """
+
+    kv: list
+    length: int
+    next_logits: torch.Tensor
+    delta: int | None
+
+
+def _language_call(adapter):
+    """The module that takes ``input_ids`` + cache and returns logits."""
+    config = adapter.model.config
+    if getattr(config, "use_decoder_only_language_model", None) is not None:
+        if not config.use_decoder_only_language_model:
+            raise ValueError(
+                f"{adapter.family} with an encoder-decoder language model (Flan-T5) "
+                "is not supported by the probabilistic scorer; use "
+                "strategy='open_ended' or 'closed_set' with it, or a decoder-only "
+                "checkpoint (OPT, Vicuna)."
+            )
+        return adapter.model.language_model  # BLIP's forward insists on pixels
+    return adapter.model
+
+
+def _uses_mrope(adapter):
+    return hasattr(getattr(adapter.model, "model", None), "rope_deltas")
+
+
+def _kv(cache):
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") for layer in layers):
+        raise TypeError(
+            f"The model returned a {type(cache).__name__} cache without per-layer "
+            "keys and values; the probabilistic scorer needs a DynamicCache."
+        )
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def _set_kv(cache, kv, repeats):
+    for layer, (keys, values) in zip(cache.layers, kv, strict=True):
+        layer.keys = keys.expand(repeats, *keys.shape[1:])
+        layer.values = values.expand(repeats, *values.shape[1:])
+
+
+def _positions(prefix, n_rows, n_tokens, device):
+    if prefix.delta is None:
+        return None
+    pos = torch.arange(n_tokens, device=device) + prefix.length + prefix.delta
+    return pos.view(1, 1, -1).expand(3, n_rows, n_tokens)
+
+
+def _last_only(module):
+    """``logits_to_keep=1`` where the forward accepts it: the LM head is costly."""
+    accepted = inspect.signature(module.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+
+
+def _step(adapter, prefix, cache, input_ids, **kwargs):
+    """Run ``input_ids`` (rows, tokens) on top of the prefix; return the logits."""
+    rows, tokens = input_ids.shape
+    _set_kv(cache, prefix.kv, rows)
+    positions = _positions(prefix, rows, tokens, input_ids.device)
+    if positions is not None:
+        kwargs["position_ids"] = positions
+    out = _language_call(adapter)(
+        input_ids=input_ids, cache=cache, use_cache=True, **kwargs
+    )
+    return out.logits
+
+
+def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
+    """Run ``text`` (formatted prompt) on ``image``, then ``answer_ids``; keep the cache.
+
+    With ``with_image=False`` the image tokens are dropped from the processor's
+    ids and no pixels reach the model (the text-only prior).
+    """
+    batch = dict(adapter.prepare([image], [text]))
+    batch.pop("position_ids", None)  # batch of one: positions are 0..n-1 anyway
+    if not with_image:
+        keep = batch["input_ids"][0] != adapter.image_token_id
+        batch = {
+            k: batch[k][0][keep][None]
+            for k in ("input_ids", "token_type_ids")
+            if k in batch
+        }
+        module = _language_call(adapter)
+    else:
+        module = adapter.model
+    out = module(**batch, use_cache=True, **_last_only(module))
+    # BLIP keeps the language model's output (and its cache) one level down
+    cache = getattr(out, "language_model_outputs", out).cache
+    delta = None
+    if _uses_mrope(adapter):
+        # set by the pass that just ran (a pass without image has none)
+        deltas = adapter.model.model.rope_deltas if with_image else None
+        delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
+    prefix = Prefix(_kv(cache), batch["input_ids"].shape[1], out.logits[0, -1], delta)
+    if answer_ids:
+        ids = torch.tensor([answer_ids], device=adapter.device)
+        logits = _step(
+            adapter, prefix, cache, ids, **_last_only(_language_call(adapter))
+        )
+        prefix = Prefix(
+            _kv(cache), prefix.length + len(answer_ids), logits[0, -1], delta
+        )
+    return prefix, cache
+
+
+def score_continuations(adapter, prefix, cache, continuations, batch_size):
+    """Summed log-probabilities of each continuation after the prefix.
+
+    Parameters
+    ----------
+    adapter : Adapter
+    prefix, cache
+        From :func:`image_prefix`.
+    continuations : list of list of int
+        Non-empty token id lists.
+    batch_size : int
+        Continuations per pass.
+
+    Returns
+    -------
+    scores : torch.Tensor of shape (n_continuations,), float32
+    """
+    device = adapter.device
+    first = torch.log_softmax(prefix.next_logits.float(), dim=-1)
+    out = []
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        longest = max(len(c) for c in chunk)
+        ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=device)
+        valid = torch.zeros(len(chunk), longest, dtype=torch.bool, device=device)
+        for row, tokens in enumerate(chunk):
+            ids[row, : len(tokens)] = torch.tensor(tokens, device=device)
+            valid[row, : len(tokens)] = True
+        total = first[ids[:, 0]]
+        if longest > 1:
+            # logits at position t predict token t + 1; the last position is unused
+            logits = _step(adapter, prefix, cache, ids[:, :-1])
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            picked = logp.gather(-1, ids[:, 1:, None])[..., 0]
+            total = total + (picked * valid[:, 1:]).sum(dim=1)
+        out.append(total)
+    return torch.cat(out)

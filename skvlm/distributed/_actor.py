@@ -1,0 +1,179 @@
+"""The Ray Data actor: one model per actor, the local transform's code per batch.
+
+Nothing here computes a feature by itself. Keys, namespace and site names come
+from ``skvlm._cached``; the forward pass and pooling from
+``VLMEmbeddingTransformer._batches`` (the adapter's ``prepare`` and
+``extract``); storing from ``_cached._compute_missing``, the function a local
+``precompute`` runs. So a vector from the cluster is the vector a local
+transform would have stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import _cached
+from .._embedding import VLMEmbeddingTransformer
+from ..pooling import is_position
+from ._inputs import IMAGE, PROMPT
+
+#: Outcome of each image, one row per image in the actor's output.
+STORED, COMPUTED, FAILED, NOT_STORED = "stored", "computed", "failed", "not_stored"
+
+
+class _WithoutComputeLock:
+    """A FeatureStore whose namespace compute lock is a no-op.
+
+    The lock makes concurrent *local* transforms wait for each other, so that
+    each image runs through the model once. Here the driver hands every image
+    to exactly one actor, and the lock would only serialise the actors (N of
+    them running as slowly as one). Writes still merge under the store's own
+    writer lock, so concurrent actors never lose a site.
+    """
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def computing(self, namespace):
+        return contextlib.nullcontext()
+
+
+class SiteExtractor:
+    """Callable class for ``Dataset.map_batches``: every site of each image.
+
+    Parameters
+    ----------
+    params : dict
+        ``VLMEmbeddingTransformer`` parameters; ``cache`` is the store (path or
+        disk FeatureStore) for ``to="store"`` and ignored for ``"parquet"``.
+    to : {"store", "parquet"}
+    num_threads : int or None
+        Torch intra-op threads: the CPUs Ray reserved for this actor.
+    """
+
+    def __init__(self, params, to, num_threads=None):
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(max(1, int(num_threads)))
+        params = {**params, "progress": False}
+        if to != "store":
+            params["cache"] = None
+        self.to = to
+        self.estimator = VLMEmbeddingTransformer(**params).fit(None)
+        self.adapter = self.estimator._adapter()
+        self.requests = _cached._all_requests(self.estimator, self.adapter)
+        stage = self.estimator.stage
+        self.sites = [
+            _cached.site_name(stage, lay, pool) for lay, pool in self.requests
+        ]
+        # A pass writes each image's entry whole (every named pooling of every
+        # layer, plus the asked int positions), so one named site and the
+        # positions tell whether an image is stored: a resumed run then reads a
+        # few KB per stored image instead of its whole entry.
+        named = [
+            site
+            for site, (_, pooling) in zip(self.sites, self.requests, strict=True)
+            if not is_position(pooling)
+        ]
+        positions = [site for site in self.sites if site not in named]
+        self.stored_sites = named[-1:] + positions
+
+    def __call__(self, batch):
+        items = [_item(value) for value in batch[IMAGE]]
+        prompts = [str(p) for p in batch[PROMPT]] if PROMPT in batch else None
+        if self.to == "store":
+            return self._to_store(items, prompts)
+        return self._to_table(items, prompts)
+
+    def _to_store(self, items, prompts):
+        est, adapter = self.estimator, self.adapter
+        failed = []
+        store = _cached.open_store(est.cache)
+        space, meta = _cached.namespace(est, adapter, prompts)
+        store.describe(space, meta)
+        keys = _cached._keys(est, adapter, items, prompts, failed)
+        rows = [i for i, key in enumerate(keys) if key is not None]
+        status = np.full(len(items), FAILED, dtype=object)
+        if rows:
+            # Resume: what an earlier (killed) run stored never reaches the model.
+            _, hit = store.lookup(space, [keys[i] for i in rows], self.stored_sites)
+            status[[rows[j] for j in np.flatnonzero(hit)]] = STORED
+            missing = [rows[j] for j in np.flatnonzero(~hit)]
+            fallback = _cached._compute_missing(
+                est,
+                adapter,
+                items,
+                prompts,
+                failed,
+                _WithoutComputeLock(store),
+                space,
+                meta,
+                list(keys),
+                missing,
+            )
+            status[missing] = COMPUTED
+            status[list(fallback)] = NOT_STORED
+        status[failed] = FAILED
+        return {
+            "image": np.array([_label(item) for item in items], dtype=object),
+            "key": np.array([k or "" for k in keys], dtype=object),
+            "status": status,
+            "namespace": np.full(len(items), space, dtype=object),
+        }
+
+    def _to_table(self, items, prompts):
+        import pyarrow as pa
+
+        est, adapter = self.estimator, self.adapter
+        failed = []
+        space, _ = _cached.namespace(est, adapter, prompts)
+        keys = _cached._keys(est, adapter, items, prompts, failed)
+        rows = [i for i, key in enumerate(keys) if key is not None]
+        done = np.zeros(len(items), dtype=bool)
+        columns = {}
+        for batch_rows, vectors in est._batches(
+            adapter, items, prompts, self.requests, failed, subset=rows
+        ):
+            for request, site in zip(self.requests, self.sites, strict=True):
+                block = columns.setdefault(
+                    site,
+                    np.zeros((len(items), vectors[request].shape[1]), np.float32),
+                )
+                block[batch_rows] = vectors[request]
+            done[batch_rows] = True
+        done[failed] = False
+        table = {
+            "image": pa.array([_label(item) for item in items], pa.string()),
+            "key": pa.array(
+                [k if d else None for k, d in zip(keys, done, strict=True)], pa.string()
+            ),
+            "namespace": pa.array([space] * len(items), pa.string()),
+        }
+        for site in self.sites:
+            # A batch whose images all failed still writes the common schema.
+            width = adapter.dim(est.stage)
+            block = columns.get(site, np.zeros((len(items), width), np.float32))
+            table[site] = pa.FixedSizeListArray.from_arrays(
+                pa.array(block.ravel()), block.shape[1], mask=pa.array(~done)
+            )
+        return pa.table(table)
+
+
+def _item(value):
+    # Ray hands paths as numpy strings and bytes as numpy objects.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _label(item):
+    """What names an image in the output: its path, or None for bytes."""
+    return item if isinstance(item, str) else None
