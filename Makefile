@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/skvlm probe --out skvlm-report
+	$(VENV)/bin/skvlm probe --threads 1 --out skvlm-report
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

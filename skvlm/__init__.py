@@ -13,6 +13,7 @@ from .classifiers import (
     VLMGenerativeClassifier,
 )
 from .models import ModelNotFoundError, clear_model_cache
+from .probing import ProbeReport, probe_layers
 from .store import FeatureStore, FeatureStoreError, FeatureStoreWarning
 
 __version__ = "0.1.0"
@@ -25,7 +26,9 @@ __all__ = [
     "ImageLoadError",
     "LinearProbeClassifier",
     "ModelNotFoundError",
+    "ProbeReport",
     "VLMEmbeddingTransformer",
     "VLMGenerativeClassifier",
     "clear_model_cache",
+    "probe_layers",
 ]

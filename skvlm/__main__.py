@@ -1,0 +1,8 @@
+"""``python -m skvlm``: the same as the ``skvlm`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
