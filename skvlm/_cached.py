@@ -11,6 +11,7 @@ pixels), and a per-row prompt when there is one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,6 +103,14 @@ def _all_requests(estimator, adapter):
     return requests
 
 
+def open_request(estimator, adapter, items, row_prompts, failed):
+    """(store, namespace, manifest, keys) of a transform; unreadable rows get key None."""
+    store = open_store(estimator.cache)
+    space, meta = namespace(estimator, adapter, row_prompts)
+    keys = _keys(estimator, adapter, items, row_prompts, failed)
+    return store, space, meta, keys
+
+
 def fill(estimator, adapter, items, row_prompts, failed, *, progress=None):
     """Compute and store every site the store lacks for ``items``.
 
@@ -109,10 +118,10 @@ def fill(estimator, adapter, items, row_prompts, failed, *, progress=None):
     that could not be read; ``fallback`` maps a row to its vectors by site when
     the store declined to keep them (its size guard).
     """
-    store = open_store(estimator.cache)
-    space, meta = namespace(estimator, adapter, row_prompts)
+    store, space, meta, keys = open_request(
+        estimator, adapter, items, row_prompts, failed
+    )
     store.describe(space, meta)
-    keys = _keys(estimator, adapter, items, row_prompts, failed)
     rows = [i for i, key in enumerate(keys) if key is not None]
     fallback = _compute_missing(
         estimator,
@@ -142,6 +151,7 @@ def _compute_missing(
     keys,
     rows,
     progress=None,
+    lock=True,
 ):
     requests = _all_requests(estimator, adapter)
     sites = [site_name(estimator.stage, layer, pooling) for layer, pooling in requests]
@@ -150,7 +160,8 @@ def _compute_missing(
         return fallback
     # One process at a time computes a namespace's misses; whoever waited looks
     # again and finds the holder's work, so each image runs through the model once.
-    with store.computing(space):
+    # lock=False: the caller coordinates (Ray actors write disjoint images).
+    with store.computing(space) if lock else contextlib.nullcontext():
         _, hit = store.lookup(space, [keys[i] for i in rows], sites)
         missing = [rows[j] for j in np.flatnonzero(~hit)]
         for batch_rows, vectors in estimator._batches(
@@ -178,9 +189,9 @@ def _compute_missing(
 
 def transform(estimator, adapter, items, row_prompts, failed):
     """The requested site of every row, served from (and filling) the store."""
-    store = open_store(estimator.cache)
-    space, meta = namespace(estimator, adapter, row_prompts)
-    keys = _keys(estimator, adapter, items, row_prompts, failed)
+    store, space, meta, keys = open_request(
+        estimator, adapter, items, row_prompts, failed
+    )
     sites = [
         site_name(estimator.stage, layer, estimator.pooling_)
         for layer in estimator.layers_

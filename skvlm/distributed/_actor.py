@@ -10,8 +10,6 @@ transform would have stored.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from .. import _cached
@@ -21,26 +19,6 @@ from ._inputs import IMAGE, PROMPT
 
 #: Outcome of each image, one row per image in the actor's output.
 STORED, COMPUTED, FAILED, NOT_STORED = "stored", "computed", "failed", "not_stored"
-
-
-class _WithoutComputeLock:
-    """A FeatureStore whose namespace compute lock is a no-op.
-
-    The lock makes concurrent *local* transforms wait for each other, so that
-    each image runs through the model once. Here the driver hands every image
-    to exactly one actor, and the lock would only serialise the actors (N of
-    them running as slowly as one). Writes still merge under the store's own
-    writer lock, so concurrent actors never lose a site.
-    """
-
-    def __init__(self, store):
-        self._store = store
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def computing(self, namespace):
-        return contextlib.nullcontext()
 
 
 class SiteExtractor:
@@ -94,10 +72,10 @@ class SiteExtractor:
     def _to_store(self, items, prompts):
         est, adapter = self.estimator, self.adapter
         failed = []
-        store = _cached.open_store(est.cache)
-        space, meta = _cached.namespace(est, adapter, prompts)
+        store, space, meta, keys = _cached.open_request(
+            est, adapter, items, prompts, failed
+        )
         store.describe(space, meta)
-        keys = _cached._keys(est, adapter, items, prompts, failed)
         rows = [i for i, key in enumerate(keys) if key is not None]
         status = np.full(len(items), FAILED, dtype=object)
         if rows:
@@ -111,11 +89,15 @@ class SiteExtractor:
                 items,
                 prompts,
                 failed,
-                _WithoutComputeLock(store),
+                store,
                 space,
                 meta,
                 list(keys),
                 missing,
+                # The driver hands every image to exactly one actor: the compute
+                # lock would only make N actors run as slowly as one. Writes still
+                # merge under the store's own writer lock.
+                lock=False,
             )
             status[missing] = COMPUTED
             status[list(fallback)] = NOT_STORED
