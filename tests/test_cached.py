@@ -198,3 +198,36 @@ def test_on_error_nan_with_a_store(clip_path, tmp_path):
         warnings.simplefilter("always")
         out = vlm.fit_transform(X)
     assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+
+
+def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch):
+    """DESIGN.md's user path, on the tiny LLaVA instead of llava-1.5-7b."""
+    from sklearn.preprocessing import StandardScaler
+
+    monkeypatch.chdir(tmp_path)
+    path = make_tiny_llava(tmp_path / "llava")
+    image_paths = []
+    for i, image in enumerate(random_images(12, seed=8)):
+        image.save(tmp_path / f"{i}.png")
+        image_paths.append(str(tmp_path / f"{i}.png"))
+    labels = np.arange(12) % 2
+    pipe = Pipeline(
+        [
+            (
+                "vlm",
+                VLMEmbeddingTransformer(
+                    path, stage="language", layer=-1, pooling="last", cache="feats/"
+                ),
+            ),
+            ("scale", StandardScaler()),
+            ("probe", LogisticRegression(max_iter=1000)),
+        ]
+    )
+    search = GridSearchCV(
+        pipe,
+        {"vlm__layer": range(0, 4, 2), "vlm__pooling": ["last", "mean", "image_mean"]},
+        cv=3,
+    )
+    search.fit(image_paths, labels)  # each image goes through the VLM once
+    assert sorted(forward_log()) == sorted(image_key(p) for p in image_paths)
+    assert len(search.cv_results_["params"]) == 6
