@@ -93,13 +93,16 @@ def _keys(estimator, adapter, items, row_prompts, failed):
 
 
 def _all_requests(estimator, adapter):
+    n_layers = adapter.n_layers(estimator.stage)
     requests = [
         (layer, pooling)
-        for layer in range(adapter.n_layers(estimator.stage))
+        for layer in range(n_layers)
         for pooling in adapter.poolings(estimator.stage, layer)
     ]
     if is_position(estimator.pooling_):
-        requests += [(layer, estimator.pooling_) for layer in estimator.layers_]
+        # Every layer, not only the ones asked: a grid over layers at this position
+        # then runs the model once more in all, instead of once more per layer.
+        requests += [(layer, estimator.pooling_) for layer in range(n_layers)]
     return requests
 
 

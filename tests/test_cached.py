@@ -231,3 +231,20 @@ def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch):
     search.fit(image_paths, labels)  # each image goes through the VLM once
     assert sorted(forward_log()) == sorted(image_key(p) for p in image_paths)
     assert len(search.cv_results_["params"]) == 6
+
+
+def test_an_int_position_is_stored_at_every_layer_in_one_pass(
+    clip_path, tmp_path, forward_log
+):
+    images = random_images(3)
+    store = FeatureStore(tmp_path / "s")
+    for layer in range(4):
+        VLMEmbeddingTransformer(
+            clip_path, layer=layer, pooling=-2, cache=store
+        ).fit_transform(images)
+    assert len(forward_log()) == 3  # one pass per image for the whole grid over layers
+    plain = VLMEmbeddingTransformer(clip_path, layer=2, pooling=-2).fit_transform(
+        images
+    )
+    cached = VLMEmbeddingTransformer(clip_path, layer=2, pooling=-2, cache=store)
+    np.testing.assert_allclose(cached.fit_transform(images), plain, atol=1e-6)
