@@ -23,7 +23,11 @@ extensions = [
 ]
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False, "exclude-members": "set_fit_request, set_score_request, set_transform_request, set_predict_request, set_output"}
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": False,
+    "exclude-members": "set_fit_request, set_score_request, set_transform_request, set_predict_request, set_output",
+}
 numpydoc_show_class_members = False
 numpydoc_show_inherited_class_members = False
 numpydoc_class_members_toctree = False
@@ -34,7 +38,9 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "dev", "generated/*.examples"]
 html_theme = "alabaster"
 html_static_path = ["_static"]
-html_theme_options = {"description": "scikit-learn estimators for vision-language models"}
+html_theme_options = {
+    "description": "scikit-learn estimators for vision-language models"
+}
 nitpicky = False
 suppress_warnings = ["autosummary.import_cycle"]
 

@@ -22,7 +22,11 @@ SUBPACKAGES = ["skvlm", "skvlm.classifiers", "skvlm.selection", "skvlm.inspectio
 CHEAP = {
     # A larger step than the default, so 20 epochs fit sklearn's tiny check sets.
     "LinearProbeClassifier": lambda cls: cls(
-        max_iter=20, batch_size=32, learning_rate_init=0.05, device="cpu", random_state=0
+        max_iter=20,
+        batch_size=32,
+        learning_rate_init=0.05,
+        device="cpu",
+        random_state=0,
     ),
     "RandomProbeSelector": lambda cls: cls(
         _logistic(), n_probes=2, cv=2, random_state=0

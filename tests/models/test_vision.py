@@ -81,7 +81,9 @@ CASES = [
 @pytest.mark.parametrize("family, layer, pooling", CASES)
 def test_vision_site_equals_hf(reference, family, layer, pooling):
     ref = reference[family]
-    vlm = VLMEmbeddingTransformer(ref["path"], layer=layer, pooling=pooling, batch_size=2)
+    vlm = VLMEmbeddingTransformer(
+        ref["path"], layer=layer, pooling=pooling, batch_size=2
+    )
     got = vlm.fit_transform(ref["images"])
     np.testing.assert_allclose(got, _expected(ref, family, layer, pooling), atol=1e-5)
     assert got.dtype == np.float32
@@ -90,17 +92,21 @@ def test_vision_site_equals_hf(reference, family, layer, pooling):
 @pytest.mark.parametrize("family", ["clip", "siglip", "siglip2"])
 def test_projector_equals_hf_image_features(reference, family):
     ref = reference[family]
-    got = VLMEmbeddingTransformer(ref["path"], stage="projector").fit_transform(ref["images"])
+    got = VLMEmbeddingTransformer(ref["path"], stage="projector").fit_transform(
+        ref["images"]
+    )
     np.testing.assert_allclose(got, ref["projected"], atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_layer_list_concatenates_in_order(reference, family):
     ref = reference[family]
-    got = VLMEmbeddingTransformer(ref["path"], layer=[-1, 0], pooling="mean").fit_transform(
-        ref["images"]
+    got = VLMEmbeddingTransformer(
+        ref["path"], layer=[-1, 0], pooling="mean"
+    ).fit_transform(ref["images"])
+    expected = np.hstack(
+        [_expected(ref, family, -1, "mean"), _expected(ref, family, 0, "mean")]
     )
-    expected = np.hstack([_expected(ref, family, -1, "mean"), _expected(ref, family, 0, "mean")])
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -132,7 +138,10 @@ def test_early_exit_skips_later_blocks(reference):
     vlm = VLMEmbeddingTransformer(ref["path"], layer=1, pooling="mean").fit(None)
     blocks = vlm._adapter().model.vision_model.encoder.layers
     calls = []
-    handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(blocks)]
+    handles = [
+        b.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+        for i, b in enumerate(blocks)
+    ]
     try:
         vlm.transform(ref["images"][:2])
     finally:
