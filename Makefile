@@ -8,7 +8,7 @@ EXTRAS ?= dev,docs,ray,plot
 STAMP := $(VENV)/.skvlm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test docs bench train-models clean
+.PHONY: install demo test lint docs bench train-models clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ test: install
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 	$(MAKE) docs
 
+# Not part of `make test`: a newer ruff may add rules, and CI should test behaviour.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 docs: install
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH)
 
 # Retrain the tiny models shipped in skvlm/_data/models (deterministic, minutes on CPU).
 train-models: install
