@@ -33,6 +33,16 @@ CHEAP = {
     ),
 }
 EXPECTED_FAILED: dict[str, dict[str, str]] = {}
+# Further configurations that take another code path (LinearProbe's L-BFGS solver).
+EXTRA = [
+    lambda found: (
+        found["LinearProbeClassifier"](
+            solver="lbfgs", max_iter=50, device="cpu", random_state=0
+        )
+        if "LinearProbeClassifier" in found
+        else None
+    ),
+]
 
 
 def _logistic():
@@ -52,7 +62,7 @@ def numeric_estimators():
             obj = getattr(module, attr)
             if inspect.isclass(obj) and issubclass(obj, BaseEstimator):
                 found[attr] = obj
-    instances = []
+    instances = [est for make in EXTRA for est in [make(found)] if est is not None]
     for name, cls in sorted(found.items()):
         est = CHEAP[name](cls) if name in CHEAP else _default(cls)
         if est is None or not est.__sklearn_tags__().input_tags.two_d_array:

@@ -62,12 +62,14 @@ def _activate(z, activation, xp):
 
 
 class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
-    """Linear or MLP probe on fixed features, trained with Adam in torch.
+    """Linear or MLP probe on fixed features, trained with Adam or L-BFGS in torch.
 
     The probe of Zhang et al. (2024) on VLM hidden states: a linear layer (or an
     MLP with hidden layers), cross-entropy, mini-batch Adam. Unlike the paper, the
     epoch whose weights are kept is chosen on a validation split carved from the
-    training data passed to ``fit``, never on test data.
+    training data passed to ``fit``, never on test data. ``solver="lbfgs"``
+    instead minimises the full-batch loss with L-BFGS, as ``LogisticRegression``
+    does.
 
     Parameters
     ----------
@@ -76,17 +78,34 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         ``intercept_`` exist); ``(512,)`` is the paper's one-hidden-layer probe.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Activation of the hidden layers, as in ``MLPClassifier``.
+    solver : {"adam", "lbfgs"}, default="adam"
+        ``"adam"``: mini-batch Adam (AdamW with ``weight_decay``), the paper's
+        optimiser. ``"lbfgs"``: full-batch ``torch.optim.LBFGS`` with a strong
+        Wolfe line search on all training rows at once (they must fit in the
+        device's memory); ``learning_rate_init``, ``weight_decay``,
+        ``batch_size``, ``early_stopping``, ``validation_fraction`` and
+        ``n_iter_no_change`` are then unused.
+    alpha : float, default=0.0
+        L2 penalty added to the loss, for both solvers: the minimised objective
+        is ``mean cross-entropy + alpha / (2 * n_train) * sum ||W||^2`` over the
+        weight matrices (not the biases), as ``MLPClassifier.alpha`` with
+        ``n_train`` the training rows. ``alpha=1/C`` is therefore the objective of
+        ``LogisticRegression(C=C)`` (``C * sum of losses + ||W||^2 / 2``, divided
+        by ``n_train``), except that the weights are penalised in the
+        standardised space when ``standardize=True``.
     learning_rate_init : float, default=1e-3
         Adam's step size (the paper's value).
     weight_decay : float, default=0.0
         Decoupled weight decay (AdamW) on the weight matrices, not the biases.
-        Named after torch rather than ``MLPClassifier``'s ``alpha`` because it is
-        not an L2 term added to the loss. With ``0`` the optimiser is plain Adam.
+        Named after torch because it is not an L2 term added to the loss (that is
+        ``alpha``). With ``0`` the optimiser is plain Adam. Adam only.
     batch_size : int, default=512
-        Mini-batch size (capped at the number of training rows).
+        Mini-batch size (capped at the number of training rows). Adam only.
     max_iter : int, default=200
-        Maximum number of epochs (passes over the training rows), as
-        ``MLPClassifier.max_iter`` means for Adam.
+        Adam: maximum number of epochs (passes over the training rows), as
+        ``MLPClassifier.max_iter`` means for Adam. L-BFGS: maximum number of
+        L-BFGS iterations (each one a line search of one or more full-batch
+        loss evaluations, at most ``1.25 * max_iter`` evaluations in all).
     standardize : bool, default=True
         Centre and scale each feature with the training rows' mean and standard
         deviation before the network (constant features are left unscaled). The
@@ -102,13 +121,18 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         epoch of best *test* accuracy; selecting on held-out training rows keeps
         the test set unseen, and the loss is used rather than the accuracy
         because accuracy on a small split ties and jumps from epoch to epoch.
+        Adam only: L-BFGS trains on all rows and stops on ``tol``.
     validation_fraction : float, default=0.1
         Share of the training rows held out when ``early_stopping=True``.
     n_iter_no_change : int, default=10
         Patience, in epochs.
     tol : float, default=1e-4
-        Smallest decrease of the monitored loss (validation loss with early
-        stopping, training loss without) counted as an improvement.
+        Adam: smallest decrease of the monitored loss (validation loss with
+        early stopping, training loss without) counted as an improvement.
+        L-BFGS: stop when the objective changes by less than ``tol`` between two
+        iterations, when an iteration moves no weight by more than ``tol``, or
+        when the largest absolute entry of the gradient is at most ``tol`` (the
+        gradient test is ``LogisticRegression``'s own ``tol``).
     device : str, default="auto"
         Torch device for training: "auto" picks cuda, then mps, then cpu.
         Prediction runs in numpy from the stored weights.
@@ -139,16 +163,19 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     scale_ : ndarray of shape (n_features,) or None
         Feature scales used for standardisation.
     n_iter_ : int
-        Epochs run.
+        Epochs run (Adam) or L-BFGS iterations run.
     best_epoch_ : int
         Epoch (1-based) whose weights were kept: the lowest validation loss with
-        early stopping, else the last epoch.
+        early stopping, else the last epoch; ``n_iter_`` with L-BFGS.
     loss_curve_ : list of float
-        Mean training loss of each epoch.
+        Adam: mean training objective of each epoch. L-BFGS: the objective at
+        each loss evaluation, line-search trials included.
     validation_scores_ : list of float or None
-        Validation accuracy of each epoch (None without early stopping).
+        Validation accuracy of each epoch (None without early stopping and with
+        L-BFGS).
     validation_loss_curve_ : list of float or None
-        Validation loss of each epoch (None without early stopping).
+        Validation loss of each epoch (None without early stopping and with
+        L-BFGS).
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features,)
@@ -184,6 +211,9 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     (3, 4)
     >>> probe.predict_proba(X[:2]).sum(axis=1)
     array([1., 1.])
+    >>> lbfgs = LinearProbeClassifier(solver="lbfgs", alpha=1.0, device="cpu")
+    >>> lbfgs.fit(X, y).score(X, y) > 0.9
+    True
     """
 
     _parameter_constraints: dict = {
@@ -192,6 +222,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "activation": [StrOptions(set(_ACTIVATIONS))],
+        "solver": [StrOptions({"adam", "lbfgs"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -211,6 +243,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         hidden_layer_sizes=(),
         *,
         activation="relu",
+        solver="adam",
+        alpha=0.0,
         learning_rate_init=1e-3,
         weight_decay=0.0,
         batch_size=512,
@@ -226,6 +260,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
         self.learning_rate_init = learning_rate_init
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -275,7 +311,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
-        if self.early_stopping:
+        if self.early_stopping and self.solver == "adam":
             train_idx, val_idx = self._split_validation(y_index, seed)
         else:
             train_idx, val_idx = np.arange(X.shape[0]), None
@@ -291,9 +327,12 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
 
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         sizes = [X.shape[1], *hidden, n_outputs]
-        weights, biases = self._train(
-            X, y_index, train_idx, val_idx, sizes, device, seed
-        )
+        if self.solver == "lbfgs":
+            weights, biases = self._train_lbfgs(X, y_index, sizes, device, seed)
+        else:
+            weights, biases = self._train(
+                X, y_index, train_idx, val_idx, sizes, device, seed
+            )
         self.coefs_ = weights
         self.intercepts_ = biases
         if not hidden:
@@ -344,12 +383,10 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             random_state=seed,
         )
 
-    def _train(self, X, y_index, train_idx, val_idx, sizes, device, seed):
-        """Run the mini-batch loop; return the kept weights as numpy arrays."""
+    def _init_params(self, sizes, device, generator):
+        """Weights and biases, interleaved, as leaf tensors on ``device``."""
         import torch
-        import torch.nn.functional as F
 
-        generator = torch.Generator().manual_seed(seed)
         params = []
         for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             if layer == len(sizes) - 2:
@@ -365,6 +402,98 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
             params.append(torch.nn.Parameter(w.to(device)))
             params.append(torch.nn.Parameter(b.to(device)))
+        return params
+
+    def _to_device(self, X, rows, device):
+        """Standardised float32 rows of ``X`` as a tensor on ``device``."""
+        import torch
+
+        block = X[rows].astype(np.float32)  # a copy, safe to scale in place
+        if self.mean_ is not None:
+            block -= self.mean_.astype(np.float32)
+            block /= self.scale_.astype(np.float32)
+        return torch.from_numpy(block).to(device)
+
+    def _forward(self, params, inputs):
+        import torch
+
+        out = inputs
+        for layer in range(len(params) // 2):
+            out = out @ params[2 * layer] + params[2 * layer + 1]
+            if layer < len(params) // 2 - 1:
+                out = _activate(out, self.activation, torch)
+        return out
+
+    def _objective(self, params, logits, targets, n_train, penalise=True):
+        """Mean cross-entropy plus ``alpha / (2 n_train)`` times the squared weights."""
+        import torch.nn.functional as F
+
+        if logits.shape[1] == 1:
+            loss = F.binary_cross_entropy_with_logits(
+                logits[:, 0], targets.to(logits.dtype)
+            )
+        else:
+            loss = F.cross_entropy(logits, targets)
+        if self.alpha and penalise:
+            squares = sum((w * w).sum() for w in params[0::2])
+            loss = loss + self.alpha / (2 * n_train) * squares
+        return loss
+
+    def _train_lbfgs(self, X, y_index, sizes, device, seed):
+        """Full-batch L-BFGS on all rows; return the weights as numpy arrays."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        params = self._init_params(sizes, device, generator)
+        X_train = self._to_device(X, np.arange(X.shape[0]), device)
+        y_train = torch.as_tensor(y_index, device=device)
+        n_train = X_train.shape[0]
+        max_eval = self.max_iter * 5 // 4  # torch's default, stated for the warning
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=self.max_iter,
+            max_eval=max_eval,
+            tolerance_grad=self.tol,
+            tolerance_change=self.tol,
+            history_size=10,
+            line_search_fn="strong_wolfe",
+        )
+        self.loss_curve_ = []
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._objective(
+                params, self._forward(params, X_train), y_train, n_train
+            )
+            loss.backward()
+            self.loss_curve_.append(float(loss.detach()))
+            if self.verbose:
+                print(f"evaluation {len(self.loss_curve_)}: {self.loss_curve_[-1]:.6f}")
+            return loss
+
+        optimizer.step(closure)
+        state = optimizer.state[params[0]]
+        self.n_iter_ = self.best_epoch_ = int(state.get("n_iter", 0))
+        self.validation_scores_ = self.validation_loss_curve_ = None
+        # torch stops silently at max_iter iterations or max_eval evaluations.
+        if self.n_iter_ >= self.max_iter or state.get("func_evals", 0) >= max_eval:
+            warnings.warn(
+                f"LinearProbeClassifier(solver='lbfgs') reached max_iter="
+                f"{self.max_iter} iterations (or {max_eval} loss "
+                "evaluations) before tol was met; raise max_iter to train longer.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        arrays = [p.detach().to("cpu", copy=True).numpy() for p in params]
+        return arrays[0::2], arrays[1::2]
+
+    def _train(self, X, y_index, train_idx, val_idx, sizes, device, seed):
+        """Run the mini-batch Adam loop; return the kept weights as numpy arrays."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        params = self._init_params(sizes, device, generator)
         optimizer = torch.optim.AdamW(
             [
                 {"params": params[0::2], "weight_decay": self.weight_decay},
@@ -375,26 +504,10 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         binary = sizes[-1] == 1
 
         def to_device(rows):
-            block = X[rows].astype(np.float32)  # a copy, safe to scale in place
-            if self.mean_ is not None:
-                block -= self.mean_.astype(np.float32)
-                block /= self.scale_.astype(np.float32)
-            return torch.from_numpy(block).to(device)
+            return self._to_device(X, rows, device)
 
         def forward(inputs):
-            out = inputs
-            for layer in range(len(params) // 2):
-                out = out @ params[2 * layer] + params[2 * layer + 1]
-                if layer < len(params) // 2 - 1:
-                    out = _activate(out, self.activation, torch)
-            return out
-
-        def loss_of(logits, targets):
-            if binary:
-                return F.binary_cross_entropy_with_logits(
-                    logits[:, 0], targets.to(logits.dtype)
-                )
-            return F.cross_entropy(logits, targets)
+            return self._forward(params, inputs)
 
         X_train = to_device(train_idx)
         y_train = torch.as_tensor(y_index[train_idx], device=device)
@@ -417,7 +530,9 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             for begin in range(0, n_train, batch_size):
                 rows = order[begin : begin + batch_size]
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_of(forward(X_train[rows]), y_train[rows])
+                loss = self._objective(
+                    params, forward(X_train[rows]), y_train[rows], n_train
+                )
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * rows.shape[0]
@@ -431,7 +546,9 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             else:
                 with torch.no_grad():
                     logits = forward(X_val)
-                    val_loss = float(loss_of(logits, y_val))
+                    val_loss = float(
+                        self._objective(params, logits, y_val, n_train, False)
+                    )
                     pred = (logits[:, 0] > 0).long() if binary else logits.argmax(1)
                     score = float((pred == y_val).float().mean())
                 self.validation_scores_.append(score)

@@ -289,6 +289,8 @@ def test_device_auto_prefers_cuda_then_mps(monkeypatch):
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"batch_size": 0}, "batch_size"),
         ({"device": "not-a-device"}, "not a torch device"),
+        ({"solver": "sgd"}, "solver"),
+        ({"alpha": -1.0}, "alpha"),
     ],
 )
 def test_bad_params_are_named(params, message):
@@ -317,3 +319,93 @@ def test_bad_data_errors():
     fitted = _probe(max_iter=2).fit(X, y)
     with pytest.raises(ValueError, match="NaN"):
         fitted.predict(X_nan)
+
+
+# ----------------------------------------------------------------- lbfgs solver
+@pytest.mark.parametrize("C", [1.0, 0.05])
+@pytest.mark.parametrize("binary", [False, True])
+def test_lbfgs_matches_logistic_regression(multiclass_data, C, binary):
+    # LogisticRegression minimises C * sum(loss) + ||W||^2 / 2; alpha = 1 / C
+    # gives the same minimiser. Both see standardised features, so the penalty
+    # acts in the same space.
+    X_train, X_test, y_train, y_test = multiclass_data
+    if binary:
+        X_train, y_train = X_train[y_train < 2], y_train[y_train < 2]
+        X_test, y_test = X_test[y_test < 2], y_test[y_test < 2]
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, tol=1e-8, max_iter=5000)
+    ).fit(X_train, y_train)
+    probe = _probe(solver="lbfgs", alpha=1 / C, tol=1e-7, max_iter=500)
+    probe.fit(X_train, y_train)
+    assert probe.n_iter_ < 500
+    reference_acc = reference.score(X_test, y_test)
+    assert abs(probe.score(X_test, y_test) - reference_acc) <= 0.005
+    # The same optimum, up to float32 training.
+    scale = reference[0].scale_
+    lr = reference[-1]
+    assert_allclose(
+        probe.coef_,
+        lr.coef_ / scale,
+        rtol=0,
+        atol=2e-3 * np.abs(lr.coef_ / scale).max(),
+    )
+    assert_allclose(
+        probe.predict_proba(X_test), reference.predict_proba(X_test), atol=2e-3
+    )
+
+
+def test_lbfgs_coef_is_the_decision(multiclass_data):
+    X_train, X_test, y_train, _ = multiclass_data
+    probe = _probe(solver="lbfgs", alpha=1.0).fit(X_train, y_train)
+    network = _standardised(probe, X_test) @ probe.coefs_[0] + probe.intercepts_[0]
+    decision = probe.decision_function(X_test)
+    assert_allclose(decision, network, rtol=1e-5, atol=1e-5)
+    assert_allclose(decision, X_test @ probe.coef_.T + probe.intercept_, atol=1e-5)
+    coef, intercept = probe._linear_decision()
+    assert coef is probe.coef_ and intercept is probe.intercept_
+    d = decision - decision.max(axis=1, keepdims=True)
+    expected = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
+    assert_allclose(probe.predict_proba(X_test), expected, rtol=1e-10)
+
+
+def test_lbfgs_trains_on_all_rows_and_is_reproducible(monkeypatch, multiclass_data):
+    X_train, X_test, y_train, _ = multiclass_data
+
+    def fail(*args):
+        raise AssertionError("lbfgs uses no validation split")
+
+    monkeypatch.setattr(LinearProbeClassifier, "_split_validation", fail)
+    probe = _probe((8,), solver="lbfgs", alpha=1.0, max_iter=30, random_state=3)
+    probe.fit(X_train, y_train)  # early_stopping=True is ignored
+    assert_allclose(probe.mean_, X_train.mean(axis=0))
+    assert probe.validation_scores_ is None
+    assert probe.validation_loss_curve_ is None
+    assert probe.best_epoch_ == probe.n_iter_ <= 30
+    assert len(probe.loss_curve_) >= probe.n_iter_
+    assert min(probe.loss_curve_) < probe.loss_curve_[0]
+
+    again = clone(probe).fit(X_train, y_train)
+    for first, second in zip(probe.coefs_, again.coefs_, strict=True):
+        assert_array_equal(first, second)
+    other = clone(probe).set_params(random_state=4).fit(X_train, y_train)
+    assert not np.array_equal(probe.coefs_[0], other.coefs_[0])
+
+
+def test_lbfgs_warns_at_max_iter(multiclass_data):
+    X_train, _, y_train, _ = multiclass_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning, match="max_iter=2"):
+            _probe(solver="lbfgs", max_iter=2, tol=0.0).fit(X_train, y_train)
+        probe = _probe(solver="lbfgs", alpha=1.0, max_iter=500).fit(X_train, y_train)
+    assert probe.n_iter_ < 500
+
+
+def test_alpha_is_an_l2_term_for_adam_too(multiclass_data):
+    X_train, _, y_train, _ = multiclass_data
+    plain = _probe(
+        max_iter=10, early_stopping=False, batch_size=32, learning_rate_init=1e-2
+    )
+    plain.fit(X_train, y_train)
+    penalised = clone(plain).set_params(alpha=200.0).fit(X_train, y_train)
+    assert np.linalg.norm(penalised.coefs_[0]) < 0.8 * np.linalg.norm(plain.coefs_[0])
