@@ -12,12 +12,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _cached
-from ._inputs import ImageLoadError, as_items, load_image
+from ._inputs import ImageInputMixin, ImageLoadError, as_items, load_image
 from .models import STAGES, load_adapter
 from .pooling import POOLINGS, is_position, pooling_label
 
 
-class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
+class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     """Hidden states of a vision-language model at one site, as features.
 
     A site is a (stage, layer, pooling) triple: where in the model the features
@@ -290,10 +290,7 @@ class VLMEmbeddingTransformer(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # X holds images (paths, PIL images, arrays, bytes), not a numeric matrix.
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
-        tags.transformer_tags.preserves_dtype = []
+        tags.transformer_tags.preserves_dtype = []  # always float32 out
         tags.requires_fit = True
         return tags
 

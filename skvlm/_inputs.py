@@ -22,6 +22,20 @@ ACCEPTED = (
 )
 
 
+class ImageInputMixin:
+    """Declares in sklearn's tags that X holds images, not a numeric matrix.
+
+    sklearn's common checks and meta-estimators read these tags; every skvlm
+    estimator that runs a VLM on X puts this mixin first among its bases.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        return tags
+
+
 class ImageLoadError(ValueError):
     """An item of X could not be turned into an RGB image.
 

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from .._inputs import as_items, load_image
+from .._inputs import ImageInputMixin, as_items, load_image
 from ..models import load_adapter
 from ..models._base import DEFAULT_PROMPT
 from ._class_names import class_texts
@@ -25,7 +26,7 @@ from ._generative_text import closed_set_prompt, match_class_name
 DEFAULT_ANSWER_PREFIX = "The photo features a"
 
 
-class VLMGenerativeClassifier(ClassifierMixin, BaseEstimator):
+class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     """Classify images with a generative VLM, by the strategies of Zhang et al. (2024).
 
     ``strategy="probabilistic"`` scores every class name as a continuation of
@@ -282,9 +283,7 @@ class VLMGenerativeClassifier(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_images, n_classes)
         """
-        scores = self.decision_function(X)
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return scores / scores.sum(axis=1, keepdims=True)
+        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X):
         """The predicted class of each image, by the chosen ``strategy``.
@@ -344,8 +343,6 @@ class VLMGenerativeClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
         tags.non_deterministic = self.candidate_order == "shuffle"
         return tags
 

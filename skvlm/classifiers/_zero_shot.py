@@ -7,16 +7,18 @@ from collections.abc import Mapping
 from numbers import Integral
 
 import numpy as np
+from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
+from .._inputs import ImageInputMixin
 from ._class_names import class_texts
 
 
-class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
+class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     """Zero-shot image classification with a CLIP or SigLIP model.
 
     Each class is described by text prompts ("a photo of a {}."); an image is
@@ -194,10 +196,9 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         """
         logits = self.decision_function(X)
         if getattr(self, "_probability", "softmax") == "sigmoid":
-            scores = 1.0 / (1.0 + np.exp(-logits))
-        else:
-            scores = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return scores / scores.sum(axis=1, keepdims=True)
+            scores = expit(logits)
+            return scores / scores.sum(axis=1, keepdims=True)
+        return softmax(logits, axis=1)
 
     def predict(self, X):
         """The class with the highest logit for each image.
@@ -212,12 +213,6 @@ class CLIPZeroShotClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.one_d_array = True
-        return tags
 
     # -- internals -------------------------------------------------------------------
     def _make_embedder(self):
