@@ -75,7 +75,7 @@ def test_pooling_label():
     assert pooling_label(-2) == "pos-2" and pooling_label("mean") == "mean"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
     pad=st.integers(0, 3),
@@ -96,4 +96,7 @@ def test_padding_never_changes_a_row(lengths, pad, left, pooling):
     batched = pool(hidden, TokenMasks(valid=valid, pooled=valid), pooling)
     for i, row in enumerate(rows):
         alone = pool(row[None], TokenMasks.full(1, len(row), "cpu"), pooling)
-        np.testing.assert_allclose(batched[i].numpy(), alone[0].numpy(), rtol=1e-6)
+        # float32 sums over differently padded rows may differ in the last bit.
+        np.testing.assert_allclose(
+            batched[i].numpy(), alone[0].numpy(), rtol=1e-5, atol=1e-6
+        )
