@@ -56,6 +56,8 @@ def main():
     parser.add_argument("--n-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     args = parser.parse_args()
 
     from transformers import AutoProcessor, CLIPModel
@@ -69,7 +71,8 @@ def main():
         for _ in range(args.n_images)
     ]
 
-    model = CLIPModel.from_pretrained(path).eval()
+    dtype = getattr(torch, args.dtype)
+    model = CLIPModel.from_pretrained(path, dtype=dtype).to(args.device).eval()
     processor = AutoProcessor.from_pretrained(path).image_processor
     bs = args.batch_size
 
@@ -78,11 +81,16 @@ def main():
         with torch.inference_mode():
             for i in range(0, len(images), bs):
                 pixels = processor(images=images[i : i + bs], return_tensors="pt")
-                out.append(model.vision_model(**pixels).pooler_output.numpy())
+                pixels = pixels["pixel_values"].to(args.device, dtype)
+                pooled = model.vision_model(pixel_values=pixels).pooler_output
+                out.append(pooled.float().cpu().numpy())  # .cpu() synchronises cuda
         return np.concatenate(out)
 
-    vlm = VLMEmbeddingTransformer(path, pooling="pooler", batch_size=bs).fit(None)
-    np.testing.assert_allclose(vlm.transform(images[:4]), bare()[:4], atol=1e-4)
+    vlm = VLMEmbeddingTransformer(
+        path, pooling="pooler", batch_size=bs, device=args.device, dtype=args.dtype
+    ).fit(None)
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    np.testing.assert_allclose(vlm.transform(images[:4]), bare()[:4], atol=tolerance)
 
     times = interleaved(
         {"bare HF loop": bare, "skvlm": lambda: vlm.transform(images)}, args.repeats

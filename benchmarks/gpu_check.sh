@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU figures in one prepared run, for a session that has a device machine:
+# bf16 throughput of skvlm vs a bare HF loop (vision tower), then the generative
+# benchmark. Run from the repository root after `make install`; the output goes
+# to $OUT (the device tool's folder) or ./gpu-figures. Copy the printed ratios,
+# with the machine line, into docs/benchmarks/embedding.rst and generative.rst.
+set -euo pipefail
+out="${OUT:-gpu-figures}"
+mkdir -p "$out"
+cd benchmarks
+../.venv/bin/python bench_embedding.py --device cuda --dtype bfloat16 \
+    --n-images 1024 --batch-size 64 --repeats 3 | tee "../$out/embedding_cuda_bf16.txt"
+../.venv/bin/python bench_embedding.py --device cuda --dtype float32 \
+    --n-images 1024 --batch-size 64 --repeats 3 | tee "../$out/embedding_cuda_fp32.txt"
