@@ -358,6 +358,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         from tqdm.auto import tqdm
 
         order = list(range(len(items))) if subset is None else list(subset)
+        order = _by_length(
+            order, items, self._prompts(adapter, order, row_prompts), adapter
+        )
         starts = range(0, len(order), self.batch_size)
         bar = tqdm(
             starts,
@@ -384,3 +387,39 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
                 vectors = adapter.extract(batch, self.stage, requests)
             _cached.log_forward(items, rows)
             yield rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+
+
+def _by_length(rows, items, prompts, adapter):
+    """``rows`` ordered so that a batch holds sequences of similar lengths.
+
+    Padding never changes a result (every pooling is masked), but it costs compute:
+    rows are sorted by prompt length and, for families whose token count grows
+    with the image, by image area, read from the file header without decoding.
+    Output rows keep their indices, so the order is invisible to the caller.
+    """
+    dynamic = getattr(adapter, "dynamic_resolution", False)
+    if prompts is None and not dynamic:
+        return rows
+    lengths = (
+        [len(p or "") for p in prompts] if prompts is not None else [0] * len(rows)
+    )
+    areas = [_area(items[i]) if dynamic else 0 for i in rows]
+    keyed = sorted(zip(lengths, areas, rows, strict=True), key=lambda t: (t[0], t[1]))
+    return [row for _, _, row in keyed]
+
+
+def _area(item):
+    """Pixel count of an image without decoding it (0 when unknown)."""
+    from PIL import Image
+
+    try:
+        if isinstance(item, Image.Image):
+            return item.width * item.height
+        if isinstance(item, np.ndarray):
+            return int(item.shape[0]) * int(item.shape[1])
+        if isinstance(item, (str, os.PathLike)):
+            with Image.open(item) as image:  # reads the header only
+                return image.width * image.height
+    except (OSError, ValueError, IndexError):
+        return 0  # the batch loop reports unreadable items properly
+    return 0

@@ -224,3 +224,31 @@ def test_clear_model_cache_forces_reload(clip_path):
     first = a._adapter()
     skvlm.clear_model_cache()
     assert a._adapter() is not first
+
+
+def test_batches_hold_similar_lengths_and_results_keep_their_rows(
+    tmp_path, monkeypatch
+):
+    """Rows are batched by prompt length (and image size); the output order is X's."""
+    from skvlm.testing import make_tiny_llava
+
+    path = make_tiny_llava(tmp_path / "llava")
+    images = random_images(6, seed=9)
+    prompts = ["What is it?", "Describe every detail of this photo please.", "Hi?"] * 2
+    X = pd.DataFrame({"image": images, "prompt": prompts})
+    vlm = VLMEmbeddingTransformer(path, stage="language", batch_size=2).fit(None)
+    adapter = vlm._adapter()
+    seen = []
+    prepare = adapter.prepare
+
+    def spy(images, prompts=None):
+        seen.append([len(p) for p in prompts])
+        return prepare(images, prompts)
+
+    monkeypatch.setattr(adapter, "prepare", spy)
+    batched = vlm.transform(X)
+    monkeypatch.setattr(adapter, "prepare", prepare)
+    flat = [n for batch in seen for n in batch]
+    assert flat == sorted(flat)  # each batch holds neighbours in length
+    one_by_one = np.vstack([vlm.transform(X.iloc[[i]]) for i in range(len(X))])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)

@@ -95,6 +95,9 @@ class Adapter:
     stages: tuple = ()
     positions = True  # whether integer token positions are valid poolings
     auto_class = "AutoModel"  # the transformers Auto class that loads the family
+    # Whether an image's token count depends on its size (LLaVA-NeXT, Qwen, Idefics3):
+    # batches of similar sizes then carry less padding.
+    dynamic_resolution = False
 
     @classmethod
     def load_processor(cls, path, *, revision=None, model_kwargs=None):

@@ -58,6 +58,8 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
     the processor expands ``<image>`` into the tiles' token grid.
     """
 
+    dynamic_resolution = True
+
     family = "idefics3"
     model_types = ("idefics3",)
     auto_class = "AutoModelForImageTextToText"

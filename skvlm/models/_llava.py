@@ -196,6 +196,8 @@ class LlavaNextAdapter(LlavaAdapter):
       covers every image position, newline tokens included.
     """
 
+    dynamic_resolution = True
+
     family = "llava_next"
     model_types = ("llava_next",)
     fallback_format = "[INST] <image>\n{prompt} [/INST]"

@@ -231,6 +231,8 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
     left or right padding and batch composition do not change a result.
     """
 
+    dynamic_resolution = True
+
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)
     auto_class = "AutoModelForImageTextToText"
