@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -252,3 +253,11 @@ def test_batches_hold_similar_lengths_and_results_keep_their_rows(
     assert flat == sorted(flat)  # each batch holds neighbours in length
     one_by_one = np.vstack([vlm.transform(X.iloc[[i]]) for i in range(len(X))])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_missing_device_is_a_clear_error(clip_path):
+    with pytest.raises(ValueError, match="sees no CUDA GPU; use device='auto'"):
+        VLMEmbeddingTransformer(clip_path, device="cuda").fit(None)
+    with pytest.raises(ValueError, match="is not a torch device"):
+        VLMEmbeddingTransformer(clip_path, device="gpu0").fit(None)

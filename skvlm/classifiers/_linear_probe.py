@@ -16,38 +16,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..models._registry import resolve_device
+
 _ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
-
-
-def _resolve_device(device):
-    """Return a ``torch.device`` for ``device``, with "auto" = cuda, mps, cpu."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a torch device; use 'auto', 'cpu', "
-            "'cuda', 'cuda:<index>' or 'mps'."
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was asked for but torch sees no CUDA GPU; "
-            "use device='auto' or device='cpu'."
-        )
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(
-            f"device={device!r} was asked for but MPS is not available; "
-            "use device='auto' or device='cpu'."
-        )
-    return resolved
 
 
 def _activate(z, activation, xp):
@@ -307,7 +278,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 "LinearProbeClassifier needs at least 2 classes in y; got only one "
                 f"class ({self.classes_[0]!r}). Give rows of two classes or more."
             )
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 

@@ -56,7 +56,14 @@ def clear_model_cache():
 
 
 def resolve_device(device):
-    """``"auto"`` -> cuda, then mps, then cpu; anything else as torch understands it."""
+    """``"auto"`` -> cuda, then mps, then cpu; else the device, checked to exist.
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is no torch device, or names a CUDA or MPS device this
+        machine lacks; the message says what to pass instead.
+    """
     if device is None or device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -64,7 +71,24 @@ def resolve_device(device):
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:<index>' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but torch sees no CUDA GPU; "
+            "use device='auto' or device='cpu'."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but MPS is not available; "
+            "use device='auto' or device='cpu'."
+        )
+    return resolved
 
 
 def resolve_dtype(dtype, device):

@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skvlm.classifiers import LinearProbeClassifier, _linear_probe
+from skvlm.classifiers import LinearProbeClassifier
 
 # Cheap enough for the ~55 common checks (about 10 s in all on 2 cores) and still
 # above the 0.83 training accuracy that check_classifiers_train asks for.
@@ -271,13 +271,15 @@ def test_float32_input_stays_float32(multiclass_data):
 
 
 def test_device_auto_prefers_cuda_then_mps(monkeypatch):
+    from skvlm.models._registry import resolve_device
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _linear_probe._resolve_device("auto").type == "cuda"
+    assert resolve_device("auto").type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert _linear_probe._resolve_device("auto").type == "mps"
+    assert resolve_device("auto").type == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert _linear_probe._resolve_device("auto").type == "cpu"
+    assert resolve_device("auto").type == "cpu"
 
 
 @pytest.mark.parametrize(
