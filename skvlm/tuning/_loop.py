@@ -89,16 +89,19 @@ class State:
 
 
 def lr_factor(step, total, warmup):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``.
+    """Linear warm-up over ``warmup`` steps, then cosine decay towards 0 at ``total``.
+
+    The schedule of Hugging Face's ``get_cosine_schedule_with_warmup``, which the
+    paper's training code (LLaVA's, through the HF Trainer) uses.
 
     Examples
     --------
     >>> from skvlm.tuning._loop import lr_factor
     >>> [round(lr_factor(s, 10, 2), 3) for s in range(10)]
-    [0.5, 1.0, 1.0, 0.962, 0.854, 0.691, 0.5, 0.309, 0.146, 0.038]
+    [0.0, 0.5, 1.0, 0.962, 0.854, 0.691, 0.5, 0.309, 0.146, 0.038]
     """
     if step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 

@@ -451,9 +451,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
                 lora_target_modules=self.lora_target_modules,
             )
             if self.gradient_checkpointing:
-                trainable.net.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+                _checkpointing(trainable.net, True)
             # the adapter's prepare() on a processor of our own (nothing shared)
             train_adapter = type(adapter)(
                 trainable.net, copy.deepcopy(adapter.processor)
@@ -486,7 +484,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             n_trainable += sum(p.numel() for p in head.parameters())
         net = merged_model(trainable, self.train)
         if self.gradient_checkpointing:
-            net.gradient_checkpointing_disable()
+            _checkpointing(net, False)
         _run.save_model(run_dir, net, adapter.processor)
         if head is not None:
             from safetensors.torch import save_file
@@ -748,3 +746,17 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
                 )
         features = np.concatenate(out).astype(np.float64)
         return features @ weight.T.astype(np.float64) + bias.astype(np.float64)
+
+
+def _checkpointing(net, on):
+    """Turn activation (gradient) checkpointing on or off, by transformers' v5 name."""
+    name = (
+        "activation_checkpointing"
+        if hasattr(net, "activation_checkpointing_enable")
+        else "gradient_checkpointing"
+    )
+    if on:
+        kwargs = {f"{name}_kwargs": {"use_reentrant": False}}
+        getattr(net, f"{name}_enable")(**kwargs)
+    else:
+        getattr(net, f"{name}_disable")()
