@@ -52,9 +52,32 @@ def model_identity(adapter):
     }
 
 
+def plain(value):
+    """``value`` as JSON: mappings become sorted [key, value] pairs (keys of any
+    type), numpy scalars and arrays Python numbers and lists, the rest ``repr``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvlm.tuning._run import plain
+    >>> plain({np.int64(1): "one", "a": (2.5, None)})
+    [['a', [2.5, None]], [1, 'one']]
+    """
+    if isinstance(value, dict) or hasattr(value, "items"):
+        pairs = [[plain(k), plain(v)] for k, v in value.items()]
+        return sorted(pairs, key=lambda kv: json.dumps(kv[0], sort_keys=True))
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return plain(value.tolist())
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return repr(value)
+
+
 def run_key(parts):
-    """A 16-hex-digit key of a JSON-able description of the run."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+    """A 16-hex-digit key of a description of the run."""
+    text = json.dumps(plain(parts), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -71,7 +94,7 @@ def write_manifest(run_dir, manifest):
     path = os.path.join(run_dir, MANIFEST)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+        json.dump(manifest, f, indent=2, sort_keys=True, default=repr)
         f.write("\n")
     os.replace(tmp, path)
 

@@ -499,7 +499,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             "class_names": self.class_names_,
             "objective": self.objective,
             "train": self.train,
-            "params": self._train_params(),
+            "params": _run.plain(self._train_params()),
             "seed": seed,
             "history": state.history,
             "n_steps": state.step,
@@ -637,7 +637,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             {
                 "model": _run.model_identity(adapter),
                 "dtype": str(adapter.dtype),
-                "params": self._train_params(),
+                "params": _run.plain(self._train_params()),
                 "data": data_key(items, [str(p) for p in prompts], y),
                 "instruction": instruction,
                 "seed": seed if resumable else uuid.uuid4().hex,
