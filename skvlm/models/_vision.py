@@ -52,6 +52,7 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
 
     family = "clip"
     model_types = ("clip", "clip_vision_model")
+    raster_stages = ("vision",)
     has_cls = True
     probability = "softmax"  # how zero-shot logits become class probabilities
 
@@ -176,6 +177,7 @@ class Siglip2Adapter(SiglipAdapter):
 
     family = "siglip2"
     model_types = ("siglip2", "siglip2_vision_model")
+    raster_stages = ()  # NaFlex grids vary per image
 
     def vision_inputs(self, batch):
         return {
@@ -204,6 +206,7 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
         "data2vec-vision",
     )
     stages = ("vision",)
+    raster_stages = ("vision",)
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
