@@ -12,12 +12,18 @@ prompt's valid tokens.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pooling import TokenMasks, pool
+from .._inputs import load_image
+from ..pooling import pool
+
+#: The file of a run that holds the ``cross_entropy`` head.
+HEAD = "classification_head.safetensors"
 
 IGNORE = -100  # the label of a position that is not scored (HF's convention)
 
@@ -150,14 +156,19 @@ def generation_loss_sum(runner, batch):
     return loss, int((targets != IGNORE).sum())
 
 
-def pooled_site(runner, inputs, pooling):
+def pooled_site(adapter, inputs, pooling):
     """The language model's last hidden state (after the final norm), pooled.
+
+    Read through the adapter's capture protocol: the pass stops at the final
+    norm, so the language-model head never runs. Gradients flow when the caller
+    has them on.
 
     Parameters
     ----------
-    runner : torch.nn.Module
+    adapter : skvlm.models.Adapter
+        Wraps the model to run (the trainable copy while training).
     inputs : dict
-        Model inputs of the prompt rows.
+        Model inputs of the prompt rows (``adapter.prepare``).
     pooling : {"last", "mean"}
         The last valid token, or the mean over every valid token (image and
         text), as the paper pools.
@@ -166,11 +177,50 @@ def pooled_site(runner, inputs, pooling):
     -------
     vectors : torch.Tensor of shape (rows, dim), float32
     """
-    kwargs = {"use_cache": False, "output_hidden_states": True}
-    if _accepts_logits_to_keep(runner):
-        kwargs["logits_to_keep"] = 1
-    out = runner(**inputs, **kwargs)
-    outputs = getattr(out, "language_model_outputs", None) or out
-    hidden = outputs.hidden_states[-1]
-    valid = inputs["attention_mask"].bool()
-    return pool(hidden, TokenMasks(valid=valid, pooled=valid), pooling)
+    last = adapter.n_layers("language") - 1
+
+    def read(layer, hidden, masks):
+        return pool(hidden, masks, pooling)
+
+    results, _ = adapter.capture(inputs, "language", [last], read)
+    return results[last]
+
+
+def load_head(run_dir):
+    """The classification head saved in a run: (weight, bias) as float64 arrays."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(os.path.join(run_dir, HEAD))
+    return tensors["weight"].double().numpy(), tensors["bias"].double().numpy()
+
+
+def head_logits(adapter, head, items, prompts, pooling, batch_size):
+    """The head's logits of images: their pooled site, times the head.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        The tuned model.
+    head : (ndarray, ndarray)
+        Weight (n_classes, dim) and bias (n_classes,).
+    items : list
+        Images, not yet decoded.
+    prompts : list of str or None
+        Unformatted prompts (None: the default prompt).
+    pooling : {"last", "mean"}
+    batch_size : int
+
+    Returns
+    -------
+    logits : ndarray of shape (n_images, n_classes)
+    """
+    weight, bias = head
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            rows = range(start, min(start + batch_size, len(items)))
+            images = [load_image(items[i], i) for i in rows]
+            texts = [adapter.format_prompt(prompts[i]) for i in rows]
+            inputs = dict(adapter.prepare(images, texts))
+            out.append(pooled_site(adapter, inputs, pooling).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) @ weight.T + bias

@@ -285,7 +285,9 @@ class Loop:
                 inputs = dict(
                     self.adapter.prepare(self._images(heads), [r.prompt for r in heads])
                 )
-                logits = self.head(pooled_site(runner, inputs, self.settings.pooling))
+                logits = self.head(
+                    pooled_site(self.adapter, inputs, self.settings.pooling)
+                )
                 labels = torch.tensor([r.label for r in heads], device=logits.device)
                 ce = F.cross_entropy(logits.float(), labels, reduction="sum")
                 total = total + ce / norm["rows"]

@@ -19,37 +19,12 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "skvlm_tuning.json"
-HEAD = "classification_head.safetensors"
 LOCK = ".lock"
 
 
 def default_root():
     """Where runs go when ``output_dir=None``."""
     return os.path.join(tempfile.gettempdir(), "skvlm-tuning")
-
-
-def model_identity(adapter):
-    """What identifies the base model's weights: source, config, weight files.
-
-    Weight files are identified by name, size and modification time (cheap at
-    any size), so re-saved weights give another identity.
-    """
-    source = dict(getattr(adapter, "source", {}) or {})
-    source.pop("model", None)
-    files = []
-    path = source.get("path")
-    if path and os.path.isdir(path):
-        for file in sorted(Path(path).glob("*.safetensors")) + sorted(
-            Path(path).glob("*.bin")
-        ):
-            stat = file.stat()
-            files.append([file.name, stat.st_size, stat.st_mtime_ns])
-    config = adapter.model.config.to_json_string(use_diff=False)
-    return {
-        "source": source,
-        "config": hashlib.sha1(config.encode()).hexdigest(),
-        "files": files,
-    }
 
 
 def plain(value):

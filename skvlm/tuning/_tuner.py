@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import uuid
 from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
@@ -17,36 +15,17 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .._inputs import ImageInputMixin, as_items, load_image
+from .._inputs import ImageInputMixin, as_items
 from ..classifiers import VLMGenerativeClassifier
 from ..models import load_adapter
 from . import _run
-from ._batches import pooled_site
-from ._data import (
-    answer_prefix,
-    classification_examples,
-    data_key,
-    instruction_examples,
-    instruction_rows,
-    split_validation,
-)
-from ._loop import Loop, Settings
-from ._parts import family_parts, make_trainable, merged_model
+from ._batches import head_logits, load_head
+from ._data import answer_prefix, data_key, instruction_rows
+from ._fit import train_params, train_run
+from ._parts import family_parts
 
 #: Called after every optimizer step with the step number (tests simulate crashes).
 _AFTER_STEP = None
-
-# Parameters that change what predict does, not what training produces.
-_PREDICT_PARAMS = {
-    "strategy",
-    "reduction",
-    "calibration",
-    "guidance",
-    "max_new_tokens",
-    "class_batch_size",
-}
-# Parameters that change neither the trained weights nor the run they belong to.
-_RUN_FREE_PARAMS = {"output_dir", "progress", "device", "resume", "checkpoint_every"}
 
 
 class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
@@ -222,22 +201,25 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
     Examples
     --------
     The shipped ``skvlm/tiny-llava`` names digits. Teach it to call the ones
-    "uno" instead, a word it has never produced:
+    "cat", a word it has never answered:
 
     >>> import tempfile
     >>> from skvlm.datasets import load_digit_images
     >>> from skvlm.tuning import VLMClassificationTuner
-    >>> digits = load_digit_images(n_class=2, n_per_class=24)
-    >>> names = {0: "zero", 1: "uno"}
+    >>> digits = load_digit_images(n_class=2, n_per_class=16)
     >>> tuner = VLMClassificationTuner(
-    ...     "skvlm/tiny-llava", class_names=names, learning_rate=3e-3,
-    ...     max_epochs=4, batch_size=8, output_dir=tempfile.mkdtemp(),
-    ...     random_state=0, device="cpu")
+    ...     "skvlm/tiny-llava", class_names={0: "zero", 1: "cat"},
+    ...     learning_rate=3e-3, lora_rank=16, max_epochs=4, batch_size=8,
+    ...     output_dir=tempfile.mkdtemp(), random_state=0, device="cpu")
     >>> tuner.fit(digits.images, digits.target).score(digits.images, digits.target)
     1.0
-    >>> tuner.classifier_.set_params(strategy="open_ended", max_new_tokens=8)
-    ... .generate(digits.images[-1:])
-    ['The photo features a uno .']
+    >>> tuner.set_params(strategy="open_ended", max_new_tokens=8)  # doctest: +ELLIPSIS
+    VLMClassificationTuner(...)
+    >>> tuner.fit(digits.images, digits.target).generate(digits.images[-1:])
+    ['The photo features a cat .']
+
+    The second ``fit`` trained nothing: only a prediction parameter changed,
+    so it found the finished run in ``output_dir``.
     """
 
     _parameter_constraints: dict = {
@@ -424,8 +406,16 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             if manifest is None or not self.resume:
                 if not self.resume:
                     _run.clear_run(run_dir)
-                manifest = self._train(
-                    adapter, parts, items, prompts, y_index, seed, run_dir
+                manifest = train_run(
+                    self,
+                    adapter,
+                    parts,
+                    items,
+                    prompts,
+                    y_index,
+                    seed,
+                    run_dir,
+                    after_step=_AFTER_STEP,
                 )
         self.model_path_ = run_dir
         self.history_ = manifest["history"]
@@ -435,80 +425,6 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self._head_cache = None
         self.classifier_ = self._classifier(run_dir, answer_prefix=prefix).fit(items, y)
         return self
-
-    def _train(self, adapter, parts, items, prompts, y_index, seed, run_dir):
-        devices = [adapter.device] if adapter.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            trainable = make_trainable(
-                adapter,
-                parts,
-                train=self.train,
-                train_vision=self.train_vision,
-                lora_rank=self.lora_rank,
-                lora_alpha=self.lora_alpha,
-                lora_dropout=self.lora_dropout,
-                lora_target_modules=self.lora_target_modules,
-            )
-            if self.gradient_checkpointing:
-                _checkpointing(trainable.net, True)
-            # the adapter's prepare() on a processor of our own (nothing shared)
-            train_adapter = type(adapter)(
-                trainable.net, copy.deepcopy(adapter.processor)
-            )
-            head = None
-            if self.objective == "cross_entropy":
-                dim = adapter.model.config.get_text_config().hidden_size
-                head = torch.nn.Linear(dim, len(self.classes_), device=adapter.device)
-                torch.nn.init.zeros_(head.weight)
-                torch.nn.init.zeros_(head.bias)
-            examples, n_rows, validation = self._examples(
-                train_adapter, items, prompts, y_index, seed
-            )
-            loop = Loop(
-                train_adapter,
-                trainable,
-                head,
-                examples,
-                n_rows,
-                validation,
-                self._settings(seed, n_rows),
-                run_dir,
-                autocast_dtype=self._autocast_dtype(adapter),
-            )
-            if self.resume:
-                loop.resume()
-            state = loop.run(after_step=_AFTER_STEP)
-        n_trainable = sum(p.numel() for p in trainable.params.values())
-        if head is not None:
-            n_trainable += sum(p.numel() for p in head.parameters())
-        net = merged_model(trainable, self.train)
-        if self.gradient_checkpointing:
-            _checkpointing(net, False)
-        _run.save_model(run_dir, net, adapter.processor)
-        if head is not None:
-            from safetensors.torch import save_file
-
-            tensors = {
-                k: v.detach().float().cpu() for k, v in head.state_dict().items()
-            }
-            save_file(tensors, os.path.join(run_dir, _run.HEAD))
-        manifest = {
-            "base_model": str(self.model),
-            "classes": [str(c) for c in self.classes_],
-            "class_names": self.class_names_,
-            "objective": self.objective,
-            "train": self.train,
-            "params": _run.plain(self._train_params()),
-            "seed": seed,
-            "history": state.history,
-            "n_steps": state.step,
-            "best_step": state.best_step,
-            "n_trainable_params": n_trainable,
-        }
-        _run.write_manifest(run_dir, manifest)
-        loop.clean()
-        return manifest
 
     # -- predict ---------------------------------------------------------------------
     def decision_function(self, X):
@@ -621,13 +537,6 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             return int(self.random_state), True
         return int(check_random_state(self.random_state).randint(2**31 - 1)), False
 
-    def _train_params(self):
-        params = self.get_params(deep=False)
-        for name in _PREDICT_PARAMS | _RUN_FREE_PARAMS | {"instruction_data"}:
-            params.pop(name)
-        params["random_state"] = None
-        return params
-
     def _run_dir(self, adapter, items, prompts, y, seed, resumable):
         instruction = None
         if self.instruction_data is not None:
@@ -635,9 +544,9 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
             instruction = data_key(inst_items, inst_prompts, answers)
         key = _run.run_key(
             {
-                "model": _run.model_identity(adapter),
+                "model": adapter.identity(),
                 "dtype": str(adapter.dtype),
-                "params": _run.plain(self._train_params()),
+                "params": train_params(self),
                 "data": data_key(items, [str(p) for p in prompts], y),
                 "instruction": instruction,
                 "seed": seed if resumable else uuid.uuid4().hex,
@@ -650,113 +559,17 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         )
         return os.path.join(os.path.abspath(root), f"run-{key}")
 
-    def _examples(self, adapter, items, prompts, y_index, seed):
-        rows = np.arange(len(items))
-        validation = None
-        if self.early_stopping:
-            rows, val_rows = split_validation(y_index, self.validation_fraction, seed)
-            validation = classification_examples(
-                adapter,
-                items,
-                prompts,
-                y_index,
-                self.class_names_,
-                self.answer_template,
-                self.objective,
-                val_rows,
-            )
-        examples = classification_examples(
-            adapter,
-            items,
-            prompts,
-            y_index,
-            self.class_names_,
-            self.answer_template,
-            self.objective,
-            rows,
-        )
-        if self.instruction_data is not None:
-            examples += instruction_examples(
-                adapter, *instruction_rows(self.instruction_data)
-            )
-        return examples, len(rows), validation
-
-    def _settings(self, seed, n_rows):
-        lr = self.learning_rate
-        return Settings(
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            accumulation=self.gradient_accumulation_steps,
-            learning_rate=lr,
-            projector_learning_rate=(
-                lr
-                if self.projector_learning_rate is None
-                else self.projector_learning_rate
-            ),
-            head_learning_rate=(
-                lr if self.head_learning_rate is None else self.head_learning_rate
-            ),
-            weight_decay=self.weight_decay,
-            warmup_ratio=self.warmup_ratio,
-            max_grad_norm=self.max_grad_norm,
-            pooling=self.pooling,
-            early_stopping=self.early_stopping,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-            validation_every=self.validation_every,
-            checkpoint_every=self.checkpoint_every,
-            n_mixed=None
-            if self.mix_ratio is None
-            else int(round(self.mix_ratio * n_rows)),
-            seed=seed,
-            progress=self.progress,
-        )
-
-    @staticmethod
-    def _autocast_dtype(adapter):
-        dtype = adapter.dtype
-        return dtype if dtype in (torch.bfloat16, torch.float16) else None
-
     def _head_logits(self, X):
-        from safetensors.torch import load_file
-
         adapter = load_adapter(
             self.model_path_,
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self._tuned_kwargs(),
         )
-        cache = getattr(self, "_head_cache", None)
-        if cache is None:
-            tensors = load_file(os.path.join(self.model_path_, _run.HEAD))
-            cache = (tensors["weight"].numpy(), tensors["bias"].numpy())
-            self._head_cache = cache
-        weight, bias = cache
+        if getattr(self, "_head_cache", None) is None:
+            self._head_cache = load_head(self.model_path_)
         items, row_prompts = as_items(X)
         prompts = row_prompts or [self.prompt] * len(items)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(items), self.batch_size):
-                chunk = range(start, min(start + self.batch_size, len(items)))
-                images = [load_image(items[i], i) for i in chunk]
-                texts = [adapter.format_prompt(prompts[i]) for i in chunk]
-                inputs = dict(adapter.prepare(images, texts))
-                out.append(
-                    pooled_site(adapter.model, inputs, self.pooling).cpu().numpy()
-                )
-        features = np.concatenate(out).astype(np.float64)
-        return features @ weight.T.astype(np.float64) + bias.astype(np.float64)
-
-
-def _checkpointing(net, on):
-    """Turn activation (gradient) checkpointing on or off, by transformers' v5 name."""
-    name = (
-        "activation_checkpointing"
-        if hasattr(net, "activation_checkpointing_enable")
-        else "gradient_checkpointing"
-    )
-    if on:
-        kwargs = {f"{name}_kwargs": {"use_reentrant": False}}
-        getattr(net, f"{name}_enable")(**kwargs)
-    else:
-        getattr(net, f"{name}_disable")()
+        return head_logits(
+            adapter, self._head_cache, items, prompts, self.pooling, self.batch_size
+        )
