@@ -17,7 +17,7 @@ from ._data import (
     split_validation,
 )
 from ._loop import Loop, Settings
-from ._parts import make_trainable, merged_model
+from ._parts import make_trainable, trained_state
 
 
 def train_run(est, adapter, parts, items, prompts, y_index, seed, run_dir, after_step):
@@ -88,10 +88,10 @@ def train_run(est, adapter, parts, items, prompts, y_index, seed, run_dir, after
     n_trainable = sum(p.numel() for p in trainable.params.values())
     if head is not None:
         n_trainable += sum(p.numel() for p in head.parameters())
-    net = merged_model(trainable, est.train)
+    net, state_dict = trained_state(trainable, est.train)
     if est.gradient_checkpointing:
         checkpointing(net, False)
-    _run.save_model(run_dir, net, adapter.processor)
+    _run.save_model(run_dir, net, adapter.processor, state_dict)
     if head is not None:
         from safetensors.torch import save_file
 

@@ -242,12 +242,18 @@ def make_trainable(
     lora_dropout=0.0,
     lora_target_modules=None,
 ):
-    """Deep-copy ``adapter.model`` and mark what trains.
+    """A copy of ``adapter.model`` whose chosen parts train.
+
+    The copy shares every frozen parameter with the registry's model (no second
+    copy of the weights in memory) and owns copies of the parameters that train;
+    LoRA adds its adapters to the copy's modules. Nothing writes to a shared
+    parameter: the frozen ones are only read, and :func:`trained_state`
+    computes merged weights out of place.
 
     Parameters
     ----------
     adapter : skvlm.models.Adapter
-        Its model is never modified.
+        Its model's weights are never modified.
     parts : Parts
     train : {"lora", "projector", "full"}
     train_vision : bool
@@ -258,20 +264,27 @@ def make_trainable(
     -------
     trainable : Trainable
     """
-    net = copy.deepcopy(adapter.model)
-    net.requires_grad_(False)
-    groups = parameter_groups(net, parts)
+    base = adapter.model
+    groups = parameter_groups(base, parts)
     chosen = dict(groups["projector"])
     if train == "full":
         chosen.update(groups["language"])
         chosen.update(groups["lm_head"])
     if train_vision:
         chosen.update(groups["vision"])
+    copied = {id(p) for p in chosen.values()}
+    shared = {id(p): p for p in base.parameters() if id(p) not in copied}
+    net = copy.deepcopy(base, memo=dict(shared))  # memo: shared ones map to themselves
+    for param in shared.values():
+        param.requires_grad_(False)  # a flag only: inference never reads it
+    by_name = dict(net.named_parameters())
     dtypes = {}
-    for name, param in chosen.items():
+    for name in chosen:
+        param = by_name[name]
         dtypes[name] = param.dtype
         if param.dtype != torch.float32:
-            param.data = param.data.float()
+            param.data = param.data.float()  # float32 master weights (a copy)
+        param.requires_grad_(True)
     runner = net
     if train == "lora":
         try:
@@ -293,9 +306,9 @@ def make_trainable(
             # peft reads a property transformers has deprecated (harmless)
             warnings.filterwarnings("ignore", category=FutureWarning)
             runner = get_peft_model(net, config)  # freezes all but the adapters
-    for param in chosen.values():
-        param.requires_grad_(True)
-    projector_ids = {id(p) for p in groups["projector"].values()}
+        for name in chosen:
+            by_name[name].requires_grad_(True)
+    projector_ids = {id(by_name[n]) for n in groups["projector"]}
     params, projector = {}, set()
     for name, param in runner.named_parameters():
         if param.requires_grad:
@@ -305,11 +318,37 @@ def make_trainable(
     return Trainable(net, runner, params, projector, dtypes)
 
 
-def merged_model(trainable, train):
-    """The trained HF model: LoRA merged in, trained weights back in their dtypes."""
-    net = trainable.runner.merge_and_unload() if train == "lora" else trainable.net
-    by_name = dict(net.named_parameters())
+def trained_state(trainable, train):
+    """The trained model and its state dict: LoRA merged, trained weights in their
+    original dtypes, every tensor on the CPU.
+
+    Merged weights are computed out of place (``W + scale * B @ A``, in
+    float32, then cast to ``W``'s dtype), so the frozen weights the copy shares
+    with the registry's model are never written.
+
+    Returns
+    -------
+    net : torch.nn.Module
+        The HF model (LoRA layers removed) whose ``save_pretrained`` writes it.
+    state : dict
+        Its state dict, merged.
+    """
+    merged = {}
+    net = trainable.net
+    if train == "lora":
+        from peft.tuners.lora import LoraLayer
+
+        prefix = "base_model.model."
+        with torch.no_grad():
+            for name, module in trainable.runner.named_modules():
+                if isinstance(module, LoraLayer):
+                    weight = module.base_layer.weight
+                    delta = module.get_delta_weight(module.active_adapters[0])
+                    value = (weight.float() + delta.float()).to(weight.dtype)
+                    merged[name.removeprefix(prefix) + ".weight"] = value.cpu()
+        net = trainable.runner.unload()  # the copy's modules, without LoRA
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    state.update(merged)
     for name, dtype in trainable.dtypes.items():
-        by_name[name].data = by_name[name].data.to(dtype)
-    net.requires_grad_(False)
-    return net.eval()
+        state[name] = state[name].to(dtype)
+    return net, state

@@ -85,13 +85,14 @@ def clear_run(run_dir):
             entry.unlink()
 
 
-def save_model(run_dir, net, processor):
-    """Write the model and processor in ``save_pretrained`` layout, atomically per file."""
+def save_model(run_dir, net, processor, state_dict=None):
+    """Write the model (``state_dict`` when given) and processor in
+    ``save_pretrained`` layout, atomically per file."""
     staging = Path(run_dir) / ".staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    net.save_pretrained(staging)
+    net.save_pretrained(staging, state_dict=state_dict)
     processor.save_pretrained(staging)
     for file in staging.iterdir():
         os.replace(file, Path(run_dir) / file.name)

@@ -145,3 +145,53 @@ def test_pooled_site_is_hf_last_hidden_state_pooled(family, pooling, family_path
         np.testing.assert_allclose(
             got[i].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "blip2", "paligemma"])
+def test_the_saved_model_computes_the_trained_copy_logits(
+    family, family_paths, tmp_path
+):
+    # LoRA merged out of place into the saved weights: the tuned model as every
+    # skvlm tool loads it gives the logits of the copy that trained.
+    from skvlm.tuning._parts import trained_state
+    from skvlm.tuning._run import save_model
+
+    adapter = load_adapter(family_paths(family), device="cpu")
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    trainable = make_trainable(
+        adapter, family_parts(adapter), train="lora", lora_rank=4
+    )
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # as if trained: LoRA's B is no longer zero
+        for param in trainable.params.values():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    images, prompts = _inputs(adapter)
+    inputs = dict(adapter.prepare(images, prompts))
+    trainable.runner.eval()
+    with torch.no_grad():
+        trained = trainable.runner(**inputs).logits
+    net, state = trained_state(trainable, "lora")
+    save_model(tmp_path, net, adapter.processor, state)
+    tuned = load_adapter(str(tmp_path), device="cpu")
+    with torch.no_grad():
+        saved = tuned.model(**dict(tuned.prepare(images, prompts))).logits
+    torch.testing.assert_close(saved, trained, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(saved, adapter.model(**inputs).logits, atol=1e-3)
+    # the registry's base model: unchanged, bit for bit
+    for name, value in adapter.model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_the_copy_shares_frozen_weights_and_owns_what_trains(family_paths):
+    adapter = load_adapter(family_paths("llava"), device="cpu")
+    base = dict(adapter.model.named_parameters())
+    trainable = make_trainable(adapter, family_parts(adapter), train="lora")
+    copy = dict(trainable.net.named_parameters())
+    q = "model.language_model.layers.0.self_attn.q_proj.weight"
+    q_copy = next(
+        n for n in copy if n.endswith("layers.0.self_attn.q_proj.base_layer.weight")
+    )
+    assert copy[q_copy] is base[q]  # frozen: one tensor in memory
+    projector = "model.multi_modal_projector.linear_1.weight"
+    assert copy[projector] is not base[projector]  # trains: a copy of its own
+    assert copy[projector].dtype == torch.float32 and copy[projector].requires_grad
