@@ -256,7 +256,7 @@ def plot(table, reports, path):
         ax.plot(values[column] * 100, range(len(methods)), "k.", ms=4)
     ax.set_yticks(range(len(methods)), methods, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("test accuracy (%), bar: mean over seeds, dots: each seed")
+    ax.set_xlabel("test accuracy (%): bars the mean of the seeds, dots each seed")
     ax.set_xlim(0, 100)
     fig.savefig(path / "paper_miniature_accuracy.png", dpi=110)
 
@@ -280,7 +280,7 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=0, help="0: all 450")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-tune", action="store_true", help="skip part (iii)")
-    parser.add_argument("--tune-epochs", type=int, default=3)
+    parser.add_argument("--tune-epochs", type=int, default=6)
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)

@@ -70,9 +70,9 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         ``{prompt}`` field: the question is put there, e.g. the paper's LLaVA
         form ``"USER: <image>\\n{prompt}\\nASSISTANT:"`` (HF's LLaVA-1.5 chat
         template puts a space, not a line break, before ``ASSISTANT:``).
-        ``"paper"``: the paper's template of the model's family (LLaVA-1.5, and
-        BLIP-2 / InstructBLIP, whose ``"Question: {prompt} Answer:"`` is
-        skvlm's own format for them).
+        ``"paper"``: the paper's template of the model's family (LLaVA-1.5;
+        BLIP-2 and InstructBLIP: ``"Question: {prompt} Answer:"``, BLIP-2's
+        format in skvlm already).
     answer_prefix : str, default=None
         The start of the answer after which class names are scored. None uses
         "The photo features a" (the paper's for LLaVA; for BLIP-2 the paper
@@ -180,21 +180,27 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     --------
     ``skvlm/tiny-llava`` is a tiny LLaVA shipped with skvlm, trained to answer
     "What type of object is in this photo?" about digit images, with some digits
-    named far more often than others in its training answers.
+    named in its training answers far more often than others (see the user
+    guide's "The paper in miniature"): it names a two or a six, and calls the
+    rest "a digit", "a sign", "a number" or "a symbol".
 
-    >>> from skvlm.classifiers import VLMGenerativeClassifier
+    >>> from skvlm.classifiers import VLMGenerativeClassifier, answer_is_correct
     >>> from skvlm.datasets import load_digit_images
     >>> digits = load_digit_images(n_per_class=2)
+    >>> names = digits.target_names
     >>> clf = VLMGenerativeClassifier("skvlm/tiny-llava", strategy="open_ended",
-    ...                               class_names=digits.target_names,
-    ...                               max_new_tokens=8)
-    >>> clf.fit(digits.images, digits.target).generate(digits.images[:1])
-    ['The photo features a zero .']
-    >>> clf.predict(digits.images[:4])
-    array([0, 0, 1, 1])
-    >>> proba = clf.predict_proba(digits.images[:4])  # probabilistic scores
+    ...                               class_names=names, max_new_tokens=8)
+    >>> clf.fit(digits.images, digits.target).generate(digits.images[2:6])
+    ['The photo features a sign .', 'The photo features a sign .',
+     'The photo features a two .', 'The photo features a two .']
+    >>> clf.predict(digits.images[2:6])  # no digit named: no_match=-1, wrong
+    array([-1, -1,  2,  2])
+    >>> answers = clf.generate(digits.images)
+    >>> answer_is_correct(answers, [names[k] for k in digits.target]).mean()
+    np.float64(0.2)
+    >>> proba = clf.predict_proba(digits.images[2:6])  # probabilistic scores
     >>> proba.shape, proba.argmax(axis=1)
-    ((4, 10), array([0, 0, 1, 1]))
+    ((4, 10), array([1, 1, 2, 2]))
     """
 
     _parameter_constraints: dict = {

@@ -17,12 +17,13 @@ CLOSED_SET_SUFFIX = ' Choose one from "{candidates}".'
 
 #: The paper's prompt templates (``main_results/main.py``,
 #: ``feature_analysis/extract_feature.py``), by family. ``None``: the family's own
-#: format already is the paper's (BLIP-2 and InstructBLIP: ``"Question: {prompt}
-#: Answer:"``, applied by skvlm's BLIP adapters).
+#: format already is the paper's (BLIP-2: ``"Question: {prompt} Answer:"``, as
+#: skvlm's BLIP-2 adapter formats it; InstructBLIP's adapter passes the bare
+#: instruction, the paper wraps it the same way).
 PAPER_PROMPT_TEMPLATES = {
     "llava": "USER: <image>\n{prompt}\nASSISTANT:",
     "blip-2": None,
-    "instructblip": None,
+    "instructblip": "Question: {prompt} Answer:",
 }
 
 NAME_MATCHES = ("substring", "word")

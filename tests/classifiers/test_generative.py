@@ -186,6 +186,10 @@ def test_text_prior_scores_the_prompt_without_image(llava_path, images):
 # -- the paper's prompt template --------------------------------------------------------
 def test_paper_template_reaches_the_model(llava_path, images):
     # main_results/main.py: f"USER: <image>\n{question}\nASSISTANT:"
+    assert resolve_template("paper", "instructblip", "<image>") == (
+        "Question: {prompt} Answer:"
+    )
+    assert resolve_template("paper", "blip-2", "<image>") is None  # its own
     assert resolve_template("paper", "llava", "<image>") == (
         "USER: <image>\n{prompt}\nASSISTANT:"
     )
