@@ -17,8 +17,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items
-from ..models import load_adapter
-from ..models._base import DEFAULT_PROMPT
+from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, generate_answers, score_images
 from ._generative_text import (
