@@ -186,6 +186,26 @@ class Progress:
         return values[: len(items)]
 
 
+def paper_probe(n_epochs, device="auto"):
+    """feature_analysis/probe.py: a linear layer on raw features, Adam (lr 1e-3,
+    batch 512, no weight decay), ``n_epochs`` epochs, no early stopping."""
+    from skvlm.classifiers import LinearProbeClassifier
+
+    return LinearProbeClassifier(
+        solver="adam",
+        learning_rate_init=1e-3,
+        batch_size=512,
+        alpha=0.0,
+        weight_decay=0.0,
+        max_iter=n_epochs,
+        standardize=False,
+        early_stopping=False,
+        n_iter_no_change=n_epochs,
+        device=device,
+        random_state=0,
+    )
+
+
 # -- rows --------------------------------------------------------------------------
 class DatasetRun:
     """Every row of the table on one dataset; a finished row is never rerun."""
@@ -240,7 +260,6 @@ class DatasetRun:
         from sklearn.pipeline import make_pipeline
 
         from skvlm import VLMEmbeddingTransformer
-        from skvlm.classifiers import LinearProbeClassifier
 
         vlm = VLMEmbeddingTransformer(
             model,
@@ -249,12 +268,7 @@ class DatasetRun:
             **self.device,
             **vlm_params,
         )
-        return make_pipeline(
-            vlm,
-            LinearProbeClassifier.paper_preset(
-                n_epochs=n_epochs, device=self.args.device, random_state=0
-            ),
-        )
+        return make_pipeline(vlm, paper_probe(n_epochs, self.args.device))
 
     def fitted_score(self, pipe):
         pipe.fit(self.X_train, self.y_train)
@@ -323,11 +337,11 @@ class DatasetRun:
             s = scores()
             prior = s.mean(axis=0)  # per token, then summed: the same by linearity
             sweep = {
-                a: float(np.mean((a * s + (1 - a) * prior).argmax(1) == y))
+                str(a): float(np.mean((a * s + (1 - a) * prior).argmax(1) == y))
                 for a in range(9)
             }
             best = max(sweep, key=sweep.get)
-            return sweep[best], {"a": best, "sweep": sweep, "n": len(X)}
+            return sweep[best], {"a": int(best), "sweep": sweep, "n": len(X)}
 
         self.row("LLaVA probabilistic, calibrated", calibrated)
 
