@@ -12,10 +12,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models._registry import resolve_device
 
 _ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
@@ -262,7 +262,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         self : LinearProbeClassifier
             The fitted probe.
         """
-        self._validate_params()
+        validate_parameters(self)
         hidden = self._check_hidden_layer_sizes()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
