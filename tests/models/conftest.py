@@ -6,7 +6,8 @@ import torch
 
 from skvlm import VLMEmbeddingTransformer
 
-from ._references import BY_NAME, HF
+from ._families import BY_NAME
+from ._references import HF
 
 
 class Built:

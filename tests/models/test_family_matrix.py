@@ -1,6 +1,6 @@
 """Every family, stage, pooling and layer equals HF's own outputs, pooled by hand.
 
-The matrix runs over :data:`._references.FAMILIES`: skvlm extracts padded
+The matrix runs over :data:`._families.FAMILIES`: skvlm extracts padded
 batches (images of different sizes, prompts of different lengths); the
 references come from transformers alone, one example at a time or unpadded with
 HF's own masks. The family files keep only what is special to a family.
@@ -15,7 +15,8 @@ import pytest
 from skvlm import VLMEmbeddingTransformer
 from skvlm.models import load_adapter
 
-from ._references import BY_NAME, FAMILIES, expected
+from ._families import BY_NAME, FAMILIES
+from ._references import expected
 
 LAYERS = [0, 1, -1]
 
