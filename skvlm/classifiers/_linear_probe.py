@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._sklearn_compat import Interval, StrOptions, validate_parameters
-from ..models._registry import resolve_device
+from ..models import resolve_device
 from . import _probe_training as training
 from ._probe_training import ACTIVATIONS, activate
 
