@@ -33,6 +33,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 import skvlm
+from skvlm.testing import make_tiny_clip
 
 # Cheap constructor arguments for estimators that need them; the written reason
 # for every check expected to fail lives in EXPECTED_FAILED.
@@ -143,9 +144,8 @@ def _expected(estimator):
     return EXPECTED_FAILED.get(type(estimator).__name__, {})
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    """Any attempt to load a config, processor or weights fails the test."""
+def forbid_model_loading(monkeypatch):
+    """Make any attempt to load a config, processor or weights fail the test."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"a data-free check tried to load a model: {args}")
@@ -160,6 +160,11 @@ def no_model_loading(monkeypatch):
         transformers.ProcessorMixin,
     ):
         monkeypatch.setattr(cls, "from_pretrained", refuse)
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    forbid_model_loading(monkeypatch)
 
 
 def test_vlm_estimators_declare_image_input():
@@ -177,11 +182,14 @@ def test_image_estimator_data_free_checks(cls, check, no_model_loading):
     check(cls.__name__, cls())
 
 
-def test_model_loading_guard_catches_a_load(no_model_loading, clip_path):
+def test_model_loading_guard_catches_a_load(tmp_path, monkeypatch):
     # The data-free checks pass because nothing loads, not because the guard
-    # misses loads: with it on, a fit (which loads) fails.
+    # misses loads: with it on, a fit (which loads) fails. A fresh checkpoint,
+    # so that no earlier test's loaded model is served from the registry.
+    path = make_tiny_clip(tmp_path)
+    forbid_model_loading(monkeypatch)
     with pytest.raises(AssertionError, match="tried to load a model"):
-        skvlm.VLMEmbeddingTransformer(clip_path).fit()
+        skvlm.VLMEmbeddingTransformer(path).fit()
 
 
 @parametrize_with_checks(numeric_estimators(), expected_failed_checks=_expected)
