@@ -30,7 +30,7 @@ test: install
 # sklearn's API (estimator checks, private names, scorers) run against it.
 SKLEARN_OLDEST := $(VENV)/sklearn-oldest
 OLDEST_PIN := constraints/sklearn-oldest.txt
-OLDEST_TESTS ?= tests/test_common.py tests/test_sklearn_compat.py \
+OLDEST_TESTS ?= tests/test_common.py tests/test_sklearn_compat.py skvlm/_sklearn_compat.py \
 	tests/classifiers/test_linear_probe.py tests/selection tests/inspection/test_permutation.py
 
 $(SKLEARN_OLDEST)/.installed: $(OLDEST_PIN) $(STAMP)
