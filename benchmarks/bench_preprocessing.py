@@ -127,7 +127,7 @@ def gpu_throughput(paths, folder, args):
     results = {}
     for name, build in (("ViT-L/14-336", _vit_l_336), ("LLaVA-1.5-7B", _llava_7b)):
         adapter, stage, requests = build(folder, device, dtype, args.smoke)
-        ex = Extraction(adapter, stage, batch_size=args.batch_size, n_workers="auto")
+        ex = Extraction(adapter, stage, batch_size=args.batch_size, n_workers=0)
         chunks = _chunks(len(paths), args)
         ex.n_workers = 0
         premade = [b for _, b, _ in ex.prepared(paths, None, chunks)]

@@ -79,8 +79,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     n_workers : int or "auto", default="auto"
         Threads that decode and preprocess the next batches while the model
         runs the current one, so a GPU is not kept waiting; 0 does everything
-        in the calling thread. ``"auto"`` is one fewer than the machine's CPUs
-        (at most 8). Results do not depend on it.
+        in the calling thread. ``"auto"``: on a GPU, one fewer than the
+        machine's CPUs (at most 8); on the CPU, 0 (the forward pass already uses
+        every core). Results do not depend on it.
 
     Attributes
     ----------

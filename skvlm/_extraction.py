@@ -48,8 +48,9 @@ class Extraction:
         Show a progress bar over the batches that run the model.
     n_workers : int or "auto", default="auto"
         Threads that decode and preprocess the next batches while the model
-        runs the current one (0: all in the calling thread). ``"auto"`` is one
-        fewer than the CPUs, at most 8. Results do not depend on it.
+        runs the current one (0: all in the calling thread). ``"auto"``: on a
+        GPU, one fewer than the CPUs (at most 8); on the CPU, 0, since the
+        forward pass already keeps every core busy. Results do not depend on it.
 
     Examples
     --------
@@ -91,7 +92,7 @@ class Extraction:
         self.batch_size = int(batch_size)
         self.on_error = on_error
         self.progress = progress
-        self.n_workers = resolve_workers(n_workers)
+        self.n_workers = resolve_workers(n_workers, adapter.device)
 
     @classmethod
     def from_params(cls, params):
@@ -452,16 +453,23 @@ class Extraction:
         return [row for _, _, row in keyed]
 
 
-def resolve_workers(n_workers):
-    """The number of preprocessing threads ``n_workers`` asks for.
+def resolve_workers(n_workers, device="cpu"):
+    """The number of preprocessing threads ``n_workers`` asks for on ``device``.
+
+    ``"auto"`` keeps an accelerator fed: one thread fewer than the CPUs, at most
+    8. On the CPU it is 0: torch's forward pass already uses every core, and a
+    preprocessing thread would only compete with it (measured in
+    ``benchmarks/bench_preprocessing.py``).
 
     Examples
     --------
     >>> from skvlm._extraction import resolve_workers
-    >>> resolve_workers(0), resolve_workers(3)
-    (0, 3)
+    >>> resolve_workers(0), resolve_workers(3), resolve_workers("auto", "cpu")
+    (0, 3, 0)
     """
     if n_workers == "auto":
+        if str(device).startswith("cpu"):
+            return 0
         return max(0, min(8, (os.cpu_count() or 1) - 1))
     if isinstance(n_workers, bool) or not isinstance(n_workers, Integral):
         raise TypeError(f"n_workers must be an int >= 0 or 'auto', got {n_workers!r}.")

@@ -1,5 +1,6 @@
 """The extraction path: batches, workers, keys, namespaces, store fills."""
 
+import os
 import threading
 
 import numpy as np
@@ -97,7 +98,8 @@ def test_the_transformer_passes_n_workers_and_checks_it(clip_path):
 
 def test_resolve_workers():
     assert resolve_workers(0) == 0
-    assert 0 <= resolve_workers("auto") <= 8
+    assert resolve_workers("auto", "cpu") == 0
+    assert 1 <= resolve_workers("auto", "cuda:0") <= 8 or (os.cpu_count() or 1) == 1
     with pytest.raises(TypeError, match="n_workers must be an int"):
         resolve_workers(1.5)
     with pytest.raises(ValueError, match=">= 0"):
