@@ -33,10 +33,6 @@ PRIVATE_ATTRIBUTES = {
     "_response_method",
     "_sign",
 }
-# Modules the lead is rewriting for issue 11; they route their sklearn private
-# imports through _sklearn_compat when that work lands. The test below fails
-# once one no longer needs its entry, so the list cannot go stale.
-PENDING = {"_embedding.py"}
 
 
 def _is_private_sklearn(module):
@@ -76,11 +72,6 @@ def test_no_module_but_the_compat_module_uses_private_sklearn_names():
         for path in _modules()
         if (uses := private_sklearn_uses(path))
     }
-    for pending in PENDING:
-        assert offenders.pop(pending, None), (
-            f"skvlm/{pending} no longer uses private sklearn names: remove it from "
-            "PENDING in this test."
-        )
     assert offenders == {}, (
         "import private sklearn names from skvlm._sklearn_compat (add them there, "
         f"with a fallback if they moved between releases): {offenders}"
