@@ -9,14 +9,14 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items
+from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, generate_answers, score_images
@@ -270,7 +270,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.model_kwargs = model_kwargs
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Record the classes, tokenize their names and estimate the prior.
 
