@@ -107,17 +107,8 @@ def training_counts(model):
 
 def paper_probe():
     """feature_analysis/probe.py: linear, raw features, Adam 1e-3, batch 512, 500 epochs."""
-    return LinearProbeClassifier(
-        solver="adam",
-        learning_rate_init=1e-3,
-        batch_size=512,
-        alpha=0.0,
-        max_iter=500,
-        standardize=False,
-        early_stopping=False,
-        n_iter_no_change=500,
-        random_state=0,
-        device="cpu",
+    return LinearProbeClassifier.paper_preset(
+        n_epochs=500, random_state=0, device="cpu"
     )
 
 

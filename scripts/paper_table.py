@@ -191,18 +191,8 @@ def paper_probe(n_epochs, device="auto"):
     batch 512, no weight decay), ``n_epochs`` epochs, no early stopping."""
     from skvlm.classifiers import LinearProbeClassifier
 
-    return LinearProbeClassifier(
-        solver="adam",
-        learning_rate_init=1e-3,
-        batch_size=512,
-        alpha=0.0,
-        weight_decay=0.0,
-        max_iter=n_epochs,
-        standardize=False,
-        early_stopping=False,
-        n_iter_no_change=n_epochs,
-        device=device,
-        random_state=0,
+    return LinearProbeClassifier.paper_preset(
+        n_epochs=n_epochs, device=device, random_state=0
     )
 
 
