@@ -1,21 +1,17 @@
 """Model families: one adapter per family, and the process-wide loaded-model registry."""
 
-from ._base import STAGES, Adapter, Stack
-from ._registry import (
-    ModelNotFoundError,
-    clear_model_cache,
-    load_adapter,
-    shipped_models,
-    supported_families,
-)
+from .._lazy import attach
 
-__all__ = [
-    "Adapter",
-    "ModelNotFoundError",
-    "STAGES",
-    "Stack",
-    "clear_model_cache",
-    "load_adapter",
-    "shipped_models",
-    "supported_families",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._base": ["STAGES", "Adapter", "Stack"],
+        "._registry": [
+            "ModelNotFoundError",
+            "clear_model_cache",
+            "load_adapter",
+            "shipped_models",
+            "supported_families",
+        ],
+    },
+)
