@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _cached
 from ._inputs import ImageInputMixin, ImageLoadError, as_items, load_image
-from .models import STAGES, load_adapter
+from .models import STAGES, check_position, checked_loading, load_adapter
 from .pooling import POOLINGS, is_position, pooling_label
 
 
@@ -28,9 +28,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-clip"
+    model : str or path-like, default="openai/clip-vit-base-patch32"
         A Hugging Face model id, a local directory in ``save_pretrained`` layout,
-        or the name of a model shipped with skvlm (``skvlm/...``).
+        or the name of a model shipped with skvlm (``"skvlm/tiny-clip"``,
+        ``"skvlm/tiny-llava"``: tiny demo models trained on digit images, which
+        need no download; using one is noted once with an
+        ``EmbeddedModelWarning``).
     stage : {"vision", "projector", "language"}, default="vision"
         ``vision``: the vision tower's hidden states (layer 0 = patch embeddings,
         k = after block k). ``projector``: the projected image embedding (CLIP
@@ -75,6 +78,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Passed to ``from_pretrained``: ``revision``, ``device_map``,
         ``quantization_config``, ``attn_implementation``, ``trust_remote_code``
         (False unless given here).
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -130,11 +136,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "progress": ["boolean"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-clip",
+        model="openai/clip-vit-base-patch32",
         *,
         stage="vision",
         layer=-1,
@@ -148,6 +155,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         progress=False,
         on_error="raise",
         model_kwargs=None,
+        image_column="image",
     ):
         self.model = model
         self.stage = stage
@@ -162,6 +170,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.on_error = on_error
         self.model_kwargs = model_kwargs
+        self.image_column = image_column
 
     # -- sklearn API ---------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -179,8 +188,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self : VLMEmbeddingTransformer
         """
         if X is not None:
-            as_items(X)
-        adapter = self._adapter()
+            as_items(X, self.image_column)
+        with checked_loading(self.model, self.device):
+            adapter = self._adapter()
         if self.stage not in adapter.stages:
             raise ValueError(
                 f"stage={self.stage!r} is not available for the {adapter.family} model "
@@ -189,6 +199,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         n_layers = adapter.n_layers(self.stage)
         layers = self._check_layers(n_layers, adapter)
         pooling = self._check_pooling(adapter, layers)
+        check_position(adapter, self.stage, pooling)
         self.family_ = adapter.family
         self.n_layers_ = n_layers
         self.layers_ = layers
@@ -210,7 +221,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_images, ``n_features_out_``), float32
         """
         check_is_fitted(self)
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         adapter = self._adapter()
         failed = []
         if self.cache is None:
@@ -261,7 +272,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         _cached.fill(self, self._adapter(), items, row_prompts, [], progress=progress)
         return self
 

@@ -6,6 +6,17 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "._base": ["STAGES", "Adapter", "Stack"],
+        "._guards": [
+            "DEFAULT_EMBEDDING_MODEL",
+            "DEFAULT_GENERATIVE_MODEL",
+            "DEFAULT_ZERO_SHOT_MODEL",
+            "EmbeddedModelWarning",
+            "check_device",
+            "check_position",
+            "checked_loading",
+            "max_tokens",
+            "note_shipped_model",
+        ],
         "._registry": [
             "ModelNotFoundError",
             "clear_model_cache",
