@@ -189,7 +189,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         if X is not None:
             as_items(X, self.image_column)
-        with checked_loading(self.model, self.device):
+        with checked_loading(self.model, self.device, self.progress):
             adapter = self._adapter()
         if self.stage not in adapter.stages:
             raise ValueError(
@@ -375,7 +375,8 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         starts = range(0, len(order), self.batch_size)
         bar = tqdm(
             starts,
-            disable=not (self.progress if progress is None else progress),
+            # no bar when every image came from the store (it would say "0batch")
+            disable=not (self.progress if progress is None else progress) or not order,
             desc=f"{adapter.family} {self.stage}",
             unit="batch",
         )

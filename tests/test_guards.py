@@ -153,3 +153,57 @@ def test_zero_shot_refuses_class_names_that_tokenize_alike(fresh_notices):
     assert "0 ('zebra') and 1 ('okapi')" in message and "'<unk>'" in message
     assert "seven" not in message
     clf.set_params(class_names=["three", "five", "seven"]).fit(images, [0, 1, 2])
+
+
+# -- HF's loading bars follow progress (item 10) -------------------------------------------
+@pytest.fixture
+def bars_enabled():
+    """transformers' bars on, as in a fresh process (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    yield
+    if not was:
+        hf_logging.disable_progress_bar()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_loading_bars_show_only_with_progress(
+    clip_path, capsys, bars_enabled, progress
+):
+    from transformers.utils import logging as hf_logging
+
+    from skvlm import clear_model_cache
+
+    clear_model_cache()
+    VLMEmbeddingTransformer(clip_path, progress=progress).fit(None)
+    assert ("Loading weights" in capsys.readouterr().err) == progress
+    assert hf_logging.is_progress_bar_enabled()  # the setting is restored
+
+
+# -- describe_sites: what a model offers, without its weights ------------------------------
+def test_describe_sites_lists_exactly_what_fit_accepts(clip_path):
+    from skvlm.models import describe_sites
+    from skvlm.models._describe import _skeleton
+
+    assert next(_skeleton(clip_path, {}).model.parameters()).device.type == "meta"
+    sites = describe_sites(clip_path)
+    images = random_images(2)
+    adapter = load_adapter(clip_path, device="cpu")
+    for stage, info in sites.attrs["stages"].items():
+        assert info["n_layers"] == adapter.n_layers(stage)
+    for row in sites.itertuples():
+        vlm = VLMEmbeddingTransformer(
+            clip_path, stage=row.stage, layer=row.layer, pooling=row.pooling
+        )
+        assert vlm.fit_transform(images).shape == (2, row.dim)
+    # a pooling the table lacks at a layer is refused there
+    vision = sites[sites.stage == "vision"]
+    assert "pooler" not in set(vision[vision.layer == 0].pooling)
+    with pytest.raises(ValueError, match="not available"):
+        VLMEmbeddingTransformer(clip_path, layer=0, pooling="pooler").fit(None)
+    hf_layers = AutoModel.from_pretrained(clip_path).config.vision_config
+    assert (
+        sites.attrs["stages"]["vision"]["n_layers"] == hf_layers.num_hidden_layers + 1
+    )

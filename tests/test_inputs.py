@@ -1,6 +1,7 @@
 """Every accepted input form, every PIL mode, and every bad input's error."""
 
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ from PIL import Image
 
 from skvlm import ImageLoadError, VLMEmbeddingTransformer
 from skvlm._inputs import as_items, image_key, load_image, to_rgb
+from skvlm.models import EmbeddedModelWarning
 
 
 @pytest.fixture
@@ -329,3 +331,24 @@ def test_hf_dataset_in_cross_validation(clip_path):
     np.testing.assert_array_equal(scores, cross_val_score(pipe, frame, y, cv=2))
     assert len(view[np.array([0, 3]), ...]) == 2
     assert len(view[np.arange(12) % 3 == 0]) == 4
+
+
+def test_image_column_on_the_classifiers(clip_path):
+    from skvlm import CLIPZeroShotClassifier, VLMGenerativeClassifier
+    from skvlm.datasets import load_digit_images
+
+    digits = load_digit_images(n_class=3, n_per_class=2)
+    frame = pd.DataFrame({"photo": digits.images, "image": ["x"] * 6})
+    names = list(digits.target_names)
+    for clf in [
+        CLIPZeroShotClassifier(clip_path, class_names=names, image_column="photo"),
+        VLMGenerativeClassifier(
+            "skvlm/tiny-llava", class_names=names, image_column="photo"
+        ),
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmbeddedModelWarning)
+            clf.fit(frame, digits.target)
+            np.testing.assert_array_equal(
+                clf.predict_proba(frame), clf.predict_proba(digits.images)
+            )

@@ -355,7 +355,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     # -- internals -------------------------------------------------------------------
     def _adapter(self):
-        with checked_loading(self.model, self.device):
+        with checked_loading(self.model, self.device, self.progress):
             return load_adapter(
                 self.model,
                 device=self.device,

@@ -161,7 +161,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
                     "class name."
                 )
         embedder = self._make_embedder()
-        with checked_loading(self.model, self.device):
+        with checked_loading(self.model, self.device, self.progress):
             adapter = embedder._adapter()
         if not hasattr(adapter, "encode_text"):
             raise ValueError(

@@ -6,6 +6,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "._base": ["STAGES", "Adapter", "Stack"],
+        "._describe": ["describe_sites"],
         "._guards": [
             "DEFAULT_EMBEDDING_MODEL",
             "DEFAULT_GENERATIVE_MODEL",
@@ -19,8 +20,11 @@ __getattr__, __dir__, __all__ = attach(
         ],
         "._registry": [
             "ModelNotFoundError",
+            "adapter_class",
             "clear_model_cache",
             "load_adapter",
+            "load_config",
+            "resolve_model",
             "shipped_models",
             "supported_families",
         ],

@@ -94,12 +94,13 @@ def note_shipped_model(model):
 
 
 @contextmanager
-def checked_loading(model, device="auto"):
+def checked_loading(model, device="auto", progress=False):
     """Wrap an estimator's model loading with skvlm's checks and notices.
 
     Refuses a meta ``device`` before anything loads; adds to a
     ``ModelNotFoundError`` the names of the models that need no download; notes
-    once when a shipped demo model is used.
+    once when a shipped demo model is used; hides transformers' "Loading
+    weights" bar unless ``progress`` (the hub's download bars stay).
 
     Parameters
     ----------
@@ -107,6 +108,8 @@ def checked_loading(model, device="auto"):
         The estimator's ``model`` parameter.
     device : str or torch.device, default="auto"
         The estimator's ``device`` parameter.
+    progress : bool, default=False
+        The estimator's ``progress`` parameter.
 
     Examples
     --------
@@ -121,7 +124,8 @@ def checked_loading(model, device="auto"):
 
     check_device(device)
     try:
-        yield
+        with _loading_bars(progress):
+            yield
     except ModelNotFoundError as exc:
         name = _name(model)
         if isinstance(name, str) and name in shipped_models():
@@ -133,6 +137,32 @@ def checked_loading(model, device="auto"):
             "pipeline, not for real data)."
         ) from exc
     note_shipped_model(model)
+
+
+@contextmanager
+def _loading_bars(progress):
+    """transformers' own progress bars off for the block, unless ``progress``."""
+    from transformers.utils import logging as hf_logging
+
+    if progress or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    hub_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # turns the hub's off too
+    if not hub_off:
+        enable_progress_bars()  # a download still shows its bar
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if hub_off:
+            disable_progress_bars()
 
 
 def _ints(value):
