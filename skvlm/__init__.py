@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._embedding": ["VLMEmbeddingTransformer"],
         "._inputs": ["ImageLoadError"],
+        "._site": ["Site"],
         ".classifiers": [
             "CLIPZeroShotClassifier",
             "LinearProbeClassifier",

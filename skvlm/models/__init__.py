@@ -1,11 +1,25 @@
-"""Model families: one adapter per family, and the process-wide loaded-model registry."""
+"""Model families: one adapter per family, and the process-wide loaded-model registry.
+
+Everything other packages of skvlm need from here is imported from this module;
+its private modules are this package's own. Names are imported on first use
+(PEP 562), so ``import skvlm.models`` does not import torch.
+"""
 
 from .._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "._base": ["STAGES", "Adapter", "Stack"],
+        "._base": [
+            "LANGUAGE_POOLINGS",
+            "STAGES",
+            "TOKEN_POOLINGS",
+            "Adapter",
+            "Stack",
+            "language_masks",
+            "pool_token_lists",
+        ],
+        "._chat": ["DEFAULT_PROMPT", "ChatPromptMixin"],
         "._describe": ["describe_sites"],
         "._guards": [
             "DEFAULT_EMBEDDING_MODEL",
@@ -18,14 +32,23 @@ __getattr__, __dir__, __all__ = attach(
             "max_tokens",
             "note_shipped_model",
         ],
-        "._registry": [
+        "._loading": [
+            "MissingVideoProcessor",
             "ModelNotFoundError",
+            "directory_digest",
+            "load_config",
+            "load_processor",
+            "load_processor_without_video",
+            "resolve_device",
+            "resolve_dtype",
+            "resolve_model",
+            "shipped_models",
+            "without_video_processor",
+        ],
+        "._registry": [
             "adapter_class",
             "clear_model_cache",
             "load_adapter",
-            "load_config",
-            "resolve_model",
-            "shipped_models",
             "supported_families",
         ],
     },
