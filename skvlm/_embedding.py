@@ -7,13 +7,13 @@ import warnings
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
 from ._site import STAGES, Site, resolve_layers
+from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from .models import check_position, checked_loading
 from .pooling import POOLINGS, is_position
 from .store import open_store
@@ -184,7 +184,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.image_column = image_column
 
     # -- sklearn API ---------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Load the model (once per process) and check the site.
 

@@ -9,13 +9,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items, load_image
+from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..models import DEFAULT_PROMPT, checked_loading, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, image_prefix, score_continuations
@@ -213,7 +213,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.model_kwargs = model_kwargs
         self.image_column = image_column
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Record the classes, tokenize their names and estimate the prior.
 

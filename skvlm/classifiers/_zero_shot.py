@@ -8,13 +8,13 @@ from numbers import Integral
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
+from .._sklearn_compat import HasMethods, Interval, fit_context
 from ..models import checked_loading, load_adapter
 from ._class_names import class_texts
 
@@ -128,7 +128,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.model_kwargs = model_kwargs
         self.image_column = image_column
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Record the classes and embed their prompts; no training.
 

@@ -1,21 +1,22 @@
 """permutation_importance: sklearn's numbers, without a predict per column."""
 
 import numbers
+from numbers import Integral
 
 import numpy as np
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.pipeline import Pipeline
-from sklearn.utils import Bunch, _safe_indexing, check_array, check_random_state
-from sklearn.utils._param_validation import (
+from sklearn.utils import Bunch, check_array, check_random_state
+from sklearn.utils.random import sample_without_replacement
+
+from .._sklearn_compat import (
     HasMethods,
-    Integral,
     Interval,
     RealNotInt,
     StrOptions,
+    safe_indexing,
     validate_params,
 )
-from sklearn.utils.random import sample_without_replacement
-
 from ._groups import resolve_groups
 from ._linear import linear_decision
 from ._paths import general_scores, linear_scores, weights_scorer
@@ -265,10 +266,10 @@ def permutation_importance(
     rows, perms = _permutations(random_seed, n_samples, max_samples, n_repeats)
     X_sub, y_sub, w_sub = X, y, sample_weight
     if rows is not None:
-        X_sub = _safe_indexing(X, rows, axis=0)
-        y_sub = _safe_indexing(y, rows, axis=0) if y is not None else None
+        X_sub = safe_indexing(X, rows, axis=0)
+        y_sub = safe_indexing(y, rows, axis=0) if y is not None else None
         if sample_weight is not None:
-            w_sub = _safe_indexing(sample_weight, rows, axis=0)
+            w_sub = safe_indexing(sample_weight, rows, axis=0)
     if w_sub is not None:
         w_sub = np.asarray(w_sub)
 
