@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items
 from .._sklearn_compat import Interval, StrOptions, fit_context
-from ..models import DEFAULT_PROMPT, load_adapter
+from ..models import DEFAULT_PROMPT, checked_loading, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, generate_answers, score_images
 from ._generative_text import (
@@ -47,10 +47,11 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-llava"
+    model : str or path-like, default="llava-hf/llava-1.5-7b-hf"
         A generative VLM (LLaVA-1.5, LLaVA-NeXT, PaliGemma, BLIP-2, InstructBLIP,
         Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Idefics3, SmolVLM): hub id, local
-        directory or shipped name.
+        directory or shipped name (``"skvlm/tiny-llava"`` needs no download: a
+        tiny demo model, noted once with an ``EmbeddedModelWarning``).
     class_names : mapping or sequence of str, default=None
         The text of each label: a dict ``{label: name}``, or a list aligned with
         the sorted labels. None uses ``str(label)``. Names must be distinct
@@ -119,6 +120,9 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Show a progress bar over images.
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -223,11 +227,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "dtype": "no_validation",
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-llava",
+        model="llava-hf/llava-1.5-7b-hf",
         *,
         class_names=None,
         strategy="probabilistic",
@@ -248,6 +253,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         dtype="auto",
         progress=False,
         model_kwargs=None,
+        image_column="image",
     ):
         self.model = model
         self.class_names = class_names
@@ -269,6 +275,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.progress = progress
         self.model_kwargs = model_kwargs
+        self.image_column = image_column
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -505,12 +512,13 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     # -- internals -------------------------------------------------------------------
     def _adapter(self):
-        return load_adapter(
-            self.model,
-            device=self.device,
-            dtype=self.dtype,
-            model_kwargs=self.model_kwargs,
-        )
+        with checked_loading(self.model, self.device, self.progress):
+            return load_adapter(
+                self.model,
+                device=self.device,
+                dtype=self.dtype,
+                model_kwargs=self.model_kwargs,
+            )
 
     def _calibrated(self, scores, prior):
         if prior is None:
@@ -529,7 +537,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         return [template.replace("{prompt}", p) for p in prompts]
 
     def _items_prompts(self, X):
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         base = [DEFAULT_PROMPT if self.prompt is None else self.prompt] * len(items)
         prompts = base if row_prompts is None else row_prompts
         if self.strategy != "closed_set":
