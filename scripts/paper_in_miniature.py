@@ -279,6 +279,12 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if not args.no_tune:
+        try:
+            import skvlm.tuning  # noqa: F401
+        except ImportError:
+            print("skvlm.tuning is not available: part (iii) is left out.")
+            args.no_tune = True
     seeds = [int(s) for s in args.seeds.split(",")]
     data = split(args.n_test)
     store = FeatureStore()
