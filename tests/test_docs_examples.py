@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,7 +309,11 @@ def offline_workdir(tmp_path, monkeypatch):
         monkeypatch.setenv(name, "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    # One BLAS thread, as torch gets one in conftest.py: xdist already runs one
+    # worker per core, and on a loaded machine two OpenBLAS threads per worker made
+    # LogisticRegression's fits 20 times slower.
+    with threadpool_limits(limits=1):
+        yield tmp_path
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(ROOT)))
