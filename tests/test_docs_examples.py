@@ -311,7 +311,10 @@ def offline_workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # One BLAS thread, as torch gets one in conftest.py: xdist already runs one
     # worker per core, and on a loaded machine two OpenBLAS threads per worker made
-    # LogisticRegression's fits 20 times slower.
+    # LogisticRegression's fits 20 times slower. A limit reaches only the libraries
+    # loaded when it is set: importing sklearn.linear_model loads scipy's BLAS.
+    import sklearn.linear_model  # noqa: F401
+
     with threadpool_limits(limits=1):
         yield tmp_path
 
