@@ -16,11 +16,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.datasets import load_digit_images
 
 fe_selection = pytest.importorskip("feature_engine.selection")
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # These tests fit hundreds of small LogisticRegressions: with two OpenBLAS
+    # threads per xdist worker on a loaded machine they ran 20 times slower.
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture
