@@ -67,6 +67,14 @@ class Block:
         return self.kind in ("python", "pycon") and self.skip is None
 
 
+def _unclassified(page, line, problem, source=""):
+    return Block(page, line, "unclassified", "", source, problem=problem)
+
+
+RST_DANGLING = "a skip marker not followed by a code-block directive"
+MD_DANGLING = "a skip marker not followed by a fenced code block"
+
+
 def _indent(line):
     return len(line) - len(line.lstrip())
 
@@ -113,9 +121,47 @@ def _take_indented(lines, start, indent):
 def _skip_reason(match, line_no, page, problems):
     reason = match["reason"].strip()
     if not reason:
-        problems.append(Block(page, line_no, "unclassified", "", "", problem=(
-            "a skip marker without a reason: say why the block must not run")))
+        problem = "a skip marker without a reason: say why the block must not run"
+        problems.append(_unclassified(page, line_no, problem))
     return reason or "(no reason)"
+
+
+UNSUPPORTED = (
+    "'.. {}::' is not run by the docs test: show the code in a "
+    "'.. code-block:: python' (it runs) or mark it with '.. skip:'"
+)
+
+
+def _rst_code_block(lines, i, match, page, skip):
+    """The block of the code directive on line ``i``, and the line after it."""
+    options = i + 1
+    while options < len(lines) and lines[options].strip().startswith(":"):
+        options += 1
+    source, first, end = _take_indented(lines, options, len(match["indent"]))
+    language = match["arg"].strip()
+    if match["name"] in UNSUPPORTED_DIRECTIVES:
+        kind, problem = "unclassified", UNSUPPORTED.format(match["name"])
+    else:
+        kind, problem = _kind(language)
+    if source is None and problem is None:  # an empty block: nothing to run
+        return None, max(end, i + 1)
+    return Block(page, first + 1, kind, language, source or "", skip, problem), end
+
+
+def _rst_text_block(lines, i, page):
+    """A ``::`` literal block or a ``>>>`` doctest block starting at line ``i``."""
+    stripped = lines[i].strip()
+    if stripped.endswith("::"):
+        source, first, end = _take_indented(lines, i + 1, _indent(lines[i]))
+        if source is not None:
+            return Block(page, first + 1, _guess_kind(source), "::", source), end
+    elif stripped.startswith(">>>") and (i == 0 or not lines[i - 1].strip()):
+        end = i
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        source = textwrap.dedent("\n".join(lines[i:end]))
+        return Block(page, i + 1, "pycon", ">>>", source), end
+    return None, i + 1
 
 
 def parse_rst(text, page="page.rst"):
@@ -124,68 +170,35 @@ def parse_rst(text, page="page.rst"):
     blocks, pending = [], None  # pending: (line number, reason) of a skip marker
     i = 0
     while i < len(lines):
-        line, stripped = lines[i], lines[i].strip()
-        if not stripped:
+        line = lines[i]
+        if not line.strip():
             i += 1
             continue
-        if pending is not None and not RST_DIRECTIVE.match(line):
-            blocks.append(Block(page, pending[0], "unclassified", "", "", problem=(
-                "a skip marker not followed by a code-block directive")))
+        directive = RST_DIRECTIVE.match(line)
+        code = (
+            directive and directive["name"] in CODE_DIRECTIVES + UNSUPPORTED_DIRECTIVES
+        )
+        if pending is not None and not code:
+            blocks.append(_unclassified(page, pending[0], RST_DANGLING))
             pending = None
-        if match := RST_SKIP.match(line):
-            pending = (i + 1, _skip_reason(match, i + 1, page, blocks))
+        if skip := RST_SKIP.match(line):
+            pending = (i + 1, _skip_reason(skip, i + 1, page, blocks))
             i += 1
-            continue
-        if match := RST_DIRECTIVE.match(line):
-            name, indent = match["name"], len(match["indent"])
-            if name not in CODE_DIRECTIVES + UNSUPPORTED_DIRECTIVES:
-                if pending is not None:
-                    blocks.append(Block(page, pending[0], "unclassified", "", "",
-                                        problem="a skip marker not followed by a "
-                                        "code-block directive"))
-                    pending = None
-                i += 1  # the content of other directives is rst: read it as such
-                continue
-            options = i + 1
-            while options < len(lines) and lines[options].strip().startswith(":"):
-                options += 1
-            source, first, end = _take_indented(lines, options, indent)
-            language = match["arg"].strip()
-            if name in UNSUPPORTED_DIRECTIVES:
-                kind, problem = "unclassified", (
-                    f"'.. {name}::' is not run by the docs test: show the code in a "
-                    "'.. code-block:: python' (it runs) or mark it with '.. skip:'")
-            else:
-                kind, problem = _kind(language)
-            skip = pending[1] if pending is not None else None
-            if source is not None or problem:
-                blocks.append(Block(page, first + 1, kind, language, source or "",
-                                    skip, problem))
+        elif code:
+            reason = pending[1] if pending is not None else None
+            block, i = _rst_code_block(lines, i, directive, page, reason)
+            blocks += [block] if block else []
             pending = None
-            i = max(end, i + 1)
-            continue
-        if stripped.startswith(".."):  # a comment, target or footnote: not text
+        elif directive:  # another directive: its content is rst, read on as such
+            i += 1
+        elif line.strip().startswith(".."):  # a comment, target or footnote
             _, _, end = _take_indented(lines, i + 1, _indent(line))
             i = max(end, i + 1)
-            continue
-        if stripped.endswith("::"):
-            source, first, end = _take_indented(lines, i + 1, _indent(line))
-            if source is not None:
-                blocks.append(Block(page, first + 1, _guess_kind(source), "::", source))
-                i = end
-                continue
-        elif stripped.startswith(">>>") and (i == 0 or not lines[i - 1].strip()):
-            end = i
-            while end < len(lines) and lines[end].strip():
-                end += 1
-            source = textwrap.dedent("\n".join(lines[i:end]))
-            blocks.append(Block(page, i + 1, "pycon", ">>>", source))
-            i = end
-            continue
-        i += 1
+        else:
+            block, i = _rst_text_block(lines, i, page)
+            blocks += [block] if block else []
     if pending is not None:
-        blocks.append(Block(page, pending[0], "unclassified", "", "", problem=(
-            "a skip marker not followed by a code-block directive")))
+        blocks.append(_unclassified(page, pending[0], RST_DANGLING))
     return blocks
 
 
@@ -207,31 +220,35 @@ def parse_markdown(text, page="page.md"):
                 and not lines[end].strip().strip(fence[0])
             ):
                 end += 1
-            body = [ln[min(indent, _indent(ln)):] for ln in lines[i + 1 : end]]
+            body = [ln[min(indent, _indent(ln)) :] for ln in lines[i + 1 : end]]
             info = match["info"].strip().split()
             language = info[0].strip("{}") if info else ""
             kind, problem = _kind(language)
             skip = pending[1] if pending is not None else None
-            blocks.append(Block(page, i + 2, kind, language, "\n".join(body), skip,
-                                problem))
+            blocks.append(
+                Block(page, i + 2, kind, language, "\n".join(body), skip, problem)
+            )
             pending, previous = None, line
             i = end + 1
             continue
         if pending is not None:
-            blocks.append(Block(page, pending[0], "unclassified", "", "", problem=(
-                "a skip marker not followed by a fenced code block")))
+            blocks.append(_unclassified(page, pending[0], MD_DANGLING))
             pending = None
         if match := MD_SKIP.match(line):
             pending = (i + 1, _skip_reason(match, i + 1, page, blocks))
-        elif (_indent(line) >= 4 and not lines[i - 1].strip() and previous
-              and not MD_LIST_ITEM.match(previous) and _indent(previous) < 2):
-            blocks.append(Block(page, i + 1, "unclassified", "", line.strip(), problem=(
-                "an indented code block: use a fence with a language")))
+        elif (
+            _indent(line) >= 4
+            and not lines[i - 1].strip()
+            and previous
+            and not MD_LIST_ITEM.match(previous)
+            and _indent(previous) < 2
+        ):
+            problem = "an indented code block: use a fence with a language"
+            blocks.append(_unclassified(page, i + 1, problem, line.strip()))
         previous = line
         i += 1
     if pending is not None:
-        blocks.append(Block(page, pending[0], "unclassified", "", "", problem=(
-            "a skip marker not followed by a fenced code block")))
+        blocks.append(_unclassified(page, pending[0], MD_DANGLING))
     return blocks
 
 
@@ -262,22 +279,28 @@ def _run_python(block, namespace, filename):
     try:
         exec(code, namespace)
     except Exception as exc:
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+        trace = "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
+        )
         raise ExampleFailed(
-            f"{block.page}:{block.line}: this example fails:\n{trace}") from exc
+            f"{block.page}:{block.line}: this example fails:\n{trace}"
+        ) from exc
 
 
 def _run_pycon(block, namespace, filename):
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     test = doctest.DocTestParser().get_doctest(
-        block.source, {}, block.page, filename, block.line - 1)
-    test.globs = namespace  # get_doctest copies the names: keep the page's one namespace
+        block.source, {}, block.page, filename, block.line - 1
+    )
+    # get_doctest copies the names; the page keeps one namespace
+    test.globs = namespace
     report = []
     runner = doctest.DocTestRunner(optionflags=flags)
     result = runner.run(test, out=report.append, clear_globs=False)
     if result.failed:
         raise ExampleFailed(
-            f"{block.page}:{block.line}: this doctest block fails:\n" + "".join(report))
+            f"{block.page}:{block.line}: this doctest block fails:\n" + "".join(report)
+        )
 
 
 def run_blocks(blocks, filename):
@@ -328,11 +351,16 @@ def test_page_examples_run(path, offline_workdir):
 
 
 def test_every_block_is_classified():
-    problems = [f"{b.page}:{b.line}: {b.problem}" for path in PAGES
-                for b in read_blocks(path) if b.kind == "unclassified"]
+    problems = [
+        f"{b.page}:{b.line}: {b.problem}"
+        for path in PAGES
+        for b in read_blocks(path)
+        if b.kind == "unclassified"
+    ]
     assert not problems, (
         "code blocks the docs test cannot classify (see docs/dev/docs_examples.md):\n"
-        + "\n".join(problems))
+        + "\n".join(problems)
+    )
 
 
 def test_skipped_python_blocks_still_parse():
@@ -343,7 +371,9 @@ def test_skipped_python_blocks_still_parse():
                 try:
                     ast.parse(block.source)
                 except SyntaxError as exc:
-                    broken.append(f"{block.page}:{block.line + (exc.lineno or 1) - 1}: {exc.msg}")
+                    broken.append(
+                        f"{block.page}:{block.line + (exc.lineno or 1) - 1}: {exc.msg}"
+                    )
     assert not broken, "skipped blocks that are not valid Python:\n" + "\n".join(broken)
 
 
@@ -408,7 +438,12 @@ def test_rst_blocks_are_found_with_their_kind_and_line():
         ("other", 14, "CLIP zero-shot   top-1 1.00", None),
         ("other", 18, "$ skvlm probe", None),
         ("pycon", 20, ">>> x + y", None),
-        ("python", 28, 'z = load("llava-hf/llava-1.5-7b-hf")', "needs the 7B checkpoint"),
+        (
+            "python",
+            28,
+            'z = load("llava-hf/llava-1.5-7b-hf")',
+            "needs the 7B checkpoint",
+        ),
         ("pycon", 32, ">>> y", None),
         ("python", 39, "w = 2", None),
     ]
@@ -485,5 +520,7 @@ def test_a_failing_block_is_reported_with_its_page_and_line():
     with pytest.raises(ExampleFailed, match=r"(?s)guide\.rst:9: .*NameError: name 'c'"):
         run_blocks(parse_rst(page, "guide.rst"), "guide.rst")
     doctest_page = "```pycon\n>>> 1 + 1\n3\n```\n"
-    with pytest.raises(ExampleFailed, match=r"(?s)README\.md:2: .*Expected:\s+3\s+Got:\s+2"):
+    with pytest.raises(
+        ExampleFailed, match=r"(?s)README\.md:2: .*Expected:\s+3\s+Got:\s+2"
+    ):
         run_blocks(parse_markdown(doctest_page, "README.md"), "README.md")
