@@ -7,6 +7,7 @@ Pipeline.
 
 from ._embedding import VLMEmbeddingTransformer
 from ._inputs import ImageLoadError
+from ._site import Site
 from .classifiers import (
     CLIPZeroShotClassifier,
     LinearProbeClassifier,
@@ -27,6 +28,7 @@ __all__ = [
     "LinearProbeClassifier",
     "ModelNotFoundError",
     "ProbeReport",
+    "Site",
     "VLMEmbeddingTransformer",
     "VLMGenerativeClassifier",
     "clear_model_cache",

@@ -11,10 +11,11 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _cached
-from ._inputs import ImageInputMixin, ImageLoadError, as_items, load_image
-from .models import STAGES, load_adapter
-from .pooling import POOLINGS, is_position, pooling_label
+from ._extraction import Extraction
+from ._inputs import ImageInputMixin, as_items
+from ._site import STAGES, Site, resolve_layers
+from .pooling import POOLINGS, is_position
+from .store import open_store
 
 
 class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
@@ -75,6 +76,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Passed to ``from_pretrained``: ``revision``, ``device_map``,
         ``quantization_config``, ``attn_implementation``, ``trust_remote_code``
         (False unless given here).
+    n_workers : int or "auto", default="auto"
+        Threads that decode and preprocess the next batches while the model
+        runs the current one, so a GPU is not kept waiting; 0 does everything
+        in the calling thread. ``"auto"``: on a GPU, one fewer than the
+        machine's CPUs (at most 8); on the CPU, 0 (the forward pass already uses
+        every core). Results do not depend on it.
 
     Attributes
     ----------
@@ -130,6 +137,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "progress": ["boolean"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
+        "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
     }
 
     def __init__(
@@ -148,6 +156,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         progress=False,
         on_error="raise",
         model_kwargs=None,
+        n_workers="auto",
     ):
         self.model = model
         self.stage = stage
@@ -162,6 +171,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.on_error = on_error
         self.model_kwargs = model_kwargs
+        self.n_workers = n_workers
 
     # -- sklearn API ---------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -180,20 +190,17 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         if X is not None:
             as_items(X)
-        adapter = self._adapter()
-        if self.stage not in adapter.stages:
-            raise ValueError(
-                f"stage={self.stage!r} is not available for the {adapter.family} model "
-                f"{self.model!r}; its stages are {list(adapter.stages)}."
-            )
-        n_layers = adapter.n_layers(self.stage)
-        layers = self._check_layers(n_layers, adapter)
+        extraction = self._extraction()
+        adapter = extraction.adapter
+        layers = resolve_layers(
+            self.layer, extraction.n_layers, stage=self.stage, family=adapter.family
+        )
         pooling = self._check_pooling(adapter, layers)
         self.family_ = adapter.family
-        self.n_layers_ = n_layers
+        self.n_layers_ = extraction.n_layers
         self.layers_ = layers
         self.pooling_ = pooling
-        self.n_features_out_ = len(layers) * adapter.dim(self.stage)
+        self.n_features_out_ = len(layers) * extraction.dim
         return self
 
     def transform(self, X):
@@ -211,19 +218,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         items, row_prompts = as_items(X)
-        adapter = self._adapter()
         failed = []
-        if self.cache is None:
-            out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
-            requests = [(layer, self.pooling_) for layer in self.layers_]
-            for rows, vectors in self._batches(
-                adapter, items, row_prompts, requests, failed
-            ):
-                out[rows] = np.concatenate(
-                    [vectors[(layer, self.pooling_)] for layer in self.layers_], axis=1
-                )
-        else:
-            out = _cached.transform(self, adapter, items, row_prompts, failed)
+        store = None if self.cache is None else open_store(self.cache)
+        out = self._extraction().transform(
+            items, row_prompts, self.layers_, self.pooling_, failed, store=store
+        )
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out = out / np.where(norms == 0, 1, norms)
@@ -262,7 +261,14 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
         items, row_prompts = as_items(X)
-        _cached.fill(self, self._adapter(), items, row_prompts, [], progress=progress)
+        self._extraction().fill(
+            open_store(self.cache),
+            items,
+            row_prompts,
+            [],
+            position=self.pooling_,
+            progress=progress,
+        )
         return self
 
     def get_feature_names_out(self, input_features=None):
@@ -278,15 +284,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         width = self.n_features_out_ // len(self.layers_)
-        label = pooling_label(self.pooling_)
-        return np.asarray(
-            [
-                f"{self.stage}_l{layer}_{label}_{i}"
-                for layer in self.layers_
-                for i in range(width)
-            ],
-            dtype=object,
-        )
+        names = [
+            name
+            for layer in self.layers_
+            for name in Site(self.stage, layer, self.pooling_).feature_names(width)
+        ]
+        return np.asarray(names, dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -295,30 +298,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         return tags
 
     # -- internals -------------------------------------------------------------------
-    def _adapter(self):
-        return load_adapter(
-            self.model,
-            device=self.device,
-            dtype=self.dtype,
-            model_kwargs=self.model_kwargs,
-        )
+    def _extraction(self):
+        """The extraction this estimator's parameters describe (model loaded once)."""
+        return Extraction.from_params(self.get_params(deep=False))
 
-    def _check_layers(self, n_layers, adapter):
-        layers = [self.layer] if isinstance(self.layer, Integral) else list(self.layer)
-        if not layers:
-            raise ValueError("layer is an empty list; give at least one layer index.")
-        resolved = []
-        for layer in layers:
-            if isinstance(layer, bool) or not isinstance(layer, Integral):
-                raise TypeError(f"layer entries must be ints, got {layer!r}.")
-            if not -n_layers <= layer < n_layers:
-                raise ValueError(
-                    f"layer={layer} is out of range for stage {self.stage!r} of the "
-                    f"{adapter.family} model, whose stack has {n_layers} entries; use "
-                    f"a layer in [{-n_layers}, {n_layers - 1}]."
-                )
-            resolved.append(int(layer) % n_layers)
-        return resolved
+    def _adapter(self):
+        return self._extraction().adapter
 
     def _check_pooling(self, adapter, layers):
         pooling = self.pooling
@@ -337,89 +322,3 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
                     f"{', '.join(map(repr, names))}{extra}."
                 )
         return int(pooling) if is_position(pooling) else pooling
-
-    def _prompts(self, adapter, rows, row_prompts):
-        # The language stage always reads the prompt; some projectors do too
-        # (InstructBLIP's Q-Former reads the instruction).
-        if self.stage not in getattr(adapter, "prompt_stages", ("language",)):
-            return None
-        if row_prompts is not None:
-            return [row_prompts[i] for i in rows]
-        return [self.prompt] * len(rows)
-
-    def _batches(
-        self, adapter, items, row_prompts, requests, failed, subset=None, progress=None
-    ):
-        """Yield (row indices, {(layer, pooling): array}) one batch at a time.
-
-        ``subset`` restricts the pass to those rows of ``items`` (a store's misses).
-        """
-        import torch
-        from tqdm.auto import tqdm
-
-        order = list(range(len(items))) if subset is None else list(subset)
-        order = _by_length(
-            order, items, self._prompts(adapter, order, row_prompts), adapter
-        )
-        starts = range(0, len(order), self.batch_size)
-        bar = tqdm(
-            starts,
-            disable=not (self.progress if progress is None else progress),
-            desc=f"{adapter.family} {self.stage}",
-            unit="batch",
-        )
-        for start in bar:
-            rows, images = [], []
-            for i in order[start : start + self.batch_size]:
-                try:
-                    images.append(load_image(items[i], i))
-                    rows.append(i)
-                except ImageLoadError:
-                    if self.on_error == "raise":
-                        raise
-                    failed.append(i)
-            if not rows:
-                continue
-            with torch.inference_mode():
-                batch = adapter.prepare(
-                    images, self._prompts(adapter, rows, row_prompts)
-                )
-                vectors = adapter.extract(batch, self.stage, requests)
-            _cached.log_forward(items, rows)
-            yield rows, {k: v.cpu().numpy() for k, v in vectors.items()}
-
-
-def _by_length(rows, items, prompts, adapter):
-    """``rows`` ordered so that a batch holds sequences of similar lengths.
-
-    Padding never changes a result (every pooling is masked), but it costs compute:
-    rows are sorted by prompt length and, for families whose token count grows
-    with the image, by image area, read from the file header without decoding.
-    Output rows keep their indices, so the order is invisible to the caller.
-    """
-    dynamic = getattr(adapter, "dynamic_resolution", False)
-    if prompts is None and not dynamic:
-        return rows
-    lengths = (
-        [len(p or "") for p in prompts] if prompts is not None else [0] * len(rows)
-    )
-    areas = [_area(items[i]) if dynamic else 0 for i in rows]
-    keyed = sorted(zip(lengths, areas, rows, strict=True), key=lambda t: (t[0], t[1]))
-    return [row for _, _, row in keyed]
-
-
-def _area(item):
-    """Pixel count of an image without decoding it (0 when unknown)."""
-    from PIL import Image
-
-    try:
-        if isinstance(item, Image.Image):
-            return item.width * item.height
-        if isinstance(item, np.ndarray):
-            return int(item.shape[0]) * int(item.shape[1])
-        if isinstance(item, (str, os.PathLike)):
-            with Image.open(item) as image:  # reads the header only
-                return image.width * image.height
-    except (OSError, ValueError, IndexError):
-        return 0  # the batch loop reports unreadable items properly
-    return 0

@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import type_of_target
 from ._embedding import VLMEmbeddingTransformer
 from ._report import ProbeReport
 from .models import STAGES, load_adapter
+from ._site import resolve_layers
 from .pooling import is_position
 
 __all__ = ["ProbeReport", "probe_layers"]
@@ -313,21 +314,7 @@ def _stage_layers(layers, stage, n_layers):
         if layers != "all":
             raise ValueError(f"layers must be 'all', an int or a list; got {layers!r}.")
         return list(range(n_layers))
-    layers = [layers] if isinstance(layers, Integral) else list(layers)
-    if not layers:
-        raise ValueError(f"layers for stage {stage!r} is empty; give at least one.")
-    resolved = []
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, Integral):
-            raise TypeError(f"layers entries must be ints, got {layer!r}.")
-        if not -n_layers <= layer < n_layers:
-            raise ValueError(
-                f"layer {layer} is out of range for stage {stage!r}, whose stack has "
-                f"{n_layers} entries; use layers in [{-n_layers}, {n_layers - 1}] "
-                "(or a dict of layers per stage)."
-            )
-        resolved.append(int(layer) % n_layers)
-    return list(dict.fromkeys(resolved))
+    return list(dict.fromkeys(resolve_layers(layers, n_layers, stage=stage)))
 
 
 def _read_sites(model, stage, sites, X, common):

@@ -215,7 +215,7 @@ def test_report_from_a_hand_made_table():
             {"stages": ["language"]},
             r"stage 'language' is not available .* \['vision', 'projector'\]",
         ),
-        ({"layers": [7]}, r"layer 7 is out of range for stage 'vision'.*\[-4, 3\]"),
+        ({"layers": [7]}, r"layer=7 is out of range for stage 'vision'.*\[-4, 3\]"),
         (
             {"poolings": ["last"]},
             r"pooling\(s\) \['last'\] .* available there: \['cls'",

@@ -16,8 +16,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items, load_image
-from ..models import load_adapter
-from ..models._base import DEFAULT_PROMPT
+from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, image_prefix, score_continuations
 from ._generative_text import closed_set_prompt, match_class_name

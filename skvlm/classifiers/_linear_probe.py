@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..models._registry import resolve_device
+from ..models import resolve_device
 
 _ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
 

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
+from ..models import load_adapter
 from ._class_names import class_texts
 
 
@@ -146,7 +147,12 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
                     "class name."
                 )
         embedder = self._make_embedder()
-        adapter = embedder._adapter()
+        adapter = load_adapter(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            model_kwargs=self.model_kwargs,
+        )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
                 f"CLIPZeroShotClassifier needs a CLIP or SigLIP model; {self.model!r} is "

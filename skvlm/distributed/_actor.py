@@ -1,10 +1,9 @@
 """The Ray Data actor: one model per actor, the local transform's code per batch.
 
-Nothing here computes a feature by itself. Keys, namespace and site names come
-from ``skvlm._cached``; the forward pass and pooling from
-``VLMEmbeddingTransformer._batches`` (the adapter's ``prepare`` and
-``extract``); storing from ``_cached._compute_missing``, the function a local
-``precompute`` runs. So a vector from the cluster is the vector a local
+Nothing here computes a feature by itself. Keys, namespace, site names, the
+forward passes and the store fill come from the extraction path
+(``skvlm._extraction.Extraction``), the code a local ``transform`` and
+``precompute`` run. So a vector from the cluster is the vector a local
 transform would have stored.
 """
 
@@ -12,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _cached
 from .._embedding import VLMEmbeddingTransformer
+from .._extraction import Extraction
 from ..pooling import is_position
+from ..store import open_store
 from ._inputs import IMAGE, PROMPT
 
 #: Outcome of each image, one row per image in the actor's output.
@@ -43,12 +43,13 @@ class SiteExtractor:
         if to != "store":
             params["cache"] = None
         self.to = to
+        # fit checks the site (layer, pooling) exactly as a local transform does
         self.estimator = VLMEmbeddingTransformer(**params).fit(None)
-        self.adapter = self.estimator._adapter()
-        self.requests = _cached._all_requests(self.estimator, self.adapter)
-        stage = self.estimator.stage
+        self.extraction = Extraction.from_params(self.estimator.get_params(deep=False))
+        self.position = self.estimator.pooling_
+        self.requests = self.extraction.all_requests(self.position)
         self.sites = [
-            _cached.site_name(stage, lay, pool) for lay, pool in self.requests
+            self.extraction.site(lay, pool).store_name for lay, pool in self.requests
         ]
         # A pass writes each image's entry whole (every named pooling of every
         # layer, plus the asked int positions), so one named site and the
@@ -70,11 +71,11 @@ class SiteExtractor:
         return self._to_table(items, prompts)
 
     def _to_store(self, items, prompts):
-        est, adapter = self.estimator, self.adapter
+        extraction = self.extraction
         failed = []
-        store, space, meta, keys = _cached.open_request(
-            est, adapter, items, prompts, failed
-        )
+        store = open_store(self.estimator.cache)
+        space, meta = extraction.namespace(prompts)
+        keys = extraction.keys(items, prompts, failed)
         store.describe(space, meta)
         rows = [i for i, key in enumerate(keys) if key is not None]
         status = np.full(len(items), FAILED, dtype=object)
@@ -83,23 +84,20 @@ class SiteExtractor:
             _, hit = store.lookup(space, [keys[i] for i in rows], self.stored_sites)
             status[[rows[j] for j in np.flatnonzero(hit)]] = STORED
             missing = [rows[j] for j in np.flatnonzero(~hit)]
-            fallback = _cached._compute_missing(
-                est,
-                adapter,
+            _, keys, computed, fallback = extraction.fill(
+                store,
                 items,
                 prompts,
                 failed,
-                store,
-                space,
-                meta,
-                list(keys),
-                missing,
+                position=self.position,
+                rows=missing,
+                keys=keys,
                 # The driver hands every image to exactly one actor: the compute
                 # lock would only make N actors run as slowly as one. Writes still
                 # merge under the store's own writer lock.
                 lock=False,
             )
-            status[missing] = COMPUTED
+            status[computed] = COMPUTED
             status[list(fallback)] = NOT_STORED
         status[failed] = FAILED
         return {
@@ -112,15 +110,15 @@ class SiteExtractor:
     def _to_table(self, items, prompts):
         import pyarrow as pa
 
-        est, adapter = self.estimator, self.adapter
+        extraction = self.extraction
         failed = []
-        space, _ = _cached.namespace(est, adapter, prompts)
-        keys = _cached._keys(est, adapter, items, prompts, failed)
+        space, _ = extraction.namespace(prompts)
+        keys = extraction.keys(items, prompts, failed)
         rows = [i for i, key in enumerate(keys) if key is not None]
         done = np.zeros(len(items), dtype=bool)
         columns = {}
-        for batch_rows, vectors in est._batches(
-            adapter, items, prompts, self.requests, failed, subset=rows
+        for batch_rows, vectors in extraction.batches(
+            items, prompts, self.requests, failed, rows=rows
         ):
             for request, site in zip(self.requests, self.sites, strict=True):
                 block = columns.setdefault(
@@ -139,7 +137,7 @@ class SiteExtractor:
         }
         for site in self.sites:
             # A batch whose images all failed still writes the common schema.
-            width = adapter.dim(est.stage)
+            width = extraction.dim
             block = columns.get(site, np.zeros((len(items), width), np.float32))
             table[site] = pa.FixedSizeListArray.from_arrays(
                 pa.array(block.ravel()), block.shape[1], mask=pa.array(~done)

@@ -1,20 +1,17 @@
 """Feature groups: which columns are permuted together."""
 
-import re
 from collections.abc import Mapping
 from numbers import Integral
 
 import numpy as np
 
-# VLMEmbeddingTransformer names its columns "{stage}_l{layer}_{pooling}_{i}";
-# a FeatureUnion or ColumnTransformer may prepend "{step}__".
-_SITE_NAME = re.compile(
-    r"^(?P<prefix>.*__)?(?P<stage>[A-Za-z]+)_l(?P<layer>-?\d+)_(?P<pooling>.+)_(?P<index>\d+)$"
-)
+from .._site import Site
+
+# What names a group, from a column's (step prefix, site).
 _GROUP_KEYS = {
-    "stage": "{prefix}{stage}",
-    "layer": "{prefix}{stage}_l{layer}",
-    "site": "{prefix}{stage}_l{layer}_{pooling}",
+    "stage": lambda step, site: f"{step}{site.stage}",
+    "layer": lambda step, site: f"{step}{site.stage}_l{site.layer}",
+    "site": lambda step, site: f"{step}{site.feature_prefix}",
 }
 
 
@@ -55,18 +52,18 @@ def groups_from_feature_names(feature_names, by="layer"):
         raise ValueError(
             f"by={by!r} is not supported; use one of {sorted(_GROUP_KEYS)}."
         )
-    template = _GROUP_KEYS[by]
+    group_of = _GROUP_KEYS[by]
     groups = {}
     for i, name in enumerate(np.asarray(feature_names, dtype=object)):
-        match = _SITE_NAME.match(str(name))
-        if match is None:
+        try:
+            step, site, _ = Site.parse_feature_name(name)
+        except ValueError:
             raise ValueError(
                 f"Feature name {name!r} at index {i} does not look like "
                 "'{stage}_l{layer}_{pooling}_{i}' (the VLMEmbeddingTransformer "
                 "naming); pass an explicit mapping to `groups` instead."
-            )
-        parts = {k: v or "" for k, v in match.groupdict().items()}
-        groups.setdefault(template.format(**parts), []).append(i)
+            ) from None
+        groups.setdefault(group_of(step, site), []).append(i)
     return groups
 
 

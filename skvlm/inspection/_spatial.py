@@ -25,17 +25,12 @@ from sklearn.metrics import check_scoring
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, check_random_state
 
-from .._cached import log_forward
-from .._inputs import as_items, load_image
-from ..models._base import _hook, _StopForward
+from .._extraction import Extraction, log_forward
+from .._inputs import as_items
+from .._site import resolve_layers
 
 METHODS = ("auto", "permute", "mean", "zero", "occlude")
 TOKEN_METHODS = ("permute", "mean", "zero")
-# Families whose patch positions come in raster order, one token per patch.
-_TOKEN_FAMILIES = {
-    "vision": ("clip", "siglip", "vision-encoder", "llava"),
-    "language": ("llava",),
-}
 # Poolings that read the patch tokens of their own layer, per stage.
 _TOKEN_POOLINGS = {"vision": ("mean", "max"), "language": ("mean", "max", "image_mean")}
 
@@ -79,7 +74,7 @@ def patch_tokens(vlm, X, *, layer=None):
             )
         layers = vlm.layers_
     else:
-        layers = [_resolve_layer(vlm, layer)]
+        layers = resolve_layers(layer, vlm.n_layers_, stage=vlm.stage)
     captured = _capture(vlm, X, layers, pooling=None)
     return captured[layers[0]]["tokens"]
 
@@ -262,16 +257,6 @@ def _split(estimator):
     return vlm, estimator[1:]
 
 
-def _resolve_layer(vlm, layer):
-    n = vlm.n_layers_
-    if isinstance(layer, bool) or not -n <= int(layer) < n:
-        raise ValueError(
-            f"layer={layer!r} is out of range for a stack of {n} entries; use a "
-            f"layer in [{-n}, {n - 1}]."
-        )
-    return int(layer) % n
-
-
 def _frame_maker(probe):
     """Wrap arrays as DataFrames when the probe was fitted on named columns."""
     try:
@@ -303,6 +288,12 @@ def _target_output(probe, features, y):
 
 
 # -- one pass per image: the tokens of each probed layer ------------------------------
+def _extraction(vlm):
+    """The fitted transformer's extraction (its model, stage, prompt, batches)."""
+    # Every image must give its map: an unreadable one raises, whatever on_error.
+    return Extraction.from_params({**vlm.get_params(deep=False), "on_error": "raise"})
+
+
 def _capture(vlm, X, layers, pooling):
     """Per layer: patch ``tokens`` (n, P, D) and, for a pooling, what rebuilds it.
 
@@ -314,51 +305,43 @@ def _capture(vlm, X, layers, pooling):
 
     from ..pooling import pool
 
-    adapter = vlm._adapter()
-    families = _TOKEN_FAMILIES.get(vlm.stage, ())
-    if adapter.family not in families:
+    extraction = _extraction(vlm)
+    adapter = extraction.adapter
+    if vlm.stage not in adapter.raster_stages:
         raise ValueError(
             f"Token-level spatial importance reads patch tokens in raster order, "
-            f"which skvlm knows for stage {vlm.stage!r} of {families or 'no'} "
-            f"families, not the {adapter.family} model; use method='occlude'."
+            f"which the {adapter.family} model gives at stages "
+            f"{list(adapter.raster_stages) or 'none'}, not {vlm.stage!r}; use "
+            "method='occlude'."
         )
     items, row_prompts = as_items(X)
     chunks = {layer: [] for layer in layers}
-    deepest = max(layers)
+
+    def read(layer, hidden, masks, rows):
+        hidden = hidden.float()
+        patches = masks.image if vlm.stage == "language" else masks.pooled
+        out = {"tokens": _gather(hidden, patches, rows)}
+        if pooling is not None:
+            reduced = masks.image if pooling == "image_mean" else masks.pooled
+            out["pooled"] = pool(hidden, masks, pooling)
+            out["count"] = reduced.sum(dim=1).float()
+            rest = reduced & ~patches
+            filled = hidden.masked_fill(~rest.unsqueeze(-1), float("-inf"))
+            out["rest_max"] = filled.amax(dim=1)
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
     for start in range(0, len(items), vlm.batch_size):
         rows = list(range(start, min(start + vlm.batch_size, len(items))))
-        images = [load_image(items[i], i) for i in rows]
         with torch.inference_mode():
-            batch = adapter.prepare(images, vlm._prompts(adapter, rows, row_prompts))
-            stack = adapter.stack(vlm.stage, batch)
-            state = {"masks": stack.masks}
-
-            def capture(layer, tensor, stack=stack, state=state, rows=rows):
-                hidden = stack.unpack(tensor).float()
-                if callable(state["masks"]):
-                    state["masks"] = state["masks"](hidden)
-                masks = state["masks"]
-                patches = masks.image if vlm.stage == "language" else masks.pooled
-                out = {"tokens": _gather(hidden, patches, rows)}
-                if pooling is not None:
-                    reduced = masks.image if pooling == "image_mean" else masks.pooled
-                    out["pooled"] = pool(hidden, masks, pooling)
-                    out["count"] = reduced.sum(dim=1).float()
-                    rest = reduced & ~patches
-                    filled = hidden.masked_fill(~rest.unsqueeze(-1), float("-inf"))
-                    out["rest_max"] = filled.amax(dim=1)
-                chunks[layer].append({k: v.cpu().numpy() for k, v in out.items()})
-                if layer == deepest:
-                    raise _StopForward
-
-            handles = [_hook(stack, layer, len(stack), capture) for layer in layers]
-            try:
-                adapter.forward(vlm.stage, batch)
-            except _StopForward:
-                pass
-            finally:
-                for handle in handles:
-                    handle.remove()
+            rows, batch = extraction.prepare(items, row_prompts, rows, [])
+            results, _ = adapter.capture(
+                batch,
+                vlm.stage,
+                layers,
+                lambda layer, hidden, masks, rows=rows: read(layer, hidden, masks, rows),
+            )
+        for layer in layers:
+            chunks[layer].append(results[layer])
         log_forward(items, rows)
     return {
         layer: {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
@@ -435,16 +418,16 @@ def _occlusion_features(vlm, X):
     """(base features, per patch [features with that patch occluded], grid)."""
     import torch
 
-    adapter = vlm._adapter()
+    extraction = _extraction(vlm)
+    adapter = extraction.adapter
     items, row_prompts = as_items(X)
     requests = [(layer, vlm.pooling_) for layer in vlm.layers_]
     patch = _patch_size(adapter)
     base, occluded, grid = [], None, None
     for start in range(0, len(items), vlm.batch_size):
         rows = list(range(start, min(start + vlm.batch_size, len(items))))
-        images = [load_image(items[i], i) for i in rows]
         with torch.inference_mode():
-            batch = adapter.prepare(images, vlm._prompts(adapter, rows, row_prompts))
+            rows, batch = extraction.prepare(items, row_prompts, rows, [])
             pixels = batch.get("pixel_values")
             if pixels is None or pixels.ndim != 4:
                 raise ValueError(

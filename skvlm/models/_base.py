@@ -1,32 +1,52 @@
-"""The adapter contract and the hook runner every adapter shares.
+"""The adapter contract, and the capture protocol every adapter shares.
 
 An adapter knows one model family: how to preprocess a batch, which modules make up
 each stage's stack of hidden states, and which token is what. It knows nothing of
-scikit-learn. The runner here turns a request for some (layer, pooling) pairs of a
-stage into forward hooks that pool each layer's output as it is produced and stop
-the forward pass after the deepest layer asked for.
+scikit-learn. :meth:`Adapter.capture` runs a stage's forward pass with forward
+hooks that hand each requested layer's hidden states to a reader as the pass
+produces them, and stops the pass after the deepest one; :meth:`Adapter.extract`
+is the reader that pools.
+
+Hooks are registered per call and fire only for the thread that registered them,
+so threads sharing one model (the registry shares it with every estimator) never
+read each other's tensors, and no hook outlives its call.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ..pooling import TokenMasks, pool
+from .._site import STAGES
+from ..pooling import TokenMasks, pad_tokens, pool
+from ._chat import DEFAULT_PROMPT
+from ._loading import directory_digest, files_state, load_processor
 
-STAGES = ("vision", "projector", "language")
-
-#: The paper's extraction prompt (Zhang et al., 2024), used when ``prompt=None``.
-DEFAULT_PROMPT = "What type of object is in this photo?"
 
 #: The named poolings of every generative family's language stage.
 LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
 
+#: The named poolings of a stage whose entries are per-image token lists.
+TOKEN_POOLINGS = ("mean", "max")
+
+__all__ = [
+    "DEFAULT_PROMPT",
+    "LANGUAGE_POOLINGS",
+    "STAGES",
+    "TOKEN_POOLINGS",
+    "Adapter",
+    "Stack",
+    "language_masks",
+    "pool_token_lists",
+]
+
 
 class _StopForward(Exception):
-    """Raised by a hook once the deepest requested layer has been pooled."""
+    """Raised by a hook once the deepest requested layer has been read."""
 
 
 @dataclass
@@ -62,26 +82,13 @@ class Stack:
         return len(self.blocks) + 1
 
 
-def _first_tensor(value):
-    if isinstance(value, torch.Tensor):
-        return value
-    if (
-        isinstance(value, (tuple, list))
-        and value
-        and isinstance(value[0], torch.Tensor)
-    ):
-        return value[0]
-    if hasattr(value, "last_hidden_state"):
-        return value.last_hidden_state
-    raise TypeError(f"cannot find a hidden-state tensor in {type(value).__name__}")
-
-
 class Adapter:
     """Base class of the per-family adapters.
 
     Subclasses set ``family`` and ``stages`` and implement ``n_layers``,
-    ``poolings``, ``dim``, ``prepare`` and either ``stack`` + ``forward`` (the
-    hook runner then does the rest) or ``extract`` itself.
+    ``poolings``, ``dim``, ``prepare`` and ``stack`` + ``forward`` (the capture
+    protocol then does the rest), overriding ``extract`` only for a stage that
+    is no stack of blocks (a projector's output).
 
     Parameters
     ----------
@@ -89,21 +96,40 @@ class Adapter:
         The loaded model, in eval mode.
     processor : object
         Its Hugging Face processor (or image processor).
+
+    Attributes
+    ----------
+    family : str
+        The family's name in messages and store manifests.
+    stages : tuple of str
+        The stages the model offers.
+    positions : bool
+        Whether integer token positions are valid poolings.
+    raster_stages : tuple of str
+        Stages whose patch tokens come one per patch in raster order (row by
+        row, one image per row of the batch), as token-level spatial importance
+        needs them.
+    prompt_stages : tuple of str
+        Stages whose features depend on the prompt.
+    dynamic_resolution : bool
+        Whether an image's token count depends on its size; batches of similar
+        sizes then carry less padding.
+    source : dict
+        Set by the registry: ``model`` (as given), ``path`` (resolved),
+        ``revision``.
     """
 
     family = "base"
     stages: tuple = ()
-    positions = True  # whether integer token positions are valid poolings
+    positions = True
+    raster_stages: tuple = ()
+    prompt_stages: tuple = ("language",)
     auto_class = "AutoModel"  # the transformers Auto class that loads the family
-    # Whether an image's token count depends on its size (LLaVA-NeXT, Qwen, Idefics3):
-    # batches of similar sizes then carry less padding.
     dynamic_resolution = False
 
     @classmethod
     def load_processor(cls, path, *, revision=None, model_kwargs=None):
         """Load the family's processor from ``path`` (overridden where HF's fails)."""
-        from ._registry import load_processor
-
         return load_processor(path, revision=revision, model_kwargs=model_kwargs)
 
     def __init__(self, model, processor):
@@ -131,6 +157,14 @@ class Adapter:
                 return name
         return names[0]
 
+    def sites(self, stage):
+        """Every (layer, named pooling) pair of ``stage``, layer by layer."""
+        return [
+            (layer, pooling)
+            for layer in range(self.n_layers(stage))
+            for pooling in self.poolings(stage, layer)
+        ]
+
     @property
     def device(self):
         return next(self.model.parameters()).device
@@ -144,6 +178,39 @@ class Adapter:
         processor = getattr(self.processor, "image_processor", self.processor)
         config = processor.to_dict() if hasattr(processor, "to_dict") else {}
         return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    def identity(self):
+        """What decides the model's outputs, as a dict a store namespace hashes.
+
+        The resolved path and revision, the whole config and, for a local
+        directory, a hash of every file in it (every weight byte included;
+        see :func:`skvlm.models.directory_digest`). Hub ids are identified by
+        their revision's commit hash, which is content-addressed.
+
+        Raises
+        ------
+        RuntimeError
+            The directory's files changed since the model was loaded: the
+            weights in memory are no longer those files (load it again).
+        """
+        source = dict(getattr(self, "source", {}))
+        source.pop("model", None)  # as typed by the user; "path" is the resolved one
+        loaded = source.pop("files", None)
+        path = source.get("path")
+        files = None
+        if path and os.path.isdir(path):
+            files = directory_digest(path)
+            if loaded is not None and files_state(path) != loaded:
+                raise RuntimeError(
+                    f"The files of {path!r} changed since the model was loaded, so "
+                    "its weights in memory are not those files. Run again: skvlm "
+                    "reloads a model whose directory changed."
+                )
+        return {
+            **source,
+            "config": self.model.config.to_json_string(use_diff=False),
+            "files": files,
+        }
 
     def format_prompt(self, prompt):
         """The text the model sees for ``prompt`` (families with a language stage)."""
@@ -166,6 +233,82 @@ class Adapter:
         """The model's own pooled output of ``stage`` (last layer), (batch, dim)."""
         raise ValueError(f"{self.family} has no 'pooler' output at stage {stage!r}.")
 
+    def capture(self, batch, stage, layers, read, *, need_outputs=False):
+        """Run ``stage``'s forward pass and read the hidden states of some layers.
+
+        Parameters
+        ----------
+        batch : dict
+            What :meth:`prepare` returned.
+        stage : str
+        layers : iterable of int
+            Non-negative entries of the stage's stack.
+        read : callable
+            ``read(layer, hidden, masks)`` with ``hidden`` of shape (batch,
+            tokens, dim) in the model's dtype and ``masks`` the batch's
+            :class:`~skvlm.pooling.TokenMasks`; called once per layer as the pass
+            produces it. Its return value is kept.
+        need_outputs : bool, default=False
+            Run the pass to its end and return the model's outputs (for
+            ``pooler``); otherwise the pass stops after the deepest layer.
+
+        Returns
+        -------
+        results : dict
+            ``{layer: read(...)}``.
+        outputs : object or None
+            What :meth:`forward` returned, when ``need_outputs``.
+
+        Notes
+        -----
+        It runs under whatever grad mode the caller chose: extraction runs it in
+        ``torch.inference_mode()``, training with gradients. The hooks are this
+        call's and this thread's only.
+        """
+        stack = self.stack(stage, batch)
+        n = len(stack)
+        wanted = sorted(set(layers))
+        if not wanted:
+            raise ValueError("capture needs at least one layer.")
+        deepest = wanted[-1]
+        owner = threading.get_ident()
+        stop = _StopForward()
+        results = {}
+        state = {"masks": stack.masks}
+
+        def on_entry(layer, tensor):
+            if threading.get_ident() != owner:
+                return  # another thread's pass through the shared model
+            if tensor is None:
+                raise TypeError(f"{self.family}: no hidden states reached layer 0.")
+            hidden = stack.unpack(tensor)
+            if callable(state["masks"]):
+                state["masks"] = state["masks"](hidden)
+            results[layer] = read(layer, hidden, state["masks"])
+            if layer == deepest and not need_outputs:
+                raise stop
+
+        handles = []
+        outputs = None
+        try:
+            for layer in wanted:
+                handles.append(_hook(stack, layer, n, on_entry))
+            try:
+                outputs = self.forward(stage, batch)
+            except _StopForward as exc:
+                if exc is not stop:
+                    raise
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [layer for layer in wanted if layer not in results]
+        if missing:
+            raise RuntimeError(
+                f"{self.family}: the forward pass of stage {stage!r} never produced "
+                f"layers {missing}; this is a bug in skvlm's adapter, please report it."
+            )
+        return results, outputs
+
     def extract(self, batch, stage, requests):
         """Pool the requested sites of ``stage`` in one forward pass.
 
@@ -182,56 +325,52 @@ class Adapter:
         vectors : dict
             ``{(layer, pooling): float32 tensor (batch, dim)}``.
         """
-        stack = self.stack(stage, batch)
-        n = len(stack)
         by_layer: dict[int, list] = {}
         for layer, pooling in requests:
             by_layer.setdefault(layer, []).append(pooling)
         needs_output = any(p == "pooler" for ps in by_layer.values() for p in ps)
-        deepest = max(by_layer)
-        results = {}
-        state = {"masks": stack.masks}
 
-        def capture(layer, tensor):
-            hidden = stack.unpack(tensor)
-            if callable(state["masks"]):
-                state["masks"] = state["masks"](hidden)
-            for pooling in by_layer[layer]:
-                if pooling != "pooler":
-                    results[(layer, pooling)] = pool(hidden, state["masks"], pooling)
-            if layer == deepest and not needs_output:
-                raise _StopForward
+        def read(layer, hidden, masks):
+            return {
+                p: pool(hidden, masks, p) for p in by_layer[layer] if p != "pooler"
+            }
 
-        handles = []
-        try:
-            for layer in by_layer:
-                handles.append(_hook(stack, layer, n, capture))
-            try:
-                outputs = self.forward(stage, batch)
-            except _StopForward:
-                outputs = None
-        finally:
-            for handle in handles:
-                handle.remove()
+        results, outputs = self.capture(
+            batch, stage, by_layer, read, need_outputs=needs_output
+        )
+        vectors = {
+            (layer, p): v for layer, pooled in results.items() for p, v in pooled.items()
+        }
         if needs_output:
-            results[(n - 1, "pooler")] = self.pooler(stage, batch, outputs).float()
-        missing = [r for r in requests if r not in results]
-        if missing:
-            raise RuntimeError(
-                f"{self.family}: the forward pass never produced {missing}; this is "
-                "a bug in skvlm's adapter, please report it."
-            )
-        return results
+            last = self.n_layers(stage) - 1
+            vectors[(last, "pooler")] = self.pooler(stage, batch, outputs).float()
+        return vectors
 
 
-def _hook(stack, layer, n, capture):
-    """Register the hook that captures entry ``layer`` of a stack of ``n`` entries."""
+def _first_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value
+    if (
+        isinstance(value, (tuple, list))
+        and value
+        and isinstance(value[0], torch.Tensor)
+    ):
+        return value[0]
+    if hasattr(value, "last_hidden_state"):
+        return value.last_hidden_state
+    raise TypeError(f"cannot find a hidden-state tensor in {type(value).__name__}")
+
+
+def _hook(stack, layer, n, on_entry):
+    """Register the hook that reads entry ``layer`` of a stack of ``n`` entries."""
     blocks = stack.blocks
     if layer == 0:
 
-        def pre_hook(module, args, kwargs):
-            tensor = args[0] if args else kwargs["hidden_states"]
-            capture(0, tensor)
+        # torch records a with_kwargs hook and its flag in two steps: another
+        # thread's pass in between calls it without kwargs (and is ignored).
+        def pre_hook(module, args, kwargs=None):
+            tensor = args[0] if args else (kwargs or {}).get("hidden_states")
+            on_entry(0, tensor)
 
         return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
     if layer == n - 1 and stack.final_norm is not None:
@@ -240,9 +379,33 @@ def _hook(stack, layer, n, capture):
         module = blocks[layer - 1]
 
     def hook(module, args, output):
-        capture(layer, _first_tensor(output))
+        on_entry(layer, _first_tensor(output))
 
     return module.register_forward_hook(hook)
+
+
+def pool_token_lists(entries, requests):
+    """Pool (layer, pooling) requests of a stack of per-image token lists.
+
+    Parameters
+    ----------
+    entries : sequence of list of torch.Tensor
+        ``entries[layer][i]`` holds image ``i``'s tokens, (tokens_i, dim).
+    requests : sequence of (int, str or int)
+
+    Returns
+    -------
+    dict
+        ``{(layer, pooling): float32 tensor (batch, dim)}``; padding is masked.
+    """
+    out = {}
+    for layer in sorted({layer for layer, _ in requests}):
+        hidden, valid = pad_tokens(entries[layer])
+        masks = TokenMasks(valid=valid, pooled=valid)
+        for requested, pooling in requests:
+            if requested == layer:
+                out[(layer, pooling)] = pool(hidden, masks, pooling)
+    return out
 
 
 def language_masks(input_ids, attention_mask, image_token_ids, special_ids=()):

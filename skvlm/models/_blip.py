@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Stack, language_masks
+from ._base import LANGUAGE_POOLINGS, Stack, language_masks
+from ._chat import DEFAULT_PROMPT
 from ._llava import LlavaAdapter
 from ._vision import _to_device
 
@@ -36,6 +37,7 @@ class Blip2Adapter(LlavaAdapter):
 
     family = "blip-2"
     model_types = ("blip-2",)
+    raster_stages = ()
     prompt_format = "Question: {prompt} Answer:"
     prompted_projector = False  # whether the Q-Former reads the prompt
 
@@ -74,7 +76,7 @@ class Blip2Adapter(LlavaAdapter):
         --------
         >>> import tempfile
         >>> from skvlm.models import load_adapter
-        >>> from skvlm.testing._generative import make_tiny_blip2
+        >>> from skvlm.testing import make_tiny_blip2
         >>> adapter = load_adapter(make_tiny_blip2(tempfile.mkdtemp()), device="cpu")
         >>> adapter.format_prompt("What is it?")
         'Question: What is it? Answer:'

@@ -16,7 +16,6 @@ import inspect
 
 import torch
 
-from ._base import DEFAULT_PROMPT
 from ._llava import LlavaAdapter, _inner_tower
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
@@ -37,7 +36,9 @@ class GenericImageTextAdapter(LlavaAdapter):
     """
 
     family = "generic-image-text"
-    model_types = ()  # never matched by type; the registry asks ``supports``
+    model_types = ()  # never matched by type: the registry asks ``supports``
+    fallback = True
+    raster_stages = ()
     fallback_format = "{image}\n{prompt}"
 
     @classmethod
@@ -88,15 +89,6 @@ class GenericImageTextAdapter(LlavaAdapter):
         if stage == "vision":
             return _inner_tower(self.tower).config.hidden_size
         return self.model.config.get_text_config().hidden_size
-
-    def format_prompt(self, prompt):
-        """The chat template's text, or ``"<image>\\n{prompt}"`` without one."""
-        prompt = DEFAULT_PROMPT if prompt is None else prompt
-        if self.image_token in prompt:
-            return prompt
-        if getattr(self.processor, "chat_template", None):
-            return super().format_prompt(prompt)
-        return self.fallback_format.format(image=self.image_token, prompt=prompt)
 
     def prepare(self, images, prompts=None):
         # the processor also gives what only some models take (token_type_ids...)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import torch
 
 from ..pooling import TokenMasks
-from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks
-from ._qwen import (
+from ._base import (
+    LANGUAGE_POOLINGS,
     TOKEN_POOLINGS,
-    ChatPromptMixin,
-    load_processor_without_video,
-    pool_requests,
-    special_token_ids,
+    Adapter,
+    Stack,
+    language_masks,
+    pool_token_lists,
 )
+from ._chat import ChatPromptMixin, special_token_ids
+from ._loading import load_processor_without_video
 from ._vision import _to_device
 
 # Added tokens that frame the image tiles in the prompt: not prompt text.
@@ -103,7 +105,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
         --------
         >>> import tempfile
         >>> from skvlm.models import load_adapter
-        >>> from skvlm.testing._generative import make_tiny_idefics3
+        >>> from skvlm.testing import make_tiny_idefics3
         >>> adapter = load_adapter(make_tiny_idefics3(tempfile.mkdtemp()), device="cpu")
         >>> print(adapter.format_prompt("What is it?"))
         <|begin_of_text|>User:<image>What is it?<end_of_utterance>
@@ -192,7 +194,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
     def extract(self, batch, stage, requests):
         if stage != "projector":
             return super().extract(batch, stage, requests)
-        return pool_requests(
+        return pool_token_lists(
             [list(self._image_features(batch).pooler_output)], requests
         )
 

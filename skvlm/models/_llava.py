@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..pooling import TokenMasks, pad_tokens, pool
-from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Adapter, Stack, language_masks
+from ..pooling import TokenMasks, pad_tokens
+from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
+from ._chat import ChatPromptMixin
 from ._vision import VisionTowerMixin, _to_device
 
 
@@ -23,7 +24,7 @@ def _inner_tower(tower):
     return getattr(tower, "vision_model", tower)
 
 
-class LlavaAdapter(VisionTowerMixin, Adapter):
+class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     """LLaVA-1.5 (``LlavaForConditionalGeneration``): CLIP tower, MLP projector, LM.
 
     Stages and layers:
@@ -50,6 +51,7 @@ class LlavaAdapter(VisionTowerMixin, Adapter):
     model_types = ("llava",)
     auto_class = "AutoModelForImageTextToText"
     stages = ("vision", "projector", "language")
+    raster_stages = ("vision", "language")
     image_token = "<image>"
     fallback_format = "USER: <image>\n{prompt} ASSISTANT:"
 
@@ -93,33 +95,6 @@ class LlavaAdapter(VisionTowerMixin, Adapter):
         return self.model.config.get_text_config().hidden_size
 
     # -- prompts and inputs ----------------------------------------------------
-    def format_prompt(self, prompt):
-        """The text the model sees for ``prompt``; one with ``<image>`` is used as is.
-
-        Examples
-        --------
-        >>> import tempfile
-        >>> from skvlm.models import load_adapter
-        >>> from skvlm.testing._generative import make_tiny_llava
-        >>> adapter = load_adapter(make_tiny_llava(tempfile.mkdtemp()), device="cpu")
-        >>> adapter.format_prompt("What is it?")
-        'USER: <image>\\nWhat is it? ASSISTANT:'
-        """
-        prompt = DEFAULT_PROMPT if prompt is None else prompt
-        if self.image_token in prompt:
-            return prompt
-        if getattr(self.processor, "chat_template", None):
-            messages = [
-                {
-                    "role": "user",
-                    "content": [{"type": "image"}, {"type": "text", "text": prompt}],
-                }
-            ]
-            return self.processor.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-        return self.fallback_format.format(prompt=prompt)
-
     def special_ids(self):
         """Token ids left out of ``text_mean``: the tokenizer's special tokens."""
         return set(self.processor.tokenizer.all_special_ids) - {self.image_token_id}
@@ -172,9 +147,7 @@ class LlavaAdapter(VisionTowerMixin, Adapter):
     def extract(self, batch, stage, requests):
         if stage != "projector":
             return super().extract(batch, stage, requests)
-        hidden, valid = pad_tokens(self.image_tokens(batch))
-        masks = TokenMasks(valid=valid, pooled=valid)
-        return {(layer, p): pool(hidden, masks, p) for layer, p in requests}
+        return pool_token_lists([self.image_tokens(batch)], requests)
 
 
 class LlavaNextAdapter(LlavaAdapter):
@@ -197,6 +170,7 @@ class LlavaNextAdapter(LlavaAdapter):
     """
 
     dynamic_resolution = True
+    raster_stages = ()  # anyres tiles and newline tokens
 
     family = "llava_next"
     model_types = ("llava_next",)

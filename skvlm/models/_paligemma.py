@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import DEFAULT_PROMPT
+from ._chat import DEFAULT_PROMPT
 from ._llava import LlavaAdapter
 
 
@@ -36,6 +36,7 @@ class PaliGemmaAdapter(LlavaAdapter):
 
     family = "paligemma"
     model_types = ("paligemma",)
+    raster_stages = ()
 
     def _tower_has_pooler(self):
         return getattr(self.tower, "head", None) is not None
@@ -47,7 +48,7 @@ class PaliGemmaAdapter(LlavaAdapter):
         --------
         >>> import tempfile
         >>> from skvlm.models import load_adapter
-        >>> from skvlm.testing._generative import make_tiny_paligemma
+        >>> from skvlm.testing import make_tiny_paligemma
         >>> adapter = load_adapter(make_tiny_paligemma(tempfile.mkdtemp()), device="cpu")
         >>> adapter.format_prompt("caption en")
         '<image>caption en'

@@ -14,190 +14,21 @@ without it when torchvision is missing or broken (images never need it).
 
 from __future__ import annotations
 
-import functools
-import re
-
 import torch
 
-from ..pooling import TokenMasks, pad_tokens, pool
-from ._base import DEFAULT_PROMPT, LANGUAGE_POOLINGS, Adapter, Stack, language_masks
+from ..pooling import TokenMasks, pad_tokens
+from ._base import (
+    LANGUAGE_POOLINGS,
+    TOKEN_POOLINGS,
+    Adapter,
+    Stack,
+    language_masks,
+    pool_token_lists,
+)
+from ._chat import ChatPromptMixin, special_token_ids
+from ._loading import load_processor_without_video
 from ._vision import _to_device
 
-TOKEN_POOLINGS = ("mean", "max")
-
-
-# -- processors without torchvision ---------------------------------------------------
-class MissingVideoProcessor:
-    """Stands in for a video processor that needs torchvision.
-
-    Chat templates read ``num_frames`` and ``fps`` even for image-only chats;
-    processing a video fails here with what to install.
-    """
-
-    num_frames = None
-    fps = None
-    _auto_class = None  # read by ``save_pretrained``
-
-    def __call__(self, *args, **kwargs):
-        raise ImportError(
-            "Video inputs need torchvision, which is not usable here: "
-            "pip install torchvision (skvlm itself only sends images)."
-        )
-
-
-@functools.cache
-def _video_free(processor_cls):
-    """``processor_cls`` loading every part but its video processor.
-
-    The subclass keeps the parent's name, so messages and ``save_pretrained``
-    show the real class.
-    """
-    names = processor_cls.get_attributes()
-    others = [name for name in names if name != "video_processor"]
-    # The parent's loader iterates ``get_attributes``; a sibling class that omits
-    # the video processor reuses it unchanged for everything else.
-    loader = type(
-        processor_cls.__name__,
-        (processor_cls,),
-        {"get_attributes": classmethod(lambda cls: list(others))},
-    )
-
-    def _get_arguments_from_pretrained(cls, path, processor_dict=None, **kwargs):
-        args = loader._get_arguments_from_pretrained(path, processor_dict, **kwargs)
-        args.insert(names.index("video_processor"), MissingVideoProcessor())
-        return args
-
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if isinstance(argument, MissingVideoProcessor):
-            return MissingVideoProcessor
-        return processor_cls.check_argument_for_proper_class(
-            self, argument_name, argument
-        )
-
-    def to_dict(self):
-        # The stand-in is no sub-processor: nothing of it belongs in a saved config.
-        output = processor_cls.to_dict(self)
-        output.pop("video_processor", None)
-        return output
-
-    return type(
-        processor_cls.__name__,
-        (processor_cls,),
-        {
-            "_get_arguments_from_pretrained": classmethod(
-                _get_arguments_from_pretrained
-            ),
-            "check_argument_for_proper_class": check_argument_for_proper_class,
-            "to_dict": to_dict,
-            "__module__": processor_cls.__module__,
-            "__doc__": processor_cls.__doc__,
-        },
-    )
-
-
-def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
-    """Load a processor that owns a video processor, without torchvision if need be.
-
-    With a working torchvision this is ``AutoProcessor.from_pretrained``;
-    otherwise the processor class ``class_name`` is loaded with a stand-in for
-    its video processor (which raises if ever asked to process a video).
-
-    Parameters
-    ----------
-    path : str
-        Hub id or local directory in ``save_pretrained`` layout.
-    class_name : str
-        The transformers processor class (``"Qwen2VLProcessor"``...).
-    revision : str, default=None
-    model_kwargs : dict, default=None
-        Only ``trust_remote_code`` is read, for the torchvision path.
-
-    Returns
-    -------
-    processor : transformers.ProcessorMixin
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from skvlm.models._qwen import load_processor_without_video
-    >>> from skvlm.testing._generative import make_tiny_qwen2_vl
-    >>> path = make_tiny_qwen2_vl(tempfile.mkdtemp())
-    >>> processor = load_processor_without_video(path, "Qwen2VLProcessor")
-    >>> type(processor).__name__, processor.image_token
-    ('Qwen2VLProcessor', '<|image_pad|>')
-    """
-    import transformers
-    from transformers.utils import is_torchvision_available
-
-    kwargs = {"revision": revision} if revision else {}
-    if is_torchvision_available():
-        trust = (model_kwargs or {}).get("trust_remote_code", False)
-        try:
-            return transformers.AutoProcessor.from_pretrained(
-                path, trust_remote_code=trust, **kwargs
-            )
-        except (ImportError, OSError):  # torchvision unusable, or no video config
-            pass
-    return _video_free(getattr(transformers, class_name)).from_pretrained(
-        path, **kwargs
-    )
-
-
-# -- helpers shared with the Idefics3 adapters -------------------------------------------
-def pool_requests(entries, requests):
-    """Pool the requested (layer, pooling) pairs of a stack of per-image token lists."""
-    out = {}
-    for layer in sorted({layer for layer, _ in requests}):
-        hidden, valid = pad_tokens(entries[layer])
-        masks = TokenMasks(valid=valid, pooled=valid)
-        for requested, pooling in requests:
-            if requested == layer:
-                out[(layer, pooling)] = pool(hidden, masks, pooling)
-    return out
-
-
-def special_token_ids(tokenizer, pattern=None):
-    """Ids left out of ``text_mean``: special tokens, and added tokens matching ``pattern``."""
-    ids = set(tokenizer.all_special_ids)
-    for token_id, token in tokenizer.added_tokens_decoder.items():
-        if token.special or (
-            pattern is not None and re.fullmatch(pattern, token.content)
-        ):
-            ids.add(token_id)
-    return ids
-
-
-class ChatPromptMixin:
-    """``format_prompt`` and prompt checks for families with one image placeholder."""
-
-    image_token = "<image>"
-    fallback_format = "{prompt}"
-
-    def format_prompt(self, prompt):
-        prompt = DEFAULT_PROMPT if prompt is None else prompt
-        if self.image_token in prompt:
-            return prompt
-        if getattr(self.processor, "chat_template", None):
-            content = [{"type": "image"}, {"type": "text", "text": prompt}]
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": content}],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        return self.fallback_format.format(prompt=prompt)
-
-    def format_prompts(self, prompts):
-        """Formatted prompts of a batch, each with exactly one image placeholder."""
-        texts = [self.format_prompt(p) for p in prompts]
-        for i, text in enumerate(texts):
-            count = text.count(self.image_token)
-            if count != 1:
-                raise ValueError(
-                    f"The prompt of batch item {i} holds {count} image placeholders "
-                    f"{self.image_token!r}: {text!r}. skvlm sends one image per row; "
-                    "write the placeholder once, or leave it out and skvlm inserts it."
-                )
-        return texts
 
 
 # -- Qwen2-VL, Qwen2.5-VL, Qwen3-VL ---------------------------------------------------------
@@ -286,7 +117,7 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
         --------
         >>> import tempfile
         >>> from skvlm.models import load_adapter
-        >>> from skvlm.testing._generative import make_tiny_qwen2_vl
+        >>> from skvlm.testing import make_tiny_qwen2_vl
         >>> adapter = load_adapter(make_tiny_qwen2_vl(tempfile.mkdtemp()), device="cpu")
         >>> print(adapter.format_prompt("What is it?"))
         <|im_start|>system
@@ -380,7 +211,7 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
     def extract(self, batch, stage, requests):
         if stage != "projector":
             return super().extract(batch, stage, requests)
-        return pool_requests(self.projector_entries(batch), requests)
+        return pool_token_lists(self.projector_entries(batch), requests)
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):

@@ -18,12 +18,22 @@ from ._base import Adapter, Stack
 
 
 def _to_device(batch, device, dtype):
+    """Move a processor's tensors to the model's device, floats in its dtype.
+
+    To CUDA, tensors go through pinned memory with non-blocking copies: a batch
+    prepared in a worker thread is copied while the GPU still runs the previous
+    one, and the model's kernels, queued on the same stream, wait for the copy.
+    """
+    cuda = torch.device(device).type == "cuda"
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
-            value = value.to(device)
             if value.is_floating_point():
                 value = value.to(dtype)
+            if cuda and value.device.type == "cpu":
+                value = value.pin_memory().to(device, non_blocking=True)
+            else:
+                value = value.to(device)
         out[key] = value
     return out
 
@@ -52,6 +62,7 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
 
     family = "clip"
     model_types = ("clip", "clip_vision_model")
+    raster_stages = ("vision",)
     has_cls = True
     probability = "softmax"  # how zero-shot logits become class probabilities
 
@@ -176,6 +187,7 @@ class Siglip2Adapter(SiglipAdapter):
 
     family = "siglip2"
     model_types = ("siglip2", "siglip2_vision_model")
+    raster_stages = ()  # NaFlex grids vary per image
 
     def vision_inputs(self, batch):
         return {
@@ -204,6 +216,7 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
         "data2vec-vision",
     )
     stages = ("vision",)
+    raster_stages = ("vision",)
 
     def __init__(self, model, processor):
         super().__init__(model, processor)

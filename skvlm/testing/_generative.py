@@ -14,7 +14,7 @@ import torch
 import transformers
 from tokenizers import processors
 
-from ..models._qwen import MissingVideoProcessor, _video_free
+from ..models import MissingVideoProcessor, without_video_processor
 from ._tokenizer import make_tokenizer
 
 __all__ = [
@@ -222,7 +222,7 @@ def load_processor(path, **kwargs):
     >>> type(load_processor(path)).__name__
     'Qwen2VLProcessor'
     """
-    from ..models._registry import adapter_class, load_config
+    from ..models import adapter_class, load_config
 
     path = str(path)
     cls = adapter_class(load_config(path))
@@ -409,7 +409,7 @@ def _qwen_parts(processor_name, template, image_processor_kwargs=None):
         size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64},
         **(image_processor_kwargs or {}),
     )
-    processor = _video_free(getattr(transformers, processor_name))(
+    processor = without_video_processor(getattr(transformers, processor_name))(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=MissingVideoProcessor(),
@@ -689,7 +689,7 @@ def make_tiny_smolvlm(path, *, seed=0, **overrides):
         max_image_size={"longest_edge": 32},
         do_image_splitting=True,
     )
-    processor = _video_free(transformers.SmolVLMProcessor)(
+    processor = without_video_processor(transformers.SmolVLMProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=MissingVideoProcessor(),

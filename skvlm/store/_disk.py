@@ -28,8 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ._store_errors import FeatureStoreError
-from ._store_format import HEAD_CHUNK, EntryDamaged, read_entry, to_bytes
+from ._errors import FeatureStoreError
+from ._format import HEAD_CHUNK, EntryDamaged, read_entry, to_bytes
 
 try:  # POSIX only; elsewhere writers go without the advisory lock.
     import fcntl

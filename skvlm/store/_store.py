@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._store_checks import (
+from ._checks import (
     check_keys,
     check_name,
     check_settings,
     check_site,
     check_vectors,
 )
-from ._store_disk import DiskBackend, check_root
-from ._store_errors import FeatureStoreError, FeatureStoreWarning
-from ._store_format import EntryDamaged, decode, encode_rows
-from ._store_memory import _LRU, _MemoryBackend
+from ._disk import DiskBackend, check_root
+from ._errors import FeatureStoreError, FeatureStoreWarning
+from ._format import EntryDamaged, decode, encode_rows
+from ._memory import _LRU, _MemoryBackend
 
 __all__ = ["FeatureStore", "FeatureStoreError", "FeatureStoreWarning"]
 

@@ -1,0 +1,529 @@
+"""The one path from images to site vectors.
+
+:class:`Extraction` binds a loaded adapter to a stage, a prompt and the batch and
+error settings, and does everything between a collection of images and the
+vectors of its sites: the order of the batches, decoding, the forward passes
+(through the adapter's capture protocol), store keys and the namespace, and
+filling or serving a :class:`~skvlm.store.FeatureStore`. The transformer, the
+Ray actors, spatial importance and the classifiers all go through it, so a
+vector means the same wherever it was computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from numbers import Integral
+
+import numpy as np
+
+from ._inputs import ImageLoadError, image_key, load_image
+from ._site import Site, is_position
+from .models import load_adapter
+from .store import compute_missing, serve
+
+#: Bump when what a site means changes, so old stores are never served.
+SITE_VERSION = 1
+
+_PARAMS = ("stage", "prompt", "batch_size", "on_error", "progress", "n_workers")
+
+
+class Extraction:
+    """Images in, the vectors of a stage's sites out.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        The loaded model (``skvlm.models.load_adapter``).
+    stage : {"vision", "projector", "language"}
+    prompt : str, default=None
+        The instruction for stages that read one (None: the paper's question).
+    batch_size : int, default=32
+        Images per forward pass. Results do not depend on it.
+    on_error : {"raise", "nan"}, default="raise"
+        An image that cannot be read raises, or is recorded in ``failed`` and
+        left out (its row comes back as NaN).
+    progress : bool, default=False
+        Show a progress bar over the batches that run the model.
+    n_workers : int or "auto", default="auto"
+        Threads that decode and preprocess the next batches while the model
+        runs the current one (0: all in the calling thread). ``"auto"``: on a
+        GPU, one fewer than the CPUs (at most 8); on the CPU, 0, since the
+        forward pass already keeps every core busy. Results do not depend on it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm._extraction import Extraction
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_clip, random_images
+    >>> adapter = load_adapter(make_tiny_clip(tempfile.mkdtemp()), device="cpu")
+    >>> ex = Extraction(adapter, "vision", batch_size=2)
+    >>> ex.transform(random_images(3), None, [0, 3], "mean", []).shape
+    (3, 64)
+    """
+
+    def __init__(
+        self,
+        adapter,
+        stage,
+        *,
+        prompt=None,
+        batch_size=32,
+        on_error="raise",
+        progress=False,
+        n_workers="auto",
+    ):
+        if stage not in adapter.stages:
+            raise ValueError(
+                f"stage={stage!r} is not available for the {adapter.family} model "
+                f"{adapter_name(adapter)!r}; its stages are {list(adapter.stages)}."
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if on_error not in ("raise", "nan"):
+            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
+        self.adapter = adapter
+        self.stage = stage
+        self.prompt = prompt
+        self.batch_size = int(batch_size)
+        self.on_error = on_error
+        self.progress = progress
+        self.n_workers = resolve_workers(n_workers, adapter.device)
+
+    @classmethod
+    def from_params(cls, params):
+        """The extraction a ``VLMEmbeddingTransformer``'s parameters describe.
+
+        Parameters
+        ----------
+        params : dict
+            The estimator's ``get_params()``: ``model``, ``device``, ``dtype``,
+            ``model_kwargs`` load the model (once per process, shared); ``stage``,
+            ``prompt``, ``batch_size``, ``on_error`` and ``progress`` are kept.
+
+        Returns
+        -------
+        Extraction
+        """
+        adapter = load_adapter(
+            params["model"],
+            device=params.get("device", "auto"),
+            dtype=params.get("dtype", "auto"),
+            model_kwargs=params.get("model_kwargs"),
+        )
+        kept = {k: params[k] for k in _PARAMS if k in params}
+        return cls(adapter, **kept)
+
+    # -- what a pass of this stage offers -------------------------------------------
+    @property
+    def n_layers(self):
+        """Entries in the stage's stack."""
+        return self.adapter.n_layers(self.stage)
+
+    @property
+    def dim(self):
+        """Width of one site's vector."""
+        return self.adapter.dim(self.stage)
+
+    @property
+    def reads_prompt(self):
+        """Whether the stage's features depend on the prompt."""
+        return self.stage in self.adapter.prompt_stages
+
+    def all_requests(self, position=None):
+        """Every (layer, named pooling) of the stage, plus ``position`` at every layer.
+
+        A store fill computes these in one pass, so a later request at any
+        layer and named pooling is a lookup. An int position is kept at every
+        layer (not only the ones asked): a grid over layers at that position
+        then runs the model once more in all, not once per layer.
+        """
+        requests = self.adapter.sites(self.stage)
+        if is_position(position):
+            requests += [(layer, int(position)) for layer in range(self.n_layers)]
+        return requests
+
+    def site(self, layer, pooling):
+        """The :class:`~skvlm.Site` of a (non-negative layer, pooling) request."""
+        return Site(self.stage, layer, pooling)
+
+    # -- prompts, keys and the namespace ----------------------------------------------
+    def prompts(self, rows, row_prompts):
+        """The prompt of each row (None for stages that read no prompt)."""
+        if not self.reads_prompt:
+            return None
+        if row_prompts is not None:
+            return [row_prompts[i] for i in rows]
+        return [self.prompt] * len(rows)
+
+    def namespace(self, row_prompts=None):
+        """``(namespace hex digest, human-readable manifest)`` of this extraction.
+
+        The namespace hashes everything that decides a vector besides the
+        image: the model's identity (resolved path, revision, config and every
+        byte of its files), the preprocessing, the dtype, the stage, the
+        formatted prompt where the stage reads it, and :data:`SITE_VERSION`.
+        """
+        adapter = self.adapter
+        source = getattr(adapter, "source", {})
+        prompt = None
+        if self.reads_prompt:
+            prompt = (
+                "<per-row>"
+                if row_prompts is not None
+                else adapter.format_prompt(self.prompt)
+            )
+        meta = {
+            "model": source.get("model", adapter_name(adapter)),
+            "family": adapter.family,
+            "stage": self.stage,
+            "prompt": prompt,
+            "dtype": str(adapter.dtype),
+            "revision": source.get("revision"),
+        }
+        identity = {
+            **meta,
+            # The resolved path, so "./m" and "/abs/m" share entries; the manifest
+            # keeps the spelling the user typed.
+            "model": source.get("path", meta["model"]),
+            "identity": model_identity(adapter),
+            "preprocessing": adapter.preprocessing_config(),
+            "site_version": SITE_VERSION,
+        }
+        blob = json.dumps(identity, sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest(), meta
+
+    def keys(self, items, row_prompts, failed):
+        """The store key of every row: its image's content, and its own prompt.
+
+        Rows whose image cannot be read get None (and join ``failed``) under
+        ``on_error="nan"``; under ``"raise"`` the error propagates.
+        """
+        keys = [None] * len(items)
+        per_row = row_prompts is not None and self.reads_prompt
+        for i, item in enumerate(items):
+            try:
+                key = image_key(item, i)
+            except ImageLoadError:
+                if self.on_error == "raise":
+                    raise
+                failed.append(i)
+                continue
+            if per_row:
+                text = self.adapter.format_prompt(row_prompts[i]).encode()
+                key = hashlib.sha1(key.encode() + b"\0" + text).hexdigest()
+            keys[i] = key
+        return keys
+
+    # -- forward passes ------------------------------------------------------------------
+    def load(self, items, rows, failed):
+        """``(rows, images)``: the decoded RGB images of ``rows`` that could be read."""
+        kept, images = [], []
+        for i in rows:
+            try:
+                images.append(load_image(items[i], i))
+                kept.append(i)
+            except ImageLoadError:
+                if self.on_error == "raise":
+                    raise
+                failed.append(i)
+        return kept, images
+
+    def prepare(self, items, row_prompts, rows, failed):
+        """``(rows, model inputs)`` of one batch; rows that failed to load left out."""
+        rows, images = self.load(items, rows, failed)
+        if not rows:
+            return rows, None
+        return rows, self.adapter.prepare(images, self.prompts(rows, row_prompts))
+
+    def batches(self, items, row_prompts, requests, failed, rows=None, progress=None):
+        """Yield ``(row indices, {(layer, pooling): float32 ndarray})`` per batch.
+
+        Parameters
+        ----------
+        items : list
+            The images (paths, PIL images, arrays, bytes), not yet decoded.
+        row_prompts : list of str or None
+            Per-row prompts, or None for the extraction's prompt.
+        requests : sequence of (int, str or int)
+            (non-negative layer, pooling) pairs; all come from one pass.
+        failed : list
+            Indices of unreadable images are appended (``on_error="nan"``), in
+            row order whatever ``n_workers``.
+        rows : sequence of int, default=None
+            Restrict the passes to these rows (a store's misses).
+        progress : bool, default=None
+            Overrides the extraction's ``progress``.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        order = list(range(len(items))) if rows is None else list(rows)
+        order = self._by_length(order, items, row_prompts)
+        chunks = [
+            order[start : start + self.batch_size]
+            for start in range(0, len(order), self.batch_size)
+        ]
+        bar = tqdm(
+            total=len(chunks),
+            disable=not (self.progress if progress is None else progress),
+            desc=f"{self.adapter.family} {self.stage}",
+            unit="batch",
+        )
+        with bar:
+            for batch_rows, batch, lost in self.prepared(items, row_prompts, chunks):
+                failed.extend(lost)
+                bar.update()
+                if not batch_rows:
+                    continue
+                with torch.inference_mode():
+                    vectors = self.adapter.extract(batch, self.stage, requests)
+                log_forward(items, batch_rows)
+                yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+
+    def prepared(self, items, row_prompts, chunks):
+        """``(rows, model inputs, failed rows)`` of each chunk, in chunk order.
+
+        With workers, the next ``n_workers + 1`` chunks are decoded and
+        preprocessed in threads while the caller runs the model (image decoding,
+        resizing and tokenizing release the GIL); at most that many prepared
+        batches are held at once. An error (an unreadable image under
+        ``on_error="raise"``) surfaces when its chunk's turn comes.
+        """
+
+        def prepare(chunk):
+            lost = []
+            rows, batch = self.prepare(items, row_prompts, chunk, lost)
+            return rows, batch, lost
+
+        if self.n_workers == 0 or len(chunks) < 2:
+            yield from map(prepare, chunks)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="skvlm-prepare")
+        pending = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(prepare, chunk))
+                if len(pending) > self.n_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def transform(self, items, row_prompts, layers, pooling, failed, store=None):
+        """The vectors of ``pooling`` at ``layers``, concatenated in that order.
+
+        Parameters
+        ----------
+        items, row_prompts, failed
+            As for :meth:`batches`.
+        layers : list of int
+            Non-negative layers.
+        pooling : str or int
+        store : FeatureStore, default=None
+            Serve from (and fill) this store; without one, the pass stops at the
+            deepest asked layer and computes only the asked sites.
+
+        Returns
+        -------
+        ndarray of shape (len(items), len(layers) * dim), float32
+            NaN rows for images that could not be read.
+        """
+        out = np.full((len(items), len(layers) * self.dim), np.nan, dtype=np.float32)
+        requests = [(layer, pooling) for layer in layers]
+        if store is None:
+            for rows, vectors in self.batches(items, row_prompts, requests, failed):
+                out[rows] = np.concatenate([vectors[r] for r in requests], axis=1)
+            return out
+        space, meta = self.namespace(row_prompts)
+        keys = self.keys(items, row_prompts, failed)
+        sites = [self.site(layer, pooling).store_name for layer in layers]
+        fill = self.all_requests(pooling)
+        served = serve(
+            store,
+            space,
+            keys,
+            sites,
+            self._computer(items, row_prompts, fill, failed),
+            fill_sites=[self.site(*r).store_name for r in fill],
+            meta=meta,
+        )
+        for j, site in enumerate(sites):
+            if served[site] is not None:
+                out[:, j * self.dim : (j + 1) * self.dim] = served[site]
+        return out
+
+    def fill(
+        self,
+        store,
+        items,
+        row_prompts,
+        failed,
+        *,
+        position=None,
+        rows=None,
+        keys=None,
+        lock=True,
+        progress=None,
+    ):
+        """Compute and store every site the store lacks for ``items``.
+
+        Parameters
+        ----------
+        store : FeatureStore
+        items, row_prompts, failed
+            As for :meth:`batches`.
+        position : int, default=None
+            An int pooling to keep at every layer besides the named poolings.
+        rows : sequence of int, default=None
+            Only these rows (default: every readable row).
+        keys : list of str or None, default=None
+            The rows' keys when the caller has them already (:meth:`keys`).
+        lock : bool, default=True
+            Take the namespace's compute lock (False when the caller hands
+            each image to exactly one worker, as the Ray driver does).
+        progress : bool, default=None
+            Overrides the extraction's ``progress``.
+
+        Returns
+        -------
+        namespace : str
+        keys : list of str or None
+            None for rows that could not be read.
+        computed : list of int
+            Rows that ran through the model (the others were stored already).
+        fallback : dict
+            ``{row: {site: vector}}`` for rows the store declined to keep.
+        """
+        space, meta = self.namespace(row_prompts)
+        keys = self.keys(items, row_prompts, failed) if keys is None else list(keys)
+        store.describe(space, meta)
+        if rows is None:
+            rows = [i for i, key in enumerate(keys) if key is not None]
+        requests = self.all_requests(position)
+        computed, fallback = compute_missing(
+            store,
+            space,
+            keys,
+            rows,
+            [self.site(*r).store_name for r in requests],
+            self._computer(items, row_prompts, requests, failed, progress),
+            meta=meta,
+            lock=lock,
+        )
+        for i in failed:
+            keys[i] = None
+        return space, keys, computed, fallback
+
+    def _computer(self, items, row_prompts, requests, failed, progress=None):
+        """``compute(rows)`` for the store: named site vectors of each batch."""
+
+        def compute(rows):
+            for batch_rows, vectors in self.batches(
+                items, row_prompts, requests, failed, rows=rows, progress=progress
+            ):
+                yield batch_rows, {self.site(*r).store_name: vectors[r] for r in requests}
+
+        return compute
+
+    def _by_length(self, rows, items, row_prompts):
+        """``rows`` ordered so that a batch holds sequences of similar lengths.
+
+        Padding never changes a result (every pooling is masked), but it costs
+        compute: rows are sorted by prompt length and, for families whose token
+        count grows with the image, by image area, read from the file header
+        without decoding. Output rows keep their indices, so the order is
+        invisible to the caller.
+        """
+        prompts = self.prompts(rows, row_prompts)
+        dynamic = self.adapter.dynamic_resolution
+        if prompts is None and not dynamic:
+            return rows
+        lengths = [len(p or "") for p in prompts] if prompts else [0] * len(rows)
+        areas = [_area(items[i]) if dynamic else 0 for i in rows]
+        keyed = sorted(zip(lengths, areas, rows, strict=True), key=lambda t: t[:2])
+        return [row for _, _, row in keyed]
+
+
+def resolve_workers(n_workers, device="cpu"):
+    """The number of preprocessing threads ``n_workers`` asks for on ``device``.
+
+    ``"auto"`` keeps an accelerator fed: one thread fewer than the CPUs, at most
+    8. On the CPU it is 0: torch's forward pass already uses every core, and a
+    preprocessing thread would only compete with it (measured in
+    ``benchmarks/bench_preprocessing.py``).
+
+    Examples
+    --------
+    >>> from skvlm._extraction import resolve_workers
+    >>> resolve_workers(0), resolve_workers(3), resolve_workers("auto", "cpu")
+    (0, 3, 0)
+    """
+    if n_workers == "auto":
+        if str(device).startswith("cpu"):
+            return 0
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    if isinstance(n_workers, bool) or not isinstance(n_workers, Integral):
+        raise TypeError(f"n_workers must be an int >= 0 or 'auto', got {n_workers!r}.")
+    if n_workers < 0:
+        raise ValueError(f"n_workers must be >= 0 or 'auto', got {n_workers}.")
+    return int(n_workers)
+
+
+def adapter_name(adapter):
+    """The model name an adapter was loaded from, as the user gave it."""
+    return getattr(adapter, "source", {}).get("model", type(adapter.model).__name__)
+
+
+def model_identity(adapter):
+    """A hash of :meth:`Adapter.identity`, memoised on the adapter.
+
+    The registry shares one adapter per loaded model, so the model's files are
+    hashed once per process (and per machine, with the on-disk digest memo);
+    the memo is keyed by the files' (size, mtime, ctime, inode), so a
+    directory rewritten in place is hashed again.
+    """
+    identity = adapter.identity()
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _area(item):
+    """Pixel count of an image without decoding it (0 when unknown)."""
+    from PIL import Image
+
+    try:
+        if isinstance(item, Image.Image):
+            return item.width * item.height
+        if isinstance(item, np.ndarray):
+            return int(item.shape[0]) * int(item.shape[1])
+        if isinstance(item, (str, os.PathLike)):
+            with Image.open(item) as image:  # reads the header only
+                return image.width * image.height
+    except (OSError, ValueError, IndexError):
+        return 0  # the batch loop reports unreadable items properly
+    return 0
+
+
+def log_forward(items, rows):
+    """Append the content keys of images run through a model to $SKVLM_FORWARD_LOG.
+
+    A diagnostic for counting forward passes across processes (tests use it to
+    check that a grid search runs each image once); off unless the variable is set.
+    """
+    path = os.environ.get("SKVLM_FORWARD_LOG")
+    if not path:
+        return
+    lines = "".join(f"{image_key(items[i], i)}\n" for i in rows)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, lines.encode())  # one O_APPEND write: lines never interleave
+    finally:
+        os.close(fd)

@@ -1,0 +1,458 @@
+"""Loading what a model needs, and naming what decides its outputs.
+
+A leaf of ``skvlm.models``: the device and dtype a model runs on, where a model
+name points (a shipped model, a local directory or a hub id), its config and
+processor (without torchvision where a family's processor would need it), and
+:func:`model_identity`, the hash a feature store keys on. Adapters and the
+registry import from here; nothing here imports an adapter.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+# Models shipped inside the package, addressable by name.
+SHIPPED_PREFIX = "skvlm/"
+_SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "_data" / "models"
+
+
+class ModelNotFoundError(OSError):
+    """The model id or path could not be loaded; the message says how to fix it."""
+
+
+def resolve_device(device):
+    """``"auto"`` -> cuda, then mps, then cpu; else the device, checked to exist.
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is no torch device, or names a CUDA or MPS device this
+        machine lacks; the message says what to pass instead.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:<index>' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but torch sees no CUDA GPU; "
+            "use device='auto' or device='cpu'."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but MPS is not available; "
+            "use device='auto' or device='cpu'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype, device):
+    """``"auto"`` -> bfloat16 on cuda, float32 elsewhere (fp32 is faster on CPU)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        value = getattr(torch, str(dtype))
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype):
+        raise ValueError(
+            f"dtype={dtype!r} is not a torch dtype; use 'auto', 'float32', "
+            "'bfloat16' or 'float16'."
+        )
+    return value
+
+
+def shipped_models():
+    """Names of the models shipped inside the package (``skvlm/<name>``)."""
+    if not _SHIPPED_ROOT.is_dir():
+        return []
+    return sorted(
+        SHIPPED_PREFIX + p.name for p in _SHIPPED_ROOT.iterdir() if p.is_dir()
+    )
+
+
+def resolve_model(model):
+    """A local directory for shipped names and existing paths; the id otherwise."""
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str) or not model:
+        raise TypeError(
+            f"model must be a Hugging Face id or a local directory, got {model!r}."
+        )
+    if model.startswith(SHIPPED_PREFIX):
+        path = _SHIPPED_ROOT / model[len(SHIPPED_PREFIX) :]
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"{model!r} is not a model shipped with skvlm; shipped models: "
+                f"{shipped_models()}."
+            )
+        return str(path)
+    if os.path.isdir(model):
+        return os.path.abspath(model)
+    return model
+
+
+def not_found(model, exc):
+    """The ModelNotFoundError for ``model`` that says how to get a local copy."""
+    return ModelNotFoundError(
+        f"Could not load model {model!r}: {type(exc).__name__}: {exc}. It is not a "
+        "local directory, and the Hugging Face Hub could not provide it (offline, "
+        "a typo, or a gated repository). Point model= at a local copy saved with "
+        "save_pretrained (config, safetensors weights and processor in one folder), "
+        "or download it once with `huggingface-cli download <id>` and pass the "
+        "folder."
+    )
+
+
+def load_config(model, revision=None, model_kwargs=None):
+    """The model's config, with the error of :func:`not_found` on failure."""
+    from transformers import AutoConfig
+
+    path = resolve_model(model)
+    kwargs = {"revision": revision} if revision else {}
+    trust = (model_kwargs or {}).get("trust_remote_code", False)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise not_found(model, exc) from exc
+
+
+def load_processor(path, *, revision=None, model_kwargs=None):
+    """``AutoProcessor``, falling back to ``AutoImageProcessor`` for vision-only models."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    kwargs = {"revision": revision} if revision else {}
+    trust = (model_kwargs or {}).get("trust_remote_code", False)
+    try:
+        processor = AutoProcessor.from_pretrained(
+            path, trust_remote_code=trust, **kwargs
+        )
+    except (OSError, ValueError, TypeError):
+        processor = None
+    if processor is None or not (
+        hasattr(processor, "image_processor") or callable(processor)
+    ):
+        processor = AutoImageProcessor.from_pretrained(
+            path, trust_remote_code=trust, **kwargs
+        )
+    return processor
+
+
+# -- processors without torchvision ---------------------------------------------------
+class MissingVideoProcessor:
+    """Stands in for a video processor that needs torchvision.
+
+    Chat templates read ``num_frames`` and ``fps`` even for image-only chats;
+    processing a video fails here with what to install.
+    """
+
+    num_frames = None
+    fps = None
+    _auto_class = None  # read by ``save_pretrained``
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(
+            "Video inputs need torchvision, which is not usable here: "
+            "pip install torchvision (skvlm itself only sends images)."
+        )
+
+
+@functools.cache
+def without_video_processor(processor_cls):
+    """``processor_cls`` loading every part but its video processor.
+
+    The subclass keeps the parent's name, so messages and ``save_pretrained``
+    show the real class.
+    """
+    names = processor_cls.get_attributes()
+    others = [name for name in names if name != "video_processor"]
+    # The parent's loader iterates ``get_attributes``; a sibling class that omits
+    # the video processor reuses it unchanged for everything else.
+    loader = type(
+        processor_cls.__name__,
+        (processor_cls,),
+        {"get_attributes": classmethod(lambda cls: list(others))},
+    )
+
+    def _get_arguments_from_pretrained(cls, path, processor_dict=None, **kwargs):
+        args = loader._get_arguments_from_pretrained(path, processor_dict, **kwargs)
+        args.insert(names.index("video_processor"), MissingVideoProcessor())
+        return args
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if isinstance(argument, MissingVideoProcessor):
+            return MissingVideoProcessor
+        return processor_cls.check_argument_for_proper_class(
+            self, argument_name, argument
+        )
+
+    def to_dict(self):
+        # The stand-in is no sub-processor: nothing of it belongs in a saved config.
+        output = processor_cls.to_dict(self)
+        output.pop("video_processor", None)
+        return output
+
+    return type(
+        processor_cls.__name__,
+        (processor_cls,),
+        {
+            "_get_arguments_from_pretrained": classmethod(
+                _get_arguments_from_pretrained
+            ),
+            "check_argument_for_proper_class": check_argument_for_proper_class,
+            "to_dict": to_dict,
+            "__module__": processor_cls.__module__,
+            "__doc__": processor_cls.__doc__,
+        },
+    )
+
+
+def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
+    """Load a processor that owns a video processor, without torchvision if need be.
+
+    With a working torchvision this is ``AutoProcessor.from_pretrained``;
+    otherwise the processor class ``class_name`` is loaded with a stand-in for
+    its video processor (which raises if ever asked to process a video).
+
+    Parameters
+    ----------
+    path : str
+        Hub id or local directory in ``save_pretrained`` layout.
+    class_name : str
+        The transformers processor class (``"Qwen2VLProcessor"``...).
+    revision : str, default=None
+    model_kwargs : dict, default=None
+        Only ``trust_remote_code`` is read, for the torchvision path.
+
+    Returns
+    -------
+    processor : transformers.ProcessorMixin
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_processor_without_video
+    >>> from skvlm.testing import make_tiny_qwen2_vl
+    >>> path = make_tiny_qwen2_vl(tempfile.mkdtemp())
+    >>> processor = load_processor_without_video(path, "Qwen2VLProcessor")
+    >>> type(processor).__name__, processor.image_token
+    ('Qwen2VLProcessor', '<|image_pad|>')
+    """
+    import transformers
+    from transformers.utils import is_torchvision_available
+
+    kwargs = {"revision": revision} if revision else {}
+    if is_torchvision_available():
+        trust = (model_kwargs or {}).get("trust_remote_code", False)
+        try:
+            return transformers.AutoProcessor.from_pretrained(
+                path, trust_remote_code=trust, **kwargs
+            )
+        except (ImportError, OSError):  # torchvision unusable, or no video config
+            pass
+    return without_video_processor(getattr(transformers, class_name)).from_pretrained(
+        path, **kwargs
+    )
+
+
+# -- what decides a model's outputs -------------------------------------------------
+_DIGESTS: dict[tuple, str] = {}
+_DIGEST_LOCK = threading.Lock()
+_CHUNK = 1 << 24
+_RACY_NS = 2_000_000_000
+
+
+def model_files(path):
+    """Every file of a model directory that can change its outputs, sorted.
+
+    That is every regular file below ``path`` (weights in any format and shards,
+    config, tokenizer, processor and chat template), except hidden ones
+    (download caches, lock files).
+    """
+    root = Path(path)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith("."):
+                files.append(Path(dirpath) / name)
+    return sorted(files)
+
+
+def files_state(path):
+    """What ``stat`` says of every model file: a cheap check that none changed.
+
+    Returns
+    -------
+    tuple
+        ``(relative path, size, mtime_ns, ctime_ns, inode)`` per file of
+        :func:`model_files`; () for a path that is no directory (a hub id).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return ()
+    state = []
+    for file in model_files(root):
+        st = file.stat()
+        state.append(
+            (
+                file.relative_to(root).as_posix(),
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+            )
+        )
+    return tuple(state)
+
+
+def file_digest(path):
+    """SHA-256 of a file's bytes, memoised by its (path, size, mtime, ctime, inode).
+
+    A rewrite changes the inode's ctime, which no user call can set back, so a
+    file changed in place (same size, mtime restored) is hashed again; an
+    unchanged file is read once per process, and once per machine when the
+    on-disk memo (see :func:`digest_memo_path`) is writable.
+    """
+    path = os.path.abspath(path)
+    for _ in range(3):
+        before = os.stat(path)
+        memo = (
+            path,
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ctime_ns,
+            before.st_ino,
+        )
+        with _DIGEST_LOCK:
+            known = _DIGESTS.get(memo) or _disk_memo().get(_memo_key(memo))
+        if known is not None:
+            with _DIGEST_LOCK:
+                _DIGESTS[memo] = known
+            return known
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for chunk in iter(lambda f=file: f.read(_CHUNK), b""):
+                digest.update(chunk)
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == memo[1:4]:
+            value = digest.hexdigest()
+            # File times tick coarsely (a few ms): a file changed within the
+            # tick after it was hashed keeps its times. Like git's "racily
+            # clean" entries, a file that changed moments ago is not memoised.
+            if time.time_ns() - after.st_ctime_ns > _RACY_NS:
+                with _DIGEST_LOCK:
+                    _DIGESTS[memo] = value
+                _remember_on_disk(_memo_key(memo), value)
+            return value
+    raise OSError(
+        f"{path!r} kept changing while skvlm hashed it; wait until whatever "
+        "writes the model directory has finished, then retry."
+    )
+
+
+def digest_memo_path():
+    """Where file digests are remembered across processes (None: nowhere).
+
+    ``$SKVLM_CACHE_DIR/file-digests.json``, else under ``$XDG_CACHE_HOME/skvlm``
+    or ``~/.cache/skvlm``. Set ``SKVLM_CACHE_DIR=""`` to keep digests in memory
+    only.
+    """
+    base = os.environ.get("SKVLM_CACHE_DIR")
+    if base is None:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".cache"
+        )
+        base = os.path.join(xdg, "skvlm")
+    return os.path.join(base, "file-digests.json") if base else None
+
+
+def _memo_key(memo):
+    return "|".join(map(str, memo))
+
+
+def _disk_memo():
+    path = digest_memo_path()
+    if path is None:
+        return {}
+    try:
+        with open(path) as file:
+            memo = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _remember_on_disk(key, value):
+    """Add one digest to the on-disk memo; a memo that cannot be written is skipped."""
+    path = digest_memo_path()
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with _DIGEST_LOCK:
+            memo = _disk_memo()
+            memo[key] = value
+            if len(memo) > 10_000:  # forget the oldest entries
+                memo = dict(list(memo.items())[-5_000:])
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "w") as file:
+                json.dump(memo, file)
+            os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: digests stay per process
+
+
+def directory_digest(path):
+    """A hash of every file of a model directory (names and contents).
+
+    A directory holding a PEFT adapter (``adapter_config.json``) also covers
+    its base model, when that is a local directory.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from skvlm.models import directory_digest
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "model.safetensors").write_bytes(b"weights")
+    >>> before = directory_digest(d)
+    >>> _ = (d / "model.safetensors").write_bytes(b"Weights")
+    >>> directory_digest(d) == before
+    False
+    """
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in model_files(root):
+        digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
+        digest.update(file_digest(file).encode())
+    adapter_config = root / "adapter_config.json"
+    if adapter_config.is_file():
+        try:
+            base = json.loads(adapter_config.read_text()).get(
+                "base_model_name_or_path"
+            )
+        except ValueError:
+            base = None
+        if base and os.path.isdir(base) and Path(base).resolve() != root.resolve():
+            digest.update(b"base\0" + directory_digest(base).encode())
+    return digest.hexdigest()
