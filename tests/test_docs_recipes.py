@@ -59,14 +59,18 @@ def test_laptop_search_reads_the_warmed_store_and_runs_no_forward_pass(
     assert forward_count(forward_log) == len(digits.images)
 
     grid = {"vlm__layer": [1, 2, 3], "vlm__pooling": ["last", "mean", "image_mean"]}
-    laptop = Pipeline([("vlm", llava("language")), ("probe", LogisticRegression())])
+    laptop = Pipeline(
+        [("vlm", llava("language")), ("probe", LogisticRegression(max_iter=1000))]
+    )
     search = GridSearchCV(laptop, grid, cv=StratifiedKFold(5), error_score="raise")
     search.fit(digits.images, digits.target)
     assert forward_count(forward_log) == len(digits.images)  # all from the store
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
     # The page's old laptop search reused the vision-stage pipeline with this grid.
-    vision = Pipeline([("vlm", llava("vision")), ("probe", LogisticRegression())])
+    vision = Pipeline(
+        [("vlm", llava("vision")), ("probe", LogisticRegression(max_iter=1000))]
+    )
     with pytest.raises(ValueError, match="'last'"):
         GridSearchCV(vision, grid, cv=2, error_score="raise").fit(
             digits.images, digits.target
