@@ -270,7 +270,8 @@ class Extraction:
         ]
         bar = tqdm(
             total=len(chunks),
-            disable=not (self.progress if progress is None else progress),
+            # no bar when every image came from the store (it would say "0batch")
+            disable=not (self.progress if progress is None else progress) or not chunks,
             desc=f"{self.adapter.family} {self.stage}",
             unit="batch",
         )
