@@ -14,7 +14,7 @@ from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
 from ._site import STAGES, Site, resolve_layers
 from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
-from .models import check_position, checked_loading
+from .models import check_position
 from .pooling import POOLINGS, is_position
 from .store import open_store
 
@@ -200,8 +200,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         if X is not None:
             as_items(X, self.image_column)
-        with checked_loading(self.model, self.device, self.progress):
-            extraction = self._extraction()
+        extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(
             self.layer, extraction.n_layers, stage=self.stage, family=adapter.family

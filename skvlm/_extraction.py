@@ -114,6 +114,7 @@ class Extraction:
             device=params.get("device", "auto"),
             dtype=params.get("dtype", "auto"),
             model_kwargs=params.get("model_kwargs"),
+            progress=params.get("progress", False),
         )
         kept = {k: params[k] for k in _PARAMS if k in params}
         return cls(adapter, **kept)

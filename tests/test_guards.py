@@ -128,15 +128,13 @@ def test_positions_past_every_sequence_fail_at_fit(clip_path):
 
 
 def test_language_stage_bound_is_the_language_model_context(fresh_notices):
-    adapter = load_adapter("skvlm/tiny-llava", device="cpu")
+    with pytest.warns(EmbeddedModelWarning):  # load_adapter notes shipped models
+        adapter = load_adapter("skvlm/tiny-llava", device="cpu")
     context = adapter.model.config.get_text_config().max_position_embeddings
     assert max_tokens(adapter, "language") == context
-    with pytest.warns(EmbeddedModelWarning):
-        vlm = VLMEmbeddingTransformer(
-            "skvlm/tiny-llava", stage="language", pooling=context
-        )
-        with pytest.raises(ValueError, match=f"at most {context} tokens"):
-            vlm.fit(None)
+    vlm = VLMEmbeddingTransformer("skvlm/tiny-llava", stage="language", pooling=context)
+    with pytest.raises(ValueError, match=f"at most {context} tokens"):
+        vlm.fit(None)
     VLMEmbeddingTransformer("skvlm/tiny-llava", stage="language", pooling=-1).fit(None)
 
 

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items
 from .._sklearn_compat import Interval, StrOptions, fit_context
-from ..models import DEFAULT_PROMPT, checked_loading, load_adapter
+from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, generate_answers, score_images
 from ._generative_text import (
@@ -512,13 +512,13 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     # -- internals -------------------------------------------------------------------
     def _adapter(self):
-        with checked_loading(self.model, self.device, self.progress):
-            return load_adapter(
-                self.model,
-                device=self.device,
-                dtype=self.dtype,
-                model_kwargs=self.model_kwargs,
-            )
+        return load_adapter(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            model_kwargs=self.model_kwargs,
+            progress=self.progress,
+        )
 
     def _calibrated(self, scores, prior):
         if prior is None:

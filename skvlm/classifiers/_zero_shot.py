@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
 from .._sklearn_compat import HasMethods, Interval, fit_context
-from ..models import checked_loading, load_adapter
+from ..models import load_adapter
 from ._class_names import class_texts
 
 
@@ -161,13 +161,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
                     "class name."
                 )
         embedder = self._make_embedder()
-        with checked_loading(self.model, self.device, self.progress):
-            adapter = load_adapter(
-                self.model,
-                device=self.device,
-                dtype=self.dtype,
-                model_kwargs=self.model_kwargs,
-            )
+        adapter = load_adapter(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            model_kwargs=self.model_kwargs,
+            progress=self.progress,
+        )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
                 f"CLIPZeroShotClassifier needs a CLIP or SigLIP model; {self.model!r} is "

@@ -98,9 +98,9 @@ def checked_loading(model, device="auto", progress=False):
     """Wrap an estimator's model loading with skvlm's checks and notices.
 
     Refuses a meta ``device`` before anything loads; adds to a
-    ``ModelNotFoundError`` the names of the models that need no download; notes
-    once when a shipped demo model is used; hides transformers' "Loading
-    weights" bar unless ``progress`` (the hub's download bars stay).
+    ``ModelNotFoundError`` the names of the models that need no download; hides
+    transformers' "Loading weights" bar unless ``progress`` (the hub's download
+    bars stay). :func:`skvlm.models.load_adapter` loads inside it.
 
     Parameters
     ----------
@@ -136,7 +136,6 @@ def checked_loading(model, device="auto", progress=False):
             f"{shipped} (tiny demo models trained on digit images, for trying the "
             "pipeline, not for real data)."
         ) from exc
-    note_shipped_model(model)
 
 
 @contextmanager
