@@ -15,8 +15,8 @@ import pytest
 import safetensors.numpy
 from sklearn.base import BaseEstimator, clone
 
-from skvlm.store import _disk as _store_disk
 from skvlm.store import FeatureStore, FeatureStoreError, FeatureStoreWarning
+from skvlm.store import _disk as _store_disk
 
 SITES = ["vision/l0/mean", "vision/l1/cls", "vision/l1/max"]
 
