@@ -116,16 +116,16 @@ def train_run(est, adapter, parts, items, prompts, y_index, seed, run_dir, after
 
 
 #: Parameters that change what predict does, not what training produces.
-PREDICT_PARAMS = {
-    "strategy",
-    "reduction",
-    "calibration",
-    "guidance",
-    "max_new_tokens",
-    "class_batch_size",
-}
+PREDICT_PARAMS = {"strategy", "classifier_params"}
 #: Parameters that change neither the trained weights nor the run they belong to.
-RUN_FREE_PARAMS = {"output_dir", "progress", "device", "resume", "checkpoint_every"}
+RUN_FREE_PARAMS = {
+    "output_dir",
+    "progress",
+    "device",
+    "resume",
+    "checkpoint_every",
+    "image_column",
+}
 
 
 def train_params(est):

@@ -27,6 +27,20 @@ from ._parts import family_parts
 #: Called after every optimizer step with the step number (tests simulate crashes).
 _AFTER_STEP = None
 
+# VLMGenerativeClassifier parameters that classifier_params may not set.
+_SET_BY_THE_TUNER = {
+    "model",
+    "class_names",
+    "strategy",
+    "prompt",
+    "prompt_template",
+    "answer_prefix",
+    "device",
+    "dtype",
+    "model_kwargs",
+    "image_column",
+}
+
 
 class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a generative VLM on classification data, as the paper's fix does.
@@ -47,7 +61,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-llava"
+    model : str or path-like, default="llava-hf/llava-1.5-7b-hf"
         The base generative VLM (LLaVA-1.5, LLaVA-NeXT, Qwen2/2.5/3-VL,
         PaliGemma, Idefics3, SmolVLM, BLIP-2, InstructBLIP): hub id, local
         directory or shipped name. Its weights in the process-wide registry are
@@ -151,8 +165,14 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         the tuned model, or ``"head"`` (``cross_entropy`` only). ``"auto"`` is
         ``"probabilistic"`` for ``generation`` and ``"head"`` for
         ``cross_entropy``.
-    reduction, calibration, guidance, max_new_tokens, class_batch_size
-        Passed to the :class:`VLMGenerativeClassifier` that predicts.
+    classifier_params : dict, default=None
+        More parameters of the :class:`VLMGenerativeClassifier` that predicts
+        (``reduction``, ``calibration``, ``guidance``, ``max_new_tokens``,
+        ``name_match``, ``no_match``, ``candidate_order``, ``class_batch_size``,
+        ``batch_size``, ``progress``...); its own defaults otherwise. The model,
+        class names, prompt, answer prefix, device and dtype come from the
+        tuner; ``prompt_template`` is refused, because the model learnt the
+        family's chat template.
     random_state : int, RandomState instance or None, default=None
         Seeds shuffling, the validation split, LoRA's initialisation and
         dropout (torch's global generator is restored after ``fit``). An int
@@ -165,6 +185,9 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Show a progress bar with the loss.
     model_kwargs : dict, default=None
         Passed to ``from_pretrained`` for the base model.
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -200,8 +223,8 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Examples
     --------
-    The shipped ``skvlm/tiny-llava`` names digits. Teach it to call the ones
-    "cat", a word it has never answered:
+    The shipped ``skvlm/tiny-llava`` answers about digits, naming few of them.
+    Teach it to call the zeros "zero" and the ones "cat":
 
     >>> import tempfile
     >>> from skvlm.datasets import load_digit_images
@@ -209,11 +232,13 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
     >>> digits = load_digit_images(n_class=2, n_per_class=16)
     >>> tuner = VLMClassificationTuner(
     ...     "skvlm/tiny-llava", class_names={0: "zero", 1: "cat"},
-    ...     learning_rate=3e-3, lora_rank=16, max_epochs=4, batch_size=8,
-    ...     output_dir=tempfile.mkdtemp(), random_state=0, device="cpu")
+    ...     learning_rate=3e-3, lora_rank=32, lora_alpha=64, max_epochs=8,
+    ...     batch_size=4, output_dir=tempfile.mkdtemp(), random_state=0,
+    ...     device="cpu")
     >>> tuner.fit(digits.images, digits.target).score(digits.images, digits.target)
     1.0
-    >>> tuner.set_params(strategy="open_ended", max_new_tokens=8)  # doctest: +ELLIPSIS
+    >>> tuner.set_params(strategy="open_ended",
+    ...                  classifier_params={"max_new_tokens": 8})  # doctest: +ELLIPSIS
     VLMClassificationTuner(...)
     >>> tuner.fit(digits.images, digits.target).generate(digits.images[-1:])
     ['The photo features a cat .']
@@ -258,21 +283,18 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "strategy": [
             StrOptions({"auto", "probabilistic", "open_ended", "closed_set", "head"})
         ],
-        "reduction": [StrOptions({"sum", "mean"})],
-        "calibration": [StrOptions({"prior", "text_prior"}), None],
-        "guidance": [Interval(Real, None, None, closed="neither")],
-        "max_new_tokens": [Interval(Integral, 1, None, closed="left")],
-        "class_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "classifier_params": [dict, None],
         "random_state": ["random_state"],
         "device": "no_validation",
         "dtype": "no_validation",
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-llava",
+        model="llava-hf/llava-1.5-7b-hf",
         *,
         objective="generation",
         train="lora",
@@ -306,16 +328,13 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         resume=True,
         output_dir=None,
         strategy="auto",
-        reduction="sum",
-        calibration=None,
-        guidance=1.0,
-        max_new_tokens=64,
-        class_batch_size=64,
+        classifier_params=None,
         random_state=None,
         device="auto",
         dtype="auto",
         progress=False,
         model_kwargs=None,
+        image_column="image",
     ):
         self.model = model
         self.objective = objective
@@ -350,16 +369,13 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.resume = resume
         self.output_dir = output_dir
         self.strategy = strategy
-        self.reduction = reduction
-        self.calibration = calibration
-        self.guidance = guidance
-        self.max_new_tokens = max_new_tokens
-        self.class_batch_size = class_batch_size
+        self.classifier_params = classifier_params
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
         self.progress = progress
         self.model_kwargs = model_kwargs
+        self.image_column = image_column
 
     # -- fit -------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -378,7 +394,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         -------
         self : VLMClassificationTuner
         """
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if len(items) != len(y):
@@ -392,6 +408,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         prompts = row_prompts or [self.prompt] * len(items)
         adapter = self._base_adapter()
         parts = family_parts(adapter)
+        # the classifier's own checks of the class names, before any training
         names_check = self._classifier(self.model, answer_prefix=prefix)
         names_check.set_params(calibration=None).fit(items, y)
         self.classes_ = names_check.classes_
@@ -511,25 +528,46 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         return kwargs or None
 
     def _classifier(self, model, *, answer_prefix):
+        """A VLMGenerativeClassifier on ``model`` with the tuner's settings."""
+        extra = dict(self.classifier_params or {})
+        refused = sorted(set(extra) & _SET_BY_THE_TUNER)
+        known = set(VLMGenerativeClassifier().get_params())
+        unknown = sorted(set(extra) - known)
+        if refused or unknown:
+            raise ValueError(
+                f"classifier_params has {refused + unknown}: "
+                + (
+                    f"{refused} come from the tuner's own parameters (model, "
+                    "class_names, prompt, answer_template, device, dtype, "
+                    "model_kwargs, image_column), and prompt_template would "
+                    "differ from the chat template the model was trained on. "
+                    if refused
+                    else ""
+                )
+                + (
+                    f"{unknown} are not VLMGenerativeClassifier parameters. "
+                    if unknown
+                    else ""
+                )
+                + f"Allowed: {sorted(known - _SET_BY_THE_TUNER)}."
+            )
         strategy = self._strategy()
-        is_base = model == self.model
-        return VLMGenerativeClassifier(
-            model,
-            class_names=self.class_names,
-            strategy="probabilistic" if strategy == "head" else strategy,
-            prompt=self.prompt,
-            answer_prefix=answer_prefix,
-            reduction=self.reduction,
-            calibration=self.calibration,
-            guidance=self.guidance,
-            max_new_tokens=self.max_new_tokens,
-            random_state=self.random_state,
-            batch_size=self.batch_size,
-            class_batch_size=self.class_batch_size,
-            device=self.device,
-            dtype=self.dtype,
-            model_kwargs=self.model_kwargs if is_base else self._tuned_kwargs(),
-        )
+        params = {
+            "random_state": self.random_state,
+            "batch_size": self.batch_size,
+            **extra,
+            "class_names": self.class_names,
+            "strategy": "probabilistic" if strategy == "head" else strategy,
+            "prompt": self.prompt,
+            "answer_prefix": answer_prefix,
+            "device": self.device,
+            "dtype": self.dtype,
+            "model_kwargs": (
+                self.model_kwargs if model == self.model else self._tuned_kwargs()
+            ),
+            "image_column": self.image_column,
+        }
+        return VLMGenerativeClassifier(model, **params)
 
     def _seed(self):
         """The run's int seed, and whether the run is reproducible (int random_state)."""
@@ -568,7 +606,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         )
         if getattr(self, "_head_cache", None) is None:
             self._head_cache = load_head(self.model_path_)
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         prompts = row_prompts or [self.prompt] * len(items)
         return head_logits(
             adapter, self._head_cache, items, prompts, self.pooling, self.batch_size

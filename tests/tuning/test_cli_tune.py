@@ -1,6 +1,8 @@
 """``skvlm tune``: fine-tune, write the model and the before/after report."""
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -89,3 +91,19 @@ def test_tune_refuses_a_wrong_number_of_class_names(tmp_path, capsys):
     )
     assert status == 1
     assert "--class-names gives 2 names for 10 classes" in capsys.readouterr().err
+
+
+def test_importing_the_tuner_and_tune_help_load_no_model_library():
+    code = (
+        "import contextlib, io, json, sys\n"
+        "import skvlm.tuning\n"
+        "from skvlm.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['tune', '--help']) == 0\n"
+        "print(json.dumps([m for m in ('torch', 'transformers', 'peft')"
+        " if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -1,10 +1,11 @@
 """Fine-tuning fixes what the base model gets wrong, on held-out images.
 
-The shipped tiny LLaVA learnt to name digits. Here three of six digits get class
-names it never produced ("cat", "dog", "bird"), so the base model answers those
-classes wrongly whatever its exact weights, and answers the others right. After
-``fit`` on two thirds of the images, the held-out third must reach 0.9 with
-either objective, and the base model in the registry must answer as before.
+The shipped tiny LLaVA was trained with a class-frequency schedule: it learnt to
+name some digits and saw others named rarely or never, the miniature of the
+paper's rare classes. On the digits 0 to 3 its held-out answers are right for
+some classes and wrong for others. After ``fit`` on two thirds of the images, the
+held-out third must reach 0.9 with either objective, and the base model in the
+registry must answer as before.
 """
 
 import numpy as np
@@ -14,13 +15,12 @@ from skvlm.classifiers import VLMGenerativeClassifier
 from skvlm.datasets import load_digit_images
 from skvlm.tuning import VLMClassificationTuner
 
-NAMES = {0: "zero", 1: "one", 2: "two", 3: "cat", 4: "dog", 5: "bird"}
-RENAMED = [3, 4, 5]
+NAMES = {0: "zero", 1: "one", 2: "two", 3: "three"}
 
 
 @pytest.fixture(scope="module")
 def split():
-    digits = load_digit_images(n_class=6, n_per_class=30)
+    digits = load_digit_images(n_class=4, n_per_class=30)
     test = np.arange(len(digits.target)) % 3 == 0
     images, y = digits.images, digits.target
     return (
@@ -41,9 +41,9 @@ def test_fit_brings_held_out_accuracy_to_0_9_and_the_base_stays(split, tmp_path)
     base = VLMGenerativeClassifier("skvlm/tiny-llava", class_names=NAMES, device="cpu")
     before = base.fit(X_train, y_train).predict(X_test)
     per_class = _per_class(y_test, before)
-    assert max(per_class[k] for k in RENAMED) <= 0.3  # names it never learnt
-    assert min(per_class[k] for k in NAMES if k not in RENAMED) >= 0.8
-    assert np.mean(before == y_test) <= 0.65
+    wrong = [k for k, accuracy in per_class.items() if accuracy <= 0.3]
+    assert wrong  # classes the base model does not name
+    assert np.mean(before == y_test) <= 0.75
 
     common = dict(
         class_names=NAMES,
@@ -54,14 +54,14 @@ def test_fit_brings_held_out_accuracy_to_0_9_and_the_base_stays(split, tmp_path)
         device="cpu",
     )
     generation = VLMClassificationTuner(
-        "skvlm/tiny-llava", max_epochs=5, lora_rank=32, lora_alpha=64, **common
+        "skvlm/tiny-llava", max_epochs=8, lora_rank=32, lora_alpha=64, **common
     ).fit(X_train, y_train)
     cross_entropy = VLMClassificationTuner(
         "skvlm/tiny-llava",
         objective="cross_entropy",
         pooling="mean",
         head_learning_rate=3e-2,
-        max_epochs=4,
+        max_epochs=5,
         **common,
     ).fit(X_train, y_train)
     scores = {
@@ -71,9 +71,9 @@ def test_fit_brings_held_out_accuracy_to_0_9_and_the_base_stays(split, tmp_path)
     print(f"held-out accuracy: base {np.mean(before == y_test):.3f}, tuned {scores}")
     assert scores["generation"] >= 0.9
     assert scores["cross_entropy"] >= 0.9
-    # the renamed classes are learnt, not only the ones the base knew
-    renamed = np.isin(y_test, RENAMED)
-    assert np.mean(generation.predict(X_test)[renamed] == y_test[renamed]) >= 0.8
+    # the classes the base got wrong are learnt, not only the ones it knew
+    learnt = np.isin(y_test, wrong)
+    assert np.mean(generation.predict(X_test)[learnt] == y_test[learnt]) >= 0.8
     # the shared base model answers exactly as it did
     again = VLMGenerativeClassifier("skvlm/tiny-llava", class_names=NAMES, device="cpu")
     assert again.fit(X_train, y_train).predict(X_test).tolist() == before.tolist()
