@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -168,6 +169,12 @@ class Loop:
         self.settings = settings
         self.run_dir = run_dir
         self.autocast_dtype = autocast_dtype
+        # float16 gradients underflow without loss scaling (bfloat16's do not)
+        self.scaler = (
+            torch.amp.GradScaler(adapter.device.type)
+            if autocast_dtype == torch.float16
+            else None
+        )
         s = settings
         n_instruction = len(examples) - n_rows
         n_epoch = n_rows + (n_instruction if s.n_mixed is None else s.n_mixed)
@@ -214,6 +221,8 @@ class Loop:
             payload["scheduler"] = self.scheduler.state_dict()
             payload["state"] = asdict(self.state)
             payload["rng"] = torch.get_rng_state()
+            if self.scaler is not None:
+                payload["scaler"] = self.scaler.state_dict()
             if torch.cuda.is_available():
                 payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         path = os.path.join(self.run_dir, name)
@@ -236,6 +245,8 @@ class Loop:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = State(**payload["state"])
+        if self.scaler is not None and "scaler" in payload:
+            self.scaler.load_state_dict(payload["scaler"])
         torch.set_rng_state(payload["rng"])
         if "cuda_rng" in payload and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
@@ -368,15 +379,26 @@ class Loop:
         rows = [self.examples[i] for batch in group for i in batch]
         norm = self._norm(rows)
         loss = 0.0
+        scaler = self.scaler
         for batch in group:
             micro = self._micro_loss([self.examples[i] for i in batch], norm)
-            micro.backward()
+            (micro if scaler is None else scaler.scale(micro)).backward()
             loss += float(micro.detach())
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
         if self.settings.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)  # skipped when a gradient is inf or NaN
+            scaler.update()
+        with warnings.catch_warnings():
+            # a step the scaler skipped still counts in the schedule (as in HF's
+            # Trainer); torch warns about that order
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state = self.state
         state.step += 1
