@@ -7,6 +7,7 @@ knows nothing about models).
 """
 
 from ._errors import FeatureStoreError, FeatureStoreWarning
+from ._features import StoreFeatures
 from ._serving import compute_missing, open_store, serve
 from ._store import FeatureStore
 
@@ -14,6 +15,7 @@ __all__ = [
     "FeatureStore",
     "FeatureStoreError",
     "FeatureStoreWarning",
+    "StoreFeatures",
     "compute_missing",
     "open_store",
     "serve",
