@@ -27,9 +27,9 @@ def memmap_buffer(X):
 def is_lazy(X):
     """Whether ``fit`` should read ``X`` a block of rows at a time.
 
-    True for a numpy array mapped from a file (``np.memmap``, ``np.load(...,
-    mmap_mode="r")``) and for any other object with a 2-D ``shape`` and
-    indexing that is not an in-memory array: not a numpy array, list, sparse
+    True for a 2-D numpy array mapped from a file (``np.memmap``,
+    ``np.load(..., mmap_mode="r")``) and for any other object with a 2-D (or
+    more) ``shape`` and indexing that is not an in-memory array: not a numpy array, list, sparse
     matrix, data frame (``__dataframe__``) or device array (``__dlpack__``:
     torch, CuPy, JAX). An h5py or zarr dataset, a dask array or a
     :class:`skvlm.store.StoreFeatures` qualifies.
@@ -42,13 +42,14 @@ def is_lazy(X):
     (False, False)
     """
     if isinstance(X, np.ndarray):
-        return memmap_buffer(X) is not None
+        return X.ndim == 2 and memmap_buffer(X) is not None
     if isinstance(X, (list, tuple)) or sp.issparse(X):
         return False
     if hasattr(X, "__dlpack__") or hasattr(X, "__dataframe__"):
         return False
     shape = getattr(X, "shape", None)
-    return isinstance(shape, tuple) and len(shape) == 2 and hasattr(X, "__getitem__")
+    # More than 2 dimensions is lazy too, so that its error says why.
+    return isinstance(shape, tuple) and len(shape) >= 2 and hasattr(X, "__getitem__")
 
 
 class LazyArray:

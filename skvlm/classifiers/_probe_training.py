@@ -585,11 +585,11 @@ def train_lbfgs(network, train, *, max_iter, tol, block_size=None, verbose=0):
             share = targets.shape[0] / n_train
             part = network.objective(network.forward(inputs), targets, 1, False)
             (part * share).backward()
-            total += float(part) * share
+            total += float(part.detach()) * share
         if network.alpha:
             penalty = network.penalty(n_train)
             penalty.backward()
-            total += float(penalty)
+            total += float(penalty.detach())
         return torch.tensor(total)
 
     def closure():
