@@ -645,20 +645,26 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
             Decision values.
         """
-        check_is_fitted(self)
-        if is_lazy(X):
-            X = LazyArray(X)
-            self._check_lazy_features(X, reset=False)
-            scores = None
-            for start, stop in X.blocks(self.batch_size):
-                block = self._scores(X.block(start, stop))
-                if scores is None:
-                    scores = np.empty((X.n_rows, block.shape[1]), block.dtype)
-                scores[start:stop] = block
-        else:
-            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-            scores = self._scores(X)
+        n_rows, blocks = self._score_blocks(X)
+        scores = None
+        for start, stop, block in blocks:
+            if scores is None:
+                scores = np.empty((n_rows, block.shape[1]), block.dtype)
+            scores[start:stop] = block
         return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def _score_blocks(self, X):
+        """``(n_rows, iterator of (start, stop, logits))``: X whole, or by blocks."""
+        check_is_fitted(self)
+        if not is_lazy(X):
+            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+            return X.shape[0], iter([(0, X.shape[0], self._scores(X))])
+        X = LazyArray(X)
+        self._check_lazy_features(X, reset=False)
+        blocks = X.blocks(self.batch_size)
+        return X.n_rows, (
+            (start, stop, self._scores(X.block(start, stop))) for start, stop in blocks
+        )
 
     def _scores(self, X):
         """Logits (n_samples, n_outputs) of a validated in-memory block."""
@@ -710,6 +716,12 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Predicted labels, drawn from ``classes_``.
         """
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        n_rows, blocks = self._score_blocks(X)
+        index = np.empty(n_rows, dtype=np.intp)
+        # Block by block: a lazily read X never needs all its logits at once.
+        for start, stop, scores in blocks:
+            if scores.shape[1] == 1:
+                index[start:stop] = scores[:, 0] > 0
+            else:
+                index[start:stop] = scores.argmax(axis=1)
         return self.classes_[index]
