@@ -214,10 +214,12 @@ def test_lbfgs_streams_the_full_batch_gradient(data, memmap):
 
 # --------------------------------------------------------------- partial_fit
 @pytest.mark.parametrize("streamed", [False, True])
-def test_partial_fit_epochs_are_fit_epochs(data, memmap, streamed):
+@pytest.mark.parametrize("hidden", [(), ("n_features",)])
+def test_partial_fit_epochs_are_fit_epochs(data, memmap, streamed, hidden):
     X, y = data
-    want = _probe(max_iter=4, early_stopping=False).fit(X, y)
-    probe = _probe()
+    want = _probe(hidden_layer_sizes=hidden, max_iter=4, early_stopping=False)
+    want.fit(X, y)
+    probe = _probe(hidden_layer_sizes=hidden)
     for _ in range(4):
         probe.partial_fit(memmap if streamed else X, y, classes=np.unique(y))
     _assert_same_probe(probe, want)
