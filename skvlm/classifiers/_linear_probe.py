@@ -201,6 +201,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.datasets import load_iris
     >>> from skvlm.classifiers import LinearProbeClassifier
     >>> X, y = load_iris(return_X_y=True)
@@ -215,6 +216,17 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     array([1., 1.])
     >>> lbfgs = LinearProbeClassifier(solver="lbfgs", alpha=1.0, device="cpu")
     >>> lbfgs.fit(X, y).score(X, y) > 0.9
+    True
+
+    Features in a file train a batch at a time, to the same weights:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+    >>> np.save(path, X)
+    >>> streamed = LinearProbeClassifier(
+    ...     learning_rate_init=3e-2, batch_size=16, random_state=0, device="cpu"
+    ... ).fit(np.load(path, mmap_mode="r"), y)
+    >>> bool(np.array_equal(streamed.coef_, probe.coef_))
     True
     """
 
@@ -421,6 +433,22 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : LinearProbeClassifier
             The updated probe.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_iris
+        >>> from skvlm.classifiers import LinearProbeClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> order = np.random.default_rng(0).permutation(len(y))  # a shuffled stream
+        >>> probe = LinearProbeClassifier(
+        ...     learning_rate_init=3e-2, batch_size=16, random_state=0, device="cpu"
+        ... )
+        >>> for epoch in range(20):
+        ...     for chunk in np.array_split(order, 3):
+        ...         probe = probe.partial_fit(X[chunk], y[chunk], classes=[0, 1, 2])
+        >>> probe.n_iter_, probe.score(X, y) > 0.9
+        (60, True)
         """
         validate_parameters(self)
         first = not hasattr(self, "classes_")
