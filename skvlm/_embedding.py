@@ -301,6 +301,20 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         -------
         features : skvlm.store.StoreFeatures of shape (n_images, ``n_features_out_``)
             Its ``namespace`` and ``keys`` are where the store keeps the rows.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from skvlm import VLMEmbeddingTransformer
+        >>> from skvlm.testing import make_tiny_clip
+        >>> images = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
+        >>> vlm = VLMEmbeddingTransformer(
+        ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
+        ... )
+        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features.shape, features.sites
+        ((3, 32), ['vision/l3/cls'])
         """
         check_is_fitted(self)
         if self.cache is None:
