@@ -487,7 +487,6 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         rows = np.arange(X.n_rows)
         if first:
-            self.classes_ = classes
             self._standardise(X, rows)
             seed = self._draw_seed()
             generator = torch.Generator().manual_seed(seed)
@@ -522,6 +521,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         loss = trainer.epoch(
             training.minibatches(source, batch_size, generator, self.shuffle)
         )
+        # Only a finished epoch changes the probe (a bad row fails it whole).
+        self.classes_ = classes
         self._adam_state = trainer.state_arrays()
         self._shuffle_state = generator.get_state().numpy().copy()
         weights, biases = training.ProbeNetwork.to_numpy(network.snapshot())

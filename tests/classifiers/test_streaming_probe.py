@@ -318,6 +318,12 @@ def test_lazy_input_errors_name_the_problem(data, tmp_path):
     np.save(tmp_path / "bad.npy", bad)
     with pytest.raises(ValueError, match="X row 123 contains NaN or infinity"):
         _probe().fit(np.load(tmp_path / "bad.npy", mmap_mode="r"), y)
+    # A first partial_fit that fails leaves the probe unfitted, not half-made.
+    probe = _probe(standardize=False)
+    with pytest.raises(ValueError, match="X row 123 contains NaN"):
+        probe.partial_fit(RowsOnly(bad), y, classes=[0, 1, 2])
+    assert not hasattr(probe, "classes_")
+    assert probe.partial_fit(X, y, classes=[0, 1, 2]).n_iter_ == 1
     cube = RowsOnly(X.reshape(70, 10, 12))
     with pytest.raises(ValueError, match=r"must be 2-D.*\(70, 10, 12\)"):
         _probe().fit(cube, y[:70])
