@@ -141,7 +141,8 @@ def main():
     try:
         path = directory / "X.npy"
         start = time.perf_counter()
-        y = write_features(path, max(sizes), args.features, args.classes)
+        n_rows = max(*sizes, args.store_rows)
+        y = write_features(path, n_rows, args.features, args.classes)
         labels = directory / "y.npy"
         np.save(labels, y)
         print(
