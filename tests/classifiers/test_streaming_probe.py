@@ -419,3 +419,22 @@ def test_peak_memory_is_batches_not_data(tmp_path):
     # The probe's peak grew by a few batches (2 MiB each), not by the data.
     assert int(streamed) < budget < data_bytes // 8 + 1
     assert float(accuracy) > 0.6  # and it learnt
+
+
+def test_which_inputs_stream(data, memmap):
+    from scipy import sparse
+
+    from skvlm.classifiers._lazy_array import is_lazy
+
+    X, _ = data
+    assert is_lazy(memmap) and is_lazy(memmap[10:]) and is_lazy(RowsOnly(X))
+    in_memory = [
+        X,
+        X.tolist(),
+        np.array(memmap[:5]),  # a copy: memory, not the file
+        memmap[:, 0],  # 1-D: sklearn's own error
+        pd.DataFrame(X),
+        torch.from_numpy(X),
+        sparse.csr_matrix(X),
+    ]
+    assert not any(is_lazy(x) for x in in_memory)
