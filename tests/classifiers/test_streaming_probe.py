@@ -386,9 +386,9 @@ PEAK_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_peak_memory_is_batches_not_data(tmp_path):
-    """A probe trains on 384 MiB of features within a 48 MiB memory budget."""
-    n_rows, n_features = 98_304, 1024  # float32: 384 MiB on disk
-    budget = 48 * 2**20
+    """A probe trains on 256 MiB of features within a 32 MiB memory budget."""
+    n_rows, n_features = 65_536, 1024  # float32: 256 MiB on disk
+    budget = 32 * 2**20
     path = tmp_path / "X.npy"
     X = np.lib.format.open_memmap(path, "w+", np.float32, (n_rows, n_features))
     rng = np.random.default_rng(0)
