@@ -6,8 +6,10 @@ import json
 import multiprocessing
 import os
 import pickle
+import struct
 import tracemalloc
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,9 @@ import pytest
 import safetensors.numpy
 from sklearn.base import BaseEstimator, clone
 
-from skvlm.store import _disk as _store_disk
 from skvlm.store import FeatureStore, FeatureStoreError, FeatureStoreWarning
+from skvlm.store import _disk as _store_disk
+from skvlm.store import _index as _store_index
 
 SITES = ["vision/l0/mean", "vision/l1/cls", "vision/l1/max"]
 
@@ -30,8 +33,21 @@ def _keys(n, prefix="k"):
     return [f"{prefix}{i:04d}" for i in range(n)]
 
 
-def _entry_files(root):
-    return sorted(Path(root).glob("*/*/*.safetensors"))
+def _pack_files(root, namespace="*"):
+    return sorted(Path(root).glob(f"{namespace}/packs/*.pack"))
+
+
+def _read_pack(path):
+    """The pack's header and its entries' bytes, parsed as documented in _pack.py.
+
+    Written from the format's description, not with the store's reader.
+    """
+    data = Path(path).read_bytes()
+    magic, n, crc = struct.unpack_from("<8sII", data)
+    assert magic == b"SKVLMPK\x01" and zlib.crc32(data[16 : 16 + n]) == crc
+    header = json.loads(data[16 : 16 + n])
+    entries = {key: data[o : o + length] for key, o, length in header["entries"]}
+    return header, entries
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -76,15 +92,34 @@ def test_float16_keeps_float32_when_a_value_overflows(tmp_path):
     np.testing.assert_array_equal(out["s"][1], vector[1].astype(np.float16))
 
 
-def test_entry_is_a_plain_safetensors_file(tmp_path):
+def test_a_write_is_one_pack_of_plain_safetensors_entries(tmp_path):
     vectors = _vectors(2)
     FeatureStore(tmp_path).write("ns", ["ab12", "cd34"], vectors)
-    path = tmp_path / "ns" / "ab" / "ab12.safetensors"
-    loaded = safetensors.numpy.load_file(path)  # an independent reader
-    assert sorted(loaded) == sorted(SITES)
-    for site in SITES:
-        np.testing.assert_array_equal(loaded[site], vectors[site][0])
-    assert path.read_bytes()[8:9] == b"{"  # JSON header, no pickle anywhere
+    (path,) = _pack_files(tmp_path, "ns")
+    header, entries = _read_pack(path)
+    assert header["namespace"] == "ns" and sorted(header["sites"]) == sorted(SITES)
+    assert sorted(entries) == ["ab12", "cd34"]
+    for i, key in enumerate(["ab12", "cd34"]):
+        loaded = safetensors.numpy.load(entries[key])  # an independent reader
+        assert sorted(loaded) == sorted(SITES)
+        for site in SITES:
+            np.testing.assert_array_equal(loaded[site], vectors[site][i])
+        assert entries[key][8:9] == b"{"  # JSON header, no pickle anywhere
+
+
+def test_adding_sites_appends_a_pack_and_never_rewrites_one(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.write("ns", ["a", "b"], {"s1": [[1.0], [2.0]]})
+    (first,) = _pack_files(tmp_path)
+    before = first.read_bytes()
+    store.write("ns", ["a", "b"], {"s1": [[1.0], [2.0]], "s2": [[3.0], [4.0]]})
+    store.write("ns", ["a"], {"s1": [[1.0]]})  # nothing new: no pack at all
+    packs = _pack_files(tmp_path)
+    assert len(packs) == 2 and first.read_bytes() == before
+    header, entries = _read_pack(packs[1])
+    assert header["sites"] == ["s2"] and sorted(entries) == ["a", "b"]
+    out, hit = FeatureStore(tmp_path).lookup("ns", ["b", "a"], ["s1", "s2"])
+    assert hit.all() and out["s2"].ravel().tolist() == [4.0, 3.0]
 
 
 def test_lookup_misses_are_nan_and_need_every_site(store):
@@ -235,19 +270,61 @@ def test_info_and_clear(tmp_path):
     store = FeatureStore(tmp_path)
     store.write("nsa", _keys(3), _vectors(3), meta={"model": "m", "stage": "vision"})
     store.write("nsb", _keys(2), {"language/l1/last": np.ones((2, 4))})
-    info = store.info()
-    files = _entry_files(tmp_path)
-    assert info["entries"] == len(files) == 5
+    store.write("nsb", _keys(2), {"language/l2/last": np.ones((2, 4))})
+    info = FeatureStore(tmp_path).info()
+    files = _pack_files(tmp_path)
+    assert info["entries"] == 5 and info["files"] == len(files) == 3
     assert info["bytes"] == sum(f.stat().st_size for f in files)
     assert info["namespaces"]["nsa"]["sites"] == sorted(SITES)
     assert info["namespaces"]["nsa"]["manifest"]["meta"]["stage"] == "vision"
     assert info["namespaces"]["nsb"]["entries"] == 2
+    assert info["namespaces"]["nsb"]["sites"] == [
+        "language/l1/last",
+        "language/l2/last",
+    ]
     store.clear("nsa")
     assert not store.lookup("nsa", _keys(3), SITES)[1].any()  # cache dropped too
     assert store.lookup("nsb", _keys(2), ["language/l1/last"])[1].all()
     store.clear()
-    assert store.info()["entries"] == 0 and _entry_files(tmp_path) == []
+    assert store.info()["entries"] == 0 and _pack_files(tmp_path) == []
     assert (tmp_path / _store_disk.MARKER).exists()
+
+
+def test_a_clear_by_another_process_is_seen_by_writers(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.write("ns", ["a"], {"s": [[1.0]]})
+    assert store.contains("ns", ["a"], ["s"]).all()
+    FeatureStore(tmp_path).clear("ns")  # another process
+    store.write("ns", ["a"], {"s": [[1.0]]})  # must not believe "a" is stored
+    assert FeatureStore(tmp_path).contains("ns", ["a"], ["s"]).all()
+
+
+def test_index_snapshot_serves_a_fresh_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(_store_index, "_MERGE_AT", 10)
+    store = FeatureStore(tmp_path, memory_cache_bytes=0)
+    for start in range(0, 40, 4):
+        store.write("ns", _keys(40)[start : start + 4], _vectors(4, seed=start))
+    assert (tmp_path / "ns" / _store_index.INDEX_NAME).exists()
+    fresh = FeatureStore(tmp_path, memory_cache_bytes=0)
+    headers = []
+    real = _store_disk.read_pack_header
+    monkeypatch.setattr(
+        _store_disk,
+        "read_pack_header",
+        lambda *a: headers.append(a[1]) or real(*a),
+    )
+    out, hit = fresh.lookup("ns", _keys(40), SITES[:1])
+    assert hit.all() and len(headers) < 5  # most packs are in the snapshot
+    for start in range(0, 40, 4):
+        expected = _vectors(4, seed=start)[SITES[0]]
+        np.testing.assert_array_equal(out[SITES[0]][start : start + 4], expected)
+    # A damaged snapshot is ignored: the packs are the truth.
+    index = tmp_path / "ns" / _store_index.INDEX_NAME
+    data = bytearray(index.read_bytes())
+    data[-1] ^= 0xFF
+    index.write_bytes(bytes(data))
+    _, hit = FeatureStore(tmp_path).lookup("ns", _keys(40), SITES)
+    assert hit.all()
 
 
 def test_refuses_a_foreign_directory_a_file_and_a_newer_format(tmp_path):
@@ -316,26 +393,48 @@ def test_memory_cache_stays_within_its_bound(tmp_path):
 # -- damage ---------------------------------------------------------------------------
 
 
+# Each damage hits the entry of key k0000 in the middle pack of three (one pack
+# per key here; a pack of several entries is damaged in the next test).
+def _entry_span(path, key):
+    header, _ = _read_pack(path)
+    ((offset, length),) = [(o, n) for k, o, n in header["entries"] if k == key]
+    return offset, length
+
+
 def _damage_truncate(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 5])
+    offset, length = _entry_span(path, "k0000")
+    with open(path, "r+b") as f:
+        f.truncate(offset + length - 5)
 
 
 def _damage_flip_data(path):
+    offset, length = _entry_span(path, "k0000")
     data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF
+    data[offset + length - 3] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
 def _damage_header(path):
+    offset, _ = _entry_span(path, "k0000")
     data = bytearray(path.read_bytes())
-    data[8] = ord("#")  # the opening brace of the JSON header
+    data[offset + 8] = ord("#")  # the opening brace of the entry's JSON header
     path.write_bytes(bytes(data))
 
 
 def _damage_misplace(path):
-    other = sorted(path.parent.parent.glob("*/*.safetensors"))[-1]
-    path.write_bytes(other.read_bytes())
+    # The entry of another key, of the same size, copied over this one.
+    offset, length = _entry_span(path, "k0000")
+    other = next(p for p in _pack_files(path.parent.parent.parent) if p != path)
+    header, entries = _read_pack(other)
+    data = bytearray(path.read_bytes())
+    data[offset : offset + length] = next(iter(entries.values()))
+    path.write_bytes(bytes(data))
+
+
+def _damage_pack_header(path):
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # inside the pack's JSON header: its CRC no longer matches
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize(
@@ -345,12 +444,18 @@ def _damage_misplace(path):
         (_damage_flip_data, "checksum mismatch"),
         (_damage_header, "unreadable header"),
         (_damage_misplace, "moved or renamed"),
+        (_damage_pack_header, "checksum mismatch in the header"),
     ],
 )
 def test_damaged_entry_warns_misses_and_is_rewritten(tmp_path, damage, reason):
     vectors = _vectors(3)
-    FeatureStore(tmp_path).write("ns", _keys(3), vectors)
-    path = tmp_path / "ns" / "k0" / "k0000.safetensors"
+    writer = FeatureStore(tmp_path)
+    for i in (1, 0, 2):  # k0000's pack is neither the first nor the last
+        writer.write(
+            "ns", _keys(3)[i : i + 1], {s: v[i : i + 1] for s, v in vectors.items()}
+        )
+    path = _pack_files(tmp_path)[1]
+    assert sorted(_read_pack(path)[1]) == ["k0000"]
     damage(path)
     store = FeatureStore(tmp_path)
     with pytest.warns(FeatureStoreWarning, match=reason) as record:
@@ -361,41 +466,57 @@ def test_damaged_entry_warns_misses_and_is_rewritten(tmp_path, damage, reason):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         store.lookup("ns", _keys(3), SITES)  # reported once, still a miss
-        # The caller recomputes and writes; the damaged file is replaced.
+        # The caller recomputes and writes; the new entry is read from now on.
         store.write("ns", _keys(1), {s: v[:1] for s, v in vectors.items()})
         out, hit = FeatureStore(tmp_path).lookup("ns", _keys(3), SITES)
+        assert FeatureStore(tmp_path).contains("ns", _keys(3), SITES).all()
     assert hit.all()
-    np.testing.assert_array_equal(out[SITES[2]], vectors[SITES[2]])
+    for site in SITES:
+        np.testing.assert_array_equal(out[site], vectors[site])
+
+
+def test_damage_in_one_entry_of_a_pack_spares_the_others(tmp_path):
+    vectors = _vectors(3)
+    FeatureStore(tmp_path).write("ns", _keys(3), vectors)
+    (path,) = _pack_files(tmp_path)
+    _damage_flip_data(path)
+    with pytest.warns(FeatureStoreWarning, match="key 'k0000'"):
+        out, hit = FeatureStore(tmp_path).lookup("ns", _keys(3), SITES)
+    np.testing.assert_array_equal(hit, [False, True, True])
+    np.testing.assert_array_equal(out[SITES[1]][1:], vectors[SITES[1]][1:])
 
 
 def test_disk_full_names_the_fix_and_leaves_the_store_consistent(tmp_path, monkeypatch):
     store = FeatureStore(tmp_path)
     store.write("ns", ["a", "b"], {"s1": [[1.0], [2.0]]})
-    calls = []
+    written = []
 
-    def full_after_first(file, data):
-        calls.append(len(data))
-        if len(calls) > 1:
-            file.write(data[:10])  # a partial temporary file, then the disk is full
+    def full_midway(file, data):
+        if len(written) > 1:  # some bytes of the new pack went out, then no space
+            file.write(data[:10])
             raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(len(data))
         file.write(data)
 
-    monkeypatch.setattr(_store_disk, "_write_all", full_after_first)
+    monkeypatch.setattr(_store_disk, "_write_all", full_midway)
     with pytest.raises(FeatureStoreError) as excinfo:
         store.write("ns", ["a", "b", "c"], {"s2": [[10.0], [20.0], [30.0]]})
     message = str(excinfo.value)
-    entry_b = tmp_path / "ns" / "b" / "b.safetensors"
-    assert str(entry_b) in message and f"{calls[1]} bytes" in message
+    assert str(tmp_path / "ns" / "packs") in message and " bytes to " in message
     assert "max_bytes" in message and "clear()" in message
+    assert "Nothing of this write was stored" in message
     assert isinstance(excinfo.value, OSError)
     assert excinfo.value.__cause__.errno == errno.ENOSPC
     assert not list(tmp_path.rglob("*.tmp"))
     monkeypatch.undo()
-    out, hit = FeatureStore(tmp_path).lookup("ns", ["a", "b", "c"], ["s1", "s2"])
-    np.testing.assert_array_equal(hit, [True, False, False])  # a merged; b as before
-    _, hit_b = FeatureStore(tmp_path).lookup("ns", ["b"], ["s1"])
-    assert hit_b.all()
-    np.testing.assert_array_equal(out["s2"][0], [10.0])
+    assert len(_pack_files(tmp_path)) == 1  # as before the failed write
+    fresh = FeatureStore(tmp_path)
+    _, hit = fresh.lookup("ns", ["a", "b", "c"], ["s1"])
+    np.testing.assert_array_equal(hit, [True, True, False])
+    assert not fresh.contains("ns", ["a", "b", "c"], ["s2"]).any()
+    store.write("ns", ["a", "b", "c"], {"s2": [[10.0], [20.0], [30.0]]})  # retried
+    out, hit = FeatureStore(tmp_path).lookup("ns", ["a", "c"], ["s2"])
+    assert hit.all() and out["s2"].ravel().tolist() == [10.0, 30.0]
 
 
 @pytest.mark.parametrize("kind", ["memory", "disk"])
@@ -457,7 +578,7 @@ def test_concurrent_writers_leave_intact_merged_entries(tmp_path):
         np.testing.assert_array_equal(out[f"own/w{w}/r{rounds - 1}"], expected)
     shared = _vectors(8, sites=["shared/a", "shared/b"])["shared/b"]
     np.testing.assert_array_equal(out["shared/b"], shared)
-    assert len(_entry_files(tmp_path)) == 8
+    assert FeatureStore(tmp_path).info()["entries"] == 8
 
 
 def test_empty_keys(store):
