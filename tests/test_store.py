@@ -6,7 +6,9 @@ import json
 import multiprocessing
 import os
 import pickle
+import signal
 import struct
+import time
 import tracemalloc
 import warnings
 import zlib
@@ -613,3 +615,200 @@ def test_a_crash_mid_write_leaves_no_partial_entry(tmp_path):
     assert store.info()["entries"] == 1
     store.clear()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# -- creation, crashes and permissions (issue 15 item 4) ---------------------------
+
+
+def test_a_store_being_created_by_another_process_is_not_foreign(tmp_path):
+    # What a second process sees while the first writes the marker: a new
+    # directory holding only the marker's temporary file.
+    (tmp_path / f".{_store_disk.MARKER}.abc123.tmp").write_bytes(b"{")
+    store = FeatureStore(tmp_path)
+    store.write("ns", ["a"], {"s": [[1.0]]})
+    assert FeatureStore(tmp_path).lookup("ns", ["a"], ["s"])[1].all()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / f".{_store_disk.MARKER}.abc123.tmp").write_bytes(b"{")
+    (foreign / "notes.txt").write_text("x")  # a real foreign file: still refused
+    with pytest.raises(FeatureStoreError, match="not a skvlm feature store"):
+        FeatureStore(foreign)
+
+
+def _create_and_write(root, worker, barrier):
+    def slow(file, data):  # a slow disk: the creation window stays open
+        time.sleep(0.02)
+        file.write(data)
+
+    _store_disk._write_all = slow
+    barrier.wait()
+    time.sleep(0.01 * worker)  # arrive at every stage of the first one's creation
+    store = FeatureStore(root)
+    store.write("ns", [f"w{worker}"], {"s": [[float(worker)]]})
+
+
+def test_several_processes_create_one_new_store_at_once(tmp_path):
+    ctx = _context()
+    root = tmp_path / "new"
+    barrier = ctx.Barrier(6)
+    procs = [
+        ctx.Process(target=_create_and_write, args=(root, w, barrier)) for w in range(6)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    out, hit = FeatureStore(root).lookup("ns", [f"w{w}" for w in range(6)], ["s"])
+    assert hit.all() and out["s"].ravel().tolist() == list(range(6))
+
+
+def _slow_writer(root, key, started, release):
+    def half_then_wait(file, data):
+        file.write(data[: len(data) // 2])
+        file.flush()
+        started.set()
+        release.wait(60)  # a live writer on a slow disk (or killed meanwhile)
+        file.write(data[len(data) // 2 :])
+
+    _store_disk._write_all = half_then_wait
+    FeatureStore(root).write("ns", [key], {"s": [[1.0, 2.0]]})
+
+
+def test_orphaned_temporary_files_are_removed_and_live_ones_kept(tmp_path):
+    ctx = _context()
+    FeatureStore(tmp_path).write("ns", ["old"], {"s": [[0.0, 0.0]]})
+    packs = tmp_path / "ns" / "packs"
+    writers = {}
+    for key in ("killed", "live"):
+        started, release = ctx.Event(), ctx.Event()
+        proc = ctx.Process(target=_slow_writer, args=(tmp_path, key, started, release))
+        proc.start()
+        assert started.wait(30)
+        writers[key] = (proc, release, set(packs.glob(".*.tmp")))
+    killed = writers["killed"][2]
+    live = writers["live"][2] - killed
+    assert len(killed) == 1 and len(live) == 1
+    os.kill(writers["killed"][0].pid, signal.SIGKILL)  # kill -9 mid-write
+    writers["killed"][0].join(30)
+    old = time.time() - 2 * _store_disk.ORPHAN_AGE
+    for tmp in killed | live:  # both look old: only the lock tells them apart
+        os.utime(tmp, (old, old))
+    store = FeatureStore(tmp_path)
+    assert store.lookup("ns", ["old"], ["s"])[1].all()  # a later run looks at ns
+    assert not any(p.exists() for p in killed)  # the orphan is gone
+    assert all(p.exists() for p in live)  # the live writer's file is untouched
+    proc, release, _ = writers["live"]
+    release.set()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert FeatureStore(tmp_path).lookup("ns", ["live"], ["s"])[1].all()
+    assert not list(packs.glob(".*.tmp"))
+
+
+def test_fresh_temporary_files_are_never_removed(tmp_path):
+    FeatureStore(tmp_path).write("ns", ["a"], {"s": [[0.0]]})
+    tmp = tmp_path / "ns" / "packs" / ".x.pack.abc.tmp"
+    tmp.write_bytes(b"partial")  # no lock held, but younger than ORPHAN_AGE
+    FeatureStore(tmp_path).lookup("ns", ["a", "b"], ["s"])
+    assert tmp.exists()
+
+
+def test_a_pack_replaced_by_a_directory_is_a_clear_error(tmp_path):
+    FeatureStore(tmp_path).write("ns", ["a"], {"s": [[0.0]]})
+    (pack,) = _pack_files(tmp_path)
+    pack.unlink()
+    pack.mkdir()
+    for call in (
+        lambda s: s.check(),
+        lambda s: s.lookup("ns", ["a"], ["s"]),
+        lambda s: s.write("ns", ["b"], {"s": [[0.0]]}),
+    ):
+        with pytest.raises(FeatureStoreError, match=f"{pack.name}.*is a directory"):
+            call(FeatureStore(tmp_path))
+
+
+def test_check_refuses_what_cannot_be_a_store(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FeatureStoreError, match="is a file"):
+        FeatureStore(tmp_path / "file").check()
+    FeatureStore(tmp_path / "new").check()  # creates it: fine
+    assert (tmp_path / "new" / _store_disk.MARKER).exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / _store_disk.MARKER).write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(FeatureStoreError, match="format 1.*delete that directory"):
+        FeatureStore(old)
+
+
+def _deny_writes_under(monkeypatch, root):
+    """Make every write under ``root`` fail as on a read-only directory.
+
+    Tests run as root here, and root ignores permission bits: the os calls that
+    create files and directories are made to fail the way they do for a user
+    without write permission (EACCES).
+    """
+    root = str(root)
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def denied(path):
+        return str(path).startswith(root)
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR) and denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        if denied(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+def test_a_read_only_store_serves_hits_and_warns_once_on_misses(tmp_path, monkeypatch):
+    FeatureStore(tmp_path).write("ns", ["a"], {"s": [[1.0]]}, meta={"m": 1})
+    _deny_writes_under(monkeypatch, tmp_path)
+    store = FeatureStore(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.lookup("ns", ["a"], ["s"])[1].all()  # hits: no warning
+    with pytest.warns(FeatureStoreWarning, match="cannot be written") as record:
+        with store.computing("ns"):  # what a miss does first: no PermissionError
+            store.write("ns", ["b"], {"s": [[2.0]]}, meta={"m": 1})
+        store.write("ns", ["c"], {"s": [[3.0]]})
+    assert len(record) == 1 and str(tmp_path) in str(record[0].message)
+    assert not store.contains("ns", ["b", "c"], ["s"]).any()
+
+
+def test_a_store_that_cannot_be_created_fails_at_check(tmp_path, monkeypatch):
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    _deny_writes_under(monkeypatch, parent)
+    with pytest.raises(FeatureStoreError, match=f"{parent}/store.*cannot be created"):
+        FeatureStore(parent / "store").check()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root ignores permission bits; the two tests above simulate them",
+)
+def test_a_read_only_directory_for_real(tmp_path):  # pragma: no cover - non-root
+    FeatureStore(tmp_path / "s").write("ns", ["a"], {"s": [[1.0]]})
+    for path in [tmp_path / "s", *(tmp_path / "s").rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+    try:
+        store = FeatureStore(tmp_path / "s")
+        assert store.lookup("ns", ["a"], ["s"])[1].all()
+        with pytest.warns(FeatureStoreWarning, match="cannot be written"):
+            with store.computing("ns"):
+                store.write("ns", ["b"], {"s": [[2.0]]})
+        with pytest.raises(FeatureStoreError, match="cannot be created"):
+            FeatureStore(tmp_path / "s" / "ns" / "nested").check()
+    finally:
+        for path in [tmp_path / "s", *(tmp_path / "s").rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)

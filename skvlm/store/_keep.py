@@ -172,9 +172,12 @@ def plan(keep, requested, available, width, dtype):
     else:
         chosen = _by_spec(keep, available, requested)
         policy = f"keep={keep_repr(keep)} and the sites asked for"
+    asked = sorted(asked_poolings, key=str)
     options = {
-        "keep='all' (every site)": cost(available),
-        "keep='auto' here (the asked pooling at every layer)": cost(along),
+        "keep='all'": cost(available),
+        f"keep={{'poolings': {asked!r}}} (the asked pooling at every layer)": cost(
+            along
+        ),
         "keep='requested'": cost(requested),
     }
     return FillPlan(
