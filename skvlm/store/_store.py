@@ -704,7 +704,7 @@ class FeatureStore:
             f"which holds {format_bytes(used)} already: that passes "
             f"max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)}). Nothing "
             f"was computed. For these {n_images} images: {options}; "
-            "dtype='float16' halves each. Choose one (FeatureStore(path, keep=..., "
+            "dtype='float16' about halves each. Choose one (FeatureStore(path, keep=..., "
             "dtype=...)), raise max_bytes, clear() namespaces you no longer need, "
             "or use another directory."
         )
