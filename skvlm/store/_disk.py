@@ -295,8 +295,11 @@ class DiskBackend:
         Damaged entries are passed to ``on_damaged`` and skipped; a newer entry
         that holds the same site wins.
         """
-        found, any_entry = {}, False
-        want = set(sites)
+        with self._lock:  # no descriptor is closed (LRU, clear) while it is read
+            return self._read(namespace, key, sites, everything, on_damaged)
+
+    def _read(self, namespace, key, sites, everything, on_damaged):
+        found, want, any_entry = {}, set(sites), False
         for fd, path, offset, length, ident in self._entries(namespace, key):
             any_entry = True
             try:
@@ -324,8 +327,11 @@ class DiskBackend:
 
     def sites_of(self, namespace, key, wanted, on_damaged):
         """The sites of ``wanted`` the key's entries hold (headers only)."""
+        with self._lock:  # no descriptor is closed (LRU, clear) while it is read
+            return self._sites_of(namespace, key, set(wanted), on_damaged)
+
+    def _sites_of(self, namespace, key, wanted, on_damaged):
         found = set()
-        wanted = set(wanted)
         for fd, path, offset, length, ident in self._entries(namespace, key):
             try:
                 _, table, _ = read_table(
