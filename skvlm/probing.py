@@ -186,7 +186,8 @@ def probe_layers(
 
     from .store import FeatureStore
 
-    store = FeatureStore() if cache is None else cache
+    # The temporary store keeps every site: one pass per stage serves all probes.
+    store = FeatureStore(keep="all") if cache is None else cache
     common = dict(
         prompt=prompt,
         batch_size=batch_size,
