@@ -1,12 +1,16 @@
 """Test set-up shared by tests/ and the doctests under skvlm/: offline, quiet, seeded."""
 
 import os
+import tempfile
 
 # Nothing may reach a model hub: fail fast instead of retrying the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The weight-digest memo of skvlm.models lives in the user's cache; tests keep
+# their own, per process.
+os.environ.setdefault("SKVLM_CACHE_DIR", tempfile.mkdtemp(prefix="skvlm-cache-"))
 
 import importlib.util  # noqa: E402
 

@@ -40,3 +40,42 @@ def interleaved(runs, repeats):
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def clip_tower(path, *, hidden=768, layers=12, heads=12, image=224, patch=32):
+    """A CLIP model of the given vision size (random weights) saved at ``path``.
+
+    The defaults are ViT-B/32's vision tower; the text tower is a token one
+    (the benchmarks time images). Speed does not depend on the weights' values.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    from skvlm.testing import make_tokenizer
+
+    config = CLIPConfig(
+        vision_config=dict(
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image,
+            patch_size=patch,
+        ),
+        text_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            vocab_size=128,
+            max_position_embeddings=77,
+        ),
+        projection_dim=64,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).eval().save_pretrained(path)
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image}, crop_size={"height": image, "width": image}
+    )
+    CLIPProcessor(processor, make_tokenizer()).save_pretrained(path)
+    return path

@@ -14,41 +14,8 @@ import tempfile
 
 import numpy as np
 import torch
-from _common import interleaved, machine
+from _common import clip_tower, interleaved, machine
 from PIL import Image
-
-
-def build_clip_b32(path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from skvlm.testing import make_tokenizer
-
-    config = CLIPConfig(
-        vision_config=dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=224,
-            patch_size=32,
-        ),
-        text_config=dict(
-            hidden_size=512,
-            intermediate_size=2048,
-            num_hidden_layers=1,
-            num_attention_heads=8,
-            vocab_size=128,
-            max_position_embeddings=77,
-        ),
-        projection_dim=512,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).eval().save_pretrained(path)
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
-    )
-    CLIPProcessor(image_processor, make_tokenizer()).save_pretrained(path)
-    return path
 
 
 def main():
@@ -64,7 +31,7 @@ def main():
 
     from skvlm import VLMEmbeddingTransformer
 
-    path = build_clip_b32(tempfile.mkdtemp())
+    path = clip_tower(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     images = [
         Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))

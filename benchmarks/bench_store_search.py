@@ -50,7 +50,7 @@ from collections import defaultdict
 
 import numpy as np
 from _common import machine
-from bench_embedding import build_clip_b32
+from _common import clip_tower as build_clip_b32
 from joblib import Memory
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold

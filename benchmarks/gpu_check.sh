@@ -12,3 +12,7 @@ cd benchmarks
     --n-images 1024 --batch-size 64 --repeats 3 | tee "../$out/embedding_cuda_bf16.txt"
 ../.venv/bin/python bench_embedding.py --device cuda --dtype float32 \
     --n-images 1024 --batch-size 64 --repeats 3 | tee "../$out/embedding_cuda_fp32.txt"
+# Paper scale: skvlm's images/s with preprocessing workers against forward-only
+# throughput on pre-made tensors, ViT-L/14-336 and LLaVA-1.5-7B sizes (bf16).
+../.venv/bin/python bench_preprocessing.py --gpu --n-images 512 --batch-size 32 \
+    --repeats 3 | tee "../$out/preprocessing_cuda_bf16.txt"

@@ -78,6 +78,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Passed to ``from_pretrained``: ``revision``, ``device_map``,
         ``quantization_config``, ``attn_implementation``, ``trust_remote_code``
         (False unless given here).
+    n_workers : int or "auto", default="auto"
+        Threads that decode and preprocess the next batches while the model
+        runs the current one, so a GPU is not kept waiting; 0 does everything
+        in the calling thread. ``"auto"``: on a GPU, one fewer than the
+        machine's CPUs (at most 8); on the CPU, 0 (the forward pass already uses
+        every core). Results do not depend on it.
 
     Attributes
     ----------
@@ -133,6 +139,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "progress": ["boolean"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
+        "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
     }
 
     def __init__(
@@ -151,6 +158,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         progress=False,
         on_error="raise",
         model_kwargs=None,
+        n_workers="auto",
     ):
         self.model = model
         self.stage = stage
@@ -165,6 +173,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.on_error = on_error
         self.model_kwargs = model_kwargs
+        self.n_workers = n_workers
 
     # -- sklearn API ---------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)

@@ -26,7 +26,7 @@ from .store import compute_missing, serve
 #: Bump when what a site means changes, so old stores are never served.
 SITE_VERSION = 1
 
-_PARAMS = ("stage", "prompt", "batch_size", "on_error", "progress")
+_PARAMS = ("stage", "prompt", "batch_size", "on_error", "progress", "n_workers")
 
 
 class Extraction:
@@ -46,6 +46,11 @@ class Extraction:
         left out (its row comes back as NaN).
     progress : bool, default=False
         Show a progress bar over the batches that run the model.
+    n_workers : int or "auto", default="auto"
+        Threads that decode and preprocess the next batches while the model
+        runs the current one (0: all in the calling thread). ``"auto"``: on a
+        GPU, one fewer than the CPUs (at most 8); on the CPU, 0, since the
+        forward pass already keeps every core busy. Results do not depend on it.
 
     Examples
     --------
@@ -68,6 +73,7 @@ class Extraction:
         batch_size=32,
         on_error="raise",
         progress=False,
+        n_workers="auto",
     ):
         if stage not in adapter.stages:
             raise ValueError(
@@ -86,6 +92,7 @@ class Extraction:
         self.batch_size = int(batch_size)
         self.on_error = on_error
         self.progress = progress
+        self.n_workers = resolve_workers(n_workers, adapter.device)
 
     @classmethod
     def from_params(cls, params):
@@ -245,7 +252,8 @@ class Extraction:
         requests : sequence of (int, str or int)
             (non-negative layer, pooling) pairs; all come from one pass.
         failed : list
-            Indices of unreadable images are appended (``on_error="nan"``).
+            Indices of unreadable images are appended (``on_error="nan"``), in
+            row order whatever ``n_workers``.
         rows : sequence of int, default=None
             Restrict the passes to these rows (a store's misses).
         progress : bool, default=None
@@ -256,22 +264,59 @@ class Extraction:
 
         order = list(range(len(items))) if rows is None else list(rows)
         order = self._by_length(order, items, row_prompts)
-        starts = range(0, len(order), self.batch_size)
+        chunks = [
+            order[start : start + self.batch_size]
+            for start in range(0, len(order), self.batch_size)
+        ]
         bar = tqdm(
-            starts,
+            total=len(chunks),
             disable=not (self.progress if progress is None else progress),
             desc=f"{self.adapter.family} {self.stage}",
             unit="batch",
         )
-        for start in bar:
-            chunk = order[start : start + self.batch_size]
-            with torch.inference_mode():
-                batch_rows, batch = self.prepare(items, row_prompts, chunk, failed)
+        with bar:
+            for batch_rows, batch, lost in self.prepared(items, row_prompts, chunks):
+                failed.extend(lost)
+                bar.update()
                 if not batch_rows:
                     continue
-                vectors = self.adapter.extract(batch, self.stage, requests)
-            log_forward(items, batch_rows)
-            yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+                with torch.inference_mode():
+                    vectors = self.adapter.extract(batch, self.stage, requests)
+                log_forward(items, batch_rows)
+                yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+
+    def prepared(self, items, row_prompts, chunks):
+        """``(rows, model inputs, failed rows)`` of each chunk, in chunk order.
+
+        With workers, the next ``n_workers + 1`` chunks are decoded and
+        preprocessed in threads while the caller runs the model (image decoding,
+        resizing and tokenizing release the GIL); at most that many prepared
+        batches are held at once. An error (an unreadable image under
+        ``on_error="raise"``) surfaces when its chunk's turn comes.
+        """
+
+        def prepare(chunk):
+            lost = []
+            rows, batch = self.prepare(items, row_prompts, chunk, lost)
+            return rows, batch, lost
+
+        if self.n_workers == 0 or len(chunks) < 2:
+            yield from map(prepare, chunks)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="skvlm-prepare")
+        pending = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(prepare, chunk))
+                if len(pending) > self.n_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def transform(self, items, row_prompts, layers, pooling, failed, store=None):
         """The vectors of ``pooling`` at ``layers``, concatenated in that order.
@@ -430,6 +475,31 @@ class Extraction:
         areas = [_area(items[i]) if dynamic else 0 for i in rows]
         keyed = sorted(zip(lengths, areas, rows, strict=True), key=lambda t: t[:2])
         return [row for _, _, row in keyed]
+
+
+def resolve_workers(n_workers, device="cpu"):
+    """The number of preprocessing threads ``n_workers`` asks for on ``device``.
+
+    ``"auto"`` keeps an accelerator fed: one thread fewer than the CPUs, at most
+    8. On the CPU it is 0: torch's forward pass already uses every core, and a
+    preprocessing thread would only compete with it (measured in
+    ``benchmarks/bench_preprocessing.py``).
+
+    Examples
+    --------
+    >>> from skvlm._extraction import resolve_workers
+    >>> resolve_workers(0), resolve_workers(3), resolve_workers("auto", "cpu")
+    (0, 3, 0)
+    """
+    if n_workers == "auto":
+        if str(device).startswith("cpu"):
+            return 0
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    if isinstance(n_workers, bool) or not isinstance(n_workers, Integral):
+        raise TypeError(f"n_workers must be an int >= 0 or 'auto', got {n_workers!r}.")
+    if n_workers < 0:
+        raise ValueError(f"n_workers must be >= 0 or 'auto', got {n_workers}.")
+    return int(n_workers)
 
 
 def adapter_name(adapter):

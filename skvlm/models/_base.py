@@ -279,6 +279,8 @@ class Adapter:
         def on_entry(layer, tensor):
             if threading.get_ident() != owner:
                 return  # another thread's pass through the shared model
+            if tensor is None:
+                raise TypeError(f"{self.family}: no hidden states reached layer 0.")
             hidden = stack.unpack(tensor)
             if callable(state["masks"]):
                 state["masks"] = state["masks"](hidden)
@@ -364,8 +366,10 @@ def _hook(stack, layer, n, on_entry):
     blocks = stack.blocks
     if layer == 0:
 
-        def pre_hook(module, args, kwargs):
-            tensor = args[0] if args else kwargs["hidden_states"]
+        # torch records a with_kwargs hook and its flag in two steps: another
+        # thread's pass in between calls it without kwargs (and is ignored).
+        def pre_hook(module, args, kwargs=None):
+            tensor = args[0] if args else (kwargs or {}).get("hidden_states")
             on_entry(0, tensor)
 
         return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)

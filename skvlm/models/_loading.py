@@ -252,7 +252,7 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
     --------
     >>> import tempfile
     >>> from skvlm.models import load_processor_without_video
-    >>> from skvlm.testing._generative import make_tiny_qwen2_vl
+    >>> from skvlm.testing import make_tiny_qwen2_vl
     >>> path = make_tiny_qwen2_vl(tempfile.mkdtemp())
     >>> processor = load_processor_without_video(path, "Qwen2VLProcessor")
     >>> type(processor).__name__, processor.image_token

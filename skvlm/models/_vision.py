@@ -18,12 +18,22 @@ from ._base import Adapter, Stack
 
 
 def _to_device(batch, device, dtype):
+    """Move a processor's tensors to the model's device, floats in its dtype.
+
+    To CUDA, tensors go through pinned memory with non-blocking copies: a batch
+    prepared in a worker thread is copied while the GPU still runs the previous
+    one, and the model's kernels, queued on the same stream, wait for the copy.
+    """
+    cuda = torch.device(device).type == "cuda"
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
-            value = value.to(device)
             if value.is_floating_point():
                 value = value.to(dtype)
+            if cuda and value.device.type == "cpu":
+                value = value.pin_memory().to(device, non_blocking=True)
+            else:
+                value = value.to(device)
         out[key] = value
     return out
 
