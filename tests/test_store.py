@@ -185,6 +185,10 @@ def test_bad_arguments_name_the_problem(store, call, match):
         {"dtype": "nope"},
         {"max_bytes": -1},
         {"memory_cache_bytes": 1.5},
+        {"keep": "everything"},
+        {"keep": {"layer": [1]}},
+        {"keep": {"layers": ["1"]}},
+        {"keep": {"poolings": [True]}},
     ],
 )
 def test_bad_settings(kwargs):
@@ -206,6 +210,16 @@ def test_copy_and_clone_share_the_store(kind, tmp_path):
     assert copy.deepcopy(store) is store and copy.copy(store) is store
     assert clone(_HoldsStore(cache=store)).cache is store
     assert copy.deepcopy({"x": [store]})["x"][0] is store
+
+
+def test_keep_is_part_of_the_store_identity(tmp_path):
+    keep = {"layers": [0, -1], "poolings": "all"}
+    store = FeatureStore.open(tmp_path, keep=keep)
+    assert store is FeatureStore.open(tmp_path, keep=dict(keep))
+    assert store is not FeatureStore.open(tmp_path)
+    assert pickle.loads(pickle.dumps(store)) is store
+    memory = pickle.loads(pickle.dumps(FeatureStore(keep="requested")))
+    assert memory.keep == "requested" and "keep='requested'" in repr(memory)
 
 
 def test_pickled_disk_store_is_its_path_and_reopens_shared(tmp_path):
