@@ -654,15 +654,16 @@ class FeatureStore:
         --------
         >>> from skvlm import Site
         >>> from skvlm.store import FeatureStore
+        >>> poolings = ("last", "mean", "max", "image_mean", "text_mean")
         >>> every = [Site("language", layer, pooling)
-        ...          for layer in range(33) for pooling in ("last", "mean", "max")]
+        ...          for layer in range(33) for pooling in poolings]
         >>> asked = [Site("language", 16, "last")]
         >>> plan = FeatureStore(dtype="float16").plan(asked, every, 4096)
         >>> len(plan.sites), plan.bytes_per_image
-        (33, 273860)
+        (33, 273836)
         >>> plan = FeatureStore(keep="requested").plan(asked, every, 4096)
         >>> plan.describe(50_000)
-        "50000 images x 1 sites x 4096 float32 = about 824 MB (16.5 kB per image; keep='requested': the sites asked for)"
+        "50000 images x 1 sites x 4096 float32 = about 834 MB (16.7 kB per image; keep='requested': the sites asked for)"
         """
         return _plan(self.keep, list(requested), list(available), width, self.dtype)
 
