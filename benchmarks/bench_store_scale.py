@@ -246,21 +246,87 @@ def bench(name, shape, root, n_images, pool, keys, sites):
     start = int(rng.integers(0, n_images - n + 1))
     result["sequential"] = _lookups(fresh, keys, np.arange(start, start + n), site)
     result["load_after_lookups"] = os.getloadavg()[0]
-    fresh = None
-    shutil.rmtree(path, ignore_errors=True)
-    return result
+    return result, path
+
+
+def relookup(root, shape, layouts, n_images, rounds):
+    """Lookups on stores left by an earlier run (``--no-delete``), interleaved.
+
+    Each round opens every layout afresh and times its random and sequential
+    lookups, layouts one after the other, so that the load of a shared machine
+    falls on all of them alike; medians over the rounds are reported.
+    """
+    spec = SHAPES[shape]
+    sites = _sites(spec["sites"])
+    keys = _keys(n_images)
+    site = sites[len(sites) // 2]
+    rng = np.random.default_rng(3)
+    times = {name: {"random": [], "sequential": [], "open": []} for name in layouts}
+    n = min(N_LOOKUPS, n_images)
+    for _ in range(rounds):
+        order = rng.choice(n_images, n, replace=False)
+        start = int(rng.integers(0, n_images - n + 1))
+        for name in layouts:
+            path = os.path.join(root, f"{name}-{shape}")
+            wall = time.perf_counter()
+            fresh = _make(name, path, sites)
+            fresh.lookup(keys[:1], sites[0])
+            times[name]["open"].append(time.perf_counter() - wall)
+            for pattern, rows in (
+                ("random", order),
+                ("sequential", np.arange(start, start + n)),
+            ):
+                times[name][pattern].append(_lookups(fresh, keys, rows, site))
+            fresh = None
+    out = []
+    for name in layouts:
+        result = {"layout": name, "shape": shape, "images": n_images, "rounds": rounds}
+        result["open_and_first_lookup_s"] = float(np.median(times[name]["open"]))
+        for pattern in ("random", "sequential"):
+            runs = times[name][pattern]
+            result[pattern] = {
+                "keys_per_s": float(np.median([r["keys_per_s"] for r in runs])),
+                "cpu_keys_per_s": float(np.median([n / r["cpu_s"] for r in runs])),
+            }
+        result["load"] = os.getloadavg()[0]
+        out.append(result)
+        print(json.dumps(result), flush=True)
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default="small,llava")
-    parser.add_argument("--layouts", default="v1,v2,lmdb,lance")
+    parser.add_argument("--layouts", default="v2,lmdb,lance,v1")
     parser.add_argument("--images", type=int, default=None, help="override counts")
     parser.add_argument("--lance-images", type=int, default=20_000)
     parser.add_argument("--root", default="/tmp/skvlm-bench-store-scale")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-delete", dest="delete", action="store_false")
+    parser.add_argument(
+        "--relookup",
+        type=int,
+        default=0,
+        help="only time lookups, interleaved over this many rounds, on the stores "
+        "an earlier --no-delete run left in --root",
+    )
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
+    if args.relookup:
+        results = []
+        for shape in args.shapes.split(","):
+            n = args.images or SHAPES[shape]["images"]
+            layouts = [
+                name
+                for name in args.layouts.split(",")
+                if os.path.exists(os.path.join(args.root, f"{name}-{shape}"))
+                and _available(name)
+            ]
+            results += relookup(args.root, shape, layouts, n, args.relookup)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"loadavg": os.getloadavg(), "results": results}, f, indent=1)
+        return
     header = {
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}",
@@ -281,12 +347,16 @@ def main():
             if name == "lance":
                 n = min(n, args.lance_images)
             keys = _keys(n)
-            result = bench(name, shape, args.root, n, pool, keys, sites)
+            result, path = bench(name, shape, args.root, n, pool, keys, sites)
             results.append(result)
             print(json.dumps(result), flush=True)
             if args.out:
                 with open(args.out, "w") as f:
                     json.dump({**header, "results": results}, f, indent=1)
+            if args.delete:
+                # Deleting a million small files takes long on a disk mounted
+                # with "discard": --no-delete leaves them for a later rm.
+                shutil.rmtree(path, ignore_errors=True)
     header["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     header["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if args.out:
