@@ -826,3 +826,21 @@ def test_a_read_only_directory_for_real(tmp_path):  # pragma: no cover - non-roo
         for path in [tmp_path / "s", *(tmp_path / "s").rglob("*")]:
             if path.is_dir():
                 path.chmod(0o755)
+
+
+def test_a_reader_that_read_many_pack_headers_saves_a_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(_store_disk, "_SNAPSHOT_AFTER", 5)
+    writer = FeatureStore(tmp_path)
+    for i in range(8):  # 8 packs: too few for the writer to merge its index
+        writer.write("ns", [f"k{i}"], {"s": [[float(i)]]})
+    index = tmp_path / "ns" / _store_index.INDEX_NAME
+    assert not index.exists()
+    assert FeatureStore(tmp_path).lookup("ns", ["k7"], ["s"])[1].all()
+    assert index.exists()  # the first reader paid for 8 headers, and saved them
+    headers = []
+    real = _store_disk.read_pack_header
+    monkeypatch.setattr(
+        _store_disk, "read_pack_header", lambda *a: headers.append(a) or real(*a)
+    )
+    out, hit = FeatureStore(tmp_path).lookup("ns", [f"k{i}" for i in range(8)], ["s"])
+    assert hit.all() and headers == [] and out["s"].ravel().tolist() == list(range(8))

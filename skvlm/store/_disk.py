@@ -55,6 +55,8 @@ _ORPHAN_AGE_UNLOCKED = 24 * 3600.0
 # older than this (file systems stamp mtimes coarsely; git does the same).
 _RACY_SECONDS = 2.0
 _MAX_OPEN = 256
+# A refresh that read this many pack headers saves an index snapshot.
+_SNAPSHOT_AFTER = 256
 
 
 class ReadOnly(Exception):
@@ -408,7 +410,9 @@ class DiskBackend:
             for name in sorted(new):
                 self._read_pack(index, packs / name, on_damaged)
             index.listed, index.listed_at = stamp, listed_at
-            if index.needs_merge():
+            # Save a snapshot when this look read many headers, so that the next
+            # process opening the store reads one file instead.
+            if index.needs_merge() or len(index.packs) - known >= _SNAPSHOT_AFTER:
                 index.merge()
                 self._save_index(namespace, index)
             if namespace not in self._cleaned:
