@@ -49,8 +49,9 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-from _common import machine
+import skvlm._cached as cached
 from _common import clip_tower as build_clip_b32
+from _common import machine
 from joblib import Memory
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -59,7 +60,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
-import skvlm._cached as cached
 from skvlm import VLMEmbeddingTransformer
 from skvlm._inputs import image_key
 from skvlm.datasets import load_digit_images

@@ -3,34 +3,42 @@
 The main entry point is :class:`VLMEmbeddingTransformer`, which turns images into a
 VLM's hidden states at a chosen stage, layer and pooling, inside any sklearn
 Pipeline.
+
+Public names are imported on first use (PEP 562), so ``import skvlm`` and
+``skvlm --help`` do not pay for importing torch and transformers.
 """
 
-from ._embedding import VLMEmbeddingTransformer
-from ._inputs import ImageLoadError
-from ._site import Site
-from .classifiers import (
-    CLIPZeroShotClassifier,
-    LinearProbeClassifier,
-    VLMGenerativeClassifier,
-)
-from .models import ModelNotFoundError, clear_model_cache
-from .probing import ProbeReport, probe_layers
-from .store import FeatureStore, FeatureStoreError, FeatureStoreWarning
+from ._lazy import attach
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CLIPZeroShotClassifier",
-    "FeatureStore",
-    "FeatureStoreError",
-    "FeatureStoreWarning",
-    "ImageLoadError",
-    "LinearProbeClassifier",
-    "ModelNotFoundError",
-    "ProbeReport",
-    "Site",
-    "VLMEmbeddingTransformer",
-    "VLMGenerativeClassifier",
-    "clear_model_cache",
-    "probe_layers",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._embedding": ["VLMEmbeddingTransformer"],
+        "._inputs": ["ImageLoadError"],
+        "._site": ["Site"],
+        ".classifiers": [
+            "CLIPZeroShotClassifier",
+            "LinearProbeClassifier",
+            "VLMGenerativeClassifier",
+        ],
+        ".models": ["ModelNotFoundError", "clear_model_cache"],
+        ".probing": ["ProbeReport", "probe_layers"],
+        ".store": ["FeatureStore", "FeatureStoreError", "FeatureStoreWarning"],
+    },
+    submodules=[
+        "analysis",
+        "classifiers",
+        "cli",
+        "datasets",
+        "inspection",
+        "metrics",
+        "models",
+        "pooling",
+        "probing",
+        "selection",
+        "store",
+        "testing",
+    ],
+)

@@ -7,13 +7,14 @@ import warnings
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
 from ._site import STAGES, Site, resolve_layers
+from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
+from .models import check_position
 from .pooling import POOLINGS, is_position
 from .store import open_store
 
@@ -29,9 +30,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-clip"
+    model : str or path-like, default="openai/clip-vit-base-patch32"
         A Hugging Face model id, a local directory in ``save_pretrained`` layout,
-        or the name of a model shipped with skvlm (``skvlm/...``).
+        or the name of a model shipped with skvlm (``"skvlm/tiny-clip"``,
+        ``"skvlm/tiny-llava"``: tiny demo models trained on digit images, which
+        need no download; using one is noted once with an
+        ``EmbeddedModelWarning``).
     stage : {"vision", "projector", "language"}, default="vision"
         ``vision``: the vision tower's hidden states (layer 0 = patch embeddings,
         k = after block k). ``projector``: the projected image embedding (CLIP
@@ -84,6 +88,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         in the calling thread. ``"auto"``: on a GPU, one fewer than the
         machine's CPUs (at most 8); on the CPU, 0 (the forward pass already uses
         every core). Results do not depend on it.
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -140,11 +147,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-clip",
+        model="openai/clip-vit-base-patch32",
         *,
         stage="vision",
         layer=-1,
@@ -159,6 +167,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         on_error="raise",
         model_kwargs=None,
         n_workers="auto",
+        image_column="image",
     ):
         self.model = model
         self.stage = stage
@@ -174,9 +183,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
+        self.image_column = image_column
 
     # -- sklearn API ---------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Load the model (once per process) and check the site.
 
@@ -191,7 +201,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self : VLMEmbeddingTransformer
         """
         if X is not None:
-            as_items(X)
+            as_items(X, self.image_column)
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
@@ -202,6 +212,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             self.layer, extraction.n_layers, stage=self.stage, family=adapter.family
         )
         pooling = self._check_pooling(adapter, layers)
+        check_position(adapter, self.stage, pooling)
         self.family_ = adapter.family
         self.n_layers_ = extraction.n_layers
         self.layers_ = layers
@@ -223,7 +234,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_images, ``n_features_out_``), float32
         """
         check_is_fitted(self)
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         failed = []
         store = None if self.cache is None else open_store(self.cache)
         out = self._extraction().transform(
@@ -270,7 +281,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         self._extraction().fill(
             open_store(self.cache),
             items,

@@ -114,6 +114,7 @@ class Extraction:
             device=params.get("device", "auto"),
             dtype=params.get("dtype", "auto"),
             model_kwargs=params.get("model_kwargs"),
+            progress=params.get("progress", False),
         )
         kept = {k: params[k] for k in _PARAMS if k in params}
         return cls(adapter, **kept)
@@ -270,7 +271,8 @@ class Extraction:
         ]
         bar = tqdm(
             total=len(chunks),
-            disable=not (self.progress if progress is None else progress),
+            # no bar when every image came from the store (it would say "0batch")
+            disable=not (self.progress if progress is None else progress) or not chunks,
             desc=f"{self.adapter.family} {self.stage}",
             unit="batch",
         )

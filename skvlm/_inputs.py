@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 import numpy as np
@@ -61,51 +63,72 @@ def as_items(X, image_column="image", prompt_column="prompt"):
 
     Returns
     -------
-    items : list
-        One entry per image, not yet decoded.
+    items : sequence
+        One entry per image, not yet decoded (a lazy view for a
+        ``datasets.Dataset``: rows are read from its Arrow table on access).
     prompts : list of str or None
         Per-row prompts, or None when X carries none.
+
+    Examples
+    --------
+    >>> from skvlm._inputs import as_items
+    >>> as_items(["a.png", "b.png"])
+    (['a.png', 'b.png'], None)
+    >>> as_items({"a.png", "b.png"})
+    Traceback (most recent call last):
+    ...
+    TypeError: X is a set, whose order is arbitrary: ...
     """
     prompts = None
     module = type(X).__module__.split(".")[0]
+    if isinstance(X, HFDatasetView):
+        X = X.dataset
+        module = "datasets"
     if module == "pandas" and hasattr(X, "columns"):
         if image_column not in X.columns:
             raise ValueError(
                 f"X is a DataFrame without an {image_column!r} column (columns: "
-                f"{list(X.columns)}). Name the column holding the images "
-                f"{image_column!r}, or pass that column alone."
+                f"{list(X.columns)}). Pass image_column='<name>' to the estimator "
+                "to read another column, or pass that column alone."
             )
         items = X[image_column].tolist()
         if prompt_column in X.columns:
-            prompts = _check_prompts(X[prompt_column].tolist())
+            prompts = _check_prompts(X[prompt_column].tolist(), prompt_column)
     elif module == "polars" and hasattr(X, "columns"):
         return as_items(X.to_pandas(), image_column, prompt_column)
     elif module == "datasets" and hasattr(X, "column_names"):
         if image_column not in X.column_names:
             raise ValueError(
                 f"X is a datasets.Dataset without an {image_column!r} column "
-                f"(columns: {X.column_names}). Rename the image column with "
-                f"dataset.rename_column(..., {image_column!r})."
+                f"(columns: {X.column_names}). Pass image_column='<name>' to the "
+                "estimator to read another column."
             )
-        items = list(X[image_column])
+        items = _DatasetColumn(X, image_column)
         if prompt_column in X.column_names:
-            prompts = _check_prompts(list(X[prompt_column]))
+            prompts = _check_prompts(list(X[prompt_column]), prompt_column)
     elif isinstance(X, (str, bytes, os.PathLike, Image.Image)):
         raise TypeError(
             f"X must be a collection of images, got a single {type(X).__name__}. "
             "Wrap it in a list: transform([image])."
         )
     elif isinstance(X, np.ndarray):
-        if X.ndim == 1:
-            items = list(X)
-        elif X.ndim in (3, 4) and X.dtype != object:
-            items = list(X)  # a stack of images, N x H x W (x C)
-        else:
-            raise ValueError(
-                f"X is a numpy array of shape {X.shape}; expected a 1-D array of "
-                "images or paths, or a stack of images of shape (N, H, W) or "
-                "(N, H, W, C)."
-            )
+        items = _array_items(X)
+    elif isinstance(X, (Set, Mapping)):
+        kind = "set" if isinstance(X, Set) else type(X).__name__
+        raise TypeError(
+            f"X is a {kind}, whose order is arbitrary: output rows could not be "
+            "matched to y or to anything else. Pass a list instead (sorted(X) for "
+            "a reproducible order)."
+            if isinstance(X, Set)
+            else f"X is a {kind}, not a collection of images. Pass a list of its "
+            "images (list(X.values())), or a DataFrame with an 'image' column."
+        )
+    elif isinstance(X, Iterator):
+        raise TypeError(
+            f"X is an iterator ({type(X).__name__}), which can be read only once: "
+            "fit would consume it and transform would find it empty. Pass a list "
+            "instead: list(X)."
+        )
     elif isinstance(X, Sequence) or hasattr(X, "tolist"):
         items = X.tolist() if hasattr(X, "tolist") else list(X)
     else:
@@ -122,11 +145,115 @@ def as_items(X, image_column="image", prompt_column="prompt"):
     return items, prompts
 
 
-def _check_prompts(prompts):
+def _array_items(X):
+    """The images of a numpy array X: 1-D of items, or a stack of images."""
+    if X.ndim == 1:
+        return list(X)
+    if X.ndim == 3 and X.dtype != object and X.shape[-1] in (1, 3, 4):
+        # (H, W, C) is one image; read as a stack it would become H images of
+        # W x C pixels, silently.
+        raise ValueError(
+            f"X is a numpy array of shape {X.shape}, which looks like one image "
+            "(height, width, channels), not a collection of images. Wrap it in a "
+            "list, transform([image]), or add an axis, transform(image[None]). (A "
+            "stack of grayscale images that narrow: pass list(X).)"
+        )
+    if X.ndim in (3, 4) and X.dtype != object:
+        return list(X)  # a stack of images, N x H x W (x C)
+    raise ValueError(
+        f"X is a numpy array of shape {X.shape}; expected a 1-D array of "
+        "images or paths, or a stack of images of shape (N, H, W) or "
+        "(N, H, W, C)."
+    )
+
+
+class _DatasetColumn(Sequence):
+    """A ``datasets.Dataset`` image column as a lazy sequence of undecoded items.
+
+    Each access reads one row from the (memory-mapped) Arrow table, as the
+    ``{"bytes", "path"}`` dict of an undecoded ``datasets.Image``, so a
+    transform holds no more decoded images than a batch.
+    """
+
+    def __init__(self, dataset, column):
+        feature = dataset.features.get(column)
+        if type(feature).__name__ == "Image" and getattr(feature, "decode", False):
+            # Metadata only: the rows stay in the Arrow table.
+            dataset = dataset.cast_column(column, type(feature)(decode=False))
+        self._dataset = dataset
+        self._column = column
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._dataset[int(index)][self._column]
+
+
+class HFDatasetView:
+    """A Hugging Face ``datasets.Dataset`` that scikit-learn can split.
+
+    sklearn's cross-validation indexes X as an array (``X[indices, ...]``),
+    which ``datasets.Dataset`` refuses. This view answers such indexing with
+    ``dataset.select(indices)``: a lazy selection of the same Arrow table, no
+    copy, no decoding. skvlm's image estimators read it like the dataset.
+
+    Parameters
+    ----------
+    dataset : datasets.Dataset
+        The rows; its image column is read by the estimator's ``image_column``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasets import Dataset
+    >>> from skvlm.datasets import HFDatasetView
+    >>> view = HFDatasetView(Dataset.from_dict({"image": ["a.png", "b.png"]}))
+    >>> view[np.array([1]), ...]
+    HFDatasetView(n_rows=1, columns=['image'])
+    """
+
+    def __init__(self, dataset):
+        if not hasattr(dataset, "select") or not hasattr(dataset, "column_names"):
+            raise TypeError(
+                f"HFDatasetView wraps a datasets.Dataset, got {type(dataset).__name__}."
+            )
+        self.dataset = dataset
+
+    @property
+    def shape(self):
+        return (len(self.dataset),)
+
+    @property
+    def column_names(self):
+        return self.dataset.column_names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and key[1] is Ellipsis:
+            key = key[0]  # sklearn's array indexing: X[key, ...]
+        if isinstance(key, (int, np.integer)):
+            return self.dataset[int(key)]
+        if isinstance(key, slice):
+            indices = range(*key.indices(len(self)))
+        else:
+            key = np.asarray(key)
+            indices = np.flatnonzero(key) if key.dtype == bool else key.astype(int)
+        return HFDatasetView(self.dataset.select(indices))
+
+    def __repr__(self):
+        return f"HFDatasetView(n_rows={len(self)}, columns={self.column_names})"
+
+
+def _check_prompts(prompts, column="prompt"):
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise TypeError(
-                f"X['prompt'][{i}] is {type(p).__name__}, not a string. Fill the "
+                f"X[{column!r}][{i}] is {type(p).__name__}, not a string. Fill the "
                 "prompt column with text (or drop it to use the estimator's prompt)."
             )
     return prompts
@@ -168,17 +295,22 @@ def load_image(item, index=0):
             image.load()
         elif isinstance(item, (str, os.PathLike)):
             path = Path(item)
+            if path.is_dir():
+                raise ImageLoadError(
+                    f"{where}: is a directory, not an image file. List the images "
+                    "inside it instead (skvlm.datasets.load_image_folder reads a "
+                    "folder of class subfolders).",
+                    index,
+                )
             if not path.is_file():
                 raise ImageLoadError(
                     f"{where}: no such file. Check the path; relative paths are "
                     f"resolved against the working directory {os.getcwd()!r}.",
                     index,
                 )
-            image = Image.open(path)
-            image.load()
+            image = _open(path, where, index)
         elif isinstance(item, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(bytes(item)))
-            image.load()
+            image = _open(io.BytesIO(bytes(item)), where, index)
         elif isinstance(item, np.ndarray):
             image = _array_to_image(item, where, index)
         else:
@@ -208,6 +340,39 @@ def load_image(item, index=0):
             index,
         )
     return to_rgb(image)
+
+
+def _open(source, where, index):
+    """Decode a file or buffer, with the pixel limit checked on the header first."""
+    try:
+        image = Image.open(source)  # reads the header only
+    except Image.DecompressionBombError as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageLoadError(
+            _too_many_pixels(where, int(pixels.group(1)) if pixels else None), index
+        ) from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ImageLoadError(
+            _too_many_pixels(where, image.width * image.height, image.size), index
+        )
+    image.load()
+    return image
+
+
+def _too_many_pixels(where, pixels, size=None):
+    limit = Image.MAX_IMAGE_PIXELS
+    what = f"{size[0]}x{size[1]} = " if size else ""
+    count = f"{what}{pixels / 1e6:,.1f} Mpx" if pixels else "its pixel count"
+    memory = f" (decoding it would take {3 * pixels / 2**30:.1f} GiB or more)"
+    raise_to = f"{-(-pixels // 10**6) * 10**6:_}" if pixels else "<pixels>"
+    return (
+        f"{where}: {count} is over the limit of {limit / 1e6:,.1f} Mpx that guards "
+        f"against decompression bombs (PIL.Image.MAX_IMAGE_PIXELS)"
+        f"{memory if pixels else ''}. If the image is genuine, raise the limit in "
+        f"this process: PIL.Image.MAX_IMAGE_PIXELS = {raise_to} (None removes it); "
+        "or pass on_error='nan' to skip it with a NaN row."
+    )
 
 
 def _array_to_image(array, where, index):
@@ -339,20 +504,35 @@ def image_key(item, index=0):
         item = item.get("bytes") or item.get("path")
     if isinstance(item, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(item))
+        where = _describe(item, index)
         try:
             st = os.stat(path)
         except OSError:
             raise ImageLoadError(
-                f"{_describe(item, index)}: no such file. Check the path.", index
+                f"{where}: no such file. Check the path.", index
             ) from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ImageLoadError(
+                f"{where}: is {kind}, not an image file. List the image files "
+                "instead, or pass on_error='nan' to skip it with a NaN row.",
+                index,
+            )
         memo = (path, st.st_size, st.st_mtime_ns, st.st_ino)
         with _FILE_KEYS_LOCK:
             key = _FILE_KEYS.get(memo)
         if key is None:
             digest = hashlib.sha1(b"file")
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            try:
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError as exc:
+                raise ImageLoadError(
+                    f"{where}: could not be read ({exc.strerror or exc}). Check its "
+                    "permissions, or pass on_error='nan' to skip it with a NaN row.",
+                    index,
+                ) from None
             key = digest.hexdigest()
             with _FILE_KEYS_LOCK:
                 _FILE_KEYS[memo] = key

@@ -1,16 +1,22 @@
-"""The ``skvlm`` command: probe layers, score CLIP zero-shot, rank features.
+"""The ``skvlm`` command: probe layers, score zero-shot, rank features, extract.
 
-Every subcommand runs offline on the embedded models and digit images when
-given no data, and on a folder of class subfolders or a CSV manifest
-otherwise. Errors print one line on stderr (a traceback only with
-``--debug``); the exit status is 0 on success, 1 on an error, 2 on bad
-arguments and 130 on Ctrl-C.
+Every subcommand runs offline on the embedded demo models and digit images
+when given no data (and says so), and on a folder of class subfolders or a
+CSV manifest otherwise, with a real checkpoint by default. ``skvlm sites
+MODEL`` lists what a model offers. Errors print one line on stderr (a
+traceback only with ``--debug``); the exit status is 0 on success, 1 on an
+error, 2 on bad arguments and 130 on Ctrl-C.
+
+Only the standard library is imported here at start-up: ``skvlm --help``
+answers without loading torch or transformers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -18,8 +24,12 @@ from pathlib import Path
 
 #: What ``skvlm probe`` runs on with no arguments (sized for ``make demo``).
 DEMO_MODEL = "skvlm/tiny-llava"
+DEMO_ZERO_SHOT_MODEL = "skvlm/tiny-clip"
 DEMO_N_PER_CLASS = 50
 DEMO_VARIATION = 0.5
+#: The model with --data and no --model: the estimators' default (a real
+#: checkpoint; offline, its error names the embedded models).
+REAL_MODEL = "openai/clip-vit-base-patch32"
 
 
 class CLIError(Exception):
@@ -60,8 +70,7 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        with warnings.catch_warnings():
-            _quiet_libraries(args)
+        with warnings.catch_warnings(), _quiet_libraries(args):
             args.run(args)
     except KeyboardInterrupt:
         print("skvlm: interrupted", file=sys.stderr)
@@ -70,17 +79,29 @@ def main(argv=None):
         if args.debug:
             traceback.print_exc()
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if "on_error" in message and hasattr(args, "on_error"):
+            message = _command_line_fix(message, args)
         print(f"skvlm {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 
 
+def _command_line_fix(message, args):
+    """An image error's Python advice (``on_error='nan'``) in the command's terms."""
+    choices = " or ".join(f"--on-error {c}" for c in args.on_error_choices[1:])
+    fix = f"pass {choices} to go on without it"
+    message = re.sub(r"\(?(pass )?on_error='(nan|skip)'[^.;)]*\)?", fix, message)
+    return message
+
+
 # -- arguments ------------------------------------------------------------------
-def _common(parser, model):
+def _common(parser, demo_model, on_error=("raise", "skip")):
+    parser.set_defaults(demo_model=demo_model, on_error_choices=on_error)
     parser.add_argument(
         "--model",
-        default=model,
-        help=f"model id, local directory or shipped name (default: {model})",
+        default=None,
+        help="model id, local directory or shipped name (default: the embedded "
+        f"demo model {demo_model} without --data, else {REAL_MODEL})",
     )
     parser.add_argument(
         "--data",
@@ -102,12 +123,22 @@ def _common(parser, model):
         "%(default)s)",
     )
     parser.add_argument("--cache", default=None, help="feature store directory")
+    parser.add_argument(
+        "--on-error",
+        choices=on_error,
+        default="raise",
+        help="an unreadable image: stop with its name (raise, default), leave it "
+        "out with its label (skip)"
+        + (", or keep it as a row of NaN (nan)" if "nan" in on_error else ""),
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars and no notes"
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error"
     )
@@ -155,7 +186,7 @@ def _parser():
         description="Classify the images by similarity to class-name prompts "
         "and print the accuracy, overall and per class.",
     )
-    _common(zero, "skvlm/tiny-clip")
+    _common(zero, DEMO_ZERO_SHOT_MODEL)
     zero.add_argument(
         "--class-names",
         default=None,
@@ -192,7 +223,52 @@ def _parser():
     imp.add_argument("--random-state", type=int, default=0)
     imp.add_argument("--out", default=None, help="folder for the CSV tables")
     imp.set_defaults(run=run_importance)
+    _add_extract(sub)
+    _add_sites(sub)
     return parser
+
+
+def _add_extract(sub):
+    ext = sub.add_parser(
+        "extract",
+        help="write one site's features to a .npy or Parquet file",
+        description="Extract the features of one site (stage, layers, pooling) "
+        "of every image and write them to --out: a .npy matrix with a "
+        "<name>.rows.csv of the images and labels beside it, or a Parquet table "
+        "with image, label and one column per feature.",
+    )
+    _common(ext, DEMO_MODEL, on_error=("raise", "nan", "skip"))
+    ext.add_argument("--stage", default="vision")
+    ext.add_argument(
+        "--layers", default="-1", help="comma-separated layers, or all (default: -1)"
+    )
+    ext.add_argument("--pooling", default="auto", help="one pooling (default: auto)")
+    ext.add_argument("--prompt", default=None, help="language-stage instruction")
+    ext.add_argument(
+        "--out", required=True, help="the file to write: .npy, or .parquet / .pq"
+    )
+    ext.set_defaults(run=run_extract)
+
+
+def _add_sites(sub):
+    sites = sub.add_parser(
+        "sites",
+        help="list a model's stages, layers, poolings and widths",
+        description="List every (stage, layer, pooling) site a model offers and "
+        "the width of its features, without loading its weights (the same as "
+        "skvlm.models.describe_sites(MODEL) in Python).",
+    )
+    sites.add_argument("model", help="model id, local directory or shipped name")
+    sites.add_argument(
+        "--format",
+        choices=("table", "csv"),
+        default="table",
+        help="a summary per stage (table, default) or one row per site (csv)",
+    )
+    sites.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error"
+    )
+    sites.set_defaults(run=run_sites, quiet=True, threads=None)
 
 
 def _csv(value, name, *, ints=False):
@@ -213,28 +289,142 @@ def _csv(value, name, *, ints=False):
 
 
 # -- shared steps -----------------------------------------------------------------
+@contextlib.contextmanager
 def _quiet_libraries(args):
+    """The libraries' logging and bars as the command wants them, restored after.
+
+    ``main`` is also called as a function (tests, notebooks): the process keeps
+    its settings.
+    """
+    import transformers
+
+    from .models import EmbeddedModelWarning
+
+    hf_logging = transformers.utils.logging
+    restore = [
+        (hf_logging.set_verbosity, hf_logging.get_verbosity()),
+        (
+            lambda on: (
+                hf_logging.enable_progress_bar()
+                if on
+                else hf_logging.disable_progress_bar()
+            ),
+            hf_logging.is_progress_bar_enabled(),
+        ),
+    ]
     if args.threads is not None:
         import torch
 
+        restore.append((torch.set_num_threads, torch.get_num_threads()))
         torch.set_num_threads(args.threads)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    if args.quiet:  # else the estimators show HF's bars while a model loads
+        hf_logging.disable_progress_bar()
     try:  # the hub's retry notices would break the one-line error contract
         import huggingface_hub
 
-        huggingface_hub.utils.logging.set_verbosity_error()
+        hub_logging = huggingface_hub.utils.logging
+        restore.append((hub_logging.set_verbosity, hub_logging.get_verbosity()))
+        hub_logging.set_verbosity_error()
     except (ImportError, AttributeError):
         pass
+    # The command says itself when it uses an embedded model (_model).
+    warnings.simplefilter("ignore", EmbeddedModelWarning)
     if args.quiet:
         warnings.simplefilter("ignore")
+    try:
+        yield
+    finally:
+        for setter, value in reversed(restore):
+            setter(value)
 
 
 def _say(args, text):
     if not args.quiet:
         print(text, file=sys.stderr)
+
+
+def _model(args):
+    """The model to run: --model, else the demo model (no --data) or a real one.
+
+    Says so when the model is one of the embedded demo models.
+    """
+    from .models import shipped_models
+
+    model = args.model
+    if model is None:
+        model = args.demo_model if args.data is None else REAL_MODEL
+    if model in shipped_models():
+        use = "the demo" if args.data is None else "a try-out: on your images"
+        _say(
+            args,
+            f"Note: {model} is an embedded demo model (tiny, trained on digit "
+            f"images), fine for {use}"
+            + (" its features mean little" if args.data is not None else "")
+            + f"; pass --model for a real checkpoint, e.g. --model {REAL_MODEL}.",
+        )
+    return model
+
+
+def _drop_unreadable(args, X, y):
+    """``(X, y)`` without the images that cannot be read, under --on-error skip."""
+    if args.on_error != "skip":
+        return X, y
+    from ._inputs import ImageLoadError, load_image
+
+    kept, failed = [], []
+    for i, item in enumerate(X):
+        try:
+            load_image(item, i)
+            kept.append(i)
+        except ImageLoadError as exc:
+            failed.append(str(exc))
+    if failed:
+        if not kept:
+            raise CLIError(f"every image is unreadable, e.g. {failed[0]}")
+        shown = "; ".join(failed[:3]) + (" ..." if len(failed) > 3 else "")
+        print(
+            f"skipped {len(failed)} unreadable image(s) (--on-error skip): {shown}",
+            file=sys.stderr,
+        )
+    return [X[i] for i in kept], [y[i] for i in kept]
+
+
+class _StoreReport:
+    """How many images a run took from the feature store and how many it computed.
+
+    Counts the store's entries (one per image and stage) before and after.
+    """
+
+    def __init__(self, cache):
+        self.path = None if cache is None else Path(cache)
+        self.before = self._entries()
+
+    def _entries(self):
+        if self.path is None or not self.path.is_dir():
+            return 0
+        from .store import FeatureStore
+
+        return FeatureStore(self.path).info()["entries"]
+
+    def say(self, args, n_images, n_stages=1, n_failed=0):
+        if self.path is None:
+            return
+        computed = self._entries() - self.before
+        asked = n_images * n_stages
+        served = max(asked - computed - n_failed * n_stages, 0)
+        unit = "images" if n_stages == 1 else f"image passes ({n_stages} stages)"
+        if computed == 0:
+            text = (
+                f"All {served} {unit} came from the feature store at {self.path}: "
+                "no forward pass ran."
+            )
+        else:
+            text = (
+                f"{served} of {asked} {unit} came from the feature store at "
+                f"{self.path}; {computed} ran through the model and were stored."
+            )
+        _say(args, text)
 
 
 def _load_data(args):
@@ -254,15 +444,22 @@ def _load_data(args):
             f"--data {args.data!r} does not exist; give a folder of class "
             "subfolders or a CSV with image,label columns."
         )
-    if path.is_dir():
-        data = load_image_folder(path)
-    elif path.suffix.lower() == ".csv":
-        data = load_image_csv(path)
-    else:
+    if not (path.is_dir() or path.suffix.lower() == ".csv"):
         raise CLIError(
             f"--data {args.data!r} is neither a folder nor a .csv file; give a "
             "folder of class subfolders or a CSV with image,label columns."
         )
+    loader = load_image_folder if path.is_dir() else load_image_csv
+    on_error = getattr(args, "on_error", "raise")
+    if on_error == "nan":  # keep every file: the estimator gives NaN rows
+        checks = {"on_error": "raise", "verify": False}
+    else:
+        checks = {"on_error": on_error}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        data = loader(path, **checks)
+    for warning in caught:  # skipped files are said even with --quiet
+        print(" ".join(str(warning.message).split()), file=sys.stderr)
     what = f"{len(data.data)} images in {len(data.target_names)} classes from {path}"
     return data.data, data.target, [str(n) for n in data.target_names], what
 
@@ -273,10 +470,13 @@ def run_probe(args):
     from .probing import probe_layers
 
     X, y, _, what = _load_data(args)
+    X, y = _drop_unreadable(args, X, y)
     stages = _csv(args.stage, "stage")
-    _say(args, f"Probing {args.model} on {what}.")
+    model = _model(args)
+    _say(args, f"Probing {model} on {what}.")
+    store = _StoreReport(args.cache)
     report = probe_layers(
-        args.model,
+        model,
         X,
         y,
         stages="all" if stages == "all" else [str(s) for s in stages],
@@ -292,6 +492,7 @@ def run_probe(args):
         progress=not args.quiet,
         random_state=args.random_state,
     )
+    store.say(args, len(X), n_stages=report.results["stage"].nunique())
     paths = report.save(args.out)
     print(report.to_text())
     best = report.best_params_
@@ -310,6 +511,7 @@ def run_zero_shot(args):
     from .classifiers import CLIPZeroShotClassifier
 
     X, y, names, what = _load_data(args)
+    X, y = _drop_unreadable(args, X, y)
     if args.class_names is not None:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != len(np.unique(y)):
@@ -327,9 +529,11 @@ def run_zero_shot(args):
                 f"--template {template!r} has no {{}} for the class name; "
                 "e.g. 'a photo of a {}.'."
             )
-    _say(args, f"Zero-shot {args.model} on {what}.")
+    model = _model(args)
+    _say(args, f"Zero-shot {model} on {what}.")
+    store = _StoreReport(args.cache)
     clf = CLIPZeroShotClassifier(
-        args.model,
+        model,
         class_names=names,
         templates=templates,
         batch_size=args.batch_size,
@@ -338,6 +542,7 @@ def run_zero_shot(args):
         progress=not args.quiet,
     )
     pred = clf.fit(X, y).predict(X)
+    store.say(args, len(X))
     y = np.asarray(y)
     print(f"{'class':>12} {'n':>5} accuracy")
     for label, name in zip(clf.classes_, names, strict=True):
@@ -358,37 +563,17 @@ def run_importance(args):
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    from ._embedding import VLMEmbeddingTransformer
     from .inspection import groups_from_feature_names, permutation_importance
-    from .models import load_adapter
     from .probing import default_probe
 
     X, y, _, what = _load_data(args)
-    layers = _csv(args.layers, "layers", ints=True)
-    if layers == "all":
-        adapter = load_adapter(args.model, device=args.device)
-        if args.stage not in adapter.stages:
-            raise CLIError(
-                f"--stage {args.stage!r} is not a stage of {args.model}; its stages "
-                f"are {list(adapter.stages)}."
-            )
-        layers = list(range(adapter.n_layers(args.stage)))
-    pooling = _csv(args.pooling, "pooling")
-    if pooling == "all" or len(pooling) != 1:
-        raise CLIError("--pooling takes one pooling name (or auto), not a list.")
-    _say(args, f"Importance of {args.model} {args.stage} features on {what}.")
-    vlm = VLMEmbeddingTransformer(
-        args.model,
-        stage=args.stage,
-        layer=layers,
-        pooling=pooling[0],
-        prompt=args.prompt,
-        batch_size=args.batch_size,
-        device=args.device,
-        cache=args.cache,
-        progress=not args.quiet,
-    )
+    X, y = _drop_unreadable(args, X, y)
+    model = _model(args)
+    _say(args, f"Importance of {model} {args.stage} features on {what}.")
+    store = _StoreReport(args.cache)
+    vlm = _site_transformer(args, model)
     features = vlm.fit_transform(X)
+    store.say(args, len(X))
     names = vlm.get_feature_names_out()
     F_train, F_test, y_train, y_test = train_test_split(
         features,
@@ -420,9 +605,16 @@ def run_importance(args):
             "std": by_layer.importances_std,
         }
     )
-    print(f"probe test accuracy: {probe.score(F_test, y_test):.3f}")
-    print(f"top {args.top_k} of {len(names)} dimensions (accuracy drop when permuted):")
-    print(top.head(args.top_k).to_string(index=False, float_format="%.4f"))
+    accuracy = probe.score(F_test, y_test)
+    print(f"probe test accuracy: {accuracy:.3f}")
+    if np.all(dims.importances == 0):
+        print(_why_no_importance(probe, F_test, y_test, accuracy, len(names)))
+    else:
+        print(
+            f"top {args.top_k} of {len(names)} dimensions (accuracy drop when "
+            "permuted):"
+        )
+        print(top.head(args.top_k).to_string(index=False, float_format="%.4f"))
     print("by layer (all dimensions of a layer permuted together):")
     print(layer_table.to_string(index=False, float_format="%.4f"))
     if args.out is not None:
@@ -430,3 +622,174 @@ def run_importance(args):
         out.mkdir(parents=True, exist_ok=True)
         top.to_csv(out / "importance_dims.csv", index=False)
         layer_table.to_csv(out / "importance_layers.csv", index=False)
+
+
+def _why_no_importance(probe, F_test, y_test, accuracy, n_features):
+    """Say why permuting no dimension changed the probe's test accuracy."""
+    import numpy as np
+
+    y_test = np.asarray(y_test)
+    pred = probe.predict(F_test)
+    classes, counts = np.unique(y_test, return_counts=True)
+    chance = counts.max() / len(y_test)
+    head = (
+        f"Every one of the {n_features} dimensions has importance 0: permuting "
+        "any one of them alone changed no test prediction, "
+    )
+    if len(np.unique(pred)) == 1:
+        why = (
+            f"because the probe predicts one class ({pred[0]!r}) for every test "
+            "image, so there is nothing to change. It learned nothing usable from "
+            "these features: try another --stage, --layers or --pooling (skvlm "
+            "probe compares them all), or more images per class."
+        )
+    elif accuracy <= chance + 1 / len(y_test):
+        why = (
+            f"and the probe is at chance (accuracy {accuracy:.3f}, chance "
+            f"{chance:.3f}): its predictions do not depend on any one dimension. "
+            "Try another --stage, --layers or --pooling (skvlm probe compares "
+            "them all), or more images per class."
+        )
+    else:
+        why = (
+            f"although the probe is above chance ({accuracy:.3f} vs {chance:.3f}): "
+            "its margins are wide and the information is spread over many "
+            f"dimensions, so no single one moves a prediction; with {len(y_test)} "
+            f"test images accuracy moves in steps of {1 / len(y_test):.3f}. The "
+            "by-layer table below permutes whole layers; more test images "
+            "(--test-size, --n-per-class) give finer steps."
+        )
+    return head + why
+
+
+def _site_transformer(args, model):
+    """The VLMEmbeddingTransformer of --stage, --layers and --pooling."""
+    from ._embedding import VLMEmbeddingTransformer
+    from .models import load_adapter
+
+    layers = _csv(args.layers, "layers", ints=True)
+    if layers == "all":
+        adapter = load_adapter(model, device=args.device)
+        if args.stage not in adapter.stages:
+            raise CLIError(
+                f"--stage {args.stage!r} is not a stage of {model}; its stages "
+                f"are {list(adapter.stages)}."
+            )
+        layers = list(range(adapter.n_layers(args.stage)))
+    pooling = _csv(args.pooling, "pooling")
+    if pooling == "all" or len(pooling) != 1:
+        raise CLIError("--pooling takes one pooling name (or auto), not a list.")
+    return VLMEmbeddingTransformer(
+        model,
+        stage=args.stage,
+        layer=layers,
+        pooling=pooling[0],
+        prompt=args.prompt,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache=args.cache,
+        progress=not args.quiet,
+        on_error="raise" if args.on_error == "raise" else "nan",
+    )
+
+
+def run_extract(args):
+    """``skvlm extract``: one site's features of every image, to .npy or Parquet."""
+    import numpy as np
+    import pandas as pd
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".parquet", ".pq"):
+        raise CLIError(
+            f"--out {args.out!r} must end in .npy (a matrix) or .parquet / .pq (a "
+            "table)."
+        )
+    if suffix != ".npy":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise CLIError(
+                "writing Parquet needs pyarrow: pip install pyarrow (or write .npy)."
+            ) from None
+    X, y, names, what = _load_data(args)
+    model = _model(args)
+    _say(args, f"Extracting {model} {args.stage} features of {what}.")
+    store = _StoreReport(args.cache)
+    vlm = _site_transformer(args, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # failed rows: reported below
+        features = vlm.fit_transform(X)
+    failed = np.flatnonzero(np.isnan(features).all(axis=1))
+    store.say(args, len(X), n_failed=len(failed))
+    rows = pd.DataFrame(
+        {
+            "image": [_image_label(item, i) for i, item in enumerate(X)],
+            "label": [names[int(t)] for t in y],
+        }
+    )
+    if len(failed):
+        shown = ", ".join(rows["image"].iloc[failed[:5]].astype(str))
+        action = "left out" if args.on_error == "skip" else "written as NaN rows"
+        print(
+            f"{len(failed)} unreadable image(s) {action} (--on-error "
+            f"{args.on_error}): {shown}{' ...' if len(failed) > 5 else ''}",
+            file=sys.stderr,
+        )
+        if args.on_error == "skip":
+            keep = np.setdiff1d(np.arange(len(X)), failed)
+            features, rows = features[keep], rows.iloc[keep].reset_index(drop=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(out, features)
+        index = out.with_name(out.stem + ".rows.csv")
+        rows.to_csv(index, index=False)
+        written = f"{out} and {index}"
+    else:
+        columns = pd.DataFrame(features, columns=vlm.get_feature_names_out())
+        pd.concat([rows, columns], axis=1).to_parquet(out, index=False)
+        written = str(out)
+    print(
+        f"{features.shape[0]} x {features.shape[1]} float32 features "
+        f"({', '.join(vlm.get_feature_names_out()[[0, -1]])}) written to {written}"
+    )
+
+
+def _image_label(item, index):
+    """How a row names its image: the path, or its index for in-memory images."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return f"X[{index}]"
+
+
+def run_sites(args):
+    """``skvlm sites MODEL``: the stages, layers, poolings and widths of a model."""
+    from .models import describe_sites
+
+    sites = describe_sites(args.model)
+    if args.format == "csv":
+        print(sites.to_csv(index=False), end="")
+        return
+    print(f"{args.model} ({sites.attrs['family']}): {len(sites)} sites")
+    print(f"{'stage':<10} {'layers':<7} {'dim':>5}  {'auto':<7} poolings")
+    for stage, info in sites.attrs["stages"].items():
+        here = sites[sites["stage"] == stage]
+        poolings = []
+        for pooling in dict.fromkeys(here["pooling"]):
+            at = here.loc[here["pooling"] == pooling, "layer"].tolist()
+            where = "" if len(at) == info["n_layers"] else f" (layer {_span(at)})"
+            poolings.append(f"{pooling}{where}")
+        if info["max_position"] is not None:
+            bound = info["max_position"]
+            poolings.append(f"int positions {-bound - 1}..{bound}")
+        print(
+            f"{stage:<10} {_span(range(info['n_layers'])):<7} {info['dim']:>5}  "
+            f"{info['auto_pooling']:<7} {', '.join(poolings)}"
+        )
+
+
+def _span(layers):
+    layers = list(layers)
+    if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ", ".join(map(str, layers))

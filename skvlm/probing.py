@@ -15,18 +15,13 @@ from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import (
-    HasMethods,
-    Interval,
-    StrOptions,
-    validate_params,
-)
 from sklearn.utils.multiclass import type_of_target
 
 from ._embedding import VLMEmbeddingTransformer
 from ._report import ProbeReport
-from .models import STAGES, load_adapter
 from ._site import resolve_layers
+from ._sklearn_compat import HasMethods, Interval, StrOptions, validate_params
+from .models import STAGES, load_adapter
 from .pooling import is_position
 
 __all__ = ["ProbeReport", "probe_layers"]

@@ -139,3 +139,143 @@ def test_python_dash_m_exit_status():
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "skvlm probe: error: --data '/no/such/place' does not exist" in result.stderr
+
+
+# -- the CLI as a daily tool (issue 15, item 10) -------------------------------------------
+@pytest.fixture
+def folder_with_bad_files(tmp_path, image_folder):
+    """The image folder plus an unreadable file and a truncated PNG."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(image_folder, root)
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (first / "zz_notes.png").write_text("not an image")
+    good = sorted(first.glob("*.png"))[0].read_bytes()
+    (first / "zz_cut.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def test_on_error_raise_names_the_file_and_the_command_line_fix(
+    clip_path, folder_with_bad_files, capsys
+):
+    args = ["probe", "--model", str(clip_path), "--data", str(folder_with_bad_files)]
+    assert main([*args, "--quiet", "--layers", "-1", "--cv", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "zz_notes.png" in err and "--on-error skip" in err
+    assert "on_error=" not in err  # no advice that only Python can follow
+    assert main([*args, "--on-error", "nan"]) == 2  # probe cannot use NaN rows
+
+
+def test_on_error_skip_leaves_unreadable_images_out(
+    clip_path, folder_with_bad_files, tmp_path, capsys
+):
+    out = tmp_path / "report"
+    args = ["probe", "--model", str(clip_path), "--data", str(folder_with_bad_files)]
+    args += ["--quiet", "--layers", "-1", "--cv", "2", "--on-error", "skip"]
+    assert main([*args, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    # said even with --quiet: leaving data out is never silent
+    assert "Skipped 2 unreadable image file(s)" in err
+    assert "zz_cut.png" in err and "zz_notes.png" in err
+    assert json.loads((out / "results.json").read_text())["meta"]["n_samples"] == 12
+
+
+def test_extract_writes_npy_and_parquet_with_nan_or_skip(
+    clip_path, folder_with_bad_files, tmp_path, capsys
+):
+    np = pytest.importorskip("numpy")
+    from skvlm import VLMEmbeddingTransformer
+    from skvlm.datasets import load_image_folder
+
+    common = ["extract", "--model", str(clip_path), "--data"]
+    common += [str(folder_with_bad_files), "--quiet", "--pooling", "mean"]
+    npy = tmp_path / "f.npy"
+    assert main([*common, "--on-error", "nan", "--out", str(npy)]) == 0
+    features = np.load(npy)
+    rows = pd.read_csv(tmp_path / "f.rows.csv")
+    assert len(rows) == len(features) == 14
+    bad = rows["image"].str.endswith(("zz_notes.png", "zz_cut.png")).to_numpy()
+    assert np.isnan(features[bad]).all() and np.isfinite(features[~bad]).all()
+    assert "2 unreadable image(s) written as NaN rows" in capsys.readouterr().err
+    # the features are the Python API's on the same files
+    paths = load_image_folder(folder_with_bad_files, on_error="skip").data
+    expected = VLMEmbeddingTransformer(clip_path, pooling="mean").fit_transform(
+        [p for p in paths if not str(p).endswith("zz_cut.png")]
+    )
+    np.testing.assert_allclose(features[~bad], expected, rtol=1e-5, atol=1e-6)
+    parquet = tmp_path / "f.parquet"
+    args = [*common, "--on-error", "skip", "--layers", "0,-1", "--out", str(parquet)]
+    assert main(args) == 0
+    table = pd.read_parquet(parquet)
+    assert len(table) == 12 and list(table.columns[:3]) == [
+        "image",
+        "label",
+        "vision_l0_mean_0",
+    ]
+    assert table.shape[1] == 2 + 2 * 32
+    assert main([*common, "--out", str(tmp_path / "f.txt")]) == 1
+    assert "must end in .npy" in capsys.readouterr().err
+
+
+def test_a_cached_rerun_says_the_images_came_from_the_store(
+    clip_path, tmp_path, capsys
+):
+    args = ["extract", "--model", str(clip_path), "--n-per-class", "2"]
+    args += ["--cache", str(tmp_path / "store"), "--out", str(tmp_path / "f.npy")]
+    assert main(args) == 0
+    first = capsys.readouterr().err
+    assert "0 of 20 images came from the feature store" in first
+    assert "20 ran through the model" in first
+    assert main(args) == 0
+    again = capsys.readouterr().err
+    assert "All 20 images came from the feature store" in again
+    assert "no forward pass ran" in again and "0batch" not in again
+
+
+def test_importance_says_why_when_every_importance_is_zero(clip_path, tmp_path, capsys):
+    # Two classes of the very same image: no feature can tell them apart.
+    from skvlm.datasets import load_digit_images
+
+    image = load_digit_images(n_class=1, n_per_class=1).images[0]
+    for name in ["a", "b"]:
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            image.save(tmp_path / name / f"{i}.png")
+    args = ["importance", "--model", str(clip_path), "--data", str(tmp_path)]
+    assert main([*args, "--quiet", "--layers", "-1", "--test-size", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "Every one of the 32 dimensions has importance 0" in out
+    assert "predicts one class" in out and "top 10 of" not in out
+    assert "by layer" in out
+
+
+def test_sites_lists_what_a_model_offers(capsys):
+    from skvlm.models import describe_sites
+
+    assert main(["sites", "skvlm/tiny-llava"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "skvlm/tiny-llava (llava): 35 sites"
+    assert lines[2].split()[:4] == ["vision", "0..3", "64", "cls"]
+    assert "pooler (layer 3)" in lines[2] and "int positions -17..16" in lines[2]
+    assert lines[4].split()[:4] == ["language", "0..3", "96", "last"]
+    assert main(["sites", "skvlm/tiny-clip", "--format", "csv"]) == 0
+    table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    pd.testing.assert_frame_equal(table, describe_sites("skvlm/tiny-clip"))
+    assert main(["sites", "/no/such/model/dir", "--debug"]) == 1
+
+
+def test_demo_mode_says_it_runs_an_embedded_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["zero-shot", "--n-per-class", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "skvlm/tiny-clip is an embedded demo model" in err
+    assert "--model openai/clip-vit-base-patch32" in err
+
+
+def test_with_data_the_default_is_a_real_checkpoint(image_folder, monkeypatch, capsys):
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # fail fast, offline
+    assert main(["zero-shot", "--data", str(image_folder), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "'openai/clip-vit-base-patch32'" in err and "'skvlm/tiny-clip'" in err

@@ -1,6 +1,7 @@
 """Every accepted input form, every PIL mode, and every bad input's error."""
 
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ from PIL import Image
 
 from skvlm import ImageLoadError, VLMEmbeddingTransformer
 from skvlm._inputs import as_items, image_key, load_image, to_rgb
+from skvlm.models import EmbeddedModelWarning
 
 
 @pytest.fixture
@@ -174,3 +176,179 @@ def test_image_key_follows_content_not_name(rgb, tmp_path):
     assert image_key(b) != image_key(a)
     assert image_key(rgb) != image_key(edited)
     assert image_key(np.asarray(rgb)) == image_key(np.asarray(rgb).copy())
+
+
+# -- containers that cannot work as X (issue 15, item 5) ---------------------------------
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_single_array_image_is_refused_with_how_to_wrap_it(clip_path, rgb, channels):
+    image = np.zeros((20, 24, channels), np.uint8)
+    vlm = VLMEmbeddingTransformer(clip_path)
+    with pytest.raises(ValueError, match=rf"shape \(20, 24, {channels}\).*one image"):
+        vlm.fit_transform(image)
+    vlm.fit(None)
+    message = _error_for(image, clip_path)
+    assert "transform([image])" in message and "image[None]" in message
+    # both suggested fixes work, and agree
+    np.testing.assert_array_equal(vlm.transform([image]), vlm.transform(image[None]))
+
+
+def test_iterators_are_refused_before_fit_consumes_them(clip_path, rgb):
+    vlm = VLMEmbeddingTransformer(clip_path)
+    for X in [(im for im in [rgb, rgb]), iter([rgb, rgb]), map(lambda im: im, [rgb])]:
+        with pytest.raises(TypeError, match="can be read only once.*list\\(X\\)"):
+            vlm.fit_transform(X)
+    assert vlm.fit_transform([rgb, rgb]).shape[0] == 2
+
+
+def test_sets_and_dicts_are_refused(clip_path, tmp_path, rgb):
+    paths = []
+    for name in ["a.png", "b.png", "c.png"]:
+        rgb.save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    vlm = VLMEmbeddingTransformer(clip_path)
+    for X in [set(paths), frozenset(paths)]:
+        with pytest.raises(TypeError, match="order is arbitrary.*sorted\\(X\\)"):
+            vlm.fit_transform(X)
+    with pytest.raises(TypeError, match=r"X is a dict.*list\(X.values\(\)\)"):
+        vlm.fit_transform(dict.fromkeys(paths))
+
+
+# -- decompression bombs and the pixel limit ----------------------------------------------
+def _noise(size, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size[::-1], 3), np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture
+def pixel_limit(monkeypatch):
+    """PIL's limit lowered to 1000 pixels: 40x40 is over it, 50x50 over twice it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+
+
+@pytest.mark.parametrize("size", [(40, 40), (50, 50)], ids=["over", "bomb"])
+@pytest.mark.parametrize("form", ["path", "bytes"])
+def test_images_over_the_pixel_limit_are_image_load_errors(
+    clip_path, tmp_path, pixel_limit, size, form
+):
+    path = tmp_path / "big.png"
+    _noise(size).save(path)
+    item = str(path) if form == "path" else path.read_bytes()
+    small = _noise((20, 20), seed=1)
+    vlm = VLMEmbeddingTransformer(clip_path, pooling="mean")
+    with pytest.raises(ImageLoadError, match="PIL.Image.MAX_IMAGE_PIXELS") as info:
+        vlm.fit_transform([small, item])
+    assert info.value.index == 1
+    message = str(info.value)
+    assert message.startswith("X[1]") and "decompression bomb" in message
+    if form == "path":
+        assert "big.png" in message
+    if size == (40, 40):  # read from the header, before any decoding
+        assert (
+            "40x40 = 0.0 Mpx" in message and "MAX_IMAGE_PIXELS = 1_000_000" in message
+        )
+    # on_error="nan" makes it a NaN row, like any other unreadable image
+    vlm.set_params(on_error="nan")
+    with pytest.warns(UserWarning, match=r"indices \[1\]"):
+        out = vlm.fit_transform([small, item])
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+
+
+def test_raising_the_pixel_limit_admits_the_image(clip_path, tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    _noise((40, 40)).save(path)
+    vlm = VLMEmbeddingTransformer(clip_path, pooling="mean").fit(None)
+    expected = vlm.transform([_noise((40, 40))])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageLoadError):
+        vlm.transform([path])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1600)  # the image's own size
+    np.testing.assert_array_equal(vlm.transform([path]), expected)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # no limit, as in PIL
+    np.testing.assert_array_equal(vlm.transform([path]), expected)
+
+
+# -- a directory where an image should be -------------------------------------------------
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_directory_goes_through_on_error(clip_path, rgb, tmp_path, cache):
+    folder = tmp_path / "not_an_image"
+    folder.mkdir()
+    store = str(tmp_path / "store") if cache else None
+    vlm = VLMEmbeddingTransformer(clip_path, cache=store)
+    with pytest.raises(ImageLoadError, match="X\\[1\\].*not_an_image.*is a directory"):
+        vlm.fit_transform([rgb, str(folder)])
+    vlm.set_params(on_error="nan")
+    with pytest.warns(UserWarning, match=r"indices \[1\]"):
+        out = vlm.fit_transform([rgb, str(folder)])
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+
+
+def test_image_key_of_a_directory_or_unreadable_file(tmp_path):
+    with pytest.raises(ImageLoadError, match="X\\[4\\].*is a directory") as info:
+        image_key(tmp_path, index=4)
+    assert info.value.index == 4
+
+
+# -- image_column and Hugging Face datasets (issue 15, item 11) ----------------------------
+def test_image_column_reads_another_dataframe_column(clip_path, rgb):
+    frame = pd.DataFrame({"picture": [rgb, rgb], "image": ["not", "images"]})
+    vlm = VLMEmbeddingTransformer(clip_path, image_column="picture")
+    np.testing.assert_array_equal(vlm.fit_transform(frame), vlm.transform([rgb, rgb]))
+    message = _error_for(pd.DataFrame({"picture": [rgb]}), clip_path)
+    assert "without an 'image' column" in message and "image_column=" in message
+
+
+def test_hf_dataset_items_are_read_lazily_and_undecoded(rgb):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"photo": [rgb] * 3, "label": [0, 1, 0]})
+    assert ds.features["photo"].decode  # a decoded Image feature by default
+    items, _ = as_items(ds, image_column="photo")
+    assert not isinstance(items, list) and len(items) == 3
+    assert set(items[0]) == {"bytes", "path"}  # read on access, not decoded
+    np.testing.assert_array_equal(np.asarray(load_image(items[2])), np.asarray(rgb))
+
+
+def test_hf_dataset_in_cross_validation(clip_path):
+    datasets = pytest.importorskip("datasets")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    from skvlm.datasets import HFDatasetView, load_digit_images
+
+    digits = load_digit_images(n_class=2, n_per_class=6)
+    ds = datasets.Dataset.from_dict({"img": digits.images, "label": digits.target})
+    y = np.asarray(ds["label"])
+    pipe = make_pipeline(
+        VLMEmbeddingTransformer(clip_path, pooling="mean", image_column="img"),
+        LogisticRegression(max_iter=1000),
+    )
+    with pytest.raises(TypeError):  # sklearn cannot index a Dataset: documented
+        cross_val_score(pipe, ds, y, cv=2)
+    view = HFDatasetView(ds)
+    scores = cross_val_score(pipe, view, y, cv=2)
+    # the same folds on the images themselves give the same scores
+    frame = pd.DataFrame({"img": digits.images})
+    np.testing.assert_array_equal(scores, cross_val_score(pipe, frame, y, cv=2))
+    assert len(view[np.array([0, 3]), ...]) == 2
+    assert len(view[np.arange(12) % 3 == 0]) == 4
+
+
+def test_image_column_on_the_classifiers(clip_path):
+    from skvlm import CLIPZeroShotClassifier, VLMGenerativeClassifier
+    from skvlm.datasets import load_digit_images
+
+    digits = load_digit_images(n_class=3, n_per_class=2)
+    frame = pd.DataFrame({"photo": digits.images, "image": ["x"] * 6})
+    names = list(digits.target_names)
+    for clf in [
+        CLIPZeroShotClassifier(clip_path, class_names=names, image_column="photo"),
+        VLMGenerativeClassifier(
+            "skvlm/tiny-llava", class_names=names, image_column="photo"
+        ),
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmbeddedModelWarning)
+            clf.fit(frame, digits.target)
+            np.testing.assert_array_equal(
+                clf.predict_proba(frame), clf.predict_proba(digits.images)
+            )

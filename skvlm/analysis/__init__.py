@@ -1,17 +1,16 @@
 """The paper's class-frequency analysis: how often a class is named in a corpus
 against how well a model classifies it."""
 
-from ._class_frequency import class_frequency, tokenize
-from ._frequency_report import (
-    FrequencyAccuracyReport,
-    frequency_accuracy_report,
-    per_class_accuracy,
-)
+from .._lazy import attach
 
-__all__ = [
-    "FrequencyAccuracyReport",
-    "class_frequency",
-    "frequency_accuracy_report",
-    "per_class_accuracy",
-    "tokenize",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._class_frequency": ["class_frequency", "tokenize"],
+        "._frequency_report": [
+            "FrequencyAccuracyReport",
+            "frequency_accuracy_report",
+            "per_class_accuracy",
+        ],
+    },
+)

@@ -1,13 +1,13 @@
 """Classifiers built on VLMs and on their features."""
 
-from ._generative import VLMGenerativeClassifier
-from ._generative_text import match_class_name
-from ._linear_probe import LinearProbeClassifier
-from ._zero_shot import CLIPZeroShotClassifier
+from .._lazy import attach
 
-__all__ = [
-    "CLIPZeroShotClassifier",
-    "LinearProbeClassifier",
-    "VLMGenerativeClassifier",
-    "match_class_name",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._generative": ["VLMGenerativeClassifier"],
+        "._generative_text": ["match_class_name"],
+        "._linear_probe": ["LinearProbeClassifier"],
+        "._zero_shot": ["CLIPZeroShotClassifier"],
+    },
+)

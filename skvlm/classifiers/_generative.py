@@ -9,13 +9,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import ImageInputMixin, as_items, load_image
+from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, image_prefix, score_continuations
@@ -36,10 +36,11 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-llava"
+    model : str or path-like, default="llava-hf/llava-1.5-7b-hf"
         A generative VLM (LLaVA-1.5, LLaVA-NeXT, PaliGemma, BLIP-2, InstructBLIP,
         Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Idefics3, SmolVLM): hub id, local
-        directory or shipped name.
+        directory or shipped name (``"skvlm/tiny-llava"`` needs no download: a
+        tiny demo model, noted once with an ``EmbeddedModelWarning``).
     class_names : mapping or sequence of str, default=None
         The text of each label: a dict ``{label: name}``, or a list aligned with
         the sorted labels. None uses ``str(label)``. Names must be distinct
@@ -86,6 +87,9 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Show a progress bar over images.
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -165,11 +169,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "dtype": "no_validation",
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-llava",
+        model="llava-hf/llava-1.5-7b-hf",
         *,
         class_names=None,
         strategy="probabilistic",
@@ -187,6 +192,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         dtype="auto",
         progress=False,
         model_kwargs=None,
+        image_column="image",
     ):
         self.model = model
         self.class_names = class_names
@@ -205,8 +211,9 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.progress = progress
         self.model_kwargs = model_kwargs
+        self.image_column = image_column
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Record the classes, tokenize their names and estimate the prior.
 
@@ -352,10 +359,11 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
+            progress=self.progress,
         )
 
     def _items_prompts(self, X):
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         base = [DEFAULT_PROMPT if self.prompt is None else self.prompt] * len(items)
         prompts = base if row_prompts is None else row_prompts
         if self.strategy != "closed_set":

@@ -1,35 +1,23 @@
 """The paper's feature probe as a scikit-learn classifier trained with torch."""
 
-import copy
 import math
-import time
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
-
-_ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
-
-
-def _activate(z, activation, xp):
-    """Apply ``activation`` to ``z``; ``xp`` is the torch or numpy namespace."""
-    if activation == "relu":
-        return xp.clip(z, 0, None) if xp is np else xp.relu(z)
-    if activation == "tanh":
-        return xp.tanh(z)
-    if activation == "logistic":
-        return expit(z) if xp is np else xp.sigmoid(z)
-    return z
+from . import _probe_training as training
+from ._probe_training import ACTIVATIONS, activate
 
 
 class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
@@ -192,7 +180,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             "array-like",
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions({"adam", "lbfgs"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
@@ -262,7 +250,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         self : LinearProbeClassifier
             The fitted probe.
         """
-        self._validate_params()
+        validate_parameters(self)
         hidden = self._check_hidden_layer_sizes()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
@@ -297,13 +285,16 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             self.mean_ = self.scale_ = None
 
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
-        sizes = [X.shape[1], *hidden, n_outputs]
-        if self.solver == "lbfgs":
-            weights, biases = self._train_lbfgs(X, y_index, sizes, device, seed)
-        else:
-            weights, biases = self._train(
-                X, y_index, train_idx, val_idx, sizes, device, seed
-            )
+        result = self._train(
+            X,
+            y_index,
+            train_idx,
+            val_idx,
+            [X.shape[1], *hidden, n_outputs],
+            device,
+            seed,
+        )
+        weights, biases = result.weights, result.biases
         self.coefs_ = weights
         self.intercepts_ = biases
         if not hidden:
@@ -354,208 +345,62 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             random_state=seed,
         )
 
-    def _init_params(self, sizes, device, generator):
-        """Weights and biases, interleaved, as leaf tensors on ``device``."""
-        import torch
-
-        params = []
-        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            if layer == len(sizes) - 2:
-                # The output layer starts at zero, as LogisticRegression does: a
-                # random start adds logit noise that, without weight decay, the
-                # directions the data barely constrain never lose.
-                w, b = torch.zeros(n_in, n_out), torch.zeros(n_out)
-            else:
-                # nn.Linear's default init, drawn from a local generator so the
-                # caller's global torch RNG stays as it was.
-                bound = 1.0 / math.sqrt(n_in)
-                w = (torch.rand(n_in, n_out, generator=generator) * 2 - 1) * bound
-                b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
-            params.append(torch.nn.Parameter(w.to(device)))
-            params.append(torch.nn.Parameter(b.to(device)))
-        return params
-
-    def _to_device(self, X, rows, device):
-        """Standardised float32 rows of ``X`` as a tensor on ``device``."""
-        import torch
-
-        block = X[rows].astype(np.float32)  # a copy, safe to scale in place
-        if self.mean_ is not None:
-            block -= self.mean_.astype(np.float32)
-            block /= self.scale_.astype(np.float32)
-        return torch.from_numpy(block).to(device)
-
-    def _forward(self, params, inputs):
-        import torch
-
-        out = inputs
-        for layer in range(len(params) // 2):
-            out = out @ params[2 * layer] + params[2 * layer + 1]
-            if layer < len(params) // 2 - 1:
-                out = _activate(out, self.activation, torch)
-        return out
-
-    def _objective(self, params, logits, targets, n_train, penalise=True):
-        """Mean cross-entropy plus ``alpha / (2 n_train)`` times the squared weights."""
-        import torch.nn.functional as F
-
-        if logits.shape[1] == 1:
-            loss = F.binary_cross_entropy_with_logits(
-                logits[:, 0], targets.to(logits.dtype)
-            )
-        else:
-            loss = F.cross_entropy(logits, targets)
-        if self.alpha and penalise:
-            squares = sum((w * w).sum() for w in params[0::2])
-            loss = loss + self.alpha / (2 * n_train) * squares
-        return loss
-
-    def _train_lbfgs(self, X, y_index, sizes, device, seed):
-        """Full-batch L-BFGS on all rows; return the weights as numpy arrays."""
-        import torch
-
-        generator = torch.Generator().manual_seed(seed)
-        params = self._init_params(sizes, device, generator)
-        X_train = self._to_device(X, np.arange(X.shape[0]), device)
-        y_train = torch.as_tensor(y_index, device=device)
-        n_train = X_train.shape[0]
-        max_eval = self.max_iter * 5 // 4  # torch's default, stated for the warning
-        optimizer = torch.optim.LBFGS(
-            params,
-            lr=1.0,
-            max_iter=self.max_iter,
-            max_eval=max_eval,
-            tolerance_grad=self.tol,
-            tolerance_change=self.tol,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-        )
-        self.loss_curve_ = []
-
-        def closure():
-            optimizer.zero_grad(set_to_none=True)
-            loss = self._objective(
-                params, self._forward(params, X_train), y_train, n_train
-            )
-            loss.backward()
-            self.loss_curve_.append(float(loss.detach()))
-            if self.verbose:
-                print(f"evaluation {len(self.loss_curve_)}: {self.loss_curve_[-1]:.6f}")
-            return loss
-
-        optimizer.step(closure)
-        state = optimizer.state[params[0]]
-        self.n_iter_ = self.best_epoch_ = int(state.get("n_iter", 0))
-        self.validation_scores_ = self.validation_loss_curve_ = None
-        # torch stops silently at max_iter iterations or max_eval evaluations.
-        if self.n_iter_ >= self.max_iter or state.get("func_evals", 0) >= max_eval:
-            warnings.warn(
-                f"LinearProbeClassifier(solver='lbfgs') reached max_iter="
-                f"{self.max_iter} iterations (or {max_eval} loss "
-                "evaluations) before tol was met; raise max_iter to train longer.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        arrays = [p.detach().to("cpu", copy=True).numpy() for p in params]
-        return arrays[0::2], arrays[1::2]
-
     def _train(self, X, y_index, train_idx, val_idx, sizes, device, seed):
-        """Run the mini-batch Adam loop; return the kept weights as numpy arrays."""
-        import torch
-
+        """Train the torch network (``_probe_training``); record its history."""
         generator = torch.Generator().manual_seed(seed)
-        params = self._init_params(sizes, device, generator)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": params[0::2], "weight_decay": self.weight_decay},
-                {"params": params[1::2], "weight_decay": 0.0},
-            ],
-            lr=self.learning_rate_init,
+        network = training.ProbeNetwork(
+            sizes, self.activation, self.alpha, device, generator
         )
-        binary = sizes[-1] == 1
 
-        def to_device(rows):
-            return self._to_device(X, rows, device)
+        def rows(index):
+            tensors = training.to_tensor(X, index, self.mean_, self.scale_, device)
+            return tensors, torch.as_tensor(y_index[index], device=device)
 
-        def forward(inputs):
-            return self._forward(params, inputs)
-
-        X_train = to_device(train_idx)
-        y_train = torch.as_tensor(y_index[train_idx], device=device)
-        if val_idx is not None:
-            X_val = to_device(val_idx)
-            y_val = torch.as_tensor(y_index[val_idx], device=device)
-        n_train = X_train.shape[0]
-        batch_size = min(self.batch_size, n_train)
-
-        self.loss_curve_ = []
-        self.validation_scores_ = [] if val_idx is not None else None
-        self.validation_loss_curve_ = [] if val_idx is not None else None
-        best = {"loss": np.inf, "epoch": 0, "params": None}
-        no_improvement = 0
-        converged = False
-        for epoch in range(1, self.max_iter + 1):
-            start = time.perf_counter()
-            order = torch.randperm(n_train, generator=generator).to(device)
-            total = 0.0
-            for begin in range(0, n_train, batch_size):
-                rows = order[begin : begin + batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = self._objective(
-                    params, forward(X_train[rows]), y_train[rows], n_train
-                )
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * rows.shape[0]
-            self.loss_curve_.append(total / n_train)
-
-            if val_idx is None:
-                improved = self.loss_curve_[-1] < best["loss"] - self.tol
-                if improved:
-                    best.update(loss=self.loss_curve_[-1], epoch=epoch)
-                message = ""
-            else:
-                with torch.no_grad():
-                    logits = forward(X_val)
-                    val_loss = float(
-                        self._objective(params, logits, y_val, n_train, False)
-                    )
-                    pred = (logits[:, 0] > 0).long() if binary else logits.argmax(1)
-                    score = float((pred == y_val).float().mean())
-                self.validation_scores_.append(score)
-                self.validation_loss_curve_.append(val_loss)
-                # Selection and patience follow the validation loss: accuracy on a
-                # small split ties and jumps, the loss moves smoothly.
-                improved = val_loss < best["loss"] - self.tol
-                if improved:
-                    snapshot = [p.detach().to("cpu", copy=True) for p in params]
-                    best.update(loss=val_loss, epoch=epoch, params=snapshot)
-                message = f", validation accuracy {score:.4f}, loss {val_loss:.4f}"
-            no_improvement = 0 if improved else no_improvement + 1
-            if self.verbose:
-                print(
-                    f"epoch {epoch}: training loss {self.loss_curve_[-1]:.4f}"
-                    f"{message} ({time.perf_counter() - start:.2f} s)"
-                )
-            if no_improvement >= self.n_iter_no_change:
-                converged = True
-                break
-        self.n_iter_ = epoch
-        if not converged:
-            warnings.warn(
-                f"LinearProbeClassifier reached max_iter={self.max_iter} epochs "
-                "while still improving; raise max_iter to train longer.",
-                ConvergenceWarning,
-                stacklevel=3,
+        if self.solver == "lbfgs":
+            result = training.train_lbfgs(
+                network,
+                rows(train_idx),
+                max_iter=self.max_iter,
+                tol=self.tol,
+                verbose=self.verbose,
             )
-        if best["params"] is not None:
-            kept = best["params"]
-            self.best_epoch_ = best["epoch"]
+            if not result.converged:
+                warnings.warn(
+                    f"LinearProbeClassifier(solver='lbfgs') reached max_iter="
+                    f"{self.max_iter} iterations (or "
+                    f"{training.lbfgs_max_evaluations(self.max_iter)} loss "
+                    "evaluations) before tol was met; raise max_iter to train "
+                    "longer.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
         else:
-            kept = [p.detach().to("cpu") for p in params]
-            self.best_epoch_ = epoch
-        arrays = [copy.deepcopy(p.numpy()) for p in kept]
-        return arrays[0::2], arrays[1::2]
+            result = training.train_adam(
+                network,
+                rows(train_idx),
+                None if val_idx is None else rows(val_idx),
+                learning_rate=self.learning_rate_init,
+                weight_decay=self.weight_decay,
+                batch_size=self.batch_size,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                generator=generator,
+                verbose=self.verbose,
+            )
+            if not result.converged:
+                warnings.warn(
+                    f"LinearProbeClassifier reached max_iter={self.max_iter} epochs "
+                    "while still improving; raise max_iter to train longer.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+        self.n_iter_ = result.n_iter
+        self.best_epoch_ = result.best_epoch
+        self.loss_curve_ = result.loss_curve
+        self.validation_scores_ = result.validation_scores
+        self.validation_loss_curve_ = result.validation_loss_curve
+        return result
 
     # -------------------------------------------------------------- predict
     def _linear_decision(self):
@@ -596,7 +441,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             ):
                 out = out @ w.astype(X.dtype) + b.astype(X.dtype)
                 if layer < len(self.coefs_) - 1:
-                    out = _activate(out, self.activation, np)
+                    out = activate(out, self.activation, np)
             scores = out
         return scores[:, 0] if scores.shape[1] == 1 else scores
 

@@ -8,13 +8,13 @@ from numbers import Integral
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
+from .._sklearn_compat import HasMethods, Interval, fit_context
 from ..models import load_adapter
 from ._class_names import class_texts
 
@@ -29,8 +29,10 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or path-like, default="skvlm/tiny-clip"
-        A CLIP or SigLIP model: hub id, local directory or shipped name.
+    model : str or path-like, default="openai/clip-vit-base-patch32"
+        A CLIP or SigLIP model: hub id, local directory or shipped name
+        (``"skvlm/tiny-clip"`` needs no download: a tiny demo model trained on
+        digit images, whose use is noted once with an ``EmbeddedModelWarning``).
     class_names : mapping or sequence of str, default=None
         The text for each label: a dict ``{label: name}``, or a list aligned with
         the sorted labels. None uses ``str(label)``.
@@ -48,6 +50,9 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Show a progress bar over image batches.
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
+    image_column : str, default="image"
+        The column holding the images when X is a DataFrame or a
+        ``datasets.Dataset``.
 
     Attributes
     ----------
@@ -64,6 +69,11 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     Notes
     -----
+    Classes whose prompts are the same once tokenized (names outside a small
+    vocabulary all become the unknown token, and CLIP's tokenizer ignores
+    case) would get the same text embedding, so only the first of them could
+    ever be predicted: ``fit`` refuses them.
+
     ``predict_proba`` follows each model's training objective: CLIP's softmax
     over the class logits; for SigLIP, whose loss is a per-pair sigmoid, the
     sigmoid scores normalised to sum to one per image.
@@ -73,7 +83,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     >>> from skvlm.classifiers import CLIPZeroShotClassifier
     >>> from skvlm.datasets import load_digit_images
     >>> digits = load_digit_images(n_per_class=5)
-    >>> clf = CLIPZeroShotClassifier(class_names=digits.target_names,
+    >>> clf = CLIPZeroShotClassifier("skvlm/tiny-clip",
+    ...                              class_names=digits.target_names,
     ...                              templates=["a photo of the digit {}."])
     >>> clf.fit(digits.images, digits.target).predict(digits.images[:3]).shape
     (3,)
@@ -89,11 +100,12 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
+        "image_column": [str],
     }
 
     def __init__(
         self,
-        model="skvlm/tiny-clip",
+        model="openai/clip-vit-base-patch32",
         *,
         class_names=None,
         templates=("a photo of a {}.",),
@@ -103,6 +115,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         cache=None,
         progress=False,
         model_kwargs=None,
+        image_column="image",
     ):
         self.model = model
         self.class_names = class_names
@@ -113,8 +126,9 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.cache = cache
         self.progress = progress
         self.model_kwargs = model_kwargs
+        self.image_column = image_column
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Record the classes and embed their prompts; no training.
 
@@ -152,6 +166,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
+            progress=self.progress,
         )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
@@ -161,6 +176,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self._embedder = embedder.fit(None)
         self._check_tokenizes(adapter, classes, names)
         texts = [[t.format(name) for t in templates] for name in names]
+        self._check_distinct(adapter, classes, names, texts)
         with torch.inference_mode():
             flat = adapter.encode_text([t for group in texts for t in group])
         flat = torch.nn.functional.normalize(flat, dim=-1).reshape(
@@ -233,6 +249,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             cache=self.cache,
             progress=self.progress,
             model_kwargs=self.model_kwargs,
+            image_column=self.image_column,
         )
 
     def _embedder_for_transform(self):
@@ -254,6 +271,37 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
                 f"These class names tokenize to nothing, so every prompt of theirs is "
                 f"the bare template: {empty[:10]}. Give them a visible name."
             )
+
+    @staticmethod
+    def _check_distinct(adapter, classes, names, texts):
+        """Refuse classes whose prompts are the same token ids as another's."""
+        tokenizer = adapter.processor.tokenizer
+        groups = {}
+        for label, name, prompts in zip(classes, names, texts, strict=True):
+            ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+            label = label.item() if hasattr(label, "item") else label
+            groups.setdefault(tuple(map(tuple, ids)), []).append(
+                f"{label!r} ({name!r})"
+            )
+        clashes = {k: v for k, v in groups.items() if len(v) > 1}
+        if not clashes:
+            return
+        ids, labels = next(iter(clashes.items()))
+        tokens = tokenizer.convert_ids_to_tokens(list(ids[0]))
+        unknown = tokenizer.unk_token
+        why = (
+            f" Words outside the model's vocabulary all become {unknown!r}."
+            if unknown is not None and unknown in tokens
+            else ""
+        )
+        listed = "; ".join(" and ".join(v) for v in list(clashes.values())[:5])
+        raise ValueError(
+            f"Classes {listed} get the same prompts once tokenized (e.g. "
+            f"{tokens}), hence the same text embedding: the model cannot tell them "
+            f"apart, and only the first could ever be predicted.{why} Give them "
+            "names the model's tokenizer tells apart (class_names=...), or use a "
+            "model with a larger vocabulary."
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()

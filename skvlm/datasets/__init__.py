@@ -4,15 +4,18 @@ Every loader returns a ``sklearn.utils.Bunch`` in the style of
 ``sklearn.datasets``: ``data`` (what ``VLMEmbeddingTransformer`` takes as ``X``),
 ``target`` (int labels), ``target_names`` (class names, ``target_names[target[i]]``
 is image ``i``'s class), ``DESCR`` and, with ``as_frame=True``, ``frame``.
+
+``HFDatasetView`` wraps a Hugging Face ``datasets.Dataset`` so that
+scikit-learn's cross-validation can split it.
 """
 
-from ._digits import DIGIT_NAMES, load_digit_images
-from ._files import IMAGE_EXTENSIONS, load_image_csv, load_image_folder
+from .._lazy import attach
 
-__all__ = [
-    "DIGIT_NAMES",
-    "IMAGE_EXTENSIONS",
-    "load_digit_images",
-    "load_image_csv",
-    "load_image_folder",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._digits": ["DIGIT_NAMES", "load_digit_images"],
+        "._files": ["IMAGE_EXTENSIONS", "load_image_csv", "load_image_folder"],
+        "skvlm._inputs": ["HFDatasetView"],
+    },
+)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._embedding import VLMEmbeddingTransformer
+from .._sklearn_compat import validate_parameters
 from ..store import FeatureStore
 from ._actor import COMPUTED, FAILED, NOT_STORED, STORED, SiteExtractor
 from ._inputs import as_dataset
@@ -200,7 +201,7 @@ def _check_params(estimator):
             "estimator must be a VLMEmbeddingTransformer or a dict of its "
             f"parameters, got {type(estimator).__name__}."
         )
-    VLMEmbeddingTransformer(**params)._validate_params()
+    validate_parameters(VLMEmbeddingTransformer(**params))
     model = params["model"]
     if isinstance(model, os.PathLike):
         model = os.fspath(model)

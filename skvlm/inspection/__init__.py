@@ -1,15 +1,14 @@
 """Which features matter: fast exact permutation importance, by column or group,
 and spatial importance maps over image patches."""
 
-from ._groups import groups_from_feature_names
-from ._overlay import plot_spatial_importance
-from ._permutation import permutation_importance
-from ._spatial import patch_tokens, spatial_importance
+from .._lazy import attach
 
-__all__ = [
-    "groups_from_feature_names",
-    "patch_tokens",
-    "permutation_importance",
-    "plot_spatial_importance",
-    "spatial_importance",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._groups": ["groups_from_feature_names"],
+        "._overlay": ["plot_spatial_importance"],
+        "._permutation": ["permutation_importance"],
+        "._spatial": ["patch_tokens", "spatial_importance"],
+    },
+)

@@ -9,9 +9,9 @@ from functools import partial
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.model_selection._validation import _aggregate_score_dicts
 from sklearn.utils.multiclass import type_of_target
 
+from .._sklearn_compat import aggregate_score_dicts
 from ._scoring import (
     _OutputsEstimator,
     is_plain_accuracy,
@@ -32,7 +32,7 @@ def weights_scorer(scorer, estimator, X, y, sample_weight):
 def collect(per_unit):
     """List over units of lists over repeats -> array or dict of arrays."""
     if isinstance(per_unit[0][0], dict):
-        dicts = [_aggregate_score_dicts(scores) for scores in per_unit]
+        dicts = [aggregate_score_dicts(scores) for scores in per_unit]
         return {name: np.array([d[name] for d in dicts]) for name in dicts[0]}
     return np.array(per_unit, dtype=np.float64)
 

@@ -1,21 +1,22 @@
 """permutation_importance: sklearn's numbers, without a predict per column."""
 
 import numbers
+from numbers import Integral
 
 import numpy as np
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.pipeline import Pipeline
-from sklearn.utils import Bunch, _safe_indexing, check_array, check_random_state
-from sklearn.utils._param_validation import (
+from sklearn.utils import Bunch, check_array, check_random_state
+from sklearn.utils.random import sample_without_replacement
+
+from .._sklearn_compat import (
     HasMethods,
-    Integral,
     Interval,
     RealNotInt,
     StrOptions,
+    safe_indexing,
     validate_params,
 )
-from sklearn.utils.random import sample_without_replacement
-
 from ._groups import resolve_groups
 from ._linear import linear_decision
 from ._paths import general_scores, linear_scores, weights_scorer
@@ -163,7 +164,9 @@ def permutation_importance(
       is computed once and each permuted decision is the base decision plus
       the permuted column's delta times its weights; predict,
       predict_proba and decision_function follow from it as the estimator
-      derives them, so any sklearn scorer applies;
+      derives them, so any sklearn scorer applies. This path works in
+      float64: for a float32 X (a VLM's output) the numbers are sklearn's on
+      ``X.astype(np.float64)``, baseline included;
     - **general**: any other estimator is called on many permuted copies of X
       stacked into one batch (memory bounded), never on a full copy of X per
       column.
@@ -250,21 +253,29 @@ def permutation_importance(
         extra["group_names"] = group_names
 
     scorer = check_scoring(estimator, scoring=scoring)
+    ld = linear_decision(estimator)
+    values = None if ld is None else _linear_input(ld, estimator, X)
+    if values is not None:
+        # The linear path scores permuted copies in float64. The baseline is
+        # scored on the same float64 values, so that both terms of
+        # ``baseline - permuted`` share one arithmetic: a float32 X would
+        # otherwise give a float32 baseline minus float64 permuted scores.
+        X = X.astype(np.float64) if hasattr(X, "iloc") else values
     baseline = weights_scorer(scorer, estimator, X, y, sample_weight)
 
     rows, perms = _permutations(random_seed, n_samples, max_samples, n_repeats)
     X_sub, y_sub, w_sub = X, y, sample_weight
     if rows is not None:
-        X_sub = _safe_indexing(X, rows, axis=0)
-        y_sub = _safe_indexing(y, rows, axis=0) if y is not None else None
+        X_sub = safe_indexing(X, rows, axis=0)
+        y_sub = safe_indexing(y, rows, axis=0) if y is not None else None
         if sample_weight is not None:
-            w_sub = _safe_indexing(sample_weight, rows, axis=0)
+            w_sub = safe_indexing(sample_weight, rows, axis=0)
     if w_sub is not None:
         w_sub = np.asarray(w_sub)
 
-    ld = linear_decision(estimator)
-    values = None if ld is None else _linear_input(ld, estimator, X_sub)
     if values is not None:
+        if rows is not None:
+            values = values[rows]
         scores = linear_scores(
             ld, estimator, scorer, values, y_sub, w_sub, units, perms, n_jobs
         )

@@ -9,15 +9,16 @@ scorer as if it were the fitted estimator, so every sklearn scorer (string,
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.metrics._scorer import (
-    _BaseScorer,
-    _MultimetricScorer,
-    _PassthroughScorer,
-    _Scorer,
-)
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
+
+from .._sklearn_compat import (
+    is_passthrough_scorer,
+    is_response_scorer,
+    multimetric_scorers,
+    scorer_spec,
+)
 
 RESPONSE_METHODS = (
     "predict",
@@ -47,25 +48,25 @@ def scorer_uses_only_outputs(scorer, estimator):
     Plain user callables may look at X or call anything on the estimator, so
     they are not trusted; they take the path that calls the real estimator.
     """
-    if isinstance(scorer, _MultimetricScorer):
-        return all(
-            scorer_uses_only_outputs(s, estimator) for s in scorer._scorers.values()
-        )
-    if isinstance(scorer, _PassthroughScorer):
+    scorers = multimetric_scorers(scorer)
+    if scorers is not None:
+        return all(scorer_uses_only_outputs(s, estimator) for s in scorers.values())
+    if is_passthrough_scorer(scorer):
         return _score_kind(estimator) is not None
-    return isinstance(scorer, _BaseScorer)
+    return is_response_scorer(scorer)
 
 
 def is_plain_accuracy(scorer, estimator):
     """True when the scorer is accuracy of ``predict`` (vectorised in the fast path)."""
-    if isinstance(scorer, _PassthroughScorer):
+    if is_passthrough_scorer(scorer):
         return _score_kind(estimator) == "classifier"
+    spec = scorer_spec(scorer)
     return (
-        type(scorer) is _Scorer
-        and scorer._score_func is accuracy_score
-        and scorer._response_method == "predict"
-        and not scorer._kwargs
-        and scorer._sign == 1
+        spec is not None
+        and spec.score_func is accuracy_score
+        and spec.response_method == "predict"
+        and not spec.kwargs
+        and spec.sign == 1
     )
 
 

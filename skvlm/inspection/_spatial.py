@@ -314,7 +314,7 @@ def _capture(vlm, X, layers, pooling):
             f"{list(adapter.raster_stages) or 'none'}, not {vlm.stage!r}; use "
             "method='occlude'."
         )
-    items, row_prompts = as_items(X)
+    items, row_prompts = as_items(X, vlm.image_column)
     chunks = {layer: [] for layer in layers}
 
     def read(layer, hidden, masks, rows):
@@ -420,7 +420,7 @@ def _occlusion_features(vlm, X):
 
     extraction = _extraction(vlm)
     adapter = extraction.adapter
-    items, row_prompts = as_items(X)
+    items, row_prompts = as_items(X, vlm.image_column)
     requests = [(layer, vlm.pooling_) for layer in vlm.layers_]
     patch = _patch_size(adapter)
     base, occluded, grid = [], None, None

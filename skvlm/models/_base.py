@@ -26,7 +26,6 @@ from ..pooling import TokenMasks, pad_tokens, pool
 from ._chat import DEFAULT_PROMPT
 from ._loading import directory_digest, files_state, load_processor
 
-
 #: The named poolings of every generative family's language stage.
 LANGUAGE_POOLINGS = ("last", "mean", "max", "image_mean", "text_mean")
 

@@ -30,7 +30,6 @@ from ._loading import load_processor_without_video
 from ._vision import _to_device
 
 
-
 # -- Qwen2-VL, Qwen2.5-VL, Qwen3-VL ---------------------------------------------------------
 class Qwen2VLAdapter(ChatPromptMixin, Adapter):
     """Qwen2-VL (``Qwen2VLForConditionalGeneration``): dynamic-resolution ViT,

@@ -19,6 +19,7 @@ import threading
 import torch
 
 from ._base import Adapter
+from ._guards import check_device, checked_loading, note_shipped_model
 from ._loading import (
     ModelNotFoundError,
     files_state,
@@ -131,8 +132,16 @@ def _freeze(value):
         return repr(value)
 
 
-def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None):
+def load_adapter(
+    model, *, device="auto", dtype="auto", model_kwargs=None, progress=False
+):
     """Load ``model`` (once per process) and wrap it in its family's adapter.
+
+    Every estimator and tool of skvlm loads through here, so all get the same
+    checks: a meta ``device`` is refused before anything loads, a model that
+    cannot be found offline gets an error naming the models shipped with skvlm,
+    and using one of those tiny demo models is noted once per process
+    (``EmbeddedModelWarning``).
 
     Parameters
     ----------
@@ -143,11 +152,14 @@ def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None):
     model_kwargs : dict, default=None
         Passed to ``from_pretrained`` (``revision``, ``device_map``,
         ``quantization_config``, ``attn_implementation``, ``trust_remote_code``...).
+    progress : bool, default=False
+        Show transformers' "Loading weights" bar (download bars always show).
 
     Returns
     -------
     adapter : Adapter
     """
+    check_device(device)
     model_kwargs = dict(model_kwargs or {})
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -165,8 +177,10 @@ def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None):
             # over it): the weights in memory are no longer the model's.
             adapter = None
         if adapter is None:
-            adapter = _load(model, resolved_device, resolved_dtype, model_kwargs)
+            with checked_loading(model, device, progress):
+                adapter = _load(model, resolved_device, resolved_dtype, model_kwargs)
             _CACHE[key] = adapter
+    note_shipped_model(model)
     return adapter
 
 

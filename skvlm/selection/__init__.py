@@ -1,5 +1,7 @@
 """Feature selection with random probes."""
 
-from ._random_probe import RandomProbeSelector
+from .._lazy import attach
 
-__all__ = ["RandomProbeSelector"]
+__getattr__, __dir__, __all__ = attach(
+    __name__, {"._random_probe": ["RandomProbeSelector"]}
+)

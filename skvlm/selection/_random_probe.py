@@ -4,13 +4,13 @@ from numbers import Integral
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, _fit_context, clone, is_classifier
+from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.feature_selection import SelectorMixin
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from ..inspection import permutation_importance
 
 _PROBE_KINDS = ("normal", "uniform", "binary", "shuffle")
@@ -220,7 +220,7 @@ class RandomProbeSelector(SelectorMixin, BaseEstimator):
             )
         return list(dict.fromkeys(kinds))
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Fit the estimator on every fold with probes and select features.
 

@@ -6,39 +6,31 @@ code under test goes through the same ``from_pretrained`` path as a real checkpo
 Nothing is downloaded.
 """
 
-from ._generative import (
-    GENERATIVE_FAMILIES,
-    make_tiny_blip2,
-    make_tiny_idefics3,
-    make_tiny_instructblip,
-    make_tiny_llava,
-    make_tiny_llava_next,
-    make_tiny_paligemma,
-    make_tiny_qwen2_5_vl,
-    make_tiny_qwen2_vl,
-    make_tiny_qwen3_vl,
-    make_tiny_smolvlm,
-)
-from ._images import random_images
-from ._tokenizer import make_tokenizer
-from ._vision import make_tiny_clip, make_tiny_siglip, make_tiny_siglip2, make_tiny_vit
+from .._lazy import attach
 
-__all__ = [
-    "GENERATIVE_FAMILIES",
-    "make_tiny_blip2",
-    "make_tiny_clip",
-    "make_tiny_idefics3",
-    "make_tiny_instructblip",
-    "make_tiny_llava",
-    "make_tiny_llava_next",
-    "make_tiny_paligemma",
-    "make_tiny_qwen2_5_vl",
-    "make_tiny_qwen2_vl",
-    "make_tiny_qwen3_vl",
-    "make_tiny_siglip",
-    "make_tiny_siglip2",
-    "make_tiny_smolvlm",
-    "make_tiny_vit",
-    "make_tokenizer",
-    "random_images",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._generative": [
+            "GENERATIVE_FAMILIES",
+            "make_tiny_blip2",
+            "make_tiny_idefics3",
+            "make_tiny_instructblip",
+            "make_tiny_llava",
+            "make_tiny_llava_next",
+            "make_tiny_paligemma",
+            "make_tiny_qwen2_5_vl",
+            "make_tiny_qwen2_vl",
+            "make_tiny_qwen3_vl",
+            "make_tiny_smolvlm",
+        ],
+        "._images": ["random_images"],
+        "._tokenizer": ["make_tokenizer"],
+        "._vision": [
+            "make_tiny_clip",
+            "make_tiny_siglip",
+            "make_tiny_siglip2",
+            "make_tiny_vit",
+        ],
+    },
+)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scipy.special import expit
 from sklearn.inspection import permutation_importance as sk_permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
@@ -64,6 +65,27 @@ def vlm_pipeline(path, layer, pooling="mean"):
 
 
 # -- permutation importance on the embedding columns -------------------------------------
+def _sklearn_permuted_copies(X, groups, n_repeats, random_state):
+    """sklearn's permutation loop, written out: (unit, permuted copy of X) pairs.
+
+    A group's columns move together; a unit is a group's position in ``groups``.
+    """
+    seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max + 1)
+    for unit, columns in enumerate(groups.values()):
+        rng = np.random.RandomState(seed)
+        shuffling_idx = np.arange(len(X))
+        permuted = X.copy()
+        for _ in range(n_repeats):
+            rng.shuffle(shuffling_idx)
+            permuted[:, columns] = permuted[shuffling_idx][:, columns]
+            yield unit, permuted.copy()
+
+
+def _gamma(u, k):
+    """Higham's gamma_k: a sum of k rounded products is within gamma_k * sum|terms|."""
+    return k * u / (1 - k * u)
+
+
 @pytest.mark.parametrize("scoring", [None, "neg_log_loss"])
 def test_precomputed_vlm_runs_once_and_equals_sklearn(clip_path, forward_log, scoring):
     images, y = planted(20)
@@ -80,20 +102,57 @@ def test_precomputed_vlm_runs_once_and_equals_sklearn(clip_path, forward_log, sc
         random_state=0,
     )
     assert forward_count(forward_log) == len(images)  # the VLM ran once
-    # Accuracy is exact whatever the arithmetic. For log loss, the VLM's output is
-    # float32 and skvlm's linear path scores in float64: its numbers are within
-    # float32 rounding of sklearn's on the float32 matrix and within 1e-8 of
-    # sklearn's on the same values in float64 (the baseline is scored on the
-    # float32 matrix, hence not 1e-9).
-    references = (
-        [(Xt, 1e-9)] if scoring is None else [(Xt, 1e-6), (Xt.astype(float), 1e-8)]
+    assert Xt.dtype == np.float32
+    # The reference: sklearn on the VLM's float32 output cast to float64, the
+    # arithmetic of skvlm's linear path (it scores baseline and permuted copies
+    # in float64; sklearn on the float32 matrix would score in float32).
+    X64 = Xt.astype(np.float64)
+    rest = pipe[1:]
+    expected = sk_permutation_importance(
+        rest, X64, y, scoring=scoring, n_repeats=3, random_state=0
     )
-    for X_ref, atol in references:
-        expected = sk_permutation_importance(
-            pipe[1:], X_ref, y, scoring=scoring, n_repeats=3, random_state=0
-        )
-        for key in ("importances", "importances_mean", "importances_std"):
-            np.testing.assert_allclose(result[key], expected[key], rtol=0, atol=atol)
+    # Both sides score the baseline with the same call on the same values, so it
+    # is bit-identical; only the permuted scores differ, by rounding. Derivation
+    # (u = 2**-53, gamma_k as in _gamma, Higham 2002, eq. 3.5, any summation
+    # order): each decision is d = sum_j z_j c_j + b, z = (x - mean) / scale.
+    # sklearn rounds z twice, then sums n products and b: error <= gamma_{n+3}
+    # times sum_j |z_j c_j| + |b|. skvlm expands it to x @ (c / scale) +
+    # (b - mean / scale @ c) and adds (x[p] - x) * w_j for a permuted column:
+    # at most 2n + 8 roundings on terms whose absolute values sum to at most
+    # A = sum_j (3 max|x_j| + |mean_j|) |c_j| / scale_j + |b| (|x[p] - x| <=
+    # 2 max|x|, and A bounds sklearn's terms too). So the two decisions of a row
+    # differ by at most e_d = 2 gamma_{2n+8} A.
+    scaler, clf = rest["scale"], rest["clf"]
+    n_rows, n = X64.shape
+    c = np.abs(clf.coef_.astype(np.float64).ravel())
+    A = np.sum((3 * np.abs(X64).max(axis=0) + np.abs(scaler.mean_)) * c / scaler.scale_)
+    A += abs(float(clf.intercept_[0]))
+    u = np.finfo(np.float64).eps / 2
+    e_d = 2 * _gamma(u, 2 * n + 8) * A
+    columns = {j: [j] for j in range(n)}
+    decisions = np.concatenate(
+        [
+            rest.decision_function(copy)
+            for _, copy in _sklearn_permuted_copies(X64, columns, 3, 0)
+        ]
+    )
+    if scoring is None:
+        # Accuracy: a prediction can differ only where |d| <= e_d; no decision
+        # comes that close to 0, so every prediction, count and mean is equal.
+        assert np.abs(decisions).min() > e_d
+        atol = 0.0
+    else:
+        # Binary log loss: a row's loss -log q, q = expit(+-d), is 1-Lipschitz
+        # in d, so decisions e_d apart move it by at most e_d. Evaluating it
+        # (expit, 1 - p, log, with |d| <= d_max so q >= expit(-d_max) and no
+        # clipping) adds at most 3u / q_min + u * loss_max on each side, and the
+        # mean over n_rows rows gamma_{n_rows} * loss_max.
+        q_min = expit(-np.abs(decisions).max())
+        loss_max = -np.log(q_min)
+        atol = e_d + 2 * (3 * u / q_min + (u + _gamma(u, n_rows)) * loss_max)
+        assert atol < 1e-9  # the bound is tight enough to mean something
+    for key in ("importances", "importances_mean", "importances_std"):
+        np.testing.assert_allclose(result[key], expected[key], rtol=0, atol=atol)
     names = pipe[:1].get_feature_names_out()
     np.testing.assert_array_equal(result.feature_names, names)
     assert names[0] == "vision_l1_mean_0"
@@ -102,20 +161,13 @@ def test_precomputed_vlm_runs_once_and_equals_sklearn(clip_path, forward_log, sc
 def _sklearn_procedure_for_groups(estimator, X, y, groups, n_repeats, random_state):
     """sklearn's permutation loop, written out, with a group's columns moved together."""
     scorer = get_scorer("accuracy")
-    seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max + 1)
     baseline = scorer(estimator, X, y)
-    out = []
-    for columns in groups.values():
-        rng = np.random.RandomState(seed)
-        shuffling_idx = np.arange(len(X))
-        permuted = X.copy()
-        scores = []
-        for _ in range(n_repeats):
-            rng.shuffle(shuffling_idx)
-            permuted[:, columns] = permuted[shuffling_idx][:, columns]
-            scores.append(scorer(estimator, permuted, y))
-        out.append(baseline - np.asarray(scores))
-    return np.asarray(out)
+    scores = np.zeros((len(groups), n_repeats))
+    counts = np.zeros(len(groups), dtype=int)
+    for unit, permuted in _sklearn_permuted_copies(X, groups, n_repeats, random_state):
+        scores[unit, counts[unit]] = scorer(estimator, permuted, y)
+        counts[unit] += 1
+    return baseline - scores
 
 
 def test_groups_per_layer_from_feature_names(clip_path, forward_log):

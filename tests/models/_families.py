@@ -1,0 +1,353 @@
+"""The rows of the family matrix: what ``test_family_matrix.py`` runs per family.
+
+Each :class:`Family` names the tiny builder, the HF reference (``_references``),
+the test images and prompts (sizes chosen so that batches pad), and the poolings
+each stage offers. Adding a family to skvlm means adding a row here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from skvlm.testing import (
+    make_tiny_blip2,
+    make_tiny_clip,
+    make_tiny_idefics3,
+    make_tiny_instructblip,
+    make_tiny_llava,
+    make_tiny_llava_next,
+    make_tiny_paligemma,
+    make_tiny_qwen2_5_vl,
+    make_tiny_qwen2_vl,
+    make_tiny_qwen3_vl,
+    make_tiny_siglip,
+    make_tiny_siglip2,
+    make_tiny_smolvlm,
+    make_tiny_vit,
+    random_images,
+)
+
+from ._references import (
+    CHAT_PROMPTS,
+    PROMPTS,
+    blip2_reference,
+    blip2_t5_reference,
+    idefics_reference,
+    instructblip_reference,
+    llava_next_reference,
+    llava_reference,
+    paligemma_reference,
+    qwen_reference,
+    vision_tower_reference,
+)
+
+LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
+
+
+# -- checkpoints without a builder in skvlm.testing -------------------------------------
+def make_tiny_vipllava(path):
+    """VipLLaVA (multi-layer features, layer-normed projector) with LLaVA's processor.
+
+    skvlm has no VipLLaVA adapter: it runs through the generic one.
+    """
+    from transformers import (
+        LlavaConfig,
+        VipLlavaConfig,
+        VipLlavaForConditionalGeneration,
+    )
+
+    make_tiny_llava(path)  # the processor and tokenizer
+    llava_config = LlavaConfig.from_pretrained(path)
+    config = VipLlavaConfig(
+        vision_config=llava_config.vision_config.to_dict(),
+        text_config=llava_config.text_config.to_dict(),
+        image_token_id=llava_config.image_token_id,
+        vision_feature_layers=[-2, -1],
+        pad_token_id=llava_config.pad_token_id,
+    )
+    torch.manual_seed(0)
+    VipLlavaForConditionalGeneration(config).eval().save_pretrained(path)
+    return path
+
+
+T5_TEXT = dict(
+    model_type="t5",
+    d_model=32,
+    d_ff=64,
+    num_layers=3,
+    num_decoder_layers=1,
+    num_heads=4,
+    d_kv=8,
+    decoder_start_token_id=0,
+    is_encoder_decoder=True,
+)
+
+
+def make_tiny_blip2_t5(path):
+    return make_tiny_blip2(path, text_config=T5_TEXT)
+
+
+# -- the families -------------------------------------------------------------------------
+def _first(*path):
+    """An accessor ``model -> module`` following attribute names."""
+
+    def get(model):
+        for name in path:
+            model = getattr(model, name)
+        return model
+
+    return get
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row of the matrix.
+
+    Attributes
+    ----------
+    name : str
+        The test id.
+    family : str
+        What ``VLMEmbeddingTransformer.family_`` reads for it.
+    build : callable
+        ``build(directory) -> path`` of the tiny checkpoint.
+    reference : callable
+        ``reference(path, images, prompts) -> list[Example]``.
+    images : callable
+        ``images() -> list`` of the test images (sizes chosen to pad batches).
+    prompts : list of str or None
+        One per image for the language stage; None when there is none.
+    batch_size : int
+        The padded batches skvlm runs (references run unpadded or unpad).
+    poolings : dict
+        ``stage -> poolings`` tested there (``pooler`` at the last entry only).
+    blocks : dict
+        ``stage -> accessor(model) -> the stage's blocks`` (the early-exit test).
+    language_model : callable or None
+        ``model -> the language model``, which vision and projector never run.
+    marks : tuple
+        pytest marks of every case of the family.
+    """
+
+    name: str
+    family: str
+    build: Callable
+    reference: Callable
+    images: Callable
+    prompts: list | None
+    batch_size: int
+    poolings: dict
+    blocks: dict
+    language_model: Callable | None = None
+    marks: tuple = ()
+
+
+def _llava_like(name, family, build, reference, **extra):
+    poolings = {
+        "vision": ("cls", "mean", "max", 0, 2, -1, "pooler"),
+        "projector": ("mean", "max"),
+        "language": LANGUAGE,
+    }
+    poolings.update(extra.pop("poolings", {}))
+    return Family(
+        name=name,
+        family=family,
+        build=build,
+        reference=reference,
+        images=lambda: random_images(3, seed=0),  # LLaVA-NeXT: different view counts
+        prompts=PROMPTS,
+        batch_size=3,
+        poolings=poolings,
+        blocks={
+            "vision": _first("model", "vision_tower", "encoder", "layers"),
+            "language": _first("model", "language_model", "layers"),
+        },
+        language_model=_first("model", "language_model"),
+        **extra,
+    )
+
+
+def _vision_tower(name, build, *, cls, projector, blocks):
+    return Family(
+        name=name,
+        family=name if name not in ("vit", "dinov2") else "vision-encoder",
+        build=build,
+        reference=vision_tower_reference,
+        images=lambda: random_images(5, seed=1),
+        prompts=None,
+        batch_size=2,
+        poolings={
+            "vision": (("cls",) if cls else ()) + ("mean", "max", 0, -1, 2, "pooler"),
+            **({"projector": ("pooler",)} if projector else {}),
+        },
+        blocks={"vision": blocks},
+    )
+
+
+def _qwen(name, build):
+    return Family(
+        name=name,
+        family=name,
+        build=build,
+        reference=qwen_reference,
+        # grids that differ, and exceed one 2x2-merge-block window (Qwen2.5-VL)
+        images=lambda: random_images(
+            4, seed=3, sizes=((48, 48), (64, 32), (40, 56), (32, 32))
+        ),
+        prompts=CHAT_PROMPTS,
+        batch_size=4,
+        poolings={
+            "vision": ("mean", "max", 0, 3, 4, -1),
+            "projector": ("mean", "max", 0, -1),
+            "language": LANGUAGE,
+        },
+        blocks={
+            "vision": _first("model", "visual", "blocks"),
+            "language": _first("model", "language_model", "layers"),
+        },
+        language_model=_first("model", "language_model"),
+    )
+
+
+def _idefics(name, build):
+    return Family(
+        name=name,
+        family=name,
+        build=build,
+        reference=idefics_reference,
+        images=lambda: random_images(4, seed=5),  # 5, 3, 3 and 5 tiles
+        prompts=CHAT_PROMPTS,
+        batch_size=4,
+        poolings={
+            "vision": ("mean", "max", 0, 20, -1),
+            "projector": ("mean", "max", 0, 5, -1),
+            "language": LANGUAGE,
+        },
+        blocks={
+            "vision": _first("model", "vision_model", "encoder", "layers"),
+            "language": _first("model", "text_model", "layers"),
+        },
+        language_model=_first("model", "text_model"),
+    )
+
+
+def _blip(name, family, build, reference, language_blocks):
+    return Family(
+        name=name,
+        family=family,
+        build=build,
+        reference=reference,
+        images=lambda: random_images(3, seed=0),
+        prompts=PROMPTS,
+        batch_size=3,
+        poolings={
+            "vision": ("cls", "mean", "max", 0, 2, -1, "pooler"),
+            "projector": ("mean", "max"),
+            "language": LANGUAGE,
+        },
+        blocks={
+            "vision": _first("vision_model", "encoder", "layers"),
+            "language": language_blocks,
+        },
+        language_model=_first("language_model"),
+    )
+
+
+FAMILIES = [
+    _vision_tower(
+        "clip",
+        make_tiny_clip,
+        cls=True,
+        projector=True,
+        blocks=_first("vision_model", "encoder", "layers"),
+    ),
+    _vision_tower(
+        "siglip",
+        make_tiny_siglip,
+        cls=False,
+        projector=True,
+        blocks=_first("vision_model", "encoder", "layers"),
+    ),
+    _vision_tower(
+        "siglip2",
+        make_tiny_siglip2,
+        cls=False,
+        projector=True,
+        blocks=_first("vision_model", "encoder", "layers"),
+    ),
+    _vision_tower(
+        "vit", make_tiny_vit, cls=True, projector=False, blocks=_first("layers")
+    ),
+    _vision_tower(
+        "dinov2",
+        lambda path: make_tiny_vit(path, kind="dinov2"),
+        cls=True,
+        projector=False,
+        blocks=_first("encoder", "layer"),
+    ),
+    _llava_like("llava", "llava", make_tiny_llava, llava_reference),
+    _llava_like("llava_next", "llava_next", make_tiny_llava_next, llava_next_reference),
+    _llava_like(
+        "vipllava",
+        "generic-image-text",
+        make_tiny_vipllava,
+        llava_reference,
+        poolings={"vision": ("cls", "mean", "max", 0, 2, -1)},
+    ),
+    _blip(
+        "blip2",
+        "blip-2",
+        make_tiny_blip2,
+        blip2_reference,
+        _first("language_model", "model", "decoder", "layers"),
+    ),
+    _blip(
+        "blip2_t5",
+        "blip-2",
+        make_tiny_blip2_t5,
+        blip2_t5_reference,
+        _first("language_model", "encoder", "block"),
+    ),
+    _blip(
+        "instructblip",
+        "instructblip",
+        make_tiny_instructblip,
+        instructblip_reference,
+        _first("language_model", "model", "layers"),
+    ),
+    Family(
+        name="paligemma",
+        family="paligemma",
+        build=make_tiny_paligemma,
+        reference=paligemma_reference,
+        images=lambda: random_images(3, seed=0),
+        prompts=PROMPTS,
+        batch_size=3,
+        poolings={
+            "vision": ("mean", "max", 0, 2, -1),
+            "projector": ("mean", "max"),
+            "language": LANGUAGE,
+        },
+        blocks={
+            "vision": _first("model", "vision_tower", "encoder", "layers"),
+            "language": _first("model", "language_model", "layers"),
+        },
+        language_model=_first("model", "language_model"),
+        # PaliGemma's processor builds training labels with a numpy call that warns.
+        marks=(
+            pytest.mark.filterwarnings(
+                "ignore:__array__ implementation:DeprecationWarning"
+            ),
+        ),
+    ),
+    _qwen("qwen2_vl", make_tiny_qwen2_vl),
+    _qwen("qwen2_5_vl", make_tiny_qwen2_5_vl),
+    _qwen("qwen3_vl", make_tiny_qwen3_vl),
+    _idefics("idefics3", make_tiny_idefics3),
+    _idefics("smolvlm", make_tiny_smolvlm),
+]
+BY_NAME = {family.name: family for family in FAMILIES}
