@@ -409,3 +409,26 @@ def test_a_read_only_store_serves_and_computes_misses(clip_path, tmp_path, monke
     _deny_writes_under(monkeypatch, parent)
     with pytest.raises(FeatureStoreError, match="cannot be created"):
         VLMEmbeddingTransformer(clip_path, cache=parent / "s").fit(None)
+
+
+def test_probe_layers_runs_once_per_stage_whatever_the_size(
+    clip_path, tmp_path, forward_log, monkeypatch
+):
+    from skvlm.probing import probe_layers
+    from skvlm.store import _keep
+
+    # As for a 7B language stage, the default keep would not keep every site.
+    monkeypatch.setattr(_keep, "AUTO_BYTES_PER_IMAGE", 1000)
+    images = random_images(6)
+    y = np.arange(6) % 2
+    for cache in (None, tmp_path / "s"):
+        probe_layers(
+            clip_path,
+            images,
+            y,
+            layers=[0, -1],
+            poolings=["cls", "mean"],
+            cv=2,
+            cache=cache,
+        )
+    assert len(forward_log()) == 6 * 2  # one pass per image, for each call
