@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, clone
 
 from skvlm.store import FeatureStore, FeatureStoreError, FeatureStoreWarning
 from skvlm.store import _disk as _store_disk
+from skvlm.store import _files as _store_files
 from skvlm.store import _index as _store_index
 
 SITES = ["vision/l0/mean", "vision/l1/cls", "vision/l1/max"]
@@ -514,7 +515,7 @@ def test_disk_full_names_the_fix_and_leaves_the_store_consistent(tmp_path, monke
         written.append(len(data))
         file.write(data)
 
-    monkeypatch.setattr(_store_disk, "_write_all", full_midway)
+    monkeypatch.setattr(_store_files, "_write_all", full_midway)
     with pytest.raises(FeatureStoreError) as excinfo:
         store.write("ns", ["a", "b", "c"], {"s2": [[10.0], [20.0], [30.0]]})
     message = str(excinfo.value)
@@ -609,7 +610,7 @@ def _crash_mid_write(root):
         file.flush()
         os._exit(3)  # the process dies: no cleanup, no exception handling
 
-    _store_disk._write_all = half_then_die
+    _store_files._write_all = half_then_die
     FeatureStore(root).write("ns", ["a"], {"s2": [[2.0, 2.0]]})
 
 
@@ -654,7 +655,7 @@ def _create_and_write(root, worker, barrier):
         time.sleep(0.02)
         file.write(data)
 
-    _store_disk._write_all = slow
+    _store_files._write_all = slow
     barrier.wait()
     time.sleep(0.01 * worker)  # arrive at every stage of the first one's creation
     store = FeatureStore(root)
@@ -685,7 +686,7 @@ def _slow_writer(root, key, started, release):
         release.wait(60)  # a live writer on a slow disk (or killed meanwhile)
         file.write(data[len(data) // 2 :])
 
-    _store_disk._write_all = half_then_wait
+    _store_files._write_all = half_then_wait
     FeatureStore(root).write("ns", [key], {"s": [[1.0, 2.0]]})
 
 
@@ -705,7 +706,7 @@ def test_orphaned_temporary_files_are_removed_and_live_ones_kept(tmp_path):
     assert len(killed) == 1 and len(live) == 1
     os.kill(writers["killed"][0].pid, signal.SIGKILL)  # kill -9 mid-write
     writers["killed"][0].join(30)
-    old = time.time() - 2 * _store_disk.ORPHAN_AGE
+    old = time.time() - 2 * _store_files.ORPHAN_AGE
     for tmp in killed | live:  # both look old: only the lock tells them apart
         os.utime(tmp, (old, old))
     store = FeatureStore(tmp_path)

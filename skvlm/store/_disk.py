@@ -1,4 +1,4 @@
-"""Where a disk feature store keeps its entries, and how it writes them safely.
+"""Where a disk feature store keeps its entries, and how it finds them.
 
 Layout (one directory per store)::
 
@@ -7,23 +7,16 @@ Layout (one directory per store)::
     <root>/<namespace>/packs/<time>-<id>.pack   the entries of one write (_pack.py)
     <root>/<namespace>/packs.index         a snapshot of the key index (_index.py)
 
-Every file is written under a hidden temporary name in its directory and renamed
-into place (``os.replace``, atomic on POSIX and Windows), so a reader sees a
-whole file or none, whatever happens to the writer; a pack is never modified
+Every file is written atomically (``_files.py``) and a pack is never modified
 afterwards. Writers need no lock to keep each other's work: adding sites to an
 image appends a new pack, so concurrent processes (or machines on a shared file
-system) never overwrite each other. A writer holds an advisory lock
-(``fcntl.flock``) on its temporary file while it writes it, so a later run can
-tell the leftovers of a killed writer (removed) from a live writer's file (left
-alone).
+system) never overwrite each other.
 """
 
 import contextlib
-import errno
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +24,14 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ._errors import FeatureStoreError
+from ._files import (
+    READ_ONLY,
+    ReadOnly,
+    atomic_write,
+    is_temporary,
+    lock,
+    remove_orphans,
+)
 from ._format import EntryDamaged, read_entry, read_table
 from ._index import INDEX_NAME, NamespaceIndex
 from ._pack import PACK_SUFFIX, pack_parts, read_pack_header
@@ -44,37 +45,12 @@ MARKER = "skvlm-feature-store.json"
 MANIFEST = "manifest.json"
 PACKS = "packs"
 FORMAT_VERSION = 2
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
-# A temporary file is an orphan when no process holds its lock and it is older
-# than this (a writer takes the lock right after creating the file).
-ORPHAN_AGE = 60.0
-# Without flock (Windows), only temporary files this old are removed.
-_ORPHAN_AGE_UNLOCKED = 24 * 3600.0
 # A directory listing is trusted while the directory's mtime is unchanged and
 # older than this (file systems stamp mtimes coarsely; git does the same).
 _RACY_SECONDS = 2.0
 _MAX_OPEN = 256
 # A refresh that read this many pack headers saves an index snapshot.
 _SNAPSHOT_AFTER = 256
-
-
-class ReadOnly(Exception):
-    """The store's directory cannot be written (internal)."""
-
-    def __init__(self, path, error):
-        super().__init__(f"{path}: {error}")
-        self.path = path
-        self.error = error
-
-
-def _write_all(file, data):
-    """Write ``data`` to an open binary file (tests replace it to fake a full disk)."""
-    file.write(data)
-
-
-def _is_temporary(name):
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 def check_root(root):
@@ -107,7 +83,7 @@ def check_root(root):
                 f"skvlm reads format {FORMAT_VERSION}. Upgrade skvlm or choose "
                 "another path."
             )
-    elif root.is_dir() and any(not _is_temporary(p.name) for p in root.iterdir()):
+    elif root.is_dir() and any(not is_temporary(p.name) for p in root.iterdir()):
         # A store being created by another process holds only its temporary
         # marker file for a moment: that is not a foreign directory.
         raise FeatureStoreError(
@@ -115,104 +91,6 @@ def check_root(root):
             "skvlm feature store; choose a new or empty directory (a store never "
             "writes into, or clears, a directory it did not create)."
         )
-
-
-def _replace(tmp, path, attempts=5):
-    # On Windows a file another process has open cannot be replaced for a moment.
-    for attempt in range(attempts):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.01 * (attempt + 1))
-
-
-def _lock(fd, blocking=True):
-    """Take an exclusive advisory lock; True when held (or locks are unavailable)."""
-    if fcntl is None:  # pragma: no cover
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    except OSError:  # e.g. ENOLCK on some network disks: go without
-        return True
-    return True
-
-
-def atomic_write(path, parts):
-    """Write ``parts`` (bytes) to ``path`` through a locked temporary file.
-
-    Raises ``FeatureStoreError`` on a full disk (the store is unchanged) and
-    :class:`ReadOnly` when the directory cannot be written.
-    """
-    if isinstance(parts, bytes):
-        parts = [parts]
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        with os.fdopen(fd, "wb") as file:
-            _lock(file.fileno())  # held until closed: marks the file as live
-            for part in parts:
-                _write_all(file, part)
-            file.flush()
-            _replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            size = sum(len(p) for p in parts)
-            raise FeatureStoreError(
-                f"No space left to write {size} bytes to {str(path)!r} "
-                f"({exc.strerror}). Nothing of this write was stored and the "
-                "store is unchanged. Free space on that disk, set max_bytes on "
-                "the FeatureStore to stay below the free space, clear() "
-                "namespaces you no longer need, or point the cache at a larger "
-                "disk."
-            ) from exc
-        if isinstance(exc, OSError) and exc.errno in _READ_ONLY:
-            raise ReadOnly(path.parent, exc) from exc
-        raise
-
-
-def remove_orphans(directory, now=None):
-    """Delete temporary files no live writer holds; return how many.
-
-    A file is removed only when it is older than :data:`ORPHAN_AGE` and its
-    advisory lock can be taken at once (its writer died, even by ``kill -9``:
-    the system releases the locks of a dead process). Without ``fcntl`` only
-    files older than a day go.
-    """
-    now = time.time() if now is None else now
-    removed = 0
-    try:
-        names = [e.name for e in os.scandir(directory) if _is_temporary(e.name)]
-    except (FileNotFoundError, NotADirectoryError):
-        return 0
-    for name in names:
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            age = now - os.fstat(fd).st_mtime
-            if fcntl is None:  # pragma: no cover
-                orphan = age > _ORPHAN_AGE_UNLOCKED
-            else:
-                orphan = age > ORPHAN_AGE and _lock(fd, blocking=False)
-            if orphan:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                    removed += 1
-        finally:
-            os.close(fd)
-    return removed
 
 
 def _size(path):
@@ -479,7 +357,7 @@ class DiskBackend:
                 )
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if exc.errno in _READ_ONLY:
+            if exc.errno in READ_ONLY:
                 raise ReadOnly(directory, exc) from exc
             raise
 
@@ -495,11 +373,11 @@ class DiskBackend:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            if exc.errno in _READ_ONLY:
+            if exc.errno in READ_ONLY:
                 raise ReadOnly(path, exc) from exc
             raise
         try:
-            _lock(fd)
+            lock(fd)
             yield
         finally:
             os.close(fd)  # closing releases the lock

@@ -26,8 +26,9 @@ from ._checks import (
     check_site,
     check_vectors,
 )
-from ._disk import DiskBackend, ReadOnly, check_root
+from ._disk import DiskBackend, check_root
 from ._errors import FeatureStoreError, FeatureStoreWarning
+from ._files import ReadOnly
 from ._format import decode, encode_rows
 from ._keep import check_keep, format_bytes, keep_repr
 from ._keep import plan as _plan
