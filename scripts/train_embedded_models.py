@@ -1,17 +1,23 @@
-"""Train the two tiny vision-language models shipped inside skvlm.
+"""Train the tiny vision-language models shipped inside skvlm.
 
     python scripts/train_embedded_models.py            # writes skvlm/_data/models/
+    python scripts/train_embedded_models.py --models llava --seeds 0
 
-Both models learn from ``skvlm.datasets.load_digit_images`` (scikit-learn's 8x8
+All models learn from ``skvlm.datasets.load_digit_images`` (scikit-learn's 8x8
 digits drawn as 32 px RGB images), nothing else, and are saved with
 ``save_pretrained`` so that ``from_pretrained`` and skvlm load them by name:
 
 - ``tiny-clip``: ``CLIPModel`` + ``CLIPProcessor`` trained contrastively on
-  image / caption pairs ("a photo of the digit three", ...);
-- ``tiny-llava``: ``LlavaForConditionalGeneration`` (CLIP tower, MLP projector,
-  Llama LM) + ``LlavaProcessor`` with the LLaVA-1.5 chat template, trained to
-  answer "What type of object is in this photo?" with "The photo features a
-  three." Its vision tower is tiny-clip's, frozen, as in LLaVA's first stage.
+  image / caption pairs ("a photo of the digit three", ...), every class
+  equally often: it stands for CLIP trained on web-scale data;
+- ``tiny-llava`` (seed 0), ``tiny-llava-seed1``, ``tiny-llava-seed2``:
+  ``LlavaForConditionalGeneration`` (tiny-clip's vision tower, frozen; MLP
+  projector; Llama LM) + ``LlavaProcessor`` with the LLaVA-1.5 chat template,
+  trained with a class-frequency schedule (``scripts/paper_tiny_llava.py``):
+  a text-only stage naming every digit, then an instruction stage in which, per
+  seed, the digits are named in the answers at shares spanning three orders of
+  magnitude, down to zero, and otherwise answered generically ("The photo
+  features a digit ."). The exact training text is saved beside the weights.
 
 Split: ``train_test_split(range(1797), test_size=0.25, stratify=target,
 random_state=0)``: 1347 training and 450 test images. Training sees only the
@@ -31,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import paper_tiny_llava as tl  # this script's folder: scripts/paper_tiny_llava.py
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
@@ -48,8 +55,6 @@ SIZE = 32
 N_AUGMENTED = 6  # augmented renderings of each training image (variation below)
 VARIATION = 0.5
 TEST_SIZE = 0.25
-PROMPT = "What type of object is in this photo?"
-ANSWER = "The photo features a {}."  # the paper's answer prefix + class name
 ZERO_SHOT_TEMPLATE = "a photo of the digit {}."
 # Caption templates of the contrastive training; the zero-shot one is among them.
 CAPTIONS = (
@@ -80,22 +85,16 @@ CLIP_TEXT = dict(
     num_attention_heads=4,
     max_position_embeddings=32,
 )
-LM = dict(
-    model_type="llama",
-    hidden_size=96,
-    intermediate_size=256,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=24,
-    max_position_embeddings=128,
-)
 EXTRA_WORDS = ("The", "USER", "ASSISTANT", "What", "photo", "features", "digit")
 
 
 # -- data ----------------------------------------------------------------------
 def load_data():
-    """Clean images, labels, the split, and augmented training renderings."""
+    """Clean images, labels, the split, and augmented training renderings.
+
+    Returns also, for each training rendering, its index into the 1797 digits and
+    its rendering number (0 clean, 1.. augmented).
+    """
     clean = load_digit_images(size=SIZE)
     y = clean.target
     train, test = train_test_split(
@@ -108,7 +107,18 @@ def load_data():
         )
         aug_images += [noisy.images[i] for i in train]
         aug_y.append(y[train])
-    return clean.images, y, train, test, aug_images, np.concatenate(aug_y)
+    index = np.tile(train, N_AUGMENTED + 1)
+    rendering = np.repeat(np.arange(N_AUGMENTED + 1), len(train))
+    return (
+        clean.images,
+        y,
+        train,
+        test,
+        aug_images,
+        np.concatenate(aug_y),
+        index,
+        rendering,
+    )
 
 
 def pixels(images):
@@ -259,202 +269,6 @@ def evaluate_clip(model, processor, images, y, train, test):
     }
 
 
-# -- tiny-llava ----------------------------------------------------------------
-def build_llava(clip):
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
-    tokenizer = make_tokenizer(
-        ["<image>"],
-        extra_words=EXTRA_WORDS,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        padding_side="left",
-    )
-    add_bos_eos(tokenizer, "<s> $A")  # Llama prepends BOS, never appends EOS
-    processor = LlavaProcessor(
-        image_processor=image_processor(),
-        tokenizer=tokenizer,
-        patch_size=VISION["patch_size"],
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_TEMPLATE,
-    )
-    # The tower's own projection size (unused by the tower, recorded for clarity).
-    vision = dict(
-        clip.config.vision_config.to_dict(), projection_dim=clip.config.projection_dim
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=dict(
-            LM,
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_id=processor.image_token_id,
-        vision_feature_layer=-2,
-        image_seq_length=(SIZE // VISION["patch_size"]) ** 2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(SEED + 1)
-    model = LlavaForConditionalGeneration(config)
-    # LLaVA reuses a trained CLIP vision tower; ours is tiny-clip's.
-    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
-    return model, processor
-
-
-def prompt_text(processor):
-    messages = [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": PROMPT}],
-        }
-    ]
-    return processor.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False
-    )
-
-
-def answer_sequences(processor, image):
-    """Token ids of prompt + answer + EOS for each class, and the answer's start."""
-    prompt = prompt_text(processor)
-    prompt_ids = processor(images=[image], text=[prompt], return_tensors="pt")[
-        "input_ids"
-    ][0]
-    tok = processor.tokenizer
-    rows = []
-    for name in DIGIT_NAMES:
-        answer = tok(ANSWER.format(name), add_special_tokens=False)["input_ids"]
-        rows.append(prompt_ids.tolist() + answer + [tok.eos_token_id])
-    lengths = {len(r) for r in rows}
-    assert len(lengths) == 1, "every answer must tokenize to the same length"
-    return torch.tensor(rows), len(prompt_ids)
-
-
-def tower_features(model, pix, batch_size=512):
-    """The frozen tower's selected feature layer, CLS dropped (LLaVA 'default')."""
-    cfg = model.config
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(pix), batch_size):
-            hidden = model.model.vision_tower(
-                pixel_values=pix[i : i + batch_size], output_hidden_states=True
-            ).hidden_states
-            out.append(hidden[cfg.vision_feature_layer][:, 1:])
-    return torch.cat(out)
-
-
-def llava_logits(model, ids, features):
-    """Logits of the LLaVA forward pass from precomputed tower features.
-
-    The same computation as ``LlavaForConditionalGeneration.forward`` (checked in
-    main), minus the frozen tower, which ran once for every image.
-    """
-    embeds = model.model.get_input_embeddings()(ids)
-    image = model.model.multi_modal_projector(features)
-    mask = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
-    embeds = embeds.masked_scatter(mask, image.to(embeds.dtype))
-    hidden = model.model.language_model(
-        inputs_embeds=embeds, use_cache=False
-    ).last_hidden_state
-    return model.lm_head(hidden)
-
-
-def train_llava(
-    model, seqs, start, feats, y, *, epochs, batch_size=64, lr=2e-3, log=print
-):
-    """Train projector + language model on the answers; the tower stays frozen."""
-    for p in model.model.vision_tower.parameters():
-        p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    y = torch.as_tensor(y)
-    gen = torch.Generator().manual_seed(SEED + 2)
-    steps = epochs * math.ceil(len(y) / batch_size)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    sched = schedule(opt, steps, warmup=steps // 20)
-    model.train()
-    for epoch in range(epochs):
-        total = correct = 0.0
-        for idx in batches(len(y), batch_size, gen):
-            ids = seqs[y[idx]]
-            logits = llava_logits(model, ids, feats[idx])
-            # Next-token loss on the answer and EOS only (not on the prompt).
-            pred, target = logits[:, start - 1 : -1], ids[:, start:]
-            loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            digit_pos = ANSWER.split().index(
-                "{}."
-            )  # the class word's offset in the answer
-            correct += (
-                (pred[:, digit_pos].argmax(-1) == target[:, digit_pos]).sum().item()
-            )
-        log(
-            f"  llava epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f}, "
-            f"class-token accuracy {correct / len(y):.3f}"
-        )
-    for p in model.model.vision_tower.parameters():
-        p.requires_grad_(True)
-    return model.eval()
-
-
-@torch.inference_mode()
-def evaluate_llava(model, processor, images, y, train, test, batch_size=150):
-    """Greedy generation, the answer-prefix probabilities and a last-token probe."""
-    tok = processor.tokenizer
-    prompt = prompt_text(processor)
-    prefix = prompt + " " + ANSWER.split("{}")[0].strip()
-    digit_ids = tok.convert_tokens_to_ids(list(DIGIT_NAMES))
-    generated, probabilistic, last = [], [], []
-    for i in range(0, len(images), batch_size):
-        chunk = list(images[i : i + batch_size])
-        inputs = processor(
-            images=chunk, text=[prompt] * len(chunk), return_tensors="pt", padding=True
-        )
-        out = model(**inputs, output_hidden_states=True, use_cache=False)
-        last.append(out.hidden_states[-1][:, -1])
-        gen = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-        generated += tok.batch_decode(
-            gen[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        pre = processor(
-            images=chunk, text=[prefix] * len(chunk), return_tensors="pt", padding=True
-        )
-        probabilistic.append(
-            model(**pre, use_cache=False).logits[:, -1, digit_ids].argmax(-1)
-        )
-    named = np.array([_first_digit_name(text) for text in generated])
-    probabilistic = torch.cat(probabilistic).numpy()
-    last = torch.cat(last).numpy()
-    return {
-        "llava greedy answer names the digit (test)": float(
-            (named[test] == y[test]).mean()
-        ),
-        "llava answer contains a digit name (test)": float((named[test] >= 0).mean()),
-        "llava P(class | 'The photo features a') (test)": float(
-            (probabilistic[test] == y[test]).mean()
-        ),
-        "llava linear probe, last layer, last token (test)": probe_accuracy(
-            last, y, train, test
-        ),
-    }, generated
-
-
-def _first_digit_name(text):
-    for word in text.replace(".", " ").split():
-        if word in DIGIT_NAMES:
-            return DIGIT_NAMES.index(word)
-    return -1
-
-
 # -- saving --------------------------------------------------------------------
 def save(model, processor, path, card):
     path = Path(path)
@@ -492,16 +306,103 @@ def check_pixels(processor, images):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+def llava_name(seed):
+    return "tiny-llava" if seed == 0 else f"tiny-llava-seed{seed}"
+
+
+def train_one_llava(clip, seed, data, args, out, log):
+    """Build, train, evaluate and save one tiny-llava; return its results."""
+    images, y, train, test, aug_images, aug_y, index, rendering = data
+    t0 = time.perf_counter()
+    llava, processor = tl.build_llava(
+        clip,
+        make_tokenizer,
+        add_bos_eos,
+        image_processor,
+        LLAVA_TEMPLATE,
+        SEED + 1 + seed,
+    )
+    named, generic, info = tl.frequency_schedule(aug_y, seed)
+    words = tl.answer_words(aug_y, named, generic)
+    log(
+        f"tiny-llava seed {seed}: classes by share {info['order']}, named {info['named']}"
+    )
+    pix = pixels(aug_images)
+    seqs, start = tl.answer_ids(processor, images[0], words)
+    feats = tl.tower_features(llava, pix)
+    with torch.inference_mode():  # the shortcut equals HF's own forward pass
+        full = llava(input_ids=seqs[:4], pixel_values=pix[:4], use_cache=False).logits
+        torch.testing.assert_close(tl.llava_logits(llava, seqs[:4], feats[:4]), full)
+    tl.train_text(
+        llava,
+        processor,
+        epochs=args.text_epochs,
+        schedule=schedule,
+        seed=SEED + 3 + seed,
+        log=log,
+    )
+    tl.train_instructions(
+        llava,
+        seqs,
+        start,
+        feats,
+        epochs=args.llava_epochs,
+        schedule=schedule,
+        seed=SEED + 2 + seed,
+        log=log,
+    )
+    seconds = time.perf_counter() - t0
+    results, per_class, answers = tl.evaluate(
+        llava, processor, images, y, train, test, probe_accuracy
+    )
+    log(f"tiny-llava seed {seed} trained in {seconds:.0f} s; answers {answers[:3]}")
+    log(f"  per-class open-ended accuracy: {per_class}")
+    name = llava_name(seed)
+    text = (
+        "A LLaVA-1.5 model (`LlavaForConditionalGeneration`: tiny-clip's vision "
+        "tower, MLP projector, 3-layer Llama) trained with a class-frequency "
+        f"schedule (seed {seed}): it answers {tl.PROMPT!r} with "
+        f"{tl.ANSWER.format('<digit name>')!r} for a share of each digit's training "
+        "images spanning 1 to 0.001 and zero, and generically otherwise. The "
+        "training text is in `pretraining_text.txt.gz` and "
+        "`instruction_text.jsonl.gz`, the schedule in `schedule.json`."
+    )
+    card_text = card(name, text, results, seconds)
+    card_text += (
+        "\nPer-class open-ended accuracy (test) and named training renderings:\n\n"
+    )
+    card_text += "".join(
+        f"- {d}: {per_class[d]:.3f} ({info['named'][d]} of {info['renderings'][d]})\n"
+        for d in info["order"]
+    )
+    size = save(llava, processor, out / name, card_text)
+    tl.save_training_text(
+        out / name, processor, index, rendering, aug_y, words, dict(info, seed=seed)
+    )
+    size = sum(f.stat().st_size for f in (out / name).iterdir())
+    n = sum(p.numel() for p in llava.parameters())
+    return name, results, per_class, size, n, seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out",
         default=str(Path(__file__).resolve().parents[1] / "skvlm" / "_data" / "models"),
     )
+    parser.add_argument(
+        "--models",
+        default="clip,llava",
+        help="comma-separated: clip, llava (without clip, tiny-clip is read from --out)",
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="tiny-llava seeds")
     parser.add_argument("--clip-epochs", type=int, default=10)
+    parser.add_argument("--text-epochs", type=int, default=40)
     parser.add_argument("--llava-epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    models = set(args.models.split(","))
+    seeds = [int(s) for s in args.seeds.split(",") if s != ""]
 
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
@@ -511,66 +412,58 @@ def main(argv=None):
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
-    images, y, train, test, aug_images, aug_y = load_data()
-    pix = pixels(aug_images)
+    data = load_data()
+    images, y, train, test, aug_images, aug_y, _, _ = data
     log(
-        f"data: {len(train)} train / {len(test)} test images, {len(aug_images)} training "
-        f"renderings"
+        f"data: {len(train)} train / {len(test)} test images, {len(aug_images)} "
+        "training renderings"
     )
-
-    clip, clip_processor = build_clip()
-    check_pixels(clip_processor, aug_images[:64])
-    train_clip(clip, clip_processor, pix, aug_y, epochs=args.clip_epochs, log=log)
-    t_clip = time.perf_counter() - t0
-    results = evaluate_clip(clip, clip_processor, images, y, train, test)
-    log(f"tiny-clip trained in {t_clip:.0f} s: {results}")
-
-    llava, llava_processor = build_llava(clip)
-    seqs, start = answer_sequences(llava_processor, images[0])
-    feats = tower_features(llava, pix)
-    with torch.inference_mode():  # the shortcut equals HF's own forward pass
-        ids = seqs[torch.as_tensor(aug_y[:4])]
-        full = llava(input_ids=ids, pixel_values=pix[:4], use_cache=False).logits
-        torch.testing.assert_close(llava_logits(llava, ids, feats[:4]), full)
-    t1 = time.perf_counter()
-    train_llava(llava, seqs, start, feats, aug_y, epochs=args.llava_epochs, log=log)
-    t_llava = time.perf_counter() - t1
-    llava_results, generated = evaluate_llava(
-        llava, llava_processor, images, y, train, test
-    )
-    log(f"tiny-llava trained in {t_llava:.0f} s; sample answers: {generated[:3]}")
-    results.update(llava_results)
-
     out = Path(args.out)
-    clip_card = card(
-        "tiny-clip",
-        "A CLIP model (`CLIPModel`, ViT 32 px / patch 8) trained "
-        "contrastively on skvlm's embedded digit images and their captions.",
-        {k: v for k, v in results.items() if k.startswith("clip")},
-        t_clip,
-    )
-    llava_card = card(
-        "tiny-llava",
-        "A LLaVA-1.5 model (`LlavaForConditionalGeneration`: "
-        "tiny-clip's vision tower, MLP projector, 3-layer Llama) trained to "
-        f"answer {PROMPT!r} with {ANSWER!r}.",
-        {k: v for k, v in results.items() if k.startswith("llava")},
-        t_llava,
-    )
-    sizes = {
-        "tiny-clip": save(clip, clip_processor, out / "tiny-clip", clip_card),
-        "tiny-llava": save(llava, llava_processor, out / "tiny-llava", llava_card),
-    }
+    rows, sizes = {}, {}
+    if "clip" in models:
+        clip, clip_processor = build_clip()
+        check_pixels(clip_processor, aug_images[:64])
+        train_clip(
+            clip,
+            clip_processor,
+            pixels(aug_images),
+            aug_y,
+            epochs=args.clip_epochs,
+            log=log,
+        )
+        t_clip = time.perf_counter() - t0
+        results = evaluate_clip(clip, clip_processor, images, y, train, test)
+        log(f"tiny-clip trained in {t_clip:.0f} s: {results}")
+        clip_card = card(
+            "tiny-clip",
+            "A CLIP model (`CLIPModel`, ViT 32 px / patch 8) trained "
+            "contrastively on skvlm's embedded digit images and their captions.",
+            results,
+            t_clip,
+        )
+        sizes["tiny-clip"] = save(clip, clip_processor, out / "tiny-clip", clip_card)
+        rows.update(results)
+    else:
+        from transformers import CLIPModel
+
+        clip = CLIPModel.from_pretrained(out / "tiny-clip").eval()
+        log(f"tiny-clip read from {out / 'tiny-clip'}")
+    if "llava" in models:
+        for seed in seeds:
+            name, results, per_class, size, n, seconds = train_one_llava(
+                clip, seed, data, args, out, log
+            )
+            sizes[name] = size
+            rows.update({f"{name}: {k}": v for k, v in results.items()})
     total = time.perf_counter() - t0
 
     print("\n| measure | value |\n|---|---|")
-    for key, value in results.items():
+    for key, value in rows.items():
         print(f"| {key} | {value:.3f} |")
     for key, value in sizes.items():
-        n = sum(p.numel() for p in (clip if key == "tiny-clip" else llava).parameters())
-        print(f"| {key}: parameters / folder size | {n:,} / {value / 1e6:.2f} MB |")
+        print(f"| {key}: folder size | {value / 1e6:.2f} MB |")
     print(f"| wall time (threads={args.threads}) | {total:.0f} s |")
-    print(json.dumps({"results": results, "sizes": sizes, "seconds": total}))
+    print(json.dumps({"results": rows, "sizes": sizes, "seconds": total}))
 
 
 if __name__ == "__main__":

@@ -50,23 +50,95 @@ SENTENCES = [
         ("Great_White Shark", 1),  # underscores separate words too
     ],
 )
-def test_hand_counted_matches(name, expected):
-    counts = class_frequency(SENTENCES, [name])
+def test_hand_counted_matches_words(name, expected):
+    counts = class_frequency(SENTENCES, [name], tokenizer="words")
     assert counts.loc[name] == expected
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("cat", 2),  # 2 (counted once), 6 ("cat 's"); not "cats", "catfish"
+        ("tree frog", 1),  # 0 only: nltk keeps "tree-frog" one token (4)
+        ("frog", 2),  # 0, 3
+        ("tree", 2),  # 0, 3 ("tree ." : the final period is split off)
+        ("tree-frog", 1),  # 4
+        ("white shark", 1),  # 5 (twice in it, counted once)
+        ("great white shark", 1),  # 5
+        ("t-shirt", 1),  # 6
+        ("T shirt", 0),  # "t-shirt" is one token
+        ("a frog", 1),  # 3
+        ("dog", 0),
+        ("Great_White Shark", 0),  # "great_white" is one token
+    ],
+)
+def test_hand_counted_matches_nltk(name, expected):
+    counts = class_frequency(SENTENCES, [name])  # tokenizer="nltk", the default
+    assert counts.loc[name] == expected
+
+
+def _paper_counts(corpus, names, fixed=True):
+    """data_analysis/tokenize.ipynb, transcribed: nltk word tokens of the lower-cased
+    name and sentence, and its is_sublist test. ``fixed=False`` keeps the paper's
+    is_sublist verbatim, which never matches at a sentence's first or last token
+    ("##" + name + "##" against a join with no "##" at its ends)."""
+    import nltk
+
+    def word_tokenize(text):
+        return nltk.word_tokenize(text, preserve_line=True)  # no punkt data here
+
+    def is_sublist(smaller, larger):
+        larger_str = "##".join(larger)
+        if fixed:
+            larger_str = "##" + larger_str + "##"
+        smaller_str = "##".join(smaller)
+        return "##" + smaller_str + "##" in larger_str
+
+    sentences = [word_tokenize(s.lower()) for s in corpus]
+    classnames = [word_tokenize(n.lower()) for n in names]
+    return [sum(is_sublist(c, sent) for sent in sentences) for c in classnames]
+
+
+def test_nltk_counts_equal_the_papers_notebook():
+    rng = np.random.default_rng(0)
+    words = np.array(
+        ["cat", "dog", "tree", "frog", "red", "fox", "a", "the", "sea", "lion",
+         "Sea", "bird", "cat's", "tree-frog", "(", "st.", "bernard"]
+    )  # fmt: skip
+    corpus = []
+    for _ in range(300):
+        tokens = rng.choice(words, rng.integers(1, 12))
+        seps = rng.choice([" ", ", ", " - ", "  ", "; "], len(tokens))
+        corpus.append("".join(t + s for t, s in zip(tokens, seps, strict=True)))
+    names = ["cat", "tree frog", "tree-frog", "red fox", "sea lion", "frog",
+             "a red fox", "dog dog", "bird cat dog", "lion", "St. Bernard"]  # fmt: skip
+    got = class_frequency(corpus, names).tolist()
+    assert got == _paper_counts(corpus, names)
+    assert sum(got) > 100  # the corpus really names the classes
+    # The paper's verbatim is_sublist misses names at a sentence's edges; we count
+    # them (a stated difference): strictly fewer counts there.
+    verbatim = _paper_counts(corpus, names, fixed=False)
+    assert all(v <= g for v, g in zip(verbatim, got, strict=True))
+    assert sum(verbatim) < sum(got)
+    assert _paper_counts(["cat sat on the mat"], ["cat"], fixed=False) == [0]
+    assert class_frequency(["cat sat on the mat"], ["cat"]).tolist() == [1]
 
 
 def test_result_layout_order_and_duplicates():
     names = ["frog", "cat", "dog", "crane", "crane"]
-    counts = class_frequency(SENTENCES, names)
+    counts = class_frequency(SENTENCES, names, tokenizer="words")
     assert counts.index.tolist() == names
     assert counts.index.name == "class_name" and counts.name == "n_sentences"
     assert counts.dtype == np.int64
     assert counts.tolist() == [3, 2, 0, 0, 0]
     assert counts.attrs["corpus_sentences"] == len(SENTENCES)
+    assert class_frequency(SENTENCES, names).tolist() == [2, 2, 0, 0, 0]
 
 
 def test_lowercase_false_is_case_sensitive():
-    counts = class_frequency(SENTENCES, ["cat", "CAT", "Cat"], lowercase=False)
+    counts = class_frequency(
+        SENTENCES, ["cat", "CAT", "Cat"], lowercase=False, tokenizer="words"
+    )
     # "cat" in 2; "CAT" in 2; "Cat" in 6 ("Cats" is another word)
     assert counts.tolist() == [1, 1, 1]
 
@@ -82,9 +154,9 @@ def test_split_sentences():
 
 def test_accepts_generators_and_series():
     gen = (s for s in SENTENCES)
-    assert class_frequency(gen, ["frog"]).tolist() == [3]
+    assert class_frequency(gen, ["frog"]).tolist() == [2]
     series = pd.Series(SENTENCES, index=np.arange(100, 100 + len(SENTENCES)))
-    assert class_frequency(series, ["frog"]).tolist() == [3]
+    assert class_frequency(series, ["frog"], tokenizer="words").tolist() == [3]
 
 
 def test_matches_count_vectorizer_on_random_corpus():
@@ -130,20 +202,28 @@ def test_matches_count_vectorizer_on_random_corpus():
         lowercase=True,
     )
     expected = np.asarray(vectorizer.transform(corpus).sum(axis=0)).ravel()
-    np.testing.assert_array_equal(class_frequency(corpus, names).to_numpy(), expected)
+    got = class_frequency(corpus, names, tokenizer="words").to_numpy()
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_tokenize():
-    assert tokenize("Tree-frog's BIG_day, 3rd!") == [
-        "tree",
-        "frog",
-        "s",
-        "big",
-        "day",
-        "3rd",
+    words = tokenize("Tree-frog's BIG_day, 3rd!", tokenizer="words")
+    assert words == ["tree", "frog", "s", "big", "day", "3rd"]
+    assert tokenize("Éclair Über", lowercase=False, tokenizer="words") == [
+        "Éclair",
+        "Über",
     ]
-    assert tokenize("Éclair Über", lowercase=False) == ["Éclair", "Über"]
-    assert tokenize("... --- ") == []
+    assert tokenize("... --- ", tokenizer="words") == []
+    assert tokenize("Tree-frog's BIG_day, 3rd!") == [
+        "tree-frog",
+        "'s",
+        "big_day",
+        ",",
+        "3rd",
+        "!",
+    ]
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        tokenize("a", tokenizer="spacy")
 
 
 @pytest.mark.parametrize(
@@ -159,13 +239,15 @@ def test_tokenize():
             ["ok"],
             ["cat", "!!", "-"],
             ValueError,
-            r"\[1\] '!!', \[2\] '-'.*no word token",
+            r"\[1\] '!!', \[2\] '-'.*no token \(tokenizer='words'\)",
         ),
     ],
 )
 def test_class_frequency_errors(corpus, names, error, match):
     with pytest.raises(error, match=match):
-        class_frequency(corpus, names)
+        class_frequency(corpus, names, tokenizer="words")
+    with pytest.raises(ValueError, match=r"\[1\] ' '.*no token"):
+        class_frequency(["ok"], ["cat", " "])
 
 
 # ---------------------------------------------------------------- per_class_accuracy
@@ -209,7 +291,12 @@ def test_correlations_equal_scipy():
     assert report.spearman_pvalue == pytest.approx(spearman.pvalue, abs=1e-12)
     assert report.pearson == pytest.approx(pearson.statistic, abs=1e-12)
     assert report.pearson_pvalue == pytest.approx(pearson.pvalue, abs=1e-12)
-    assert "spearman=" in repr(report)
+    # the paper's Pearson (data_analysis/correlation.ipynb) is on the raw counts
+    raw = stats.pearsonr(COUNTS.to_numpy(), ACCURACY.to_numpy())
+    assert report.pearson_raw == pytest.approx(raw.statistic, abs=1e-12)
+    assert report.pearson_raw_pvalue == pytest.approx(raw.pvalue, abs=1e-12)
+    assert report.pearson_raw != pytest.approx(report.pearson)
+    assert "spearman=" in repr(report) and "pearson_raw=" in repr(report)
 
 
 def test_spearman_hand_computed():
@@ -247,6 +334,15 @@ def test_custom_bins():
         frequency_accuracy_report(COUNTS, ACCURACY, bins=[0, 10, 10])
     with pytest.raises(ValueError, match="bins must be 'log'"):
         frequency_accuracy_report(COUNTS, ACCURACY, bins="linear")
+
+
+def test_paper_bins():
+    # data_analysis/correlation.ipynb: [0, 10, 20, ..., 100, 1000, 10000, 100000)
+    bins = frequency_accuracy_report(COUNTS, ACCURACY, bins="paper").bins
+    assert bins["low"].tolist()[:3] == [0, 10, 20]
+    assert bins["high"].tolist()[-3:] == [10000, 100000, np.inf]
+    # counts 0, 0, 3, 9 | 10 | 150 | 999 | 20000
+    assert bins["n_classes"].tolist() == [4, 1] + [0] * 8 + [2, 0, 1, 0]
 
 
 def test_series_are_aligned_on_index():

@@ -258,7 +258,7 @@ def test_sites_lists_what_a_model_offers(capsys):
     assert lines[0] == "skvlm/tiny-llava (llava): 35 sites"
     assert lines[2].split()[:4] == ["vision", "0..3", "64", "cls"]
     assert "pooler (layer 3)" in lines[2] and "int positions -17..16" in lines[2]
-    assert lines[4].split()[:4] == ["language", "0..3", "96", "last"]
+    assert lines[4].split()[:4] == ["language", "0..3", "64", "last"]
     assert main(["sites", "skvlm/tiny-clip", "--format", "csv"]) == 0
     table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     pd.testing.assert_frame_equal(table, describe_sites("skvlm/tiny-clip"))

@@ -59,22 +59,27 @@ class FrequencyAccuracyReport:
         Spearman's rank correlation of count with accuracy, and its p-value.
     pearson, pearson_pvalue : float
         Pearson's correlation of ``log10(count + 1)`` with accuracy.
+    pearson_raw, pearson_raw_pvalue : float
+        Pearson's correlation of the raw count with accuracy (the paper's
+        ``pearsonr(xs, ys)`` in ``data_analysis/correlation.ipynb``).
     bins : DataFrame
         One row per frequency bin: ``low`` (included), ``high`` (excluded),
         ``n_classes``, ``mean_accuracy`` (NaN for an empty bin), ``std_accuracy``.
     """
 
-    def __init__(self, data, spearman, pearson, bins):
+    def __init__(self, data, spearman, pearson, pearson_raw, bins):
         self.data = data
         self.spearman, self.spearman_pvalue = spearman
         self.pearson, self.pearson_pvalue = pearson
+        self.pearson_raw, self.pearson_raw_pvalue = pearson_raw
         self.bins = bins
 
     def __repr__(self):
         return (
             f"FrequencyAccuracyReport(n_classes={len(self.data)}, "
             f"spearman={self.spearman:.3f}, "
-            f"pearson_log10={self.pearson:.3f})"
+            f"pearson_log10={self.pearson:.3f}, "
+            f"pearson_raw={self.pearson_raw:.3f})"
         )
 
     def plot(self, ax=None):
@@ -145,18 +150,22 @@ def frequency_accuracy_report(counts, per_class_accuracy, *, bins="log"):
         Series they are aligned on their index (each class must be in both);
         otherwise they are paired by position. Classes with a NaN accuracy
         (no test sample) are left out with a warning.
-    bins : "log" or array-like of increasing numbers, default="log"
+    bins : "log", "paper" or array-like of increasing numbers, default="log"
         Frequency bins. ``"log"`` gives ``[0, 1)`` (never named), ``[1, 10)``,
-        ``[10, 100)``, ... up to the decade of the largest count. An array gives
-        the bin edges: bin ``i`` holds counts ``edges[i] <= c < edges[i + 1]``
-        (use ``np.inf`` as the last edge for an open bin).
+        ``[10, 100)``, ... up to the decade of the largest count. ``"paper"``
+        gives the edges of the paper's figure (``data_analysis/correlation.ipynb``:
+        0, 10, 20, ..., 100, 1000, 10000, 100000), plus an open bin from 100000
+        (the paper's code drops those counts). An array gives the bin edges: bin
+        ``i`` holds counts ``edges[i] <= c < edges[i + 1]`` (use ``np.inf`` as
+        the last edge for an open bin).
 
     Returns
     -------
     report : FrequencyAccuracyReport
         ``spearman`` (rank correlation of count and accuracy; ranks make the log
         irrelevant), ``pearson`` (correlation of ``log10(count + 1)`` with
-        accuracy), their p-values, ``bins`` (mean accuracy per bin), ``data``
+        accuracy), ``pearson_raw`` (correlation of the raw count, the paper's
+        Pearson), their p-values, ``bins`` (mean accuracy per bin), ``data``
         and ``plot()``.
 
     Examples
@@ -167,8 +176,8 @@ def frequency_accuracy_report(counts, per_class_accuracy, *, bins="log"):
     >>> accuracy = pd.Series({"cat": 0.9, "dog": 0.7, "eel": 0.5, "yak": 0.1,
     ...                       "gnu": 0.2})
     >>> report = frequency_accuracy_report(counts, accuracy)
-    >>> round(report.spearman, 2), round(report.pearson, 2)
-    (0.9, 0.97)
+    >>> round(report.spearman, 2), round(report.pearson, 2), round(report.pearson_raw, 2)
+    (0.9, 0.97, 0.74)
     >>> report.bins[["low", "high", "n_classes", "mean_accuracy"]]
           low     high  n_classes  mean_accuracy
     0     0.0      1.0          1            0.2
@@ -183,8 +192,9 @@ def frequency_accuracy_report(counts, per_class_accuracy, *, bins="log"):
     accuracy = data["accuracy"].to_numpy(dtype=float)
     spearman = _correlation(stats.spearmanr, count, accuracy, "Spearman")
     pearson = _correlation(stats.pearsonr, np.log10(count + 1), accuracy, "Pearson")
+    pearson_raw = _correlation(stats.pearsonr, count, accuracy, "Pearson")
     return FrequencyAccuracyReport(
-        data, spearman, pearson, _binned(count, accuracy, bins)
+        data, spearman, pearson, pearson_raw, _binned(count, accuracy, bins)
     )
 
 
@@ -257,10 +267,18 @@ def _correlation(func, x, y, name):
     return float(result.statistic), float(result.pvalue)
 
 
+#: The bin edges of the paper's frequency figure (data_analysis/correlation.ipynb).
+PAPER_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 1000, 10000, 100000)
+
+
 def _binned(count, accuracy, bins):
+    if isinstance(bins, str) and bins == "paper":
+        bins = [*PAPER_BINS, np.inf]
     if isinstance(bins, str):
         if bins != "log":
-            raise ValueError(f"bins must be 'log' or an array of edges; got {bins!r}.")
+            raise ValueError(
+                f"bins must be 'log', 'paper' or an array of edges; got {bins!r}."
+            )
         top = max(1, int(np.floor(np.log10(max(count.max(), 1)))) + 1)
         edges = np.concatenate([[0.0], 10.0 ** np.arange(top + 1)])
     else:

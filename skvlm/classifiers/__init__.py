@@ -6,7 +6,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "._generative": ["VLMGenerativeClassifier"],
-        "._generative_text": ["match_class_name"],
+        "._generative_text": ["answer_is_correct", "match_class_name"],
         "._linear_probe": ["LinearProbeClassifier"],
         "._zero_shot": ["CLIPZeroShotClassifier"],
     },

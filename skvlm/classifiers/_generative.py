@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score, top_k_accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from .._inputs import ImageInputMixin, as_items, load_image
+from .._inputs import ImageInputMixin, as_items
 from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
-from ._generative_scoring import continuation_ids, image_prefix, score_continuations
-from ._generative_text import closed_set_prompt, match_class_name
+from ._generative_scoring import continuation_ids, generate_answers, score_images
+from ._generative_text import (
+    NAME_MATCHES,
+    candidate_names,
+    check_no_match,
+    closed_set_prompt,
+    match_class_name,
+    resolve_template,
+    sample_candidates,
+)
 
 #: The paper's answer prefix (LLaVA: "... ASSISTANT: The photo features a").
 DEFAULT_ANSWER_PREFIX = "The photo features a"
@@ -32,7 +41,9 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     the answer; ``"open_ended"`` generates an answer and looks for a class name
     in it; ``"closed_set"`` does the same with the candidate list in the prompt.
     ``fit`` trains nothing: it records ``classes_``, tokenizes the class names
-    and, for ``calibration``, estimates each class's prior score.
+    and, for ``calibration``, estimates each class's prior score. The paper's
+    own settings, and where the defaults differ from them, are listed in the
+    user guide's "Fidelity to the paper's code" page.
 
     Parameters
     ----------
@@ -48,32 +59,54 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     strategy : {"probabilistic", "open_ended", "closed_set"}, default="probabilistic"
         How ``predict`` decides (see Notes).
     prompt : str, default=None
-        The question. None uses "What type of object is in this photo?". It is
-        formatted as ``VLMEmbeddingTransformer`` does (the family's chat
-        template; a prompt holding the image placeholder is used as is). For
+        The question. None uses "What type of object is in this photo?". For
         ``closed_set`` it may hold a ``{candidates}`` field; otherwise
         ``' Choose one from "{candidates}".'`` is appended. A ``prompt`` column
         in a DataFrame ``X`` overrides it per row.
+    prompt_template : str or "paper", default=None
+        How the question becomes the model's text. None: as
+        ``VLMEmbeddingTransformer`` does (the family's chat template; a prompt
+        holding the image placeholder is used as is). A string with a
+        ``{prompt}`` field: the question is put there, e.g. the paper's LLaVA
+        form ``"USER: <image>\\n{prompt}\\nASSISTANT:"`` (HF's LLaVA-1.5 chat
+        template puts a space, not a line break, before ``ASSISTANT:``).
+        ``"paper"``: the paper's template of the model's family (LLaVA-1.5;
+        BLIP-2 and InstructBLIP: ``"Question: {prompt} Answer:"``, BLIP-2's
+        format in skvlm already).
     answer_prefix : str, default=None
         The start of the answer after which class names are scored. None uses
-        "The photo features a" (the paper's); "" scores names right after the
-        prompt.
+        "The photo features a" (the paper's for LLaVA; for BLIP-2 the paper
+        uses "A"); "" scores names right after the prompt.
     reduction : {"sum", "mean"}, default="sum"
         A class's score is the sum of its name's token log-probabilities, or
         their mean (length normalised). (The paper calls this the score; the
         name ``score`` is taken by sklearn's ``score`` method.)
     calibration : {None, "prior", "text_prior"}, default=None
-        Subtract a per-class prior from the scores (see Notes). ``"prior"``:
-        the class's score averaged over the images given to ``fit`` (the
-        paper's estimate). ``"text_prior"``: the class's score after the same
-        prompt with the image tokens removed.
-    guidance : float, default=1.0
-        Weight of the prior: ``score - guidance * prior``.
+        Mix the scores with a per-class prior (see Notes). ``"prior"``: each
+        name token's log-probability averaged over the images given to
+        ``fit`` (the paper averages over the evaluated images: fit on them, or
+        see :meth:`calibration_sweep`). ``"text_prior"``: the scores after the
+        same prompt with the image tokens removed.
+    guidance : float, default=2.0
+        The paper's weight ``a`` of the calibration:
+        ``a * score + (1 - a) * prior``. 1 leaves the scores unchanged; the
+        paper sweeps 0, 1, ..., 8 and reports the best.
     max_new_tokens : int, default=64
-        Length limit of generated answers (open-ended and closed-set).
-    candidate_order : {"fixed", "shuffle"}, default="fixed"
-        Closed-set: the candidates in the order of ``classes_``, or in a new
-        random order for each image, drawn from ``random_state``.
+        Length limit of generated answers (open-ended and closed-set; the
+        paper's 64).
+    name_match : {"substring", "word"}, default="substring"
+        Open-ended and closed-set: how a class name is found in an answer.
+        ``"substring"``: anywhere, lower-cased (the paper's test, so "cat" is
+        found in "category"); ``"word"``: at word boundaries only.
+    no_match : "probabilistic" or label, default=-1
+        Open-ended and closed-set: the prediction for an answer that names no
+        class. A label value (not one of the classes) makes it wrong, as in the
+        paper; ``"probabilistic"`` falls back to the best probabilistic score
+        under the same prompt, so that every answer gets a class.
+    candidate_order : {"shuffle", "fixed"}, default="shuffle"
+        Closed-set: the candidates in a new random order for each image, drawn
+        from ``random_state`` (the paper's default), or in the order given
+        (``classes_``, or the ``candidates`` column of ``X``).
     random_state : int, RandomState instance or None, default=None
         Seeds the shuffled candidate order; an int gives the same orders on
         every call.
@@ -102,7 +135,8 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     class_token_ids_ : list of list of int
         The scored token ids of each class name (see Notes).
     prior_ : ndarray of shape (n_classes,) or None
-        The prior score of each class (None without calibration).
+        The prior score of each class (None without calibration), reduced over
+        the name's tokens like the scores.
 
     Notes
     -----
@@ -115,40 +149,61 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     pass per image plus about ``n_classes / class_batch_size`` short passes,
     not a full pass per class as in the paper's code.
 
-    **Calibration.** ``decision_function`` returns ``score - guidance * prior``.
-    ``guidance=1`` gives the pointwise mutual information of image and class;
-    in classifier-free-guidance terms, ``prior + w * (score - prior)`` ranks
-    classes as ``score - (1 - 1/w) * prior``, so ``guidance`` in [0, 1) is the
-    guidance weight ``w = 1 / (1 - guidance)``. ``predict_proba`` is the softmax
-    of ``decision_function`` over the classes.
+    **Calibration** follows ``inference_analysis/get_accuracy.ipynb``: each
+    name token's log-probability ``lp`` is mixed with that token's prior
+    ``p`` (its log-probability averaged over the images) as
+    ``a * lp + (1 - a) * p`` and the mixed values are summed over the name's
+    tokens (averaged with ``reduction="mean"``), with ``a = guidance``. Both
+    steps are linear, so ``decision_function`` computes it as
+    ``guidance * score + (1 - guidance) * prior_`` with ``prior_`` the
+    image-averaged score. This is classifier-free guidance,
+    ``prior + a * (score - prior)``; for ``a > 0`` it ranks the classes as
+    ``score - (1 - 1/a) * prior``, so a large ``a`` approaches the pointwise
+    mutual information ``score - prior``. ``predict_proba`` is the softmax of
+    ``decision_function`` over the classes.
 
     **Generation.** ``open_ended`` and ``closed_set`` decode greedily
     (``do_sample=False``) up to ``max_new_tokens`` tokens; :meth:`generate`
     returns the answers. The predicted class is the name found first in the
-    answer (case-insensitive, whole words, ties to the longest name). When an
-    answer names no class, the prediction falls back to the best probabilistic
-    score under the same prompt, so ``predict`` always returns a class;
-    ``decision_function`` and ``predict_proba`` always give the probabilistic
-    scores under the strategy's prompt.
+    answer (``name_match``; ties to the longest name); an answer naming no
+    class gets ``no_match``. The paper's accuracy counts an answer right when
+    it contains the true name, so an answer naming two classes is right for
+    both: :func:`skvlm.classifiers.answer_is_correct` computes exactly that
+    from :meth:`generate`'s answers. ``decision_function`` and
+    ``predict_proba`` always give the probabilistic scores under the
+    strategy's prompt.
+
+    **Closed-set candidates.** By default every class is a candidate. A pandas
+    DataFrame ``X`` with a ``candidates`` column (a list of labels per row)
+    asks each image its own list, e.g. the paper's protocol of the true class
+    and ``n - 1`` random others: ``X["candidates"] =
+    clf.sample_candidates(y, n)``.
 
     Examples
     --------
     ``skvlm/tiny-llava`` is a tiny LLaVA shipped with skvlm, trained to answer
-    "What type of object is in this photo?" about digit images.
+    "What type of object is in this photo?" about digit images, with some digits
+    named in its training answers far more often than others (see the user
+    guide's "The paper in miniature"): it names a two or a six, and calls the
+    rest "a digit", "a sign", "a number" or "a symbol".
 
-    >>> from skvlm.classifiers import VLMGenerativeClassifier
+    >>> from skvlm.classifiers import VLMGenerativeClassifier, answer_is_correct
     >>> from skvlm.datasets import load_digit_images
     >>> digits = load_digit_images(n_per_class=2)
+    >>> names = digits.target_names
     >>> clf = VLMGenerativeClassifier("skvlm/tiny-llava", strategy="open_ended",
-    ...                               class_names=digits.target_names,
-    ...                               max_new_tokens=8)
-    >>> clf.fit(digits.images, digits.target).generate(digits.images[:1])
-    ['The photo features a zero .']
-    >>> clf.predict(digits.images[:4])
-    array([0, 0, 1, 1])
-    >>> proba = clf.predict_proba(digits.images[:4])  # probabilistic scores
+    ...                               class_names=names, max_new_tokens=8)
+    >>> clf.fit(digits.images, digits.target).generate(digits.images[2:6])
+    ['The photo features a sign .', 'The photo features a sign .',
+     'The photo features a two .', 'The photo features a two .']
+    >>> clf.predict(digits.images[2:6])  # no digit named: no_match=-1, wrong
+    array([-1, -1,  2,  2])
+    >>> answers = clf.generate(digits.images)
+    >>> answer_is_correct(answers, [names[k] for k in digits.target]).mean()
+    np.float64(0.2)
+    >>> proba = clf.predict_proba(digits.images[2:6])  # probabilistic scores
     >>> proba.shape, proba.argmax(axis=1)
-    ((4, 10), array([0, 0, 1, 1]))
+    ((4, 10), array([1, 1, 2, 2]))
     """
 
     _parameter_constraints: dict = {
@@ -156,11 +211,14 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "class_names": [Mapping, list, tuple, np.ndarray, None],
         "strategy": [StrOptions({"probabilistic", "open_ended", "closed_set"})],
         "prompt": [str, None],
+        "prompt_template": [str, None],
         "answer_prefix": [str, None],
         "reduction": [StrOptions({"sum", "mean"})],
         "calibration": [StrOptions({"prior", "text_prior"}), None],
         "guidance": [Interval(Real, None, None, closed="neither")],
         "max_new_tokens": [Interval(Integral, 1, None, closed="left")],
+        "name_match": [StrOptions(set(NAME_MATCHES))],
+        "no_match": "no_validation",
         "candidate_order": [StrOptions({"fixed", "shuffle"})],
         "random_state": ["random_state"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -179,12 +237,15 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         class_names=None,
         strategy="probabilistic",
         prompt=None,
+        prompt_template=None,
         answer_prefix=None,
         reduction="sum",
         calibration=None,
-        guidance=1.0,
+        guidance=2.0,
         max_new_tokens=64,
-        candidate_order="fixed",
+        name_match="substring",
+        no_match=-1,
+        candidate_order="shuffle",
         random_state=None,
         batch_size=8,
         class_batch_size=64,
@@ -198,11 +259,14 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.class_names = class_names
         self.strategy = strategy
         self.prompt = prompt
+        self.prompt_template = prompt_template
         self.answer_prefix = answer_prefix
         self.reduction = reduction
         self.calibration = calibration
         self.guidance = guidance
         self.max_new_tokens = max_new_tokens
+        self.name_match = name_match
+        self.no_match = no_match
         self.candidate_order = candidate_order
         self.random_state = random_state
         self.batch_size = batch_size
@@ -233,7 +297,13 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
         classes = unique_labels(y)
         names = class_texts(self.class_names, classes)
+        check_no_match(self.no_match, classes)
         adapter = self._adapter()
+        resolve_template(
+            self.prompt_template,
+            adapter.family,
+            getattr(adapter, "image_token", "<image>"),
+        )
         answer = (
             DEFAULT_ANSWER_PREFIX if self.answer_prefix is None else self.answer_prefix
         )
@@ -273,10 +343,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_images, n_classes)
         """
         check_is_fitted(self)
-        scores = self._raw_scores(X, with_image=True)
-        if self.prior_ is not None:
-            scores = scores - self.guidance * self.prior_
-        return scores
+        return self._calibrated(self._raw_scores(X, with_image=True), self.prior_)
 
     def predict_proba(self, X):
         """Softmax of :meth:`decision_function` over the classes.
@@ -301,22 +368,33 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Returns
         -------
         labels : ndarray of shape (n_images,)
+            Open-ended and closed-set: ``no_match`` where the answer names no
+            class (unless ``no_match="probabilistic"``).
         """
         check_is_fitted(self)
         if self.strategy == "probabilistic":
             return self.classes_[np.argmax(self.decision_function(X), axis=1)]
         items, prompts = self._items_prompts(X)
         answers = self._generate(items, prompts)
-        index = np.array([match_class_name(a, self.class_names_) for a in answers])
+        index = np.array(
+            [
+                match_class_name(a, self.class_names_, rule=self.name_match)
+                for a in answers
+            ],
+            dtype=int,
+        )
         missing = np.flatnonzero(index < 0)
-        if len(missing):
+        if not len(missing):
+            return self.classes_[index]
+        if self.no_match == "probabilistic":
             fallback = self._scores_for(
                 [items[i] for i in missing], [prompts[i] for i in missing], True
             )
-            if self.prior_ is not None:
-                fallback = fallback - self.guidance * self.prior_
-            index[missing] = np.argmax(fallback, axis=1)
-        return self.classes_[index]
+            index[missing] = np.argmax(self._calibrated(fallback, self.prior_), axis=1)
+            return self.classes_[index]
+        return np.asarray(
+            [self.classes_[i] if i >= 0 else self.no_match for i in index]
+        )
 
     def generate(self, X):
         """The answers the model generates (open-ended or closed-set prompts).
@@ -334,7 +412,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         return self._generate(*self._items_prompts(X))
 
     def prompts(self, X):
-        """The question asked about each image, before the chat template.
+        """The question asked about each image, before the prompt template.
 
         Parameters
         ----------
@@ -347,9 +425,89 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self._items_prompts(X)[1]
 
+    def sample_candidates(self, y, n_candidates):
+        """Closed-set candidate lists as the paper draws them (true class + others).
+
+        For each label, ``n_candidates - 1`` other classes drawn at random and the
+        true class, in random order (``main_results/main.py``), from
+        ``random_state``. Put them in a ``candidates`` column of ``X``.
+
+        Parameters
+        ----------
+        y : array-like of shape (n_samples,)
+            The true labels of the images to ask.
+        n_candidates : int
+            Candidates per image (the paper: 2, 5, 20 or 100, or every class).
+
+        Returns
+        -------
+        candidates : list of list
+            One list of labels per sample.
+        """
+        check_is_fitted(self)
+        return sample_candidates(y, self.classes_, n_candidates, self.random_state)
+
+    def calibration_sweep(self, X, y, guidance=range(9), *, prior="evaluated", k=5):
+        """Accuracy of the probabilistic scores over a grid of ``guidance`` values.
+
+        The paper's calibration protocol (``inference_analysis/get_accuracy.ipynb``):
+        the scores of ``X`` are computed once, the prior is their mean over
+        ``X`` itself, and every ``a`` in ``range(9)`` is tried; the paper reports
+        the best, so ``a`` is chosen on the test images. For an unbiased figure,
+        choose ``guidance`` on other images (or ``prior="fitted"`` with a
+        ``calibration="prior"`` model fitted on training images).
+
+        Parameters
+        ----------
+        X : collection of images
+        y : array-like of shape (n_samples,)
+            True labels, each one of ``classes_``.
+        guidance : iterable of float, default=range(9)
+        prior : {"evaluated", "fitted"}, default="evaluated"
+            ``"evaluated"``: the mean score over ``X`` (the paper's);
+            ``"fitted"``: ``prior_`` from ``fit``.
+        k : int, default=5
+            Top-k accuracy is reported too (the paper reports top-5).
+
+        Returns
+        -------
+        table : DataFrame
+            One row per value: ``guidance``, ``accuracy``, ``top_k_accuracy``.
+            ``guidance=1`` is the uncalibrated score.
+        """
+        check_is_fitted(self)
+        if prior not in ("evaluated", "fitted"):
+            raise ValueError(f"prior must be 'evaluated' or 'fitted'; got {prior!r}.")
+        if prior == "fitted" and self.prior_ is None:
+            raise ValueError(
+                "prior='fitted' needs a prior from fit: set calibration='prior' or "
+                "'text_prior' before fitting, or use prior='evaluated'."
+            )
+        scores = self._raw_scores(X, with_image=True)
+        base = scores.mean(axis=0) if prior == "evaluated" else self.prior_
+        rows = []
+        for a in guidance:
+            mixed = float(a) * scores + (1 - float(a)) * base
+            rows.append(
+                {
+                    "guidance": float(a),
+                    "accuracy": accuracy_score(
+                        y, self.classes_[np.argmax(mixed, axis=1)]
+                    ),
+                    "top_k_accuracy": (
+                        top_k_accuracy_score(y, mixed, k=k, labels=self.classes_)
+                        if 1 < k < len(self.classes_)
+                        else np.nan
+                    ),
+                }
+            )
+        return pd.DataFrame(rows)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.candidate_order == "shuffle"
+        tags.non_deterministic = (
+            self.strategy == "closed_set" and self.candidate_order == "shuffle"
+        )
         return tags
 
     # -- internals -------------------------------------------------------------------
@@ -362,82 +520,67 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             progress=self.progress,
         )
 
+    def _calibrated(self, scores, prior):
+        if prior is None:
+            return scores
+        return self.guidance * scores + (1 - self.guidance) * prior
+
+    def _model_texts(self, adapter, prompts):
+        """The questions in the prompt template (the adapter formats the rest)."""
+        template = resolve_template(
+            self.prompt_template,
+            adapter.family,
+            getattr(adapter, "image_token", "<image>"),
+        )
+        if template is None:
+            return list(prompts)
+        return [template.replace("{prompt}", p) for p in prompts]
+
     def _items_prompts(self, X):
         items, row_prompts = as_items(X, self.image_column)
         base = [DEFAULT_PROMPT if self.prompt is None else self.prompt] * len(items)
         prompts = base if row_prompts is None else row_prompts
         if self.strategy != "closed_set":
             return items, prompts
-        names = list(self.class_names_)
-        if self.candidate_order == "fixed":
-            return items, [closed_set_prompt(p, names) for p in prompts]
+        lists = candidate_names(X, self.classes_, self.class_names_, len(items))
         rng = check_random_state(self.random_state)
-        shuffled = []
-        for p in prompts:
-            order = rng.permutation(len(names))
-            shuffled.append(closed_set_prompt(p, [names[i] for i in order]))
-        return items, shuffled
+        out = []
+        for prompt, names in zip(prompts, lists, strict=True):
+            if self.candidate_order == "shuffle":
+                names = [names[i] for i in rng.permutation(len(names))]
+            out.append(closed_set_prompt(prompt, names))
+        return items, out
 
     def _raw_scores(self, X, *, with_image):
         items, prompts = self._items_prompts(X)
         return self._scores_for(items, prompts, with_image)
 
     def _scores_for(self, items, prompts, with_image):
-        import torch
-
         adapter = self._adapter()
-        lengths = np.array([len(t) for t in self.class_token_ids_], dtype=float)
-        rows = []
-        with torch.inference_mode():
-            for i, (item, prompt) in enumerate(
-                self._progress(list(zip(items, prompts, strict=True)))
-            ):
-                image = load_image(item, i)
-                prefix, cache = image_prefix(
-                    adapter,
-                    image,
-                    adapter.format_prompt(prompt),
-                    self.answer_ids_,
-                    with_image=with_image,
-                )
-                sums = score_continuations(
-                    adapter, prefix, cache, self.class_token_ids_, self.class_batch_size
-                )
-                rows.append(sums.cpu().numpy().astype(np.float64))
-        scores = np.stack(rows)
-        return scores / lengths if self.reduction == "mean" else scores
+        sums = score_images(
+            adapter,
+            items,
+            [adapter.format_prompt(t) for t in self._model_texts(adapter, prompts)],
+            self.answer_ids_,
+            self.class_token_ids_,
+            batch_size=self.class_batch_size,
+            with_image=with_image,
+            progress=self._progress,
+        )
+        if self.reduction == "sum":
+            return sums
+        return sums / np.array([len(t) for t in self.class_token_ids_], dtype=float)
 
     def _generate(self, items, prompts):
-        import torch
-
         adapter = self._adapter()
-        tokenizer = adapter.processor.tokenizer
-        answers = []
-        starts = range(0, len(items), self.batch_size)
-        with torch.inference_mode(), _left_padding(tokenizer):
-            for start in self._progress(list(starts)):
-                stop = start + self.batch_size
-                images = [
-                    load_image(x, start + i) for i, x in enumerate(items[start:stop])
-                ]
-                batch = dict(adapter.prepare(images, prompts[start:stop]))
-                batch.pop("position_ids", None)  # generate derives them from the mask
-                out = adapter.model.generate(
-                    **batch,
-                    do_sample=False,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                ids = batch["input_ids"]
-                if out.shape[1] >= ids.shape[1] and torch.equal(
-                    out[:, : ids.shape[1]], ids
-                ):
-                    out = out[:, ids.shape[1] :]  # decoder-only LMs echo the prompt
-                answers.extend(
-                    a.strip()
-                    for a in tokenizer.batch_decode(out, skip_special_tokens=True)
-                )
-        return answers
+        return generate_answers(
+            adapter,
+            items,
+            self._model_texts(adapter, prompts),
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            progress=self._progress,
+        )
 
     def _progress(self, iterable):
         if not self.progress:
@@ -445,14 +588,3 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         from tqdm.auto import tqdm
 
         return tqdm(iterable, desc="images")
-
-
-@contextlib.contextmanager
-def _left_padding(tokenizer):
-    """Pad on the left while generating, so every answer starts right after its prompt."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side

@@ -17,10 +17,14 @@ formatted prompt followed by ``ids(A)``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from .._inputs import load_image
 
 
 def continuation_ids(tokenizer, answer_prefix, names):
@@ -212,3 +216,96 @@ def score_continuations(adapter, prefix, cache, continuations, batch_size):
             total = total + (picked * valid[:, 1:]).sum(dim=1)
         out.append(total)
     return torch.cat(out)
+
+
+def score_images(
+    adapter,
+    items,
+    texts,
+    answer_ids,
+    continuations,
+    *,
+    batch_size,
+    with_image=True,
+    progress=lambda x: x,
+):
+    """Summed log-probabilities of every continuation for every image.
+
+    Parameters
+    ----------
+    adapter : Adapter
+    items : list
+        Image items (anything ``load_image`` reads).
+    texts : list of str
+        The formatted prompt of each image (the adapter's ``format_prompt``).
+    answer_ids : list of int
+        The answer prefix's token ids.
+    continuations : list of list of int
+        Each class's token ids.
+    batch_size : int
+        Continuations per pass.
+    with_image : bool, default=True
+        False drops the image tokens (the text-only prior).
+    progress : callable, default=identity
+        Wraps the list of (item, text) pairs (a progress bar).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_images, n_continuations), float64
+    """
+    rows = []
+    with torch.inference_mode():
+        for i, (item, text) in enumerate(
+            progress(list(zip(items, texts, strict=True)))
+        ):
+            prefix, cache = image_prefix(
+                adapter, load_image(item, i), text, answer_ids, with_image=with_image
+            )
+            sums = score_continuations(
+                adapter, prefix, cache, continuations, batch_size
+            )
+            rows.append(sums.cpu().numpy().astype(np.float64))
+    return np.stack(rows)
+
+
+def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progress):
+    """Greedy answers to each (image, prompt), special tokens removed.
+
+    Batches are left-padded so every answer starts right after its prompt; the
+    echoed prompt of decoder-only models is cut off.
+    """
+    tokenizer = adapter.processor.tokenizer
+    answers = []
+    starts = range(0, len(items), batch_size)
+    with torch.inference_mode(), _left_padding(tokenizer):
+        for start in progress(list(starts)):
+            stop = start + batch_size
+            images = [load_image(x, start + i) for i, x in enumerate(items[start:stop])]
+            batch = dict(adapter.prepare(images, texts[start:stop]))
+            batch.pop("position_ids", None)  # generate derives them from the mask
+            out = adapter.model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            ids = batch["input_ids"]
+            if out.shape[1] >= ids.shape[1] and torch.equal(
+                out[:, : ids.shape[1]], ids
+            ):
+                out = out[:, ids.shape[1] :]  # decoder-only LMs echo the prompt
+            answers.extend(
+                a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
+            )
+    return answers
+
+
+@contextlib.contextmanager
+def _left_padding(tokenizer):
+    """Pad on the left while generating (restored afterwards)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side

@@ -32,9 +32,12 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of int, default=()
+    hidden_layer_sizes : array-like of int or "n_features", default=()
         Width of each hidden layer. ``()`` is a linear probe (then ``coef_`` and
-        ``intercept_`` exist); ``(512,)`` is the paper's one-hidden-layer probe.
+        ``intercept_`` exist). ``"n_features"`` stands for the width of ``X``:
+        the paper's one-hidden-layer probe is ``("n_features",)``
+        (``feature_analysis/probe.py``: ``Linear(d, d)``, ReLU, ``Linear(d,
+        classes)``); see :meth:`paper_preset`.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Activation of the hidden layers, as in ``MLPClassifier``.
     solver : {"adam", "lbfgs"}, default="adam"
@@ -84,7 +87,9 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Share of the training rows held out when ``early_stopping=True``.
     n_iter_no_change : int, default=10
-        Patience, in epochs.
+        Patience, in epochs. With ``early_stopping=False`` and a patience of
+        ``max_iter`` or more, training runs exactly ``max_iter`` epochs (the
+        paper's fixed schedule) and reaching it is no convergence failure.
     tol : float, default=1e-4
         Adam: smallest decrease of the monitored loss (validation loss with
         early stopping, training loss without) counted as an improvement.
@@ -179,6 +184,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         "hidden_layer_sizes": [
             "array-like",
             Interval(Integral, 1, None, closed="left"),
+            StrOptions({"n_features"}),
         ],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions({"adam", "lbfgs"})],
@@ -234,6 +240,53 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    @classmethod
+    def paper_preset(cls, *, mlp=False, n_epochs=500, **params):
+        """The probe of Zhang et al.'s code (``feature_analysis/probe.py``).
+
+        A linear layer (or, with ``mlp=True``, ``Linear(d, d)``, ReLU,
+        ``Linear(d, classes)``) on the raw features, cross-entropy, Adam at
+        1e-3, batch 512, no weight decay, ``n_epochs`` epochs (the paper: 500,
+        and 100 on ImageNet, ``feature_analysis/probe.sh``) with no early
+        stopping. Two differences remain: the rows are reshuffled every epoch
+        (the paper shuffles them once), and the last epoch's weights are kept
+        where the paper reports the best test accuracy over the epochs.
+
+        Parameters
+        ----------
+        mlp : bool, default=False
+            One hidden layer as wide as the features.
+        n_epochs : int, default=500
+        **params
+            Any other parameter (``device``, ``random_state``...), or an
+            override of the preset's.
+
+        Returns
+        -------
+        probe : LinearProbeClassifier
+
+        Examples
+        --------
+        >>> from skvlm.classifiers import LinearProbeClassifier
+        >>> probe = LinearProbeClassifier.paper_preset(n_epochs=100)
+        >>> probe.max_iter, probe.standardize, probe.early_stopping
+        (100, False, False)
+        """
+        settings = dict(
+            hidden_layer_sizes=("n_features",) if mlp else (),
+            activation="relu",
+            solver="adam",
+            alpha=0.0,
+            learning_rate_init=1e-3,
+            weight_decay=0.0,
+            batch_size=512,
+            max_iter=n_epochs,
+            standardize=False,
+            early_stopping=False,
+            n_iter_no_change=n_epochs,
+        )
+        return cls(**{**settings, **params})
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
         """Train the probe on features ``X`` and labels ``y``.
@@ -253,6 +306,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         validate_parameters(self)
         hidden = self._check_hidden_layer_sizes()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        hidden = [X.shape[1] if size == "n_features" else size for size in hidden]
         check_classification_targets(y)
         target_type = type_of_target(y)
         if target_type not in ("binary", "multiclass"):
@@ -314,14 +368,17 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
-        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        sizes = [sizes] if isinstance(sizes, (Integral, str)) else list(sizes)
         for position, size in enumerate(sizes):
+            if isinstance(size, str) and size == "n_features":
+                continue
             if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
                 raise ValueError(
                     f"hidden_layer_sizes[{position}] is {size!r}; every hidden layer "
-                    "size must be an int >= 1 (use () for a linear probe)."
+                    "size must be an int >= 1 or 'n_features' (use () for a linear "
+                    "probe)."
                 )
-        return [int(size) for size in sizes]
+        return [size if isinstance(size, str) else int(size) for size in sizes]
 
     def _split_validation(self, y_index, seed):
         """Carve validation rows out of ``fit``'s rows: (train_idx, val_idx)."""
@@ -388,7 +445,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 generator=generator,
                 verbose=self.verbose,
             )
-            if not result.converged:
+            fixed = not self.early_stopping and self.n_iter_no_change >= self.max_iter
+            if not result.converged and not fixed:
                 warnings.warn(
                     f"LinearProbeClassifier reached max_iter={self.max_iter} epochs "
                     "while still improving; raise max_iter to train longer.",

@@ -9,13 +9,15 @@ documented definition ``ids(A + " " + name)[len(ids(A)):]``.
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_score
 
+from skvlm.classifiers import answer_is_correct, match_class_name
 from skvlm.classifiers._generative import VLMGenerativeClassifier
-from skvlm.classifiers._generative_text import closed_set_prompt, match_class_name
+from skvlm.classifiers._generative_text import closed_set_prompt, resolve_template
 from skvlm.models import load_adapter
 from skvlm.testing import random_images
 from skvlm.testing._generative import make_tiny_llava, make_tiny_qwen2_vl
@@ -46,14 +48,25 @@ def _clf(path, **kwargs):
     return VLMGenerativeClassifier(path, **kwargs)
 
 
-def _naive_scores(path, images, *, reduction="sum", with_image=True):
-    """One full forward pass per (image, class), written independently."""
+def _naive_scores(
+    path, images, *, reduction="sum", with_image=True, text=None, per_token=False
+):
+    """One full forward pass per (image, class), written independently.
+
+    ``text`` is the model's text (default: the adapter's format of PROMPT);
+    ``per_token=True`` returns, per image, each class's list of token
+    log-probabilities (the layout of the paper's ``inference_analysis/main.py``
+    output, ``item["probs"]``).
+    """
     adapter = load_adapter(path, device="cpu")
     tokenizer = adapter.processor.tokenizer
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     out = np.zeros((len(images), len(NAMES)))
+    tokens = []
+    text = adapter.format_prompt(PROMPT) if text is None else text
     for i, image in enumerate(images):
-        batch = dict(adapter.prepare([image], [adapter.format_prompt(PROMPT)]))
+        tokens.append([])
+        batch = dict(adapter.prepare([image], [text]))
         batch.pop("position_ids", None)
         if not with_image:
             keep = batch["input_ids"][0] != adapter.image_token_id
@@ -76,8 +89,9 @@ def _naive_scores(path, images, *, reduction="sum", with_image=True):
             logp = torch.log_softmax(logits, dim=-1)
             start = n_prompt + len(answer)
             values = [logp[start - 1 + k, t].item() for k, t in enumerate(target)]
+            tokens[-1].append(values)
             out[i, c] = np.sum(values) if reduction == "sum" else np.mean(values)
-    return out
+    return tokens if per_token else out
 
 
 # -- probabilistic scores equal the naive per-class computation ----------------------
@@ -106,8 +120,57 @@ def test_prior_calibration_by_hand(llava_path, images):
     clf = _clf(llava_path, reduction="mean", calibration="prior", guidance=0.5)
     clf.fit(images, Y)
     np.testing.assert_allclose(clf.prior_, raw.mean(axis=0), atol=1e-4)
-    expected = raw[:2] - 0.5 * raw.mean(axis=0)
+    expected = 0.5 * raw[:2] + (1 - 0.5) * raw.mean(axis=0)
     np.testing.assert_allclose(clf.decision_function(images[:2]), expected, atol=1e-4)
+
+
+def _paper_calibrated_predictions(all_probs, alpha):
+    """inference_analysis/get_accuracy.ipynb, transcribed: per-token prior averaged
+    over the evaluated images, mixed as a*lp + (1-a)*prior, summed over the tokens."""
+    calibrated_probs = []
+    for i in range(len(all_probs[0])):
+        calibrated_probs.append(np.mean([item[i] for item in all_probs], axis=0))
+    predictions, scores = [], []
+    for item in all_probs:
+        probs = [
+            (
+                alpha * np.array(prob) + (1 - alpha) * np.array(calibrated_probs[idx])
+            ).sum()
+            for idx, prob in enumerate(item)
+        ]
+        scores.append(probs)
+        predictions.append(int(np.array(probs).argsort()[-5:][::-1][0]))
+    return np.array(predictions), np.array(scores)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 3.0, 8.0])
+def test_calibration_is_the_papers_notebook(llava_path, images, alpha):
+    per_token = _naive_scores(llava_path, images, per_token=True)
+    assert sorted({len(t) for t in per_token[0]}) == [1, 2]  # the sum has 2 terms
+    expected_pred, expected_scores = _paper_calibrated_predictions(per_token, alpha)
+    # the paper's prior comes from the evaluated images: fit on them
+    clf = _clf(llava_path, calibration="prior", guidance=alpha).fit(images, Y)
+    np.testing.assert_allclose(
+        clf.decision_function(images), expected_scores, atol=1e-4
+    )
+    np.testing.assert_array_equal(clf.predict(images), expected_pred)
+
+
+def test_calibration_sweep_matches_the_notebook(llava_path, images):
+    per_token = _naive_scores(llava_path, images, per_token=True)
+    clf = _clf(llava_path).fit(images, Y)
+    labels = np.array([2, 0, 3, 1])
+    table = clf.calibration_sweep(images, labels, guidance=range(9), k=2)
+    assert table["guidance"].tolist() == list(range(9))
+    for alpha, row in zip(range(9), table.itertuples(), strict=True):
+        pred, scores = _paper_calibrated_predictions(per_token, alpha)
+        assert row.accuracy == pytest.approx(np.mean(pred == labels))
+        top2 = np.argsort(scores, axis=1)[:, -2:]
+        assert row.top_k_accuracy == pytest.approx(
+            np.mean([lab in t for lab, t in zip(labels, top2, strict=True)])
+        )
+    with pytest.raises(ValueError, match="calibration='prior'"):
+        clf.calibration_sweep(images, labels, prior="fitted")
 
 
 def test_text_prior_scores_the_prompt_without_image(llava_path, images):
@@ -116,8 +179,38 @@ def test_text_prior_scores_the_prompt_without_image(llava_path, images):
     np.testing.assert_allclose(clf.prior_, prior, atol=1e-4)
     raw = _naive_scores(llava_path, images[:1])
     np.testing.assert_allclose(
-        clf.decision_function(images[:1]), raw - 2.0 * prior, atol=1e-4
+        clf.decision_function(images[:1]), 2.0 * raw - prior, atol=1e-4
     )
+
+
+# -- the paper's prompt template --------------------------------------------------------
+def test_paper_template_reaches_the_model(llava_path, images):
+    # main_results/main.py: f"USER: <image>\n{question}\nASSISTANT:"
+    assert resolve_template("paper", "instructblip", "<image>") == (
+        "Question: {prompt} Answer:"
+    )
+    assert resolve_template("paper", "blip-2", "<image>") is None  # its own
+    assert resolve_template("paper", "llava", "<image>") == (
+        "USER: <image>\n{prompt}\nASSISTANT:"
+    )
+    text = f"USER: <image>\n{PROMPT}\nASSISTANT:"
+    clf = _clf(llava_path, prompt_template="paper").fit(images, Y)
+    expected = _naive_scores(llava_path, images[:2], text=text)
+    np.testing.assert_allclose(clf.decision_function(images[:2]), expected, atol=1e-4)
+    # a template that changes the tokens reaches the model too
+    template = "USER: <image>\nLook. {prompt}\nASSISTANT:"
+    clf.set_params(prompt_template=template).fit(images, Y)
+    text = template.replace("{prompt}", PROMPT)
+    expected = _naive_scores(llava_path, images[:2], text=text)
+    np.testing.assert_allclose(clf.decision_function(images[:2]), expected, atol=1e-4)
+    assert not np.allclose(_naive_scores(llava_path, images[:2]), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="no {prompt} field"):
+        _clf(llava_path, prompt_template="USER: <image>").fit(images, Y)
+
+
+def test_paper_template_is_refused_for_other_families(qwen_path, images):
+    with pytest.raises(ValueError, match="knows the paper's templates"):
+        _clf(qwen_path, prompt_template="paper").fit(images, Y)
 
 
 # -- open-ended matching and the fallback ----------------------------------------------
@@ -132,8 +225,37 @@ def test_text_prior_scores_the_prompt_without_image(llava_path, images):
         ("", -1),
     ],
 )
-def test_match_class_name(answer, expected):
+def test_match_class_name_words(answer, expected):
+    assert match_class_name(answer, NAMES, rule="word") == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("categories of dogs", 0),  # the paper's substring test: 'cat' is found
+        ("hotdogs", 2),
+        ("a bluebird", -1),  # 'blue bird' needs its space (any whitespace run)
+        ("The photo", -1),
+    ],
+)
+def test_match_class_name_substring(answer, expected):
     assert match_class_name(answer, NAMES) == expected
+
+
+def test_answer_is_correct_is_the_papers_eval():
+    answers = ["The photo features a Cat.", "The photo", "a cat and a dog", "hotdog"]
+    labels = ["cat", "cat", "dog", "dog"]
+    # main_results/eval.ipynb: acc = item["label"].lower() in item["pred"].lower()
+    expected = [
+        label.lower() in pred.lower()
+        for pred, label in zip(answers, labels, strict=True)
+    ]
+    np.testing.assert_array_equal(answer_is_correct(answers, labels), expected)
+    np.testing.assert_array_equal(
+        answer_is_correct(["Dog", "a dog"], ["dog", "dog"], rule="exact"), [1, 0]
+    )
+    with pytest.raises(ValueError, match="true class name of every answer"):
+        answer_is_correct(["a"], ["a", "b"])
 
 
 def test_match_ties_go_to_the_longest_name():
@@ -141,8 +263,22 @@ def test_match_ties_go_to_the_longest_name():
     assert match_class_name("sea-lion", ["lion", "sea"]) == 1  # earliest wins
 
 
-def test_open_ended_predict_uses_answers_then_fallback(llava_path, images, monkeypatch):
-    clf = _clf(llava_path, strategy="open_ended").fit(images, ["a", "b", "c", "d"])
+def test_open_ended_unnamed_answer_is_wrong_by_default(llava_path, images, monkeypatch):
+    clf = _clf(llava_path, strategy="open_ended", no_match="none")
+    clf.fit(images, ["a", "b", "c", "d"])
+    answers = ["I see a Dog.", "no idea", "a cat, or a blue bird", "The photo"]
+    monkeypatch.setattr(clf, "_generate", lambda items, prompts: answers)
+    np.testing.assert_array_equal(clf.predict(images), ["c", "none", "a", "none"])
+    assert clf.score(images, ["c", "b", "a", "d"]) == 0.5
+    clf.set_params(no_match=-1).fit(images, Y)  # the default, integer labels
+    np.testing.assert_array_equal(clf.predict(images), [2, -1, 0, -1])
+    with pytest.raises(ValueError, match="is one of the classes"):
+        clf.set_params(no_match=0).fit(images, Y)
+
+
+def test_open_ended_explicit_probabilistic_fallback(llava_path, images, monkeypatch):
+    clf = _clf(llava_path, strategy="open_ended", no_match="probabilistic")
+    clf.fit(images, ["a", "b", "c", "d"])
     answers = ["I see a Dog.", "no idea", "a cat, or a blue bird"]
     monkeypatch.setattr(clf, "_generate", lambda items, prompts: answers)
     fallback = np.argmax(_naive_scores(llava_path, images[1:2])[0])
@@ -162,7 +298,8 @@ def test_generate_returns_greedy_answers(llava_path, images):
 
 # -- closed-set prompts -----------------------------------------------------------------
 def test_closed_set_prompt_fixed_order(llava_path, images):
-    clf = _clf(llava_path, strategy="closed_set").fit(images, Y)
+    clf = _clf(llava_path, strategy="closed_set", candidate_order="fixed")
+    clf.fit(images, Y)
     expected = PROMPT + ' Choose one from "cat, red car, dog, blue bird".'
     assert clf.prompts(images) == [expected] * 4
     custom = clf.set_params(prompt="Pick one of {candidates}:").prompts(images[:1])
@@ -170,9 +307,7 @@ def test_closed_set_prompt_fixed_order(llava_path, images):
 
 
 def test_closed_set_prompt_seeded_shuffle(llava_path, images):
-    clf = _clf(
-        llava_path, strategy="closed_set", candidate_order="shuffle", random_state=3
-    )
+    clf = _clf(llava_path, strategy="closed_set", random_state=3)  # shuffle: default
     clf.fit(images, Y)
     rng = np.random.RandomState(3)
     expected = [
@@ -185,6 +320,33 @@ def test_closed_set_prompt_seeded_shuffle(llava_path, images):
     assert clf.prompts(images) == expected
     assert clf.prompts(images) == expected  # an int seed repeats the orders
     assert closed_set_prompt("Q?", ["x"]) == 'Q? Choose one from "x".'
+
+
+def test_closed_set_candidates_column(llava_path, images):
+    clf = _clf(llava_path, strategy="closed_set", candidate_order="fixed")
+    clf.fit(images, Y)
+    X = pd.DataFrame({"image": images[:2], "candidates": [[2, 0], [3, 1, 0]]})
+    assert clf.prompts(X) == [
+        PROMPT + ' Choose one from "dog, cat".',
+        PROMPT + ' Choose one from "blue bird, red car, cat".',
+    ]
+    with pytest.raises(ValueError, match=r"X\['candidates'\]\[0\].*not classes"):
+        clf.prompts(pd.DataFrame({"image": images[:1], "candidates": [[7]]}))
+
+
+def test_sample_candidates_is_the_papers_protocol(llava_path, images):
+    clf = _clf(llava_path, strategy="closed_set", random_state=0).fit(images, Y)
+    y = np.array([0, 1, 2, 3] * 25)
+    lists = clf.sample_candidates(y, 3)
+    assert all(
+        len(c) == 3 == len(set(c)) and t in c for c, t in zip(lists, y, strict=True)
+    )
+    assert all(set(c) <= set(Y) for c in lists)
+    # the true class is not always first: the list is shuffled
+    assert 0.1 < np.mean([c[0] == t for c, t in zip(lists, y, strict=True)]) < 0.6
+    assert clf.sample_candidates(y, 3) == lists  # an int seed repeats
+    with pytest.raises(ValueError, match="between 1 and"):
+        clf.sample_candidates(y, 5)
 
 
 # -- errors -----------------------------------------------------------------------------
