@@ -68,9 +68,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     normalize : bool, default=False
         L2-normalise each output row.
     cache : None, str, path-like or FeatureStore, default=None
-        Where to keep every site of every image the model has seen, so that
-        later transforms at other layers or poolings run no forward pass (see
-        :class:`skvlm.FeatureStore`). A path opens a store in that directory.
+        Where to keep the sites of every image the model has seen, so that
+        later transforms at those sites run no forward pass (see
+        :class:`skvlm.FeatureStore`; its ``keep`` setting says which sites a
+        pass keeps). A path opens a store in that directory with the default
+        settings. Checked at ``fit``.
     progress : bool, default=False
         Show a progress bar over batches.
     on_error : {"raise", "nan"}, default="raise"
@@ -200,6 +202,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         if X is not None:
             as_items(X, self.image_column)
+        if self.cache is not None:
+            # A cache that cannot work (a file, a foreign directory, a damaged
+            # layout, an uncreatable path) fails here, not deep in transform.
+            open_store(self.cache).check()
         extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(
@@ -247,11 +253,15 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         return out
 
     def precompute(self, X, *, progress=True):
-        """Fill the store with every site of the stage for every image of X.
+        """Fill the store with the sites its ``keep`` setting keeps, for every image.
 
-        Run it once where the model runs fast (a GPU box); later transforms at any
-        layer or pooling of the stage, on any machine that reads the same store,
-        run no forward pass. Fits the estimator first if needed.
+        Run it once where the model runs fast (a GPU box); later transforms at
+        any kept site, on any machine that reads the same store, run no
+        forward pass. What a pass keeps besides this estimator's layers and
+        pooling is the store's ``keep`` (see :class:`skvlm.FeatureStore`;
+        ``keep="all"`` keeps every layer and named pooling of the stage), and
+        the bytes it will write are printed before the model runs. Fits the
+        estimator first if needed.
 
         Parameters
         ----------
@@ -278,6 +288,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             row_prompts,
             [],
             position=self.pooling_,
+            requests=[(layer, self.pooling_) for layer in self.layers_],
             progress=progress,
         )
         return self
@@ -322,7 +333,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
                 "stored_features reads a feature store, and cache is None. Pass "
                 "cache='some/dir' (or a FeatureStore) and fill it (precompute)."
             )
-        items, row_prompts = as_items(X)
+        items, row_prompts = as_items(X, self.image_column)
         extraction = self._extraction()
         namespace, _ = extraction.namespace(row_prompts)
         failed = []

@@ -3,6 +3,7 @@
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_array_equal
 
@@ -133,6 +134,10 @@ def test_stored_features_equal_transform_and_train_a_probe(clip_path, tmp_path):
         assert features.shape == expected.shape
         assert_array_equal(np.asarray(features), expected)
         assert_array_equal(features[5:9], expected[5:9])
+    # A data frame's image column, as transform reads it.
+    frame = pd.DataFrame({"img": images})
+    vlm.set_params(image_column="img")
+    assert_array_equal(np.asarray(vlm.stored_features(frame)), expected)
     # Its namespace, keys and site are where the store keeps the rows.
     assert features.sites == ["vision/l3/mean"]
     vectors, hit = FeatureStore.open(tmp_path / "s").lookup(
