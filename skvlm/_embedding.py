@@ -16,7 +16,7 @@ from ._site import STAGES, Site, resolve_layers
 from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from .models import check_position
 from .pooling import POOLINGS, is_position
-from .store import open_store
+from .store import StoreFeatures, open_store
 
 
 class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
@@ -292,6 +292,64 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             progress=progress,
         )
         return self
+
+    def stored_features(self, X):
+        """The features ``transform(X)`` returns, read lazily from the store.
+
+        No image is decoded and no forward pass runs: the images' store keys
+        (their content hashes) and this estimator's namespace and sites give a
+        :class:`skvlm.store.StoreFeatures`, whose rows are looked up when
+        indexed. ``LinearProbeClassifier`` trains on it a batch at a time, so
+        the features of millions of images never sit in memory together. Fill
+        the store first (:meth:`precompute`, or earlier transforms).
+
+        Parameters
+        ----------
+        X : collection of images
+            As for :meth:`transform`.
+
+        Returns
+        -------
+        features : skvlm.store.StoreFeatures of shape (n_images, ``n_features_out_``)
+            Its ``namespace`` and ``keys`` are where the store keeps the rows.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from skvlm import VLMEmbeddingTransformer
+        >>> from skvlm.testing import make_tiny_clip
+        >>> images = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
+        >>> vlm = VLMEmbeddingTransformer(
+        ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
+        ... )
+        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features.shape, features.sites
+        ((3, 32), ['vision/l3/cls'])
+        """
+        check_is_fitted(self)
+        if self.cache is None:
+            raise ValueError(
+                "stored_features reads a feature store, and cache is None. Pass "
+                "cache='some/dir' (or a FeatureStore) and fill it (precompute)."
+            )
+        items, row_prompts = as_items(X, self.image_column)
+        extraction = self._extraction()
+        namespace, _ = extraction.namespace(row_prompts)
+        failed = []
+        keys = extraction.keys(items, row_prompts, failed)
+        if failed:
+            raise ValueError(
+                f"{len(failed)} image(s) could not be read and have no stored "
+                f"features: indices {failed[:20]}{' ...' if len(failed) > 20 else ''}."
+                " Leave them out of X."
+            )
+        sites = [
+            extraction.site(layer, self.pooling_).store_name for layer in self.layers_
+        ]
+        return StoreFeatures(
+            open_store(self.cache), namespace, keys, sites, normalize=self.normalize
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Output column names, ``{stage}_l{layer}_{pooling}_{i}``.

@@ -8,6 +8,7 @@ knows nothing about models).
 """
 
 from ._errors import FeatureStoreError, FeatureStoreWarning
+from ._features import StoreFeatures
 from ._keep import AUTO_BYTES_PER_IMAGE, FillPlan
 from ._serving import compute_missing, open_store, serve
 from ._store import FeatureStore
@@ -18,6 +19,7 @@ __all__ = [
     "FeatureStoreError",
     "FeatureStoreWarning",
     "FillPlan",
+    "StoreFeatures",
     "compute_missing",
     "open_store",
     "serve",
