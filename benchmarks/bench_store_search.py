@@ -49,7 +49,6 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-import skvlm._cached as cached
 from _common import clip_tower as build_clip_b32
 from _common import machine
 from joblib import Memory
@@ -60,6 +59,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+import skvlm._extraction as extraction
+import skvlm.store._serving as serving
 from skvlm import VLMEmbeddingTransformer
 from skvlm._inputs import image_key
 from skvlm.datasets import load_digit_images
@@ -120,16 +121,17 @@ def forward_log():
 def instrumented(probe_class):
     """Accumulate the wall and CPU time of the store's parts and of the probe.
 
-    Wraps module attributes of ``skvlm._cached`` (forward passes on misses, key
+    Wraps the extraction path (``skvlm._extraction``: forward passes on misses, key
     hashing, the transform and fill entry points) and the probe class's ``fit``
     and ``score``; a few hundred calls, so the timers cost nothing measurable.
     """
     spent, rows, iters = defaultdict(float), defaultdict(int), []
     patches = [
-        (cached, "transform"),
-        (cached, "fill"),
-        (cached, "_compute_missing"),
-        (cached, "_keys"),
+        (extraction.Extraction, "transform"),
+        (extraction.Extraction, "fill"),
+        (extraction, "compute_missing"),  # Extraction.fill's reference
+        (serving, "compute_missing"),  # and serve's, in the store package
+        (extraction.Extraction, "keys"),
         (probe_class, "fit"),
         (probe_class, "score"),
     ]
@@ -143,8 +145,8 @@ def instrumented(probe_class):
             finally:
                 spent[name] += time.perf_counter() - start
                 spent[name + "/cpu"] += time.process_time() - cpu
-                if name == "_keys":
-                    rows[name] += len(args[2])
+                if name == "keys":
+                    rows[name] += len(args[1])  # (self, items, ...)
                 elif name == "fit":
                     rows["fits"] += 1
                     if hasattr(args[0], "n_iter_"):
@@ -373,7 +375,7 @@ def main():
         for image in pil_images:
             image_key(image)
     key_seconds = key_clock.wall / len(paths)
-    n_keyed = results["store48"][3].get("_keys", 0) if "store48" in results else 0
+    n_keyed = results["store48"][3].get("keys", 0) if "store48" in results else 0
     say(
         f"in-memory PIL images instead of paths: {1e3 * key_seconds:.2f} ms per pixel "
         f"hash; the 48-candidate search hashes {n_keyed} rows = "
@@ -439,8 +441,8 @@ def report_store(args, n, baselines, result, brief=False):
     say(f"      {'part of the search':<54} {'wall':>8} {'CPU':>8}")
     for suffix, total in (("", clock.wall), ("/cpu", clock.cpu)):
         vlm_total = spent.get("transform" + suffix, 0) + spent.get("fill" + suffix, 0)
-        forward = spent.get("_compute_missing" + suffix, 0)
-        keys = spent.get("_keys" + suffix, 0)
+        forward = spent.get("compute_missing" + suffix, 0)
+        keys = spent.get("keys" + suffix, 0)
         probe = spent.get("fit" + suffix, 0) + spent.get("score" + suffix, 0)
         parts = {
             "forward pass on misses (incl. pooling, store writes)": forward,

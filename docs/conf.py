@@ -26,7 +26,7 @@ autosummary_generate = True
 autodoc_default_options = {
     "members": True,
     "inherited-members": False,
-    "exclude-members": "set_fit_request, set_score_request, set_transform_request, set_predict_request, set_output",
+    "exclude-members": "set_fit_request, set_partial_fit_request, set_score_request, set_transform_request, set_predict_request, set_output",
 }
 numpydoc_show_class_members = False
 numpydoc_show_inherited_class_members = False

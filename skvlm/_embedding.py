@@ -16,7 +16,7 @@ from ._site import STAGES, Site, resolve_layers
 from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from .models import check_position
 from .pooling import POOLINGS, is_position
-from .store import open_store
+from .store import StoreFeatures, open_store
 
 
 class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
@@ -68,9 +68,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     normalize : bool, default=False
         L2-normalise each output row.
     cache : None, str, path-like or FeatureStore, default=None
-        Where to keep every site of every image the model has seen, so that
-        later transforms at other layers or poolings run no forward pass (see
-        :class:`skvlm.FeatureStore`). A path opens a store in that directory.
+        Where to keep the sites of every image the model has seen, so that
+        later transforms at those sites run no forward pass (see
+        :class:`skvlm.FeatureStore`; its ``keep`` setting says which sites a
+        pass keeps). A path opens a store in that directory with the default
+        settings. Checked at ``fit``.
     progress : bool, default=False
         Show a progress bar over batches.
     on_error : {"raise", "nan"}, default="raise"
@@ -200,6 +202,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """
         if X is not None:
             as_items(X, self.image_column)
+        if self.cache is not None:
+            # A cache that cannot work (a file, a foreign directory, a damaged
+            # layout, an uncreatable path) fails here, not deep in transform.
+            open_store(self.cache).check()
         extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(
@@ -247,11 +253,15 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         return out
 
     def precompute(self, X, *, progress=True):
-        """Fill the store with every site of the stage for every image of X.
+        """Fill the store with the sites its ``keep`` setting keeps, for every image.
 
-        Run it once where the model runs fast (a GPU box); later transforms at any
-        layer or pooling of the stage, on any machine that reads the same store,
-        run no forward pass. Fits the estimator first if needed.
+        Run it once where the model runs fast (a GPU box); later transforms at
+        any kept site, on any machine that reads the same store, run no
+        forward pass. What a pass keeps besides this estimator's layers and
+        pooling is the store's ``keep`` (see :class:`skvlm.FeatureStore`;
+        ``keep="all"`` keeps every layer and named pooling of the stage), and
+        the bytes it will write are printed before the model runs. Fits the
+        estimator first if needed.
 
         Parameters
         ----------
@@ -278,9 +288,68 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             row_prompts,
             [],
             position=self.pooling_,
+            requests=[(layer, self.pooling_) for layer in self.layers_],
             progress=progress,
         )
         return self
+
+    def stored_features(self, X):
+        """The features ``transform(X)`` returns, read lazily from the store.
+
+        No image is decoded and no forward pass runs: the images' store keys
+        (their content hashes) and this estimator's namespace and sites give a
+        :class:`skvlm.store.StoreFeatures`, whose rows are looked up when
+        indexed. ``LinearProbeClassifier`` trains on it a batch at a time, so
+        the features of millions of images never sit in memory together. Fill
+        the store first (:meth:`precompute`, or earlier transforms).
+
+        Parameters
+        ----------
+        X : collection of images
+            As for :meth:`transform`.
+
+        Returns
+        -------
+        features : skvlm.store.StoreFeatures of shape (n_images, ``n_features_out_``)
+            Its ``namespace`` and ``keys`` are where the store keeps the rows.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from skvlm import VLMEmbeddingTransformer
+        >>> from skvlm.testing import make_tiny_clip
+        >>> images = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
+        >>> vlm = VLMEmbeddingTransformer(
+        ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
+        ... )
+        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features.shape, features.sites
+        ((3, 32), ['vision/l3/cls'])
+        """
+        check_is_fitted(self)
+        if self.cache is None:
+            raise ValueError(
+                "stored_features reads a feature store, and cache is None. Pass "
+                "cache='some/dir' (or a FeatureStore) and fill it (precompute)."
+            )
+        items, row_prompts = as_items(X, self.image_column)
+        extraction = self._extraction()
+        namespace, _ = extraction.namespace(row_prompts)
+        failed = []
+        keys = extraction.keys(items, row_prompts, failed)
+        if failed:
+            raise ValueError(
+                f"{len(failed)} image(s) could not be read and have no stored "
+                f"features: indices {failed[:20]}{' ...' if len(failed) > 20 else ''}."
+                " Leave them out of X."
+            )
+        sites = [
+            extraction.site(layer, self.pooling_).store_name for layer in self.layers_
+        ]
+        return StoreFeatures(
+            open_store(self.cache), namespace, keys, sites, normalize=self.normalize
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Output column names, ``{stage}_l{layer}_{pooling}_{i}``.

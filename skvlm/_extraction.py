@@ -348,20 +348,35 @@ class Extraction:
         space, meta = self.namespace(row_prompts)
         keys = self.keys(items, row_prompts, failed)
         sites = [self.site(layer, pooling).store_name for layer in layers]
-        fill = self.all_requests(pooling)
+        plan = self.plan(store, requests, pooling)
+        fill = [(site.layer, site.pooling) for site in plan.requests]
         served = serve(
             store,
             space,
             keys,
             sites,
             self._computer(items, row_prompts, fill, failed),
-            fill_sites=[self.site(*r).store_name for r in fill],
+            plan=plan,
             meta=meta,
+            show=self.progress,
         )
         for j, site in enumerate(sites):
             if served[site] is not None:
                 out[:, j * self.dim : (j + 1) * self.dim] = served[site]
         return out
+
+    def plan(self, store, requests, position=None):
+        """The store's :class:`~skvlm.store.FillPlan` for ``requests``.
+
+        The store's ``keep`` setting picks, among every site of the pass (see
+        :meth:`all_requests`), what a fill computes and keeps besides the
+        requested (layer, pooling) pairs.
+        """
+        return store.plan(
+            [self.site(*r) for r in requests],
+            [self.site(*r) for r in self.all_requests(position)],
+            self.dim,
+        )
 
     def fill(
         self,
@@ -371,6 +386,7 @@ class Extraction:
         failed,
         *,
         position=None,
+        requests=None,
         rows=None,
         keys=None,
         lock=True,
@@ -385,6 +401,10 @@ class Extraction:
             As for :meth:`batches`.
         position : int, default=None
             An int pooling to keep at every layer besides the named poolings.
+        requests : sequence of (int, str or int), default=None
+            The (layer, pooling) pairs asked for; the store's ``keep`` setting
+            decides what else the fill keeps. None asks for every site of the
+            pass.
         rows : sequence of int, default=None
             Only these rows (default: every readable row).
         keys : list of str or None, default=None
@@ -410,16 +430,20 @@ class Extraction:
         store.describe(space, meta)
         if rows is None:
             rows = [i for i, key in enumerate(keys) if key is not None]
-        requests = self.all_requests(position)
+        if requests is None:
+            requests = self.all_requests(position)
+        plan = self.plan(store, requests, position)
+        fill = [(site.layer, site.pooling) for site in plan.requests]
         computed, fallback = compute_missing(
             store,
             space,
             keys,
             rows,
-            [self.site(*r).store_name for r in requests],
-            self._computer(items, row_prompts, requests, failed, progress),
+            plan,
+            self._computer(items, row_prompts, fill, failed, progress),
             meta=meta,
             lock=lock,
+            show=self.progress if progress is None else progress,
         )
         for i in failed:
             keys[i] = None

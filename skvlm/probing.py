@@ -123,7 +123,9 @@ def probe_layers(
         Group labels for a group-aware ``cv``.
     cache : None, str, path-like or FeatureStore, default=None
         The store that keeps the forward passes; a path makes them last
-        beyond this call (a rerun, or another search, then runs no pass).
+        beyond this call (a rerun, or another search, then runs no pass). A
+        path or None keeps every site of each pass (``keep="all"``); a
+        ``FeatureStore`` keeps what its ``keep`` setting says.
     prompt : str, default=None
         Instruction for the language stage (None: the paper's prompt).
     batch_size : int, default=32
@@ -181,7 +183,14 @@ def probe_layers(
 
     from .store import FeatureStore
 
-    store = FeatureStore() if cache is None else cache
+    # Every site of the stage is asked for: the store keeps them all, so one pass
+    # per stage serves every probe (a FeatureStore passed in keeps its setting).
+    if cache is None:
+        store = FeatureStore(keep="all")
+    elif isinstance(cache, (str, os.PathLike)):
+        store = FeatureStore.open(cache, keep="all")
+    else:
+        store = cache
     common = dict(
         prompt=prompt,
         batch_size=batch_size,

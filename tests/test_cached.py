@@ -11,7 +11,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from skvlm import FeatureStore, FeatureStoreWarning, VLMEmbeddingTransformer
+from skvlm import (
+    FeatureStore,
+    FeatureStoreError,
+    FeatureStoreWarning,
+    VLMEmbeddingTransformer,
+)
 from skvlm._inputs import image_key
 from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
 
@@ -171,10 +176,10 @@ def test_damaged_entry_is_recomputed_with_a_warning(clip_path, tmp_path, forward
     images = random_images(2)
     vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s").fit(None)
     expected = vlm.transform(images)
-    entry = next((tmp_path / "s").rglob("*.safetensors"))
-    entry.write_bytes(entry.read_bytes()[:-7])
+    (pack,) = (tmp_path / "s").rglob("*.pack")
+    pack.write_bytes(pack.read_bytes()[:-7])  # the second image's entry is cut
     FeatureStore.open(tmp_path / "s").clear_memory_cache()
-    with pytest.warns(FeatureStoreWarning, match=entry.name):
+    with pytest.warns(FeatureStoreWarning, match=f"{pack.name}.*truncated"):
         got = vlm.transform(images)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert len(forward_log()) == 3
@@ -248,3 +253,182 @@ def test_an_int_position_is_stored_at_every_layer_in_one_pass(
     )
     cached = VLMEmbeddingTransformer(clip_path, layer=2, pooling=-2, cache=store)
     np.testing.assert_allclose(cached.fit_transform(images), plain, atol=1e-6)
+
+
+# -- what a pass keeps (issue 14 item 2) ------------------------------------------
+
+
+def _stored_sites(path):
+    (ns,) = FeatureStore(path).info()["namespaces"].values()
+    return ns["sites"]
+
+
+def test_keep_requested_stores_only_the_asked_sites(clip_path, tmp_path, forward_log):
+    images = random_images(3)
+    store = FeatureStore(tmp_path / "s", keep="requested")
+    vlm = VLMEmbeddingTransformer(clip_path, layer=1, pooling="mean", cache=store)
+    vlm.fit_transform(images)
+    assert _stored_sites(tmp_path / "s") == ["vision/l1/mean"]
+    assert len(forward_log()) == 3
+    # A site that was not kept is a miss that computes it, never a wrong vector.
+    other = clone(vlm).set_params(layer=2, pooling="max")
+    plain = clone(other).set_params(cache=None).fit_transform(images)
+    np.testing.assert_allclose(other.fit_transform(images), plain, atol=1e-6)
+    assert len(forward_log()) == 3 + 3 + 3  # first fill, plain, the miss
+    assert _stored_sites(tmp_path / "s") == ["vision/l1/mean", "vision/l2/max"]
+    np.testing.assert_allclose(other.transform(images), plain, atol=1e-6)
+    assert len(forward_log()) == 9
+
+
+def test_keep_layers_and_poolings(clip_path, tmp_path, forward_log):
+    images = random_images(2)
+    store = FeatureStore(
+        tmp_path / "s", keep={"layers": [0, -1], "poolings": ["cls", "mean"]}
+    )
+    VLMEmbeddingTransformer(
+        clip_path, layer=2, pooling="max", cache=store
+    ).fit_transform(images)
+    assert _stored_sites(tmp_path / "s") == [
+        "vision/l0/cls",
+        "vision/l0/mean",
+        "vision/l2/max",
+        "vision/l3/cls",
+        "vision/l3/mean",
+    ]
+    for layer, pooling in ((0, "mean"), (-1, "cls"), (2, "max")):
+        cached = VLMEmbeddingTransformer(
+            clip_path, layer=layer, pooling=pooling, cache=store
+        ).fit_transform(images)
+        plain = VLMEmbeddingTransformer(
+            clip_path, layer=layer, pooling=pooling
+        ).fit_transform(images)
+        np.testing.assert_allclose(cached, plain, atol=1e-6)
+    assert len(forward_log()) == 2 + 3 * 2  # the plain checks ran 3 passes each
+
+
+def test_auto_keeps_the_asked_pooling_at_every_layer_for_large_passes(
+    clip_path, tmp_path, forward_log, monkeypatch
+):
+    from skvlm.store import _keep
+
+    images = random_images(2)
+    # The tiny CLIP's 13 sites x 32 floats stand in for a 7B language stage.
+    monkeypatch.setattr(_keep, "AUTO_BYTES_PER_IMAGE", 1000)
+    store = FeatureStore(tmp_path / "s")
+    VLMEmbeddingTransformer(clip_path, layer=1, pooling="mean", cache=store).fit(
+        None
+    ).transform(images)
+    assert _stored_sites(tmp_path / "s") == [f"vision/l{i}/mean" for i in range(4)]
+    for layer in range(4):  # a grid over layers at that pooling: no pass
+        VLMEmbeddingTransformer(
+            clip_path, layer=layer, pooling="mean", cache=store
+        ).fit_transform(images)
+    assert len(forward_log()) == 2
+    VLMEmbeddingTransformer(clip_path, layer=1, pooling="cls", cache=store).fit(
+        None
+    ).transform(images)
+    assert len(forward_log()) == 4  # another pooling: one more pass
+
+
+def test_a_fill_shows_its_estimate_and_writes_about_that(clip_path, tmp_path, capsys):
+    images = random_images(6)
+    vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", progress=True)
+    vlm.fit(None).precompute(images)
+    err = capsys.readouterr().err
+    assert "skvlm store fill: " in err and "6 images x 13 sites x 32 float32" in err
+    estimate = FeatureStore(tmp_path / "s").plan([], [], 32)  # for its arithmetic
+    per_image = 13 * (32 * 4 + 100) + 200
+    assert f"({per_image / 1000:.3g} kB per image" in err
+    written = FeatureStore(tmp_path / "s").info()["bytes"]
+    assert abs(written - 6 * per_image) < 0.15 * written  # the estimate is honest
+    assert estimate.bytes_per_image == 0
+
+
+def test_a_fill_past_max_bytes_is_refused_before_the_model_runs(
+    clip_path, tmp_path, forward_log
+):
+    images = random_images(4)
+    store = FeatureStore(tmp_path / "s", max_bytes=5_000)
+    vlm = VLMEmbeddingTransformer(clip_path, layer=1, pooling="mean", cache=store)
+    with pytest.raises(FeatureStoreError) as excinfo:
+        vlm.fit_transform(images)
+    message = str(excinfo.value)
+    assert "max_bytes=5000" in message and "4 images x 13 sites" in message
+    assert "keep='requested' 1.71 kB" in message  # 4 x (32 x 4 + 100 + 200)
+    assert "keep={'poolings': ['mean']} (the asked pooling at every layer) 4.45 kB" in (
+        message  # 4 x (4 x (32 x 4 + 100) + 200)
+    )
+    assert forward_log() == []  # refused before any forward pass
+    small = FeatureStore(tmp_path / "s", max_bytes=5_000, keep="requested")
+    got = clone(vlm).set_params(cache=small).fit_transform(images)
+    plain = clone(vlm).set_params(cache=None).fit_transform(images)
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+
+
+# -- a cache that cannot work fails at fit (issue 15 item 4) -------------------------
+
+
+def test_a_bad_cache_fails_at_fit(clip_path, tmp_path):
+    (tmp_path / "file").write_text("x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("x")
+    for cache, match in ((tmp_path / "file", "is a file"), (foreign, "not a skvlm")):
+        with pytest.raises(FeatureStoreError, match=match):
+            VLMEmbeddingTransformer(clip_path, cache=cache).fit(None)
+    store = tmp_path / "s"
+    VLMEmbeddingTransformer(clip_path, cache=store).fit_transform(random_images(2))
+    (pack,) = store.rglob("*.pack")
+    pack.unlink()
+    pack.mkdir()  # an entry replaced by a directory
+    FeatureStore.open(store).clear_memory_cache()
+    with pytest.raises(FeatureStoreError, match=f"{pack.name}' is a directory"):
+        VLMEmbeddingTransformer(clip_path, cache=store).fit(None)
+
+
+def test_a_read_only_store_serves_and_computes_misses(clip_path, tmp_path, monkeypatch):
+    from test_store import _deny_writes_under
+
+    images = random_images(3)
+    store = FeatureStore(tmp_path / "s")
+    vlm = VLMEmbeddingTransformer(clip_path, cache=store).fit(None)
+    first = vlm.transform(images[:2])
+    _deny_writes_under(monkeypatch, tmp_path / "s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(vlm.transform(images[:2]), first)  # hits
+    with pytest.warns(FeatureStoreWarning, match="cannot be written") as record:
+        got = vlm.transform(images)  # a miss: computed, not stored
+        again = vlm.transform(images)
+    assert len(record) == 1
+    plain = VLMEmbeddingTransformer(clip_path).fit_transform(images)
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+    np.testing.assert_allclose(again, plain, atol=1e-6)
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    _deny_writes_under(monkeypatch, parent)
+    with pytest.raises(FeatureStoreError, match="cannot be created"):
+        VLMEmbeddingTransformer(clip_path, cache=parent / "s").fit(None)
+
+
+def test_probe_layers_runs_once_per_stage_whatever_the_size(
+    clip_path, tmp_path, forward_log, monkeypatch
+):
+    from skvlm.probing import probe_layers
+    from skvlm.store import _keep
+
+    # As for a 7B language stage, the default keep would not keep every site.
+    monkeypatch.setattr(_keep, "AUTO_BYTES_PER_IMAGE", 1000)
+    images = random_images(6)
+    y = np.arange(6) % 2
+    for cache in (None, tmp_path / "s"):
+        probe_layers(
+            clip_path,
+            images,
+            y,
+            layers=[0, -1],
+            poolings=["cls", "mean"],
+            cv=2,
+            cache=cache,
+        )
+    assert len(forward_log()) == 6 * 2  # one pass per image, for each call

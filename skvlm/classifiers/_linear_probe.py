@@ -11,13 +11,30 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
 from . import _probe_training as training
+from ._lazy_array import LazyArray, MemoryArray, is_lazy
 from ._probe_training import ACTIVATIONS, activate
+
+
+def _stochastic(probe):
+    """``available_if`` test of ``partial_fit``: Adam only, as in MLPClassifier."""
+    if probe.solver != "adam":
+        raise AttributeError(
+            f"partial_fit is only available with solver='adam'; solver="
+            f"{probe.solver!r} trains on all rows at once. Use fit, or "
+            "solver='adam'."
+        )
+    return True
 
 
 class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
@@ -29,6 +46,14 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     training data passed to ``fit``, never on test data. ``solver="lbfgs"``
     instead minimises the full-batch loss with L-BFGS, as ``LogisticRegression``
     does.
+
+    ``X`` may be a feature matrix that does not fit in memory: a numpy memmap
+    (``np.load(path, mmap_mode="r")``), an h5py or zarr dataset, or the
+    features of a feature store (:class:`skvlm.store.StoreFeatures`). Every
+    method then reads it ``batch_size`` rows at a time, so memory stays a few
+    batches whatever the rows; the fitted probe is bitwise the one ``fit``
+    gives on the same rows in memory. :meth:`partial_fit` trains on batches
+    the caller streams.
 
     Parameters
     ----------
@@ -45,8 +70,11 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         optimiser. ``"lbfgs"``: full-batch ``torch.optim.LBFGS`` with a strong
         Wolfe line search on all training rows at once (they must fit in the
         device's memory); ``learning_rate_init``, ``weight_decay``,
-        ``batch_size``, ``early_stopping``, ``validation_fraction`` and
-        ``n_iter_no_change`` are then unused.
+        ``batch_size`` (except as the block size of a lazily read ``X``),
+        ``shuffle``, ``early_stopping``, ``validation_fraction`` and
+        ``n_iter_no_change`` are then unused. On a lazily read ``X`` the
+        full-batch loss and gradient are summed over blocks of ``batch_size``
+        rows, read again at every loss evaluation.
     alpha : float, default=0.0
         L2 penalty added to the loss, for both solvers: the minimised objective
         is ``mean cross-entropy + alpha / (2 * n_train) * sum ||W||^2`` over the
@@ -62,7 +90,14 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Named after torch because it is not an L2 term added to the loss (that is
         ``alpha``). With ``0`` the optimiser is plain Adam. Adam only.
     batch_size : int, default=512
-        Mini-batch size (capped at the number of training rows). Adam only.
+        Mini-batch size (capped at the number of training rows). Also the
+        number of rows read at a time from a lazily read ``X``, by every
+        method and both solvers.
+    shuffle : bool, default=True
+        Visit the training rows in a new random order each epoch (and each
+        :meth:`partial_fit` call), as ``MLPClassifier.shuffle``; ``False``
+        takes them in order, the fast order for a file whose rows were
+        shuffled once when written. Adam only.
     max_iter : int, default=200
         Adam: maximum number of epochs (passes over the training rows), as
         ``MLPClassifier.max_iter`` means for Adam. L-BFGS: maximum number of
@@ -123,11 +158,14 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     intercept_ : ndarray of shape (1,) or (n_classes,)
         Linear probe only: bias in the original feature space.
     mean_ : ndarray of shape (n_features,) or None
-        Feature means used for standardisation (None when ``standardize=False``).
+        Feature means used for standardisation (None when ``standardize=False``):
+        those of the training rows of ``fit``, or of the first
+        :meth:`partial_fit` call's rows.
     scale_ : ndarray of shape (n_features,) or None
         Feature scales used for standardisation.
     n_iter_ : int
-        Epochs run (Adam) or L-BFGS iterations run.
+        Epochs run (Adam; one per :meth:`partial_fit` call) or L-BFGS
+        iterations run.
     best_epoch_ : int
         Epoch (1-based) whose weights were kept: the lowest validation loss with
         early stopping, else the last epoch; ``n_iter_`` with L-BFGS.
@@ -135,11 +173,11 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Adam: mean training objective of each epoch. L-BFGS: the objective at
         each loss evaluation, line-search trials included.
     validation_scores_ : list of float or None
-        Validation accuracy of each epoch (None without early stopping and with
-        L-BFGS).
+        Validation accuracy of each epoch (None without early stopping, with
+        L-BFGS and after :meth:`partial_fit`).
     validation_loss_curve_ : list of float or None
-        Validation loss of each epoch (None without early stopping and with
-        L-BFGS).
+        Validation loss of each epoch (None without early stopping, with
+        L-BFGS and after :meth:`partial_fit`).
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features,)
@@ -163,6 +201,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.datasets import load_iris
     >>> from skvlm.classifiers import LinearProbeClassifier
     >>> X, y = load_iris(return_X_y=True)
@@ -178,6 +217,17 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
     >>> lbfgs = LinearProbeClassifier(solver="lbfgs", alpha=1.0, device="cpu")
     >>> lbfgs.fit(X, y).score(X, y) > 0.9
     True
+
+    Features in a file train a batch at a time, to the same weights:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+    >>> np.save(path, X)
+    >>> streamed = LinearProbeClassifier(
+    ...     learning_rate_init=3e-2, batch_size=16, random_state=0, device="cpu"
+    ... ).fit(np.load(path, mmap_mode="r"), y)
+    >>> bool(np.array_equal(streamed.coef_, probe.coef_))
+    True
     """
 
     _parameter_constraints: dict = {
@@ -192,6 +242,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "standardize": ["boolean"],
         "early_stopping": ["boolean"],
@@ -213,6 +264,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         learning_rate_init=1e-3,
         weight_decay=0.0,
         batch_size=512,
+        shuffle=True,
         max_iter=200,
         standardize=True,
         early_stopping=True,
@@ -230,6 +282,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate_init = learning_rate_init
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.shuffle = shuffle
         self.max_iter = max_iter
         self.standardize = standardize
         self.early_stopping = early_stopping
@@ -294,7 +347,11 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Feature matrix (e.g. the output of ``VLMEmbeddingTransformer``).
+            Feature matrix (e.g. the output of ``VLMEmbeddingTransformer``), in
+            memory or lazily read (a memmap, an h5py or zarr dataset, a
+            :class:`skvlm.store.StoreFeatures`): then it is read ``batch_size``
+            rows at a time, once for the standardisation statistics and once
+            per epoch.
         y : array-like of shape (n_samples,)
             Class labels of any sortable type (ints, strings, ...).
 
@@ -305,8 +362,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         """
         validate_parameters(self)
         hidden = self._check_hidden_layer_sizes()
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
-        hidden = [X.shape[1] if size == "n_features" else size for size in hidden]
+        X, y = self._check_data(X, y, reset=True)
+        hidden = [X.n_features if size == "n_features" else size for size in hidden]
         check_classification_targets(y)
         target_type = type_of_target(y)
         if target_type not in ("binary", "multiclass"):
@@ -320,43 +377,219 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 "LinearProbeClassifier needs at least 2 classes in y; got only one "
                 f"class ({self.classes_[0]!r}). Give rows of two classes or more."
             )
+        # A fit starts afresh: no Adam state from an earlier partial_fit.
+        self.__dict__.pop("_adam_state", None)
+        self.__dict__.pop("_shuffle_state", None)
         device = resolve_device(self.device)
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        seed = self._draw_seed()
 
         if self.early_stopping and self.solver == "adam":
             train_idx, val_idx = self._split_validation(y_index, seed)
         else:
-            train_idx, val_idx = np.arange(X.shape[0]), None
-        if self.standardize:
-            rows = X[train_idx]
-            self.mean_ = rows.mean(axis=0, dtype=np.float64)
-            std = rows.std(axis=0, dtype=np.float64)
-            del rows
-            # Constant columns keep scale 1, as StandardScaler does.
-            self.scale_ = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
-        else:
-            self.mean_ = self.scale_ = None
-
+            train_idx, val_idx = np.arange(X.n_rows), None
+        self._standardise(X, train_idx)
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         result = self._train(
             X,
             y_index,
             train_idx,
             val_idx,
-            [X.shape[1], *hidden, n_outputs],
+            [X.n_features, *hidden, n_outputs],
             device,
             seed,
         )
-        weights, biases = result.weights, result.biases
+        self._keep_weights(result.weights, result.biases)
+        return self
+
+    @available_if(_stochastic)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch of Adam over ``X``, continuing from the current state.
+
+        As ``MLPClassifier.partial_fit``: each call is one pass over its rows in
+        mini-batches of ``batch_size`` (shuffled when ``shuffle=True``), with no
+        validation split and no early stopping; the weights, Adam's moments
+        and the shuffling generator carry over to the next call. ``n`` calls on
+        all the rows give bitwise the probe of ``fit`` with
+        ``early_stopping=False, max_iter=n`` and the same ``random_state``.
+
+        The first call on an unfitted probe sets ``classes_``, ``n_features_in_``
+        and, with ``standardize=True``, ``mean_`` and ``scale_`` from its rows
+        (give a first batch that represents the data, or all of it: a lazily
+        read ``X`` is read in blocks). The ``alpha`` penalty is scaled by the
+        call's rows. On a probe trained by :meth:`fit`, training continues
+        from its weights and standardisation with a fresh Adam state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features of this batch of rows, in memory or lazily read.
+        y : array-like of shape (n_samples,)
+            Their labels, each one of ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole data. Required on the first call, may be
+            omitted afterwards (then it must not change).
+
+        Returns
+        -------
+        self : LinearProbeClassifier
+            The updated probe.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_iris
+        >>> from skvlm.classifiers import LinearProbeClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> order = np.random.default_rng(0).permutation(len(y))  # a shuffled stream
+        >>> probe = LinearProbeClassifier(
+        ...     learning_rate_init=3e-2, batch_size=16, random_state=0, device="cpu"
+        ... )
+        >>> for epoch in range(20):
+        ...     for chunk in np.array_split(order, 3):
+        ...         probe = probe.partial_fit(X[chunk], y[chunk], classes=[0, 1, 2])
+        >>> probe.n_iter_, probe.score(X, y) > 0.9
+        (60, True)
+        """
+        validate_parameters(self)
+        first = not hasattr(self, "classes_")
+        if first:
+            hidden = self._check_hidden_layer_sizes()
+            if classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit: "
+                    "every class of the whole data, e.g. np.unique(y_all)."
+                )
+            classes = unique_labels(classes)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"classes has {len(classes)} class; LinearProbeClassifier "
+                    "needs at least 2."
+                )
+        elif classes is not None and not np.array_equal(
+            self.classes_, unique_labels(classes)
+        ):
+            raise ValueError(
+                f"classes={classes!r} is not the classes_ of the earlier calls "
+                f"({self.classes_!r}); pass the same classes, or none."
+            )
+        else:
+            classes = self.classes_
+        X, y = self._check_data(X, y, reset=first)
+        check_classification_targets(y)
+        unknown = np.setdiff1d(y, classes)
+        if unknown.size:
+            raise ValueError(
+                f"y has labels {unknown[:10].tolist()} not in classes "
+                f"{classes.tolist()}; pass every class of the whole data as "
+                "classes on the first call."
+            )
+        y_index = np.searchsorted(classes, y)
+        device = resolve_device(self.device)
+        rows = np.arange(X.n_rows)
+        if first:
+            self._standardise(X, rows)
+            seed = self._draw_seed()
+            generator = torch.Generator().manual_seed(seed)
+            n_outputs = 1 if len(classes) == 2 else len(classes)
+            hidden = [X.n_features if h == "n_features" else h for h in hidden]
+            network = training.ProbeNetwork(
+                [X.n_features, *hidden, n_outputs],
+                self.activation,
+                self.alpha,
+                device,
+                generator,
+            )
+        else:
+            network = training.ProbeNetwork.from_numpy(
+                self.coefs_, self.intercepts_, self.activation, self.alpha, device
+            )
+            generator = torch.Generator()
+            if hasattr(self, "_shuffle_state"):
+                generator.set_state(torch.from_numpy(self._shuffle_state.copy()))
+            else:  # the first partial_fit after fit
+                generator.manual_seed(self._draw_seed())
+        trainer = training.AdamTrainer(
+            network,
+            learning_rate=self.learning_rate_init,
+            weight_decay=self.weight_decay,
+            n_train=X.n_rows,
+        )
+        if hasattr(self, "_adam_state"):
+            trainer.load_state_arrays(self._adam_state)
+        source = self._rows(X, y_index, rows, device)
+        batch_size = min(self.batch_size, X.n_rows)
+        loss = trainer.epoch(
+            training.minibatches(source, batch_size, generator, self.shuffle)
+        )
+        # Only a finished epoch changes the probe (a bad row fails it whole).
+        self.classes_ = classes
+        self._adam_state = trainer.state_arrays()
+        self._shuffle_state = generator.get_state().numpy().copy()
+        weights, biases = training.ProbeNetwork.to_numpy(network.snapshot())
+        self._keep_weights(weights, biases)
+        self.n_iter_ = 1 if first else self.n_iter_ + 1
+        self.best_epoch_ = self.n_iter_
+        self.loss_curve_ = [loss] if first else [*self.loss_curve_, loss]
+        self.validation_scores_ = self.validation_loss_curve_ = None
+        return self
+
+    def _check_data(self, X, y, reset):
+        """``(X as MemoryArray or LazyArray, y)``, checked as ``validate_data``."""
+        if not is_lazy(X):
+            X, y = validate_data(
+                self, X, y, dtype=(np.float64, np.float32), reset=reset
+            )
+            return MemoryArray(X), y
+        X = LazyArray(X)
+        y = column_or_1d(y, warn=True)
+        if y.shape[0] != X.n_rows:
+            raise ValueError(
+                f"X has {X.n_rows} rows and y has {y.shape[0]} labels; give one "
+                "label per row."
+            )
+        self._check_lazy_features(X, reset)
+        return X, y
+
+    def _check_lazy_features(self, X, reset):
+        """``n_features_in_`` and feature names for a lazily read X (no names)."""
+        if reset:
+            self.n_features_in_ = X.n_features
+            self.__dict__.pop("feature_names_in_", None)
+            return
+        if X.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.n_features} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+        if hasattr(self, "feature_names_in_"):
+            warnings.warn(
+                f"X does not have valid feature names, but {type(self).__name__} "
+                "was fitted with feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _draw_seed(self):
+        rng = check_random_state(self.random_state)
+        return int(rng.randint(np.iinfo(np.int32).max))
+
+    def _standardise(self, X, rows):
+        """Set ``mean_`` and ``scale_`` from rows ``rows`` of ``X`` (one pass)."""
+        if self.standardize:
+            self.mean_, self.scale_ = training.standardisation(X, rows, self.batch_size)
+        else:
+            self.mean_ = self.scale_ = None
+
+    def _keep_weights(self, weights, biases):
+        """Set ``coefs_``, ``intercepts_`` and, for a linear probe, ``coef_``."""
         self.coefs_ = weights
         self.intercepts_ = biases
-        if not hidden:
+        if len(weights) == 1:
             # Fold the standardisation in: W.T (x - mean) / scale + b is
             # x @ coef.T + intercept in the original feature space.
             coef = weights[0].T.astype(np.float64)
             intercept = biases[0].astype(np.float64)
-            if self.standardize:
+            if self.mean_ is not None:
                 coef = coef / self.scale_
                 intercept = intercept - coef @ self.mean_
             self.coef_, self.intercept_ = coef, intercept
@@ -364,7 +597,6 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             # A refit as an MLP must not leave a previous linear fit's coef_.
             self.__dict__.pop("coef_", None)
             self.__dict__.pop("intercept_", None)
-        return self
 
     def _check_hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
@@ -402,6 +634,20 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             random_state=seed,
         )
 
+    def _rows(self, X, y_index, index, device):
+        """The rows ``index`` of ``X`` as a training source.
+
+        Rows in memory are standardised onto the device once; a lazily read X
+        is read and standardised batch by batch. Both give the same tensors.
+        """
+        if isinstance(X, MemoryArray):
+            inputs = training.to_tensor(
+                X.source, index, self.mean_, self.scale_, device
+            )
+            targets = torch.as_tensor(y_index[index], device=device)
+            return training.TensorRows(inputs, targets)
+        return training.StreamedRows(X, index, y_index, self.mean_, self.scale_, device)
+
     def _train(self, X, y_index, train_idx, val_idx, sizes, device, seed):
         """Train the torch network (``_probe_training``); record its history."""
         generator = torch.Generator().manual_seed(seed)
@@ -410,8 +656,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         )
 
         def rows(index):
-            tensors = training.to_tensor(X, index, self.mean_, self.scale_, device)
-            return tensors, torch.as_tensor(y_index[index], device=device)
+            return self._rows(X, y_index, index, device)
 
         if self.solver == "lbfgs":
             result = training.train_lbfgs(
@@ -419,6 +664,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 rows(train_idx),
                 max_iter=self.max_iter,
                 tol=self.tol,
+                block_size=self.batch_size,
                 verbose=self.verbose,
             )
             if not result.converged:
@@ -443,6 +689,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
                 generator=generator,
+                shuffle=self.shuffle,
                 verbose=self.verbose,
             )
             fixed = not self.early_stopping and self.n_iter_no_change >= self.max_iter
@@ -478,15 +725,37 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Feature matrix.
+            Feature matrix, in memory or lazily read (then read ``batch_size``
+            rows at a time).
 
         Returns
         -------
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
             Decision values.
         """
+        n_rows, blocks = self._score_blocks(X)
+        scores = None
+        for start, stop, block in blocks:
+            if scores is None:
+                scores = np.empty((n_rows, block.shape[1]), block.dtype)
+            scores[start:stop] = block
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def _score_blocks(self, X):
+        """``(n_rows, iterator of (start, stop, logits))``: X whole, or by blocks."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        if not is_lazy(X):
+            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+            return X.shape[0], iter([(0, X.shape[0], self._scores(X))])
+        X = LazyArray(X)
+        self._check_lazy_features(X, reset=False)
+        blocks = X.blocks(self.batch_size)
+        return X.n_rows, (
+            (start, stop, self._scores(X.block(start, stop))) for start, stop in blocks
+        )
+
+    def _scores(self, X):
+        """Logits (n_samples, n_outputs) of a validated in-memory block."""
         linear = self._linear_decision()
         if linear is not None:
             coef, intercept = linear
@@ -501,7 +770,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 if layer < len(self.coefs_) - 1:
                     out = activate(out, self.activation, np)
             scores = out
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+        return scores
 
     def predict_proba(self, X):
         """Class probabilities: softmax of the logits, or sigmoid for binary.
@@ -509,7 +778,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Feature matrix.
+            Feature matrix, in memory or lazily read.
 
         Returns
         -------
@@ -528,13 +797,19 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Feature matrix.
+            Feature matrix, in memory or lazily read.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,)
             Predicted labels, drawn from ``classes_``.
         """
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        n_rows, blocks = self._score_blocks(X)
+        index = np.empty(n_rows, dtype=np.intp)
+        # Block by block: a lazily read X never needs all its logits at once.
+        for start, stop, scores in blocks:
+            if scores.shape[1] == 1:
+                index[start:stop] = scores[:, 0] > 0
+            else:
+                index[start:stop] = scores.argmax(axis=1)
         return self.classes_[index]

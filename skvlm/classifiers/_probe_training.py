@@ -1,11 +1,12 @@
 """Training a linear or MLP probe in torch: the network, its objective, the loops.
 
 :class:`~skvlm.classifiers.LinearProbeClassifier` validates its input, carves
-the validation rows, standardises and keeps the numpy weights; this module does
-the torch part and knows nothing of scikit-learn. The Adam loop is built from
-parts that work one mini-batch at a time (:class:`AdamTrainer.step`,
-:class:`Monitor`), so training from batches that never sit in memory together
-reuses them.
+the validation rows and keeps the numpy weights; this module does the torch
+part and knows nothing of scikit-learn. The loops read their rows from a
+source (``_probe_rows``): rows held on the device, or rows read from a lazily
+read array one mini-batch at a time; both give the same tensors for the same
+rows, so a probe trained from a memmap or a feature store is bitwise the probe
+trained from the same array in memory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,26 @@ import torch
 import torch.nn.functional as F
 from scipy.special import expit
 
+from ._probe_rows import StreamedRows, TensorRows, as_rows, standardisation, to_tensor
+
+__all__ = [
+    "ACTIVATIONS",
+    "AdamTrainer",
+    "Monitor",
+    "ProbeNetwork",
+    "StreamedRows",
+    "TensorRows",
+    "TrainingResult",
+    "activate",
+    "as_rows",
+    "lbfgs_max_evaluations",
+    "minibatches",
+    "standardisation",
+    "to_tensor",
+    "train_adam",
+    "train_lbfgs",
+]
+
 ACTIVATIONS = ("identity", "logistic", "relu", "tanh")
 
 
@@ -33,16 +54,6 @@ def activate(z, activation, xp):
     if activation == "logistic":
         return expit(z) if xp is np else xp.sigmoid(z)
     return z
-
-
-def to_tensor(X, rows, mean, scale, device):
-    """Rows ``rows`` of ``X``, standardised with ``mean`` and ``scale`` (or not, when
-    ``mean`` is None), as a float32 tensor on ``device``."""
-    block = X[rows].astype(np.float32)  # a copy, safe to scale in place
-    if mean is not None:
-        block -= mean.astype(np.float32)
-        block /= scale.astype(np.float32)
-    return torch.from_numpy(block).to(device)
 
 
 class ProbeNetwork:
@@ -86,6 +97,18 @@ class ProbeNetwork:
             self.params.append(torch.nn.Parameter(w.to(device)))
             self.params.append(torch.nn.Parameter(b.to(device)))
 
+    @classmethod
+    def from_numpy(cls, weights, biases, activation, alpha, device):
+        """The network holding trained numpy ``weights`` and ``biases`` (copied)."""
+        network = cls.__new__(cls)
+        network.activation, network.alpha = activation, alpha
+        network.params = []
+        for w, b in zip(weights, biases, strict=True):
+            # torch.tensor copies into torch's own (aligned) memory.
+            network.params.append(torch.nn.Parameter(torch.tensor(w).to(device)))
+            network.params.append(torch.nn.Parameter(torch.tensor(b).to(device)))
+        return network
+
     @property
     def weights(self):
         return self.params[0::2]
@@ -118,21 +141,34 @@ class ProbeNetwork:
         else:
             loss = F.cross_entropy(logits, targets)
         if self.alpha and penalise:
-            squares = sum((w * w).sum() for w in self.weights)
-            loss = loss + self.alpha / (2 * n_train) * squares
+            loss = loss + self.penalty(n_train)
         return loss
 
-    def evaluate(self, inputs, targets, n_train):
-        """Unpenalised loss and accuracy on held-out rows, without gradients."""
+    def penalty(self, n_train):
+        """``alpha / (2 n_train)`` times the squared weight matrices."""
+        squares = sum((w * w).sum() for w in self.weights)
+        return self.alpha / (2 * n_train) * squares
+
+    def evaluate(self, rows, block_size):
+        """Unpenalised mean loss and accuracy on held-out rows, without gradients.
+
+        ``rows`` (:class:`TensorRows` or :class:`StreamedRows`) is read
+        ``block_size`` rows at a time; the per-block mean losses are combined
+        weighted by their rows.
+        """
+        total, correct, n_rows = 0.0, 0, 0
         with torch.no_grad():
-            logits = self.forward(inputs)
-            loss = float(self.objective(logits, targets, n_train, penalise=False))
-            if self.binary:
-                pred = (logits[:, 0] > 0).long()
-            else:
-                pred = logits.argmax(1)
-            accuracy = float((pred == targets).float().mean())
-        return loss, accuracy
+            for inputs, targets in rows.blocks(block_size):
+                logits = self.forward(inputs)
+                loss = float(self.objective(logits, targets, 1, penalise=False))
+                if self.binary:
+                    pred = (logits[:, 0] > 0).long()
+                else:
+                    pred = logits.argmax(1)
+                total += loss * targets.shape[0]
+                correct += int((pred == targets).sum())
+                n_rows += targets.shape[0]
+        return total / n_rows, correct / n_rows
 
     def snapshot(self):
         """A copy of the current weights on the CPU."""
@@ -160,13 +196,20 @@ class TrainingResult:
     converged: bool
 
 
-def minibatches(inputs, targets, batch_size, generator) -> Iterator:
-    """``(inputs, targets)`` mini-batches of one epoch, rows in a random order."""
-    n_rows = inputs.shape[0]
-    order = torch.randperm(n_rows, generator=generator).to(inputs.device)
+def minibatches(rows, batch_size, generator, shuffle=True) -> Iterator:
+    """``(inputs, targets)`` mini-batches of one epoch of a row source.
+
+    With ``shuffle``, the rows come in the order of one ``torch.randperm``
+    drawn from ``generator``; without, in the source's order.
+    """
+    rows = as_rows(rows)
+    n_rows = rows.n_rows
+    if shuffle:
+        order = torch.randperm(n_rows, generator=generator)
+    else:
+        order = torch.arange(n_rows)
     for begin in range(0, n_rows, batch_size):
-        rows = order[begin : begin + batch_size]
-        yield inputs[rows], targets[rows]
+        yield rows.take(order[begin : begin + batch_size])
 
 
 class AdamTrainer:
@@ -196,6 +239,25 @@ class AdamTrainer:
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+    def state_arrays(self):
+        """The optimiser's moments and step counts as numpy arrays, per parameter."""
+        state = self.optimizer.state_dict()["state"]
+        return {
+            index: {
+                name: value.detach().cpu().numpy().copy() for name, value in s.items()
+            }
+            for index, s in state.items()
+        }
+
+    def load_state_arrays(self, arrays):
+        """Restore what :meth:`state_arrays` returned (bitwise)."""
+        state_dict = self.optimizer.state_dict()
+        state_dict["state"] = {
+            index: {name: torch.tensor(value) for name, value in s.items()}
+            for index, s in arrays.items()
+        }
+        self.optimizer.load_state_dict(state_dict)
 
     def epoch(self, batches: Iterable):
         """Step through ``batches``; returns the row-weighted mean objective."""
@@ -249,6 +311,7 @@ def train_adam(
     tol,
     n_iter_no_change,
     generator,
+    shuffle=True,
     verbose=0,
 ):
     """Epochs of mini-batch Adam until patience runs out or ``max_iter`` epochs.
@@ -256,12 +319,14 @@ def train_adam(
     Parameters
     ----------
     network : ProbeNetwork
-    train : tuple of torch.Tensor
-        ``(inputs, targets)`` of the training rows, on the network's device.
-    validation : tuple of torch.Tensor or None
-        Held-out ``(inputs, targets)``: patience follows their loss, and the
-        weights of the epoch with the lowest one are kept. Without them,
-        patience follows the training loss and the last weights are kept.
+    train : TensorRows, StreamedRows or tuple of torch.Tensor
+        The training rows (a tuple: ``(inputs, targets)`` on the network's
+        device).
+    validation : TensorRows, StreamedRows, tuple of torch.Tensor or None
+        Held-out rows, evaluated ``batch_size`` rows at a time: patience
+        follows their loss, and the weights of the epoch with the lowest one
+        are kept. Without them, patience follows the training loss and the
+        last weights are kept.
     learning_rate, weight_decay : float
     batch_size : int
         Capped at the number of training rows.
@@ -271,6 +336,8 @@ def train_adam(
     n_iter_no_change : int
     generator : torch.Generator
         Shuffles the rows of each epoch.
+    shuffle : bool
+        Visit the rows in a new random order each epoch (else in order).
     verbose : int
         Print one line per epoch when > 0.
 
@@ -278,8 +345,10 @@ def train_adam(
     -------
     result : TrainingResult
     """
-    inputs, targets = train
-    n_train = inputs.shape[0]
+    train = as_rows(train)
+    if validation is not None:
+        validation = as_rows(validation)
+    n_train = train.n_rows
     batch_size = min(batch_size, n_train)
     trainer = AdamTrainer(
         network,
@@ -295,13 +364,13 @@ def train_adam(
     for epoch in range(1, max_iter + 1):
         start = time.perf_counter()
         loss_curve.append(
-            trainer.epoch(minibatches(inputs, targets, batch_size, generator))
+            trainer.epoch(minibatches(train, batch_size, generator, shuffle))
         )
         if validation is None:
             monitor.update(epoch, loss_curve[-1])
             message = ""
         else:
-            val_loss, score = network.evaluate(*validation, n_train)
+            val_loss, score = network.evaluate(validation, batch_size)
             scores.append(score)
             validation_losses.append(val_loss)
             # Selection and patience follow the validation loss: accuracy on a
@@ -338,7 +407,7 @@ def lbfgs_max_evaluations(max_iter):
     return max_iter * 5 // 4
 
 
-def train_lbfgs(network, train, *, max_iter, tol, verbose=0):
+def train_lbfgs(network, train, *, max_iter, tol, block_size=None, verbose=0):
     """Full-batch L-BFGS with a strong Wolfe line search on every training row.
 
     Stops when the objective or the weights change by less than ``tol``, when
@@ -350,18 +419,23 @@ def train_lbfgs(network, train, *, max_iter, tol, verbose=0):
     Parameters
     ----------
     network : ProbeNetwork
-    train : tuple of torch.Tensor
-        ``(inputs, targets)`` of every training row.
+    train : TensorRows, StreamedRows or tuple of torch.Tensor
+        Every training row. Rows on the device are used in one piece; a
+        :class:`StreamedRows` source is read ``block_size`` rows at a time for
+        each evaluation, its blocks' gradients summed (the same full-batch
+        objective and gradient, up to float32 rounding).
     max_iter : int
     tol : float
+    block_size : int, default=None
+        Rows per block of a streamed source.
     verbose : int
 
     Returns
     -------
     result : TrainingResult
     """
-    inputs, targets = train
-    n_train = inputs.shape[0]
+    train = as_rows(train)
+    n_train = train.n_rows
     max_eval = lbfgs_max_evaluations(max_iter)
     optimizer = torch.optim.LBFGS(
         network.params,
@@ -375,11 +449,29 @@ def train_lbfgs(network, train, *, max_iter, tol, verbose=0):
     )
     loss_curve = []
 
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
+    def full_batch():
+        inputs, targets = train.everything()
         loss = network.objective(network.forward(inputs), targets, n_train)
         loss.backward()
-        loss_curve.append(float(loss.detach()))
+        return loss.detach()
+
+    def streamed():
+        total = 0.0
+        for inputs, targets in train.blocks(block_size):
+            share = targets.shape[0] / n_train
+            part = network.objective(network.forward(inputs), targets, 1, False)
+            (part * share).backward()
+            total += float(part.detach()) * share
+        if network.alpha:
+            penalty = network.penalty(n_train)
+            penalty.backward()
+            total += float(penalty.detach())
+        return torch.tensor(total)
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = full_batch() if isinstance(train, TensorRows) else streamed()
+        loss_curve.append(float(loss))
         if verbose:
             print(f"evaluation {len(loss_curve)}: {loss_curve[-1]:.6f}")
         return loss

@@ -13,7 +13,6 @@ import numpy as np
 
 from .._embedding import VLMEmbeddingTransformer
 from .._extraction import Extraction
-from ..pooling import is_position
 from ..store import open_store
 from ._inputs import IMAGE, PROMPT
 
@@ -47,21 +46,13 @@ class SiteExtractor:
         self.estimator = VLMEmbeddingTransformer(**params).fit(None)
         self.extraction = Extraction.from_params(self.estimator.get_params(deep=False))
         self.position = self.estimator.pooling_
+        # The estimator's own sites; the store's keep setting decides what else
+        # a pass keeps (as in a local precompute).
+        self.asked = [(layer, self.position) for layer in self.estimator.layers_]
         self.requests = self.extraction.all_requests(self.position)
         self.sites = [
             self.extraction.site(lay, pool).store_name for lay, pool in self.requests
         ]
-        # A pass writes each image's entry whole (every named pooling of every
-        # layer, plus the asked int positions), so one named site and the
-        # positions tell whether an image is stored: a resumed run then reads a
-        # few KB per stored image instead of its whole entry.
-        named = [
-            site
-            for site, (_, pooling) in zip(self.sites, self.requests, strict=True)
-            if not is_position(pooling)
-        ]
-        positions = [site for site in self.sites if site not in named]
-        self.stored_sites = named[-1:] + positions
 
     def __call__(self, batch):
         items = [_item(value) for value in batch[IMAGE]]
@@ -80,23 +71,22 @@ class SiteExtractor:
         rows = [i for i, key in enumerate(keys) if key is not None]
         status = np.full(len(items), FAILED, dtype=object)
         if rows:
-            # Resume: what an earlier (killed) run stored never reaches the model.
-            _, hit = store.lookup(space, [keys[i] for i in rows], self.stored_sites)
-            status[[rows[j] for j in np.flatnonzero(hit)]] = STORED
-            missing = [rows[j] for j in np.flatnonzero(~hit)]
+            # Resume: the fill computes only the images whose kept sites are not
+            # all stored (it checks entry headers, reading no vector).
             _, keys, computed, fallback = extraction.fill(
                 store,
                 items,
                 prompts,
                 failed,
                 position=self.position,
-                rows=missing,
+                requests=self.asked,
+                rows=rows,
                 keys=keys,
                 # The driver hands every image to exactly one actor: the compute
-                # lock would only make N actors run as slowly as one. Writes still
-                # merge under the store's own writer lock.
+                # lock would only make N actors run as slowly as one.
                 lock=False,
             )
+            status[rows] = STORED
             status[computed] = COMPUTED
             status[list(fallback)] = NOT_STORED
         status[failed] = FAILED

@@ -36,7 +36,10 @@ def check_site(site):
 
 
 def check_settings(dtype, max_bytes, memory_cache_bytes):
-    """The store's settings, normalised: ``(dtype name, max_bytes, cache bytes)``."""
+    """The store's settings, normalised: ``(dtype name, max_bytes, cache bytes)``.
+
+    (``keep`` is checked by ``_keep.check_keep``.)
+    """
     try:
         name = None if dtype is None else np.dtype(dtype).name
     except TypeError:

@@ -1,35 +1,40 @@
-"""Where a disk feature store keeps its entries, and how it writes them safely.
+"""Where a disk feature store keeps its entries, and how it finds them.
 
 Layout (one directory per store)::
 
-    <root>/skvlm-feature-store.json           marks the directory as a store
-    <root>/<namespace>/manifest.json          what the namespace was computed with
-    <root>/<namespace>/<key[:2]>/<key>.safetensors   every site of one image
+    <root>/skvlm-feature-store.json        marks the directory as a store (format 2)
+    <root>/<namespace>/manifest.json       what the namespace was computed with
+    <root>/<namespace>/packs/<time>-<id>.pack   the entries of one write (_pack.py)
+    <root>/<namespace>/packs.index         a snapshot of the key index (_index.py)
 
-One file per (namespace, key) keeps a lookup of a few rows to a few small reads,
-lets ``rsync`` copy a store incrementally, and makes a write one ``os.replace``:
-the new file is written under a hidden temporary name in the same directory and
-renamed over the old one, which POSIX and Windows do atomically, so a reader sees
-the old entry or the new one, never a partial one. Writers of one namespace take
-an advisory lock (``fcntl.flock``) around their read-merge-replace, so two
-processes adding different sites to one key keep both; where locks are not
-available the worst case is a lost site, which a later lookup misses and the
-caller recomputes. The two-character shard directories keep any one directory
-small for stores of millions of images.
+Every file is written atomically (``_files.py``) and a pack is never modified
+afterwards. Writers need no lock to keep each other's work: adding sites to an
+image appends a new pack, so concurrent processes (or machines on a shared file
+system) never overwrite each other.
 """
 
 import contextlib
-import errno
 import json
 import os
 import shutil
-import tempfile
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 from ._errors import FeatureStoreError
-from ._format import HEAD_CHUNK, EntryDamaged, read_entry, to_bytes
+from ._files import (
+    READ_ONLY,
+    ReadOnly,
+    atomic_write,
+    is_temporary,
+    lock,
+    remove_orphans,
+)
+from ._format import EntryDamaged, read_entry, read_table
+from ._index import INDEX_NAME, NamespaceIndex
+from ._pack import PACK_SUFFIX, pack_parts, read_pack_header
 
 try:  # POSIX only; elsewhere writers go without the advisory lock.
     import fcntl
@@ -38,18 +43,18 @@ except ImportError:  # pragma: no cover
 
 MARKER = "skvlm-feature-store.json"
 MANIFEST = "manifest.json"
-SUFFIX = ".safetensors"
-_FORMAT_VERSION = 1
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def _write_all(file, data):
-    """Write ``data`` to an open binary file (tests replace it to fake a full disk)."""
-    file.write(data)
+PACKS = "packs"
+FORMAT_VERSION = 2
+# A directory listing is trusted while the directory's mtime is unchanged and
+# older than this (file systems stamp mtimes coarsely; git does the same).
+_RACY_SECONDS = 2.0
+_MAX_OPEN = 256
+# A refresh that read this many pack headers saves an index snapshot.
+_SNAPSHOT_AFTER = 256
 
 
 def check_root(root):
-    """Refuse a path that is a file, or a non-empty directory that is no store."""
+    """Refuse a path that is a file, a foreign directory or another format."""
     if root.exists() and not root.is_dir():
         raise FeatureStoreError(
             f"FeatureStore path {str(root)!r} is a file; pass a directory path "
@@ -59,18 +64,28 @@ def check_root(root):
     if marker.exists():
         try:
             version = json.loads(marker.read_text())["format_version"]
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, OSError) as exc:
             raise FeatureStoreError(
                 f"{str(marker)!r} is unreadable ({exc}); delete the directory "
                 "or choose another path."
             ) from None
-        if version != _FORMAT_VERSION:
+        if version == 1:
+            raise FeatureStoreError(
+                f"{str(root)!r} holds a feature store of format 1 (one file per "
+                "image, written by an older skvlm); this skvlm reads format 2 "
+                "(packs of many images). A store only holds recomputable "
+                "features: delete that directory (its features are computed "
+                "again on first use) or choose another path."
+            )
+        if version != FORMAT_VERSION:
             raise FeatureStoreError(
                 f"{str(root)!r} holds a feature store of format {version}; this "
-                f"skvlm reads format {_FORMAT_VERSION}. Upgrade skvlm or choose "
+                f"skvlm reads format {FORMAT_VERSION}. Upgrade skvlm or choose "
                 "another path."
             )
-    elif root.is_dir() and any(root.iterdir()):
+    elif root.is_dir() and any(not is_temporary(p.name) for p in root.iterdir()):
+        # A store being created by another process holds only its temporary
+        # marker file for a moment: that is not a foreign directory.
         raise FeatureStoreError(
             f"{str(root)!r} is not empty and holds no {MARKER}, so it is not a "
             "skvlm feature store; choose a new or empty directory (a store never "
@@ -78,114 +93,331 @@ def check_root(root):
         )
 
 
-def _replace(tmp, path, attempts=5):
-    # On Windows a file another process has open cannot be replaced for a moment.
-    for attempt in range(attempts):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.01 * (attempt + 1))
-
-
-def atomic_write(path, data):
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = None
+def _size(path):
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        with os.fdopen(fd, "wb") as file:
-            _write_all(file, data)
-        _replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            raise FeatureStoreError(
-                f"No space left to write {len(data)} bytes to {str(path)!r} "
-                f"({exc.strerror}). The entry was not stored and the store is "
-                "unchanged. Free space on that disk, set max_bytes on the "
-                "FeatureStore to stay below the free space, clear() namespaces "
-                "you no longer need, or point the cache at a larger disk."
-            ) from exc
-        raise
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 class DiskBackend:
-    """Entries as files under ``root`` (see the module docstring)."""
+    """Entries in pack files under ``root`` (see the module docstring)."""
 
     def __init__(self, root, index_cache=None):
         self.root = Path(root)
         self.index_cache = index_cache
+        self._indexes = {}  # namespace -> NamespaceIndex
+        self._lock = threading.RLock()  # guards the indexes and the open files
+        self._files = OrderedDict()  # pack path -> fd, least recently used first
+        self._cleaned = set()  # directories whose orphans this object removed
+        self._checked = {}  # directory -> (inode, mtime_ns) of its last check
+        # Entries found damaged: skipped from then on, so that their sites count
+        # as missing (a header-only check cannot see damaged data).
+        self._damaged = set()
 
-    def entry_path(self, namespace, key):
-        return self.root / namespace / key[:2] / f"{key}{SUFFIX}"
+    # -- reading ----------------------------------------------------------------
+    def _open(self, path):
+        """A cached read-only descriptor of a pack; None when it is gone."""
+        with self._lock:
+            fd = self._files.get(path)
+            if fd is not None:
+                self._files.move_to_end(path)
+                return fd
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except IsADirectoryError:
+                raise self._not_a_file(path) from None
+            self._files[path] = fd
+            while len(self._files) > _MAX_OPEN:
+                os.close(self._files.popitem(last=False)[1])
+            return fd
 
-    def read(self, namespace, key, sites, everything=None):
-        return read_entry(
-            self.entry_path(namespace, key),
-            namespace,
-            key,
-            sites,
-            everything,
-            self.index_cache,
+    def close(self):
+        with self._lock:
+            while self._files:
+                os.close(self._files.popitem()[1])
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+    @staticmethod
+    def _not_a_file(path):
+        return FeatureStoreError(
+            f"{str(path)!r} is a directory where the feature store keeps a pack "
+            "file: something else wrote into the store. Remove it (the store "
+            "never creates directories there)."
         )
 
-    def _ensure_dirs(self, directory):
-        if not (self.root / MARKER).exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            check_root(self.root)
-            atomic_write(
-                self.root / MARKER,
-                json.dumps({"format_version": _FORMAT_VERSION}).encode(),
+    def _entries(self, namespace, key):
+        """``[(fd, path, offset, length, ident)]`` of a key's entries, newest first."""
+        with self._lock:
+            index = self._indexes.get(namespace) or self._index(namespace)
+            locations = index.locations(key)
+        out = []
+        for name, offset, length in locations:
+            ident = (namespace, (name, offset), None)
+            if ident in self._damaged:
+                continue
+            path = os.path.join(self.root, namespace, PACKS, name)
+            fd = self._open(path)
+            if fd is None:  # cleared or deleted since it was indexed
+                self._forget(namespace)
+                continue
+            out.append((fd, path, offset, length, ident))
+        return out
+
+    def read(self, namespace, key, sites, everything=None, on_damaged=None):
+        """``{site: Encoded}`` of the key's entries (None when it has none).
+
+        Damaged entries are passed to ``on_damaged`` and skipped; a newer entry
+        that holds the same site wins.
+        """
+        with self._lock:  # no descriptor is closed (LRU, clear) while it is read
+            return self._read(namespace, key, sites, everything, on_damaged)
+
+    def _read(self, namespace, key, sites, everything, on_damaged):
+        found, want, any_entry = {}, set(sites), False
+        for fd, path, offset, length, ident in self._entries(namespace, key):
+            any_entry = True
+            try:
+                got = read_entry(
+                    fd,
+                    path,
+                    offset,
+                    length,
+                    namespace,
+                    key,
+                    [s for s in sites if s not in found],
+                    everything,
+                    self.index_cache,
+                    ident,
+                )
+            except EntryDamaged as exc:
+                self._damaged.add(ident)
+                on_damaged(exc)
+                continue
+            for site, value in got.items():
+                found.setdefault(site, value)
+            if want <= found.keys():
+                break
+        return found if any_entry else None
+
+    def sites_of(self, namespace, key, wanted, on_damaged):
+        """The sites of ``wanted`` the key's entries hold (headers only)."""
+        with self._lock:  # no descriptor is closed (LRU, clear) while it is read
+            return self._sites_of(namespace, key, set(wanted), on_damaged)
+
+    def _sites_of(self, namespace, key, wanted, on_damaged):
+        found = set()
+        for fd, path, offset, length, ident in self._entries(namespace, key):
+            try:
+                _, table, _ = read_table(
+                    fd, path, offset, length, namespace, key, self.index_cache, ident
+                )
+            except EntryDamaged as exc:
+                self._damaged.add(ident)
+                on_damaged(exc)
+                continue
+            found.update(wanted.intersection(table))
+            if found == wanted:
+                break
+        return found
+
+    # -- the index --------------------------------------------------------------
+    def _index(self, namespace):
+        with self._lock:
+            index = self._indexes.get(namespace)
+            if index is None:
+                index = self._indexes[namespace] = NamespaceIndex(namespace)
+                path = self.root / namespace / INDEX_NAME
+                with contextlib.suppress(OSError):
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    try:
+                        index.load(fd, os.fstat(fd).st_size)
+                    finally:
+                        os.close(fd)
+            return index
+
+    def _forget(self, namespace):
+        """Drop what this object knows of a namespace (it was cleared)."""
+        with self._lock:
+            self._indexes.pop(namespace, None)
+            self._damaged = {i for i in self._damaged if i[0] != namespace}
+            packs = os.path.join(self.root, namespace, PACKS)
+            for path in [p for p in self._files if p.startswith(packs)]:
+                os.close(self._files.pop(path))
+
+    def refresh(self, namespace, on_damaged, force=False):
+        """Read the headers of the packs other writers added since the last look.
+
+        Cheap when nothing changed: one ``stat`` of the packs directory, unless
+        ``force`` (the caller waited for another writer and must see its work).
+        Returns True when packs were added to the index.
+        """
+        packs = self.root / namespace / PACKS
+        with self._lock:
+            index = self._index(namespace)
+            try:
+                st = os.stat(packs)
+            except (FileNotFoundError, NotADirectoryError):
+                if index.packs:
+                    self._forget(namespace)
+                return False
+            stamp = (st.st_ino, st.st_mtime_ns)
+            racy = index.listed_at - st.st_mtime_ns / 1e9 < _RACY_SECONDS
+            if not force and index.listed == stamp and not racy:
+                return False
+            if index.listed is not None and index.listed[0] != st.st_ino:
+                self._forget(namespace)  # cleared and created again
+                index = self._index(namespace)
+            listed_at = time.time()
+            new = []
+            for entry in os.scandir(packs):
+                name = entry.name
+                if not name.endswith(PACK_SUFFIX) or name.startswith("."):
+                    continue
+                if name in index:
+                    continue
+                if entry.is_dir():
+                    raise self._not_a_file(packs / name)
+                new.append(name)
+            known = len(index.packs)
+            for name in sorted(new):
+                self._read_pack(index, packs / name, on_damaged)
+            index.listed, index.listed_at = stamp, listed_at
+            # Save a snapshot when this look read many headers, so that the next
+            # process opening the store reads one file instead.
+            if index.needs_merge() or len(index.packs) - known >= _SNAPSHOT_AFTER:
+                index.merge()
+                self._save_index(namespace, index)
+            if namespace not in self._cleaned:
+                self._cleaned.add(namespace)
+                remove_orphans(packs)
+                remove_orphans(packs.parent)
+            return len(index.packs) > known
+
+    def prepare(self, namespace, on_damaged):
+        """List the namespace's packs once, before this object first reads it."""
+        index = self._indexes.get(namespace)
+        if index is None or index.listed is None:
+            self.refresh(namespace, on_damaged)
+
+    def _check_cleared(self, namespace):
+        """Forget the index of a namespace another process cleared."""
+        with self._lock:
+            index = self._indexes.get(namespace)
+            if index is None or index.listed is None:
+                return
+            try:
+                inode = os.stat(self.root / namespace / PACKS).st_ino
+            except (FileNotFoundError, NotADirectoryError):
+                inode = None
+            if inode != index.listed[0]:
+                self._forget(namespace)
+
+    def _read_pack(self, index, path, on_damaged):
+        fd = self._open(str(path))
+        if fd is None:
+            return
+        try:
+            sites, records = read_pack_header(
+                fd, path, os.fstat(fd).st_size, index.namespace
             )
-        directory.mkdir(parents=True, exist_ok=True)
+        except EntryDamaged as exc:
+            on_damaged(exc)
+            self._quarantine(path)
+            return
+        index.add(path.name, sites, records)
+
+    def _quarantine(self, path):
+        """Move a pack whose header is damaged out of the way (kept, hidden)."""
+        with self._lock:
+            fd = self._files.pop(str(path), None)
+            if fd is not None:
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(f".{path.name}.damaged"))
+
+    def _save_index(self, namespace, index):
+        with contextlib.suppress(ReadOnly, FeatureStoreError, OSError):
+            atomic_write(self.root / namespace / INDEX_NAME, index.to_bytes())
+
+    # -- writing ----------------------------------------------------------------
+    def _ensure_dirs(self, directory):
+        try:
+            if not (self.root / MARKER).exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+                check_root(self.root)
+                atomic_write(
+                    self.root / MARKER,
+                    json.dumps({"format_version": FORMAT_VERSION}).encode(),
+                )
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in READ_ONLY:
+                raise ReadOnly(directory, exc) from exc
+            raise
 
     @contextlib.contextmanager
-    def _locked(self, namespace, lock_name=".lock"):
-        self._ensure_dirs(self.root / namespace)
+    def locked(self, namespace, lock_name=".compute.lock"):
+        """Hold an advisory lock file of the namespace (``ReadOnly`` if impossible)."""
+        directory = self.root / namespace
+        self._ensure_dirs(directory)
         if fcntl is None:  # pragma: no cover
             yield
             return
-        fd = os.open(self.root / namespace / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
+        path = directory / lock_name
         try:
-            with contextlib.suppress(OSError):  # e.g. ENOLCK on some network disks
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in READ_ONLY:
+                raise ReadOnly(path, exc) from exc
+            raise
+        try:
+            lock(fd)
             yield
         finally:
             os.close(fd)  # closing releases the lock
 
     def write(self, namespace, items, admit, on_damaged):
-        """Merge each ``(key, {site: Encoded})`` into its entry.
+        """Store each ``(key, {site: Encoded})`` as a new entry in one new pack.
 
-        ``admit(nbytes)`` says whether an entry growing by about ``nbytes`` may
-        be written (the size guard); ``on_damaged(EntryDamaged)`` reports an old
-        entry that could not be merged and is replaced. Returns the keys written.
+        Sites the key already holds are left out; ``admit(nbytes)`` says whether
+        an entry of ``nbytes`` may be written (the size guard). Returns the
+        keys that hold their sites afterwards.
         """
-        written = []
-        with self._locked(namespace):
-            for key, tensors in items:
-                path = self.entry_path(namespace, key)
-                try:
-                    old = read_entry(path, namespace, key, (), lambda nbytes: True)
-                except EntryDamaged as exc:
-                    on_damaged(exc)
-                    old = None
-                if old is not None and set(tensors) <= set(old):
-                    written.append(key)  # nothing new: a concurrent writer won
-                    continue
-                data = to_bytes(namespace, key, {**(old or {}), **tensors})
-                old_size = 0 if old is None else _size(path)
-                if not admit(len(data) - old_size):
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, data)
-                written.append(key)
-        return written
+        from ._format import to_bytes
+
+        packs = self.root / namespace / PACKS
+        self._check_cleared(namespace)
+        self.prepare(namespace, on_damaged)
+        written, entries, sites = [], [], set()
+        for key, tensors in items:
+            held = self.sites_of(namespace, key, tensors, on_damaged)
+            new = {site: t for site, t in tensors.items() if site not in held}
+            if not new:
+                written.append(key)  # nothing new: an earlier writer stored it
+                continue
+            data = to_bytes(namespace, key, new)
+            if admit(len(data)):
+                entries.append((key, data))
+                sites.update(new)
+        if not entries:
+            return written
+        self._ensure_dirs(packs)
+        parts, records = pack_parts(namespace, entries)
+        name = f"{time.time_ns():016x}-{uuid.uuid4().hex[:16]}{PACK_SUFFIX}"
+        atomic_write(packs / name, parts)
+        with self._lock:
+            index = self._index(namespace)
+            index.add(name, sites, records)
+            if index.needs_merge():
+                index.merge()
+                self._save_index(namespace, index)
+        return written + [key for key, _ in entries]
 
     def describe(self, namespace, text):
         path = self.root / namespace / MANIFEST
@@ -195,6 +427,7 @@ class DiskBackend:
         self._ensure_dirs(path.parent)
         atomic_write(path, text.encode("utf-8"))
 
+    # -- the whole store --------------------------------------------------------
     def _namespaces(self):
         if not self.root.is_dir():
             return []
@@ -202,48 +435,73 @@ class DiskBackend:
             p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
 
-    @staticmethod
-    def _entries(ns_dir):
-        # A concurrent clear() may remove directories while we walk them.
-        with contextlib.suppress(FileNotFoundError):
-            for shard in list(os.scandir(ns_dir)):
-                if not shard.is_dir():
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    for entry in list(os.scandir(shard.path)):
-                        if entry.name.endswith(SUFFIX) and entry.name[0] != ".":
-                            yield entry
+    def _pack_files(self, namespace):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(self.root / namespace / PACKS):
+                if entry.name.endswith(PACK_SUFFIX) and entry.name[0] != ".":
+                    yield entry
 
     def total_bytes(self):
         return sum(
-            _size(e.path) for ns in self._namespaces() for e in self._entries(ns)
+            _size(e.path)
+            for ns in self._namespaces()
+            for e in self._pack_files(ns.name)
         )
 
-    def scan(self):
+    def scan(self, on_damaged):
         """``{namespace: {entries, bytes, sites, manifest}}`` read from disk."""
         out = {}
         for ns_dir in self._namespaces():
-            n = size = 0
-            sites = set()
-            for entry in self._entries(ns_dir):
-                n += 1
-                size += _size(entry.path)
-                sites.update(_header_sites(entry.path))
+            namespace = ns_dir.name
+            self.refresh(namespace, on_damaged, force=True)
+            with self._lock:
+                index = self._index(namespace)
+                n, sites = index.n_keys(), sorted(index.sites)
             try:
                 manifest = json.loads((ns_dir / MANIFEST).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 manifest = None
-            out[ns_dir.name] = {
+            out[namespace] = {
                 "entries": n,
-                "bytes": size,
-                "sites": sorted(sites),
+                "bytes": sum(_size(e.path) for e in self._pack_files(namespace)),
+                "files": sum(1 for _ in self._pack_files(namespace)),
+                "sites": sites,
                 "manifest": manifest,
             }
         return out
 
+    def check(self):
+        """Raise ``FeatureStoreError`` where the directory is not a usable store.
+
+        Checks the root (a file, a foreign directory, another format) and that
+        every namespace and packs path is a directory and every pack a file.
+        Each directory is listed again only when its mtime changed.
+        """
+        check_root(self.root)
+        for ns_dir in self._namespaces():
+            packs = ns_dir / PACKS
+            try:
+                st = os.stat(packs)
+            except FileNotFoundError:
+                continue
+            if not os.path.isdir(packs):
+                raise FeatureStoreError(
+                    f"{str(packs)!r} is a file where the feature store keeps a "
+                    "directory of packs: something else wrote into the store. "
+                    "Remove it."
+                )
+            stamp = (st.st_ino, st.st_mtime_ns)
+            if self._checked.get(packs) == stamp:
+                continue
+            for entry in os.scandir(packs):
+                if entry.name.endswith(PACK_SUFFIX) and entry.is_dir():
+                    raise self._not_a_file(packs / entry.name)
+            self._checked[packs] = stamp
+
     def clear(self, namespace=None):
         targets = self._namespaces() if namespace is None else [self.root / namespace]
         for ns_dir in targets:
+            self._forget(ns_dir.name)
             # Rename first so that readers and writers see the namespace vanish at
             # once, never half of it.
             doomed = ns_dir.with_name(f".{ns_dir.name}.cleared-{uuid.uuid4().hex}")
@@ -255,22 +513,4 @@ class DiskBackend:
         if namespace is None and self.root.is_dir():
             for leftover in self.root.glob(".*.cleared-*"):  # an earlier crash
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _size(path):
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _header_sites(path):
-    """Site names listed in an entry's header (empty when unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_CHUNK)
-        n = int.from_bytes(head[:8], "little")
-        header = json.loads(head[8 : 8 + n]) if 8 + n <= len(head) else {}
-    except (OSError, ValueError):
-        return ()
-    return [site for site in header if site != "__metadata__"]
+            remove_orphans(self.root)

@@ -1,10 +1,11 @@
-"""One feature-store entry as bytes: a safetensors file with per-site checksums.
+"""One feature-store entry as bytes: safetensors bytes with per-site checksums.
 
-An entry holds every stored site of one image (one key) in one namespace. The
-bytes are a standard safetensors file (8-byte header length, JSON header, raw
-little-endian tensors), so ``safetensors.numpy.load_file`` reads an entry as is;
-skvlm reads it itself to fetch only the byte ranges of the sites asked for and to
-check each one against its CRC-32 before decoding it.
+An entry holds sites of one image (one key) in one namespace, as written by one
+``write``. Its bytes are a standard safetensors file (8-byte header length, JSON
+header, raw little-endian tensors), so ``safetensors.numpy.load`` reads an entry
+as is; a disk store keeps many entries one after the other in a pack file
+(``_pack.py``). skvlm reads an entry itself, to fetch only the byte ranges of the
+sites asked for and to check each one against its CRC-32 before decoding it.
 """
 
 import json
@@ -27,12 +28,17 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class EntryDamaged(Exception):
-    """An entry file that is truncated, corrupt or misplaced (internal)."""
+    """An entry or pack that is truncated, corrupt or misplaced (internal).
 
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
+    ``path`` is the file, ``what`` names the part of it ("the entry of key ...
+    at byte ..." or "the pack header"), ``reason`` says what is wrong.
+    """
+
+    def __init__(self, path, reason, what="the file"):
+        super().__init__(f"{path} ({what}): {reason}")
         self.path = path
         self.reason = reason
+        self.what = what
 
 
 class Encoded(NamedTuple):
@@ -103,12 +109,13 @@ def to_bytes(namespace, key, tensors):
     return b"".join(parts)
 
 
-def _parse_header(path, head, size, namespace, key):
+def _parse_header(where, head, size, namespace, key):
+    """``{site: (code, shape, start, stop, crc)}``, offsets within the entry."""
     if len(head) < 8:
-        raise EntryDamaged(path, f"file is {size} bytes, shorter than a header")
+        raise EntryDamaged(*where, f"entry is {size} bytes, shorter than a header")
     (n,) = struct.unpack_from("<Q", head)
     if n > _MAX_HEADER or 8 + n > size:
-        raise EntryDamaged(path, "header length runs past the end of the file")
+        raise EntryDamaged(*where, "header length runs past the end of the entry")
     try:
         header = json.loads(bytes(head[8 : 8 + n]))
         meta = header.pop("__metadata__")
@@ -124,104 +131,140 @@ def _parse_header(path, head, size, namespace, key):
             for site, info in header.items()
         }
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise EntryDamaged(path, f"unreadable header ({exc!r})") from None
+        raise EntryDamaged(*where, f"unreadable header ({exc!r})") from None
     if meta.get("format") != FORMAT:
-        raise EntryDamaged(path, f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise EntryDamaged(
+            *where, f"format {meta.get('format')!r}, expected {FORMAT!r}"
+        )
     if meta.get("namespace") != namespace or meta.get("key") != key:
         raise EntryDamaged(
-            path,
+            *where,
             f"holds namespace {meta.get('namespace')!r} key {meta.get('key')!r}, "
-            f"expected {namespace!r} {key!r} (file moved or renamed)",
+            f"expected {namespace!r} {key!r} (moved or renamed)",
         )
     expected = max((t[3] for t in table.values()), default=8 + n)
     if size != expected:
         raise EntryDamaged(
-            path, f"file is {size} bytes, its header says {expected} (truncated)"
+            *where, f"entry is {size} bytes, its header says {expected} (truncated)"
         )
     return table
 
 
-def _read_index(path, f, size, namespace, key):
-    """The bytes read so far and ``{site: (code, shape, start, stop, crc)}``."""
-    head = f.read(HEAD_CHUNK)
+def _pread(fd, length, offset):
+    """Read ``length`` bytes at ``offset`` (fewer at the end of the file)."""
+    parts, got = [], 0
+    while got < length:
+        chunk = os.pread(fd, length - got, offset + got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def read_table(fd, path, base, length, namespace, key, index_cache=None, ident=None):
+    """``(head bytes, table, float32 bytes of the whole entry)`` of one entry.
+
+    ``head`` holds the entry's first bytes (the whole entry when it is small),
+    ``table`` maps each site to ``(code, shape, start, stop, crc)`` relative to
+    ``base``. With an ``index_cache`` and an ``ident`` (a tuple naming the
+    immutable pack and the offset), the parsed table is memoised there.
+    """
+    where = (path, f"the entry of key {key!r} at byte {base}")
+    cached = None if index_cache is None else index_cache.get(ident)
+    if cached is not None:
+        return b"", cached[0], cached[1]
+    head = _pread(fd, min(length, HEAD_CHUNK), base)
+    if len(head) < min(length, HEAD_CHUNK):
+        raise EntryDamaged(*where, "the pack ends inside the entry (truncated)")
     if len(head) >= 8:
         (n,) = struct.unpack_from("<Q", head)
-        if len(head) < 8 + n <= min(size, 8 + _MAX_HEADER):
-            head += f.read(8 + n - len(head))
-    table = _parse_header(path, head, size, namespace, key)
-    return head, table
+        if len(head) < 8 + n <= min(length, 8 + _MAX_HEADER):
+            head += _pread(fd, 8 + n - len(head), base + len(head))
+    table = _parse_header(where, head, length, namespace, key)
+    total = sum(float32_nbytes(t[1]) for t in table.values())
+    if index_cache is not None:
+        index_cache.put(ident, (table, total), 150 * len(table))
+    return head, table, total
 
 
-def read_entry(path, namespace, key, sites, everything=None, index_cache=None):
-    """Read sites of one entry file; ``None`` when the file does not exist.
+def read_entry(
+    fd,
+    path,
+    base,
+    length,
+    namespace,
+    key,
+    sites,
+    everything=None,
+    index_cache=None,
+    ident=None,
+):
+    """Read sites of the entry at ``base`` in an open pack file.
 
     Parameters
     ----------
+    fd : int
+        An open file descriptor of the pack (read with ``os.pread``).
     path : Path
-        The entry file.
+        The pack file, for messages.
+    base, length : int
+        Where the entry lies in the pack.
     namespace, key : str
-        What the file must hold (checked against its metadata).
+        What the entry must hold (checked against its metadata).
     sites : iterable of str
         The sites wanted; sites the entry lacks are left out of the result.
     everything : callable or None
         Called with the float32 bytes of the whole entry; when it returns True
-        every site is read (one read of the file instead of one per site).
+        every site is read (one read of the entry instead of one per site).
     index_cache : _LRU or None
-        Keeps each file's parsed header under ``(namespace, key, None)``, valid
-        while the file's inode, size and mtime stay the same, so that repeated
-        single-site reads of large entries skip the JSON parse.
+        Keeps each entry's parsed header under ``ident``; packs are never
+        modified, so the header stays valid while the pack exists.
+    ident : hashable or None
+        The entry's name in ``index_cache``.
 
     Returns
     -------
-    dict of str to Encoded, or None
+    dict of str to Encoded
         Each value passed its checksum.
 
     Raises
     ------
     EntryDamaged
-        The file is truncated, corrupt or belongs to another key.
+        The entry is truncated, corrupt or belongs to another key.
     """
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        st = os.fstat(f.fileno())
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        cached = (
-            None if index_cache is None else index_cache.get((namespace, key, None))
-        )
-        head = b""
-        if cached is not None and cached[0] == signature:
-            table, total = cached[1], cached[2]
+    head, table, total = read_table(
+        fd, path, base, length, namespace, key, index_cache, ident
+    )
+    if everything is not None and everything(total):
+        wanted = list(table)
+        if length > len(head):
+            head += _pread(fd, length - len(head), base + len(head))
+    else:
+        wanted = [site for site in sites if site in table]
+    view = memoryview(head)
+    out = {}
+    for site in wanted:
+        code, shape, start, stop, crc = table[site]
+        if stop <= len(view):
+            raw = bytes(view[start:stop])
         else:
-            head, table = _read_index(path, f, st.st_size, namespace, key)
-            total = sum(float32_nbytes(t[1]) for t in table.values())
-            if index_cache is not None:
-                index_cache.put(
-                    (namespace, key, None), (signature, table, total), 150 * len(table)
+            raw = _pread(fd, stop - start, base + start)
+            if len(raw) < stop - start:
+                raise EntryDamaged(
+                    path,
+                    "the pack ends inside the entry (truncated)",
+                    f"the entry of key {key!r} at byte {base}",
                 )
-        if everything is not None and everything(total):
-            wanted = list(table)
-            if st.st_size > len(head):
-                f.seek(len(head))
-                head += f.read()
-        else:
-            wanted = [site for site in sites if site in table]
-        view = memoryview(head)
-        out = {}
-        for site in wanted:
-            code, shape, start, stop, crc = table[site]
-            if stop <= len(view):
-                raw = bytes(view[start:stop])
-            else:
-                f.seek(start)
-                raw = f.read(stop - start)
-            if (
-                code not in _DTYPES
-                or len(raw) != _DTYPES[code].itemsize * math.prod(shape)
-                or zlib.crc32(raw) != crc
-            ):
-                raise EntryDamaged(path, f"checksum mismatch in site {site!r}")
-            out[site] = Encoded(code, shape, raw, crc)
-        return out
+        if (
+            code not in _DTYPES
+            or len(raw) != _DTYPES[code].itemsize * math.prod(shape)
+            or zlib.crc32(raw) != crc
+        ):
+            raise EntryDamaged(
+                path,
+                f"checksum mismatch in site {site!r}",
+                f"the entry of key {key!r} at byte {base}",
+            )
+        out[site] = Encoded(code, shape, raw, crc)
+    return out

@@ -60,11 +60,20 @@ class _MemoryBackend:
         self.entries = entries if entries is not None else {}
         self.manifests = manifests if manifests is not None else {}
 
-    def read(self, namespace, key, sites, everything=None):  # noqa: ARG002
+    def read(self, namespace, key, sites, everything=None, on_damaged=None):  # noqa: ARG002
         entry = self.entries.get(namespace, {}).get(key)
         if entry is None:
             return None
         return {site: entry[site] for site in sites if site in entry}
+
+    def sites_of(self, namespace, key, wanted, on_damaged=None):  # noqa: ARG002
+        return set(wanted).intersection(self.entries.get(namespace, {}).get(key, ()))
+
+    def prepare(self, namespace, on_damaged=None):  # noqa: ARG002
+        pass
+
+    def refresh(self, namespace, on_damaged=None, force=False):  # noqa: ARG002
+        return False  # one process: nothing is added behind this object's back
 
     def write(self, namespace, items, admit, on_damaged):
         entries = self.entries.setdefault(namespace, {})
@@ -90,13 +99,14 @@ class _MemoryBackend:
             for t in e.values()
         )
 
-    def scan(self):
+    def scan(self, on_damaged=None):  # noqa: ARG002
         out = {}
         for namespace in sorted(set(self.entries) | set(self.manifests)):
             entries = self.entries.get(namespace, {})
             text = self.manifests.get(namespace)
             out[namespace] = {
                 "entries": len(entries),
+                "files": 0,
                 "bytes": sum(len(t.raw) for e in entries.values() for t in e.values()),
                 "sites": sorted({site for e in entries.values() for site in e}),
                 "manifest": None if text is None else json.loads(text),

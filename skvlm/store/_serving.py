@@ -9,9 +9,15 @@ not yielded and come back as NaN.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 
 import numpy as np
+
+from ._keep import FillPlan
+
+logger = logging.getLogger("skvlm.store")
 
 
 def open_store(cache):
@@ -43,12 +49,17 @@ def open_store(cache):
     return cache
 
 
-def compute_missing(store, namespace, keys, rows, sites, compute, *, meta, lock=True):
-    """Compute and store ``sites`` for the ``rows`` whose entries lack them.
+def compute_missing(
+    store, namespace, keys, rows, plan, compute, *, meta, lock=True, show=False
+):
+    """Compute and store the sites of ``plan`` for the ``rows`` whose entries lack them.
 
     One process or thread at a time computes a namespace's misses (``lock``):
     whoever waited looks again and finds the holder's work, so each image goes
-    through the model once across everything sharing the store.
+    through the model once across everything sharing the store. Before the
+    model runs, the bytes the fill will write are estimated: logged (logger
+    ``skvlm.store``, level INFO), printed when ``show``, and checked against
+    the store's ``max_bytes`` (:meth:`FeatureStore.admit_fill`).
 
     Parameters
     ----------
@@ -58,15 +69,19 @@ def compute_missing(store, namespace, keys, rows, sites, compute, *, meta, lock=
         The key of every row; only ``keys[i]`` for ``i`` in ``rows`` is read.
     rows : sequence of int
         Rows to look at.
-    sites : sequence of str
-        What a computed row must hold to count as stored.
+    plan : FillPlan or sequence of str
+        What a computed row must hold to count as stored (a plan from
+        :meth:`FeatureStore.plan`, or site names).
     compute : callable
-        ``compute(rows)`` yields ``(batch_rows, {site: ndarray (len(batch_rows), d)})``.
+        ``compute(rows)`` yields ``(batch_rows, {site: ndarray (len(batch_rows), d)})``
+        with at least the plan's sites.
     meta : dict
         The namespace's manifest (see :meth:`FeatureStore.describe`).
     lock : bool, default=True
         False when the caller already hands each row to exactly one worker
         (Ray actors): the lock would only serialise them.
+    show : bool, default=False
+        Print the estimate to stderr (with the progress bars).
 
     Returns
     -------
@@ -74,26 +89,34 @@ def compute_missing(store, namespace, keys, rows, sites, compute, *, meta, lock=
         The rows that were missing and were handed to ``compute``.
     fallback : dict
         ``{row: {site: vector}}`` for rows computed but not kept by the store
-        (its ``max_bytes`` guard): the caller still gets correct vectors.
+        (its ``max_bytes`` guard, or a directory it cannot write): the caller
+        still gets correct vectors.
     """
+    sites = list(plan.sites if isinstance(plan, FillPlan) else plan)
     fallback = {}
     if not len(rows):
         return [], fallback
     with store.computing(namespace) if lock else contextlib.nullcontext():
-        _, hit = store.lookup(namespace, [keys[i] for i in rows], sites)
+        hit = store.contains(namespace, [keys[i] for i in rows], sites)
         missing = [rows[j] for j in np.flatnonzero(~hit)]
         if not missing:
             return missing, fallback
+        if isinstance(plan, FillPlan):
+            text = store.admit_fill(namespace, plan, len(missing))
+            logger.info("skvlm store fill: %s", text)
+            if show:
+                print(f"skvlm store fill: {text}", file=sys.stderr, flush=True)
         for batch_rows, named in compute(missing):
             batch_keys = [keys[i] for i in batch_rows]
-            store.write(namespace, batch_keys, named, meta=meta)
-            _, kept = store.lookup(namespace, batch_keys, sites)
+            kept_sites = {s: named[s] for s in sites}
+            store.write(namespace, batch_keys, kept_sites, meta=meta)
+            kept = store.contains(namespace, batch_keys, sites)
             for j in np.flatnonzero(~kept):
                 fallback[batch_rows[j]] = {s: named[s][j] for s in sites}
     return missing, fallback
 
 
-def serve(store, namespace, keys, sites, compute, *, fill_sites, meta):
+def serve(store, namespace, keys, sites, compute, *, plan, meta, show=False):
     """The vectors of ``sites`` for every row, from the store or computed into it.
 
     Parameters
@@ -105,12 +128,14 @@ def serve(store, namespace, keys, sites, compute, *, fill_sites, meta):
     sites : sequence of str
         The sites asked for.
     compute : callable
-        As in :func:`compute_missing`; it must yield every site of ``fill_sites``.
-    fill_sites : sequence of str
+        As in :func:`compute_missing`; it must yield every site of ``plan``.
+    plan : FillPlan or sequence of str
         What a computed row stores (a superset of ``sites``: what later requests
-        may ask for).
+        may ask for), from :meth:`FeatureStore.plan`.
     meta : dict
         The namespace's manifest.
+    show : bool, default=False
+        Print the fill's estimate to stderr.
 
     Returns
     -------
@@ -129,7 +154,7 @@ def serve(store, namespace, keys, sites, compute, *, fill_sites, meta):
         store.describe(namespace, meta)
         missing = [rows[j] for j in np.flatnonzero(~hit)]
         _, fallback = compute_missing(
-            store, namespace, keys, missing, fill_sites, compute, meta=meta
+            store, namespace, keys, missing, plan, compute, meta=meta, show=show
         )
         # Read back even what was just computed, so a hit and a miss return the
         # same values (a float16 store rounds on write).

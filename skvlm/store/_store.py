@@ -28,7 +28,10 @@ from ._checks import (
 )
 from ._disk import DiskBackend, check_root
 from ._errors import FeatureStoreError, FeatureStoreWarning
-from ._format import EntryDamaged, decode, encode_rows
+from ._files import ReadOnly
+from ._format import decode, encode_rows
+from ._keep import check_keep, format_bytes, keep_repr
+from ._keep import plan as _plan
 from ._memory import _LRU, _MemoryBackend
 
 __all__ = ["FeatureStore", "FeatureStoreError", "FeatureStoreWarning"]
@@ -38,24 +41,34 @@ _REGISTRY = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def _reopen(path, dtype, max_bytes, memory_cache_bytes):
+def _reopen(path, dtype, max_bytes, memory_cache_bytes, keep="auto"):
     """Unpickle a disk store: the process's shared instance for its directory."""
     return FeatureStore.open(
-        path, dtype=dtype, max_bytes=max_bytes, memory_cache_bytes=memory_cache_bytes
+        path,
+        dtype=dtype,
+        max_bytes=max_bytes,
+        memory_cache_bytes=memory_cache_bytes,
+        keep=keep,
     )
 
 
-def _restore_memory(dtype, max_bytes, memory_cache_bytes, entries, manifests):
+def _restore_memory(
+    dtype, max_bytes, memory_cache_bytes, entries, manifests, keep="auto"
+):
     """Unpickle a memory store: a new store holding a copy of the contents."""
     store = FeatureStore(
-        None, dtype=dtype, max_bytes=max_bytes, memory_cache_bytes=memory_cache_bytes
+        None,
+        dtype=dtype,
+        max_bytes=max_bytes,
+        memory_cache_bytes=memory_cache_bytes,
+        keep=keep,
     )
     store._backend = _MemoryBackend(entries, manifests)
     return store
 
 
 class FeatureStore:
-    """Storage for the vectors of every site a forward pass computes.
+    """Storage for the vectors of the sites a forward pass computes.
 
     A store maps ``(namespace, key, site)`` to one float vector and is shared,
     as a handle, by every estimator that holds it: ``copy.deepcopy`` and
@@ -70,18 +83,40 @@ class FeatureStore:
         pickled to another process: use a path with ``n_jobs > 1``). An
         existing directory must be empty or a store.
     dtype : {"float32", "float16"}, default="float32"
-        How vectors are kept. ``"float16"`` halves the disk cost (relative error
-        about 5e-4); a vector with a finite value beyond float16's range
-        (65504) is kept in float32 instead. Lookups always return float32.
+        How this store keeps vectors. ``"float16"`` halves the disk cost
+        (relative error about 5e-4); a vector with a finite value beyond
+        float16's range (65504) is kept in float32 instead. Lookups always
+        return float32. Two stores on one directory may differ in dtype: each
+        entry records its own.
     max_bytes : int or None, default=None
-        Size guard on the stored entries. A write that would pass it is skipped
-        with one ``FeatureStoreWarning`` per store object; the caller's features
-        stay correct and are recomputed next time. Other processes' writes are
+        Size bound of the stored entries. A fill whose estimate (see
+        :meth:`plan`) would take the store past it is refused before the
+        model runs, with a ``FeatureStoreError`` that lists the cheaper
+        choices; a direct :meth:`write` past it is skipped with one
+        ``FeatureStoreWarning`` per store object (the caller's features stay
+        correct and are recomputed next time). Other processes' writes are
         counted when the store re-measures its directory (every 30 s at most).
     memory_cache_bytes : int, default=268435456
         Bound of the in-process LRU of decoded float32 vectors (256 MiB) that
         serves repeated lookups without reading or decoding entries again; 0
         disables it.
+    keep : {"auto", "all", "requested"} or dict, default="auto"
+        What a fill keeps of each forward pass, besides the sites asked for
+        (always kept):
+
+        - ``"all"``: every layer x every named pooling of the stage (and an
+          asked int position at every layer): a later request at any site of
+          the stage is a lookup.
+        - ``"requested"``: only the sites asked for.
+        - ``{"layers": [...], "poolings": [...]}``: those layers (negative
+          count from the end) x those poolings; either may be ``"all"``.
+        - ``"auto"``: ``"all"`` when the pass's sites take at most 1 MiB per
+          image in this dtype (every vision tower up to ViT-L, SigLIP-so400m),
+          otherwise the asked pooling at every layer (a 7B language stage:
+          33 x 4096 floats instead of 33 x 5 x 4096).
+
+        A site that was not kept is computed when first asked for, in a pass
+        that keeps what ``keep`` says for that request.
 
     Attributes
     ----------
@@ -94,19 +129,25 @@ class FeatureStore:
 
     Notes
     -----
-    On disk, each (namespace, key) is one safetensors file holding all the
-    sites stored for that image, under ``<path>/<namespace>/<key[:2]>/``, with
-    a CRC-32 per site and the namespace and key in its metadata. No pickle is
-    ever read. Writes go to a temporary file renamed over the entry
-    (``os.replace``), so a crash never leaves a partial entry visible; writers
-    of one namespace lock it (``fcntl.flock``) while they merge new sites into
-    an entry, so concurrent processes keep all sites. A lookup reads only the
-    byte ranges of the requested sites (or the whole file, when the whole entry
-    fits the memory cache), so its memory grows with the rows asked, not with
-    the store. A truncated, corrupt or misplaced file is reported in a
-    ``FeatureStoreWarning`` naming it and treated as missing; it is never
-    decoded into a vector. A full disk raises ``FeatureStoreError`` and leaves
-    the store as it was.
+    On disk, each :meth:`write` of a batch of images becomes one pack file
+    under ``<path>/<namespace>/packs/``: an index of its entries, then one
+    entry per image, each a safetensors byte string holding the sites of that
+    write with the namespace, the key and a CRC-32 per site in its metadata.
+    No pickle is ever read. A pack is written under a temporary name and
+    renamed into place (``os.replace``), so a crash never leaves a partial pack
+    visible, and it is never modified afterwards: adding sites to an image
+    writes a new entry in a new pack, so concurrent writers, in several
+    processes or on several machines, never lose each other's sites. A
+    ``packs.index`` file keeps the key index of the packs, so opening a store
+    of millions of images reads one file. A lookup reads only the byte ranges
+    of the requested sites (or the whole entry, when the entries fit the
+    memory cache), so its memory grows with the rows asked, not with the
+    store. A truncated, corrupt or misplaced entry is reported in a
+    ``FeatureStoreWarning`` naming its file and treated as missing; it is
+    never decoded into a vector. A full disk raises ``FeatureStoreError`` and
+    leaves the store as it was. A store whose directory cannot be written
+    serves what it holds and warns once that misses are computed without
+    being stored.
 
     Examples
     --------
@@ -131,10 +172,12 @@ class FeatureStore:
         dtype="float32",
         max_bytes=None,
         memory_cache_bytes=256 * 2**20,
+        keep="auto",
     ):
         self.dtype, self.max_bytes, self.memory_cache_bytes = check_settings(
             dtype, max_bytes, memory_cache_bytes
         )
+        self.keep = check_keep(keep)
         self._cache = _LRU(self.memory_cache_bytes)
         if path is None:
             self.path = None
@@ -145,16 +188,23 @@ class FeatureStore:
             self._backend = DiskBackend(self.path, index_cache=self._cache)
         self._lock = threading.RLock()  # guards the warning and size-guard state
         self._write_lock = threading.Lock()  # one writer thread at a time
-        self._warned_paths = set()  # (namespace, key) of damaged entries reported
+        self._warned_paths = set()  # damaged entries reported
         self._described = {}  # namespace -> manifest text written by this object
         self._full_warned = False
+        self._read_only = None  # the ReadOnly error once the directory refused a write
         self._compute_threads = {}  # namespace -> lock of the threads computing it
         self._used_bytes = None
         self._used_at = 0.0
 
     @classmethod
     def open(
-        cls, path, *, dtype="float32", max_bytes=None, memory_cache_bytes=256 * 2**20
+        cls,
+        path,
+        *,
+        dtype="float32",
+        max_bytes=None,
+        memory_cache_bytes=256 * 2**20,
+        keep="auto",
     ):
         """The process-wide store for a directory, created at first use.
 
@@ -166,7 +216,7 @@ class FeatureStore:
         ----------
         path : str or os.PathLike
             Directory of the store.
-        dtype, max_bytes, memory_cache_bytes
+        dtype, max_bytes, memory_cache_bytes, keep
             As in :class:`FeatureStore`.
 
         Returns
@@ -182,7 +232,12 @@ class FeatureStore:
         True
         """
         settings = check_settings(dtype, max_bytes, memory_cache_bytes)
-        ident = (str(Path(os.fspath(path)).expanduser().resolve()), *settings)
+        keep = check_keep(keep)
+        ident = (
+            str(Path(os.fspath(path)).expanduser().resolve()),
+            *settings,
+            keep_repr(keep),
+        )
         with _REGISTRY_LOCK:
             store = _REGISTRY.get(ident)
             if store is None:
@@ -191,6 +246,7 @@ class FeatureStore:
                     dtype=settings[0],
                     max_bytes=settings[1],
                     memory_cache_bytes=settings[2],
+                    keep=keep,
                 )
             return store
 
@@ -200,6 +256,8 @@ class FeatureStore:
             args.append(f"dtype={self.dtype!r}")
         if self.max_bytes is not None:
             args.append(f"max_bytes={self.max_bytes}")
+        if self.keep != "auto":
+            args.append(f"keep={keep_repr(self.keep)}")
         return f"FeatureStore({', '.join(args)})"
 
     # A store is a handle to storage, not state: copies are the same handle.
@@ -211,13 +269,15 @@ class FeatureStore:
 
     def __reduce__(self):
         settings = (self.dtype, self.max_bytes, self.memory_cache_bytes)
+        keep = self.keep if isinstance(self.keep, str) else dict(self.keep)
         if self.path is not None:
-            return _reopen, (str(self.path), *settings)
+            return _reopen, (str(self.path), *settings, keep)
         with self._write_lock:
             entries = {ns: dict(e) for ns, e in self._backend.entries.items()}
             manifests = dict(self._backend.manifests)
-        return _restore_memory, (*settings, entries, manifests)
+        return _restore_memory, (*settings, entries, manifests, keep)
 
+    # -- reading -----------------------------------------------------------------------
     def lookup(self, namespace, keys, sites):
         """Fetch stored vectors of some sites for some keys.
 
@@ -255,10 +315,15 @@ class FeatureStore:
             if len(got) < len(sites):
                 missing.append(key)
         if missing:
-            self._read_missing(namespace, sites, rows, missing)
+            missing = self._read_missing(namespace, sites, rows, missing)
+            # Keys this object has not seen may be in packs other writers added
+            # since it last looked: look once more, then they are misses.
+            if missing and self._backend.refresh(namespace, self._report_damaged):
+                self._read_missing(namespace, sites, rows, missing)
         return self._assemble(keys, sites, rows)
 
     def _read_missing(self, namespace, sites, rows, missing):
+        """Read what the memory cache lacked; return the keys still lacking sites."""
         budget = self._cache.max_bytes // 4
         n_missing = len(missing)
 
@@ -267,19 +332,69 @@ class FeatureStore:
             # cache: later lookups of the other sites then never touch the disk.
             return entry_nbytes * n_missing <= budget
 
+        self._backend.prepare(namespace, self._report_damaged)
+        still = []
         for key in missing:
             want = [site for site in sites if site not in rows[key]]
-            try:
-                found = self._backend.read(namespace, key, want, everything)
-            except EntryDamaged as exc:
-                self._report_damaged(exc)
-                continue
-            if not found:
-                continue
-            decoded = {site: decode(t) for site, t in found.items()}
-            rows[key].update((s, decoded[s]) for s in want if s in decoded)
-            for site, vector in decoded.items():
-                self._cache_put(namespace, key, site, vector)
+            found = self._backend.read(
+                namespace, key, want, everything, self._report_damaged
+            )
+            if found:
+                decoded = {site: decode(t) for site, t in found.items()}
+                rows[key].update((s, decoded[s]) for s in want if s in decoded)
+                for site, vector in decoded.items():
+                    self._cache_put(namespace, key, site, vector)
+            if len(rows[key]) < len(sites):
+                still.append(key)
+        return still
+
+    def contains(self, namespace, keys, sites):
+        """Whether each key holds every one of ``sites``, reading no vector.
+
+        Cheaper than :meth:`lookup` when only the answer matters (reads entry
+        headers only), as when deciding which images a fill must compute.
+
+        Parameters
+        ----------
+        namespace : str
+        keys : sequence of str
+        sites : sequence of str
+
+        Returns
+        -------
+        hit : ndarray of bool of shape (n_keys,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvlm.store import FeatureStore
+        >>> store = FeatureStore()
+        >>> store.write("ns0", ["a1"], {"s": np.ones((1, 2))})
+        >>> store.contains("ns0", ["a1", "b2"], ["s"])
+        array([ True, False])
+        """
+        check_name(namespace, "namespace")
+        keys = check_keys(keys)
+        sites = [check_site(site) for site in dict.fromkeys(sites)]
+        wanted = set(sites)
+
+        def held(key):
+            cached = {
+                s for s in sites if self._cache.get((namespace, key, s)) is not None
+            }
+            if cached == wanted:
+                return True
+            return self._backend.sites_of(
+                namespace, key, wanted - cached, self._report_damaged
+            ) == (wanted - cached)
+
+        self._backend.prepare(namespace, self._report_damaged)
+        answers = {key: held(key) for key in dict.fromkeys(keys)}
+        if not all(answers.values()) and self._backend.refresh(
+            namespace, self._report_damaged
+        ):
+            answers.update({k: held(k) for k, v in answers.items() if not v})
+        return np.fromiter((answers[k] for k in keys), dtype=bool, count=len(keys))
 
     def _cache_put(self, namespace, key, site, vector):
         vector.flags.writeable = False  # shared by later lookups: never mutated
@@ -315,8 +430,9 @@ class FeatureStore:
             vectors[site] = out
         return vectors, hit
 
+    # -- writing -----------------------------------------------------------------------
     def write(self, namespace, keys, vectors, *, meta=None):
-        """Store vectors, merging with the sites already stored for each key.
+        """Store vectors, adding to the sites already stored for each key.
 
         Parameters
         ----------
@@ -335,8 +451,8 @@ class FeatureStore:
         Raises
         ------
         FeatureStoreError
-            The disk is full; the entry being written is not stored and the
-            store is otherwise unchanged.
+            The disk is full; nothing of this write is stored and the store is
+            otherwise unchanged.
         """
         check_name(namespace, "namespace")
         keys = check_keys(keys)
@@ -352,32 +468,33 @@ class FeatureStore:
             if key not in seen and not failed[i]:
                 seen.add(key)
                 items.append((key, {site: rows[i] for site, rows in encoded.items()}))
+        if not items or self._read_only is not None:
+            return
         admit, skipped = self._admitter()
-        with self._write_lock:
-            written = set(
+        # Written vectors are not put in the memory cache: decoding them costs
+        # as much as the next lookup's read, and most are never asked for.
+        try:
+            with self._write_lock:
                 self._backend.write(namespace, items, admit, self._report_damaged)
-            )
-        self._remember_written(namespace, items, written)
+        except ReadOnly as exc:
+            self._warn_read_only(exc)
+            return
         if skipped[0]:
             self._warn_full(namespace, skipped[0])
 
-    def _remember_written(self, namespace, items, written):
-        # Written vectors are not put in the memory cache: decoding them costs
-        # as much as the next lookup's read, and most are never asked for.
-        with self._lock:
-            for key, _ in items:
-                if key in written:
-                    self._warned_paths.discard((namespace, key))
-
-    def _admitter(self):
-        skipped = [0]
-        if self.max_bytes is None:
-            return (lambda nbytes: True), skipped
+    def _used(self):
         with self._lock:
             now = time.monotonic()
             if self._used_bytes is None or now - self._used_at > _RESCAN_SECONDS:
                 self._used_bytes = self._backend.total_bytes()
                 self._used_at = now
+            return self._used_bytes
+
+    def _admitter(self):
+        skipped = [0]
+        if self.max_bytes is None:
+            return (lambda nbytes: True), skipped
+        self._used()
 
         def admit(nbytes):
             with self._lock:
@@ -404,16 +521,31 @@ class FeatureStore:
             stacklevel=3,
         )
 
+    def _warn_read_only(self, exc):
+        with self._lock:
+            if self._read_only is not None:
+                return
+            self._read_only = exc
+        warnings.warn(
+            f"{self!r} cannot be written ({exc.error.strerror or exc.error} on "
+            f"{str(exc.path)!r}): it serves the entries it holds, and computes "
+            "misses without storing them, so they are computed again next time. "
+            "To keep them, make the directory writable or use another path. "
+            "(Warned once per store object.)",
+            FeatureStoreWarning,
+            stacklevel=4,
+        )
+
     def _report_damaged(self, exc):
-        entry = (exc.path.parent.parent.name, exc.path.stem)  # (namespace, key)
+        entry = (str(exc.path), exc.what)
         with self._lock:
             if entry in self._warned_paths:
                 return
             self._warned_paths.add(entry)
         warnings.warn(
-            f"Feature store entry {str(exc.path)!r} is damaged: {exc.reason}. It is "
-            "treated as missing: its features are computed again and the entry is "
-            "rewritten.",
+            f"Feature store file {str(exc.path)!r} is damaged ({exc.what}): "
+            f"{exc.reason}. What it held is treated as missing: those features are "
+            "computed again and stored anew.",
             FeatureStoreWarning,
             stacklevel=4,
         )
@@ -425,8 +557,9 @@ class FeatureStore:
         Estimators take it before running a model on the entries a lookup
         missed, then look up again: whoever waited finds what the holder
         computed, so across the processes and threads sharing a store each image
-        goes through the model once. It is separate from the lock writers take,
-        so a holder can still write.
+        goes through the model once. It is separate from writing, so a holder
+        can still write. A store whose directory cannot be written is computed
+        into without the lock (see :class:`FeatureStore`).
 
         Parameters
         ----------
@@ -440,13 +573,23 @@ class FeatureStore:
         ...     pass
         """
         check_name(namespace, "namespace")
-        if self.path is not None:
-            with self._compute_threads.setdefault(namespace, threading.Lock()):
-                with self._backend._locked(namespace, lock_name=".compute.lock"):
-                    yield
-        else:
-            with self._compute_threads.setdefault(namespace, threading.Lock()):
+        with self._compute_threads.setdefault(namespace, threading.Lock()):
+            if self.path is None or self._read_only is not None:
                 yield
+                return
+            try:
+                held = self._backend.locked(namespace)
+                held.__enter__()
+            except ReadOnly as exc:
+                self._warn_read_only(exc)
+                yield
+                return
+            try:
+                # The holder before us may have written: see its packs now.
+                self._backend.refresh(namespace, self._report_damaged, force=True)
+                yield
+            finally:
+                held.__exit__(None, None, None)
 
     def describe(self, namespace, meta):
         """Record what a namespace was computed with, for people reading the store.
@@ -476,9 +619,126 @@ class FeatureStore:
             + "\n"
         )
         with self._write_lock:
-            if self._described.get(namespace) != text:
+            if self._described.get(namespace) == text or self._read_only is not None:
+                return
+            try:
                 self._backend.describe(namespace, text)
-                self._described[namespace] = text
+            except ReadOnly as exc:
+                self._warn_read_only(exc)
+                return
+            self._described[namespace] = text
+
+    # -- what a fill keeps -------------------------------------------------------------
+    def plan(self, requested, available, width):
+        """What a fill keeps of each image under this store's ``keep``, and its cost.
+
+        The extraction path calls it before every fill: the sites it returns
+        are what the forward pass computes and the store keeps.
+
+        Parameters
+        ----------
+        requested : sequence of Site
+            The sites asked for (always kept).
+        available : sequence of Site
+            Every site the pass can give (objects with ``layer``, ``pooling``
+            and ``store_name``, such as :class:`skvlm.Site`).
+        width : int
+            Floats per site.
+
+        Returns
+        -------
+        FillPlan
+            ``requests`` (the chosen sites), ``sites`` (their store names),
+            ``bytes_per_image``, ``nbytes(n_images)``, ``describe(n_images)``.
+
+        Examples
+        --------
+        >>> from skvlm import Site
+        >>> from skvlm.store import FeatureStore
+        >>> poolings = ("last", "mean", "max", "image_mean", "text_mean")
+        >>> every = [Site("language", layer, pooling)
+        ...          for layer in range(33) for pooling in poolings]
+        >>> asked = [Site("language", 16, "last")]
+        >>> plan = FeatureStore(dtype="float16").plan(asked, every, 4096)
+        >>> len(plan.sites), plan.bytes_per_image
+        (33, 273836)
+        >>> plan = FeatureStore(keep="requested").plan(asked, every, 4096)
+        >>> plan.describe(50_000)
+        "50000 images x 1 sites x 4096 float32 = about 834 MB (16.7 kB per image; keep='requested': the sites asked for)"
+        """
+        return _plan(self.keep, list(requested), list(available), width, self.dtype)
+
+    def admit_fill(self, namespace, plan, n_images):
+        """Refuse a fill that would take the store past ``max_bytes``.
+
+        Parameters
+        ----------
+        namespace : str
+        plan : FillPlan
+        n_images : int
+            Images the fill computes.
+
+        Returns
+        -------
+        str
+            The plan in words, for the caller to show.
+
+        Raises
+        ------
+        FeatureStoreError
+            The estimate, plus what is stored, passes ``max_bytes``; the message
+            lists what the other choices would write.
+        """
+        text = f"{self.path or 'memory store'}, namespace {namespace[:12]}: " + (
+            plan.describe(n_images)
+        )
+        if self.max_bytes is None or self._read_only is not None:
+            return text
+        need, used = plan.nbytes(n_images), self._used()
+        if used + need <= self.max_bytes:
+            return text
+        options = "; ".join(
+            f"{name} {format_bytes(n_images * nbytes)}"
+            for name, nbytes in plan.options.items()
+        )
+        raise FeatureStoreError(
+            f"This fill would write {plan.describe(n_images)} into {self!r}, "
+            f"which holds {format_bytes(used)} already: that passes "
+            f"max_bytes={self.max_bytes} ({format_bytes(self.max_bytes)}). Nothing "
+            f"was computed. For these {n_images} images: {options}; "
+            "dtype='float16' about halves each. Choose one (FeatureStore(path, keep=..., "
+            "dtype=...)), raise max_bytes, clear() namespaces you no longer need, "
+            "or use another directory."
+        )
+
+    # -- the whole store ---------------------------------------------------------------
+    def check(self):
+        """Raise ``FeatureStoreError`` if this store cannot work as a store.
+
+        Estimators call it at ``fit`` so that a wrong ``cache`` fails there,
+        not deep in ``transform``: a path that is a file, a directory that
+        holds something else, an older format, a directory where a pack file
+        belongs. A store that cannot be created (a read-only parent) raises
+        too; an existing read-only store is fine (it serves its entries).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.store import FeatureStore
+        >>> FeatureStore(tempfile.mkdtemp()).check()
+        """
+        if self.path is None:
+            return
+        self._backend.check()
+        if not self.path.exists():
+            try:
+                self._backend._ensure_dirs(self.path)
+            except ReadOnly as exc:
+                raise FeatureStoreError(
+                    f"The feature store {str(self.path)!r} cannot be created "
+                    f"({exc.error.strerror or exc.error}): nothing could ever be "
+                    "stored there. Choose a directory you can write to."
+                ) from None
 
     def info(self):
         """What the store holds.
@@ -486,22 +746,25 @@ class FeatureStore:
         Returns
         -------
         dict
-            ``path`` (str or None), ``dtype``, ``max_bytes``, ``entries`` and
-            ``bytes`` (totals), ``namespaces`` (for each: ``entries``, ``bytes``,
-            ``sites`` (sorted), ``manifest`` (what :meth:`describe` recorded, or
-            None)) and ``memory_cache`` (``entries``, ``bytes``, ``max_bytes``).
-            A disk store reads every entry's header: expect about a second per
-            10 000 entries.
+            ``path`` (str or None), ``dtype``, ``keep``, ``max_bytes``,
+            ``entries`` (distinct images) and ``bytes`` (totals), ``files``
+            (pack files), ``namespaces`` (for each: ``entries``, ``bytes``,
+            ``files``, ``sites`` (sorted), ``manifest`` (what :meth:`describe`
+            recorded, or None)) and ``memory_cache`` (``entries``, ``bytes``,
+            ``max_bytes``). A disk store reads the index of each namespace and
+            the headers of the packs not in it yet.
         """
         with self._write_lock:
-            namespaces = self._backend.scan()
+            namespaces = self._backend.scan(self._report_damaged)
         cache = self._cache.stats()
         return {
             "path": None if self.path is None else str(self.path),
             "dtype": self.dtype,
+            "keep": self.keep if isinstance(self.keep, str) else dict(self.keep),
             "max_bytes": self.max_bytes,
             "entries": sum(ns["entries"] for ns in namespaces.values()),
             "bytes": sum(ns["bytes"] for ns in namespaces.values()),
+            "files": sum(ns["files"] for ns in namespaces.values()),
             "namespaces": namespaces,
             "memory_cache": cache,
         }

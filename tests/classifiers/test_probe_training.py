@@ -66,7 +66,7 @@ def test_the_parts_stepped_by_hand_are_the_training_loop(iris):
     trainer = AdamTrainer(network, n_train=len(targets), **settings)
     generator = torch.Generator().manual_seed(0)
     curve = [
-        trainer.epoch(minibatches(inputs, targets, 32, generator)) for _ in range(5)
+        trainer.epoch(minibatches((inputs, targets), 32, generator)) for _ in range(5)
     ]
     assert curve == looped.loss_curve
     assert not looped.converged and looped.n_iter == 5
