@@ -9,13 +9,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .._inputs import ImageInputMixin, as_items
+from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..classifiers import VLMGenerativeClassifier
 from ..models import load_adapter
 from . import _run
@@ -378,7 +378,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.image_column = image_column
 
     # -- fit -------------------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Fine-tune the base model on ``(X, y)`` and write the tuned model.
 
