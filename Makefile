@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints/cpu.txt
-EXTRAS ?= dev,docs,ray,plot
+EXTRAS ?= dev,docs,ray,plot,tuning
 STAMP := $(VENV)/.skvlm-installed
 PYTEST_ARGS ?=
 

@@ -40,5 +40,6 @@ __getattr__, __dir__, __all__ = attach(
         "selection",
         "store",
         "testing",
+        "tuning",
     ],
 )

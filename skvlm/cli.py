@@ -30,6 +30,8 @@ DEMO_VARIATION = 0.5
 #: The model with --data and no --model: the estimators' default (a real
 #: checkpoint; offline, its error names the embedded models).
 REAL_MODEL = "openai/clip-vit-base-patch32"
+#: ``skvlm tune``'s model with --data and no --model: the paper's generative VLM.
+REAL_TUNE_MODEL = "llava-hf/llava-1.5-7b-hf"
 
 
 class CLIError(Exception):
@@ -225,6 +227,7 @@ def _parser():
     imp.set_defaults(run=run_importance)
     _add_extract(sub)
     _add_sites(sub)
+    _tune_parser(sub)
     return parser
 
 
@@ -793,3 +796,137 @@ def _span(layers):
     if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}..{layers[-1]}"
     return ", ".join(map(str, layers))
+
+
+# -- skvlm tune -------------------------------------------------------------------------
+def _tune_parser(sub):
+    tune = sub.add_parser(
+        "tune",
+        help="fine-tune a generative VLM on the images and compare it with the base",
+        description="Fine-tune a generative VLM on a training split (LoRA, the "
+        "projector or everything; the generation or cross-entropy objective), write "
+        "the tuned model, and compare base and tuned on the held-out split: "
+        "accuracy per strategy and per class, and a linear probe at every language "
+        "layer. Writes accuracy.csv, per_class.csv, probes.csv, report.json, "
+        "tuning.png and report.html; the tuned model goes to a run-<key> folder "
+        f"inside --out. With --data and no --model it tunes {REAL_TUNE_MODEL}.",
+    )
+    _common(tune, DEMO_MODEL)
+    tune.add_argument(
+        "--class-names",
+        default=None,
+        help="comma-separated names, one per class in sorted label order "
+        "(default: the labels)",
+    )
+    tune.add_argument(
+        "--objective", default="generation", choices=["generation", "cross_entropy"]
+    )
+    tune.add_argument("--train", default="lora", choices=["lora", "projector", "full"])
+    tune.add_argument("--learning-rate", type=float, default=2e-4)
+    tune.add_argument("--epochs", type=int, default=3, help="default: %(default)s")
+    tune.add_argument("--lora-rank", type=int, default=8)
+    tune.add_argument("--lora-alpha", type=float, default=16)
+    tune.add_argument("--prompt", default=None, help="the question asked")
+    tune.add_argument(
+        "--answer-template",
+        default="The photo features a {}.",
+        help="the answer learnt, {} standing for the class name",
+    )
+    tune.add_argument("--test-size", type=float, default=0.25)
+    tune.add_argument(
+        "--strategies",
+        default="probabilistic,open_ended,closed_set",
+        help="comma-separated VLMGenerativeClassifier strategies to compare",
+    )
+    tune.add_argument("--max-new-tokens", type=int, default=16)
+    tune.add_argument(
+        "--probe-pooling",
+        default="last",
+        help="pooling of the per-layer probe curve; 'none' skips the probes",
+    )
+    tune.add_argument("--cv", type=int, default=3, help="probe folds (default: 3)")
+    tune.add_argument("--random-state", type=int, default=0)
+    tune.add_argument(
+        "--out", default="skvlm-tune", help="output folder (default: %(default)s)"
+    )
+    tune.set_defaults(run=run_tune, batch_size=8)  # training batches: smaller
+
+
+def run_tune(args):
+    """``skvlm tune``: fine-tune, then compare base and tuned on held-out images."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from ._tuning_report import compare_models
+    from .tuning import VLMClassificationTuner
+
+    X, y, names, what = _load_data(args)
+    X, y = _drop_unreadable(args, X, y)
+    y = np.asarray(y)
+    if args.model is None and args.data is not None:
+        args.model = REAL_TUNE_MODEL
+    model = _model(args)
+    classes = np.unique(y)
+    if args.class_names is not None:
+        names = [n.strip() for n in args.class_names.split(",")]
+        if len(names) != len(classes):
+            raise CLIError(
+                f"--class-names gives {len(names)} names for {len(classes)} classes; "
+                "give one name per class, in sorted label order."
+            )
+    elif args.data is not None:
+        names = [str(c) for c in classes]
+    strategies = _csv(args.strategies, "strategies")
+    if not 0 < args.test_size < 1:
+        raise CLIError(f"--test-size {args.test_size} must be between 0 and 1.")
+    rows = np.arange(len(y))
+    train, test = train_test_split(
+        rows, test_size=args.test_size, stratify=y, random_state=args.random_state
+    )
+    X_train, X_test = [X[i] for i in train], [X[i] for i in test]
+    _say(
+        args,
+        f"Fine-tuning {model} ({args.train}, {args.objective}) on "
+        f"{len(train)} of {what}; {len(test)} held out.",
+    )
+    tuner = VLMClassificationTuner(
+        model,
+        objective=args.objective,
+        train=args.train,
+        class_names=dict(zip(classes, names, strict=True)),
+        prompt=args.prompt,
+        answer_template=args.answer_template,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        learning_rate=args.learning_rate,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        output_dir=args.out,
+        random_state=args.random_state,
+        device=args.device,
+        progress=not args.quiet,
+    ).fit(X_train, y[train])
+    _say(args, f"Comparing {model} with the tuned model on the held-out images.")
+    pooling = None if args.probe_pooling == "none" else args.probe_pooling
+    report = compare_models(
+        tuner,
+        X_train,
+        y[train],
+        X_test,
+        y[test],
+        strategies=[str(s) for s in strategies],
+        probe=pooling is not None,
+        probe_pooling=pooling or "last",
+        cv=args.cv,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+        random_state=args.random_state,
+    )
+    paths = report.save(args.out)
+    print(report.to_text())
+    print(
+        f"tuned model: {tuner.model_path_} (pass it as --model); report in "
+        f"{os.path.relpath(paths['html'])}"
+    )

@@ -1,0 +1,226 @@
+"""Training batches and losses: prompt + answer sequences, and pooled sites.
+
+A generation row is the processor's ids of the formatted prompt (image tokens
+included), then the answer's ids and the end-of-sequence token; the loss reads
+the answer tokens only. Rows are left-padded, so every answer ends at the last
+position and the language-model head runs on the last few positions only.
+A head row (``objective="cross_entropy"``) is the prompt alone; its site is the
+language model's last hidden state (after the final norm), pooled over the
+prompt's valid tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._inputs import load_image
+from ..pooling import pool
+
+#: The file of a run that holds the ``cross_entropy`` head.
+HEAD = "classification_head.safetensors"
+
+IGNORE = -100  # the label of a position that is not scored (HF's convention)
+
+# Processor outputs aligned with input_ids, and the value an answer token takes.
+# PaliGemma marks the answer (its "suffix") with token type 1, as its processor does.
+_ALIGNED = {"attention_mask": 1, "mm_token_type_ids": 0}
+
+
+def answer_ids(tokenizer, answers):
+    """Token ids of each answer, then the end-of-sequence token when there is one.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    answers : list of str
+
+    Returns
+    -------
+    ids : list of list of int
+    """
+    eos = tokenizer.eos_token_id
+    out = []
+    for answer in answers:
+        ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        out.append(ids + ([eos] if eos is not None else []))
+    return out
+
+
+@dataclass
+class GenerationBatch:
+    """Model inputs of prompt + answer rows, and what the loss needs.
+
+    Attributes
+    ----------
+    inputs : dict
+        What the model's forward takes.
+    labels : torch.Tensor of shape (rows, tokens)
+        The input ids at answer positions, ``IGNORE`` elsewhere.
+    keep : int
+        Logits needed at the last ``keep`` positions (longest answer + 1).
+    """
+
+    inputs: dict
+    labels: torch.Tensor
+    keep: int
+
+
+def generation_batch(adapter, images, prompts, answers):
+    """Prompt + answer rows for the generation loss.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        Its ``prepare`` turns images and prompts into model inputs.
+    images : list of PIL.Image.Image
+    prompts : list of str
+        Formatted prompts (``adapter.format_prompt``).
+    answers : list of list of int
+        Answer ids (from :func:`answer_ids`).
+
+    Returns
+    -------
+    batch : GenerationBatch
+    """
+    inputs = dict(adapter.prepare(images, prompts))
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+    rows = ids.shape[0]
+    lengths = [int(mask[i].sum()) + len(answers[i]) for i in range(rows)]
+    width = max(lengths)
+    device = ids.device
+    new = {"input_ids": torch.zeros(rows, width, dtype=ids.dtype, device=device)}
+    aligned = [k for k in (*_ALIGNED, "token_type_ids") if k in inputs]
+    for key in aligned:
+        new[key] = torch.zeros(rows, width, dtype=inputs[key].dtype, device=device)
+    labels = torch.full((rows, width), IGNORE, dtype=torch.long, device=device)
+    for i in range(rows):
+        answer = torch.tensor(answers[i], dtype=ids.dtype, device=device)
+        start = width - lengths[i]
+        prompt_end = width - len(answers[i])
+        new["input_ids"][i, start:prompt_end] = ids[i][mask[i]]
+        new["input_ids"][i, prompt_end:] = answer
+        labels[i, prompt_end:] = answer
+        for key in aligned:
+            new[key][i, start:prompt_end] = inputs[key][i][mask[i]]
+            fill = 1 if key == "token_type_ids" else _ALIGNED[key]
+            new[key][i, prompt_end:] = fill
+    if "position_ids" in inputs:  # counted over valid tokens, as the adapter does
+        new["position_ids"] = (new["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    for key, value in inputs.items():
+        if key not in new and key != "position_ids":
+            new[key] = value
+    keep = max(len(a) for a in answers) + 1
+    return GenerationBatch(new, labels, keep)
+
+
+def _accepts_logits_to_keep(runner):
+    net = runner.get_base_model() if hasattr(runner, "get_base_model") else runner
+    if "logits_to_keep" in inspect.signature(net.forward).parameters:
+        return True
+    # BLIP-2 / InstructBLIP pass their keyword arguments on to the language model
+    language = getattr(net, "language_model", None)
+    return language is not None and "logits_to_keep" in (
+        inspect.signature(language.forward).parameters
+    )
+
+
+def generation_loss_sum(runner, batch):
+    """Summed cross-entropy of the answer tokens, and their count.
+
+    Logits at position t predict token t + 1; only the last ``batch.keep``
+    positions reach the language-model head.
+
+    Returns
+    -------
+    loss_sum : torch.Tensor (scalar, float32)
+    n_tokens : int
+    """
+    kwargs = {"use_cache": False}
+    if _accepts_logits_to_keep(runner):
+        kwargs["logits_to_keep"] = batch.keep
+    out = runner(**batch.inputs, **kwargs)
+    logits = out.logits[:, -batch.keep :]
+    targets = batch.labels[:, -batch.keep + 1 :]
+    loss = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return loss, int((targets != IGNORE).sum())
+
+
+def pooled_site(adapter, inputs, pooling):
+    """The language model's last hidden state (after the final norm), pooled.
+
+    Read through the adapter's capture protocol: the pass stops at the final
+    norm, so the language-model head never runs. Gradients flow when the caller
+    has them on.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        Wraps the model to run (the trainable copy while training).
+    inputs : dict
+        Model inputs of the prompt rows (``adapter.prepare``).
+    pooling : {"last", "mean"}
+        The last valid token, or the mean over every valid token (image and
+        text), as the paper pools.
+
+    Returns
+    -------
+    vectors : torch.Tensor of shape (rows, dim), float32
+    """
+    last = adapter.n_layers("language") - 1
+
+    def read(layer, hidden, masks):
+        return pool(hidden, masks, pooling)
+
+    results, _ = adapter.capture(inputs, "language", [last], read)
+    return results[last]
+
+
+def load_head(run_dir):
+    """The classification head saved in a run: (weight, bias) as float64 arrays."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(os.path.join(run_dir, HEAD))
+    return tensors["weight"].double().numpy(), tensors["bias"].double().numpy()
+
+
+def head_logits(adapter, head, items, prompts, pooling, batch_size):
+    """The head's logits of images: their pooled site, times the head.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        The tuned model.
+    head : (ndarray, ndarray)
+        Weight (n_classes, dim) and bias (n_classes,).
+    items : list
+        Images, not yet decoded.
+    prompts : list of str or None
+        Unformatted prompts (None: the default prompt).
+    pooling : {"last", "mean"}
+    batch_size : int
+
+    Returns
+    -------
+    logits : ndarray of shape (n_images, n_classes)
+    """
+    weight, bias = head
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            rows = range(start, min(start + batch_size, len(items)))
+            images = [load_image(items[i], i) for i in rows]
+            texts = [adapter.format_prompt(prompts[i]) for i in rows]
+            inputs = dict(adapter.prepare(images, texts))
+            out.append(pooled_site(adapter, inputs, pooling).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) @ weight.T + bias

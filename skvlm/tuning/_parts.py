@@ -1,0 +1,354 @@
+"""What trains in each family, and the trainable copy of a model.
+
+A generative VLM has three parts the tuner distinguishes: the vision tower, the
+projector (connector, merger or Q-Former) and the language model. ``train``
+picks what is updated: LoRA adapters on the language model's linear layers plus
+the whole projector (the paper's LoRA recipe), the projector alone, or every
+weight of the language model and the projector; ``train_vision`` adds the
+vision tower. Everything else stays frozen.
+
+Training never touches the model the registry shares: it runs on a deep copy,
+whose trainable parameters are kept in float32 (master weights) whatever the
+dtype of the frozen ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Module-name prefixes of a family's parts (names as in ``named_parameters``).
+
+    Attributes
+    ----------
+    language : str
+        The language model's decoder (its blocks sit under ``language.*layers.N``).
+    lm_head : str
+        The output projection to the vocabulary (trained by ``train="full"``).
+    projector : tuple of str
+        Modules or parameters between the vision tower and the language model.
+    vision : tuple of str
+        The vision tower; projector names inside it are not counted as vision.
+    """
+
+    language: str
+    lm_head: str
+    projector: tuple
+    vision: tuple
+
+
+_LLAVA = Parts(
+    "model.language_model",
+    "lm_head",
+    ("model.multi_modal_projector",),
+    ("model.vision_tower",),
+)
+_QWEN = Parts(
+    "model.language_model", "lm_head", ("model.visual.merger",), ("model.visual",)
+)
+_IDEFICS = Parts(
+    "model.text_model", "lm_head", ("model.connector",), ("model.vision_model",)
+)
+_BLIP = Parts(
+    "language_model",
+    "language_model.lm_head",
+    ("query_tokens", "qformer", "language_projection"),
+    ("vision_model",),
+)
+
+#: The parts of every family the generative classifier serves.
+FAMILY_PARTS = {
+    "llava": _LLAVA,
+    "llava_next": Parts(
+        _LLAVA.language,
+        _LLAVA.lm_head,
+        ("model.multi_modal_projector", "model.image_newline"),
+        _LLAVA.vision,
+    ),
+    "paligemma": _LLAVA,
+    "qwen2_vl": _QWEN,
+    "qwen2_5_vl": _QWEN,
+    "qwen3_vl": Parts(
+        _QWEN.language,
+        _QWEN.lm_head,
+        ("model.visual.merger", "model.visual.deepstack_merger_list"),
+        _QWEN.vision,
+    ),
+    "idefics3": _IDEFICS,
+    "smolvlm": _IDEFICS,
+    "blip-2": _BLIP,
+    "instructblip": _BLIP,
+    "generic-image-text": _LLAVA,
+}
+
+
+def _under(name, prefixes):
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def family_parts(adapter):
+    """The :class:`Parts` of ``adapter``'s model, or an error saying why it cannot train.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+
+    Returns
+    -------
+    parts : Parts
+    """
+    family = adapter.family
+    parts = FAMILY_PARTS.get(family)
+    if parts is None:
+        raise ValueError(
+            f"VLMClassificationTuner fine-tunes generative VLMs that answer in text "
+            f"({', '.join(sorted(FAMILY_PARTS))}); the model is a {family!r} model, "
+            "which has no language model to answer with. Use a generative VLM, or "
+            "train a probe on its features (LinearProbeClassifier)."
+        )
+    net = adapter.model
+    config = net.config
+    if getattr(config, "use_decoder_only_language_model", True) is False:
+        raise ValueError(
+            f"This {family} checkpoint has an encoder-decoder language model "
+            f"({type(net.language_model).__name__}); VLMClassificationTuner trains "
+            "decoder-only language models (answer tokens after the prompt), as the "
+            "probabilistic scorer reads them. Use a decoder-only checkpoint (OPT, "
+            "Vicuna)."
+        )
+    if getattr(net, "is_quantized", False) or getattr(net, "hf_quantizer", None):
+        raise ValueError(
+            "The model is loaded quantized (model_kwargs has a quantization_config); "
+            "VLMClassificationTuner trains a float copy of the weights. Load it "
+            "unquantized (bfloat16 on a GPU)."
+        )
+    names = {n for n, _ in net.named_parameters()}
+    modules = {n for n, _ in net.named_modules()}
+    for prefix in (parts.language, *parts.projector[:1]):
+        if prefix not in modules and not any(_under(n, [prefix]) for n in names):
+            raise ValueError(
+                f"{type(net).__name__} has no module {prefix!r}, where skvlm expects "
+                f"the {family} family's "
+                f"{'language model' if prefix == parts.language else 'projector'}; "
+                "this checkpoint's layout is not one VLMClassificationTuner knows. "
+                "Please report it with the model id."
+            )
+    return parts
+
+
+def parameter_groups(net, parts):
+    """``{"language", "lm_head", "projector", "vision", "other"}`` -> named parameters."""
+    groups = {k: {} for k in ("language", "lm_head", "projector", "vision", "other")}
+    seen = set()
+    for name, param in net.named_parameters():
+        if id(param) in seen:  # tied weights (Gemma's head is its embedding)
+            continue
+        seen.add(id(param))
+        if _under(name, parts.projector):
+            key = "projector"
+        elif _under(name, [parts.lm_head]):
+            key = "lm_head"
+        elif _under(name, [parts.language]):
+            key = "language"
+        elif _under(name, parts.vision):
+            key = "vision"
+        else:
+            key = "other"
+        groups[key][name] = param
+    return groups
+
+
+def lora_target_regex(net, parts, target_modules=None):
+    """The peft ``target_modules`` regex: linear layers of the language model's blocks.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+    parts : Parts
+    target_modules : list of str or None
+        Leaf names (``"q_proj"``, ``"v_proj"``...) to adapt; None takes every
+        linear layer inside the language model's decoder blocks.
+
+    Returns
+    -------
+    pattern : str
+        Matches full module names, as peft's ``re.fullmatch`` reads it.
+    """
+    block = re.compile(re.escape(parts.language) + r"\.(?:.*\.)?layers\.\d+\.")
+    leaves = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in net.named_modules()
+            if isinstance(module, torch.nn.Linear) and block.match(name)
+        }
+    )
+    if not leaves:
+        raise ValueError(
+            f"Found no linear layer in the decoder blocks of {parts.language!r}; "
+            "LoRA has nothing to adapt. Use train='projector' or 'full'."
+        )
+    if target_modules is not None:
+        unknown = sorted(set(target_modules) - set(leaves))
+        if unknown:
+            raise ValueError(
+                f"lora_target_modules names {unknown}, which are not linear layers of "
+                f"the language model's blocks; available: {leaves}."
+            )
+        leaves = sorted(set(target_modules))
+    return block.pattern + r"(?:.*\.)?(?:" + "|".join(map(re.escape, leaves)) + r")"
+
+
+@dataclass
+class Trainable:
+    """A trainable copy of a model.
+
+    Attributes
+    ----------
+    net : torch.nn.Module
+        The copied HF model (with LoRA layers injected, for ``train="lora"``).
+    runner : torch.nn.Module
+        What the forward pass calls: the peft model, or ``net``.
+    params : dict
+        ``{name: parameter}`` of everything that trains, named as in ``runner``.
+    projector : set of str
+        The names in ``params`` that belong to the projector.
+    dtypes : dict
+        ``{name in net: dtype}``: what each trained base parameter was before it
+        became float32.
+    """
+
+    net: torch.nn.Module
+    runner: torch.nn.Module
+    params: dict
+    projector: set
+    dtypes: dict
+
+
+def make_trainable(
+    adapter,
+    parts,
+    *,
+    train,
+    train_vision=False,
+    lora_rank=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    lora_target_modules=None,
+):
+    """A copy of ``adapter.model`` whose chosen parts train.
+
+    The copy shares every frozen parameter with the registry's model (no second
+    copy of the weights in memory) and owns copies of the parameters that train;
+    LoRA adds its adapters to the copy's modules. Nothing writes to a shared
+    parameter: the frozen ones are only read, and :func:`trained_state`
+    computes merged weights out of place.
+
+    Parameters
+    ----------
+    adapter : skvlm.models.Adapter
+        Its model's weights are never modified.
+    parts : Parts
+    train : {"lora", "projector", "full"}
+    train_vision : bool
+    lora_rank, lora_alpha, lora_dropout, lora_target_modules
+        LoRA settings (``train="lora"`` only).
+
+    Returns
+    -------
+    trainable : Trainable
+    """
+    base = adapter.model
+    groups = parameter_groups(base, parts)
+    chosen = dict(groups["projector"])
+    if train == "full":
+        chosen.update(groups["language"])
+        chosen.update(groups["lm_head"])
+    if train_vision:
+        chosen.update(groups["vision"])
+    copied = {id(p) for p in chosen.values()}
+    shared = {id(p): p for p in base.parameters() if id(p) not in copied}
+    net = copy.deepcopy(base, memo=dict(shared))  # memo: shared ones map to themselves
+    for param in shared.values():
+        param.requires_grad_(False)  # a flag only: inference never reads it
+    by_name = dict(net.named_parameters())
+    dtypes = {}
+    for name in chosen:
+        param = by_name[name]
+        dtypes[name] = param.dtype
+        if param.dtype != torch.float32:
+            param.data = param.data.float()  # float32 master weights (a copy)
+        param.requires_grad_(True)
+    runner = net
+    if train == "lora":
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ImportError(
+                "train='lora' needs peft: pip install 'skvlm[tuning]' (or pip "
+                "install peft); train='projector' and 'full' work without it."
+            ) from None
+
+        config = LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=lora_target_regex(net, parts, lora_target_modules),
+            bias="none",
+        )
+        with warnings.catch_warnings():
+            # peft reads a property transformers has deprecated (harmless)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            runner = get_peft_model(net, config)  # freezes all but the adapters
+        for name in chosen:
+            by_name[name].requires_grad_(True)
+    projector_ids = {id(by_name[n]) for n in groups["projector"]}
+    params, projector = {}, set()
+    for name, param in runner.named_parameters():
+        if param.requires_grad:
+            params[name] = param
+            if id(param) in projector_ids:
+                projector.add(name)
+    return Trainable(net, runner, params, projector, dtypes)
+
+
+def trained_state(trainable, train):
+    """The trained model and its state dict: LoRA merged, trained weights in their
+    original dtypes, every tensor on the CPU.
+
+    Merged weights are computed out of place (``W + scale * B @ A``, in
+    float32, then cast to ``W``'s dtype), so the frozen weights the copy shares
+    with the registry's model are never written.
+
+    Returns
+    -------
+    net : torch.nn.Module
+        The HF model (LoRA layers removed) whose ``save_pretrained`` writes it.
+    state : dict
+        Its state dict, merged.
+    """
+    merged = {}
+    net = trainable.net
+    if train == "lora":
+        from peft.tuners.lora import LoraLayer
+
+        prefix = "base_model.model."
+        with torch.no_grad():
+            for name, module in trainable.runner.named_modules():
+                if isinstance(module, LoraLayer):
+                    weight = module.base_layer.weight
+                    delta = module.get_delta_weight(module.active_adapters[0])
+                    value = (weight.float() + delta.float()).to(weight.dtype)
+                    merged[name.removeprefix(prefix) + ".weight"] = value.cpu()
+        net = trainable.runner.unload()  # the copy's modules, without LoRA
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    state.update(merged)
+    for name, dtype in trainable.dtypes.items():
+        state[name] = state[name].to(dtype)
+    return net, state

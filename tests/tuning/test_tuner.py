@@ -1,0 +1,459 @@
+"""VLMClassificationTuner: training behaviour, resume, sklearn behaviour, the registry.
+
+Fits run on tiny random-init models (or the shipped tiny LLaVA), a few steps each,
+one torch thread.
+"""
+
+import hashlib
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+import skvlm.tuning._tuner as tuner_module
+from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import VLMGenerativeClassifier
+from skvlm.datasets import load_digit_images
+from skvlm.models import load_adapter
+from skvlm.testing import GENERATIVE_FAMILIES, random_images
+from skvlm.tuning import VLMClassificationTuner
+from skvlm.tuning._batches import answer_ids, generation_batch, generation_loss_sum
+from skvlm.tuning._data import split_validation
+from skvlm.tuning._loop import epoch_order, lr_factor
+
+# PaliGemma's processor calls numpy in a way numpy 2 warns about (not ours).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)
+
+FAMILIES = sorted(GENERATIVE_FAMILIES)
+Y4 = np.array(["cat", "dog", "cat", "dog"])
+
+
+def _tuner(model, tmp_path, **kwargs):
+    params = dict(
+        learning_rate=1e-2,
+        max_epochs=2,
+        batch_size=4,
+        lora_rank=4,
+        lora_dropout=0.0,
+        output_dir=tmp_path,
+        random_state=0,
+        device="cpu",
+    )
+    params.update(kwargs)
+    return VLMClassificationTuner(model, **params)
+
+
+def _weights(path):
+    return load_file(f"{path}/model.safetensors")
+
+
+def _digest(net):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def llava(family_paths):
+    return family_paths("llava")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return random_images(4, seed=2)
+
+
+# -- every family ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_its_loss_falls_and_the_tuned_model_loads(
+    family, family_paths, images, tmp_path
+):
+    # One batch of the same four images each epoch, no dropout: the loss falls as
+    # it learns. (Random-init models with a frozen random head cannot go far:
+    # the final norm bounds their logits. The shipped tiny LLaVA's tests go further.)
+    tuner = _tuner(family_paths(family), tmp_path, max_epochs=6)
+    tuner.fit(images, Y4)
+    losses = [h["loss"] for h in tuner.history_]
+    assert len(losses) == tuner.n_steps_ == 6
+    assert losses[-1] < losses[0] - 0.1
+    assert min(losses) == pytest.approx(min(losses[-2:]))
+    assert tuner.predict(images).shape == (4,)
+    # the tuned directory is a model for every skvlm tool
+    path = tuner.model_path_
+    clf = VLMGenerativeClassifier(path, device="cpu").fit(images, Y4)
+    assert clf.predict_proba(images).shape == (4, 2)
+    features = VLMEmbeddingTransformer(path, stage="language", device="cpu")
+    assert features.fit_transform(images).shape[0] == 4
+
+
+def test_a_model_that_cannot_answer_is_refused(tmp_path, images, clip_path):
+    with pytest.raises(ValueError, match="generative VLMs"):
+        _tuner(str(clip_path), tmp_path).fit(images, Y4)
+
+
+def test_an_encoder_decoder_language_model_is_refused(tmp_path, images):
+    from skvlm.testing import make_tiny_blip2
+
+    t5 = dict(
+        model_type="t5",
+        d_model=32,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        d_kv=8,
+    )
+    path = make_tiny_blip2(tmp_path / "blip_t5", text_config=t5)
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        _tuner(str(path), tmp_path).fit(images, Y4)
+
+
+# -- what trains -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("train", "train_vision", "changed"),
+    [
+        ("projector", False, {"projector"}),
+        ("lora", False, {"projector", "lora"}),
+        ("full", False, {"projector", "lora", "other_language"}),
+        ("projector", True, {"projector", "vision"}),
+    ],
+)
+def test_only_the_chosen_parts_change(
+    train, train_vision, changed, llava, images, tmp_path
+):
+    tuner = _tuner(llava, tmp_path, train=train, train_vision=train_vision)
+    tuner.fit(images, Y4)
+    base, tuned = _weights(llava), _weights(tuner.model_path_)
+    assert base.keys() == tuned.keys()
+    moved = set()
+    for name in base:
+        if torch.equal(base[name], tuned[name]):
+            continue
+        if "multi_modal_projector" in name:
+            moved.add("projector")
+        elif "vision_tower" in name:
+            moved.add("vision")
+        elif re.search(r"layers\.\d+\.(self_attn|mlp)\.[a-z]+_proj\.weight$", name):
+            moved.add("lora")  # LoRA merges into these
+        else:
+            moved.add("other_language")  # norms, embeddings, head
+    assert moved == changed
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_weights_train_under_autocast(dtype, llava, images, tmp_path):
+    # The GPU recipe's code path (a bf16 model, float32 trained weights, autocast;
+    # float16 with loss scaling), on the CPU.
+    tuner = _tuner(llava, tmp_path, dtype=dtype, max_epochs=4)
+    tuner.fit(images, Y4)
+    losses = [h["loss"] for h in tuner.history_]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0] - 0.05
+    saved = {t.dtype for t in _weights(tuner.model_path_).values()}
+    assert saved == {getattr(torch, dtype)}
+
+
+# -- the optimisation --------------------------------------------------------------
+def test_accumulation_takes_the_steps_of_the_whole_batch(llava, tmp_path):
+    images, y = random_images(8, seed=3), np.array(["cat", "dog"] * 4)
+    one = _tuner(llava, tmp_path / "a", batch_size=8).fit(images, y)
+    two = _tuner(
+        llava, tmp_path / "b", batch_size=4, gradient_accumulation_steps=2
+    ).fit(images, y)
+    assert one.n_steps_ == two.n_steps_ == 2
+    for a, b in zip(one.history_, two.history_, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    first, second = _weights(one.model_path_), _weights(two.model_path_)
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(llava, images, tmp_path):
+    plain = _tuner(llava, tmp_path / "a").fit(images, Y4)
+    checkpointed = _tuner(llava, tmp_path / "b", gradient_checkpointing=True)
+    checkpointed.fit(images, Y4)
+    for a, b in zip(plain.history_, checkpointed.history_, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine(llava, tmp_path):
+    images, y = random_images(8, seed=3), np.array(["cat", "dog"] * 4)
+    tuner = _tuner(llava, tmp_path, batch_size=2, max_epochs=3, warmup_ratio=0.25)
+    tuner.fit(images, y)
+    # Hugging Face's schedule (the paper's trainer), as the reference
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    schedule = get_cosine_schedule_with_warmup(optimizer, 3, 12)
+    expected = []
+    for _ in range(12):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert [h["lr"] for h in tuner.history_] == pytest.approx(expected, abs=1e-12)
+    assert [lr_factor(s, 12, 3) for s in range(12)] == pytest.approx(
+        [e / 1e-2 for e in expected]
+    )
+
+
+def test_shuffling_is_seeded_and_mixes_instruction_rows_at_the_ratio():
+    a = epoch_order(10, 4, 5, seed=0, epoch=0)
+    assert a.tolist() == epoch_order(10, 4, 5, seed=0, epoch=0).tolist()
+    assert a.tolist() != epoch_order(10, 4, 5, seed=0, epoch=1).tolist()
+    assert a.tolist() != epoch_order(10, 4, 5, seed=1, epoch=0).tolist()
+    assert sorted(a[a < 10].tolist()) == list(range(10))  # each image once
+    assert (a >= 10).sum() == 5  # mix_ratio 0.5 of 10 rows, drawn from the 4
+    every = epoch_order(10, 4, None, seed=0, epoch=0)
+    assert sorted(every.tolist()) == list(range(14))
+
+
+def test_instruction_data_is_learnt_alongside_the_classes(tmp_path):
+    digits = load_digit_images(n_class=2, n_per_class=8)
+    others = load_digit_images(n_class=4, n_per_class=2).images[4:]
+    instruction = [(image, "Is it red?", "yes") for image in others]
+    tuner = _tuner(
+        "skvlm/tiny-llava",
+        tmp_path,
+        class_names=["zero", "one"],
+        instruction_data=instruction,
+        mix_ratio=1.0,
+        max_epochs=12,
+        learning_rate=3e-3,
+        lora_rank=32,
+        lora_alpha=64,
+    )
+    tuner.fit(digits.images, digits.target)
+    assert tuner.n_steps_ == 12 * 8  # (16 images + 16 mixed rows) / 4 per step
+    ask = VLMGenerativeClassifier(
+        tuner.model_path_,
+        strategy="open_ended",
+        prompt="Is it red?",
+        max_new_tokens=8,
+        device="cpu",
+    ).fit(digits.images, digits.target)
+    assert ask.generate(others) == ["yes"] * 4  # never said before training
+    # and it still names the classes when asked what the photo shows
+    ask.set_params(prompt=None, class_names=["zero", "one"])
+    assert (
+        ask.fit(digits.images, digits.target).score(digits.images, digits.target) >= 0.9
+    )
+
+
+def test_early_stopping_keeps_the_best_validation(llava, tmp_path):
+    images, y = random_images(12, seed=7), np.array(["cat", "dog"] * 6)
+    tuner = _tuner(
+        llava,
+        tmp_path,
+        batch_size=2,
+        max_epochs=20,
+        learning_rate=5e-2,  # too large: the validation loss soon rises
+        early_stopping=True,
+        validation_fraction=0.34,
+        n_iter_no_change=2,
+        validation_every=2,
+    )
+    tuner.fit(images, y)
+    checked = [h for h in tuner.history_ if "validation_loss" in h]
+    assert tuner.n_steps_ < 20 * 4  # stopped early (8 training rows, 4 steps/epoch)
+    best = min(checked, key=lambda h: h["validation_loss"])
+    assert tuner.best_step_ == best["step"]
+    assert checked[-1]["step"] == tuner.n_steps_
+    later = [h["validation_loss"] for h in checked if h["step"] > best["step"]]
+    assert len(later) == 2 and min(later) >= best["validation_loss"]
+    # the saved model is the best one: its validation loss, computed here
+    classes, y_index = np.unique(y, return_inverse=True)
+    _, val = split_validation(y_index, 0.34, seed=0)
+    adapter = load_adapter(tuner.model_path_, device="cpu")
+    prompt = adapter.format_prompt(None)
+    answers = answer_ids(
+        adapter.processor.tokenizer,
+        [f"The photo features a {classes[k]}." for k in y_index[val]],
+    )
+    batch = generation_batch(
+        adapter, [images[i] for i in val], [prompt] * len(val), answers
+    )
+    with torch.no_grad():
+        loss, n_tokens = generation_loss_sum(adapter.model, batch)
+    assert float(loss) / n_tokens == pytest.approx(best["validation_loss"], rel=1e-4)
+
+
+# -- checkpoints and resume --------------------------------------------------------
+class _Crash(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
+    llava, monkeypatch, tmp_path
+):
+    images, y = random_images(10, seed=8), np.array(["cat", "dog"] * 5)
+    common = dict(
+        batch_size=2,
+        max_epochs=3,
+        lora_dropout=0.3,  # the dropout generator must resume too
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=10,
+        checkpoint_every=3,
+    )
+    whole = _tuner(llava, tmp_path / "whole", **common).fit(images, y)
+
+    def crash(step):
+        if step == 7:
+            raise _Crash
+
+    monkeypatch.setattr(tuner_module, "_AFTER_STEP", crash)
+    with pytest.raises(_Crash):
+        _tuner(llava, tmp_path / "crashed", **common).fit(images, y)
+    run_dir = next((tmp_path / "crashed").iterdir())
+    assert (run_dir / "checkpoint.pt").exists()
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["state"]
+    assert state["step"] == 6  # the last checkpoint before the crash
+    monkeypatch.setattr(tuner_module, "_AFTER_STEP", None)
+    resumed = _tuner(llava, tmp_path / "crashed", **common).fit(images, y)
+    assert resumed.model_path_ == str(run_dir)
+    assert resumed.n_steps_ == whole.n_steps_ == 12
+    assert [h["loss"] for h in resumed.history_] == pytest.approx(
+        [h["loss"] for h in whole.history_], rel=1e-5
+    )
+    a, b = _weights(whole.model_path_), _weights(resumed.model_path_)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5)
+    assert not (run_dir / "checkpoint.pt").exists()  # a finished run keeps none
+
+
+def test_a_finished_run_is_reused_and_resume_false_retrains(llava, images, tmp_path):
+    first = _tuner(llava, tmp_path).fit(images, Y4)
+    stamp = (tmp_path / first.model_path_ / "model.safetensors").stat().st_mtime_ns
+    again = _tuner(llava, tmp_path).fit(images, Y4)
+    assert again.model_path_ == first.model_path_
+    assert again.history_ == first.history_
+    assert (
+        tmp_path / again.model_path_ / "model.safetensors"
+    ).stat().st_mtime_ns == stamp
+    fresh = _tuner(llava, tmp_path, resume=False).fit(images, Y4)
+    assert fresh.model_path_ == first.model_path_  # same run, trained again
+    assert (
+        tmp_path / fresh.model_path_ / "model.safetensors"
+    ).stat().st_mtime_ns != stamp
+    # another seed, other data or another parameter is another run
+    paths = {
+        _tuner(llava, tmp_path, random_state=1).fit(images, Y4).model_path_,
+        _tuner(llava, tmp_path).fit(images[::-1], Y4).model_path_,
+        _tuner(llava, tmp_path, lora_rank=2).fit(images, Y4).model_path_,
+    }
+    assert first.model_path_ not in paths and len(paths) == 3
+
+
+# -- sklearn behaviour and the shared registry ---------------------------------------
+def test_sklearn_parameter_conventions():
+    name = "VLMClassificationTuner"
+    check_parameters_default_constructible(name, VLMClassificationTuner())
+    check_no_attributes_set_in_init(name, VLMClassificationTuner())
+    check_get_params_invariance(name, VLMClassificationTuner())
+    check_set_params(name, VLMClassificationTuner())
+
+
+def test_clone_and_pickle_carry_no_weights(llava, images, tmp_path):
+    tuner = _tuner(llava, tmp_path, objective="cross_entropy", head_learning_rate=0.1)
+    tuner.fit(images, Y4)
+    copy = clone(tuner)
+    assert copy.get_params() == tuner.get_params()
+    assert not hasattr(copy, "model_path_")
+    expected = tuner.decision_function(images)
+    blob = pickle.dumps(tuner)
+    weights = sum(t.numel() for t in _weights(tuner.model_path_).values())
+    assert len(blob) < weights  # far smaller than the float32 weights' bytes / 4
+    loaded = pickle.loads(blob)
+    np.testing.assert_allclose(loaded.decision_function(images), expected)
+    assert loaded.predict(images).tolist() == tuner.predict(images).tolist()
+
+
+def _score_checking_the_base(base_digest, base_path):
+    """A scorer that fails if the registry's base model changed (in any process)."""
+
+    def score(estimator, X, y):
+        net = load_adapter(base_path, device="cpu").model
+        assert _digest(net) == base_digest, "the shared base model was modified"
+        return estimator.score(X, y)
+
+    return score
+
+
+@pytest.mark.slow
+def test_grid_search_trains_every_fold_from_the_untouched_base(llava, tmp_path):
+    images, y = random_images(8, seed=9), np.array(["cat", "dog"] * 4)
+    before = _digest(load_adapter(llava, device="cpu").model)
+    results = {}
+    for n_jobs in (1, 2):
+        out = tmp_path / f"jobs{n_jobs}"
+        search = GridSearchCV(
+            _tuner(llava, out, max_epochs=1),
+            {"lora_rank": [2, 4]},
+            cv=KFold(2),
+            scoring=_score_checking_the_base(before, llava),
+            n_jobs=n_jobs,
+            error_score="raise",
+        )
+        search.fit(images, y)
+        # the registry's base model, bit for bit
+        assert _digest(load_adapter(llava, device="cpu").model) == before
+        # each fold's run in its own directory (candidates x folds, and the refit)
+        assert len([p for p in out.iterdir() if p.name.startswith("run-")]) == 5
+        results[n_jobs] = search.cv_results_["split0_test_score"].tolist() + (
+            search.cv_results_["split1_test_score"].tolist()
+        )
+    # folds trained one per process, or one after another in this one: the same
+    assert results[1] == results[2]
+
+
+def test_strategy_head_needs_the_cross_entropy_objective(llava, images, tmp_path):
+    with pytest.raises(ValueError, match="strategy='head'"):
+        _tuner(llava, tmp_path, strategy="head").fit(images, Y4)
+    with pytest.raises(ValueError, match="exactly one"):
+        _tuner(llava, tmp_path, answer_template="The photo features a").fit(images, Y4)
+    with pytest.raises(ValueError, match="lora_target_modules"):
+        _tuner(llava, tmp_path, lora_target_modules=["fc9"]).fit(images, Y4)
+    with pytest.raises(ValueError, match="prompt_template would differ"):
+        _tuner(llava, tmp_path, classifier_params={"prompt_template": "paper"}).fit(
+            images, Y4
+        )
+    with pytest.raises(ValueError, match=r"\['max_tokens'\] are not"):
+        _tuner(llava, tmp_path, classifier_params={"max_tokens": 4}).fit(images, Y4)
+
+
+def test_predictions_go_through_the_generative_classifier(llava, images, tmp_path):
+    tuner = _tuner(llava, tmp_path, classifier_params={"calibration": "prior"})
+    tuner.fit(images, Y4)
+    same = VLMGenerativeClassifier(
+        tuner.model_path_,
+        answer_prefix="The photo features a",
+        calibration="prior",
+        device="cpu",
+    ).fit(images, Y4)
+    np.testing.assert_allclose(
+        tuner.decision_function(images), same.decision_function(images)
+    )
+    np.testing.assert_allclose(tuner.predict_proba(images).sum(1), 1.0)
+    # a predict-time parameter changed: the refit reuses the finished run
+    path, history = tuner.model_path_, tuner.history_
+    tuner.set_params(strategy="open_ended", classifier_params={"max_new_tokens": 4})
+    tuner.fit(images, Y4)
+    assert (tuner.model_path_, tuner.history_) == (path, history)
+    assert tuner.classifier_.strategy == "open_ended"
+    assert len(tuner.generate(images)) == 4
