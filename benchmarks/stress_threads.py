@@ -1,10 +1,13 @@
 """Thread stress: 4 threads x R rounds on one shared model; count wrong results and errors.
 
 Every estimator of a process shares one loaded model (the registry). Each call
-here is compared bit for bit with the same call made serially first.
+here is compared bit for bit with the same call made serially first. Figures:
+docs/benchmarks/threads.rst.
 
 Run: python benchmarks/stress_threads.py [ROUNDS]   (default 30)
 """
+
+from __future__ import annotations
 
 import sys
 import tempfile
@@ -14,61 +17,78 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-warnings.simplefilter("ignore")
 from skvlm import VLMEmbeddingTransformer
 from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-d = tempfile.mkdtemp()
-clip, llava = make_tiny_clip(d + "/c"), make_tiny_llava(d + "/l")
-images = random_images(6, seed=3)
+
+def _at_once(jobs):
+    """Start the callables together in threads; their results or exceptions, in order."""
+    barrier = threading.Barrier(len(jobs))
+
+    def start(job):
+        barrier.wait()
+        try:
+            return job()
+        except Exception as exc:  # counted, not raised: the point is to count
+            return exc
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(start, jobs))
 
 
-def run(label, jobs):
+def stress(label, jobs, rounds):
+    want = [job() for job in jobs]  # the serial reference
     wrong = errors = calls = 0
     kinds = set()
-    want = [job() for job in jobs]  # serial reference
-    for _ in range(ROUNDS):
-        barrier = threading.Barrier(len(jobs))
-
-        def start(job):
-            barrier.wait()
-            try:
-                return job()
-            except Exception as exc:
-                return exc
-
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            got = list(pool.map(start, jobs))
-        for g, w in zip(got, want):
+    for _ in range(rounds):
+        for got, expected in zip(_at_once(jobs), want, strict=True):
             calls += 1
-            if isinstance(g, Exception):
+            if isinstance(got, Exception):
                 errors += 1
-                kinds.add(type(g).__name__ + ": " + str(g)[:70])
-            elif not np.array_equal(g, w):
+                kinds.add(f"{type(got).__name__}: {str(got)[:70]}")
+            elif not np.array_equal(got, expected):
                 wrong += 1
     print(
-        f"{label}: {calls} calls, {wrong} silently wrong, {errors} errors {sorted(kinds)[:2]}"
+        f"{label}: {calls} calls, {wrong} silently wrong, {errors} errors "
+        f"{sorted(kinds)[:2]}"
     )
 
 
-one = VLMEmbeddingTransformer(clip, layer=[0, 2, -1], batch_size=2).fit(None)
-run("one CLIP transformer from 4 threads", [lambda: one.transform(images)] * 4)
-lang = VLMEmbeddingTransformer(
-    llava, stage="language", layer=[0, 1, -1], batch_size=2
-).fit(None)
-run(
-    "one LLaVA language transformer from 4 threads",
-    [lambda: lang.transform(images)] * 4,
-)
-sites = [(0, "mean"), (1, "last"), (2, "image_mean"), (-1, "text_mean")]
-four = [
-    VLMEmbeddingTransformer(
-        llava, stage="language", layer=l, pooling=p, batch_size=2
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    warnings.simplefilter("ignore")
+    folder = tempfile.mkdtemp()
+    clip = make_tiny_clip(folder + "/clip")
+    llava = make_tiny_llava(folder + "/llava")
+    images = random_images(6, seed=3)
+
+    one = VLMEmbeddingTransformer(clip, layer=[0, 2, -1], batch_size=2).fit(None)
+    stress(
+        "one CLIP transformer from 4 threads",
+        [lambda: one.transform(images)] * 4,
+        rounds,
+    )
+    lang = VLMEmbeddingTransformer(
+        llava, stage="language", layer=[0, 1, -1], batch_size=2
     ).fit(None)
-    for l, p in sites
-]
-run(
-    "4 LLaVA transformers at different sites",
-    [lambda v=v: v.transform(images) for v in four],
-)
+    stress(
+        "one LLaVA language transformer from 4 threads",
+        [lambda: lang.transform(images)] * 4,
+        rounds,
+    )
+    sites = [(0, "mean"), (1, "last"), (2, "image_mean"), (-1, "text_mean")]
+    four = [
+        VLMEmbeddingTransformer(
+            llava, stage="language", layer=layer, pooling=pooling, batch_size=2
+        ).fit(None)
+        for layer, pooling in sites
+    ]
+    stress(
+        "4 LLaVA transformers at different sites",
+        [lambda v=v: v.transform(images) for v in four],
+        rounds,
+    )
+
+
+if __name__ == "__main__":
+    main()
