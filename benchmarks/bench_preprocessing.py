@@ -74,10 +74,15 @@ def overlap(paths, folder, args):
     from skvlm.models import load_adapter
 
     torch.set_num_threads(1)
-    probe = load_adapter(clip_tower(os.path.join(folder, "probe"), layers=1), device="cpu")
+    probe = load_adapter(
+        clip_tower(os.path.join(folder, "probe"), layers=1), device="cpu"
+    )
     ex = Extraction(probe, "vision", batch_size=args.batch_size, n_workers=0)
     sample = paths[: 2 * args.batch_size]
-    chunks = [list(range(0, args.batch_size)), list(range(args.batch_size, len(sample)))]
+    chunks = [
+        list(range(0, args.batch_size)),
+        list(range(args.batch_size, len(sample))),
+    ]
     start = time.perf_counter()
     prepared = [b for _, b, _ in ex.prepared(sample, None, chunks)]
     prep = (time.perf_counter() - start) / len(sample)
@@ -133,7 +138,9 @@ def gpu_throughput(paths, folder, args):
         premade = [b for _, b, _ in ex.prepared(paths, None, chunks)]
         ex.n_workers = min(8, (os.cpu_count() or 2) - 1)
 
-        def forward_only(premade=premade, adapter=adapter, stage=stage, requests=requests):
+        def forward_only(
+            premade=premade, adapter=adapter, stage=stage, requests=requests
+        ):
             with torch.inference_mode():
                 for batch in premade:
                     out = adapter.extract(batch, stage, requests)
@@ -144,7 +151,9 @@ def gpu_throughput(paths, folder, args):
                 pass
 
         forward_only()  # warm-up (cuDNN autotuning, allocator)
-        times = interleaved({"forward only": forward_only, "skvlm": pipeline}, args.repeats)
+        times = interleaved(
+            {"forward only": forward_only, "skvlm": pipeline}, args.repeats
+        )
         results[name] = {k: len(paths) / t for k, t in times.items()}
         del adapter, ex, premade
         if device == "cuda":
@@ -160,8 +169,10 @@ def _sync(out):
 def _vit_l_336(folder, device, dtype, smoke):
     from skvlm.models import load_adapter
 
-    size = dict(hidden=64, layers=2, heads=4, image=56, patch=14) if smoke else dict(
-        hidden=1024, layers=24, heads=16, image=336, patch=14
+    size = (
+        dict(hidden=64, layers=2, heads=4, image=56, patch=14)
+        if smoke
+        else dict(hidden=1024, layers=24, heads=16, image=336, patch=14)
     )
     path = clip_tower(os.path.join(folder, "vit-l-336"), **size)
     adapter = load_adapter(path, device=device, dtype=dtype)

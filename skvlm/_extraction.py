@@ -456,7 +456,10 @@ class Extraction:
             for batch_rows, vectors in self.batches(
                 items, row_prompts, requests, failed, rows=rows, progress=progress
             ):
-                yield batch_rows, {self.site(*r).store_name: vectors[r] for r in requests}
+                yield (
+                    batch_rows,
+                    {self.site(*r).store_name: vectors[r] for r in requests},
+                )
 
         return compute
 

@@ -54,7 +54,11 @@ def test_the_import_contracts_are_kept(tmp_path):
     ("module", "line", "broken"),
     [
         # The store sits below the estimators: it must not import one.
-        ("store/_serving.py", "from .._embedding import VLMEmbeddingTransformer", "Layers"),
+        (
+            "store/_serving.py",
+            "from .._embedding import VLMEmbeddingTransformer",
+            "Layers",
+        ),
         # Another package's private module: only the public skvlm.models may be used.
         ("classifiers/_generative.py", "from ..models._base import Adapter", "Private"),
     ],
@@ -105,7 +109,9 @@ def _violations(source, package, defined):
                 continue
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
-                    found.append(f"line {node.lineno}: from {source} import {alias.name}")
+                    found.append(
+                        f"line {node.lineno}: from {source} import {alias.name}"
+                    )
         elif isinstance(node, ast.Attribute) and node.attr in defined:
             owner = node.value
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):

@@ -49,7 +49,9 @@ def _run_together(jobs):
 
 
 @pytest.mark.parametrize("stage", ["vision", "language"])
-def test_one_transformer_called_from_threads_equals_serial(clip_path, llava_path, stage):
+def test_one_transformer_called_from_threads_equals_serial(
+    clip_path, llava_path, stage
+):
     path = clip_path if stage == "vision" else llava_path
     images = random_images(6, seed=3)
     vlm = VLMEmbeddingTransformer(path, stage=stage, layer=[0, 1, -1], batch_size=2)
@@ -67,9 +69,7 @@ def test_the_hook_count_sees_skvlm_hooks(clip_path):
     adapter = load_adapter(clip_path, device="cpu")
     batch = adapter.prepare(random_images(1))
     seen = []
-    adapter.capture(
-        batch, "vision", [1], lambda *_: seen.append(_hooks(adapter.model))
-    )
+    adapter.capture(batch, "vision", [1], lambda *_: seen.append(_hooks(adapter.model)))
     assert seen == [1]
     assert _hooks(adapter.model) == 0
 
@@ -124,7 +124,9 @@ def test_grid_search_with_threads_equals_serial(clip_path, tmp_path, cache):
     with joblib.parallel_backend("threading", n_jobs=N_THREADS):
         threaded = GridSearchCV(pipe, grid, cv=3, n_jobs=N_THREADS).fit(images, y)
     for key in ("mean_test_score", "split0_test_score", "split2_test_score"):
-        np.testing.assert_array_equal(threaded.cv_results_[key], serial.cv_results_[key])
+        np.testing.assert_array_equal(
+            threaded.cv_results_[key], serial.cv_results_[key]
+        )
     assert _hooks(load_adapter(clip_path, device="cpu").model) == 0
 
 
@@ -149,9 +151,7 @@ def test_generation_in_a_thread_leaves_other_threads_batches_alone(llava_path):
     ).fit(images, np.array(["a", "b", "c"] * 2))
     want_answers = clf.generate(X)
     for _ in range(3):
-        got = _run_together(
-            [lambda: vlm.transform(X), lambda: clf.generate(X)] * 2
-        )
+        got = _run_together([lambda: vlm.transform(X), lambda: clf.generate(X)] * 2)
         np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got[2], expected, rtol=1e-5, atol=1e-5)
         assert got[1] == want_answers and got[3] == want_answers

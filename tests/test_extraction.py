@@ -52,7 +52,9 @@ def test_results_do_not_depend_on_the_worker_count(clip_path, llava_path, n_work
     items = random_images(10, seed=3)
     want = llava.transform(items, prompts, [1, 3], "last", [])
     llava.n_workers = n_workers
-    np.testing.assert_array_equal(llava.transform(items, prompts, [1, 3], "last", []), want)
+    np.testing.assert_array_equal(
+        llava.transform(items, prompts, [1, 3], "last", []), want
+    )
 
 
 def test_an_unreadable_image_raises_from_a_worker_naming_it(clip_path):

@@ -338,7 +338,9 @@ def _capture(vlm, X, layers, pooling):
                 batch,
                 vlm.stage,
                 layers,
-                lambda layer, hidden, masks, rows=rows: read(layer, hidden, masks, rows),
+                lambda layer, hidden, masks, rows=rows: read(
+                    layer, hidden, masks, rows
+                ),
             )
         for layer in layers:
             chunks[layer].append(results[layer])

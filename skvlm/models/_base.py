@@ -330,15 +330,15 @@ class Adapter:
         needs_output = any(p == "pooler" for ps in by_layer.values() for p in ps)
 
         def read(layer, hidden, masks):
-            return {
-                p: pool(hidden, masks, p) for p in by_layer[layer] if p != "pooler"
-            }
+            return {p: pool(hidden, masks, p) for p in by_layer[layer] if p != "pooler"}
 
         results, outputs = self.capture(
             batch, stage, by_layer, read, need_outputs=needs_output
         )
         vectors = {
-            (layer, p): v for layer, pooled in results.items() for p, v in pooled.items()
+            (layer, p): v
+            for layer, pooled in results.items()
+            for p, v in pooled.items()
         }
         if needs_output:
             last = self.n_layers(stage) - 1
@@ -364,7 +364,6 @@ def _hook(stack, layer, n, on_entry):
     """Register the hook that reads entry ``layer`` of a stack of ``n`` entries."""
     blocks = stack.blocks
     if layer == 0:
-
         # torch records a with_kwargs hook and its flag in two steps: another
         # thread's pass in between calls it without kwargs (and is ignored).
         def pre_hook(module, args, kwargs=None):

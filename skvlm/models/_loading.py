@@ -448,9 +448,7 @@ def directory_digest(path):
     adapter_config = root / "adapter_config.json"
     if adapter_config.is_file():
         try:
-            base = json.loads(adapter_config.read_text()).get(
-                "base_model_name_or_path"
-            )
+            base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
         except ValueError:
             base = None
         if base and os.path.isdir(base) and Path(base).resolve() != root.resolve():
