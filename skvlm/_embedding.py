@@ -382,9 +382,6 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """The extraction this estimator's parameters describe (model loaded once)."""
         return Extraction.from_params(self.get_params(deep=False))
 
-    def _adapter(self):
-        return self._extraction().adapter
-
     def _check_pooling(self, adapter, layers):
         pooling = self.pooling
         if isinstance(pooling, bool):

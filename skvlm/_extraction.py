@@ -513,12 +513,13 @@ def adapter_name(adapter):
 
 
 def model_identity(adapter):
-    """A hash of :meth:`Adapter.identity`, memoised on the adapter.
+    """A hash of :meth:`Adapter.identity`.
 
-    The registry shares one adapter per loaded model, so the model's files are
-    hashed once per process (and per machine, with the on-disk digest memo);
-    the memo is keyed by the files' (size, mtime, ctime, inode), so a
-    directory rewritten in place is hashed again.
+    Not memoised on the adapter on purpose: each call looks at the model's
+    files again (one ``stat`` per file), so a directory rewritten since the
+    model was loaded is noticed. Their bytes are hashed once per process (and
+    per machine, with the on-disk digest memo), the memo keyed by each file's
+    (size, mtime, ctime, inode).
     """
     identity = adapter.identity()
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -60,7 +60,7 @@ def test_pickle_is_small_and_reloads_lazily(clip_path, images):
 def test_clones_share_one_loaded_model(clip_path):
     a = VLMEmbeddingTransformer(clip_path).fit(None)
     b = clone(a).fit(None)
-    assert a._adapter() is b._adapter()
+    assert a._extraction().adapter is b._extraction().adapter
 
 
 def test_repr_is_short(clip_path):
@@ -222,9 +222,9 @@ def test_unsupported_family_lists_supported_ones(tmp_path):
 
 def test_clear_model_cache_forces_reload(clip_path):
     a = VLMEmbeddingTransformer(clip_path).fit(None)
-    first = a._adapter()
+    first = a._extraction().adapter
     skvlm.clear_model_cache()
-    assert a._adapter() is not first
+    assert a._extraction().adapter is not first
 
 
 def test_batches_hold_similar_lengths_and_results_keep_their_rows(
@@ -238,7 +238,7 @@ def test_batches_hold_similar_lengths_and_results_keep_their_rows(
     prompts = ["What is it?", "Describe every detail of this photo please.", "Hi?"] * 2
     X = pd.DataFrame({"image": images, "prompt": prompts})
     vlm = VLMEmbeddingTransformer(path, stage="language", batch_size=2).fit(None)
-    adapter = vlm._adapter()
+    adapter = vlm._extraction().adapter
     seen = []
     prepare = adapter.prepare
 
