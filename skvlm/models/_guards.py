@@ -77,7 +77,11 @@ def note_shipped_model(model):
     from . import shipped_models
 
     name = _name(model)
-    if not isinstance(name, str) or name not in shipped_models():
+    # load_adapter calls this on every load: the cheap checks come before
+    # listing the shipped models' directory.
+    if not isinstance(name, str) or not name.startswith("skvlm/") or name in _NOTED:
+        return
+    if name not in shipped_models():
         return
     with _NOTED_LOCK:
         if name in _NOTED:
