@@ -75,11 +75,12 @@ def note_shipped_model(model):
         The estimator's ``model`` parameter.
     """
     from . import shipped_models
+    from ._loading import SHIPPED_PREFIX
 
     name = _name(model)
     # load_adapter calls this on every load: the cheap checks come before
     # listing the shipped models' directory.
-    if not isinstance(name, str) or not name.startswith("skvlm/") or name in _NOTED:
+    if not isinstance(name, str) or not name.startswith(SHIPPED_PREFIX) or name in _NOTED:
         return
     if name not in shipped_models():
         return
