@@ -80,7 +80,11 @@ def note_shipped_model(model):
     name = _name(model)
     # load_adapter calls this on every load: the cheap checks come before
     # listing the shipped models' directory.
-    if not isinstance(name, str) or not name.startswith(SHIPPED_PREFIX) or name in _NOTED:
+    if (
+        not isinstance(name, str)
+        or not name.startswith(SHIPPED_PREFIX)
+        or name in _NOTED
+    ):
         return
     if name not in shipped_models():
         return
