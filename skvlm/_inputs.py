@@ -478,6 +478,50 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
+def pad_to_square(image, fill=(0, 0, 0)):
+    """Pad an image to a square, centred, with a fill colour (LLaVA's ``expand2square``).
+
+    The paper's fine-tuning and evaluation (LLaVA's ``--image_aspect_ratio pad``)
+    pad every image to a square with the image processor's mean colour instead
+    of centre-cropping it, so no part of the object is cut off. This is that
+    operation, pixel for pixel: the longer side is kept, the image is pasted at
+    offset ``(longer - shorter) // 2`` on the shorter axis.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        An RGB image (see :func:`to_rgb`).
+    fill : tuple of int or sequence of float, default=(0, 0, 0)
+        The padding colour: 0-255 integers, or the processor's ``image_mean``
+        (floats in [0, 1], scaled by 255 and truncated as LLaVA does).
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        Square, of side ``max(width, height)``; the input itself when already
+        square.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from skvlm._inputs import pad_to_square
+    >>> wide = Image.new("RGB", (4, 2), (255, 0, 0))
+    >>> square = pad_to_square(wide, fill=[0.5, 0.5, 0.5])
+    >>> square.size, square.getpixel((0, 0)), square.getpixel((0, 1))
+    ((4, 4), (127, 127, 127), (255, 0, 0))
+    """
+    width, height = image.size
+    if width == height:
+        return image
+    colour = tuple(
+        int(c * 255) if isinstance(c, float) else int(c) for c in fill
+    )
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), colour)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
+
+
 _FILE_KEYS: dict[tuple, str] = {}
 _FILE_KEYS_LOCK = threading.Lock()
 

@@ -352,3 +352,34 @@ def test_image_column_on_the_classifiers(clip_path):
             np.testing.assert_array_equal(
                 clf.predict_proba(frame), clf.predict_proba(digits.images)
             )
+
+
+def _llava_expand2square(pil_img, background_color):
+    """LLaVA's own ``expand2square`` (llava/mm_utils.py), copied as the reference."""
+    from PIL import Image
+
+    width, height = pil_img.size
+    if width == height:
+        return pil_img
+    elif width > height:
+        result = Image.new(pil_img.mode, (width, width), background_color)
+        result.paste(pil_img, (0, (width - height) // 2))
+        return result
+    else:
+        result = Image.new(pil_img.mode, (height, height), background_color)
+        result.paste(pil_img, ((height - width) // 2, 0))
+        return result
+
+
+@pytest.mark.parametrize("size", [(7, 3), (3, 8), (5, 5), (1, 6), (9, 2)])
+def test_pad_to_square_equals_llava_expand2square(size):
+    from skvlm._inputs import pad_to_square
+
+    rng = np.random.default_rng(sum(size))
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    mean = [0.48145466, 0.4578275, 0.40821073]  # CLIP's image_mean, as LLaVA uses
+    expected = _llava_expand2square(image, tuple(int(x * 255) for x in mean))
+    np.testing.assert_array_equal(
+        np.asarray(pad_to_square(image, fill=mean)), np.asarray(expected)
+    )
