@@ -241,3 +241,24 @@ def test_store_serves_hierarchical_layer_lists(encoders, tmp_path):
 def test_unknown_type_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="no tiny builder.*convnext"):
         make_tiny_encoder(tmp_path, "resnet")
+
+
+def test_aimv2_without_head_offers_no_pooler():
+    # The vision-only AIMv2 checkpoints have no attention-pooling head.
+    from transformers import Aimv2VisionConfig, Aimv2VisionModel
+
+    from skvlm.models import adapter_class
+
+    config = Aimv2VisionConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+        use_head=False,
+    )
+    adapter = adapter_class(config)(Aimv2VisionModel(config), None)
+    assert adapter.stages == ("vision",)
+    assert adapter.poolings("vision", 2) == ("mean", "max")
+    assert adapter.default_pooling("vision") == "mean"
