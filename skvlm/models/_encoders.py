@@ -259,9 +259,6 @@ class AlignAdapter(HierarchicalAdapter):
             block.projection.project_conv.out_channels for block in self.blocks
         ]
 
-    def dim(self, stage):
-        return self.widths[-1]
-
     def extract(self, batch, stage, requests):
         if stage != "projector":
             return super().extract(batch, stage, requests)
