@@ -17,6 +17,7 @@ from .._inputs import ImageInputMixin
 from .._sklearn_compat import HasMethods, Interval, fit_context
 from ..models import load_adapter
 from ._class_names import class_texts
+from ._templates import class_prompts
 
 
 class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
@@ -37,10 +38,17 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     class_names : mapping or sequence of str, default=None
         The text for each label: a dict ``{label: name}``, or a list aligned with
         the sorted labels. None uses ``str(label)``.
-    templates : sequence of str, default=("a photo of a {}.",)
-        Prompt templates with one ``{}`` for the class name. A class's text
-        embedding is the mean of its L2-normalised template embeddings,
+    templates : str or sequence of str, default=("a photo of a {}.",)
+        Prompt templates with one ``{}`` for the class name, or the name of a
+        shipped set: ``"openai_imagenet"``, the 80 templates of CLIP's ImageNet
+        evaluation (see :func:`skvlm.classifiers.get_templates`). A class's text
+        embedding is the mean of its L2-normalised prompt embeddings,
         normalised again (CLIP's prompt ensembling; the paper uses one template).
+    class_descriptions : dict, default=None
+        ``{label or class name: [sentence, ...]}``: whole sentences describing a
+        class (CuPL, Pratt et al. 2023), added to its template prompts and
+        averaged with them. With ``templates=()`` the descriptions alone make
+        the class embeddings (CuPL's "base"), and every class needs some.
     batch_size : int, default=32
         Images per forward pass.
     device, dtype : str, default="auto"
@@ -60,7 +68,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         The labels seen in ``fit``.
     class_texts_ : list of list of str
-        The prompts of each class, after filling the templates.
+        The prompts of each class: the templates filled with its name, then
+        its descriptions.
     class_embeddings_ : ndarray of shape (n_classes, dim)
         The unit-norm text embedding of each class.
     logit_scale_ : float
@@ -95,6 +104,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "model": [str, os.PathLike],
         "class_names": [Mapping, list, tuple, np.ndarray, None],
         "templates": [list, tuple, str],
+        "class_descriptions": [Mapping, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "dtype": "no_validation",
@@ -110,6 +120,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         *,
         class_names=None,
         templates=("a photo of a {}.",),
+        class_descriptions=None,
         batch_size=32,
         device="auto",
         dtype="auto",
@@ -121,6 +132,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.model = model
         self.class_names = class_names
         self.templates = templates
+        self.class_descriptions = class_descriptions
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
@@ -150,17 +162,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
         classes = unique_labels(y)
         names = class_texts(self.class_names, classes)
-        templates = (
-            [self.templates]
-            if isinstance(self.templates, str)
-            else list(self.templates)
-        )
-        for template in templates:
-            if template.count("{}") != 1:
-                raise ValueError(
-                    f"template {template!r} must contain exactly one '{{}}' for the "
-                    "class name."
-                )
+        texts = class_prompts(self.templates, names, classes, self.class_descriptions)
         embedder = self._make_embedder()
         adapter = load_adapter(
             self.model,
@@ -177,14 +179,17 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             )
         self._embedder = embedder.fit(None)
         self._check_tokenizes(adapter, classes, names)
-        texts = [[t.format(name) for t in templates] for name in names]
         self._check_distinct(adapter, classes, names, texts)
         with torch.inference_mode():
             flat = adapter.encode_text([t for group in texts for t in group])
-        flat = torch.nn.functional.normalize(flat, dim=-1).reshape(
-            len(names), len(templates), -1
-        )
-        embeddings = torch.nn.functional.normalize(flat.mean(dim=1), dim=-1)
+        flat = torch.nn.functional.normalize(flat, dim=-1)
+        # Each class's mean over its own prompts (their counts may differ).
+        ends = np.cumsum([len(group) for group in texts])
+        means = [
+            flat[end - len(g) : end].mean(dim=0)
+            for end, g in zip(ends, texts, strict=True)
+        ]
+        embeddings = torch.nn.functional.normalize(torch.stack(means), dim=-1)
         self.classes_ = classes
         self.class_texts_ = texts
         self.class_embeddings_ = embeddings.cpu().numpy()
