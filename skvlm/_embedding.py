@@ -12,10 +12,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
+from ._module_extraction import ModuleExtraction
 from ._site import STAGES, Site, resolve_layers
 from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from .models import check_position
-from .pooling import POOLINGS, is_position
+from .pooling import POOLINGS, is_position, pooling_label
 from .store import StoreFeatures, open_store
 
 
@@ -91,6 +92,21 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    module : str or list of str, default=None
+        Read the output of named modules instead of the stage's stack (a
+        *module site*): a glob over the dotted names of the model's
+        ``named_modules()`` (``"*.layers.1.mlp"``; list them with ``skvlm sites
+        MODEL --modules``), or a list of globs. Each matched module, in
+        ``named_modules()`` order, gives one block of columns, like a list of
+        layers; ``layer`` is then ignored. The modules are read by forward
+        hooks during the pass of ``stage``, whose masks pool them: a module
+        whose output is one vector per token of that stage takes every pooling
+        of the stage but ``pooler``; one whose output is one vector per image
+        is taken as it is. A tuple output gives its element 0 (HF blocks return
+        ``(hidden_states, ...)``), and a module called several times in a pass
+        is read at its first call. ``fit`` runs one pass on a blank image to
+        learn the modules' widths. Cached in the store like any site, under a
+        namespace that includes the module names.
 
     Attributes
     ----------
@@ -106,7 +122,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Number of output columns.
     layer_widths_ : list of int
         Width of each requested layer's block of columns, in order (all equal
-        but in hierarchical encoders such as ConvNeXt or Swin).
+        but in hierarchical encoders such as ConvNeXt or Swin); with ``module``,
+        of each module's block.
+    modules_ : list of str
+        With ``module``: the matched module names, in column order.
 
     See Also
     --------
@@ -151,6 +170,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "module": [str, list, None],
     }
 
     def __init__(
@@ -171,6 +191,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         model_kwargs=None,
         n_workers="auto",
         image_column="image",
+        module=None,
     ):
         self.model = model
         self.stage = stage
@@ -187,6 +208,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
         self.image_column = image_column
+        self.module = module
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)
@@ -209,6 +231,8 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
             open_store(self.cache).check()
+        if self.module is not None:
+            return self._fit_modules()
         extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(
@@ -367,6 +391,18 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         names : ndarray of str objects
         """
         check_is_fitted(self)
+        if self.module is not None:
+            label = pooling_label(self.pooling_)
+            return np.asarray(
+                [
+                    f"{name}_{label}_{i}"
+                    for name, width in zip(
+                        self.modules_, self.layer_widths_, strict=True
+                    )
+                    for i in range(width)
+                ],
+                dtype=object,
+            )
         names = [
             name
             for layer, width in zip(self.layers_, self.layer_widths_, strict=True)
@@ -383,7 +419,35 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     # -- internals -------------------------------------------------------------------
     def _extraction(self):
         """The extraction this estimator's parameters describe (model loaded once)."""
+        if self.module is not None:
+            return ModuleExtraction.from_params(
+                self.get_params(deep=False), widths=getattr(self, "layer_widths_", None)
+            )
         return Extraction.from_params(self.get_params(deep=False))
+
+    def _fit_modules(self):
+        extraction = self._extraction()
+        adapter = extraction.adapter
+        pooling = self.pooling
+        if isinstance(pooling, bool):
+            raise TypeError("pooling must be a name or an int position, not a bool.")
+        if pooling == "auto":
+            pooling = adapter.default_pooling(self.stage)
+            pooling = "mean" if pooling == "pooler" else pooling
+        elif pooling == "pooler":
+            raise ValueError(
+                "pooling='pooler' is the model's own pooled output of a stage, not "
+                "a pooling of a module's output; use 'mean', 'max', 'cls', 'last' "
+                "or an int position with module=."
+            )
+        self.family_ = adapter.family
+        self.modules_ = extraction.modules
+        self.n_layers_ = len(self.modules_)
+        self.layers_ = list(range(len(self.modules_)))
+        self.pooling_ = int(pooling) if is_position(pooling) else pooling
+        self.layer_widths_ = extraction.module_widths
+        self.n_features_out_ = sum(self.layer_widths_)
+        return self
 
     def _check_pooling(self, adapter, layers):
         pooling = self.pooling

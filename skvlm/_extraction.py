@@ -288,9 +288,13 @@ class Extraction:
                 if not batch_rows:
                     continue
                 with torch.inference_mode():
-                    vectors = self.adapter.extract(batch, self.stage, requests)
+                    vectors = self.extract(batch, requests)
                 log_forward(items, batch_rows)
                 yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+
+    def extract(self, batch, requests):
+        """``{(layer, pooling): tensor}`` of one prepared batch (one forward pass)."""
+        return self.adapter.extract(batch, self.stage, requests)
 
     def prepared(self, items, row_prompts, chunks):
         """``(rows, model inputs, failed rows)`` of each chunk, in chunk order.

@@ -269,6 +269,14 @@ def _add_sites(sub):
         help="a summary per stage (table, default) or one row per site (csv)",
     )
     sites.add_argument(
+        "--modules",
+        nargs="?",
+        const="*",
+        metavar="GLOB",
+        help="list the model's named modules (those matching GLOB), for "
+        "VLMEmbeddingTransformer(module=...)",
+    )
+    sites.add_argument(
         "--debug", action="store_true", help="show the traceback of an error"
     )
     sites.set_defaults(run=run_sites, quiet=True, threads=None)
@@ -767,8 +775,18 @@ def _image_label(item, index):
 
 def run_sites(args):
     """``skvlm sites MODEL``: the stages, layers, poolings and widths of a model."""
-    from .models import describe_sites
+    from .models import describe_modules, describe_sites
 
+    if getattr(args, "modules", None):
+        modules = describe_modules(args.model, args.modules)
+        if args.format == "csv":
+            print(modules.to_csv(index=False), end="")
+            return
+        width = max(modules["module"].str.len().max(), len("module"))
+        print(f"{'module':<{width}}  type")
+        for name, kind in modules.itertuples(index=False):
+            print(f"{name:<{width}}  {kind}")
+        return
     sites = describe_sites(args.model)
     if args.format == "csv":
         print(sites.to_csv(index=False), end="")

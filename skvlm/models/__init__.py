@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = attach(
         ],
         "._chat": ["DEFAULT_PROMPT", "ChatPromptMixin"],
         "._describe": ["describe_sites"],
+        "._modules": ["capture_modules", "describe_modules", "match_modules"],
         "._guards": [
             "DEFAULT_EMBEDDING_MODEL",
             "DEFAULT_GENERATIVE_MODEL",
