@@ -10,6 +10,7 @@ from sklearn.base import clone
 
 from .._embedding import VLMEmbeddingTransformer
 from .._site import Site
+from ..models import describe_sites
 from ._similarity import cka, rsa
 
 __all__ = ["SiteSimilarity", "site_similarity"]
@@ -139,9 +140,11 @@ def _entries(source, X, sites):
     if X is None:
         raise ValueError("site_similarity needs X, the images, with a transformer.")
     if sites is None:
-        adapter = clone(source).fit(None)._extraction().adapter
+        table = describe_sites(source.model, model_kwargs=source.model_kwargs)
+        table = table[table["stage"] == source.stage]
         sites = [
-            Site(source.stage, layer, p) for layer, p in adapter.sites(source.stage)
+            Site(source.stage, int(layer), pooling)
+            for layer, pooling in zip(table["layer"], table["pooling"], strict=True)
         ]
     entries = []
     for item in sites:
