@@ -104,9 +104,7 @@ def main():
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
 
     def local():
-        est.set_params(cache=tempfile.mkdtemp(dir=root)).precompute(
-            paths, progress=False
-        )
+        est.set_params(cache=tempfile.mkdtemp(dir=root)).precompute(paths, verbose=0)
 
     def on_ray(n_actors, items):
         def run():

@@ -216,7 +216,7 @@ def store_search(path, paths, y, args, *, warm_position):
                 pooling=warm_position,
                 cache=cache,
                 batch_size=args.batch_size,
-            ).precompute(paths, progress=False)
+            ).precompute(paths, verbose=0)
         search.fit(paths, y)
     n_candidates = len(search.cv_results_["params"])
     rows["n_iter"] = iters

@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -18,18 +17,7 @@ from skvlm import (
     VLMEmbeddingTransformer,
 )
 from skvlm._inputs import image_key
-from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    """Each image run through a model appends its content key to this file."""
-    path = tmp_path / "forwards.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(path))
-    # loky workers inherit the environment when they start: start fresh ones.
-    get_reusable_executor().shutdown(wait=True)
-    yield lambda: path.read_text().split() if path.exists() else []
-    get_reusable_executor().shutdown(wait=True)
+from skvlm.testing import make_tiny_clip, random_images
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
@@ -126,8 +114,8 @@ def test_other_weights_never_share_entries(tmp_path):
     assert len(store.info()["namespaces"]) == 2
 
 
-def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log):
-    path = make_tiny_llava(tmp_path / "llava")
+def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log, llava_path):
+    path = llava_path
     images = random_images(2)
     store = FeatureStore(tmp_path / "s")
     a = VLMEmbeddingTransformer(
@@ -151,10 +139,10 @@ def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log):
     assert len(forward_log()) == before + 4
 
 
-def test_per_row_prompts_are_part_of_the_key(tmp_path):
+def test_per_row_prompts_are_part_of_the_key(llava_path):
     import pandas as pd
 
-    path = make_tiny_llava(tmp_path / "llava")
+    path = llava_path
     image = random_images(1)[0]
     X = pd.DataFrame(
         {"image": [image, image], "prompt": ["What is it?", "Describe it."]}
@@ -205,12 +193,12 @@ def test_on_error_nan_with_a_store(clip_path, tmp_path):
     assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
 
 
-def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch):
+def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch, llava_path):
     """DESIGN.md's user path, on the tiny LLaVA instead of llava-1.5-7b."""
     from sklearn.preprocessing import StandardScaler
 
     monkeypatch.chdir(tmp_path)
-    path = make_tiny_llava(tmp_path / "llava")
+    path = llava_path
     image_paths = []
     for i, image in enumerate(random_images(12, seed=8)):
         image.save(tmp_path / f"{i}.png")
@@ -332,7 +320,7 @@ def test_auto_keeps_the_asked_pooling_at_every_layer_for_large_passes(
 
 def test_a_fill_shows_its_estimate_and_writes_about_that(clip_path, tmp_path, capsys):
     images = random_images(6)
-    vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", progress=True)
+    vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", verbose=1)
     vlm.fit(None).precompute(images)
     err = capsys.readouterr().err
     assert "skvlm store fill: " in err and "6 images x 13 sites x 32 float32" in err

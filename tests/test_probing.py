@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -22,14 +21,6 @@ from skvlm.probing import ProbeReport, probe_layers
 def digits():
     data = load_digit_images(n_class=3, n_per_class=6, variation=0.3)
     return data.images, data.target
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    path = tmp_path / "forwards.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(path))
-    get_reusable_executor().shutdown(wait=True)
-    yield lambda: path.read_text().split() if path.exists() else []
 
 
 def _probe():

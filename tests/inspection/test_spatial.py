@@ -16,23 +16,12 @@ from transformers import (
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.inspection import patch_tokens, plot_spatial_importance, spatial_importance
-from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
+from skvlm.testing import make_tiny_clip, random_images
 
 PROMPT = "What is it?"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: extra threads only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return make_tiny_llava(tmp_path_factory.mktemp("llava"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_images(n, seed, patch=(0, 0)):
@@ -301,14 +290,12 @@ def test_occlusion_equals_hf_on_blanked_pixels(clip_path):
 
 
 # -- one pass per image, errors, plot ----------------------------------------------------
-def test_token_methods_run_each_image_once(clip_path, tmp_path, monkeypatch):
-    log = tmp_path / "forward.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(log))
+def test_token_methods_run_each_image_once(clip_path, forward_log):
     images, y = random_images(10, seed=9), np.arange(10) % 2
     pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="mean"), images, y)
-    log.unlink()
+    forward_log.clear()
     spatial_importance(pipe, images, y, n_repeats=4, random_state=0)
-    assert len(log.read_text().splitlines()) == 10
+    assert len(forward_log()) == 10
 
 
 def test_errors_name_the_problem_and_the_fix(clip_path):

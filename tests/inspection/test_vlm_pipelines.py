@@ -7,7 +7,6 @@ sklearn's permutation procedure written out by hand for groups.
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from scipy.special import expit
 from sklearn.inspection import permutation_importance as sk_permutation_importance
@@ -21,13 +20,7 @@ from skvlm import VLMEmbeddingTransformer
 from skvlm.inspection import groups_from_feature_names, permutation_importance
 from skvlm.selection import RandomProbeSelector
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(n, seed=0):
@@ -44,14 +37,7 @@ def planted(n, seed=0):
 
 
 def forward_count(log):
-    return len(log.read_text().splitlines()) if log.exists() else 0
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    log = tmp_path / "forward.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(log))
-    return log
+    return len(log())
 
 
 def vlm_pipeline(path, layer, pooling="mean"):
