@@ -214,7 +214,7 @@ def probe_layers(
         for position in positions:
             pooling = position if is_position(position) else "auto"
             est = VLMEmbeddingTransformer(model, stage=stage, pooling=pooling, **common)
-            est.fit(None).precompute(X, progress=progress)
+            est.fit(None).precompute(X, verbose=int(bool(progress)))
         features.update(_read_sites(model, stage, sites, X, common))
     extract_time = time.perf_counter() - started
 

@@ -332,3 +332,25 @@ def test_plot_spatial_importance_returns_a_figure():
     plt.close("all")
     with pytest.raises(ValueError, match="must be 2-D"):
         plot_spatial_importance(image, np.arange(16.0))
+
+
+def test_arguments_are_checked_before_any_model_work(clip_path, monkeypatch):
+    from skvlm import clear_model_cache
+    from skvlm.models import _registry
+
+    images, y = random_images(4, seed=2), np.arange(4) % 2
+    pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="mean"), images, y)
+    clear_model_cache()
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(_registry, "_load", no_loading)
+    with pytest.raises(ValueError, match="X has 4 images but y has 3 entries"):
+        spatial_importance(pipe, images, y[:3])
+    with pytest.raises(ValueError, match="'n_repeats' parameter"):
+        spatial_importance(pipe, images, y, n_repeats=0)
+    with pytest.raises(ValueError, match="'method' parameter"):
+        spatial_importance(pipe, images, y, method="blur")
+    with pytest.raises(ValueError, match="'layer' parameter"):
+        patch_tokens(pipe[0], images, layer="last")
