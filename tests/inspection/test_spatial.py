@@ -303,7 +303,7 @@ def test_errors_name_the_problem_and_the_fix(clip_path):
     pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="cls"), images, y)
     with pytest.raises(ValueError, match="method='occlude'"):
         spatial_importance(pipe, images, y, method="permute")
-    with pytest.raises(ValueError, match="method="):
+    with pytest.raises(ValueError, match="'method' parameter"):
         spatial_importance(pipe, images, y, method="shap")
     with pytest.raises(TypeError, match="first step is a VLMEmbeddingTransformer"):
         spatial_importance(pipe[-1], images, y)
@@ -311,7 +311,7 @@ def test_errors_name_the_problem_and_the_fix(clip_path):
         spatial_importance(
             Pipeline([("s", StandardScaler()), ("c", pipe[-1])]), images, y
         )
-    with pytest.raises(ValueError, match="one scorer"):
+    with pytest.raises(ValueError, match="'scoring' parameter"):
         spatial_importance(pipe, images, y, scoring=["accuracy"], method="occlude")
     multi = VLMEmbeddingTransformer(clip_path, layer=[0, 1], pooling="mean").fit()
     with pytest.raises(ValueError, match="pass layer="):
