@@ -77,7 +77,7 @@ def test_precomputed_vlm_runs_once_and_equals_sklearn(clip_path, forward_log, sc
     images, y = planted(20)
     pipe = vlm_pipeline(clip_path, layer=1).fit(images, y)
     Xt = pipe[:1].transform(images)
-    forward_log.unlink()
+    forward_log.clear()
     result = permutation_importance(
         pipe,
         images,
@@ -164,7 +164,7 @@ def test_groups_per_layer_from_feature_names(clip_path, forward_log):
     assert list(groups) == ["vision_l0", "vision_l3"]
     assert groups["vision_l3"] == list(range(32, 64))
     Xt = pipe[:1].transform(images).astype(np.float64)
-    forward_log.unlink()
+    forward_log.clear()
     result = permutation_importance(
         pipe,
         images,
