@@ -46,6 +46,8 @@ Examples
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "EVENTS",
     "Callback",
@@ -179,7 +181,7 @@ class ProgressBar(Callback):
         self._bar.update(n_done - self._bar.n)
         self.n_done = n_done
         if self.verbose >= 2:
-            tqdm.write(f"{self._bar.desc}: {n_done}/{n_total} images")
+            tqdm.write(f"{self._bar.desc}: {n_done}/{n_total} images", file=sys.stderr)
         if n_done >= n_total:
             self.close()
 

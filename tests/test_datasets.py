@@ -135,7 +135,7 @@ def test_caption_template():
     [
         ({"size": 0}, r"'size' parameter .* int in the range \[1, inf\)"),
         ({"size": 2.5}, "'size' parameter .* int"),
-        ({"variation": 1.5}, r"'variation' parameter .* \[0, 1\]"),
+        ({"variation": 1.5}, r"'variation' parameter .* \[0\.0, 1\.0\]"),
         ({"variation": -0.1}, "variation"),
         ({"n_class": 11}, r"'n_class' parameter .* \[1, 10\]"),
         ({"n_per_class": 500}, r"n_per_class must be an int in \[1, 174\]"),

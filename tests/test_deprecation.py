@@ -45,11 +45,11 @@ def test_precompute_progress_warns_and_still_works(clip_path, tmp_path, capsys):
 
 
 def test_zero_shot_progress_warns_and_still_works(clip_path):
-    digits = load_digit_images(n_class=3, n_per_class=2)
-    old = CLIPZeroShotClassifier(clip_path, class_names=["a", "b", "c"], progress=False)
+    digits = load_digit_images(n_class=2, n_per_class=2)
+    old = CLIPZeroShotClassifier(clip_path, class_names=["cat", "dog"], progress=False)
     with pytest.warns(FutureWarning, match="CLIPZeroShotClassifier"):
         old.fit(digits.images, digits.target)
-    new = CLIPZeroShotClassifier(clip_path, class_names=["a", "b", "c"], verbose=0)
+    new = CLIPZeroShotClassifier(clip_path, class_names=["cat", "dog"], verbose=0)
     new.fit(digits.images, digits.target)
     np.testing.assert_array_equal(
         old.decision_function(digits.images), new.decision_function(digits.images)
