@@ -68,23 +68,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-class ForwardLog(KeyLog):
-    """A :class:`skvlm.testing.KeyLog`; calling it returns the logged keys."""
-
-    def __call__(self):
-        return self.read()
-
-
 @contextlib.contextmanager
 def logging_forward_passes(path):
-    """Every ``VLMEmbeddingTransformer`` built inside gets a ``ForwardLog`` callback.
+    """Every ``VLMEmbeddingTransformer`` built inside gets a ``KeyLog`` callback.
 
     The callback is the constructor's default while the block runs, so the
     transformers a test builds, their clones, those ``probe_layers`` builds and
     those pickled into joblib workers or Ray actors all append the keys of the
     images they run to ``path``: counting its lines counts forward passes.
     """
-    log = ForwardLog(path)
+    # skvlm's own class, not one of this file: Ray workers unpickle it by name.
+    log = KeyLog(path)
     defaults = VLMEmbeddingTransformer.__init__.__kwdefaults__
     old = dict(defaults)
     defaults["callbacks"] = [log]
@@ -97,7 +91,7 @@ def logging_forward_passes(path):
 
 @pytest.fixture
 def forward_log(tmp_path):
-    """A ``ForwardLog`` of every image run through a model during the test."""
+    """A ``KeyLog`` of every image run through a model during the test."""
     with logging_forward_passes(tmp_path / "forward.log") as log:
         yield log
 

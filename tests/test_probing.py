@@ -130,10 +130,10 @@ def test_one_forward_pass_per_image_per_stage(clip_path, digits, tmp_path, forwa
     store = tmp_path / "store"
     probe_layers(clip_path, X, y, stages="all", cv=2, cache=store, probe=_fast_probe())
     keys = sorted(image_key(im) for im in X)
-    assert sorted(forward_log()) == sorted(keys * 2)  # vision, projector
+    assert sorted(forward_log.read()) == sorted(keys * 2)  # vision, projector
     store = FeatureStore.open(store)
     probe_layers(clip_path, X, y, stages="all", cv=2, cache=store, probe=_fast_probe())
-    assert len(forward_log()) == 2 * len(X)  # the rerun read the store only
+    assert len(forward_log.read()) == 2 * len(X)  # the rerun read the store only
 
 
 def test_layers_and_poolings_per_stage(clip_path, digits):

@@ -295,7 +295,7 @@ def test_token_methods_run_each_image_once(clip_path, forward_log):
     pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="mean"), images, y)
     forward_log.clear()
     spatial_importance(pipe, images, y, n_repeats=4, random_state=0)
-    assert len(forward_log()) == 10
+    assert len(forward_log.read()) == 10
 
 
 def test_errors_name_the_problem_and_the_fix(clip_path):

@@ -37,7 +37,7 @@ def planted(n, seed=0):
 
 
 def forward_count(log):
-    return len(log())
+    return len(log.read())
 
 
 def vlm_pipeline(path, layer, pooling="mean"):
