@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "._callbacks": ["KeyLog"],
+        "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",
