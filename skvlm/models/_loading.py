@@ -18,7 +18,14 @@ from pathlib import Path
 
 import torch
 
-from .. import _transformers_compat as _compat
+from .._transformers_compat import (
+    MissingVideoProcessor,  # noqa: F401 (re-exported by skvlm.models)
+    processor_class_without_video,
+    torchvision_available,
+)
+from .._transformers_compat import (
+    load_processor_without_video as _compat_load_processor_without_video,
+)
 
 # Models shipped inside the package, addressable by name.
 SHIPPED_PREFIX = "skvlm/"
@@ -162,8 +169,7 @@ def load_processor(path, *, revision=None, model_kwargs=None):
 # -- processors without torchvision ---------------------------------------------------
 # The stand-in and the class that accepts it depend on the transformers release:
 # they live in the compat module, re-exported here for the adapters.
-MissingVideoProcessor = _compat.MissingVideoProcessor
-without_video_processor = _compat.processor_class_without_video
+without_video_processor = processor_class_without_video
 
 
 def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
@@ -200,7 +206,7 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
     import transformers
 
     kwargs = {"revision": revision} if revision else {}
-    if _compat.torchvision_available():
+    if torchvision_available():
         trust = (model_kwargs or {}).get("trust_remote_code", False)
         try:
             return transformers.AutoProcessor.from_pretrained(
@@ -208,7 +214,7 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
             )
         except (ImportError, OSError):  # torchvision unusable, or no video config
             pass
-    return _compat.load_processor_without_video(
+    return _compat_load_processor_without_video(
         path, getattr(transformers, class_name), **kwargs
     )
 
