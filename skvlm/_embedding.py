@@ -10,10 +10,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._deprecation import DEPRECATED, renamed_verbose, resolve_verbose
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
 from ._site import STAGES, Site, resolve_layers
-from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
+from ._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
+from .callbacks import check_callbacks, notify
 from .models import check_position
 from .pooling import POOLINGS, is_position
 from .store import StoreFeatures, open_store
@@ -73,8 +75,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         :class:`skvlm.FeatureStore`; its ``keep`` setting says which sites a
         pass keeps). A path opens a store in that directory with the default
         settings. Checked at ``fit``.
-    progress : bool, default=False
-        Show a progress bar over batches.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model
+        (none when the store serves them all); 2 also a line per batch and
+        transformers' weight-loading bar. See :term:`verbose`.
     on_error : {"raise", "nan"}, default="raise"
         What to do with an image that cannot be read: raise an error naming it,
         or return a row of NaN for it and warn once listing the failed indices.
@@ -91,6 +95,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each batch of images that ran through the model
+        (with the images' content ``keys``); see :mod:`skvlm.callbacks`.
+    progress : bool
+        Deprecated alias of ``verbose`` (``True`` is ``verbose=1``); warns with
+        a ``FutureWarning``, removed in 0.3.
 
     Attributes
     ----------
@@ -146,11 +157,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "dtype": "no_validation",  # str or torch.dtype, checked by resolve_dtype
         "normalize": ["boolean"],
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
     }
 
     def __init__(
@@ -166,11 +179,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         dtype="auto",
         normalize=False,
         cache=None,
-        progress=False,
+        verbose=1,
         on_error="raise",
         model_kwargs=None,
         n_workers="auto",
         image_column="image",
+        callbacks=None,
+        progress=DEPRECATED,
     ):
         self.model = model
         self.stage = stage
@@ -182,11 +197,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.normalize = normalize
         self.cache = cache
-        self.progress = progress
+        self.verbose = verbose
         self.on_error = on_error
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
         self.image_column = image_column
+        self.callbacks = callbacks
+        self.progress = progress
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)
@@ -203,8 +220,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         -------
         self : VLMEmbeddingTransformer
         """
+        resolve_verbose(self, warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        n_samples = None
         if X is not None:
-            as_items(X, self.image_column)
+            n_samples = len(as_items(X, self.image_column)[0])
+        notify(callbacks, "on_fit_begin", self, n_samples=n_samples)
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
@@ -222,6 +243,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.pooling_ = pooling
         self.layer_widths_ = extraction.widths(layers)
         self.n_features_out_ = sum(self.layer_widths_)
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
     def transform(self, X):
@@ -256,7 +278,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         return out
 
-    def precompute(self, X, *, progress=True):
+    def precompute(self, X, *, verbose=None, progress=DEPRECATED):
         """Fill the store with the sites its ``keep`` setting keeps, for every image.
 
         Run it once where the model runs fast (a GPU box); later transforms at
@@ -271,8 +293,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : collection of images
             As for :meth:`transform`.
-        progress : bool, default=True
-            Show a progress bar over the batches that run the model.
+        verbose : int, default=None
+            Overrides the estimator's ``verbose`` for this call (None: the
+            estimator's, 1 by default).
+        progress : bool
+            Deprecated alias of ``verbose``.
 
         Returns
         -------
@@ -285,6 +310,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
+        verbose = renamed_verbose(progress, verbose, where="precompute")
         items, row_prompts = as_items(X, self.image_column)
         self._extraction().fill(
             open_store(self.cache),
@@ -293,7 +319,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             [],
             position=self.pooling_,
             requests=[(layer, self.pooling_) for layer in self.layers_],
-            progress=progress,
+            verbose=verbose,
         )
         return self
 
@@ -327,7 +353,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         >>> vlm = VLMEmbeddingTransformer(
         ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
         ... )
-        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features = vlm.fit().precompute(images, verbose=0).stored_features(images)
         >>> features.shape, features.sites
         ((3, 32), ['vision/l3/cls'])
         """
@@ -383,7 +409,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     # -- internals -------------------------------------------------------------------
     def _extraction(self):
         """The extraction this estimator's parameters describe (model loaded once)."""
-        return Extraction.from_params(self.get_params(deep=False))
+        return Extraction.from_params(self.get_params(deep=False), estimator=self)
 
     def _check_pooling(self, adapter, layers):
         pooling = self.pooling

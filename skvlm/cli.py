@@ -542,7 +542,7 @@ def run_zero_shot(args):
         batch_size=args.batch_size,
         device=args.device,
         cache=args.cache,
-        progress=not args.quiet,
+        verbose=int(not args.quiet),
     )
     pred = clf.fit(X, y).predict(X)
     store.say(args, len(X))
@@ -691,7 +691,7 @@ def _site_transformer(args, model):
         batch_size=args.batch_size,
         device=args.device,
         cache=args.cache,
-        progress=not args.quiet,
+        verbose=int(not args.quiet),
         on_error="raise" if args.on_error == "raise" else "nan",
     )
 

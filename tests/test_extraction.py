@@ -11,12 +11,7 @@ from skvlm import ImageLoadError, VLMEmbeddingTransformer
 from skvlm._extraction import Extraction, resolve_workers
 from skvlm.models import load_adapter
 from skvlm.store import FeatureStore
-from skvlm.testing import make_tiny_llava, random_images
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return make_tiny_llava(tmp_path_factory.mktemp("llava"))
+from skvlm.testing import random_images
 
 
 def _with_bad_rows(images, bad=(1, 6)):

@@ -153,7 +153,7 @@ def test_zero_shot_refuses_class_names_that_tokenize_alike(fresh_notices):
     clf.set_params(class_names=["three", "five", "seven"]).fit(images, [0, 1, 2])
 
 
-# -- HF's loading bars follow progress (item 10) -------------------------------------------
+# -- HF's loading bars follow verbose (item 10) --------------------------------------------
 @pytest.fixture
 def bars_enabled():
     """transformers' bars on, as in a fresh process (restored afterwards)."""
@@ -166,17 +166,15 @@ def bars_enabled():
         hf_logging.disable_progress_bar()
 
 
-@pytest.mark.parametrize("progress", [False, True])
-def test_loading_bars_show_only_with_progress(
-    clip_path, capsys, bars_enabled, progress
-):
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_loading_bars_show_only_at_verbose_2(clip_path, capsys, bars_enabled, verbose):
     from transformers.utils import logging as hf_logging
 
     from skvlm import clear_model_cache
 
     clear_model_cache()
-    VLMEmbeddingTransformer(clip_path, progress=progress).fit(None)
-    assert ("Loading weights" in capsys.readouterr().err) == progress
+    VLMEmbeddingTransformer(clip_path, verbose=verbose).fit(None)
+    assert ("Loading weights" in capsys.readouterr().err) == (verbose >= 2)
     assert hf_logging.is_progress_bar_enabled()  # the setting is restored
 
 

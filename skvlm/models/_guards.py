@@ -103,12 +103,12 @@ def note_shipped_model(model):
 
 
 @contextmanager
-def checked_loading(model, device="auto", progress=False):
+def checked_loading(model, device="auto", verbose=0):
     """Wrap an estimator's model loading with skvlm's checks and notices.
 
     Refuses a meta ``device`` before anything loads; adds to a
     ``ModelNotFoundError`` the names of the models that need no download; hides
-    transformers' "Loading weights" bar unless ``progress`` (the hub's download
+    transformers' "Loading weights" bar unless ``verbose >= 2`` (the hub's download
     bars stay). :func:`skvlm.models.load_adapter` loads inside it.
 
     Parameters
@@ -117,8 +117,8 @@ def checked_loading(model, device="auto", progress=False):
         The estimator's ``model`` parameter.
     device : str or torch.device, default="auto"
         The estimator's ``device`` parameter.
-    progress : bool, default=False
-        The estimator's ``progress`` parameter.
+    verbose : int, default=0
+        The estimator's ``verbose`` parameter; 2 or more shows the bar.
 
     Examples
     --------
@@ -133,7 +133,7 @@ def checked_loading(model, device="auto", progress=False):
 
     check_device(device)
     try:
-        with _loading_bars(progress):
+        with _loading_bars(verbose >= 2):
             yield
     except ModelNotFoundError as exc:
         name = _name(model)
@@ -148,11 +148,11 @@ def checked_loading(model, device="auto", progress=False):
 
 
 @contextmanager
-def _loading_bars(progress):
-    """transformers' own progress bars off for the block, unless ``progress``."""
+def _loading_bars(show):
+    """transformers' own progress bars off for the block, unless ``show``."""
     from transformers.utils import logging as hf_logging
 
-    if progress or not hf_logging.is_progress_bar_enabled():
+    if show or not hf_logging.is_progress_bar_enabled():
         yield
         return
     from huggingface_hub.utils import (

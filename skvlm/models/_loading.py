@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from .._transformers_compat import (
-    load_processor_without_video as load_without_video,
-)
-from .._transformers_compat import (
+    MissingVideoProcessor,  # noqa: F401 (re-exported by skvlm.models)
     processor_class_without_video,
     torchvision_available,
+)
+from .._transformers_compat import (
+    load_processor_without_video as _compat_load_processor_without_video,
 )
 
 # Models shipped inside the package, addressable by name.
@@ -213,7 +214,9 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
             )
         except (ImportError, OSError):  # torchvision unusable, or no video config
             pass
-    return load_without_video(path, getattr(transformers, class_name), **kwargs)
+    return _compat_load_processor_without_video(
+        path, getattr(transformers, class_name), **kwargs
+    )
 
 
 # -- what decides a model's outputs -------------------------------------------------

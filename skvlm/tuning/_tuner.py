@@ -555,6 +555,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         params = {
             "random_state": self.random_state,
             "batch_size": self.batch_size,
+            "verbose": int(bool(self.progress)),
             **extra,
             "class_names": self.class_names,
             "strategy": "probabilistic" if strategy == "head" else strategy,
