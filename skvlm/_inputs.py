@@ -340,7 +340,15 @@ def load_image(item, index=0):
             "Remove it from X.",
             index,
         )
-    return to_rgb(image)
+    try:
+        return to_rgb(image)
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(
+            f"{where}: a {image.mode!r} image could not be converted to RGB ({exc}). "
+            "Convert it to RGB first, or pass on_error='nan' to skip it with a NaN "
+            "row.",
+            index,
+        ) from None
 
 
 def _open(source, where, index):
@@ -457,6 +465,8 @@ def to_rgb(image):
     mode = image.mode
     if mode == "RGB":
         return image
+    if mode == "La":  # PIL converts premultiplied L only to LA
+        image, mode = image.convert("LA"), "LA"
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         mode == "P" and "transparency" in image.info
     ):
