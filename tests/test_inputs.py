@@ -70,7 +70,11 @@ def test_hf_dataset_input(clip_path, rgb):
         ("1", 1, (255, 255, 255)),
         ("LA", (100, 0), (255, 255, 255)),  # fully transparent -> white background
         ("LA", (100, 255), (100, 100, 100)),
-        ("La", (100, 255), (100, 100, 100)),  # premultiplied: PIL converts it to LA only
+        (
+            "La",
+            (100, 255),
+            (100, 100, 100),
+        ),  # premultiplied: PIL converts it to LA only
         ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
         ("RGBA", (10, 20, 30, 0), (255, 255, 255)),
         ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
