@@ -151,16 +151,18 @@ def test_a_stage_the_model_lacks_is_refused(clip_path):
 
 
 # -- a decompression bomb on a dynamic-resolution family (issue 23) -------------------------
-@pytest.fixture(scope="module")
-def llava_next_path(tmp_path_factory):
-    from skvlm.testing import make_tiny_llava_next
+@pytest.fixture(scope="module", params=["llava_next", "qwen2_vl"])
+def dynamic_path(request, tmp_path_factory):
+    """A family whose batches are sorted by image area (dynamic resolution)."""
+    from skvlm import testing
 
-    return make_tiny_llava_next(tmp_path_factory.mktemp("llava_next"))
+    builder = getattr(testing, f"make_tiny_{request.param}")
+    return builder(tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.parametrize("stage", ["vision", "language"])
 def test_a_decompression_bomb_goes_through_on_error_when_batches_sort_by_area(
-    llava_next_path, tmp_path, monkeypatch, stage
+    dynamic_path, tmp_path, monkeypatch, stage
 ):
     from PIL import Image
 
@@ -172,7 +174,7 @@ def test_a_decompression_bomb_goes_through_on_error_when_batches_sort_by_area(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     X = [good[0], str(bomb), good[1]]
     vlm = VLMEmbeddingTransformer(
-        llava_next_path, stage=stage, pooling="mean", on_error="nan", device="cpu"
+        dynamic_path, stage=stage, pooling="mean", on_error="nan", device="cpu"
     ).fit(None)
     with pytest.warns(UserWarning, match=r"indices \[1\]"):
         out = vlm.transform(X)
