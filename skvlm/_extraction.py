@@ -589,7 +589,9 @@ def _area(item):
         if isinstance(item, (str, os.PathLike)):
             with Image.open(item) as image:  # reads the header only
                 return image.width * image.height
-    except (OSError, ValueError, IndexError):
-        return 0  # the batch loop reports unreadable items properly
+    except Exception:
+        # A sort hint never fails a transform: the batch loop reports an
+        # unreadable item (a decompression bomb too) under on_error.
+        return 0
     return 0
 
