@@ -22,8 +22,16 @@ def make_accelerator(settings, device):
     ``objective="cross_entropy"``).
     """
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+
+    try:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+    except ImportError:
+        raise ImportError(
+            "VLMClassificationTuner trains through Hugging Face accelerate, which "
+            "is not installed: pip install 'skvlm[tuning]' (or pip install "
+            "accelerate)."
+        ) from None
 
     kwargs = dict(settings.accelerator)
     handlers = list(kwargs.pop("kwargs_handlers", None) or [])
