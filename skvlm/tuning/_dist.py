@@ -16,8 +16,7 @@ import importlib.util
 def make_accelerator(settings, device):
     """An ``accelerate.Accelerator`` for a fit on ``device``.
 
-    Placement stays the tuner's (``device_placement=False``); DDP keeps the
-    frozen buffers where they are (``broadcast_buffers=False``) and looks for
+    Placement stays the tuner's (``device_placement=False``); DDP looks for
     parameters a batch did not use only where that happens (head rows of
     ``objective="cross_entropy"``).
     """
@@ -38,8 +37,7 @@ def make_accelerator(settings, device):
     if not any(isinstance(h, DistributedDataParallelKwargs) for h in handlers):
         handlers.append(
             DistributedDataParallelKwargs(
-                broadcast_buffers=False,
-                find_unused_parameters=settings.objective == "cross_entropy",
+                find_unused_parameters=settings.objective == "cross_entropy"
             )
         )
     cpu = str(device).startswith("cpu") or not torch.cuda.is_available()

@@ -159,7 +159,7 @@ def _apply_deprecated(params):
             f"VLMClassificationTuner's {old!r} is deprecated and will be removed in "
             f"the next release; use {new!r} instead.",
             FutureWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         if old == "classifier_params":
             for key, val in (value or {}).items():

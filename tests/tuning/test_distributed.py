@@ -99,9 +99,7 @@ def test_two_processes_with_accumulation_two_train_the_weights_of_batch_twice(ru
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n_processes", [1, 2])
-def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(
-    runs, n_processes
-):
+def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(runs, n_processes):
     common = dict(n_processes=n_processes, batch_size=2, dropout=0.3)
     whole = runs(f"whole{n_processes}", checkpoint_every=3, **common)
     name = f"crashed{n_processes}"

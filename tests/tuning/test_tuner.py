@@ -5,6 +5,7 @@ one torch thread.
 """
 
 import hashlib
+import math
 import pickle
 import re
 
@@ -22,13 +23,14 @@ from sklearn.utils.estimator_checks import (
 )
 
 from skvlm import VLMEmbeddingTransformer
+from skvlm.callbacks import StopTraining
 from skvlm.classifiers import VLMGenerativeClassifier
 from skvlm.datasets import load_digit_images
 from skvlm.models import load_adapter
 from skvlm.testing import GENERATIVE_FAMILIES, random_images
 from skvlm.tuning import VLMClassificationTuner
 from skvlm.tuning._batches import answer_ids, generation_batch, generation_loss_sum
-from skvlm.tuning._data import split_validation
+from skvlm.tuning._data import split_validation, template_prompt
 from skvlm.tuning._loop import epoch_order, lr_factor
 
 # PaliGemma's processor calls numpy in a way numpy 2 warns about (not ours).
@@ -194,7 +196,9 @@ def test_gradient_checkpointing_changes_nothing_but_memory(llava, images, tmp_pa
 
 def test_learning_rate_warms_up_then_decays_on_a_cosine(llava, tmp_path):
     images, y = random_images(8, seed=3), np.array(["cat", "dog"] * 4)
-    tuner = _tuner(llava, tmp_path, batch_size=2, max_iter=3, scheduler__warmup_ratio=0.25)
+    tuner = _tuner(
+        llava, tmp_path, batch_size=2, max_iter=3, scheduler__warmup_ratio=0.25
+    )
     tuner.fit(images, y)
     # Hugging Face's schedule (the paper's trainer), as the reference
     from transformers import get_cosine_schedule_with_warmup
@@ -298,9 +302,7 @@ class _Crash(Exception):
     pass
 
 
-def test_a_crashed_run_resumes_to_the_weights_of_an_uninterrupted_one(
-    llava, tmp_path
-):
+def test_a_crashed_run_resumes_to_the_weights_of_an_uninterrupted_one(llava, tmp_path):
     images, y = random_images(10, seed=8), np.array(["cat", "dog"] * 5)
     common = dict(
         batch_size=2,
@@ -460,3 +462,135 @@ def test_predictions_go_through_the_generative_classifier(llava, images, tmp_pat
     assert (tuner.model_path_, tuner.history_) == (path, history)
     assert tuner.classifier_.strategy == "open_ended"
     assert len(tuner.generate(images)) == 4
+
+
+# -- callbacks ---------------------------------------------------------------------
+class _Record:
+    def __init__(self, stop_at=None):
+        self.events, self.stop_at = [], stop_at
+
+    def on_fit_begin(self, estimator, **info):
+        self.events.append(("on_fit_begin", info))
+
+    def on_step_end(self, estimator, **info):
+        self.events.append(("on_step_end", info))
+        if info["step"] == self.stop_at:
+            raise StopTraining
+
+    def on_epoch_end(self, estimator, **info):
+        self.events.append(("on_epoch_end", info))
+
+    def on_fit_end(self, estimator, **info):
+        self.events.append(("on_fit_end", info))
+
+
+def test_callbacks_see_every_step_and_epoch(llava, tmp_path):
+    images, y = random_images(8, seed=3), np.array(["cat", "dog"] * 4)
+    record = _Record()
+    tuner = _tuner(llava, tmp_path, batch_size=2, callbacks=[record]).fit(images, y)
+    names = [name for name, _ in record.events]
+    epoch = ["on_step_end"] * 4 + ["on_epoch_end"]
+    assert names == ["on_fit_begin", *epoch, *epoch, "on_fit_end"]
+    assert record.events[0][1] == {"n_samples": 8}
+    steps = [info for name, info in record.events if name == "on_step_end"]
+    assert [s["step"] for s in steps] == list(range(1, 9))
+    assert {s["n_steps"] for s in steps} == {8}
+    assert [s["epoch"] for s in steps] == [1] * 4 + [2] * 4
+    assert [s["loss"] for s in steps] == [h["loss"] for h in tuner.history_]
+    assert [s["learning_rate"] for s in steps] == [h["lr"] for h in tuner.history_]
+    epochs = [info for name, info in record.events if name == "on_epoch_end"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    losses = [h["loss"] for h in tuner.history_]
+    assert epochs[1]["train_loss"] == pytest.approx(np.mean(losses[4:]))
+    assert epochs[0]["valid_loss"] is None
+    assert record.events[-1][1] == {"stopped_early": False}
+
+
+def test_stop_training_from_a_callback_keeps_what_was_learnt(llava, tmp_path):
+    images, y = random_images(8, seed=3), np.array(["cat", "dog"] * 4)
+    record = _Record(stop_at=3)
+    tuner = _tuner(llava, tmp_path, batch_size=2, callbacks=[record]).fit(images, y)
+    assert tuner.n_steps_ == len(tuner.history_) == 3
+    assert record.events[-1] == ("on_fit_end", {"stopped_early": True})
+    assert tuner.predict(images).shape == (8,)  # a fitted, saved model
+    base, tuned = _weights(llava), _weights(tuner.model_path_)
+    assert any(not torch.equal(base[n], tuned[n]) for n in base)
+
+
+def test_a_callback_without_event_methods_is_refused(llava, images, tmp_path):
+    with pytest.raises(TypeError, match=r"callbacks\[0\]"):
+        _tuner(llava, tmp_path, callbacks=[object()]).fit(images, Y4)
+
+
+# -- the paper's recipe --------------------------------------------------------------
+# LLaVA's conv_vicuna_v1 (``--version v1``), written out: system prompt, " USER: ",
+# the image and question, " ASSISTANT:" (the answer follows after a space).
+LLAVA_V1 = (
+    "A chat between a curious user and an artificial intelligence assistant. The "
+    "assistant gives helpful, detailed, and polite answers to the user's questions."
+    " USER: <image>\nWhat type of object is in the photo? ASSISTANT:"
+)
+
+
+def test_paper_preset_trains_the_projector_alone_on_the_cosine_schedule(tmp_path):
+    images = random_images(8, seed=5, sizes=[(48, 24), (24, 40)] * 4)
+    y = np.array(["cat", "dog"] * 4)
+    record = _Record()
+    tuner = VLMClassificationTuner.paper_preset(
+        "skvlm/tiny-llava",
+        {"cat": "cat", "dog": "dog"},
+        max_iter=3,
+        batch_size=2,
+        output_dir=tmp_path,
+        random_state=0,
+        device="cpu",
+        verbose=0,
+        callbacks=[record],
+    ).fit(images, y)
+    assert template_prompt(tuner.prompt_template, tuner.prompt) == LLAVA_V1
+    assert (tuner.train, tuner.answer_template, tuner.image_aspect) == (
+        "projector",
+        "{}",
+        "pad",
+    )
+    # every weight but the projector's: bit for bit the base model's
+    base = _weights(load_adapter("skvlm/tiny-llava", device="cpu").model.name_or_path)
+    tuned = _weights(tuner.model_path_)
+    assert base.keys() == tuned.keys()
+    moved = {n for n in base if not torch.equal(base[n], tuned[n])}
+    projector = {n for n in base if "multi_modal_projector" in n}
+    assert moved == projector
+    # warm-up over ceil(0.03 * 12) = 1 step, then a cosine to 0, peak 2e-5
+    total, warmup, peak = 12, 1, 2e-5
+    expected = [
+        peak * k / warmup
+        if k < warmup
+        else peak * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (total - warmup)))
+        for k in range(total)
+    ]
+    steps = [info for name, info in record.events if name == "on_step_end"]
+    assert [s["learning_rate"] for s in steps] == pytest.approx(expected, abs=1e-15)
+    # no weight decay, no LoRA: the paper's finetune.sh
+    assert tuner.get_params()["optimizer__weight_decay"] == 0.0
+    # LoRA is one argument away
+    lora = VLMClassificationTuner.paper_preset("skvlm/tiny-llava", train="lora")
+    assert lora.train == "lora" and lora.learning_rate_init == 2e-5
+
+
+def test_image_aspect_pad_trains_and_predicts_on_padded_images(tmp_path):
+    from transformers import AutoImageProcessor
+
+    from skvlm._inputs import pad_to_square
+
+    images = random_images(4, seed=6, sizes=[(48, 24), (24, 40), (32, 32), (40, 20)])
+    path = load_adapter("skvlm/tiny-llava", device="cpu").model.name_or_path
+    mean = AutoImageProcessor.from_pretrained(path).image_mean
+    squares = [pad_to_square(image, mean) for image in images]
+    padded = _tuner("skvlm/tiny-llava", tmp_path / "a", image_aspect="pad")
+    padded.fit(images, Y4)
+    native = _tuner("skvlm/tiny-llava", tmp_path / "b").fit(squares, Y4)
+    a, b = _weights(padded.model_path_), _weights(native.model_path_)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    np.testing.assert_array_equal(
+        padded.decision_function(images), native.decision_function(squares)
+    )
