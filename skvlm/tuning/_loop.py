@@ -120,9 +120,6 @@ class _Net(torch.nn.Module):
         super().__init__()
         self.runner = runner
         self.head = head
-        no_split = getattr(runner, "_no_split_modules", None)
-        if no_split:  # FSDP's auto-wrap policy reads it
-            self._no_split_modules = no_split
 
     def forward(self, batch=None, head_inputs=None, pool=None):
         loss_sum = logits = None
@@ -290,6 +287,8 @@ class Loop:
         if self.scaler is not None and "scaler" in payload:
             self.scaler.load_state_dict(payload["scaler"])
         rng = payload["rng"]
+        if isinstance(rng, torch.Tensor):  # a checkpoint of the previous release
+            rng = [{"cpu": rng}]
         if len(rng) != self.world:
             warnings.warn(
                 f"The checkpoint in {self.run_dir} was written by {len(rng)} "

@@ -535,9 +535,22 @@ USER: <image>
                 "use it with that objective, or pick a generative strategy."
             )
         check_quantization(settings)
-        prefix = answer_prefix(self.answer_template)
+        answer_prefix(self.answer_template)  # checked before any work
         prompts = row_prompts or [self.prompt] * len(items)
         accelerator = make_accelerator(settings, self.device)
+        try:
+            return self._fit(
+                accelerator, settings, classifier_extra, callbacks, items, y, prompts
+            )
+        except BaseException:
+            for name in [k for k in vars(self) if k.endswith("_") and k[0] != "_"]:
+                delattr(self, name)  # a failed fit leaves no fitted attribute
+            raise
+
+    def _fit(
+        self, accelerator, settings, classifier_extra, callbacks, items, y, prompts
+    ):
+        prefix = answer_prefix(self.answer_template)
         self.is_main_process_ = accelerator.is_main_process
         self.n_processes_ = accelerator.num_processes
         device = process_device(accelerator, self.device)

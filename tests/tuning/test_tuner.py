@@ -594,3 +594,16 @@ def test_image_aspect_pad_trains_and_predicts_on_padded_images(tmp_path):
     np.testing.assert_array_equal(
         padded.decision_function(images), native.decision_function(squares)
     )
+
+
+# -- quantized bases (QLoRA) ---------------------------------------------------------
+def test_quantization_needs_lora_and_bitsandbytes(llava, images, tmp_path):
+    import importlib.util
+
+    with pytest.raises(ValueError, match="Use train='lora' \\(QLoRA\\)"):
+        _tuner(llava, tmp_path, quantization="4bit", train="projector").fit(
+            images, Y4
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ImportError, match="pip install bitsandbytes"):
+            _tuner(llava, tmp_path, quantization="8bit").fit(images, Y4)
