@@ -720,11 +720,12 @@ USER: <image>
         return frame
 
     def _fill(self):
+        """The padding colour: the tuned model's processor's mean."""
         adapter = load_adapter(
-            getattr(self, "model_path_", self.model),
+            self.model_path_,
             device=self.device,
             dtype=self.dtype,
-            model_kwargs=self.model_kwargs,
+            model_kwargs=self._tuned_kwargs(),
         )
         return image_mean(adapter)
 

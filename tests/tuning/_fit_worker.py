@@ -36,6 +36,7 @@ def main():
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--kill-at", type=int, default=None)
+    parser.add_argument("--mixed-precision", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     images = random_images(8, seed=3)
@@ -50,6 +51,11 @@ def main():
         lora__lora_dropout=args.dropout,
         checkpoint_every=args.checkpoint_every,
         callbacks=[KillAt(args.kill_at)] if args.kill_at else None,
+        **(
+            {"accelerator__mixed_precision": args.mixed_precision}
+            if args.mixed_precision
+            else {}
+        ),
         output_dir=args.out,
         random_state=0,
         device="cpu",

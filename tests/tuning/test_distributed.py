@@ -117,6 +117,19 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(runs, n_pro
     assert not (run_dir / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
+def test_bf16_mixed_precision_through_accelerate(runs):
+    full = runs("one", batch_size=4)
+    mixed = runs("bf16", batch_size=4, mixed_precision="bf16")
+    # autocast: bfloat16 rounding moves the losses a little, not more
+    losses = [h["loss"] for h in mixed["history"]]
+    assert losses != [h["loss"] for h in full["history"]]
+    assert losses == pytest.approx([h["loss"] for h in full["history"]], rel=0.05)
+    # the weights train and are kept (and saved) in float32
+    assert {t.dtype for t in mixed["weights"].values()} == {torch.float32}
+    assert _changed(mixed, load_file(_shipped_weights()))
+
+
 def _shipped_weights():
     from skvlm.models import load_adapter
 

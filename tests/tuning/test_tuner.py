@@ -601,9 +601,7 @@ def test_quantization_needs_lora_and_bitsandbytes(llava, images, tmp_path):
     import importlib.util
 
     with pytest.raises(ValueError, match="Use train='lora' \\(QLoRA\\)"):
-        _tuner(llava, tmp_path, quantization="4bit", train="projector").fit(
-            images, Y4
-        )
+        _tuner(llava, tmp_path, quantization="4bit", train="projector").fit(images, Y4)
     if importlib.util.find_spec("bitsandbytes") is None:
         with pytest.raises(ImportError, match="pip install bitsandbytes"):
             _tuner(llava, tmp_path, quantization="8bit").fit(images, Y4)
