@@ -4,7 +4,7 @@ One ``accelerate.Accelerator`` per fit. Started plainly it is one process and
 changes nothing; under ``torchrun`` or ``accelerate launch`` it joins the
 process group (NCCL on GPUs, gloo on CPUs), and the training loop shares out
 each batch, synchronises gradients through the model that
-``Accelerator.prepare`` wraps (DDP, or FSDP from accelerate's config) and lets
+``Accelerator.prepare`` wraps (DDP; sharded engines are refused) and lets
 the main process alone write.
 """
 
@@ -42,7 +42,7 @@ def make_accelerator(settings, device):
         )
     cpu = str(device).startswith("cpu") or not torch.cuda.is_available()
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             cpu=cpu, device_placement=False, kwargs_handlers=handlers, **kwargs
         )
     except ValueError as exc:
@@ -53,6 +53,25 @@ def make_accelerator(settings, device):
             f"{exc} Fit tuners with different accelerator__mixed_precision (or "
             "device) in separate processes."
         ) from exc
+    check_engine(accelerator)
+    return accelerator
+
+
+def check_engine(accelerator):
+    """Refuse the engines whose sharded weights the tuner cannot yet save or resume."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(
+            f"accelerate is configured for {kind.value}; VLMClassificationTuner "
+            "trains with DDP (and on one process) in this release: its "
+            "checkpoints and the tuned model read the trained weights whole, "
+            "which sharded weights are not. Launch without --use_fsdp / "
+            "--use_deepspeed (accelerate config: 'multi-GPU'), and for a model "
+            "too large for one GPU train LoRA (train='lora'), with "
+            "quantization='4bit' if needed."
+        )
 
 
 def process_device(accelerator, device):

@@ -110,7 +110,7 @@ def steps_per_epoch(n_rows, batch_size, accumulation):
 
 
 class _Net(torch.nn.Module):
-    """What trains, as one module (the one DDP or FSDP wraps): the model and the head.
+    """What trains, as one module (the one DDP wraps): the model and the head.
 
     Every forward pass of training goes through it, so the wrapper sees each
     one and synchronises the gradients of all it holds.

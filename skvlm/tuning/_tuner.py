@@ -58,7 +58,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     The same script trains on several processes when started with
     ``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N``
-    (Hugging Face ``accelerate``: DDP, or FSDP from accelerate's config):
+    (Hugging Face ``accelerate``, DDP):
     every batch is shared out, gradients are synchronised, and only the main
     process writes. See the user guide's "Fine-tuning at scale".
 
