@@ -896,15 +896,15 @@ def run_tune(args):
         class_names=dict(zip(classes, names, strict=True)),
         prompt=args.prompt,
         answer_template=args.answer_template,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        learning_rate=args.learning_rate,
-        max_epochs=args.epochs,
+        lora__r=args.lora_rank,
+        lora__lora_alpha=args.lora_alpha,
+        learning_rate_init=args.learning_rate,
+        max_iter=args.epochs,
         batch_size=args.batch_size,
         output_dir=args.out,
         random_state=args.random_state,
         device=args.device,
-        progress=not args.quiet,
+        verbose=0 if args.quiet else 1,
     ).fit(X_train, y[train])
     _say(args, f"Comparing {model} with the tuned model on the held-out images.")
     pooling = None if args.probe_pooling == "none" else args.probe_pooling
