@@ -1,13 +1,15 @@
 """The skvlm command: exit codes, report files, one-line errors, --debug."""
 
+import io
 import json
+import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from skvlm.cli import main
+from skvlm.cli import _main, main
 from skvlm.datasets import load_digit_images
 
 
@@ -279,3 +281,182 @@ def test_with_data_the_default_is_a_real_checkpoint(image_folder, monkeypatch, c
     assert main(["zero-shot", "--data", str(image_folder), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "'openai/clip-vit-base-patch32'" in err and "'skvlm/tiny-clip'" in err
+
+
+# -- a new user's first hour (issue 27) --------------------------------------------------
+COMMANDS = ["probe", "zero-shot", "importance", "extract", "sites", "families", "tune"]
+IMAGE_COMMANDS = ["probe", "zero-shot", "importance", "extract", "tune"]
+
+
+def _help(command, capsys):
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def _options(text):
+    """``{option: (takes a value, help text)}`` read from an argparse ``--help``."""
+    section = text.split("\noptions:\n", 1)[1]
+    entries, current = [], None
+    for line in section.splitlines():
+        if re.match(r"^  -", line):
+            current = [line.strip()]
+            entries.append(current)
+        elif current is not None and line.startswith("    "):
+            current.append(line.strip())
+    options = {}
+    for lines in entries:
+        # "--name VALUE, --alias VALUE   help" or "--name  help" then more lines
+        head, _, first_help = (re.split(r"(\s{2,})", lines[0], maxsplit=1) + ["", ""])[
+            :3
+        ]
+        names = [part.split()[0] for part in head.split(", ")]
+        takes_value = any(len(part.split()) > 1 for part in head.split(", "))
+        helptext = " ".join([first_help.strip(), *lines[1:]]).strip()
+        options[names[-1] if names[0].startswith("-h") else names[0]] = (
+            takes_value,
+            helptext,
+        )
+    return options
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help_and_its_default(command, capsys):
+    options = _options(_help(command, capsys))
+    assert "--debug" in options and "--verbose" in options
+    for name, (takes_value, text) in options.items():
+        assert text, f"skvlm {command} {name} has no help"
+        if takes_value and "(required)" not in text:
+            assert "default" in text, f"skvlm {command} {name}: no default in {text!r}"
+
+
+def test_the_help_parser_reads_what_argparse_writes():
+    text = (
+        "usage: x\n\noptions:\n  -h, --help  show this help\n"
+        "  --a A       the a (default: 1)\n  --flag      a flag\n"
+        "  --long-option LONG_OPTION\n                        says\n"
+        "                        more\n"
+    )
+    assert _options(text) == {
+        "--help": (False, "show this help"),
+        "--a": (True, "the a (default: 1)"),
+        "--flag": (False, "a flag"),
+        "--long-option": (True, "says more"),
+    }
+
+
+def test_one_vocabulary_across_sub_commands(capsys):
+    for command in COMMANDS:
+        options = _options(_help(command, capsys))
+        assert {"--verbose", "--quiet", "--debug"} <= set(options), command
+        assert ("--on-error" in options) == (command in IMAGE_COMMANDS), command
+        assert "--progress" not in options and "--epochs" not in options
+    tune = _options(_help("tune", capsys))
+    assert {"--learning-rate-init", "--max-iter", "--lora-r"} <= set(tune)
+    # the old spellings still parse
+    assert main(["tune", "--epochs", "x"]) == 2
+    assert "invalid int value: 'x'" in capsys.readouterr().err
+
+
+def test_verbose_0_is_quiet(clip_path, capsys):
+    args = ["zero-shot", "--model", str(clip_path), "--n-per-class", "1"]
+    assert main([*args, "--verbose", "0"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_tune_help_names_the_generative_default_model(capsys):
+    text = " ".join(_help("tune", capsys).split())
+    assert "else llava-hf/llava-1.5-7b-hf" in text
+    assert "clip-vit-base-patch32" not in text
+
+
+def test_tune_refuses_a_model_that_cannot_answer_before_any_work(capsys):
+    assert main(["tune", "--model", "skvlm/tiny-clip", "--n-per-class", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "skvlm/tiny-clip is a clip model: it has no language model" in err
+    assert "--model llava-hf/llava-1.5-7b-hf" in err and "skvlm zero-shot" in err
+    assert "Fine-tuning" not in err
+
+
+def test_families_prints_the_support_matrix(capsys):
+    from skvlm import models
+
+    if "support_matrix" not in models.__all__:
+        assert main(["families"]) == 1
+        assert "has no skvlm.models.support_matrix()" in capsys.readouterr().err
+        pytest.skip("skvlm.models.support_matrix() is not there yet")
+    assert main(["families", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    expected = models.support_matrix()
+    assert list(table.columns) == list(expected.columns)
+    assert table["model_type"].tolist() == expected["model_type"].tolist()
+    assert main(["families"]) == 0
+    assert capsys.readouterr().out.split()[: len(expected.columns)] == list(
+        expected.columns
+    )
+
+
+def test_tune_num_processes_relaunches_under_torchrun(monkeypatch):
+    from skvlm.cli import _tune
+
+    calls = []
+
+    def run(command, check):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(_tune.subprocess, "run", run)
+    argv = ["tune", "--n-per-class", "2", "--num-processes", "2", "--quiet"]
+    assert main(argv) == 3  # the launcher's exit status
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "skvlm",
+            *argv,
+            "--num-processes",
+            "1",
+        ]
+    ]
+    # each process parses the same command with --num-processes 1: no relaunch
+    args = _main.build_parser().parse_args(calls[0][7:])
+    assert args.num_processes == 1 and args.n_per_class == 2
+    assert main(["tune", "--num-processes", "0"]) == 1
+
+
+def test_only_rank_0_writes_the_tune_report(monkeypatch):
+    from skvlm.cli import _tune
+
+    monkeypatch.setenv("RANK", "1")
+    assert not _tune.is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert _tune.is_main_process()
+    monkeypatch.delenv("RANK")
+    assert _tune.is_main_process()
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_offline_fix(
+    image_folder, monkeypatch, capsys
+):
+    import socket
+    import time
+
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    sleeps = []
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(time, "sleep", sleeps.append)  # the hub client's retries
+    args = ["zero-shot", "--data", str(image_folder), "--quiet"]
+    assert main([*args, "--model", "skvlm-tests/no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert sleeps == []  # one request, no retry: fails in a moment, not 30 s
+    assert "Hugging Face Hub at https://huggingface.co cannot be reached" in err
+    assert "HF_HUB_OFFLINE=1" in err and "`hf download <id>`" in err
+    assert "huggingface-cli" not in err
