@@ -194,14 +194,20 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : ignored or collection of images, default=None
             When given, only its container is checked (no image is decoded).
-        y : ignored
+        y : array-like of shape (n_samples,), default=None
+            Not used; checked to hold one label per image when given with X.
 
         Returns
         -------
         self : VLMEmbeddingTransformer
         """
         if X is not None:
-            as_items(X, self.image_column)
+            items, _ = as_items(X, self.image_column)
+            if y is not None and len(y) != len(items):
+                raise ValueError(
+                    f"X has {len(items)} images but y has {len(y)} labels; give one "
+                    "label per image (or no y: this transformer does not use it)."
+                )
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
