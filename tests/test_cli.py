@@ -460,3 +460,19 @@ def test_an_unreachable_hub_fails_at_once_with_the_offline_fix(
     assert "Hugging Face Hub at https://huggingface.co cannot be reached" in err
     assert "HF_HUB_OFFLINE=1" in err and "`hf download <id>`" in err
     assert "huggingface-cli" not in err
+
+
+def test_zero_shot_says_when_the_class_names_are_numbers(clip_path, tmp_path, capsys):
+    from skvlm.datasets import load_digit_images
+
+    digits = load_digit_images(n_class=2, n_per_class=2)
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        (tmp_path / str(label)).mkdir(exist_ok=True)
+        image.save(tmp_path / str(label) / f"{i}.png")
+    args = ["zero-shot", "--model", str(clip_path), "--data", str(tmp_path)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "the class names are numbers (0, 1, ...)" in err
+    assert "--class-names" in err and "UserWarning" not in err
+    assert main([*args, "--class-names", "zero,one"]) == 0
+    assert "numbers" not in capsys.readouterr().err

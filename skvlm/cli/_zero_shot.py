@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ._common import (
     DEMO_ZERO_SHOT_MODEL,
     CLIError,
@@ -62,6 +64,17 @@ def run(args):
                 f"--template {template!r} has no {{}} for the class name; "
                 "e.g. 'a photo of a {}.'."
             )
+    if all(str(n).strip().lstrip("-").isdigit() for n in names):
+        # The classifier's warning, in the command's terms.
+        warnings.filterwarnings("ignore", "The class names are numbers")
+        say(
+            args,
+            f"Note: the class names are numbers ({', '.join(map(str, names[:3]))}"
+            f", ...): the prompts read {templates[0].format(names[0])!r}, which "
+            "names nothing the model can match, so accuracy stays near chance. "
+            "Pass --class-names with a name per class in sorted label order, "
+            "e.g. --class-names cat,dog,bird.",
+        )
     model = choose_model(args)
     say(args, f"Zero-shot {model} on {what}.")
     store = StoreReport(args.cache)
