@@ -424,7 +424,7 @@ def test_tune_num_processes_relaunches_under_torchrun(monkeypatch):
     # each process parses the same command with --num-processes 1: no relaunch
     args = _main.build_parser().parse_args(calls[0][7:])
     assert args.num_processes == 1 and args.n_per_class == 2
-    assert main(["tune", "--num-processes", "0"]) == 1
+    assert main(["tune", "--num-processes", "0"]) == 2
 
 
 def test_only_rank_0_writes_the_tune_report(monkeypatch):
@@ -476,3 +476,40 @@ def test_zero_shot_says_when_the_class_names_are_numbers(clip_path, tmp_path, ca
     assert "--class-names" in err and "UserWarning" not in err
     assert main([*args, "--class-names", "zero,one"]) == 0
     assert "numbers" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["probe", "--cv", "1"], "argument --cv: 1 is too small: give an integer of 2"),
+        (["probe", "--n-per-class", "0"], "argument --n-per-class: 0 is too small"),
+        (["extract", "--out", "f.npy", "--batch-size", "0"], "--batch-size: 0 is too"),
+        (
+            ["zero-shot", "--variation", "2"],
+            "argument --variation: 2.0 is not in [0, 1]",
+        ),
+        (["importance", "--test-size", "1.5"], "--test-size: 1.5 is not in [0, 1]"),
+        (["tune", "--max-iter", "0"], "argument --max-iter/--epochs: 0 is too small"),
+        (["probe", "--cv", "x"], "argument --cv: invalid int value: 'x'"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(args, match, capsys):
+    assert main(args) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["probe", "--n-per-class", "2", "--cv", "3"],
+            "--cv 3 needs at least 3 images",
+        ),
+        (["importance", "--n-per-class", "2"], "splits the 20 images into 15 for"),
+        (["tune", "--n-per-class", "2"], "each of the 10 classes: give more images"),
+    ],
+)
+def test_too_few_images_are_said_in_the_commands_terms(args, match, capsys):
+    assert main([*args, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert match in err and "n_splits" not in err and "--n-per-class" in err

@@ -51,6 +51,45 @@ class HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
+def int_at_least(minimum):
+    """An argparse ``type``: an int of ``minimum`` or more."""
+
+    def parse(text):
+        value = int(text)  # a ValueError reads "invalid int value: 'x'"
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is too small: give an integer of {minimum} or more"
+            )
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def fraction(text):
+    """An argparse ``type``: a float in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
+fraction.__name__ = "float"
+
+
+def check_folds(args, y):
+    """Refuse a --cv with more folds than the smallest class has images."""
+    import numpy as np
+
+    smallest = int(np.unique(np.asarray(y), return_counts=True)[1].min())
+    if args.cv > smallest:
+        raise CLIError(
+            f"--cv {args.cv} needs at least {args.cv} images of each class, and "
+            f"the smallest class has {smallest}: give more images per class (with "
+            "the embedded data, --n-per-class) or fewer folds (--cv)."
+        )
+
+
 def add_output_options(parser):
     """--verbose, --quiet and --debug: how much a command says."""
     parser.add_argument(
@@ -99,13 +138,13 @@ def add_common_options(
     )
     parser.add_argument(
         "--n-per-class",
-        type=int,
+        type=int_at_least(1),
         default=DEMO_N_PER_CLASS,
         help="embedded data only: images per digit",
     )
     parser.add_argument(
         "--variation",
-        type=float,
+        type=fraction,
         default=DEMO_VARIATION,
         help="embedded data only: augmentation strength in [0, 1]",
     )
@@ -130,11 +169,14 @@ def add_common_options(
         "--device", default="auto", help="cpu, cuda, cuda:N, mps or auto"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=batch_size, help=batch_size_help
+        "--batch-size",
+        type=int_at_least(1),
+        default=batch_size,
+        help=batch_size_help,
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=int_at_least(1),
         default=None,
         help="torch CPU threads (default: torch's choice)",
     )
@@ -355,6 +397,25 @@ def class_names(args, y, names):
             "give one name per class, in sorted label order."
         )
     return given
+
+
+def check_split(args, y):
+    """Refuse a --test-size whose stratified split cannot hold every class."""
+    import math
+
+    import numpy as np
+
+    if not 0 < args.test_size < 1:
+        raise CLIError(f"--test-size {args.test_size} must be between 0 and 1.")
+    n, n_classes = len(y), len(np.unique(y))
+    n_test = math.ceil(args.test_size * n)
+    if n_test < n_classes or n - n_test < n_classes:
+        raise CLIError(
+            f"--test-size {args.test_size} splits the {n} images into {n - n_test} "
+            f"for training and {n_test} held out, but each part needs an image of "
+            f"each of the {n_classes} classes: give more images per class (with "
+            "the embedded data, --n-per-class) or another --test-size."
+        )
 
 
 def add_site_options(parser, *, layers_default, layers_help):

@@ -9,8 +9,11 @@ from ._common import (
     StoreReport,
     add_common_options,
     add_site_options,
+    check_split,
     choose_model,
     drop_unreadable,
+    fraction,
+    int_at_least,
     load_data,
     say,
     site_transformer,
@@ -34,17 +37,17 @@ def add_parser(sub, formatter):
         "(e.g. 0,-1), or all",
     )
     imp.add_argument(
-        "--top-k", type=int, default=10, help="how many dimensions to print"
+        "--top-k", type=int_at_least(1), default=10, help="how many dimensions to print"
     )
     imp.add_argument(
         "--n-repeats",
-        type=int,
+        type=int_at_least(1),
         default=5,
         help="permutations per dimension (their mean and std are printed)",
     )
     imp.add_argument(
         "--test-size",
-        type=float,
+        type=fraction,
         default=0.25,
         help="share of the images held out to measure the importance on",
     )
@@ -74,6 +77,7 @@ def run(args):
 
     X, y, _, what = load_data(args)
     X, y = drop_unreadable(args, X, y)
+    check_split(args, y)
     model = choose_model(args)
     say(args, f"Importance of {model} {args.stage} features on {what}.")
     store = StoreReport(args.cache)

@@ -8,9 +8,11 @@ from ._common import (
     DEMO_MODEL,
     StoreReport,
     add_common_options,
+    check_folds,
     choose_model,
     csv_list,
     drop_unreadable,
+    int_at_least,
     load_data,
     say,
     verbosity,
@@ -41,7 +43,9 @@ def add_parser(sub, formatter):
         help="comma-separated poolings (cls, mean, last, ...), or all; each is "
         "applied at the stages that offer it",
     )
-    probe.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    probe.add_argument(
+        "--cv", type=int_at_least(2), default=5, help="cross-validation folds"
+    )
     probe.add_argument(
         "--scoring",
         default=None,
@@ -72,6 +76,7 @@ def run(args):
 
     X, y, _, what = load_data(args)
     X, y = drop_unreadable(args, X, y)
+    check_folds(args, y)
     stages = csv_list(args.stage, "stage")
     model = choose_model(args)
     say(args, f"Probing {model} on {what}.")

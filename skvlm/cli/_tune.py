@@ -18,10 +18,13 @@ from ._common import (
     REAL_GENERATIVE_MODEL,
     CLIError,
     add_common_options,
+    check_split,
     choose_model,
     class_names,
     csv_list,
     drop_unreadable,
+    fraction,
+    int_at_least,
     load_data,
     say,
     verbosity,
@@ -110,7 +113,7 @@ def add_parser(sub, formatter):
         "--epochs",
         dest="epochs",
         metavar="EPOCHS",
-        type=int,
+        type=int_at_least(1),
         default=None,
         help=f"epochs: passes over the training split {_default('epochs')}",
     )
@@ -119,7 +122,7 @@ def add_parser(sub, formatter):
         "--lora-rank",
         dest="lora_rank",
         metavar="R",
-        type=int,
+        type=int_at_least(1),
         default=8,
         help="LoRA rank (--train lora)",
     )
@@ -139,7 +142,7 @@ def add_parser(sub, formatter):
     )
     tune.add_argument(
         "--test-size",
-        type=float,
+        type=fraction,
         default=0.25,
         help="share of the images held out to compare base and tuned on",
     )
@@ -150,7 +153,7 @@ def add_parser(sub, formatter):
     )
     tune.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=int_at_least(1),
         default=16,
         help="tokens generated per answer (open_ended, closed_set)",
     )
@@ -159,7 +162,7 @@ def add_parser(sub, formatter):
         default="last",
         help="pooling of the per-layer probe curve; 'none' skips the probes",
     )
-    tune.add_argument("--cv", type=int, default=3, help="probe folds")
+    tune.add_argument("--cv", type=int_at_least(2), default=3, help="probe folds")
     tune.add_argument(
         "--random-state",
         type=int,
@@ -168,7 +171,7 @@ def add_parser(sub, formatter):
     )
     tune.add_argument(
         "--num-processes",
-        type=int,
+        type=int_at_least(1),
         default=1,
         help="training processes: N > 1 re-runs this command under python -m "
         "torch.distributed.run --nproc_per_node N (one per GPU); only rank 0 "
@@ -235,8 +238,6 @@ def check_generative(model):
 
 def run(args):
     """``skvlm tune``: fine-tune, then compare base and tuned on held-out images."""
-    if args.num_processes < 1:
-        raise CLIError(f"--num-processes {args.num_processes} must be 1 or more.")
     if args.num_processes > 1:
         return subprocess.run(launch_command(args), check=False).returncode
     import numpy as np
@@ -248,12 +249,11 @@ def run(args):
     main_process = is_main_process()
     if not main_process:
         args.verbose = 0
-    if not 0 < args.test_size < 1:
-        raise CLIError(f"--test-size {args.test_size} must be between 0 and 1.")
     strategies = csv_list(args.strategies, "strategies")
     X, y, names, what = load_data(args)
     X, y = drop_unreadable(args, X, y)
     y = np.asarray(y)
+    check_split(args, y)
     model = choose_model(args)
     check_generative(model)
     classes = np.unique(y)
