@@ -110,7 +110,8 @@ def test_zero_shot_and_importance(clip_path, tmp_path, capsys):
     ],
 )
 def test_errors_are_one_line_without_traceback(clip_path, args, match, capsys):
-    status = main([*args, "--model", str(clip_path), "--quiet", "--n-per-class", "1"])
+    small = ["--n-per-class", "2"] + (["--cv", "2"] if args[0] == "probe" else [])
+    status = main([*args, "--model", str(clip_path), "--quiet", *small])
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"skvlm {args[0]}: error: ")

@@ -76,8 +76,10 @@ def run(args):
 
     X, y, _, what = load_data(args)
     X, y = drop_unreadable(args, X, y)
-    check_folds(args, y)
     stages = csv_list(args.stage, "stage")
+    layers = csv_list(args.layers, "layers", ints=True)
+    poolings = csv_list(args.pooling, "pooling")
+    check_folds(args, y)
     model = choose_model(args)
     say(args, f"Probing {model} on {what}.")
     store = StoreReport(args.cache)
@@ -86,8 +88,8 @@ def run(args):
         X,
         y,
         stages="all" if stages == "all" else [str(s) for s in stages],
-        layers=csv_list(args.layers, "layers", ints=True),
-        poolings=csv_list(args.pooling, "pooling"),
+        layers=layers,
+        poolings=poolings,
         cv=args.cv,
         scoring=args.scoring,
         cache=args.cache,
