@@ -327,7 +327,7 @@ def test_every_option_has_help_and_its_default(command, capsys):
     for name, (takes_value, text) in options.items():
         assert text, f"skvlm {command} {name} has no help"
         if takes_value and "(required)" not in text:
-            assert "default" in text, f"skvlm {command} {name}: no default in {text!r}"
+            assert "(default" in text, f"skvlm {command} {name}: no default: {text!r}"
 
 
 def test_the_help_parser_reads_what_argparse_writes():

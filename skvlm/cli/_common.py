@@ -42,7 +42,7 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             "%(default)" in text
-            or "default" in text
+            or "(default" in text
             or any(action.default is v for v in (None, False, argparse.SUPPRESS))
             or action.nargs == 0
             or not action.option_strings
