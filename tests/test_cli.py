@@ -514,3 +514,22 @@ def test_too_few_images_are_said_in_the_commands_terms(args, match, capsys):
     assert main([*args, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert match in err and "n_splits" not in err and "--n-per-class" in err
+
+
+def test_families_table_cuts_reasons_to_numbered_notes():
+    from skvlm.cli._families import with_notes
+
+    table = pd.DataFrame(
+        {
+            "model_type": ["a", "b"],
+            "vision": ["tested", "unsupported: no image token"],
+            "language": ["unsupported: packs patches", "unsupported: no image token"],
+        }
+    )
+    short, notes = with_notes(table)
+    assert short.to_dict("list") == {
+        "model_type": ["a", "b"],
+        "vision": ["tested", "unsupported [1]"],
+        "language": ["unsupported [2]", "unsupported [1]"],
+    }
+    assert notes == ["no image token", "packs patches"]

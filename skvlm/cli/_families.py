@@ -38,5 +38,26 @@ def run(args):
     table = support_matrix()
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
-    else:
-        print(table.to_string(index=False))
+        return
+    short, notes = with_notes(table)
+    print(short.to_string(index=False))
+    for number, reason in enumerate(notes, start=1):
+        print(f"[{number}] {reason}")
+
+
+def with_notes(table):
+    """The table with each "status: reason" cell cut to "status [n]", and the reasons.
+
+    A reason is shared by many cells (every stage of a family skvlm cannot
+    serve), so each is printed once, below the table.
+    """
+    notes = {}
+
+    def cut(value):
+        if not isinstance(value, str) or ": " not in value:
+            return value
+        status, reason = value.split(": ", 1)
+        number = notes.setdefault(reason, len(notes) + 1)
+        return f"{status} [{number}]"
+
+    return table.map(cut), list(notes)
