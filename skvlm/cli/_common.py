@@ -201,8 +201,18 @@ def csv_list(value, name, *, ints=False):
         ) from None
 
 
-def verbosity(args):
-    """The estimators' progress parameter for ``--verbose``."""
+def verbosity(args, target):
+    """``--verbose`` as ``target`` takes it: ``verbose=`` (int), or ``progress=``.
+
+    ``target`` is the estimator class or function called. The shared
+    vocabulary's ``verbose`` replaces the older boolean ``progress``; this
+    passes whichever ``target`` declares, so the command does not trip a
+    deprecation warning while both exist.
+    """
+    import inspect
+
+    if "verbose" in inspect.signature(target).parameters:
+        return {"verbose": args.verbose}
     return {"progress": args.verbose > 0}
 
 
@@ -468,7 +478,7 @@ def site_transformer(args, model):
         device=args.device,
         cache=args.cache,
         on_error="raise" if args.on_error == "raise" else "nan",
-        **verbosity(args),
+        **verbosity(args, VLMEmbeddingTransformer),
     )
 
 

@@ -98,7 +98,7 @@ def run(args):
         device=args.device,
         n_jobs=args.n_jobs,
         random_state=args.random_state,
-        **verbosity(args),
+        **verbosity(args, probe_layers),
     )
     store.say(args, len(X), n_stages=report.results["stage"].nunique())
     paths = report.save(args.out)

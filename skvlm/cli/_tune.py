@@ -218,6 +218,31 @@ def recipe(args, model):
     return chosen
 
 
+def tuner_names(args, settings, tuner):
+    """The learning rate, epochs and LoRA size under the names ``tuner`` takes.
+
+    The shared vocabulary renames ``learning_rate`` / ``max_epochs`` /
+    ``lora_rank`` / ``lora_alpha`` to ``learning_rate_init`` / ``max_iter`` /
+    ``lora__r`` / ``lora__lora_alpha``; the older names stay one release, with
+    a deprecation warning the command should not show.
+    """
+    import inspect
+
+    if "learning_rate_init" in inspect.signature(tuner).parameters:
+        return {
+            "learning_rate_init": settings["learning_rate"],
+            "max_iter": settings["epochs"],
+            "lora__r": args.lora_rank,
+            "lora__lora_alpha": args.lora_alpha,
+        }
+    return {
+        "learning_rate": settings["learning_rate"],
+        "max_epochs": settings["epochs"],
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
+    }
+
+
 def check_generative(model):
     """Refuse, before any work, a model that cannot generate text."""
     from ..models import describe_sites
@@ -267,7 +292,7 @@ def run(args):
     say(
         args,
         f"Fine-tuning {model} ({settings['train']}, {args.objective}, "
-        f"{settings['epochs']} epochs at learning rate {settings['learning_rate']}) "
+        f"{settings['epochs']} epoch{'s' * (settings['epochs'] != 1)} at learning rate {settings['learning_rate']}) "
         f"on {len(train)} of {what}; {len(test)} held out.",
     )
     tuner = VLMClassificationTuner(
@@ -277,15 +302,12 @@ def run(args):
         class_names=dict(zip(classes, names, strict=True)),
         prompt=args.prompt,
         answer_template=settings["answer_template"],
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        learning_rate=settings["learning_rate"],
-        max_epochs=settings["epochs"],
+        **tuner_names(args, settings, VLMClassificationTuner),
         batch_size=settings["batch_size"],
         output_dir=args.out,
         random_state=args.random_state,
         device=args.device,
-        **verbosity(args),
+        **verbosity(args, VLMClassificationTuner),
     ).fit(X_train, y[train])
     say(args, f"Comparing {model} with the tuned model on the held-out images.")
     pooling = None if args.probe_pooling == "none" else args.probe_pooling
@@ -303,7 +325,7 @@ def run(args):
         batch_size=settings["batch_size"],
         device=args.device,
         random_state=args.random_state,
-        **verbosity(args),
+        **verbosity(args, compare_models),
     )
     if not main_process:
         return 0

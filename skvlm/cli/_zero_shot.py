@@ -85,7 +85,7 @@ def run(args):
         batch_size=args.batch_size,
         device=args.device,
         cache=args.cache,
-        **verbosity(args),
+        **verbosity(args, CLIPZeroShotClassifier),
     )
     pred = clf.fit(X, y).predict(X)
     store.say(args, len(X))
