@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from ._common import (
@@ -72,6 +73,7 @@ def add_parser(sub, formatter):
 
 def run(args):
     """``skvlm probe``: probe_layers, a compact table, and the report folder."""
+    from .. import VLMEmbeddingTransformer
     from ..probing import probe_layers
 
     X, y, _, what = load_data(args)
@@ -83,29 +85,44 @@ def run(args):
     model = choose_model(args)
     say(args, f"Probing {model} on {what}.")
     store = StoreReport(args.cache)
-    report = probe_layers(
-        model,
-        X,
-        y,
+    searched = dict(
         stages="all" if stages == "all" else [str(s) for s in stages],
         layers=layers,
         poolings=poolings,
         cv=args.cv,
         scoring=args.scoring,
+        n_jobs=args.n_jobs,
+        random_state=args.random_state,
+    )
+    site = dict(
         cache=args.cache,
         prompt=args.prompt,
         batch_size=args.batch_size,
         device=args.device,
-        n_jobs=args.n_jobs,
-        random_state=args.random_state,
-        **verbosity(args, probe_layers),
     )
-    store.say(args, len(X), n_stages=report.results["stage"].nunique())
+    if "transformer" in inspect.signature(probe_layers).parameters:
+        # probe_layers takes the estimator whose sites it searches
+        vlm = VLMEmbeddingTransformer(
+            model, **site, **verbosity(args, VLMEmbeddingTransformer)
+        )
+        report = probe_layers(vlm, X, y, **searched)
+    else:  # the older form: the model and the estimator's settings
+        report = probe_layers(
+            model, X, y, **searched, **site, **verbosity(args, probe_layers)
+        )
+    results = report.results
+    stage = "param_stage" if "param_stage" in results else "stage"
+    store.say(args, len(X), n_stages=results[stage].nunique())
     paths = report.save(args.out)
     print(report.to_text())
     best = report.best_params_
     print(
         f"best: {best['stage']} layer {best['layer']} {best['pooling']} "
-        f"({report.best_['mean_score']:.3f}); report in "
+        f"({_best_score(report):.3f}); report in "
         f"{os.path.relpath(paths['html'])}"
     )
+
+
+def _best_score(report):
+    best = report.best_
+    return best["mean_test_score" if "mean_test_score" in best else "mean_score"]
