@@ -126,7 +126,7 @@ def not_found(model, exc):
     )
 
 
-def check_hub(model, timeout=3.0):
+def check_hub(model, revision=None, timeout=3.0):
     """Fail at once, with the offline fix, when hub id ``model`` cannot be reached.
 
     The Hub client retries an unreachable Hub for about half a minute before
@@ -139,7 +139,9 @@ def check_hub(model, timeout=3.0):
 
     try:
         huggingface_hub.utils.validate_repo_id(model)
-        cached = huggingface_hub.try_to_load_from_cache(model, "config.json")
+        cached = huggingface_hub.try_to_load_from_cache(
+            model, "config.json", revision=revision
+        )
     except ValueError:
         return
     if constants.HF_HUB_OFFLINE or isinstance(cached, str):
@@ -166,7 +168,7 @@ def load_config(model, revision=None, model_kwargs=None):
     kwargs = {"revision": revision} if revision else {}
     trust = (model_kwargs or {}).get("trust_remote_code", False)
     if not os.path.isdir(path):
-        check_hub(path)
+        check_hub(path, revision)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust, **kwargs)
     except (OSError, ValueError) as exc:
