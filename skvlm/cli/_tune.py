@@ -280,9 +280,9 @@ def run(args):
     y = np.asarray(y)
     model = choose_model(args)
     check_generative(model)
-    check_split(args, y)
     classes = np.unique(y)
     names = class_names(args, y, names)
+    check_split(args, y)
     settings = recipe(args, model)
     rows = np.arange(len(y))
     train, test = train_test_split(
