@@ -214,7 +214,8 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : ignored or collection of images, default=None
             When given, only its container is checked (no image is decoded).
-        y : ignored
+        y : array-like of shape (n_samples,), default=None
+            Not used; checked to hold one label per image when given with X.
 
         Returns
         -------
@@ -224,7 +225,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         callbacks = check_callbacks(self.callbacks)
         n_samples = None
         if X is not None:
-            n_samples = len(as_items(X, self.image_column)[0])
+            items, _ = as_items(X, self.image_column)
+            n_samples = len(items)
+            if y is not None and len(y) != n_samples:
+                raise ValueError(
+                    f"X has {n_samples} images but y has {len(y)} labels; give one "
+                    "label per image (or no y: this transformer does not use it)."
+                )
         notify(callbacks, "on_fit_begin", self, n_samples=n_samples)
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged

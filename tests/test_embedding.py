@@ -259,3 +259,13 @@ def test_missing_device_is_a_clear_error(clip_path):
         VLMEmbeddingTransformer(clip_path, device="cuda").fit(None)
     with pytest.raises(ValueError, match="is not a torch device"):
         VLMEmbeddingTransformer(clip_path, device="gpu0").fit(None)
+
+
+def test_fit_refuses_a_y_of_another_length(clip_path):
+    images = random_images(3)
+    with pytest.raises(ValueError, match="X has 3 images but y has 2 labels"):
+        VLMEmbeddingTransformer(clip_path).fit(images, [0, 1])
+    VLMEmbeddingTransformer(clip_path).fit(images, [0, 1, 0])
+    VLMEmbeddingTransformer(clip_path).fit(
+        None, [0, 1]
+    )  # X not given: nothing to check

@@ -318,6 +318,14 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         names = class_texts(self.class_names, classes)
         check_no_match(self.no_match, classes)
         adapter = self._adapter()
+        if "language" not in adapter.stages:
+            raise ValueError(
+                f"model={self.model!r} is a {adapter.family} model: it has no "
+                "language model, so it can neither generate nor score an answer. "
+                "For a CLIP or SigLIP model use CLIPZeroShotClassifier (zero-shot) "
+                "or VLMEmbeddingTransformer with a probe; VLMGenerativeClassifier "
+                "needs a generative VLM, e.g. model='llava-hf/llava-1.5-7b-hf'."
+            )
         resolve_template(
             self.prompt_template,
             adapter.family,

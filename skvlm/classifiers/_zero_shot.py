@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from numbers import Integral
 
@@ -15,7 +16,7 @@ from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
 from .._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
 from ..callbacks import check_callbacks, notify
-from ..models import load_adapter
+from ..models import load_adapter, user_stacklevel
 from ._base import VLMClassifierMixin, batch_events_of
 from ._class_names import class_texts
 
@@ -192,6 +193,16 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
                     f"template {template!r} must contain exactly one '{{}}' for the "
                     "class name."
                 )
+        if templates and all(n.strip().lstrip("-").isdigit() for n in names):
+            warnings.warn(
+                f"The class names are numbers ({names[:3]}...): the prompts read "
+                f"{templates[0].format(names[0])!r}, which names nothing "
+                "the text encoder can match to an image, so zero-shot accuracy stays "
+                "near chance. Pass class_names: names in sorted label order, or a "
+                "dict {label: name} such as {0: 'cat', 1: 'dog'}.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
         embedder = self._make_embedder()
         adapter = load_adapter(
             self.model,

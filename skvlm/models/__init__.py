@@ -48,6 +48,7 @@ __getattr__, __dir__, __all__ = attach(
             "checked_loading",
             "max_tokens",
             "note_shipped_model",
+            "user_stacklevel",
         ],
         "._loading": [
             "MissingVideoProcessor",

@@ -10,6 +10,8 @@ token position past every sequence a stage can produce.
 
 from __future__ import annotations
 
+import inspect
+import multiprocessing
 import os
 import threading
 import warnings
@@ -34,6 +36,47 @@ _NOTED_LOCK = threading.Lock()
 
 def _name(model):
     return os.fspath(model) if isinstance(model, os.PathLike) else model
+
+
+#: Packages whose frames stand between a user's line and skvlm's code.
+_CALLERS = {"skvlm", "sklearn", "joblib", "threading", "concurrent", "contextlib"}
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes the caller's warning point at the user's line.
+
+    Counts the frames above the function that calls this one, up to the first
+    that belongs to none of skvlm and the libraries that run estimators
+    (scikit-learn, joblib, threads): ``GridSearchCV(...).fit(X, y)`` in a script
+    is reported at that line, not deep inside skvlm. In a worker thread, whose
+    stack holds no user code, the outermost frame.
+
+    Returns
+    -------
+    stacklevel : int
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skvlm.models import user_stacklevel
+    >>> def warn_from_a_library():
+    ...     warnings.warn("note", stacklevel=user_stacklevel())
+    >>> script = {"__name__": "__main__", "warn": warn_from_a_library}
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     exec(compile("warn()", "script.py", "exec"), script)
+    >>> caught[0].filename
+    'script.py'
+    """
+    frame = inspect.currentframe().f_back  # the function that warns: level 1
+    level = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or ""
+        if module.split(".")[0] not in _CALLERS:
+            return level
+        frame = frame.f_back
+        level += 1
+    return max(level - 1, 1)
 
 
 def check_device(device):
@@ -69,6 +112,11 @@ def check_device(device):
 def note_shipped_model(model):
     """Warn, once per process and model, that a shipped demo model is in use.
 
+    The warning points at the user's line (:func:`user_stacklevel`). It is said
+    by the main process only: joblib's worker processes
+    (``GridSearchCV(n_jobs=2)``) would each repeat it, on a stderr a notebook
+    does not show.
+
     Parameters
     ----------
     model : str or path-like
@@ -84,6 +132,7 @@ def note_shipped_model(model):
         not isinstance(name, str)
         or not name.startswith(SHIPPED_PREFIX)
         or name in _NOTED
+        or multiprocessing.parent_process() is not None
     ):
         return
     if name not in shipped_models():
@@ -98,7 +147,7 @@ def note_shipped_model(model):
         "32-px digit images, its features and answers mean little on other images. "
         f"For real data pass a real checkpoint, e.g. model={default!r}.",
         EmbeddedModelWarning,
-        stacklevel=2,
+        stacklevel=user_stacklevel(),
     )
 
 

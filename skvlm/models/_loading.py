@@ -127,9 +127,44 @@ def not_found(model, exc):
         "local directory, and the Hugging Face Hub could not provide it (offline, "
         "a typo, or a gated repository). Point model= at a local copy saved with "
         "save_pretrained (config, safetensors weights and processor in one folder), "
-        "or download it once with `huggingface-cli download <id>` and pass the "
-        "folder."
+        "or download it once with `hf download <id>` and pass the folder; a model "
+        "already in the Hugging Face cache loads offline, without waiting for the "
+        "Hub, with HF_HUB_OFFLINE=1 set."
     )
+
+
+def check_hub(model, revision=None, timeout=3.0):
+    """Fail at once, with the offline fix, when hub id ``model`` cannot be reached.
+
+    The Hub client retries an unreachable Hub for about half a minute before
+    transformers gives up; one request without retries tells the same sooner.
+    Models already in the Hugging Face cache, offline mode (``HF_HUB_OFFLINE=1``)
+    and names that are no hub id are left to transformers.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        huggingface_hub.utils.validate_repo_id(model)
+        cached = huggingface_hub.try_to_load_from_cache(
+            model, "config.json", revision=revision
+        )
+    except ValueError:
+        return
+    if constants.HF_HUB_OFFLINE or isinstance(cached, str):
+        return
+    url = f"{constants.ENDPOINT}/api/models/{model}"
+    try:
+        huggingface_hub.get_session().head(url, timeout=timeout)
+    except Exception as exc:  # the HTTP client's own error types vary by version
+        raise ModelNotFoundError(
+            f"Could not load model {model!r}: the Hugging Face Hub at "
+            f"{constants.ENDPOINT} cannot be reached ({type(exc).__name__}: {exc}), "
+            "and the model is not in the Hugging Face cache. Without a network: "
+            "copy the model here (`hf download <id>` where there is one, then pass "
+            "its folder as model=), or, if it is in the cache already, set "
+            "HF_HUB_OFFLINE=1 to load it without asking the Hub."
+        ) from exc
 
 
 def load_config(model, revision=None, model_kwargs=None):
@@ -139,6 +174,8 @@ def load_config(model, revision=None, model_kwargs=None):
     path = resolve_model(model)
     kwargs = {"revision": revision} if revision else {}
     trust = (model_kwargs or {}).get("trust_remote_code", False)
+    if not os.path.isdir(path):
+        check_hub(path, revision)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust, **kwargs)
     except (OSError, ValueError) as exc:

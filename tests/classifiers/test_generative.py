@@ -371,3 +371,11 @@ def test_cross_val_score_and_pickle(llava_path):
     np.testing.assert_allclose(
         pickle.loads(blob).decision_function(X[:1]), fitted.decision_function(X[:1])
     )
+
+
+def test_a_model_that_cannot_answer_is_refused_at_fit(clip_path):
+    images = random_images(2)
+    with pytest.raises(ValueError, match="is a clip model: it has no language model"):
+        VLMGenerativeClassifier(clip_path).fit(images, [0, 1])
+    with pytest.raises(ValueError, match="use CLIPZeroShotClassifier"):
+        VLMGenerativeClassifier(clip_path, strategy="open_ended").fit(images, [0, 1])
