@@ -10,11 +10,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._deprecation import DEPRECATED, renamed_verbose, resolve_verbose
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
 from ._module_extraction import ModuleExtraction
 from ._site import STAGES, Site, resolve_layers
-from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
+from ._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
+from .callbacks import check_callbacks, notify
 from .models import check_position
 from .pooling import POOLINGS, is_position, pooling_label
 from .store import StoreFeatures, open_store
@@ -74,8 +76,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         :class:`skvlm.FeatureStore`; its ``keep`` setting says which sites a
         pass keeps). A path opens a store in that directory with the default
         settings. Checked at ``fit``.
-    progress : bool, default=False
-        Show a progress bar over batches.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model
+        (none when the store serves them all); 2 also a line per batch and
+        transformers' weight-loading bar. See :term:`verbose`.
     on_error : {"raise", "nan"}, default="raise"
         What to do with an image that cannot be read: raise an error naming it,
         or return a row of NaN for it and warn once listing the failed indices.
@@ -92,6 +96,13 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each batch of images that ran through the model
+        (with the images' content ``keys``); see :mod:`skvlm.callbacks`.
+    progress : bool
+        Deprecated alias of ``verbose`` (``True`` is ``verbose=1``); warns with
+        a ``FutureWarning``, removed in 0.3.
     module : str or list of str, default=None
         Read the output of named modules instead of the stage's stack (a
         *module site*): a glob over the dotted names of the model's
@@ -165,12 +176,14 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "dtype": "no_validation",  # str or torch.dtype, checked by resolve_dtype
         "normalize": ["boolean"],
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
         "module": [str, list, None],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
     }
 
     def __init__(
@@ -186,12 +199,14 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         dtype="auto",
         normalize=False,
         cache=None,
-        progress=False,
+        verbose=1,
         on_error="raise",
         model_kwargs=None,
         n_workers="auto",
         image_column="image",
         module=None,
+        callbacks=None,
+        progress=DEPRECATED,
     ):
         self.model = model
         self.stage = stage
@@ -203,12 +218,14 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.normalize = normalize
         self.cache = cache
-        self.progress = progress
+        self.verbose = verbose
         self.on_error = on_error
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
         self.image_column = image_column
         self.module = module
+        self.callbacks = callbacks
+        self.progress = progress
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)
@@ -219,14 +236,25 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : ignored or collection of images, default=None
             When given, only its container is checked (no image is decoded).
-        y : ignored
+        y : array-like of shape (n_samples,), default=None
+            Not used; checked to hold one label per image when given with X.
 
         Returns
         -------
         self : VLMEmbeddingTransformer
         """
+        resolve_verbose(self, warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        n_samples = None
         if X is not None:
-            as_items(X, self.image_column)
+            items, _ = as_items(X, self.image_column)
+            n_samples = len(items)
+            if y is not None and len(y) != n_samples:
+                raise ValueError(
+                    f"X has {n_samples} images but y has {len(y)} labels; give one "
+                    "label per image (or no y: this transformer does not use it)."
+                )
+        notify(callbacks, "on_fit_begin", self, n_samples=n_samples)
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
@@ -246,6 +274,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.pooling_ = pooling
         self.layer_widths_ = extraction.widths(layers)
         self.n_features_out_ = sum(self.layer_widths_)
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
     def transform(self, X):
@@ -280,7 +309,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         return out
 
-    def precompute(self, X, *, progress=True):
+    def precompute(self, X, *, verbose=None, progress=DEPRECATED):
         """Fill the store with the sites its ``keep`` setting keeps, for every image.
 
         Run it once where the model runs fast (a GPU box); later transforms at
@@ -295,8 +324,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : collection of images
             As for :meth:`transform`.
-        progress : bool, default=True
-            Show a progress bar over the batches that run the model.
+        verbose : int, default=None
+            Overrides the estimator's ``verbose`` for this call (None: the
+            estimator's, 1 by default).
+        progress : bool
+            Deprecated alias of ``verbose``.
 
         Returns
         -------
@@ -309,6 +341,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
+        verbose = renamed_verbose(progress, verbose, where="precompute")
         items, row_prompts = as_items(X, self.image_column)
         self._extraction().fill(
             open_store(self.cache),
@@ -317,7 +350,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             [],
             position=self.pooling_,
             requests=[(layer, self.pooling_) for layer in self.layers_],
-            progress=progress,
+            verbose=verbose,
         )
         return self
 
@@ -351,7 +384,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         >>> vlm = VLMEmbeddingTransformer(
         ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
         ... )
-        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features = vlm.fit().precompute(images, verbose=0).stored_features(images)
         >>> features.shape, features.sites
         ((3, 32), ['vision/l3/cls'])
         """
@@ -421,9 +454,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         """The extraction this estimator's parameters describe (model loaded once)."""
         if self.module is not None:
             return ModuleExtraction.from_params(
-                self.get_params(deep=False), widths=getattr(self, "layer_widths_", None)
+                self.get_params(deep=False),
+                widths=getattr(self, "layer_widths_", None),
+                estimator=self,
             )
-        return Extraction.from_params(self.get_params(deep=False))
+        return Extraction.from_params(self.get_params(deep=False), estimator=self)
 
     def _fit_modules(self):
         extraction = self._extraction()

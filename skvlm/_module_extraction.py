@@ -44,9 +44,9 @@ class ModuleExtraction(Extraction):
         )
 
     @classmethod
-    def from_params(cls, params, widths=None):
+    def from_params(cls, params, widths=None, estimator=None):
         """The module extraction a ``VLMEmbeddingTransformer``'s params describe."""
-        base = Extraction.from_params(params)
+        base = Extraction.from_params(params, estimator=estimator)
         modules = match_modules(base.adapter.model, params["module"])
         return cls(
             base.adapter,
@@ -56,8 +56,10 @@ class ModuleExtraction(Extraction):
             prompt=base.prompt,
             batch_size=base.batch_size,
             on_error=base.on_error,
-            progress=base.progress,
+            verbose=base.verbose,
             n_workers=base.n_workers,
+            callbacks=base.callbacks,
+            estimator=estimator,
         )
 
     def measure_widths(self):

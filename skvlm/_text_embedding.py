@@ -211,5 +211,5 @@ class VLMTextEmbeddingTransformer(TransformerMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
-            progress=self.verbose > 0,
+            verbose=self.verbose,
         )

@@ -7,6 +7,8 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import top_k_accuracy_score
 
+from ._sklearn_compat import Interval, validate_params
+
 __all__ = [
     "image_to_text_recall",
     "recall_at_k_scorer",
@@ -86,6 +88,10 @@ class _TopKAccuracyScorer:
         return scores
 
 
+@validate_params(
+    {"k": [Interval(Integral, 1, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def top_k_accuracy_scorer(k=5):
     """Make a scorer for the share of rows whose true class is in the top ``k``.
 

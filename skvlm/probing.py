@@ -198,6 +198,7 @@ def probe_layers(
         dtype=dtype,
         cache=store,
         model_kwargs=model_kwargs,
+        verbose=int(bool(progress)),
     )
     adapter = load_adapter(model, device=device, dtype=dtype, model_kwargs=model_kwargs)
     plan = _plan(adapter, model, stages, layers, poolings)
@@ -214,7 +215,7 @@ def probe_layers(
         for position in positions:
             pooling = position if is_position(position) else "auto"
             est = VLMEmbeddingTransformer(model, stage=stage, pooling=pooling, **common)
-            est.fit(None).precompute(X, progress=progress)
+            est.fit(None).precompute(X)
         features.update(_read_sites(model, stage, sites, X, common))
     extract_time = time.perf_counter() - started
 

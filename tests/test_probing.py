@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -22,14 +21,6 @@ from skvlm.probing import ProbeReport, probe_layers
 def digits():
     data = load_digit_images(n_class=3, n_per_class=6, variation=0.3)
     return data.images, data.target
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    path = tmp_path / "forwards.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(path))
-    get_reusable_executor().shutdown(wait=True)
-    yield lambda: path.read_text().split() if path.exists() else []
 
 
 def _probe():
@@ -139,10 +130,10 @@ def test_one_forward_pass_per_image_per_stage(clip_path, digits, tmp_path, forwa
     store = tmp_path / "store"
     probe_layers(clip_path, X, y, stages="all", cv=2, cache=store, probe=_fast_probe())
     keys = sorted(image_key(im) for im in X)
-    assert sorted(forward_log()) == sorted(keys * 2)  # vision, projector
+    assert sorted(forward_log.read()) == sorted(keys * 2)  # vision, projector
     store = FeatureStore.open(store)
     probe_layers(clip_path, X, y, stages="all", cv=2, cache=store, probe=_fast_probe())
-    assert len(forward_log()) == 2 * len(X)  # the rerun read the store only
+    assert len(forward_log.read()) == 2 * len(X)  # the rerun read the store only
 
 
 def test_layers_and_poolings_per_stage(clip_path, digits):

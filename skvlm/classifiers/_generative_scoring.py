@@ -227,7 +227,7 @@ def score_images(
     *,
     batch_size,
     with_image=True,
-    progress=lambda x: x,
+    on_batch=None,
 ):
     """Summed log-probabilities of every continuation for every image.
 
@@ -246,8 +246,8 @@ def score_images(
         Continuations per pass.
     with_image : bool, default=True
         False drops the image tokens (the text-only prior).
-    progress : callable, default=identity
-        Wraps the list of (item, text) pairs (a progress bar).
+    on_batch : callable, default=None
+        Called as ``on_batch(n_done, n_total, rows)`` after each image.
 
     Returns
     -------
@@ -255,9 +255,7 @@ def score_images(
     """
     rows = []
     with torch.inference_mode():
-        for i, (item, text) in enumerate(
-            progress(list(zip(items, texts, strict=True)))
-        ):
+        for i, (item, text) in enumerate(zip(items, texts, strict=True)):
             prefix, cache = image_prefix(
                 adapter, load_image(item, i), text, answer_ids, with_image=with_image
             )
@@ -265,11 +263,17 @@ def score_images(
                 adapter, prefix, cache, continuations, batch_size
             )
             rows.append(sums.cpu().numpy().astype(np.float64))
+            if on_batch is not None:
+                on_batch(i + 1, len(items), [i])
     return np.stack(rows)
 
 
-def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progress):
+def generate_answers(
+    adapter, items, texts, *, batch_size, max_new_tokens, on_batch=None
+):
     """Greedy answers to each (image, prompt), special tokens removed.
+
+    ``on_batch(n_done, n_total, rows)`` is called after each batch.
 
     Batches are left-padded so every answer starts right after its prompt; the
     echoed prompt of decoder-only models is cut off.
@@ -278,8 +282,8 @@ def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progr
     answers = []
     starts = range(0, len(items), batch_size)
     with torch.inference_mode(), _left_padding(tokenizer):
-        for start in progress(list(starts)):
-            stop = start + batch_size
+        for start in starts:
+            stop = min(start + batch_size, len(items))
             images = [load_image(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
@@ -297,6 +301,8 @@ def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progr
             answers.extend(
                 a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
             )
+            if on_batch is not None:
+                on_batch(stop, len(items), list(range(start, stop)))
     return answers
 
 

@@ -23,6 +23,7 @@ from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
 from . import _probe_training as training
 from ._lazy_array import LazyArray, MemoryArray, is_lazy
+from ._probe_rows import check_float32_range
 from ._probe_training import ACTIVATIONS, activate
 
 
@@ -539,6 +540,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             X, y = validate_data(
                 self, X, y, dtype=(np.float64, np.float32), reset=reset
             )
+            names = getattr(self, "feature_names_in_", None)
+            check_float32_range(X, feature_names=names, estimator=type(self).__name__)
             return MemoryArray(X), y
         X = LazyArray(X)
         y = column_or_1d(y, warn=True)

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import check_is_fitted
 
+from .._deprecation import DEPRECATED
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
-from .._sklearn_compat import HasMethods, Interval, fit_context
-from ..models import load_adapter
+from .._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
+from ..callbacks import check_callbacks, notify
+from ..models import load_adapter, user_stacklevel
+from ._base import VLMClassifierMixin, batch_events_of
 from ._class_names import class_texts
-from ._templates import class_prompts
+from ._templates import class_prompts, resolve_templates
 
 
-class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
+class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator):
     """Zero-shot image classification with a CLIP-style model (CLIP, SigLIP, ALIGN...).
 
     Each class is described by text prompts ("a photo of a {}."); an image is
@@ -55,13 +57,28 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         As for :class:`skvlm.VLMEmbeddingTransformer`.
     cache : None, str, path-like or FeatureStore, default=None
         Store for the image embeddings (see :class:`skvlm.FeatureStore`).
-    progress : bool, default=False
-        Show a progress bar over image batches.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model;
+        2 also a line per batch. See :term:`verbose`.
+    on_error : {"raise", "nan"}, default="raise"
+        An image that cannot be read raises an error naming it, or (``"nan"``)
+        gets a row of NaN in ``decision_function`` and ``predict_proba`` with a
+        warning listing the failed indices (``predict`` has no label for it and
+        raises).
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
+    n_workers : int or "auto", default="auto"
+        Threads preparing the next batches of images while the model runs, as
+        for :class:`skvlm.VLMEmbeddingTransformer`. Results do not depend on it.
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each batch of images (see
+        :mod:`skvlm.callbacks`).
+    progress : bool
+        Deprecated alias of ``verbose``; warns, removed in 0.3.
 
     Attributes
     ----------
@@ -109,9 +126,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "device": "no_validation",
         "dtype": "no_validation",
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
+        "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
+        "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
     }
 
     def __init__(
@@ -125,9 +146,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         device="auto",
         dtype="auto",
         cache=None,
-        progress=False,
+        verbose=1,
+        on_error="raise",
         model_kwargs=None,
+        n_workers="auto",
         image_column="image",
+        callbacks=None,
+        progress=DEPRECATED,
     ):
         self.model = model
         self.class_names = class_names
@@ -137,9 +162,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.cache = cache
-        self.progress = progress
+        self.verbose = verbose
+        self.on_error = on_error
         self.model_kwargs = model_kwargs
+        self.n_workers = n_workers
         self.image_column = image_column
+        self.callbacks = callbacks
+        self.progress = progress
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -160,16 +189,30 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
+        verbose = self._verbose(warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        notify(callbacks, "on_fit_begin", self, n_samples=len(X))
         classes = unique_labels(y)
         names = class_texts(self.class_names, classes)
         texts = class_prompts(self.templates, names, classes, self.class_descriptions)
+        templates = resolve_templates(self.templates)
+        if templates and all(n.strip().lstrip("-").isdigit() for n in names):
+            warnings.warn(
+                f"The class names are numbers ({names[:3]}...): the prompts read "
+                f"{templates[0].format(names[0])!r}, which names nothing "
+                "the text encoder can match to an image, so zero-shot accuracy stays "
+                "near chance. Pass class_names: names in sorted label order, or a "
+                "dict {label: name} such as {0: 'cat', 1: 'dog'}.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
         embedder = self._make_embedder()
         adapter = load_adapter(
             self.model,
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
-            progress=self.progress,
+            verbose=verbose,
         )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
@@ -195,53 +238,19 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.class_embeddings_ = embeddings.cpu().numpy()
         self.logit_scale_, self.logit_bias_ = adapter.logit_params()
         self._probability = adapter.probability
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
-    def decision_function(self, X):
-        """The model's logits of each image against each class.
+    # decision_function (the logits), predict_proba (softmax for CLIP,
+    # normalised sigmoids for SigLIP) and predict come from VLMClassifierMixin.
+    @property
+    def _proba_link(self):
+        return getattr(self, "_probability", "softmax")
 
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        logits : ndarray of shape (n_images, n_classes)
-        """
-        check_is_fitted(self)
+    def _class_scores(self, X):
+        """The model's logits of each image against each class."""
         images = self._embedder_for_transform().transform(X)
         return self.logit_scale_ * images @ self.class_embeddings_.T + self.logit_bias_
-
-    def predict_proba(self, X):
-        """Class probabilities (softmax for CLIP, normalised sigmoids for SigLIP).
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-        """
-        logits = self.decision_function(X)
-        if getattr(self, "_probability", "softmax") == "sigmoid":
-            scores = expit(logits)
-            return scores / scores.sum(axis=1, keepdims=True)
-        return softmax(logits, axis=1)
-
-    def predict(self, X):
-        """The class with the highest logit for each image.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        labels : ndarray of shape (n_images,)
-        """
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
     # -- internals -------------------------------------------------------------------
     def _make_embedder(self):
@@ -254,9 +263,12 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             cache=self.cache,
-            progress=self.progress,
+            verbose=self._verbose(),
+            on_error=self.on_error,
             model_kwargs=self.model_kwargs,
+            n_workers=self.n_workers,
             image_column=self.image_column,
+            callbacks=batch_events_of(self),
         )
 
     def _embedder_for_transform(self):

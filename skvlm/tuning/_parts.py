@@ -93,12 +93,14 @@ def _under(name, prefixes):
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def family_parts(adapter):
+def family_parts(adapter, quantized=False):
     """The :class:`Parts` of ``adapter``'s model, or an error saying why it cannot train.
 
     Parameters
     ----------
     adapter : skvlm.models.Adapter
+    quantized : bool, default=False
+        Whether the tuner itself loaded the base quantized (QLoRA).
 
     Returns
     -------
@@ -123,11 +125,14 @@ def family_parts(adapter):
             "probabilistic scorer reads them. Use a decoder-only checkpoint (OPT, "
             "Vicuna)."
         )
-    if getattr(net, "is_quantized", False) or getattr(net, "hf_quantizer", None):
+    is_quantized = getattr(net, "is_quantized", False) or getattr(
+        net, "hf_quantizer", None
+    )
+    if is_quantized and not quantized:
         raise ValueError(
             "The model is loaded quantized (model_kwargs has a quantization_config); "
-            "VLMClassificationTuner trains a float copy of the weights. Load it "
-            "unquantized (bfloat16 on a GPU)."
+            "VLMClassificationTuner loads quantized bases itself: pass "
+            "quantization='4bit' or '8bit' (with train='lora') instead."
         )
     names = {n for n, _ in net.named_parameters()}
     modules = {n for n, _ in net.named_modules()}
@@ -198,7 +203,7 @@ def lora_target_regex(net, parts, target_modules=None):
         unknown = sorted(set(target_modules) - set(leaves))
         if unknown:
             raise ValueError(
-                f"lora_target_modules names {unknown}, which are not linear layers of "
+                f"lora__target_modules names {unknown}, which are not linear layers of "
                 f"the language model's blocks; available: {leaves}."
             )
         leaves = sorted(set(target_modules))
@@ -237,10 +242,7 @@ def make_trainable(
     *,
     train,
     train_vision=False,
-    lora_rank=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    lora_target_modules=None,
+    lora=None,
 ):
     """A copy of ``adapter.model`` whose chosen parts train.
 
@@ -257,8 +259,10 @@ def make_trainable(
     parts : Parts
     train : {"lora", "projector", "full"}
     train_vision : bool
-    lora_rank, lora_alpha, lora_dropout, lora_target_modules
-        LoRA settings (``train="lora"`` only).
+    lora : dict, default=None
+        ``peft.LoraConfig`` arguments (``train="lora"`` only);
+        ``target_modules`` holds leaf names of the language model's linear
+        layers (None: all of them).
 
     Returns
     -------
@@ -295,13 +299,11 @@ def make_trainable(
                 "install peft); train='projector' and 'full' work without it."
             ) from None
 
-        config = LoraConfig(
-            r=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
-            target_modules=lora_target_regex(net, parts, lora_target_modules),
-            bias="none",
+        kwargs = {"r": 8, "lora_alpha": 16, "bias": "none", **(lora or {})}
+        kwargs["target_modules"] = lora_target_regex(
+            net, parts, kwargs.get("target_modules")
         )
+        config = LoraConfig(**kwargs)
         with warnings.catch_warnings():
             # peft reads a property transformers has deprecated (harmless)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -316,6 +318,17 @@ def make_trainable(
             if id(param) in projector_ids:
                 projector.add(name)
     return Trainable(net, runner, params, projector, dtypes)
+
+
+def base_weight(layer):
+    """A linear layer's weight as a float tensor (de-quantized when bitsandbytes
+    holds it in 4 or 8 bits)."""
+    weight = layer.weight
+    if weight.dtype in (torch.uint8, torch.int8) or hasattr(weight, "quant_state"):
+        from peft.utils.integrations import dequantize_module_weight
+
+        return dequantize_module_weight(layer)
+    return weight
 
 
 def trained_state(trainable, train):
@@ -342,7 +355,7 @@ def trained_state(trainable, train):
         with torch.no_grad():
             for name, module in trainable.runner.named_modules():
                 if isinstance(module, LoraLayer):
-                    weight = module.base_layer.weight
+                    weight = base_weight(module.base_layer)
                     delta = module.get_delta_weight(module.active_adapters[0])
                     value = (weight.float() + delta.float()).to(weight.dtype)
                     merged[name.removeprefix(prefix) + ".weight"] = value.cpu()
