@@ -26,8 +26,9 @@ def add_parser(sub, formatter):
         nargs="?",
         const="*",
         metavar="GLOB",
-        help="list the model's named modules (those matching GLOB), for "
-        "VLMEmbeddingTransformer(module=...)",
+        help="list the model's named modules (those matching GLOB; all when "
+        "GLOB is left out), for VLMEmbeddingTransformer(module=...) (default: "
+        "list the sites, not the modules)",
     )
     add_output_options(sites)
     sites.set_defaults(run=run)
