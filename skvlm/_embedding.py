@@ -91,6 +91,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -148,6 +154,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -168,6 +175,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         model_kwargs=None,
         n_workers="auto",
         image_column="image",
+        image_aspect="native",
     ):
         self.model = model
         self.stage = stage
@@ -184,6 +192,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
         self.image_column = image_column
+        self.image_aspect = image_aspect
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)

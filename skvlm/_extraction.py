@@ -18,7 +18,7 @@ from numbers import Integral
 
 import numpy as np
 
-from ._inputs import ImageLoadError, image_key, load_image
+from ._inputs import ImageLoadError, image_key, image_loader
 from ._site import Site, is_position
 from .models import load_adapter
 from .store import compute_missing, serve
@@ -26,7 +26,15 @@ from .store import compute_missing, serve
 #: Bump when what a site means changes, so old stores are never served.
 SITE_VERSION = 1
 
-_PARAMS = ("stage", "prompt", "batch_size", "on_error", "progress", "n_workers")
+_PARAMS = (
+    "stage",
+    "prompt",
+    "batch_size",
+    "on_error",
+    "progress",
+    "n_workers",
+    "image_aspect",
+)
 
 
 class Extraction:
@@ -51,6 +59,10 @@ class Extraction:
         runs the current one (0: all in the calling thread). ``"auto"``: on a
         GPU, one fewer than the CPUs (at most 8); on the CPU, 0, since the
         forward pass already keeps every core busy. Results do not depend on it.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"pad"`` pads each image to a square with the processor's mean colour
+        before the processor sees it (:func:`skvlm._inputs.pad_to_square`); the
+        namespace then differs, so padded and unpadded vectors never mix.
 
     Examples
     --------
@@ -74,6 +86,7 @@ class Extraction:
         on_error="raise",
         progress=False,
         n_workers="auto",
+        image_aspect="native",
     ):
         if stage not in adapter.stages:
             raise ValueError(
@@ -93,6 +106,8 @@ class Extraction:
         self.on_error = on_error
         self.progress = progress
         self.n_workers = resolve_workers(n_workers, adapter.device)
+        self.image_aspect = image_aspect
+        self._load_image = image_loader(image_aspect, adapter.processor)
 
     @classmethod
     def from_params(cls, params):
@@ -195,6 +210,10 @@ class Extraction:
             "preprocessing": adapter.preprocessing_config(),
             "site_version": SITE_VERSION,
         }
+        if self.image_aspect != "native":
+            # Only a non-default aspect enters the hash: stores filled before the
+            # option existed keep their namespace.
+            identity["image_aspect"] = self.image_aspect
         blob = json.dumps(identity, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest(), meta
 
@@ -226,7 +245,7 @@ class Extraction:
         kept, images = [], []
         for i in rows:
             try:
-                images.append(load_image(items[i], i))
+                images.append(self._load_image(items[i], i))
                 kept.append(i)
             except ImageLoadError:
                 if self.on_error == "raise":

@@ -513,13 +513,56 @@ def pad_to_square(image, fill=(0, 0, 0)):
     width, height = image.size
     if width == height:
         return image
-    colour = tuple(
-        int(c * 255) if isinstance(c, float) else int(c) for c in fill
-    )
+    colour = tuple(int(c * 255) if isinstance(c, float) else int(c) for c in fill)
     side = max(width, height)
     result = Image.new(image.mode, (side, side), colour)
     result.paste(image, ((side - width) // 2, (side - height) // 2))
     return result
+
+
+IMAGE_ASPECTS = ("native", "pad")
+
+
+def image_loader(image_aspect, processor=None):
+    """``load(item, index)``: :func:`load_image`, then padded when ``image_aspect="pad"``.
+
+    ``"native"`` hands the image to the processor as it is (which then resizes
+    and centre-crops it); ``"pad"`` first pads it to a square with the
+    processor's ``image_mean`` (:func:`pad_to_square`, LLaVA's
+    ``--image_aspect_ratio pad``), so the crop cuts nothing off.
+
+    Parameters
+    ----------
+    image_aspect : {"native", "pad"}
+    processor : transformers processor or image processor, default=None
+        Where the padding colour comes from (``image_processor.image_mean``);
+        black when it has none.
+
+    Returns
+    -------
+    load : callable
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from skvlm._inputs import image_loader
+    >>> load = image_loader("pad")
+    >>> load(Image.new("RGB", (4, 2)), 0).size
+    (4, 4)
+    """
+    if image_aspect not in IMAGE_ASPECTS:
+        raise ValueError(
+            f"image_aspect must be one of {list(IMAGE_ASPECTS)}; got {image_aspect!r}."
+        )
+    if image_aspect == "native":
+        return load_image
+    images = getattr(processor, "image_processor", processor)
+    fill = getattr(images, "image_mean", None) or (0, 0, 0)
+
+    def load(item, index=0):
+        return pad_to_square(load_image(item, index), fill=fill)
+
+    return load
 
 
 _FILE_KEYS: dict[tuple, str] = {}

@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from .._inputs import ImageInputMixin, as_items
+from .._inputs import ImageInputMixin, as_items, image_loader
 from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..models import DEFAULT_PROMPT, load_adapter
 from ._class_names import class_texts
@@ -123,6 +123,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -228,6 +234,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
         "image_column": [str],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -254,6 +261,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         progress=False,
         model_kwargs=None,
         image_column="image",
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
@@ -276,6 +284,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.model_kwargs = model_kwargs
         self.image_column = image_column
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -566,6 +575,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             batch_size=self.class_batch_size,
             with_image=with_image,
             progress=self._progress,
+            load=image_loader(self.image_aspect, adapter.processor),
         )
         if self.reduction == "sum":
             return sums
@@ -580,6 +590,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             max_new_tokens=self.max_new_tokens,
             progress=self._progress,
+            load=image_loader(self.image_aspect, adapter.processor),
         )
 
     def _progress(self, iterable):

@@ -228,6 +228,7 @@ def score_images(
     batch_size,
     with_image=True,
     progress=lambda x: x,
+    load=load_image,
 ):
     """Summed log-probabilities of every continuation for every image.
 
@@ -248,6 +249,8 @@ def score_images(
         False drops the image tokens (the text-only prior).
     progress : callable, default=identity
         Wraps the list of (item, text) pairs (a progress bar).
+    load : callable, default=load_image
+        ``load(item, index)`` -> RGB image (``skvlm._inputs.image_loader``).
 
     Returns
     -------
@@ -259,7 +262,7 @@ def score_images(
             progress(list(zip(items, texts, strict=True)))
         ):
             prefix, cache = image_prefix(
-                adapter, load_image(item, i), text, answer_ids, with_image=with_image
+                adapter, load(item, i), text, answer_ids, with_image=with_image
             )
             sums = score_continuations(
                 adapter, prefix, cache, continuations, batch_size
@@ -268,11 +271,14 @@ def score_images(
     return np.stack(rows)
 
 
-def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progress):
+def generate_answers(
+    adapter, items, texts, *, batch_size, max_new_tokens, progress, load=load_image
+):
     """Greedy answers to each (image, prompt), special tokens removed.
 
     Batches are left-padded so every answer starts right after its prompt; the
-    echoed prompt of decoder-only models is cut off.
+    echoed prompt of decoder-only models is cut off. ``load(item, index)``
+    decodes an item (``skvlm._inputs.image_loader``).
     """
     tokenizer = adapter.processor.tokenizer
     answers = []
@@ -280,7 +286,7 @@ def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progr
     with torch.inference_mode(), _left_padding(tokenizer):
         for start in progress(list(starts)):
             stop = start + batch_size
-            images = [load_image(x, start + i) for i, x in enumerate(items[start:stop])]
+            images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
             out = adapter.model.generate(

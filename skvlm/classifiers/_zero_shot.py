@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
-from .._sklearn_compat import HasMethods, Interval, fit_context
+from .._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from ..models import load_adapter
 from ._class_names import class_texts
 
@@ -53,6 +53,12 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -101,6 +107,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "progress": ["boolean"],
         "model_kwargs": [dict, None],
         "image_column": [str],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -116,6 +123,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         progress=False,
         model_kwargs=None,
         image_column="image",
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
@@ -127,6 +135,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.model_kwargs = model_kwargs
         self.image_column = image_column
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -250,6 +259,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             progress=self.progress,
             model_kwargs=self.model_kwargs,
             image_column=self.image_column,
+            image_aspect=self.image_aspect,
         )
 
     def _embedder_for_transform(self):
