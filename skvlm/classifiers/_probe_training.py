@@ -192,8 +192,13 @@ class ProbeNetwork:
 
 def _torch_linear_init(n_in, n_out, generator):
     """``nn.Linear(n_in, n_out)``'s initial weight (transposed) and bias."""
-    weight = torch.empty(n_out, n_in)
-    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    # kaiming_uniform_(weight, a=sqrt(5)), its arithmetic written out: the
+    # generator argument of torch.nn.init is newer than the oldest torch we support
+    a = math.sqrt(5)
+    gain = math.sqrt(2.0 / (1 + a**2))
+    std = gain / math.sqrt(n_in)
+    bound = math.sqrt(3.0) * std
+    weight = torch.empty(n_out, n_in).uniform_(-bound, bound, generator=generator)
     bound = 1.0 / math.sqrt(n_in)
     bias = torch.empty(n_out).uniform_(-bound, bound, generator=generator)
     return weight.T.contiguous(), bias
