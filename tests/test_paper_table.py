@@ -88,6 +88,7 @@ def test_dataset_follows_the_papers_shuffle_and_candidates(table, layout):
     assert set(data.xy("test")[1]) <= {0, 1, 2, 3}
 
 
+@pytest.mark.slow
 def test_table_end_to_end_and_resume(table, layout, blip2, tmp_path, monkeypatch):
     out = tmp_path / "out"
     extra = ("--blip2", blip2, "--tuned", "skvlm/tiny-llava", "--probe-epochs", "5")
@@ -278,6 +279,7 @@ def test_duplicate_names_under_each_protocol(table, tmp_path):
 
 
 # -- the four data sets, from torchvision's layout -----------------------------------
+@pytest.mark.slow
 def test_paper_protocol_on_the_four_layouts_then_sound(table, tmp_path):
     from paper_layouts import make_all
 
