@@ -630,6 +630,12 @@ def tune(args, X_train, y_train, names, dataset):
     except ImportError:
         print("skvlm.tuning is not available: the fine-tuned row is left out.")
         return None
+    if not hasattr(VLMClassificationTuner, "paper_preset"):
+        print(
+            "This skvlm's VLMClassificationTuner has no paper_preset: the "
+            "fine-tuned row is left out (pass --tuned MODEL to evaluate one)."
+        )
+        return None
     overrides = dict(
         max_iter=args.tune_epochs,
         batch_size=args.batch_size,
