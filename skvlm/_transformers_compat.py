@@ -17,6 +17,10 @@ break is quick to diagnose (the contributing guide lists the same facts).
   that needs torchvision failed before a keyword could replace it; there a
   processor is built from its parts, each loaded by its public ``Auto`` class,
   then ``from_args_and_dict``. Both paths use only public methods.
+- **5.9** moved Qwen2.5-VL's window permutation of vision tokens from the
+  tower's ``get_window_index`` method to ``transformers.vision_utils``
+  (``get_vision_window_index``); :func:`vision_window_index` asks whichever
+  the installed release has.
 - **5.0** dropped torchvision-free fallbacks for video processors: a
   processor that owns one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM,
   InternVL, LLaVA-OneVision, GLM-4V, ...) refuses anything but a
@@ -40,6 +44,7 @@ __all__ = [
     "load_processor_without_video",
     "processor_class_without_video",
     "torchvision_available",
+    "vision_window_index",
 ]
 
 MINIMUM_VERSION = Version("5.0")
@@ -161,3 +166,30 @@ def load_processor_without_video(path, processor_cls, **kwargs):
                 ">= 5.25."
             )
     return cls.from_args_and_dict(parts, processor_dict, **init_kwargs)
+
+
+def vision_window_index(tower, grid):
+    """Qwen2.5-VL's window permutation of a tower's packed vision tokens.
+
+    Parameters
+    ----------
+    tower : torch.nn.Module
+        The Qwen2.5-VL vision tower (``model.visual``).
+    grid : torch.Tensor
+        ``image_grid_thw`` of the images, shape (n_images, 3).
+
+    Returns
+    -------
+    index : torch.Tensor
+        The permutation HF applies to the merged tokens before the blocks.
+    """
+    try:  # 5.9 and later
+        from transformers.vision_utils import get_vision_window_index
+    except ImportError:  # up to 5.8 the tower computes it itself
+        return tower.get_window_index(grid)[0]
+    return get_vision_window_index(
+        grid,
+        spatial_merge_size=tower.spatial_merge_size,
+        window_size=tower.window_size,
+        patch_size=tower.patch_size,
+    )[0]
