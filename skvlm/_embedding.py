@@ -102,6 +102,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     progress : bool
         Deprecated alias of ``verbose`` (``True`` is ``verbose=1``); warns with
         a ``FutureWarning``, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -164,6 +170,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "image_column": [str],
         "callbacks": [list, tuple, None],
         "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -186,6 +193,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         image_column="image",
         callbacks=None,
         progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.stage = stage
@@ -204,6 +212,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.image_column = image_column
         self.callbacks = callbacks
         self.progress = progress
+        self.image_aspect = image_aspect
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)

@@ -228,6 +228,7 @@ def score_images(
     batch_size,
     with_image=True,
     on_batch=None,
+    load=load_image,
 ):
     """Summed log-probabilities of every continuation for every image.
 
@@ -248,6 +249,8 @@ def score_images(
         False drops the image tokens (the text-only prior).
     on_batch : callable, default=None
         Called as ``on_batch(n_done, n_total, rows)`` after each image.
+    load : callable, default=load_image
+        ``load(item, index)`` -> RGB image (``skvlm._inputs.image_loader``).
 
     Returns
     -------
@@ -257,7 +260,7 @@ def score_images(
     with torch.inference_mode():
         for i, (item, text) in enumerate(zip(items, texts, strict=True)):
             prefix, cache = image_prefix(
-                adapter, load_image(item, i), text, answer_ids, with_image=with_image
+                adapter, load(item, i), text, answer_ids, with_image=with_image
             )
             sums = score_continuations(
                 adapter, prefix, cache, continuations, batch_size
@@ -269,14 +272,15 @@ def score_images(
 
 
 def generate_answers(
-    adapter, items, texts, *, batch_size, max_new_tokens, on_batch=None
+    adapter, items, texts, *, batch_size, max_new_tokens, on_batch=None, load=load_image
 ):
     """Greedy answers to each (image, prompt), special tokens removed.
 
     ``on_batch(n_done, n_total, rows)`` is called after each batch.
 
     Batches are left-padded so every answer starts right after its prompt; the
-    echoed prompt of decoder-only models is cut off.
+    echoed prompt of decoder-only models is cut off. ``load(item, index)``
+    decodes an item (``skvlm._inputs.image_loader``).
     """
     tokenizer = adapter.processor.tokenizer
     answers = []
@@ -284,7 +288,7 @@ def generate_answers(
     with torch.inference_mode(), _left_padding(tokenizer):
         for start in starts:
             stop = min(start + batch_size, len(items))
-            images = [load_image(x, start + i) for i, x in enumerate(items[start:stop])]
+            images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
             out = adapter.model.generate(
