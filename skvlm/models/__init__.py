@@ -45,11 +45,13 @@ __getattr__, __dir__, __all__ = attach(
             "shipped_models",
             "without_video_processor",
         ],
+        "._matrix": ["support_matrix"],
         "._registry": [
             "adapter_class",
             "clear_model_cache",
             "load_adapter",
             "supported_families",
         ],
+        "._traits": ["TRAITS", "Traits", "derive_traits", "family_traits"],
     },
 )

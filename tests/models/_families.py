@@ -293,7 +293,7 @@ FAMILIES = [
     _llava_like("llava_next", "llava_next", make_tiny_llava_next, llava_next_reference),
     _llava_like(
         "vipllava",
-        "generic-image-text",
+        "vipllava",
         make_tiny_vipllava,
         llava_reference,
         poolings={"vision": ("cls", "mean", "max", 0, 2, -1)},
