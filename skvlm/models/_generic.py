@@ -80,7 +80,7 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         try:
             return load_processor(path, revision=revision, model_kwargs=model_kwargs)
         except ImportError:
-            from transformers import AutoConfig, PROCESSOR_MAPPING
+            from transformers import PROCESSOR_MAPPING, AutoConfig
 
             config = AutoConfig.from_pretrained(path)
             name = PROCESSOR_MAPPING[type(config)].__name__
