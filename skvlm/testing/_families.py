@@ -28,9 +28,16 @@ from ._generative import (
 )
 
 __all__ = [
+    "make_tiny_aya_vision",
     "make_tiny_gemma3",
+    "make_tiny_glm4v",
+    "make_tiny_idefics2",
+    "make_tiny_internvl",
+    "make_tiny_janus",
+    "make_tiny_llava_onevision",
     "make_tiny_qwen3_5",
     "make_tiny_qwen3_vl_moe",
+    "make_tiny_vipllava",
 ]
 
 
@@ -187,7 +194,6 @@ def make_tiny_qwen3_5(path, *, seed=0, **overrides):
     return path
 
 
-_ = (transformers, MissingVideoProcessor, without_video_processor)
 
 
 @_builder("janus")
@@ -613,3 +619,40 @@ def make_tiny_llava_onevision(path, *, seed=0, **overrides):
     )
     _add_video_config(path, {"video_processor_type": "LlavaOnevisionVideoProcessor"})
     return path
+
+
+@_builder("vipllava")
+def make_tiny_vipllava(path, *, seed=0, **overrides):
+    """Tiny VipLLaVA: LLaVA's CLIP tower and processor, features of two tower
+    layers concatenated into a layer-normed projector."""
+    from transformers import (
+        LlavaConfig,
+        VipLlavaConfig,
+        VipLlavaForConditionalGeneration,
+    )
+
+    from ._generative import make_tiny_llava
+
+    make_tiny_llava(path)  # the processor and tokenizer
+    llava = LlavaConfig.from_pretrained(path)
+    kwargs = _merge(
+        dict(
+            vision_config=llava.vision_config.to_dict(),
+            text_config=llava.text_config.to_dict(),
+            image_token_id=llava.image_token_id,
+            vision_feature_layers=[-2, -1],
+            pad_token_id=llava.pad_token_id,
+        ),
+        overrides,
+    )
+    model_path = _save(
+        path, VipLlavaForConditionalGeneration, VipLlavaConfig(**kwargs), _NoSave(), seed
+    )
+    return model_path
+
+
+class _NoSave:
+    """The processor of an already written directory: nothing more to save."""
+
+    def save_pretrained(self, path):
+        return path

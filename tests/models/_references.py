@@ -10,6 +10,7 @@ classes, without torchvision.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -482,3 +483,90 @@ def idefics_reference(path, images, prompts):
         _idefics_one(model, processor, image, prompt)
         for image, prompt in zip(images, prompts, strict=True)
     ]
+
+
+# -- every other image-text-to-text family: HF's own outputs, one example at a time --
+def _special_ids(tokenizer, image_token_id):
+    """The tokenizer's special tokens (named and added ones marked special)."""
+    ids = set(tokenizer.all_special_ids)
+    ids |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return ids - {image_token_id}
+
+
+def _flat_features(output):
+    features = getattr(output, "pooler_output", output)
+    if isinstance(features, (list, tuple)):
+        return torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return features.reshape(-1, features.shape[-1])
+
+
+def generic_reference(path, images, prompts, *, tower, nested, has_cls, placeholder):
+    """Language: HF's ``hidden_states``; projector: ``get_image_features``
+    flattened (the vectors that fill the image positions, in order); vision:
+    the tower's ``hidden_states`` on the image's tiles, tile after tile, each
+    tile's CLS (if any) left out of ``mean``/``max``."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    config = model.config
+    token_id = getattr(config, "image_token_id", None)
+    if token_id is None:
+        token_id = config.image_token_index
+    special = _special_ids(processor.tokenizer, token_id)
+    image_names = inspect.signature(model.model.get_image_features).parameters
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        if getattr(processor, "chat_template", None):
+            text = processor.apply_chat_template(
+                chat(prompt), add_generation_prompt=True, tokenize=False
+            )
+        else:
+            text = f"{placeholder}\n{prompt}"
+        inputs = dict(
+            processor(
+                images=[[image]] if nested else [image],
+                text=[text],
+                return_tensors="pt",
+            )
+        )
+        inputs.pop("labels", None)
+        with torch.no_grad():
+            language = model.model(
+                **inputs, output_hidden_states=True, use_cache=False
+            ).hidden_states
+            kwargs = {
+                k: v
+                for k, v in inputs.items()
+                if k in image_names and k not in ("input_ids", "attention_mask")
+            }
+            features = _flat_features(model.model.get_image_features(**kwargs))
+            pixels = inputs["pixel_values"]
+            if tower is not None:  # a family whose vision stage skvlm offers
+                pixels = pixels.reshape(-1, *pixels.shape[-3:])
+                vision = tower(model)(pixel_values=pixels, output_hidden_states=True)
+            else:
+                vision = None
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        assert image_mask.sum() == len(features)
+        stages = {}
+        if vision is not None:
+            per_tile = vision.hidden_states[0].shape[1]
+            states = [_np(h.reshape(-1, h.shape[-1])) for h in vision.hidden_states]
+            pooled = np.arange(len(states[0])) % per_tile >= int(has_cls)
+            stages["vision"] = Tokens(states, pooled=pooled)
+        examples.append(
+            Example(
+                {
+                    **stages,
+                    "projector": Tokens([_np(features)]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in language],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
+                facts={"tiles": len(pixels)},
+            )
+        )
+    return examples
