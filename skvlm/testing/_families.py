@@ -194,8 +194,6 @@ def make_tiny_qwen3_5(path, *, seed=0, **overrides):
     return path
 
 
-
-
 @_builder("janus")
 def make_tiny_janus(path, *, seed=0, **overrides):
     """Tiny Janus: SigLIP-style tower, MLP aligner (16 tokens per 32 px image),
@@ -646,7 +644,11 @@ def make_tiny_vipllava(path, *, seed=0, **overrides):
         overrides,
     )
     model_path = _save(
-        path, VipLlavaForConditionalGeneration, VipLlavaConfig(**kwargs), _NoSave(), seed
+        path,
+        VipLlavaForConditionalGeneration,
+        VipLlavaConfig(**kwargs),
+        _NoSave(),
+        seed,
     )
     return model_path
 
