@@ -52,7 +52,7 @@ def render():
     lines.append("   :header-rows: 1")
     lines.append("   :widths: auto")
     lines.append("")
-    for i, row in enumerate([list(matrix.columns), *matrix.values.tolist()]):
+    for row in [list(matrix.columns), *matrix.values.tolist()]:
         for j, cell in enumerate(row):
             lines.append(f"   {'* -' if j == 0 else '  -'} {cell}")
     return "\n".join(lines) + "\n"
