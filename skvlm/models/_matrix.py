@@ -70,7 +70,10 @@ def _generic_cells(model_type, generic):
         stage: f"unsupported: {reasons[stage]}" if stage in reasons else "claimed"
         for stage in _STAGES
     }
-    cells.update(generative="claimed", tuner="claimed")
+    for column in ("generative", "tuner"):
+        cells[column] = (
+            f"unsupported: {reasons[column]}" if column in reasons else "claimed"
+        )
     return cells
 
 

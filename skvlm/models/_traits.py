@@ -75,7 +75,8 @@ class Traits:
     cache : {"auto", "kv", "recompute"}
         What the probabilistic scorer does with the cache.
     unsupported : dict
-        ``stage -> reason`` for stages skvlm refuses for this family.
+        ``stage -> reason`` for stages skvlm refuses for this family (also
+        ``"generative"`` and ``"tuner"``).
     """
 
     vision: str | None = None
@@ -114,9 +115,11 @@ TRAITS = {
     "mistral3": Traits(views="packed"),
     "mllama": Traits(
         images="nested",
-        placeholder="<|image|>",
         unsupported={
-            "projector": "cross-attention: image features never enter the sequence"
+            "vision": "tiles of (images, tiles, C, H, W) with aspect-ratio masks "
+            "and padded patches, not yet read by skvlm",
+            "projector": "cross-attention: image features never enter the sequence",
+            "tuner": "its cross_attention_mask is not extended over the answer tokens",
         },
     ),
     "qwen2_5_vl": Traits(views="packed"),

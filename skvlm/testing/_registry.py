@@ -64,6 +64,8 @@ TINY_MODELS = {
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
+    # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
+    "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),
     "qwen2_vl": TinyModel(gen.make_tiny_qwen2_vl, "vlm", _ALL),

@@ -78,6 +78,12 @@ def family_parts(adapter):
             "with. Use a generative VLM, or train a probe on its features "
             "(LinearProbeClassifier)."
         )
+    if "tuner" in traits.unsupported:
+        raise ValueError(
+            f"VLMClassificationTuner does not train {family} models yet: "
+            f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
+            "probe on its features."
+        )
     parts = _parts_of(traits)
     net = adapter.model
     config = net.config

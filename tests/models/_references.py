@@ -500,7 +500,9 @@ def _flat_features(output):
     return features.reshape(-1, features.shape[-1])
 
 
-def generic_reference(path, images, prompts, *, tower, nested, has_cls, placeholder):
+def generic_reference(
+    path, images, prompts, *, tower, nested, has_cls, placeholder, projector=True
+):
     """Language: HF's ``hidden_states``; projector: ``get_image_features``
     flattened (the vectors that fill the image positions, in order); vision:
     the tower's ``hidden_states`` on the image's tiles, tile after tile, each
@@ -512,7 +514,8 @@ def generic_reference(path, images, prompts, *, tower, nested, has_cls, placehol
     if token_id is None:
         token_id = config.image_token_index
     special = _special_ids(processor.tokenizer, token_id)
-    image_names = inspect.signature(model.model.get_image_features).parameters
+    image_features = getattr(model.model, "get_image_features", None)
+    image_names = inspect.signature(image_features).parameters if image_features else ()
     examples = []
     for image, prompt in zip(images, prompts, strict=True):
         if getattr(processor, "chat_template", None):
@@ -538,7 +541,11 @@ def generic_reference(path, images, prompts, *, tower, nested, has_cls, placehol
                 for k, v in inputs.items()
                 if k in image_names and k not in ("input_ids", "attention_mask")
             }
-            features = _flat_features(model.model.get_image_features(**kwargs))
+            features = (
+                _flat_features(model.model.get_image_features(**kwargs))
+                if projector
+                else None
+            )
             pixels = inputs["pixel_values"]
             if tower is not None:  # a family whose vision stage skvlm offers
                 pixels = pixels.reshape(-1, *pixels.shape[-3:])
@@ -548,8 +555,10 @@ def generic_reference(path, images, prompts, *, tower, nested, has_cls, placehol
         ids = inputs["input_ids"][0].numpy()
         image_mask = ids == token_id
         text_mask = ~image_mask & ~np.isin(ids, sorted(special))
-        assert image_mask.sum() == len(features)
         stages = {}
+        if projector:
+            assert image_mask.sum() == len(features)
+            stages["projector"] = Tokens([_np(features)])
         if vision is not None:
             per_tile = vision.hidden_states[0].shape[1]
             states = [_np(h.reshape(-1, h.shape[-1])) for h in vision.hidden_states]
@@ -559,7 +568,6 @@ def generic_reference(path, images, prompts, *, tower, nested, has_cls, placehol
             Example(
                 {
                     **stages,
-                    "projector": Tokens([_np(features)]),
                     "language": Tokens(
                         [_np(h[0]) for h in language],
                         image=image_mask,
