@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from . import _encoders as enc
 from . import _families as fam
 from . import _generative as gen
 from . import _vision as vis
@@ -46,11 +47,36 @@ class TinyModel:
     classifiers: bool = True
 
 
+_CLIP = ("vision", "projector")
+
+
+def _encoder(model_type, kind):
+    """An entry of ``skvlm.testing.make_tiny_encoder`` (tests/models/test_encoders.py)."""
+    return TinyModel(
+        partial(enc.make_tiny_encoder, model_type=model_type),
+        kind,
+        _CLIP if kind == "clip" else ("vision",),
+    )
+
+
 #: One entry per model type, sorted by model type.
 TINY_MODELS = {
+    "aimv2": _encoder("aimv2", "clip"),
+    "aimv2_vision_model": _encoder("aimv2_vision_model", "vision"),
+    "align": _encoder("align", "clip"),
+    "altclip": _encoder("altclip", "clip"),
+    "chinese_clip": _encoder("chinese_clip", "clip"),
+    "convnext": _encoder("convnext", "vision"),
+    "convnextv2": _encoder("convnextv2", "vision"),
+    "dinov3_convnext": _encoder("dinov3_convnext", "vision"),
+    "dinov3_vit": _encoder("dinov3_vit", "vision"),
+    "hiera": _encoder("hiera", "vision"),
+    "metaclip_2": _encoder("metaclip_2", "clip"),
+    "swin": _encoder("swin", "vision"),
+    "swinv2": _encoder("swinv2", "vision"),
     "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
     "blip-2": TinyModel(gen.make_tiny_blip2, "vlm", _ALL),
-    "clip": TinyModel(vis.make_tiny_clip, "clip", ("vision", "projector")),
+    "clip": TinyModel(vis.make_tiny_clip, "clip", _CLIP),
     "dinov2": TinyModel(
         partial(vis.make_tiny_vit, kind="dinov2"), "vision", ("vision",)
     ),
@@ -72,11 +98,9 @@ TINY_MODELS = {
     "qwen3_5": TinyModel(fam.make_tiny_qwen3_5, "vlm", _ALL),
     "qwen3_vl": TinyModel(gen.make_tiny_qwen3_vl, "vlm", _ALL),
     "qwen3_vl_moe": TinyModel(fam.make_tiny_qwen3_vl_moe, "vlm", _ALL),
-    "siglip": TinyModel(vis.make_tiny_siglip, "clip", ("vision", "projector")),
+    "siglip": TinyModel(vis.make_tiny_siglip, "clip", _CLIP),
     # its tiny tokenizer knows too few words for zero-shot prompts
-    "siglip2": TinyModel(
-        vis.make_tiny_siglip2, "clip", ("vision", "projector"), classifiers=False
-    ),
+    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP, classifiers=False),
     "smolvlm": TinyModel(gen.make_tiny_smolvlm, "vlm", _ALL),
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
