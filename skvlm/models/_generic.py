@@ -78,15 +78,20 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     def load_processor(cls, path, *, revision=None, model_kwargs=None):
         """``AutoProcessor``; without its video processor when torchvision is missing."""
         try:
-            return load_processor(path, revision=revision, model_kwargs=model_kwargs)
-        except ImportError:
-            from transformers import PROCESSOR_MAPPING, AutoConfig
-
-            config = AutoConfig.from_pretrained(path)
-            name = PROCESSOR_MAPPING[type(config)].__name__
-            return load_processor_without_video(
-                path, name, revision=revision, model_kwargs=model_kwargs
+            processor = load_processor(
+                path, revision=revision, model_kwargs=model_kwargs
             )
+        except ImportError:
+            processor = None
+        if getattr(processor, "tokenizer", None) is not None:
+            return processor
+        from transformers import PROCESSOR_MAPPING, AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        name = PROCESSOR_MAPPING[type(config)].__name__
+        return load_processor_without_video(
+            path, name, revision=revision, model_kwargs=model_kwargs
+        )
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
