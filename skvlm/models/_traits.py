@@ -242,7 +242,7 @@ def family_traits(model):
     >>> net = AutoModelForImageTextToText.from_pretrained(make_tiny_llava(tempfile.mkdtemp()))
     >>> traits = family_traits(net)
     >>> traits.vision, traits.vision_blocks, traits.projector, traits.language
-    ('model.vision_tower', 'vision_model.encoder.layers', ('model.multi_modal_projector',), 'model.language_model')
+    ('model.vision_tower', 'encoder.layers', ('model.multi_modal_projector',), 'model.language_model')
     """
     model_type = getattr(model.config, "model_type", None)
     return derive_traits(model, TRAITS.get(model_type))
