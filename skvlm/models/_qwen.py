@@ -281,3 +281,20 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         deepstack = getattr(out, "deepstack_features", None) or []
         deepstack = [list(features) for features in deepstack]
         return deepstack + [list(out.pooler_output)]
+
+
+class Glm4vAdapter(Qwen2VLAdapter):
+    """GLM-4.1V / GLM-4.5V: Qwen2-VL's packed patches and 2x2 merger (with GLM's
+    downsampling), a GLM-4 language model with M-RoPE.
+
+    Stages, layers and poolings are those of ``Qwen2VLAdapter``; ``image_mean``
+    covers the ``<|image|>`` positions. The vision stage's last entry is the
+    last block's output (HF's own ``hidden_states[-1]`` is the merger's
+    output, which is the projector stage here).
+    """
+
+    family = "glm4v"
+    model_types = ("glm4v",)
+    processor_class = "Glm4vProcessor"
+    image_token = "<|image|>"
+    fallback_format = "<|begin_of_image|><|image|><|end_of_image|>{prompt}"

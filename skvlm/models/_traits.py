@@ -105,7 +105,6 @@ TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
-    "glm4v": Traits(views="packed"),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,

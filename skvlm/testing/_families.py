@@ -265,6 +265,15 @@ def make_tiny_janus(path, *, seed=0, **overrides):
     )
 
 
+GLM4V_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+    "<|begin_of_image|><|image|><|end_of_image|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
 @_builder("glm4v")
 def make_tiny_glm4v(path, *, seed=0, **overrides):
     """Tiny GLM-4.1V: Qwen-style packed patches with a 2x2 merger, GLM-4 LM with
@@ -298,6 +307,7 @@ def make_tiny_glm4v(path, *, seed=0, **overrides):
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=MissingVideoProcessor(),
+        chat_template=GLM4V_TEMPLATE,
     )
     ids = tokenizer.convert_tokens_to_ids
     kwargs = _merge(

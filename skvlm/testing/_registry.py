@@ -22,7 +22,6 @@ from . import _vision as vis
 __all__ = ["TINY_MODELS", "TinyModel"]
 
 _ALL = ("vision", "projector", "language")
-_LANGUAGE = ("projector", "language")
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ TINY_MODELS = {
         partial(vis.make_tiny_vit, kind="dinov2"), "vision", ("vision",)
     ),
     "gemma3": TinyModel(fam.make_tiny_gemma3, "vlm", _ALL),
-    "glm4v": TinyModel(fam.make_tiny_glm4v, "vlm", _LANGUAGE),
+    "glm4v": TinyModel(fam.make_tiny_glm4v, "vlm", _ALL),
     "idefics2": TinyModel(fam.make_tiny_idefics2, "vlm", _ALL),
     "idefics3": TinyModel(gen.make_tiny_idefics3, "vlm", _ALL),
     "instructblip": TinyModel(gen.make_tiny_instructblip, "vlm", _ALL),

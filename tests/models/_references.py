@@ -388,16 +388,25 @@ def _raster(hidden, grid):
     return hidden[torch.argsort(rows * int(grid[0, 2]) + cols)]
 
 
-def _qwen_one(model, processor, image, prompt):
+def _qwen_one(model, processor, image, prompt, tokenizer_specials=False):
     visual = model.model.visual
     permuted = False
     pixels = processor.image_processor(images=[image], return_tensors="pt")
     grid = pixels["image_grid_thw"]
     with torch.no_grad():
+        last = []
+        handle = visual.blocks[-1].register_forward_hook(
+            lambda module, args, output: last.append(output)
+        )
         vision = visual(
             pixels["pixel_values"], grid_thw=grid, output_hidden_states=True
         )
+        handle.remove()
         hidden = list(vision.hidden_states)
+        if hidden[-1].shape != hidden[0].shape:
+            # GLM-4V records the merger's output as its last entry; the stack's
+            # last entry is the last block's output, read off that block.
+            hidden[-1] = last[0]
         if hasattr(visual, "window_size"):
             # Qwen2.5-VL's blocks see window-permuted patches: recover the
             # permutation by matching entry 0 to the unpermuted patch embeddings.
@@ -417,7 +426,10 @@ def _qwen_one(model, processor, image, prompt):
         inputs = processor(images=[image], text=[text], return_tensors="pt")
         language = model.model(**inputs, output_hidden_states=True, use_cache=False)
     ids = inputs["input_ids"][0].numpy()
-    special = processor.tokenizer.convert_tokens_to_ids(QWEN_SPECIAL)
+    if tokenizer_specials:  # GLM-4V: its own markers, all special tokens
+        special = _special_ids(processor.tokenizer, model.config.image_token_id)
+    else:
+        special = processor.tokenizer.convert_tokens_to_ids(QWEN_SPECIAL)
     image_mask, text_mask = _text_masks(ids, model.config.image_token_id, special)
     return Example(
         {
@@ -433,11 +445,11 @@ def _qwen_one(model, processor, image, prompt):
     )
 
 
-def qwen_reference(path, images, prompts):
+def qwen_reference(path, images, prompts, *, tokenizer_specials=False):
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = load_processor(path)
     return [
-        _qwen_one(model, processor, image, prompt)
+        _qwen_one(model, processor, image, prompt, tokenizer_specials)
         for image, prompt in zip(images, prompts, strict=True)
     ]
 
