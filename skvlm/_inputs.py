@@ -513,7 +513,9 @@ def pad_to_square(image, fill=(0, 0, 0)):
     width, height = image.size
     if width == height:
         return image
-    colour = tuple(int(c * 255) if isinstance(c, float) else int(c) for c in fill)
+    colour = tuple(
+        int(c * 255) if isinstance(c, float) else int(c) for c in fill
+    )
     side = max(width, height)
     result = Image.new(image.mode, (side, side), colour)
     result.paste(image, ((side - width) // 2, (side - height) // 2))
