@@ -99,9 +99,12 @@ class Extraction:
         image_aspect="native",
     ):
         if stage not in adapter.stages:
+            reason = getattr(adapter, "unavailable", {}).get(stage)
             raise ValueError(
                 f"stage={stage!r} is not available for the {adapter.family} model "
-                f"{adapter_name(adapter)!r}; its stages are {list(adapter.stages)}."
+                f"{adapter_name(adapter)!r}"
+                + (f" ({reason})" if reason else "")
+                + f"; its stages are {list(adapter.stages)}."
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
             raise TypeError(f"batch_size must be an int, got {batch_size!r}.")

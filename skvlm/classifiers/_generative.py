@@ -163,7 +163,12 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
     and prompt run once per image with the KV cache kept; all class names are
     then scored in batched passes on that cache, so the cost is one prefix
     pass per image plus about ``n_classes / class_batch_size`` short passes,
-    not a full pass per class as in the paper's code.
+    not a full pass per class as in the paper's code. Models whose cache
+    holds recurrent state rather than per-layer keys and values (hybrid or
+    linear-attention language models such as Qwen3.5, ``Traits(cache=
+    "recompute")``) cannot share one prefix across classes: for them the
+    scorer runs prompt, answer prefix and class name again for each class,
+    one full pass per (image, class), as the paper's code does.
 
     **Calibration** follows ``inference_analysis/get_accuracy.ipynb``: each
     name token's log-probability ``lp`` is mixed with that token's prior
