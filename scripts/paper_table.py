@@ -630,12 +630,6 @@ def tune(args, X_train, y_train, names, dataset):
     except ImportError:
         print("skvlm.tuning is not available: the fine-tuned row is left out.")
         return None
-    if not hasattr(VLMClassificationTuner, "paper_preset"):
-        print(
-            "This skvlm's VLMClassificationTuner has no paper_preset: the "
-            "fine-tuned row is left out (pass --tuned MODEL to evaluate one)."
-        )
-        return None
     overrides = dict(
         max_iter=args.tune_epochs,
         batch_size=args.batch_size,
@@ -646,8 +640,10 @@ def tune(args, X_train, y_train, names, dataset):
     )
     if args.tune_train:
         overrides["train"] = args.tune_train  # e.g. "lora": finetune_lora.sh
+    # a dict: a class with no training image (a small --max-images) keeps its name
+    present = {int(label): names[int(label)] for label in np.unique(y_train)}
     tuner = VLMClassificationTuner.paper_preset(
-        args.llava, class_names=names, **overrides
+        args.llava, class_names=present, **overrides
     )
     return tuner.fit(X_train, y_train).model_path_
 
