@@ -103,6 +103,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     progress : bool
         Deprecated alias of ``verbose`` (``True`` is ``verbose=1``); warns with
         a ``FutureWarning``, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
     module : str or list of str, default=None
         Read the output of named modules instead of the stage's stack (a
         *module site*): a glob over the dotted names of the model's
@@ -184,6 +190,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "module": [str, list, None],
         "callbacks": [list, tuple, None],
         "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -207,6 +214,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         module=None,
         callbacks=None,
         progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.stage = stage
@@ -226,6 +234,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.module = module
         self.callbacks = callbacks
         self.progress = progress
+        self.image_aspect = image_aspect
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)
@@ -260,7 +269,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             # layout, an uncreatable path) fails here, not deep in transform.
             open_store(self.cache).check()
         if self.module is not None:
-            return self._fit_modules()
+            self._fit_modules()
+            notify(callbacks, "on_fit_end", self, stopped_early=False)
+            return self
         extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(

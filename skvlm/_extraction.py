@@ -19,7 +19,7 @@ from numbers import Integral
 import numpy as np
 
 from ._deprecation import renamed_verbose
-from ._inputs import ImageLoadError, image_key, load_image
+from ._inputs import ImageLoadError, image_key, image_loader
 from ._site import Site, is_position
 from .callbacks import ProgressBar, check_callbacks, notify
 from .models import load_adapter
@@ -28,7 +28,15 @@ from .store import compute_missing, serve
 #: Bump when what a site means changes, so old stores are never served.
 SITE_VERSION = 1
 
-_PARAMS = ("stage", "prompt", "batch_size", "on_error", "n_workers", "callbacks")
+_PARAMS = (
+    "stage",
+    "prompt",
+    "batch_size",
+    "on_error",
+    "n_workers",
+    "callbacks",
+    "image_aspect",
+)
 
 
 class Extraction:
@@ -59,6 +67,10 @@ class Extraction:
         :mod:`skvlm.callbacks`), with ``keys`` the content keys of its images.
     estimator : object, default=None
         What the callbacks receive as their ``estimator`` argument.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"pad"`` pads each image to a square with the processor's mean colour
+        before the processor sees it (:func:`skvlm._inputs.pad_to_square`); the
+        namespace then differs, so padded and unpadded vectors never mix.
 
     Examples
     --------
@@ -84,11 +96,15 @@ class Extraction:
         n_workers="auto",
         callbacks=None,
         estimator=None,
+        image_aspect="native",
     ):
         if stage not in adapter.stages:
+            reason = getattr(adapter, "unavailable", {}).get(stage)
             raise ValueError(
                 f"stage={stage!r} is not available for the {adapter.family} model "
-                f"{adapter_name(adapter)!r}; its stages are {list(adapter.stages)}."
+                f"{adapter_name(adapter)!r}"
+                + (f" ({reason})" if reason else "")
+                + f"; its stages are {list(adapter.stages)}."
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
             raise TypeError(f"batch_size must be an int, got {batch_size!r}.")
@@ -105,6 +121,8 @@ class Extraction:
         self.n_workers = resolve_workers(n_workers, adapter.device)
         self.callbacks = check_callbacks(callbacks)
         self.estimator = estimator
+        self.image_aspect = image_aspect
+        self._load_image = image_loader(image_aspect, adapter.processor)
 
     @classmethod
     def from_params(cls, params, estimator=None):
@@ -219,6 +237,10 @@ class Extraction:
             "preprocessing": adapter.preprocessing_config(),
             "site_version": SITE_VERSION,
         }
+        if self.image_aspect != "native":
+            # Only a non-default aspect enters the hash: stores filled before the
+            # option existed keep their namespace.
+            identity["image_aspect"] = self.image_aspect
         blob = json.dumps(identity, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest(), meta
 
@@ -250,7 +272,7 @@ class Extraction:
         kept, images = [], []
         for i in rows:
             try:
-                images.append(load_image(items[i], i))
+                images.append(self._load_image(items[i], i))
                 kept.append(i)
             except ImageLoadError:
                 if self.on_error == "raise":

@@ -532,6 +532,49 @@ def pad_to_square(image, fill=(0, 0, 0)):
 
 
 _FILE_KEYS = FileDigests(lambda: hashlib.sha1(b"file"))
+IMAGE_ASPECTS = ("native", "pad")
+
+
+def image_loader(image_aspect, processor=None):
+    """``load(item, index)``: :func:`load_image`, then padded when ``image_aspect="pad"``.
+
+    ``"native"`` hands the image to the processor as it is (which then resizes
+    and centre-crops it); ``"pad"`` first pads it to a square with the
+    processor's ``image_mean`` (:func:`pad_to_square`, LLaVA's
+    ``--image_aspect_ratio pad``), so the crop cuts nothing off.
+
+    Parameters
+    ----------
+    image_aspect : {"native", "pad"}
+    processor : transformers processor or image processor, default=None
+        Where the padding colour comes from (``image_processor.image_mean``);
+        black when it has none.
+
+    Returns
+    -------
+    load : callable
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from skvlm._inputs import image_loader
+    >>> load = image_loader("pad")
+    >>> load(Image.new("RGB", (4, 2)), 0).size
+    (4, 4)
+    """
+    if image_aspect not in IMAGE_ASPECTS:
+        raise ValueError(
+            f"image_aspect must be one of {list(IMAGE_ASPECTS)}; got {image_aspect!r}."
+        )
+    if image_aspect == "native":
+        return load_image
+    images = getattr(processor, "image_processor", processor)
+    fill = getattr(images, "image_mean", None) or (0, 0, 0)
+
+    def load(item, index=0):
+        return pad_to_square(load_image(item, index), fill=fill)
+
+    return load
 
 
 def image_key(item, index=0):

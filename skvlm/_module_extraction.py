@@ -60,6 +60,7 @@ class ModuleExtraction(Extraction):
             n_workers=base.n_workers,
             callbacks=base.callbacks,
             estimator=estimator,
+            image_aspect=base.image_aspect,
         )
 
     def measure_widths(self):

@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
 from .._deprecation import DEPRECATED
-from .._inputs import ImageInputMixin, as_items
+from .._inputs import ImageInputMixin, as_items, image_loader
 from .._sklearn_compat import Hidden, Interval, StrOptions, fit_context
 from ..callbacks import check_callbacks, notify
 from ..models import DEFAULT_PROMPT, load_adapter
@@ -133,6 +133,12 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         stage's features, is read).
     progress : bool
         Deprecated alias of ``verbose``; warns, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -157,7 +163,12 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
     and prompt run once per image with the KV cache kept; all class names are
     then scored in batched passes on that cache, so the cost is one prefix
     pass per image plus about ``n_classes / class_batch_size`` short passes,
-    not a full pass per class as in the paper's code.
+    not a full pass per class as in the paper's code. Models whose cache
+    holds recurrent state rather than per-layer keys and values (hybrid or
+    linear-attention language models such as Qwen3.5, ``Traits(cache=
+    "recompute")``) cannot share one prefix across classes: for them the
+    scorer runs prompt, answer prefix and class name again for each class,
+    one full pass per (image, class), as the paper's code does.
 
     **Calibration** follows ``inference_analysis/get_accuracy.ipynb``: each
     name token's log-probability ``lp`` is mixed with that token's prior
@@ -240,6 +251,7 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         "image_column": [str],
         "callbacks": [list, tuple, None],
         "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -268,6 +280,7 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         image_column="image",
         callbacks=None,
         progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
@@ -292,6 +305,7 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         self.image_column = image_column
         self.callbacks = callbacks
         self.progress = progress
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -568,15 +582,13 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
             sums = score_images(
                 adapter,
                 items,
-                [
-                    adapter.format_prompt(t)
-                    for t in self._model_texts(adapter, prompts)
-                ],
+                [adapter.format_prompt(t) for t in self._model_texts(adapter, prompts)],
                 self.answer_ids_,
                 self.class_token_ids_,
                 batch_size=self.class_batch_size,
                 with_image=with_image,
                 on_batch=on_batch,
+                load=image_loader(self.image_aspect, adapter.processor),
             )
         if self.reduction == "sum":
             return sums
@@ -592,4 +604,5 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
                 batch_size=self.batch_size,
                 max_new_tokens=self.max_new_tokens,
                 on_batch=on_batch,
+                load=image_loader(self.image_aspect, adapter.processor),
             )

@@ -79,6 +79,12 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         :mod:`skvlm.callbacks`).
     progress : bool
         Deprecated alias of ``verbose``; warns, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -133,6 +139,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         "image_column": [str],
         "callbacks": [list, tuple, None],
         "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -153,6 +160,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         image_column="image",
         callbacks=None,
         progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
@@ -169,6 +177,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         self.image_column = image_column
         self.callbacks = callbacks
         self.progress = progress
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -269,6 +278,7 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
             n_workers=self.n_workers,
             image_column=self.image_column,
             callbacks=batch_events_of(self),
+            image_aspect=self.image_aspect,
         )
 
     def _embedder_for_transform(self):

@@ -25,11 +25,13 @@ __getattr__, __dir__, __all__ = attach(
             "resolve_dtype",
             "shipped_models",
         ],
+        "._matrix": ["support_matrix"],
         "._registry": [
             "clear_model_cache",
             "load_adapter",
             "supported_families",
         ],
+        "._traits": ["TRAITS", "Traits", "derive_traits", "family_traits"],
     },
     # What skvlm's other packages (extraction, estimators, testing) use from
     # here; reachable as attributes, not part of the public API.

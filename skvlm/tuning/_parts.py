@@ -44,49 +44,14 @@ class Parts:
     vision: tuple
 
 
-_LLAVA = Parts(
-    "model.language_model",
-    "lm_head",
-    ("model.multi_modal_projector",),
-    ("model.vision_tower",),
-)
-_QWEN = Parts(
-    "model.language_model", "lm_head", ("model.visual.merger",), ("model.visual",)
-)
-_IDEFICS = Parts(
-    "model.text_model", "lm_head", ("model.connector",), ("model.vision_model",)
-)
-_BLIP = Parts(
-    "language_model",
-    "language_model.lm_head",
-    ("query_tokens", "qformer", "language_projection"),
-    ("vision_model",),
-)
-
-#: The parts of every family the generative classifier serves.
-FAMILY_PARTS = {
-    "llava": _LLAVA,
-    "llava_next": Parts(
-        _LLAVA.language,
-        _LLAVA.lm_head,
-        ("model.multi_modal_projector", "model.image_newline"),
-        _LLAVA.vision,
-    ),
-    "paligemma": _LLAVA,
-    "qwen2_vl": _QWEN,
-    "qwen2_5_vl": _QWEN,
-    "qwen3_vl": Parts(
-        _QWEN.language,
-        _QWEN.lm_head,
-        ("model.visual.merger", "model.visual.deepstack_merger_list"),
-        _QWEN.vision,
-    ),
-    "idefics3": _IDEFICS,
-    "smolvlm": _IDEFICS,
-    "blip-2": _BLIP,
-    "instructblip": _BLIP,
-    "generic-image-text": _LLAVA,
-}
+def _parts_of(traits):
+    """The :class:`Parts` named by a family's traits (``skvlm.models.Traits``)."""
+    return Parts(
+        traits.language,
+        traits.lm_head or "lm_head",
+        tuple(traits.projector or ()),
+        (traits.vision,) if traits.vision else (),
+    )
 
 
 def _under(name, prefixes):
@@ -107,14 +72,21 @@ def family_parts(adapter, quantized=False):
     parts : Parts
     """
     family = adapter.family
-    parts = FAMILY_PARTS.get(family)
-    if parts is None:
+    traits = getattr(adapter, "traits", None)
+    if "language" not in adapter.stages or traits is None or not traits.language:
         raise ValueError(
-            f"VLMClassificationTuner fine-tunes generative VLMs that answer in text "
-            f"({', '.join(sorted(FAMILY_PARTS))}); the model is a {family!r} model, "
-            "which has no language model to answer with. Use a generative VLM, or "
-            "train a probe on its features (LinearProbeClassifier)."
+            f"VLMClassificationTuner fine-tunes generative VLMs that answer in text; "
+            f"the model is a {family!r} model, which has no language model to answer "
+            "with. Use a generative VLM, or train a probe on its features "
+            "(LinearProbeClassifier)."
         )
+    if "tuner" in traits.unsupported:
+        raise ValueError(
+            f"VLMClassificationTuner does not train {family} models yet: "
+            f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
+            "probe on its features."
+        )
+    parts = _parts_of(traits)
     net = adapter.model
     config = net.config
     if getattr(config, "use_decoder_only_language_model", True) is False:
@@ -136,6 +108,12 @@ def family_parts(adapter, quantized=False):
         )
     names = {n for n, _ in net.named_parameters()}
     modules = {n for n, _ in net.named_modules()}
+    if not parts.projector:
+        raise ValueError(
+            f"{family}: skvlm found no projector module in {type(net).__name__} "
+            "(train='lora' and 'projector' train it). Declare it with "
+            "Traits(projector=(...,)) in skvlm.models.TRAITS, or report the model id."
+        )
     for prefix in (parts.language, *parts.projector[:1]):
         if prefix not in modules and not any(_under(n, [prefix]) for n in names):
             raise ValueError(
@@ -300,8 +278,9 @@ def make_trainable(
             ) from None
 
         kwargs = {"r": 8, "lora_alpha": 16, "bias": "none", **(lora or {})}
+        targets = kwargs.get("target_modules")
         kwargs["target_modules"] = lora_target_regex(
-            net, parts, kwargs.get("target_modules")
+            net, parts, targets if targets is not None else adapter.traits.lora_targets
         )
         config = LoraConfig(**kwargs)
         with warnings.catch_warnings():
