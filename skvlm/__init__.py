@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = attach(
         "._site": ["Site"],
         ".classifiers": [
             "CLIPZeroShotClassifier",
+            "LinearProbeCV",
             "LinearProbeClassifier",
             "VLMGenerativeClassifier",
         ],
