@@ -46,6 +46,8 @@ CHEAP = {
         device="cpu",
         random_state=0,
     ),
+    # Three folds: sklearn's smallest check sets have 3 rows of a class or more.
+    "LinearProbeCV": lambda cls: cls(Cs=3, cv=3, device="cpu"),
     "RandomProbeSelector": lambda cls: cls(
         _logistic(), n_probes=2, cv=2, random_state=0
     ),

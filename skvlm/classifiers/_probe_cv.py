@@ -95,7 +95,9 @@ class BatchedLogistic:
         V, c = self.effective(theta, index)
         n_problems, n_features, k = V.shape
         weights = self.weights[index]
-        loss = torch.zeros(n_problems, dtype=theta.dtype, device=theta.device)
+        # The objective sums in float64 even for float32 rows: the stopping and
+        # line-search tests compare objectives to 64 float64 epsilons, as sklearn.
+        loss = torch.zeros(n_problems, dtype=torch.float64, device=theta.device)
         grad_V = torch.zeros(n_features, n_problems * k, dtype=theta.dtype)
         grad_V = grad_V.to(theta.device)
         grad_c = torch.zeros(n_problems, k, dtype=theta.dtype, device=theta.device)
@@ -117,7 +119,7 @@ class BatchedLogistic:
                     y.view(-1, 1, 1).expand(-1, n_problems, 1),
                     torch.full_like(picked, -1.0),
                 )
-            loss += (w * point).sum(dim=(0, 2))
+            loss += (w * point).sum(dim=(0, 2), dtype=torch.float64)
             residual *= w
             grad_V += X.T @ residual.reshape(X.shape[0], n_problems * k)
             grad_c += residual.sum(dim=0)
@@ -130,7 +132,9 @@ class BatchedLogistic:
             grad_W = grad_V
         penalty = self.penalty[index]
         grad_W = grad_W + penalty.view(-1, 1, 1) * W
-        loss = loss + 0.5 * penalty * (W * W).sum(dim=(1, 2))
+        loss = loss + 0.5 * penalty.double() * (W * W).sum(
+            dim=(1, 2), dtype=torch.float64
+        )
         if not self.fit_intercept:
             grad_c = torch.zeros_like(grad_c)
         return loss, torch.cat([grad_W, grad_c.unsqueeze(1)], dim=1)
@@ -166,7 +170,7 @@ def batched_lbfgs(objective, theta, *, max_iter, tol, history=_HISTORY):
     n_problems = theta.shape[0]
     every = torch.arange(n_problems, device=theta.device)
     f, g = objective(theta, every)
-    eps = 64 * torch.finfo(theta.dtype).eps
+    eps = 64 * torch.finfo(torch.float64).eps
     S = torch.zeros((n_problems, history, *theta.shape[1:]), dtype=theta.dtype)
     S = S.to(theta.device)
     Y = torch.zeros_like(S)
@@ -197,7 +201,7 @@ def batched_lbfgs(objective, theta, *, max_iter, tol, history=_HISTORY):
                 break
             trial = theta[idx[todo]] + step[todo].view(-1, 1, 1) * direction[todo]
             f_t, g_t = objective(trial, idx[todo])
-            ok = f_t <= f[idx[todo]] + _ARMIJO * step[todo] * slope[todo]
+            ok = f_t <= f[idx[todo]] + _ARMIJO * (step[todo] * slope[todo]).double()
             ok &= torch.isfinite(f_t)
             done = todo[ok]
             f_new[done], g_new[done] = f_t[ok], g_t[ok]
@@ -284,7 +288,9 @@ class _Rows:
         var = np.maximum(square / count - mean * mean, 0.0)
         std = np.sqrt(var)
         # StandardScaler's rule: a constant column keeps scale 1.
-        scale = np.where(std < 10 * np.finfo(np.float64).eps * (1 + np.abs(mean)), 1, std)
+        scale = np.where(
+            std < 10 * np.finfo(np.float64).eps * (1 + np.abs(mean)), 1, std
+        )
         return mean, scale
 
 

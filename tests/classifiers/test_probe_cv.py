@@ -63,9 +63,7 @@ def test_equals_logistic_regression_cv(n_classes, fit_intercept, class_weight):
 def test_class_weight_dict_and_scoring_equal_sklearn():
     X, y = _data(3, seed=1)
     cv = StratifiedKFold(3)
-    common = dict(
-        Cs=[0.01, 0.1, 1.0], cv=cv, class_weight={0: 2.0, 2: 0.5}, **TIGHT
-    )
+    common = dict(Cs=[0.01, 0.1, 1.0], cv=cv, class_weight={0: 2.0, 2: 0.5}, **TIGHT)
     ref = _sklearn_cv(X, y, scoring="balanced_accuracy", **common)
     got = LinearProbeCV(
         scoring="balanced_accuracy", standardize=False, device="cpu", **common
