@@ -470,6 +470,7 @@ def _load_data(args):
 # -- subcommands -------------------------------------------------------------------
 def run_probe(args):
     """``skvlm probe``: probe_layers, a compact table, and the report folder."""
+    from ._embedding import VLMEmbeddingTransformer
     from .probing import probe_layers
 
     X, y, _, what = _load_data(args)
@@ -478,8 +479,23 @@ def run_probe(args):
     model = _model(args)
     _say(args, f"Probing {model} on {what}.")
     store = _StoreReport(args.cache)
-    report = probe_layers(
+    vlm = VLMEmbeddingTransformer(
         model,
+        cache=args.cache,
+        prompt=args.prompt,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    names = vlm.get_params()
+    vlm.set_params(
+        **(
+            {"verbose": int(not args.quiet)}
+            if "verbose" in names
+            else {"progress": not args.quiet}
+        )
+    )
+    report = probe_layers(
+        vlm,
         X,
         y,
         stages="all" if stages == "all" else [str(s) for s in stages],
@@ -487,21 +503,16 @@ def run_probe(args):
         poolings=_csv(args.pooling, "pooling"),
         cv=args.cv,
         scoring=args.scoring,
-        cache=args.cache,
-        prompt=args.prompt,
-        batch_size=args.batch_size,
-        device=args.device,
         n_jobs=args.n_jobs,
-        progress=not args.quiet,
         random_state=args.random_state,
     )
-    store.say(args, len(X), n_stages=report.results["stage"].nunique())
+    store.say(args, len(X), n_stages=report.results["param_stage"].nunique())
     paths = report.save(args.out)
     print(report.to_text())
     best = report.best_params_
     print(
         f"best: {best['stage']} layer {best['layer']} {best['pooling']} "
-        f"({report.best_['mean_score']:.3f}); report in "
+        f"({report.best_['mean_test_score']:.3f}); report in "
         f"{os.path.relpath(paths['html'])}"
     )
 
