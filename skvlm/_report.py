@@ -47,17 +47,17 @@ def corrected_t_interval(scores, n_train, n_test, confidence):
     >>> from skvlm.probing import corrected_t_interval
     >>> low, high = corrected_t_interval([0.8, 0.9, 0.85], 20, 10, 0.95)
     >>> round(low, 3), round(high, 3)
-    (0.686, 1.014)
+    (0.654, 1.046)
     """
     scores = np.asarray(scores, dtype=float)
     k = scores.size
     mean = scores.mean()
     if k < 2:
-        return mean, mean
+        return float(mean), float(mean)
     half = stats.t.ppf((1 + confidence) / 2, k - 1) * math.sqrt(
         (1 / k + n_test / n_train) * scores.var(ddof=1)
     )
-    return mean - half, mean + half
+    return float(mean - half), float(mean + half)
 
 
 class ProbeReport(Report):
@@ -98,6 +98,8 @@ class ProbeReport(Report):
     best_params_ : dict
         ``{"stage", "layer", "pooling"}`` of the best site, ready for
         ``VLMEmbeddingTransformer(model, **report.best_params_)``.
+    control_labels_ : ndarray of shape (n_images,)
+        With ``control="shuffled"``: the control task's labels.
 
     Examples
     --------
@@ -206,7 +208,7 @@ class ProbeReport(Report):
         >>> report = ProbeReport(results, {"n_train": 20, "n_test": 10})
         >>> result = report.compare(("vision", 1, "cls"), ("vision", 0, "cls"))
         >>> round(result.statistic, 3), round(result.mean_difference, 3)
-        (1.414, 0.2)
+        (2.191, 0.2)
         """
         a, b = self._splits(site_a), self._splits(site_b)
         d = a - b

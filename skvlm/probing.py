@@ -313,7 +313,7 @@ def _transformer(transformer, legacy):
         "probe_layers(VLMEmbeddingTransformer(model, cache=..., prompt=..., "
         "device=...), X, y, ...).",
         FutureWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of probe_layers, past validate_params' wrapper
     )
     settings = dict(legacy)
     progress = settings.pop("progress", False)

@@ -35,7 +35,7 @@ def test_probe_writes_the_report_folder(clip_path, tmp_path, capsys):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["probe_layers.png", "report.html", "results.csv", "results.json"]
     table = pd.read_csv(out / "results.csv")
-    assert table[["layer", "pooling"]].to_numpy().tolist() == [
+    assert table[["param_layer", "param_pooling"]].to_numpy().tolist() == [
         [0, "cls"],
         [0, "mean"],
         [3, "cls"],
@@ -53,7 +53,8 @@ def test_probe_with_no_arguments_runs_on_the_embedded_model(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["probe", "--n-per-class", "2", "--cv", "2", "--quiet"]) == 0
     table = pd.read_csv(tmp_path / "skvlm-report" / "results.csv")
-    assert list(dict.fromkeys(table["stage"])) == ["vision", "projector", "language"]
+    stages = list(dict.fromkeys(table["param_stage"]))
+    assert stages == ["vision", "projector", "language"]
 
 
 def test_probe_reads_a_folder_and_a_csv(clip_path, image_folder, tmp_path):
