@@ -40,6 +40,7 @@ from skvlm.testing import make_tiny_clip
 CHEAP = {
     # A larger step than the default, so 20 epochs fit sklearn's tiny check sets.
     "LinearProbeClassifier": lambda cls: cls(
+        solver="adam",
         max_iter=20,
         batch_size=32,
         learning_rate_init=0.05,
