@@ -13,6 +13,8 @@ longer computed, and no problem waits for, or stops, another.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -33,6 +35,10 @@ from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
 from ._lazy_array import LazyArray, MemoryArray, is_lazy
 
+# Below this many multiply-adds per matrix product a CPU fit runs on one thread:
+# starting and syncing a thread pool then costs more than the product, and on a
+# loaded machine spinning pools made small fits ten times slower.
+_SMALL_PRODUCT = 1 << 26
 _HISTORY = 10  # correction pairs kept, as scipy's L-BFGS-B (maxcor) for sklearn
 _ARMIJO = 1e-4
 _MAX_BACKTRACKS = 40
@@ -358,6 +364,13 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         scales it), or its objective no longer changes.
     batch_size : int, default=4096
         Rows per matrix product (and per read of a lazily read ``X``).
+    n_jobs : int or None, default=None
+        Torch's CPU threads during ``fit`` (set, then restored; -1 is every
+        core). None uses one
+        thread when each step's matrix product is small (below about 67
+        million multiply-adds, e.g. a few hundred rows), where thread start-up
+        costs more than it saves, and torch's setting otherwise. Unused on a
+        GPU.
     device : str, default="auto"
         Torch device: "auto" picks cuda, then mps, then cpu.
     random_state : int, RandomState instance or None, default=None
@@ -424,6 +437,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -442,6 +456,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         max_iter=100,
         tol=1e-4,
         batch_size=4096,
+        n_jobs=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -456,6 +471,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -500,6 +516,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             batch_size=self.batch_size,
             device=resolve_device(self.device),
+            n_jobs=self.n_jobs,
         )
         n_folds, n_cs = len(folds), len(self.Cs_)
         coefs = result.coefs.reshape(n_folds, n_cs, *result.coefs.shape[1:])
@@ -522,6 +539,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
                 tol=self.tol,
                 batch_size=self.batch_size,
                 device=resolve_device(self.device),
+                n_jobs=self.n_jobs,
             )
             coef = final.coefs[0]
             n_iter = np.concatenate([self.n_iter_.ravel(), final.n_iter])
@@ -690,6 +708,24 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         return self.classes_[index]
 
 
+@contextlib.contextmanager
+def _threads(device, n_jobs, product):
+    """Torch's CPU threads for a fit: ``n_jobs``, or 1 for a small product."""
+    if device.type != "cpu" or (n_jobs is None and product >= _SMALL_PRODUCT):
+        yield
+        return
+    before = torch.get_num_threads()
+    if n_jobs is None:
+        n_threads = 1
+    else:  # sklearn's convention: -1 is every core, -2 all but one...
+        n_threads = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
+    torch.set_num_threads(max(1, int(n_threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- the batched fit of folds x Cs ---------------------------------------------------
 @dataclass
 class FoldsResult:
@@ -712,6 +748,7 @@ def fit_folds(
     tol=1e-4,
     batch_size=4096,
     device="cpu",
+    n_jobs=None,
 ):
     """Fit the problems (train set ``f``, ``C``) for every f and C, in one batch.
 
@@ -754,7 +791,9 @@ def fit_folds(
         fit_intercept,
     )
     theta = tensor(np.zeros((weights.shape[0], X.n_features + 1, n_outputs)))
-    result = batched_lbfgs(objective, theta, max_iter=max_iter, tol=tol)
+    product = min(batch_size, n_rows) * X.n_features * theta.shape[0] * n_outputs
+    with _threads(device, n_jobs, product):
+        result = batched_lbfgs(objective, theta, max_iter=max_iter, tol=tol)
     every = torch.arange(weights.shape[0], device=device)
     V, c = objective.effective(result.theta, every)
     V = V.cpu().numpy().astype(np.float64)

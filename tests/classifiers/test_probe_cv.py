@@ -164,3 +164,13 @@ def test_bad_parameters_say_what_to_do():
         LinearProbeCV(class_weight={7: 1.0}, device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="at least 2 classes"):
         LinearProbeCV(device="cpu").fit(X, np.zeros(len(y)))
+
+
+def test_torch_threads_are_restored_after_fit():
+    import torch
+
+    X, y = _data(2)
+    before = torch.get_num_threads()
+    LinearProbeCV(Cs=2, cv=3, n_jobs=1, device="cpu").fit(X, y)
+    LinearProbeCV(Cs=2, cv=3, device="cpu").fit(X, y)  # a small fit: one thread
+    assert torch.get_num_threads() == before
