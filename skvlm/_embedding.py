@@ -104,6 +104,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Number of entries in the stage's stack.
     n_features_out_ : int
         Number of output columns.
+    layer_widths_ : list of int
+        Width of each requested layer's block of columns, in order (all equal
+        but in hierarchical encoders such as ConvNeXt or Swin).
 
     See Also
     --------
@@ -217,7 +220,8 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.n_layers_ = extraction.n_layers
         self.layers_ = layers
         self.pooling_ = pooling
-        self.n_features_out_ = len(layers) * extraction.dim
+        self.layer_widths_ = extraction.widths(layers)
+        self.n_features_out_ = sum(self.layer_widths_)
         return self
 
     def transform(self, X):
@@ -363,10 +367,9 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         names : ndarray of str objects
         """
         check_is_fitted(self)
-        width = self.n_features_out_ // len(self.layers_)
         names = [
             name
-            for layer in self.layers_
+            for layer, width in zip(self.layers_, self.layer_widths_, strict=True)
             for name in Site(self.stage, layer, self.pooling_).feature_names(width)
         ]
         return np.asarray(names, dtype=object)

@@ -127,8 +127,13 @@ class Extraction:
 
     @property
     def dim(self):
-        """Width of one site's vector."""
-        return self.adapter.dim(self.stage)
+        """Width of the widest site's vector (all are equal but in hierarchical encoders)."""
+        return max(self.adapter.dims(self.stage))
+
+    def widths(self, layers):
+        """Width of each of ``layers``' vectors (non-negative layers)."""
+        dims = self.adapter.dims(self.stage)
+        return [dims[layer] for layer in layers]
 
     @property
     def reads_prompt(self):
@@ -336,10 +341,11 @@ class Extraction:
 
         Returns
         -------
-        ndarray of shape (len(items), len(layers) * dim), float32
+        ndarray of shape (len(items), sum of the layers' widths), float32
             NaN rows for images that could not be read.
         """
-        out = np.full((len(items), len(layers) * self.dim), np.nan, dtype=np.float32)
+        ends = np.cumsum([0, *self.widths(layers)])
+        out = np.full((len(items), ends[-1]), np.nan, dtype=np.float32)
         requests = [(layer, pooling) for layer in layers]
         if store is None:
             for rows, vectors in self.batches(items, row_prompts, requests, failed):
@@ -362,7 +368,7 @@ class Extraction:
         )
         for j, site in enumerate(sites):
             if served[site] is not None:
-                out[:, j * self.dim : (j + 1) * self.dim] = served[site]
+                out[:, ends[j] : ends[j + 1]] = served[site]
         return out
 
     def plan(self, store, requests, position=None):

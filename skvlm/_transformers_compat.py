@@ -1,5 +1,195 @@
 """Everything that depends on the installed transformers release, in one place.
 
-(Being filled by the lead for issue 19: the torchvision-free processor loader
-moves here.)
+skvlm supports **transformers >= 5.0** (the lower bound that ``make
+test-oldest`` installs and tests) up to the newest release (``make
+test-latest``; the lock file pins the release ``make test`` uses). Other
+modules use only public transformers API; a test
+(``tests/test_architecture.py``) fails when any module but this one names a
+private transformers attribute, imports from a private transformers module, or
+overrides a private method of a transformers class.
+
+Each branch below names the release that made it necessary, so that the next
+break is quick to diagnose (the contributing guide lists the same facts).
+
+- **5.25** resolves a processor's sub-processors in ``from_pretrained`` itself
+  and uses one passed by keyword (``video_processor=obj``) *as given*. Up to
+  5.24 every sub-processor was loaded from disk first, so a video processor
+  that needs torchvision failed before a keyword could replace it; there a
+  processor is built from its parts, each loaded by its public ``Auto`` class,
+  then ``from_args_and_dict``. Both paths use only public methods.
+- **5.9** moved Qwen2.5-VL's window permutation of vision tokens from the
+  tower's ``get_window_index`` method to ``transformers.vision_utils``
+  (``get_vision_window_index``); :func:`vision_window_index` asks whichever
+  the installed release has.
+- **5.0** dropped torchvision-free fallbacks for video processors: a
+  processor that owns one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM,
+  InternVL, LLaVA-OneVision, GLM-4V, ...) refuses anything but a
+  ``VideoProcessorMixin`` / ``BaseVideoProcessor`` in its class check. The
+  class returned by :func:`processor_class_without_video` overrides that
+  public check (``check_argument_for_proper_class``) for the stand-in only.
 """
+
+from __future__ import annotations
+
+import functools
+
+import transformers
+from packaging.version import Version
+
+__all__ = [
+    "MINIMUM_VERSION",
+    "SUBPROCESSOR_KEYWORD",
+    "TRANSFORMERS_VERSION",
+    "MissingVideoProcessor",
+    "load_processor_without_video",
+    "processor_class_without_video",
+    "torchvision_available",
+    "vision_window_index",
+]
+
+MINIMUM_VERSION = Version("5.0")
+TRANSFORMERS_VERSION = Version(Version(transformers.__version__).base_version)
+# 5.25: ProcessorMixin.from_pretrained uses sub-processors passed by keyword as given.
+SUBPROCESSOR_KEYWORD = TRANSFORMERS_VERSION >= Version("5.25")
+
+
+def torchvision_available():
+    """Whether transformers will use torchvision (its own public check)."""
+    from transformers.utils import is_torchvision_available
+
+    return bool(is_torchvision_available())
+
+
+class MissingVideoProcessor:
+    """Stands in for a video processor that needs torchvision.
+
+    Chat templates read ``num_frames`` and ``fps`` even for image-only chats;
+    processing a video fails here with what to install.
+    """
+
+    num_frames = None
+    fps = None
+    # ``ProcessorMixin.save_pretrained`` reads this protocol attribute of every
+    # sub-processor (custom-code export); the stand-in has no code to export.
+    _auto_class = None
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(
+            "Video inputs need torchvision, which is not usable here: "
+            "pip install torchvision (skvlm itself only sends images)."
+        )
+
+    def __repr__(self):
+        return "MissingVideoProcessor()"
+
+
+@functools.cache
+def processor_class_without_video(processor_cls):
+    """``processor_cls`` accepting :class:`MissingVideoProcessor` as its video processor.
+
+    The subclass keeps the parent's name and module, so messages and
+    ``save_pretrained`` show the real class, and a saved directory loads as
+    the real class.
+    """
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if isinstance(argument, MissingVideoProcessor):
+            return MissingVideoProcessor
+        return processor_cls.check_argument_for_proper_class(
+            self, argument_name, argument
+        )
+
+    def to_dict(self):
+        # The stand-in is no sub-processor: nothing of it belongs in a saved config.
+        output = processor_cls.to_dict(self)
+        output.pop("video_processor", None)
+        return output
+
+    return type(
+        processor_cls.__name__,
+        (processor_cls,),
+        {
+            "check_argument_for_proper_class": check_argument_for_proper_class,
+            "to_dict": to_dict,
+            "__module__": processor_cls.__module__,
+            "__doc__": processor_cls.__doc__,
+        },
+    )
+
+
+def load_processor_without_video(path, processor_cls, **kwargs):
+    """Load ``processor_cls`` from ``path`` with a stand-in for its video processor.
+
+    Parameters
+    ----------
+    path : str
+        Hub id or local directory in ``save_pretrained`` layout.
+    processor_cls : type
+        The transformers processor class (``transformers.Qwen2VLProcessor``...).
+    **kwargs
+        Passed to every ``from_pretrained`` (``revision``...).
+
+    Returns
+    -------
+    processor : processor_cls
+        With :class:`MissingVideoProcessor` as ``video_processor``.
+    """
+    cls = processor_class_without_video(processor_cls)
+    if SUBPROCESSOR_KEYWORD:
+        processor = cls.from_pretrained(
+            path, video_processor=MissingVideoProcessor(), **kwargs
+        )
+        # 5.25 loads the tokenizer before it takes the video processor out of
+        # the keywords, so the tokenizer records it among its init_kwargs, and
+        # save_pretrained would then fail to write it to JSON.
+        for name in cls.get_attributes():
+            init_kwargs = getattr(getattr(processor, name), "init_kwargs", None)
+            if isinstance(init_kwargs, dict):
+                init_kwargs.pop("video_processor", None)
+        return processor
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    processor_dict, init_kwargs = cls.get_processor_dict(path, **kwargs)
+    parts = []
+    for name in cls.get_attributes():
+        if name == "video_processor":
+            parts.append(MissingVideoProcessor())
+        elif name == "tokenizer":
+            parts.append(AutoTokenizer.from_pretrained(path, **kwargs))
+        elif name == "image_processor":
+            parts.append(AutoImageProcessor.from_pretrained(path, **kwargs))
+        else:
+            raise NotImplementedError(
+                f"{processor_cls.__name__} has a sub-processor {name!r} that skvlm "
+                f"cannot load without torchvision on transformers "
+                f"{transformers.__version__}; install torchvision, or transformers "
+                ">= 5.25."
+            )
+    return cls.from_args_and_dict(parts, processor_dict, **init_kwargs)
+
+
+def vision_window_index(tower, grid):
+    """Qwen2.5-VL's window permutation of a tower's packed vision tokens.
+
+    Parameters
+    ----------
+    tower : torch.nn.Module
+        The Qwen2.5-VL vision tower (``model.visual``).
+    grid : torch.Tensor
+        ``image_grid_thw`` of the images, shape (n_images, 3).
+
+    Returns
+    -------
+    index : torch.Tensor
+        The permutation HF applies to the merged tokens before the blocks.
+    """
+    try:  # 5.9 and later
+        from transformers.vision_utils import get_vision_window_index
+    except ImportError:  # up to 5.8 the tower computes it itself
+        return tower.get_window_index(grid)[0]
+    return get_vision_window_index(
+        grid,
+        spatial_merge_size=tower.spatial_merge_size,
+        window_size=tower.window_size,
+        patch_size=tower.patch_size,
+    )[0]

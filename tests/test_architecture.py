@@ -6,7 +6,9 @@ with one forbidden import added, must break.
 """
 
 import ast
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,3 +146,173 @@ def test_the_private_name_check_can_fail():
     ]
     # Inside its own package the same name is fine.
     assert _violations(calls, "skvlm.classifiers", defined) == []
+
+
+# -- other packages' private names ---------------------------------------------------
+# transformers, peft and accelerate change their private names without notice (the
+# transformers 5.25 break came from overriding a private classmethod). Only each
+# library's compat module may name them.
+UPSTREAM = ("transformers", "peft", "accelerate")
+COMPAT_MODULES = {"skvlm/_transformers_compat.py", "skvlm/_sklearn_compat.py"}
+_DEFINED = re.compile(
+    r"(?:def\s+|class\s+|self\.|cls\.|^\s*)(_[A-Za-z][A-Za-z0-9_]*)\s*[(=:]", re.M
+)
+
+
+def _upstream_private_names(distribution):
+    """Private names an installed package defines (methods, attributes, globals)."""
+    spec = importlib.util.find_spec(distribution)
+    if spec is None or spec.origin is None:
+        return set()
+    names = set()
+    for path in Path(spec.origin).parent.rglob("*.py"):
+        names.update(_DEFINED.findall(path.read_text(errors="ignore")))
+    return {name for name in names if not name.startswith("__")}
+
+
+def _own_names(trees):
+    """Names skvlm itself defines or assigns, so its own ``_lock`` is not upstream's."""
+    own, classes = set(), set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                classes.add(node.name)
+                own.add(node.name)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+            elif isinstance(node, ast.arg):
+                own.add(node.arg)
+    return own, classes
+
+
+def _upstream_violations(tree, upstream, own, skvlm_classes):
+    """Where a module imports, reads, writes or overrides an upstream private name."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[0] in UPSTREAM:
+                private = [p for p in parts if p.startswith("_")]
+                private += [a.name for a in node.names if a.name.startswith("_")]
+                if private:
+                    found.append(
+                        f"line {node.lineno}: from {node.module} import {private}"
+                    )
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] in UPSTREAM and any(p.startswith("_") for p in parts):
+                    found.append(f"line {node.lineno}: import {alias.name}")
+        elif isinstance(node, ast.Attribute):
+            if node.attr in upstream and node.attr not in own:
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ClassDef):
+            foreign = [
+                b
+                for b in node.bases
+                if not (isinstance(b, ast.Name) and b.id in skvlm_classes)
+            ]
+            if not foreign:
+                continue
+            for item in node.body:
+                names = []
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    names = [item.name]
+                elif isinstance(item, ast.Assign):
+                    names = [t.id for t in item.targets if isinstance(t, ast.Name)]
+                for name in names:
+                    if name in upstream:
+                        found.append(
+                            f"line {item.lineno}: {node.name} overrides {name}"
+                        )
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "type"
+            and len(node.args) == 3
+            and isinstance(node.args[2], ast.Dict)
+        ):
+            for key in node.args[2].keys:
+                if isinstance(key, ast.Constant) and key.value in upstream:
+                    found.append(f"line {node.lineno}: type(...) overrides {key.value}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def upstream_private():
+    names = set()
+    for distribution in UPSTREAM:
+        names |= _upstream_private_names(distribution)
+    assert "_get_arguments_from_pretrained" in names or not importlib.util.find_spec(
+        "transformers"
+    )
+    return names
+
+
+def _scan(trees, upstream, own, classes):
+    return {
+        name: found
+        for name, tree in trees.items()
+        if name not in COMPAT_MODULES
+        and (found := _upstream_violations(tree, upstream, own, classes))
+    }
+
+
+@pytest.fixture(scope="module")
+def package():
+    """skvlm's modules parsed once, and the names skvlm defines."""
+    trees = {
+        path.relative_to(ROOT).as_posix(): ast.parse(path.read_text())
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+    return trees, *_own_names(trees.values())
+
+
+def test_no_module_but_the_compat_modules_uses_an_upstream_private_name(
+    upstream_private, package
+):
+    assert _scan(package[0], upstream_private, *package[1:]) == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # the transformers 5.25 break: overriding a private classmethod through type()
+        (
+            "Sub = type('P', (object,), {'_get_arguments_from_pretrained': None})",
+            "type(...) overrides _get_arguments_from_pretrained",
+        ),
+        (
+            "class P(transformers.ProcessorMixin):\n"
+            "    def _get_arguments_from_pretrained(cls):\n        pass",
+            "P overrides _get_arguments_from_pretrained",
+        ),
+        ("from transformers.utils.import_utils import _is_package_available", "import"),
+        ("from transformers.models.llava import _private_helper", "import"),
+        (
+            "def f(model):\n    return model.config._attn_implementation",
+            "._attn_implementation",
+        ),
+        ("def f(model):\n    return model._no_split_modules", "._no_split_modules"),
+    ],
+)
+def test_the_upstream_private_name_check_can_fail(
+    upstream_private, package, line, expected
+):
+    trees, own, classes = package
+    for target, flagged in [
+        ("skvlm/models/_llava.py", True),
+        ("skvlm/_transformers_compat.py", False),  # the same line is allowed there
+    ]:
+        source = (ROOT / target).read_text() + "\n" + line + "\n"
+        found = _scan(
+            {**trees, target: ast.parse(source)}, upstream_private, own, classes
+        )
+        if not flagged:
+            assert found == {}
+            continue
+        assert list(found) == [target], found
+        assert any(expected in problem for problem in found[target]), found

@@ -20,7 +20,7 @@ from ._class_names import class_texts
 
 
 class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
-    """Zero-shot image classification with a CLIP or SigLIP model.
+    """Zero-shot image classification with a CLIP-style model (CLIP, SigLIP, ALIGN...).
 
     Each class is described by text prompts ("a photo of a {}."); an image is
     scored by the cosine similarity of its embedding with each class's text
@@ -30,7 +30,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     model : str or path-like, default="openai/clip-vit-base-patch32"
-        A CLIP or SigLIP model: hub id, local directory or shipped name
+        A CLIP-style model (CLIP, SigLIP, SigLIP2, MetaCLIP 2, AIMv2, ALIGN,
+        AltCLIP, Chinese-CLIP): hub id, local directory or shipped name
         (``"skvlm/tiny-clip"`` needs no download: a tiny demo model trained on
         digit images, whose use is noted once with an ``EmbeddedModelWarning``).
     class_names : mapping or sequence of str, default=None
@@ -170,8 +171,9 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
-                f"CLIPZeroShotClassifier needs a CLIP or SigLIP model; {self.model!r} is "
-                f"a {adapter.family} model."
+                "CLIPZeroShotClassifier needs a CLIP-style model with a text encoder "
+                "(CLIP, SigLIP, MetaCLIP 2, AIMv2, ALIGN, AltCLIP, Chinese-CLIP...); "
+                f"{self.model!r} is a {adapter.family} model."
             )
         self._embedder = embedder.fit(None)
         self._check_tokenizes(adapter, classes, names)

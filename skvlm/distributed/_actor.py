@@ -125,9 +125,9 @@ class SiteExtractor:
             ),
             "namespace": pa.array([space] * len(items), pa.string()),
         }
-        for site in self.sites:
+        for (layer, _), site in zip(self.requests, self.sites, strict=True):
             # A batch whose images all failed still writes the common schema.
-            width = extraction.dim
+            (width,) = extraction.widths([layer])
             block = columns.get(site, np.zeros((len(items), width), np.float32))
             table[site] = pa.FixedSizeListArray.from_arrays(
                 pa.array(block.ravel()), block.shape[1], mask=pa.array(~done)

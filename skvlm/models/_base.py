@@ -148,6 +148,14 @@ class Adapter:
         """Width of one pooled vector at ``stage``."""
         raise NotImplementedError
 
+    def dims(self, stage):
+        """Width of each entry of ``stage``'s stack, entry 0 first.
+
+        One width for all entries, except in hierarchical encoders (ConvNeXt,
+        Swin...), whose stages widen as they downsample.
+        """
+        return (self.dim(stage),) * self.n_layers(stage)
+
     def default_pooling(self, stage):
         """The pooling ``pooling="auto"`` resolves to."""
         names = self.poolings(stage, self.n_layers(stage) - 1)

@@ -52,9 +52,10 @@ def describe_sites(model, *, model_kwargs=None):
     for stage in adapter.stages:
         n_layers = adapter.n_layers(stage)
         dim = adapter.dim(stage)
+        dims = adapter.dims(stage)
         for layer in range(n_layers):
             for pooling in adapter.poolings(stage, layer):
-                rows.append((stage, layer, pooling, dim))
+                rows.append((stage, layer, pooling, dims[layer]))
         bound = max_tokens(adapter, stage) if adapter.positions else None
         stages[stage] = {
             "n_layers": n_layers,

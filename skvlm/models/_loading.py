@@ -9,7 +9,6 @@ registry import from here; nothing here imports an adapter.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from .. import _transformers_compat as _compat
 
 # Models shipped inside the package, addressable by name.
 SHIPPED_PREFIX = "skvlm/"
@@ -159,72 +160,10 @@ def load_processor(path, *, revision=None, model_kwargs=None):
 
 
 # -- processors without torchvision ---------------------------------------------------
-class MissingVideoProcessor:
-    """Stands in for a video processor that needs torchvision.
-
-    Chat templates read ``num_frames`` and ``fps`` even for image-only chats;
-    processing a video fails here with what to install.
-    """
-
-    num_frames = None
-    fps = None
-    _auto_class = None  # read by ``save_pretrained``
-
-    def __call__(self, *args, **kwargs):
-        raise ImportError(
-            "Video inputs need torchvision, which is not usable here: "
-            "pip install torchvision (skvlm itself only sends images)."
-        )
-
-
-@functools.cache
-def without_video_processor(processor_cls):
-    """``processor_cls`` loading every part but its video processor.
-
-    The subclass keeps the parent's name, so messages and ``save_pretrained``
-    show the real class.
-    """
-    names = processor_cls.get_attributes()
-    others = [name for name in names if name != "video_processor"]
-    # The parent's loader iterates ``get_attributes``; a sibling class that omits
-    # the video processor reuses it unchanged for everything else.
-    loader = type(
-        processor_cls.__name__,
-        (processor_cls,),
-        {"get_attributes": classmethod(lambda cls: list(others))},
-    )
-
-    def _get_arguments_from_pretrained(cls, path, processor_dict=None, **kwargs):
-        args = loader._get_arguments_from_pretrained(path, processor_dict, **kwargs)
-        args.insert(names.index("video_processor"), MissingVideoProcessor())
-        return args
-
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if isinstance(argument, MissingVideoProcessor):
-            return MissingVideoProcessor
-        return processor_cls.check_argument_for_proper_class(
-            self, argument_name, argument
-        )
-
-    def to_dict(self):
-        # The stand-in is no sub-processor: nothing of it belongs in a saved config.
-        output = processor_cls.to_dict(self)
-        output.pop("video_processor", None)
-        return output
-
-    return type(
-        processor_cls.__name__,
-        (processor_cls,),
-        {
-            "_get_arguments_from_pretrained": classmethod(
-                _get_arguments_from_pretrained
-            ),
-            "check_argument_for_proper_class": check_argument_for_proper_class,
-            "to_dict": to_dict,
-            "__module__": processor_cls.__module__,
-            "__doc__": processor_cls.__doc__,
-        },
-    )
+# The stand-in and the class that accepts it depend on the transformers release:
+# they live in the compat module, re-exported here for the adapters.
+MissingVideoProcessor = _compat.MissingVideoProcessor
+without_video_processor = _compat.processor_class_without_video
 
 
 def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
@@ -259,10 +198,9 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
     ('Qwen2VLProcessor', '<|image_pad|>')
     """
     import transformers
-    from transformers.utils import is_torchvision_available
 
     kwargs = {"revision": revision} if revision else {}
-    if is_torchvision_available():
+    if _compat.torchvision_available():
         trust = (model_kwargs or {}).get("trust_remote_code", False)
         try:
             return transformers.AutoProcessor.from_pretrained(
@@ -270,8 +208,8 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
             )
         except (ImportError, OSError):  # torchvision unusable, or no video config
             pass
-    return without_video_processor(getattr(transformers, class_name)).from_pretrained(
-        path, **kwargs
+    return _compat.load_processor_without_video(
+        path, getattr(transformers, class_name), **kwargs
     )
 
 

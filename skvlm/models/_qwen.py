@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from .._transformers_compat import vision_window_index
 from ..pooling import TokenMasks, pad_tokens
 from ._base import (
     LANGUAGE_POOLINGS,
@@ -230,17 +231,7 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     processor_class = "Qwen2_5_VLProcessor"
 
     def _window_index(self, grid):
-        tower = self.tower
-        try:
-            from transformers.vision_utils import get_vision_window_index
-        except ImportError:  # transformers before vision_utils kept it on the tower
-            return tower.get_window_index(grid)[0]
-        return get_vision_window_index(
-            grid,
-            spatial_merge_size=tower.spatial_merge_size,
-            window_size=tower.window_size,
-            patch_size=tower.patch_size,
-        )[0]
+        return vision_window_index(self.tower, grid)
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):

@@ -11,6 +11,7 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

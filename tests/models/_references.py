@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
-from transformers.vision_utils import get_vision_position_ids
 
 from skvlm.testing._generative import load_processor
 
@@ -363,12 +362,28 @@ def chat(prompt):
     ]
 
 
+def _packed_positions(grid, merge):
+    t, h, w = (int(v) for v in grid[0])
+    hb, wb, i, j = np.meshgrid(
+        np.arange(h // merge),
+        np.arange(w // merge),
+        np.arange(merge),
+        np.arange(merge),
+        indexing="ij",
+    )
+    rows, cols = (hb * merge + i).reshape(-1), (wb * merge + j).reshape(-1)
+    return torch.as_tensor(np.tile(np.stack([rows, cols], 1), (t, 1)))
+
+
 def _raster(hidden, grid):
     """Packed (patches, dim) of one image, in processor order, to raster order.
 
-    HF's own vision position ids say which (row, column) each packed patch is.
+    The processor packs patches merge block by merge block (block rows, block
+    columns, then the 2 x 2 patches of a block); the (row, column) of each packed
+    patch, written out here, equals transformers' ``get_vision_position_ids``
+    (5.9+).
     """
-    rows, cols = get_vision_position_ids(grid, 2).T
+    rows, cols = _packed_positions(grid, 2).T
     return hidden[torch.argsort(rows * int(grid[0, 2]) + cols)]
 
 
