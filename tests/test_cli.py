@@ -57,6 +57,17 @@ def test_probe_with_no_arguments_runs_on_the_embedded_model(tmp_path, monkeypatc
     assert stages == ["vision", "projector", "language"]
 
 
+def test_probe_pooling_image_mean_probes_the_stage_that_has_it(tmp_path, monkeypatch):
+    # Every stage is probed by default; image_mean exists at the language stage
+    # only, and is probed there instead of failing at the vision stage.
+    monkeypatch.chdir(tmp_path)
+    args = ["probe", "--n-per-class", "2", "--cv", "2", "--quiet"]
+    assert main([*args, "--pooling", "image_mean", "--layers", "0,-1"]) == 0
+    table = pd.read_csv(tmp_path / "skvlm-report" / "results.csv")
+    assert set(table["param_stage"]) == {"language"}
+    assert set(table["param_pooling"]) == {"image_mean"}
+
+
 def test_probe_reads_a_folder_and_a_csv(clip_path, image_folder, tmp_path):
     common = ["--model", str(clip_path), "--quiet", "--layers", "-1", "--cv", "2"]
     assert (
@@ -103,13 +114,20 @@ def test_zero_shot_and_importance(clip_path, tmp_path, capsys):
     [
         (["probe", "--data", "/no/such/place"], "does not exist"),
         (["probe", "--layers", "a,b"], "not a comma-separated list of ints"),
-        (["probe", "--stage", "language"], "stage 'language' is not available"),
+        # 5 images per class for 5 folds: the folds are checked before the model.
+        (
+            ["probe", "--stage", "language", "--n-per-class", "5"],
+            "stage 'language' is not available",
+        ),
         (["zero-shot", "--class-names", "a,b"], "2 names for 10 classes"),
         (["zero-shot", "--template", "a photo"], "has no {} for the class name"),
     ],
 )
 def test_errors_are_one_line_without_traceback(clip_path, args, match, capsys):
-    status = main([*args, "--model", str(clip_path), "--quiet", "--n-per-class", "1"])
+    command, *rest = args  # the case's own options last, so they win
+    status = main(
+        [command, "--model", str(clip_path), "--quiet", "--n-per-class", "1", *rest]
+    )
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"skvlm {args[0]}: error: ")
