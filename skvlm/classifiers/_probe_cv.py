@@ -555,7 +555,8 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
                 f"LinearProbeCV: {int((~converged).sum())} of {converged.size} "
                 f"problems reached max_iter={self.max_iter} L-BFGS iterations "
                 f"(the most took {int(n_iter.max())}) before tol was met; raise "
-                "max_iter, or standardize the features.",
+                "max_iter (a nearly separable problem at a large C converges "
+                "slowly), or drop the largest Cs.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
