@@ -10,8 +10,9 @@ fresh FeatureStore with every site of the vision stage for N images, four ways:
 Two figures per run: the wall time of the whole call (Ray's includes starting
 the actors and loading the model in each), and the steady throughput, from
 the first to the last image run through the model. The latter is read from
-``SKVLM_FORWARD_LOG``, which every process running the model appends to, polled
-by a thread here.
+the file of a ``skvlm.testing.KeyLog`` callback, which every process running
+the model (the Ray actors get the estimator's callbacks) appends to, polled by
+a thread here.
 
 Run: python benchmarks/bench_ray.py [--n-images 400] [--batch-size 16]
 """
@@ -65,12 +66,11 @@ def main():
     args = parser.parse_args()
 
     log = tempfile.mktemp(suffix=".log")
-    os.environ["SKVLM_FORWARD_LOG"] = log  # before ray.init: the actors inherit it
     import ray
 
     from skvlm import VLMEmbeddingTransformer
     from skvlm.distributed import extract_features
-    from skvlm.testing import make_tiny_clip, random_images
+    from skvlm.testing import KeyLog, make_tiny_clip, random_images
 
     torch.set_num_threads(1)
     root = tempfile.mkdtemp()
@@ -92,7 +92,9 @@ def main():
         paths.append(f"{root}/img/{i}.png")
         os.makedirs(os.path.dirname(paths[-1]), exist_ok=True)
         image.resize((256, 256)).save(paths[-1])
-    est = VLMEmbeddingTransformer(model, batch_size=args.batch_size)
+    est = VLMEmbeddingTransformer(
+        model, batch_size=args.batch_size, callbacks=[KeyLog(log)]
+    )
 
     print(machine())
     print(f"{args.n_images} images, batch {args.batch_size}, load {os.getloadavg()}")
@@ -104,9 +106,7 @@ def main():
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
 
     def local():
-        est.set_params(cache=tempfile.mkdtemp(dir=root)).precompute(
-            paths, progress=False
-        )
+        est.set_params(cache=tempfile.mkdtemp(dir=root)).precompute(paths, verbose=0)
 
     def on_ray(n_actors, items):
         def run():

@@ -3,8 +3,11 @@
 Compares, side by side in one run, with synthetic vectors written the way a
 fill writes them (one ``write`` per batch of 32 images, float16):
 
-- ``v1``: skvlm's format-1 store, one safetensors file per image (frozen copy
-  in ``benchmarks/_store_v1``);
+- ``v1``: skvlm's format-1 store, one safetensors file per image, taken from
+  git history (the ``skvlm/store`` package of commit :data:`V1_COMMIT`, the
+  last one before format 2) into a temporary directory by :func:`_store_v1`,
+  and imported there as the package ``skvlm_store_v1`` (it is self-contained:
+  relative imports only). Needs a git clone of skvlm;
 - ``v2``: skvlm's store now, packs of many entries plus a key index;
 - ``lmdb``: one LMDB environment, one value per (image, site) with a CRC-32
   prefix, one transaction per batch (``sync=False``, like the others: none of
@@ -36,11 +39,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import io
 import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import zlib
 
@@ -55,6 +63,9 @@ SHAPES = {
     "llava": {"images": 2_000, "sites": 165, "width": 4096},
 }
 BATCH = 32
+#: The last commit whose ``skvlm/store`` wrote format 1 (the parent of ab50bff,
+#: which introduced format 2).
+V1_COMMIT = "723e163e0c8275eff6ee28fff43b6d73af94881b"
 N_LOOKUPS = 20_000  # keys looked up per pattern (random, sequential)
 
 
@@ -163,11 +174,30 @@ class LanceStore:
         return values[[order[k] for k in keys]]
 
 
+def _store_v1():
+    """The format-1 ``skvlm.store`` package of :data:`V1_COMMIT`, imported from
+    a temporary directory as ``skvlm_store_v1`` (no copy kept in the repo)."""
+    if "skvlm_store_v1" in sys.modules:
+        return sys.modules["skvlm_store_v1"]
+    repo = os.path.dirname(HERE)
+    archive = subprocess.run(
+        ["git", "-C", repo, "archive", V1_COMMIT, "skvlm/store"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    root = tempfile.mkdtemp(prefix="skvlm_v1_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    os.rename(
+        os.path.join(root, "skvlm", "store"), os.path.join(root, "skvlm_store_v1")
+    )
+    sys.path.insert(0, root)
+    return importlib.import_module("skvlm_store_v1")
+
+
 def _make(name, path, sites):
     if name == "v1":
-        import _store_v1
-
-        return SkvlmStore(_store_v1, path, sites)
+        return SkvlmStore(_store_v1(), path, sites)
     if name == "v2":
         from skvlm import store
 

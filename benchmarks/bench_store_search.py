@@ -37,8 +37,8 @@ for the probes (torch keeps its threads):
 
 ``--probe NearestCentroid`` swaps in a near-free probe, so the search measures
 everything but the probe; ``--short`` runs only the 48-candidate search between
-two plain transforms. Each image run through the model appends a line to
-$SKVLM_FORWARD_LOG; the script counts them per setting (a store search must log
+two plain transforms. Each image run through the model appends a line to the
+file of a ``skvlm.testing.KeyLog`` callback; the script counts them per setting (a store search must log
 exactly 200). Results print as each setting ends.
 
 Run (from benchmarks/): python bench_store_search.py [--short] [--with-cold]
@@ -105,24 +105,25 @@ class Clock:
 
 @contextlib.contextmanager
 def forward_log():
-    """Point $SKVLM_FORWARD_LOG at a new file; yield a callable counting its lines."""
-    path = tempfile.mktemp(suffix=".log")
-    old = os.environ.get("SKVLM_FORWARD_LOG")
-    os.environ["SKVLM_FORWARD_LOG"] = path
+    """Yield a callable counting the images run through a model meanwhile.
 
-    def count():
-        if not os.path.exists(path):
-            return 0
-        with open(path) as f:
-            return sum(1 for _ in f)
+    A ``skvlm.testing.KeyLog`` callback becomes the default ``callbacks`` of
+    every ``VLMEmbeddingTransformer`` built in the block (those of
+    ``probe_layers`` and of grid-search clones included); its file's lines
+    are the forward passes.
+    """
+    from skvlm import VLMEmbeddingTransformer
+    from skvlm.testing import KeyLog
 
+    log = KeyLog(tempfile.mktemp(suffix=".log"))
+    defaults = VLMEmbeddingTransformer.__init__.__kwdefaults__
+    old = dict(defaults)
+    defaults["callbacks"] = [log]
     try:
-        yield count
+        yield lambda: len(log.read())
     finally:
-        if old is None:
-            del os.environ["SKVLM_FORWARD_LOG"]
-        else:
-            os.environ["SKVLM_FORWARD_LOG"] = old
+        defaults.clear()
+        defaults.update(old)
 
 
 @contextlib.contextmanager
@@ -224,7 +225,7 @@ def store_search(path, paths, y, args, *, warm_position):
                 pooling=warm_position,
                 cache=cache,
                 batch_size=args.batch_size,
-            ).precompute(paths, progress=False)
+            ).precompute(paths, verbose=0)
         search.fit(paths, y)
     n_candidates = len(search.cv_results_["params"])
     rows["n_iter"] = iters

@@ -17,7 +17,8 @@ Both have a 32064-token vocabulary, as LLaVA-1.5. Measured side by side in one r
    peft alone (processor on prompt + answer, labels with the prompt masked, the
    model's own ``labels=`` loss). Same images, batch, dtype, LoRA settings and
    threads. Every step counts its data preparation; the first step is left out
-   (warm-up). Median per-step time over ``--repeats`` interleaved runs.
+   (warm-up). Median per-step time over ``--repeats`` interleaved runs. The
+   tuner's steps are stamped by a callback (``on_step_end``).
 2. **Tokens per second**: rows x tokens per row (image tokens included) / step time.
 3. **Peak memory** of the training steps with and without gradient checkpointing
    (and of the bare loop), each contender in a fresh process, measured from the
@@ -198,26 +199,26 @@ def tuner_steps(
     The fit stops after its last step, before writing the tuned model: only the
     training steps are timed.
     """
-    import skvlm.tuning._tuner as tuner_module
     from skvlm.tuning import VLMClassificationTuner
 
     stamps = []
     n_steps = len(images) // args.batch_size
 
-    def after_step(step):
-        sync(args.device)
-        stamps.append((time.perf_counter(), time.process_time()))
-        if on_step is not None:
-            on_step(step)
-        if step == n_steps:
-            raise _Done
+    class Clock:
+        def on_step_end(self, estimator, *, step, **info):
+            sync(args.device)
+            stamps.append((time.perf_counter(), time.process_time()))
+            if on_step is not None:
+                on_step(step)
+            if step == n_steps:
+                raise _Done
 
     tuner = VLMClassificationTuner(
         path,
-        learning_rate=2e-4,
-        lora_rank=args.lora_rank,
-        lora_alpha=2 * args.lora_rank,
-        max_epochs=1,
+        learning_rate_init=2e-4,
+        lora__r=args.lora_rank,
+        lora__lora_alpha=2 * args.lora_rank,
+        max_iter=1,
         batch_size=args.batch_size,
         gradient_checkpointing=gradient_checkpointing,
         output_dir=args.out,
@@ -225,14 +226,13 @@ def tuner_steps(
         random_state=0,
         device=args.device,
         dtype=args.dtype,
+        verbose=0,
+        callbacks=[Clock()],
     )
-    tuner_module._AFTER_STEP = after_step
     try:
         tuner.fit(images, labels)
     except _Done:
         pass
-    finally:
-        tuner_module._AFTER_STEP = None
     return np.diff(np.array(stamps), axis=0).tolist()
 
 
@@ -459,15 +459,23 @@ def run(args, path):
     load = os.getloadavg()[0]
     images, labels = make_data(args.batch_size * args.steps, args.size)
     step = bare_loop(path, args)
-    tuner_times, bare_times = [], []
+    tuner_times, gc_times, bare_times = [], [], []
     for _ in range(args.repeats):  # interleaved
         tuner_times += tuner_steps(path, images, labels, args)
+        gc_times += tuner_steps(path, images, labels, args, gradient_checkpointing=True)
         bare_times += bare_steps(step, images, labels, args)
     tokens = tokens_per_row(path, images, labels, args)
-    t_tuner = statistics.median(t for t, _ in tuner_times)
-    t_bare = statistics.median(t for t, _ in bare_times)
-    c_tuner = statistics.median(c for _, c in tuner_times)
-    c_bare = statistics.median(c for _, c in bare_times)
+    medians = {
+        name: (
+            statistics.median(t for t, _ in times),
+            statistics.median(c for _, c in times),
+        )
+        for name, times in (
+            ("bare transformers + peft", bare_times),
+            ("VLMClassificationTuner", tuner_times),
+            ("tuner, grad. checkpointing", gc_times),
+        )
+    }
     rows = args.batch_size
     print(f"machine: {machine()}")
     print(
@@ -477,17 +485,21 @@ def run(args, path):
         f"{args.repeats} interleaved runs; load average {load:.1f} at the start"
     )
     print("\n1-2. training steps")
-    for name, t, c in (
-        ("bare transformers + peft", t_bare, c_bare),
-        ("VLMClassificationTuner", t_tuner, c_tuner),
-    ):
+    for name, (t, c) in medians.items():
         print(
-            f"  {name:>25}: {t:7.3f} s/step  {1 / t:7.3f} steps/s  "
-            f"{rows * tokens / t:9.1f} tokens/s   CPU {c:7.3f} s/step"
+            f"  {name:>26}: {t:7.3f} s/step  {1 / t:7.3f} steps/s  "
+            f"{rows / t:7.2f} samples/s  {rows * tokens / t:9.1f} tokens/s   "
+            f"CPU {c:7.3f} s/step"
         )
+    t_bare, c_bare = medians["bare transformers + peft"]
+    t_tuner, c_tuner = medians["VLMClassificationTuner"]
+    t_gc, _ = medians["tuner, grad. checkpointing"]
     print(
         f"  ratio tuner / bare (steps/s) = {t_bare / t_tuner:.3f} wall, "
         f"{c_bare / c_tuner:.3f} CPU  (target >= 0.9)"
+    )
+    print(
+        f"  gradient checkpointing takes {t_gc / t_tuner:.2f} x the tuner's step time"
     )
     if not args.no_memory:
         del step

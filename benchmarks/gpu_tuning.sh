@@ -2,10 +2,11 @@
 # The fine-tuning figures on a GPU in one prepared run: bf16, LoRA rank 128 (alpha
 # 256, the paper's) on every linear layer of the language model plus the projector,
 # on a random-init LLaVA-1.5-7B-sized model (CLIP ViT-L/14-336, 576 image tokens;
-# 32-block Llama of width 4096; 32064-token vocabulary). Prints steps/s and tokens/s
-# of VLMClassificationTuner against a bare transformers + peft loop (same model,
-# batch and precision), then the peak GPU memory of the training steps with and
-# without gradient checkpointing. About 8 minutes on one H100/H200-class GPU:
+# 32-block Llama of width 4096; 32064-token vocabulary). Prints steps/s, samples/s
+# and tokens/s of VLMClassificationTuner with and without gradient checkpointing
+# against a bare transformers + peft loop (same model, batch and precision), then
+# the peak GPU memory of the training steps with and without gradient
+# checkpointing. About 9 minutes on one H100/H200-class GPU:
 # building and saving the random model (14 GB in bf16) and three fresh processes
 # for the memory part take most of it.
 #

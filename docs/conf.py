@@ -20,7 +20,22 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "sphinx_gallery.gen_gallery",
 ]
+
+# The example gallery: examples/plot_*.py run on the shipped tiny models (offline,
+# seconds each) and their figures go into the pages. The output folder starts
+# with "_" so that tests/test_docs_examples.py does not collect generated pages.
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "_gallery",
+    "filename_pattern": r"/plot_",
+    "abort_on_example_error": True,
+    "download_all_examples": False,
+    "write_computation_times": False,
+    "remove_config_comments": True,
+    "min_reported_time": 1000,
+}
 
 autosummary_generate = True
 autodoc_default_options = {

@@ -4,12 +4,14 @@
 #   bash scripts/paper_table_gpu.sh                 # writes under ${OUT:-paper-gpu}
 #
 # With local copies (nothing is downloaded):
-#   DATA=/data/VLMClassifier/data            caltech.jsonl + caltech_classes.json
+#   DATA=/data/VLMClassifier/data            caltech.jsonl + caltech_classes.json,
+#                                            or torchvision's caltech101/ folder
 #   LLAVA=/models/llava-1.5-7b-hf  CLIP=/models/clip-vit-large-patch14-336
 #   BLIP2=/models/blip2-opt-2.7b             (optional)
 # it runs every row of the paper's table on Caltech101 (the paper's split; at most
-# MAX_IMAGES images per split, default 3000), with the fine-tuning row when
-# TUNE=1. Without them it builds a synthetic layout of the same size (101 classes,
+# MAX_IMAGES images per split, default 3000, drawn per class in proportion so every
+# class stays; under PROTOCOL=paper, sound or both, the default), with the
+# fine-tuning row (VLMClassificationTuner.paper_preset) when TUNE=1. Without them it builds a synthetic layout of the same size (101 classes,
 # 8,677 images: the embedded digits rendered with augmentation, class names
 # "digit 0 variant 17"...) and runs the shipped tiny models on the GPU, which checks
 # the whole path (store, resumption, bf16, batching) and times it at that scale.
@@ -63,7 +65,7 @@ fi
 start=$(date +%s)
 $PY scripts/paper_table.py "${args[@]}" --datasets caltech --out "$OUT" \
     --max-images "$MAX_IMAGES" --device "${DEVICE:-cuda}" --dtype "${DTYPE:-bfloat16}" \
-    --batch-size "$batch" \
+    --batch-size "$batch" --protocol "${PROTOCOL:-both}" \
     2>&1 | tee "$OUT/log.txt"
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/log.txt"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/log.txt" || true

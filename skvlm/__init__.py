@@ -18,6 +18,7 @@ __getattr__, __dir__, __all__ = attach(
         "._embedding": ["VLMEmbeddingTransformer"],
         "._inputs": ["ImageLoadError"],
         "._site": ["Site"],
+        "._text_embedding": ["VLMTextEmbeddingTransformer"],
         ".classifiers": [
             "CLIPZeroShotClassifier",
             "LinearProbeCV",

@@ -10,12 +10,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._deprecation import DEPRECATED, renamed_verbose, resolve_verbose
 from ._extraction import Extraction
 from ._inputs import ImageInputMixin, as_items
+from ._module_extraction import ModuleExtraction
 from ._site import STAGES, Site, resolve_layers
-from ._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
+from ._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
+from .callbacks import check_callbacks, notify
 from .models import check_position
-from .pooling import POOLINGS, is_position
+from .pooling import POOLINGS, is_position, pooling_label
 from .store import StoreFeatures, open_store
 
 
@@ -73,8 +76,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         :class:`skvlm.FeatureStore`; its ``keep`` setting says which sites a
         pass keeps). A path opens a store in that directory with the default
         settings. Checked at ``fit``.
-    progress : bool, default=False
-        Show a progress bar over batches.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model
+        (none when the store serves them all); 2 also a line per batch and
+        transformers' weight-loading bar. See :term:`verbose`.
     on_error : {"raise", "nan"}, default="raise"
         What to do with an image that cannot be read: raise an error naming it,
         or return a row of NaN for it and warn once listing the failed indices.
@@ -91,6 +96,34 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each batch of images that ran through the model
+        (with the images' content ``keys``); see :mod:`skvlm.callbacks`.
+    progress : bool
+        Deprecated alias of ``verbose`` (``True`` is ``verbose=1``); warns with
+        a ``FutureWarning``, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
+    module : str or list of str, default=None
+        Read the output of named modules instead of the stage's stack (a
+        *module site*): a glob over the dotted names of the model's
+        ``named_modules()`` (``"*.layers.1.mlp"``; list them with ``skvlm sites
+        MODEL --modules``), or a list of globs. Each matched module, in
+        ``named_modules()`` order, gives one block of columns, like a list of
+        layers; ``layer`` is then ignored. The modules are read by forward
+        hooks during the pass of ``stage``, whose masks pool them: a module
+        whose output is one vector per token of that stage takes every pooling
+        of the stage but ``pooler``; one whose output is one vector per image
+        is taken as it is. A tuple output gives its element 0 (HF blocks return
+        ``(hidden_states, ...)``), and a module called several times in a pass
+        is read at its first call. ``fit`` runs one pass on a blank image to
+        learn the modules' widths. Cached in the store like any site, under a
+        namespace that includes the module names.
 
     Attributes
     ----------
@@ -106,7 +139,10 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         Number of output columns.
     layer_widths_ : list of int
         Width of each requested layer's block of columns, in order (all equal
-        but in hierarchical encoders such as ConvNeXt or Swin).
+        but in hierarchical encoders such as ConvNeXt or Swin); with ``module``,
+        of each module's block.
+    modules_ : list of str
+        With ``module``: the matched module names, in column order.
 
     See Also
     --------
@@ -146,11 +182,15 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         "dtype": "no_validation",  # str or torch.dtype, checked by resolve_dtype
         "normalize": ["boolean"],
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
         "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
         "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "module": [str, list, None],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -166,11 +206,15 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         dtype="auto",
         normalize=False,
         cache=None,
-        progress=False,
+        verbose=1,
         on_error="raise",
         model_kwargs=None,
         n_workers="auto",
         image_column="image",
+        module=None,
+        callbacks=None,
+        progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.stage = stage
@@ -182,11 +226,15 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.normalize = normalize
         self.cache = cache
-        self.progress = progress
+        self.verbose = verbose
         self.on_error = on_error
         self.model_kwargs = model_kwargs
         self.n_workers = n_workers
         self.image_column = image_column
+        self.module = module
+        self.callbacks = callbacks
+        self.progress = progress
+        self.image_aspect = image_aspect
 
     # -- sklearn API ---------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=True)
@@ -197,18 +245,33 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : ignored or collection of images, default=None
             When given, only its container is checked (no image is decoded).
-        y : ignored
+        y : array-like of shape (n_samples,), default=None
+            Not used; checked to hold one label per image when given with X.
 
         Returns
         -------
         self : VLMEmbeddingTransformer
         """
+        resolve_verbose(self, warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        n_samples = None
         if X is not None:
-            as_items(X, self.image_column)
+            items, _ = as_items(X, self.image_column)
+            n_samples = len(items)
+            if y is not None and len(y) != n_samples:
+                raise ValueError(
+                    f"X has {n_samples} images but y has {len(y)} labels; give one "
+                    "label per image (or no y: this transformer does not use it)."
+                )
+        notify(callbacks, "on_fit_begin", self, n_samples=n_samples)
         if self.cache is not None:
             # A cache that cannot work (a file, a foreign directory, a damaged
             # layout, an uncreatable path) fails here, not deep in transform.
             open_store(self.cache).check()
+        if self.module is not None:
+            self._fit_modules()
+            notify(callbacks, "on_fit_end", self, stopped_early=False)
+            return self
         extraction = self._extraction()
         adapter = extraction.adapter
         layers = resolve_layers(
@@ -222,6 +285,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         self.pooling_ = pooling
         self.layer_widths_ = extraction.widths(layers)
         self.n_features_out_ = sum(self.layer_widths_)
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
     def transform(self, X):
@@ -256,7 +320,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         return out
 
-    def precompute(self, X, *, progress=True):
+    def precompute(self, X, *, verbose=None, progress=DEPRECATED):
         """Fill the store with the sites its ``keep`` setting keeps, for every image.
 
         Run it once where the model runs fast (a GPU box); later transforms at
@@ -271,8 +335,11 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         ----------
         X : collection of images
             As for :meth:`transform`.
-        progress : bool, default=True
-            Show a progress bar over the batches that run the model.
+        verbose : int, default=None
+            Overrides the estimator's ``verbose`` for this call (None: the
+            estimator's, 1 by default).
+        progress : bool
+            Deprecated alias of ``verbose``.
 
         Returns
         -------
@@ -285,6 +352,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             )
         if not hasattr(self, "n_features_out_"):
             self.fit(None)
+        verbose = renamed_verbose(progress, verbose, where="precompute")
         items, row_prompts = as_items(X, self.image_column)
         self._extraction().fill(
             open_store(self.cache),
@@ -293,7 +361,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             [],
             position=self.pooling_,
             requests=[(layer, self.pooling_) for layer in self.layers_],
-            progress=progress,
+            verbose=verbose,
         )
         return self
 
@@ -327,7 +395,7 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         >>> vlm = VLMEmbeddingTransformer(
         ...     make_tiny_clip(tempfile.mkdtemp()), cache=tempfile.mkdtemp()
         ... )
-        >>> features = vlm.fit().precompute(images, progress=False).stored_features(images)
+        >>> features = vlm.fit().precompute(images, verbose=0).stored_features(images)
         >>> features.shape, features.sites
         ((3, 32), ['vision/l3/cls'])
         """
@@ -367,6 +435,18 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
         names : ndarray of str objects
         """
         check_is_fitted(self)
+        if self.module is not None:
+            label = pooling_label(self.pooling_)
+            return np.asarray(
+                [
+                    f"{name}_{label}_{i}"
+                    for name, width in zip(
+                        self.modules_, self.layer_widths_, strict=True
+                    )
+                    for i in range(width)
+                ],
+                dtype=object,
+            )
         names = [
             name
             for layer, width in zip(self.layers_, self.layer_widths_, strict=True)
@@ -383,7 +463,37 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
     # -- internals -------------------------------------------------------------------
     def _extraction(self):
         """The extraction this estimator's parameters describe (model loaded once)."""
-        return Extraction.from_params(self.get_params(deep=False))
+        if self.module is not None:
+            return ModuleExtraction.from_params(
+                self.get_params(deep=False),
+                widths=getattr(self, "layer_widths_", None),
+                estimator=self,
+            )
+        return Extraction.from_params(self.get_params(deep=False), estimator=self)
+
+    def _fit_modules(self):
+        extraction = self._extraction()
+        adapter = extraction.adapter
+        pooling = self.pooling
+        if isinstance(pooling, bool):
+            raise TypeError("pooling must be a name or an int position, not a bool.")
+        if pooling == "auto":
+            pooling = adapter.default_pooling(self.stage)
+            pooling = "mean" if pooling == "pooler" else pooling
+        elif pooling == "pooler":
+            raise ValueError(
+                "pooling='pooler' is the model's own pooled output of a stage, not "
+                "a pooling of a module's output; use 'mean', 'max', 'cls', 'last' "
+                "or an int position with module=."
+            )
+        self.family_ = adapter.family
+        self.modules_ = extraction.modules
+        self.n_layers_ = len(self.modules_)
+        self.layers_ = list(range(len(self.modules_)))
+        self.pooling_ = int(pooling) if is_position(pooling) else pooling
+        self.layer_widths_ = extraction.module_widths
+        self.n_features_out_ = sum(self.layer_widths_)
+        return self
 
     def _check_pooling(self, adapter, layers):
         pooling = self.pooling

@@ -18,15 +18,25 @@ from numbers import Integral
 
 import numpy as np
 
-from ._inputs import ImageLoadError, image_key, load_image
+from ._deprecation import renamed_verbose
+from ._inputs import ImageLoadError, image_key, image_loader
 from ._site import Site, is_position
+from .callbacks import ProgressBar, check_callbacks, notify
 from .models import load_adapter
 from .store import compute_missing, serve
 
 #: Bump when what a site means changes, so old stores are never served.
 SITE_VERSION = 1
 
-_PARAMS = ("stage", "prompt", "batch_size", "on_error", "progress", "n_workers")
+_PARAMS = (
+    "stage",
+    "prompt",
+    "batch_size",
+    "on_error",
+    "n_workers",
+    "callbacks",
+    "image_aspect",
+)
 
 
 class Extraction:
@@ -44,13 +54,23 @@ class Extraction:
     on_error : {"raise", "nan"}, default="raise"
         An image that cannot be read raises, or is recorded in ``failed`` and
         left out (its row comes back as NaN).
-    progress : bool, default=False
-        Show a progress bar over the batches that run the model.
+    verbose : int, default=0
+        0 silent; 1 a progress bar over the images that run through the model;
+        2 also a line per batch.
     n_workers : int or "auto", default="auto"
         Threads that decode and preprocess the next batches while the model
         runs the current one (0: all in the calling thread). ``"auto"``: on a
         GPU, one fewer than the CPUs (at most 8); on the CPU, 0, since the
         forward pass already keeps every core busy. Results do not depend on it.
+    callbacks : list of callbacks, default=None
+        Told ``on_batch_end`` after each batch that ran through the model (see
+        :mod:`skvlm.callbacks`), with ``keys`` the content keys of its images.
+    estimator : object, default=None
+        What the callbacks receive as their ``estimator`` argument.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"pad"`` pads each image to a square with the processor's mean colour
+        before the processor sees it (:func:`skvlm._inputs.pad_to_square`); the
+        namespace then differs, so padded and unpadded vectors never mix.
 
     Examples
     --------
@@ -72,13 +92,19 @@ class Extraction:
         prompt=None,
         batch_size=32,
         on_error="raise",
-        progress=False,
+        verbose=0,
         n_workers="auto",
+        callbacks=None,
+        estimator=None,
+        image_aspect="native",
     ):
         if stage not in adapter.stages:
+            reason = getattr(adapter, "unavailable", {}).get(stage)
             raise ValueError(
                 f"stage={stage!r} is not available for the {adapter.family} model "
-                f"{adapter_name(adapter)!r}; its stages are {list(adapter.stages)}."
+                f"{adapter_name(adapter)!r}"
+                + (f" ({reason})" if reason else "")
+                + f"; its stages are {list(adapter.stages)}."
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
             raise TypeError(f"batch_size must be an int, got {batch_size!r}.")
@@ -91,11 +117,15 @@ class Extraction:
         self.prompt = prompt
         self.batch_size = int(batch_size)
         self.on_error = on_error
-        self.progress = progress
+        self.verbose = int(verbose)
         self.n_workers = resolve_workers(n_workers, adapter.device)
+        self.callbacks = check_callbacks(callbacks)
+        self.estimator = estimator
+        self.image_aspect = image_aspect
+        self._load_image = image_loader(image_aspect, adapter.processor)
 
     @classmethod
-    def from_params(cls, params):
+    def from_params(cls, params, estimator=None):
         """The extraction a ``VLMEmbeddingTransformer``'s parameters describe.
 
         Parameters
@@ -103,21 +133,28 @@ class Extraction:
         params : dict
             The estimator's ``get_params()``: ``model``, ``device``, ``dtype``,
             ``model_kwargs`` load the model (once per process, shared); ``stage``,
-            ``prompt``, ``batch_size``, ``on_error`` and ``progress`` are kept.
+            ``prompt``, ``batch_size``, ``on_error``, ``verbose``, ``n_workers``
+            and ``callbacks`` are kept (a deprecated ``progress`` is read as
+            ``verbose``; the estimator warned about it in ``fit``).
+        estimator : object, default=None
+            What the callbacks receive as their ``estimator`` argument.
 
         Returns
         -------
         Extraction
         """
+        verbose = renamed_verbose(
+            params.get("progress"), params.get("verbose", 0), where="", warn=False
+        )
         adapter = load_adapter(
             params["model"],
             device=params.get("device", "auto"),
             dtype=params.get("dtype", "auto"),
             model_kwargs=params.get("model_kwargs"),
-            progress=params.get("progress", False),
+            verbose=verbose,
         )
         kept = {k: params[k] for k in _PARAMS if k in params}
-        return cls(adapter, **kept)
+        return cls(adapter, **kept, verbose=verbose, estimator=estimator)
 
     # -- what a pass of this stage offers -------------------------------------------
     @property
@@ -200,6 +237,10 @@ class Extraction:
             "preprocessing": adapter.preprocessing_config(),
             "site_version": SITE_VERSION,
         }
+        if self.image_aspect != "native":
+            # Only a non-default aspect enters the hash: stores filled before the
+            # option existed keep their namespace.
+            identity["image_aspect"] = self.image_aspect
         blob = json.dumps(identity, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest(), meta
 
@@ -231,7 +272,7 @@ class Extraction:
         kept, images = [], []
         for i in rows:
             try:
-                images.append(load_image(items[i], i))
+                images.append(self._load_image(items[i], i))
                 kept.append(i)
             except ImageLoadError:
                 if self.on_error == "raise":
@@ -246,7 +287,7 @@ class Extraction:
             return rows, None
         return rows, self.adapter.prepare(images, self.prompts(rows, row_prompts))
 
-    def batches(self, items, row_prompts, requests, failed, rows=None, progress=None):
+    def batches(self, items, row_prompts, requests, failed, rows=None, verbose=None):
         """Yield ``(row indices, {(layer, pooling): float32 ndarray})`` per batch.
 
         Parameters
@@ -262,11 +303,10 @@ class Extraction:
             row order whatever ``n_workers``.
         rows : sequence of int, default=None
             Restrict the passes to these rows (a store's misses).
-        progress : bool, default=None
-            Overrides the extraction's ``progress``.
+        verbose : int, default=None
+            Overrides the extraction's ``verbose``.
         """
         import torch
-        from tqdm.auto import tqdm
 
         order = list(range(len(items))) if rows is None else list(rows)
         order = self._by_length(order, items, row_prompts)
@@ -274,23 +314,55 @@ class Extraction:
             order[start : start + self.batch_size]
             for start in range(0, len(order), self.batch_size)
         ]
-        bar = tqdm(
-            total=len(chunks),
-            # no bar when every image came from the store (it would say "0batch")
-            disable=not (self.progress if progress is None else progress) or not chunks,
-            desc=f"{self.adapter.family} {self.stage}",
-            unit="batch",
-        )
-        with bar:
-            for batch_rows, batch, lost in self.prepared(items, row_prompts, chunks):
+        callbacks = self.run_callbacks(verbose)
+        n_done, n_total = 0, len(order)
+        try:
+            for chunk, (batch_rows, batch, lost) in zip(
+                chunks, self.prepared(items, row_prompts, chunks), strict=True
+            ):
                 failed.extend(lost)
-                bar.update()
-                if not batch_rows:
-                    continue
-                with torch.inference_mode():
-                    vectors = self.adapter.extract(batch, self.stage, requests)
-                log_forward(items, batch_rows)
-                yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+                vectors = {}
+                if batch_rows:
+                    with torch.inference_mode():
+                        vectors = self.extract(batch, requests)
+                n_done += len(chunk)
+                self.batch_end(callbacks, items, batch_rows, n_done, n_total)
+                if batch_rows:
+                    yield batch_rows, {k: v.cpu().numpy() for k, v in vectors.items()}
+        finally:
+            for callback in callbacks[len(self.callbacks) :]:
+                callback.close()  # the bar of this run, even if it stopped early
+
+    def run_callbacks(self, verbose=None):
+        """The user's callbacks, plus a progress bar when ``verbose >= 1``."""
+        verbose = self.verbose if verbose is None else int(verbose)
+        if verbose < 1:
+            return self.callbacks
+        desc = f"{self.adapter.family} {self.stage}"
+        return [*self.callbacks, ProgressBar(desc, verbose=verbose)]
+
+    def batch_end(self, callbacks, items, rows, n_done, n_total):
+        """Tell ``callbacks`` a batch of ``rows`` went through the model.
+
+        ``keys`` (the images' content keys) are computed only when a user's
+        callback may read them: hashing every image costs a read of its bytes.
+        """
+        keys = None
+        if self.callbacks:
+            keys = [image_key(items[i], i) for i in rows]
+        notify(
+            callbacks,
+            "on_batch_end",
+            self.estimator,
+            n_done=n_done,
+            n_total=n_total,
+            keys=keys,
+            stage=self.stage,
+        )
+
+    def extract(self, batch, requests):
+        """``{(layer, pooling): tensor}`` of one prepared batch (one forward pass)."""
+        return self.adapter.extract(batch, self.stage, requests)
 
     def prepared(self, items, row_prompts, chunks):
         """``(rows, model inputs, failed rows)`` of each chunk, in chunk order.
@@ -364,7 +436,7 @@ class Extraction:
             self._computer(items, row_prompts, fill, failed),
             plan=plan,
             meta=meta,
-            show=self.progress,
+            show=self.verbose >= 1,
         )
         for j, site in enumerate(sites):
             if served[site] is not None:
@@ -396,7 +468,7 @@ class Extraction:
         rows=None,
         keys=None,
         lock=True,
-        progress=None,
+        verbose=None,
     ):
         """Compute and store every site the store lacks for ``items``.
 
@@ -418,8 +490,8 @@ class Extraction:
         lock : bool, default=True
             Take the namespace's compute lock (False when the caller hands
             each image to exactly one worker, as the Ray driver does).
-        progress : bool, default=None
-            Overrides the extraction's ``progress``.
+        verbose : int, default=None
+            Overrides the extraction's ``verbose``.
 
         Returns
         -------
@@ -446,21 +518,21 @@ class Extraction:
             keys,
             rows,
             plan,
-            self._computer(items, row_prompts, fill, failed, progress),
+            self._computer(items, row_prompts, fill, failed, verbose),
             meta=meta,
             lock=lock,
-            show=self.progress if progress is None else progress,
+            show=(self.verbose if verbose is None else verbose) >= 1,
         )
         for i in failed:
             keys[i] = None
         return space, keys, computed, fallback
 
-    def _computer(self, items, row_prompts, requests, failed, progress=None):
+    def _computer(self, items, row_prompts, requests, failed, verbose=None):
         """``compute(rows)`` for the store: named site vectors of each batch."""
 
         def compute(rows):
             for batch_rows, vectors in self.batches(
-                items, row_prompts, requests, failed, rows=rows, progress=progress
+                items, row_prompts, requests, failed, rows=rows, verbose=verbose
             ):
                 yield (
                     batch_rows,
@@ -543,23 +615,8 @@ def _area(item):
         if isinstance(item, (str, os.PathLike)):
             with Image.open(item) as image:  # reads the header only
                 return image.width * image.height
-    except (OSError, ValueError, IndexError):
-        return 0  # the batch loop reports unreadable items properly
+    except Exception:
+        # A sort hint never fails a transform: the batch loop reports an
+        # unreadable item (a decompression bomb too) under on_error.
+        return 0
     return 0
-
-
-def log_forward(items, rows):
-    """Append the content keys of images run through a model to $SKVLM_FORWARD_LOG.
-
-    A diagnostic for counting forward passes across processes (tests use it to
-    check that a grid search runs each image once); off unless the variable is set.
-    """
-    path = os.environ.get("SKVLM_FORWARD_LOG")
-    if not path:
-        return
-    lines = "".join(f"{image_key(items[i], i)}\n" for i in rows)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, lines.encode())  # one O_APPEND write: lines never interleave
-    finally:
-        os.close(fd)

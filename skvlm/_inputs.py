@@ -11,12 +11,13 @@ import io
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ._filestate import FileChangingError, FileDigests
 
 ACCEPTED = (
     "file paths (str or pathlib.Path), PIL images, numpy arrays (HxW or HxWx1/3/4; "
@@ -339,7 +340,15 @@ def load_image(item, index=0):
             "Remove it from X.",
             index,
         )
-    return to_rgb(image)
+    try:
+        return to_rgb(image)
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(
+            f"{where}: a {image.mode!r} image could not be converted to RGB ({exc}). "
+            "Convert it to RGB first, or pass on_error='nan' to skip it with a NaN "
+            "row.",
+            index,
+        ) from None
 
 
 def _open(source, where, index):
@@ -456,6 +465,8 @@ def to_rgb(image):
     mode = image.mode
     if mode == "RGB":
         return image
+    if mode == "La":  # PIL converts premultiplied L only to LA
+        image, mode = image.convert("LA"), "LA"
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         mode == "P" and "transparency" in image.info
     ):
@@ -513,25 +524,80 @@ def pad_to_square(image, fill=(0, 0, 0)):
     width, height = image.size
     if width == height:
         return image
-    colour = tuple(
-        int(c * 255) if isinstance(c, float) else int(c) for c in fill
-    )
+    colour = tuple(int(c * 255) if isinstance(c, float) else int(c) for c in fill)
     side = max(width, height)
     result = Image.new(image.mode, (side, side), colour)
     result.paste(image, ((side - width) // 2, (side - height) // 2))
     return result
 
 
-_FILE_KEYS: dict[tuple, str] = {}
-_FILE_KEYS_LOCK = threading.Lock()
+_FILE_KEYS = FileDigests(lambda: hashlib.sha1(b"file"))
+IMAGE_ASPECTS = ("native", "pad")
+
+
+def image_loader(image_aspect, processor=None):
+    """``load(item, index)``: :func:`load_image`, then padded when ``image_aspect="pad"``.
+
+    ``"native"`` hands the image to the processor as it is (which then resizes
+    and centre-crops it); ``"pad"`` first pads it to a square with the
+    processor's ``image_mean`` (:func:`pad_to_square`, LLaVA's
+    ``--image_aspect_ratio pad``), so the crop cuts nothing off.
+
+    Parameters
+    ----------
+    image_aspect : {"native", "pad"}
+    processor : transformers processor or image processor, default=None
+        Where the padding colour comes from (``image_processor.image_mean``);
+        black when it has none.
+
+    Returns
+    -------
+    load : callable
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from skvlm._inputs import image_loader
+    >>> load = image_loader("pad")
+    >>> load(Image.new("RGB", (4, 2)), 0).size
+    (4, 4)
+    """
+    if image_aspect not in IMAGE_ASPECTS:
+        raise ValueError(
+            f"image_aspect must be one of {list(IMAGE_ASPECTS)}; got {image_aspect!r}."
+        )
+    if image_aspect == "native":
+        return load_image
+    images = getattr(processor, "image_processor", processor)
+    fill = getattr(images, "image_mean", None) or (0, 0, 0)
+
+    def load(item, index=0):
+        return pad_to_square(load_image(item, index), fill=fill)
+
+    return load
 
 
 def image_key(item, index=0):
-    """A content hash of one item: file bytes for paths, pixels otherwise.
+    """A content hash of one item: what decides the pixels the model receives.
 
-    A renamed file keeps its key; an edited file gets a new one. File keys are
-    memoised per (path, size, mtime, inode), so a grid search does not re-read
-    every file for every fold.
+    One rule for every input kind, each exact (two items share a key only if
+    they give the processor the same pixels):
+
+    - An encoded image (a path, bytes, or a ``datasets`` row holding either)
+      is keyed on the file's bytes: decoding is a function of the bytes, and
+      they cover everything that decides the pixels (palette, transparency,
+      bit depth, EXIF). The same file under another name, or passed as bytes,
+      keeps its key; an edited file gets a new one.
+    - A decoded image (a PIL image in any mode, a numpy array) is keyed on the
+      RGB pixels :func:`load_image` makes of it, the very pixels the
+      processor receives, with their size. A ``P`` image is keyed on its
+      colours, not its palette indices; an array and the PIL image it equals
+      share a key.
+
+    File keys are memoised by (path, size, mtime, ctime, inode, device), with
+    the racy-clean rule of :mod:`skvlm._filestate` (shared with the model
+    files), so a grid search does not re-read every file for every fold, and
+    a file rewritten in place with its times restored is read again.
 
     Parameters
     ----------
@@ -543,58 +609,71 @@ def image_key(item, index=0):
     -------
     key : str
         40 hex digits.
+
+    Raises
+    ------
+    ImageLoadError
+        For an item that cannot be read (as :func:`load_image` would).
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from skvlm._inputs import image_key
+    >>> a = Image.new("P", (2, 2), 0)
+    >>> a.putpalette([255, 0, 0] + [0] * 765)
+    >>> b = Image.new("P", (2, 2), 0)
+    >>> b.putpalette([0, 0, 255] + [0] * 765)
+    >>> image_key(a) == image_key(b)
+    False
+    >>> image_key(a) == image_key(Image.new("RGB", (2, 2), (255, 0, 0)))
+    True
     """
     if isinstance(item, dict) and ("bytes" in item or "path" in item):
         item = item.get("bytes") or item.get("path")
     if isinstance(item, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(item))
-        where = _describe(item, index)
-        try:
-            st = os.stat(path)
-        except OSError:
-            raise ImageLoadError(
-                f"{where}: no such file. Check the path.", index
-            ) from None
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise ImageLoadError(
-                f"{where}: is {kind}, not an image file. List the image files "
-                "instead, or pass on_error='nan' to skip it with a NaN row.",
-                index,
-            )
-        memo = (path, st.st_size, st.st_mtime_ns, st.st_ino)
-        with _FILE_KEYS_LOCK:
-            key = _FILE_KEYS.get(memo)
-        if key is None:
-            digest = hashlib.sha1(b"file")
-            try:
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(chunk)
-            except OSError as exc:
-                raise ImageLoadError(
-                    f"{where}: could not be read ({exc.strerror or exc}). Check its "
-                    "permissions, or pass on_error='nan' to skip it with a NaN row.",
-                    index,
-                ) from None
-            key = digest.hexdigest()
-            with _FILE_KEYS_LOCK:
-                _FILE_KEYS[memo] = key
-        return key
-    digest = hashlib.sha1()
+        return _file_key(item, index)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        digest.update(b"file")
-        digest.update(bytes(item))
-    elif isinstance(item, Image.Image):
-        digest.update(f"pil:{item.mode}:{item.size}".encode())
-        digest.update(item.tobytes())
-    elif isinstance(item, np.ndarray):
-        digest.update(f"array:{item.dtype.str}:{item.shape}".encode())
-        digest.update(np.ascontiguousarray(item).tobytes())
-    else:
+        digest = hashlib.sha1(b"file")
+        digest.update(item)
+        return digest.hexdigest()
+    if isinstance(item, (Image.Image, np.ndarray)):
+        image = load_image(item, index)
+        digest = hashlib.sha1(f"pil:RGB:{image.size}".encode())
+        digest.update(image.tobytes())
+        return digest.hexdigest()
+    raise ImageLoadError(
+        f"{_describe(item, index)}: unsupported type {type(item).__name__}. "
+        f"Pass {ACCEPTED}.",
+        index,
+    )
+
+
+def _file_key(item, index):
+    """The memoised key of a file's bytes, with errors that name the item."""
+    where = _describe(item, index)
+    try:
+        st = os.stat(item)
+    except OSError:
+        raise ImageLoadError(f"{where}: no such file. Check the path.", index) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise ImageLoadError(
-            f"{_describe(item, index)}: unsupported type {type(item).__name__}. "
-            f"Pass {ACCEPTED}.",
+            f"{where}: is {kind}, not an image file. List the image files "
+            "instead, or pass on_error='nan' to skip it with a NaN row.",
             index,
         )
-    return digest.hexdigest()
+    try:
+        return _FILE_KEYS(item)
+    except FileChangingError:
+        raise ImageLoadError(
+            f"{where}: the file changed every time skvlm read it. Wait until "
+            "whatever writes it has finished, or pass on_error='nan' to skip it "
+            "with a NaN row.",
+            index,
+        ) from None
+    except OSError as exc:
+        raise ImageLoadError(
+            f"{where}: could not be read ({exc.strerror or exc}). Check its "
+            "permissions, or pass on_error='nan' to skip it with a NaN row.",
+            index,
+        ) from None

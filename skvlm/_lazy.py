@@ -11,7 +11,7 @@ import VLMEmbeddingTransformer``), then cached in the package's namespace.
 import importlib
 
 
-def attach(package, exports, submodules=()):
+def attach(package, exports, submodules=(), internal=None):
     """``(__getattr__, __dir__, __all__)`` for a package with lazy attributes.
 
     Parameters
@@ -24,6 +24,11 @@ def attach(package, exports, submodules=()):
     submodules : iterable of str, default=()
         Public submodules reachable as attributes (``skvlm.inspection``),
         imported on first access as an eager ``__init__`` would have.
+    internal : dict of str to list of str, default=None
+        Like ``exports``, for names other skvlm packages import from this
+        one but users should not: reachable as attributes, left out of
+        ``__all__`` (so out of ``from package import *``, the API reference
+        and the glossary's walk).
 
     Returns
     -------
@@ -40,6 +45,9 @@ def attach(package, exports, submodules=()):
     ['ImageLoadError']
     """
     where = {name: module for module, names in exports.items() for name in names}
+    public = sorted(where)
+    for module, names in (internal or {}).items():
+        where.update(dict.fromkeys(names, module))
     submodules = frozenset(submodules)
 
     def __getattr__(name):
@@ -58,4 +66,4 @@ def attach(package, exports, submodules=()):
         namespace = importlib.import_module(package).__dict__
         return sorted(set(namespace) | set(where) | submodules)
 
-    return __getattr__, __dir__, sorted(where)
+    return __getattr__, __dir__, public

@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.base import _fit_context as fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
+    Hidden,
     Interval,
     RealNotInt,
     StrOptions,
@@ -54,6 +55,7 @@ except ImportError:  # pragma: no cover - a release that renamed them
 
 __all__ = [
     "HasMethods",
+    "Hidden",
     "Interval",
     "RealNotInt",
     "ScorerSpec",

@@ -1,6 +1,6 @@
 """Everything that depends on the installed transformers release, in one place.
 
-skvlm supports **transformers >= 5.0** (the lower bound that ``make
+skvlm supports **transformers >= 5.4** (the lower bound that ``make
 test-oldest`` installs and tests) up to the newest release (``make
 test-latest``; the lock file pins the release ``make test`` uses). Other
 modules use only public transformers API; a test
@@ -47,7 +47,7 @@ __all__ = [
     "vision_window_index",
 ]
 
-MINIMUM_VERSION = Version("5.0")
+MINIMUM_VERSION = Version("5.4")
 TRANSFORMERS_VERSION = Version(Version(transformers.__version__).base_version)
 # 5.25: ProcessorMixin.from_pretrained uses sub-processors passed by keyword as given.
 SUBPROCESSOR_KEYWORD = TRANSFORMERS_VERSION >= Version("5.25")

@@ -309,7 +309,7 @@ def compare_models(
                 max_new_tokens=max_new_tokens,
                 batch_size=batch_size,
                 device=device,
-                progress=progress,
+                verbose=int(bool(progress)),
                 random_state=random_state,
             )
             record(model, strategy, clf.fit(X_train, y_train).predict(X_test))

@@ -46,7 +46,16 @@ Examples
 
 from __future__ import annotations
 
-__all__ = ["EVENTS", "Callback", "StopTraining", "check_callbacks", "notify"]
+import sys
+
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "ProgressBar",
+    "StopTraining",
+    "check_callbacks",
+    "notify",
+]
 
 EVENTS = (
     "on_fit_begin",
@@ -125,3 +134,65 @@ def notify(callbacks, event, estimator, **info):
             stop = exc
     if stop is not None:
         raise stop
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the images of each run of a model: skvlm's ``verbose>=1``.
+
+    Estimators that run a model add one to their callbacks when ``verbose`` is
+    1 or more; at 2 it also writes a line per batch. A bar opens at a run's
+    first ``on_batch_end`` (so a run served entirely from a store shows none)
+    and closes when ``n_done`` reaches ``n_total``.
+
+    Parameters
+    ----------
+    desc : str, default=None
+        The bar's label (None: the ``stage`` of the events).
+    verbose : int, default=1
+        2 adds a line per batch.
+
+    Examples
+    --------
+    >>> from skvlm.callbacks import ProgressBar, notify
+    >>> bar = ProgressBar("demo", verbose=0)  # verbose=0: counts, shows nothing
+    >>> notify([bar], "on_batch_end", None, n_done=2, n_total=4, stage="vision")
+    >>> bar.n_done
+    2
+    """
+
+    def __init__(self, desc=None, verbose=1):
+        self.desc = desc
+        self.verbose = verbose
+        self.n_done = 0
+        self._bar = None
+
+    def on_batch_end(self, estimator, *, n_done, n_total, stage=None, **info):
+        from tqdm.auto import tqdm
+
+        if self._bar is not None and n_done < self._bar.n:
+            self.close()  # a new run began before the last one finished
+        if self._bar is None:
+            self._bar = tqdm(
+                total=n_total,
+                desc=self.desc or stage or "images",
+                unit="image",
+                disable=self.verbose < 1,
+            )
+        self._bar.update(n_done - self._bar.n)
+        self.n_done = n_done
+        if self.verbose >= 2:
+            tqdm.write(f"{self._bar.desc}: {n_done}/{n_total} images", file=sys.stderr)
+        if n_done >= n_total:
+            self.close()
+
+    def on_fit_end(self, estimator, **info):
+        self.close()
+
+    def close(self):
+        """Close the open bar, if any."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_bar": None}

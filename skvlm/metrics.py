@@ -1,4 +1,5 @@
-"""Scorers for classifiers over many classes (top-k accuracy)."""
+"""Scorers for classifiers over many classes (top-k accuracy) and for image-text
+retrieval (recall@k)."""
 
 from numbers import Integral
 
@@ -6,7 +7,14 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import top_k_accuracy_score
 
-__all__ = ["top_k_accuracy_scorer"]
+from ._sklearn_compat import Interval, validate_params
+
+__all__ = [
+    "image_to_text_recall",
+    "recall_at_k_scorer",
+    "text_to_image_recall",
+    "top_k_accuracy_scorer",
+]
 
 
 class _TopKAccuracyScorer:
@@ -80,6 +88,10 @@ class _TopKAccuracyScorer:
         return scores
 
 
+@validate_params(
+    {"k": [Interval(Integral, 1, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def top_k_accuracy_scorer(k=5):
     """Make a scorer for the share of rows whose true class is in the top ``k``.
 
@@ -123,3 +135,186 @@ def top_k_accuracy_scorer(k=5):
     if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k={k!r} is not valid; pass an int >= 1 (e.g. k=5).")
     return _TopKAccuracyScorer(int(k))
+
+
+def _retrieval_scores(image_embeddings, text_embeddings, text_image):
+    images = np.asarray(image_embeddings, dtype=np.float64)
+    texts = np.asarray(text_embeddings, dtype=np.float64)
+    text_image = np.asarray(text_image)
+    if images.ndim != 2 or texts.ndim != 2 or images.shape[1] != texts.shape[1]:
+        raise ValueError(
+            f"image_embeddings {images.shape} and text_embeddings {texts.shape} must "
+            "be 2-D with the same width (one joint space, e.g. a CLIP model's)."
+        )
+    if text_image.shape != (len(texts),) or not np.issubdtype(
+        text_image.dtype, np.integer
+    ):
+        raise ValueError(
+            f"text_image must hold one int per text ({len(texts)}): the row of "
+            f"image_embeddings that each text describes; got shape {text_image.shape}."
+        )
+    bad = np.flatnonzero((text_image < 0) | (text_image >= len(images)))
+    if bad.size:
+        raise ValueError(
+            f"text_image[{bad[0]}] = {text_image[bad[0]]} names no image; there are "
+            f"{len(images)} images (rows 0 to {len(images) - 1})."
+        )
+
+    def unit(M):
+        norms = np.linalg.norm(M, axis=1, keepdims=True)
+        return M / np.where(norms == 0, 1, norms)
+
+    return unit(images) @ unit(texts).T, text_image
+
+
+def _check_k(k):
+    if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k={k!r} is not valid; pass an int >= 1 (e.g. k=5).")
+    return int(k)
+
+
+def text_to_image_recall(image_embeddings, text_embeddings, text_image, *, k=1):
+    """Recall@k of text-to-image retrieval: texts whose image ranks in the top k.
+
+    Each text queries every image by cosine similarity; it is a hit when the
+    image it describes is among the ``k`` most similar (a tie with the true
+    image counts in its favour). As CLIP_benchmark's and mteb's retrieval
+    scores, on precomputed embeddings.
+
+    Parameters
+    ----------
+    image_embeddings : array-like of shape (n_images, dim)
+    text_embeddings : array-like of shape (n_texts, dim)
+        In the same joint space (e.g. :class:`skvlm.VLMEmbeddingTransformer`
+        at ``stage="projector", pooling="pooler"`` and
+        :class:`skvlm.VLMTextEmbeddingTransformer` of one CLIP model).
+    text_image : array-like of int, shape (n_texts,)
+        The image each text describes (several texts may share one image).
+    k : int, default=1
+
+    Returns
+    -------
+    float
+        The share of texts that are hits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvlm.metrics import text_to_image_recall
+    >>> images = np.eye(3)
+    >>> texts = np.array([[1.0, 0.1, 0], [0, 0, 1], [1, 0.5, 0]])
+    >>> text_to_image_recall(images, texts, [0, 2, 1], k=1)
+    0.6666666666666666
+    """
+    k = _check_k(k)
+    scores, text_image = _retrieval_scores(
+        image_embeddings, text_embeddings, text_image
+    )
+    columns = np.arange(len(text_image))
+    true = scores[text_image, columns]
+    better = (scores > true[None, :]).sum(axis=0)
+    return float(np.mean(better < k))
+
+
+def image_to_text_recall(image_embeddings, text_embeddings, text_image, *, k=1):
+    """Recall@k of image-to-text retrieval: images with a text of theirs in the top k.
+
+    Each image queries every text by cosine similarity; it is a hit when any
+    text describing it is among the ``k`` most similar (ties count in its
+    favour). Every image needs at least one text.
+
+    Parameters
+    ----------
+    image_embeddings, text_embeddings, text_image, k
+        As for :func:`text_to_image_recall`.
+
+    Returns
+    -------
+    float
+        The share of images that are hits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvlm.metrics import image_to_text_recall
+    >>> images = np.eye(3)
+    >>> texts = np.array([[1.0, 0.1, 0], [0, 0, 1], [1, 0.5, 0]])
+    >>> image_to_text_recall(images, texts, [0, 2, 1], k=1)
+    1.0
+    """
+    k = _check_k(k)
+    scores, text_image = _retrieval_scores(
+        image_embeddings, text_embeddings, text_image
+    )
+    lonely = np.setdiff1d(np.arange(len(scores)), text_image)
+    if lonely.size:
+        raise ValueError(
+            f"Images {lonely[:10].tolist()} have no text in text_image; every image "
+            "needs at least one (drop those images)."
+        )
+    hits = []
+    for image, row in enumerate(scores):
+        best = row[text_image == image].max()
+        hits.append((row > best).sum() < k)
+    return float(np.mean(hits))
+
+
+class _RecallScorer:
+    def __init__(self, text_transformer, k, direction):
+        self.text_transformer = text_transformer
+        self.k = k
+        self.direction = direction
+
+    def __repr__(self):
+        return f"recall_at_k_scorer({self.text_transformer!r}, k={self.k}, direction={self.direction!r})"
+
+    def __call__(self, estimator, X, y, sample_weight=None):
+        if sample_weight is not None:
+            raise ValueError("recall@k takes no sample_weight.")
+        from sklearn.base import clone
+
+        images = estimator.transform(X)
+        text = self.text_transformer
+        if not hasattr(text, "n_features_out_"):
+            text = clone(text).fit(None)
+        texts = text.transform(list(y))
+        metric = (
+            text_to_image_recall
+            if self.direction == "text_to_image"
+            else image_to_text_recall
+        )
+        return metric(images, texts, np.arange(len(texts)), k=self.k)
+
+
+def recall_at_k_scorer(text_transformer, *, k=1, direction="text_to_image"):
+    """Make a scorer ``scorer(image_transformer, images, captions)`` of recall@k.
+
+    The fitted image transformer embeds ``images``, ``text_transformer`` the
+    captions ``y`` (one per image, row ``i`` describing image ``i``), and the
+    score is :func:`text_to_image_recall` or :func:`image_to_text_recall`
+    over them. Use it as ``scoring=`` wherever sklearn takes a scorer, e.g. in
+    ``GridSearchCV`` over the image transformer's parameters.
+
+    Parameters
+    ----------
+    text_transformer : VLMTextEmbeddingTransformer
+        Fitted or not (it is cloned and fitted when not).
+    k : int, default=1
+    direction : {"text_to_image", "image_to_text"}, default="text_to_image"
+
+    Returns
+    -------
+    scorer : callable
+
+    Examples
+    --------
+    >>> from skvlm.metrics import recall_at_k_scorer
+    >>> recall_at_k_scorer("a transformer", k=5)
+    recall_at_k_scorer('a transformer', k=5, direction='text_to_image')
+    """
+    k = _check_k(k)
+    if direction not in ("text_to_image", "image_to_text"):
+        raise ValueError(
+            f"direction={direction!r} is not one of 'text_to_image', 'image_to_text'."
+        )
+    return _RecallScorer(text_transformer, k, direction)

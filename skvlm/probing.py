@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import warnings
@@ -252,7 +251,7 @@ def probe_layers(
         for position in positions:
             pooling = position if is_position(position) else "auto"
             est = clone(base).set_params(stage=stage, layer=-1, pooling=pooling)
-            _precompute(est.fit(None), X, verbose)
+            est.fit(None).precompute(X)  # the transformer's verbose
         features.update(_read_sites(base, stage, sites, X))
     extract_time = time.perf_counter() - started
 
@@ -323,15 +322,6 @@ def _transformer(transformer, legacy):
         int(progress) if "verbose" in names else bool(progress)
     )
     return est.set_params(**settings)
-
-
-def _precompute(est, X, verbose):
-    # The store's precompute says verbose (or, before the rename, progress).
-    names = inspect.signature(est.precompute).parameters
-    if "verbose" in names:
-        est.precompute(X, verbose=verbose)
-    else:
-        est.precompute(X, progress=bool(verbose))
 
 
 def _control_labels(X, y, image_column, random_state):

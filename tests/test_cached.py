@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -18,18 +17,7 @@ from skvlm import (
     VLMEmbeddingTransformer,
 )
 from skvlm._inputs import image_key
-from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    """Each image run through a model appends its content key to this file."""
-    path = tmp_path / "forwards.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(path))
-    # loky workers inherit the environment when they start: start fresh ones.
-    get_reusable_executor().shutdown(wait=True)
-    yield lambda: path.read_text().split() if path.exists() else []
-    get_reusable_executor().shutdown(wait=True)
+from skvlm.testing import make_tiny_clip, random_images
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
@@ -44,7 +32,7 @@ def test_grid_search_runs_each_image_once(clip_path, tmp_path, forward_log, n_jo
     )
     grid = {"vlm__layer": [0, 1, 2, 3], "vlm__pooling": ["cls", "mean", "max"]}
     GridSearchCV(pipe, grid, cv=5, n_jobs=n_jobs).fit(images, y)
-    logged = forward_log()
+    logged = forward_log.read()
     expected = sorted(image_key(im) for im in images)
     assert sorted(logged) == expected  # every image exactly once
 
@@ -66,24 +54,24 @@ def test_second_transform_runs_no_forward(clip_path, tmp_path, forward_log):
     VLMEmbeddingTransformer(clip_path, layer=0, cache=tmp_path / "s").fit_transform(
         images
     )
-    assert len(forward_log()) == 4
+    assert len(forward_log.read()) == 4
     for pooling in ("cls", "mean", "max", "pooler"):
         VLMEmbeddingTransformer(
             clip_path, layer=-1, pooling=pooling, cache=str(tmp_path / "s")
         ).fit_transform(images)
-    assert len(forward_log()) == 4
+    assert len(forward_log.read()) == 4
 
 
 def test_precompute_fills_the_store(clip_path, tmp_path, forward_log):
     images = random_images(5)
     vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s").precompute(images)
-    assert len(forward_log()) == 5
+    assert len(forward_log.read()) == 5
     assert (
         vlm.cache is not None
         and FeatureStore.open(tmp_path / "s").info()["entries"] == 5
     )
     vlm.set_params(layer=1, pooling="max").fit(None).transform(images)
-    assert len(forward_log()) == 5
+    assert len(forward_log.read()) == 5
     with pytest.raises(ValueError, match="cache is None"):
         VLMEmbeddingTransformer(clip_path).precompute(images)
 
@@ -96,14 +84,14 @@ def test_renamed_file_hits_and_edited_file_misses(clip_path, tmp_path, forward_l
     first = vlm.transform([a])
     os.rename(a, b)
     np.testing.assert_array_equal(vlm.transform([b]), first)
-    assert len(forward_log()) == 1
+    assert len(forward_log.read()) == 1
     edited = np.asarray(image).copy()
     edited[:10] = 0
     from PIL import Image
 
     Image.fromarray(edited).save(b)
     changed = vlm.transform([b])
-    assert len(forward_log()) == 2
+    assert len(forward_log.read()) == 2
     np.testing.assert_allclose(
         changed, VLMEmbeddingTransformer(clip_path).fit_transform([b]), atol=1e-6
     )
@@ -126,8 +114,8 @@ def test_other_weights_never_share_entries(tmp_path):
     assert len(store.info()["namespaces"]) == 2
 
 
-def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log):
-    path = make_tiny_llava(tmp_path / "llava")
+def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log, llava_path):
+    path = llava_path
     images = random_images(2)
     store = FeatureStore(tmp_path / "s")
     a = VLMEmbeddingTransformer(
@@ -140,21 +128,21 @@ def test_other_prompt_or_dtype_never_share_entries(tmp_path, forward_log):
         plain = clone(est).set_params(cache=None).fit_transform(images)
         np.testing.assert_allclose(got, plain, atol=1e-5)
     # The vision stage does not read the prompt: both prompts share its entries.
-    before = len(forward_log())
+    before = len(forward_log.read())
     for prompt in ("What is it?", "Describe the photo."):
         VLMEmbeddingTransformer(
             path, stage="vision", prompt=prompt, cache=store
         ).fit_transform(images)
-    assert len(forward_log()) == before + 2
+    assert len(forward_log.read()) == before + 2
     low = VLMEmbeddingTransformer(path, stage="vision", dtype="bfloat16", cache=store)
     low.fit_transform(images)
-    assert len(forward_log()) == before + 4
+    assert len(forward_log.read()) == before + 4
 
 
-def test_per_row_prompts_are_part_of_the_key(tmp_path):
+def test_per_row_prompts_are_part_of_the_key(llava_path):
     import pandas as pd
 
-    path = make_tiny_llava(tmp_path / "llava")
+    path = llava_path
     image = random_images(1)[0]
     X = pd.DataFrame(
         {"image": [image, image], "prompt": ["What is it?", "Describe it."]}
@@ -182,7 +170,7 @@ def test_damaged_entry_is_recomputed_with_a_warning(clip_path, tmp_path, forward
     with pytest.warns(FeatureStoreWarning, match=f"{pack.name}.*truncated"):
         got = vlm.transform(images)
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert len(forward_log()) == 3
+    assert len(forward_log.read()) == 3
 
 
 def test_float16_store_hits_and_misses_agree(clip_path, tmp_path):
@@ -205,12 +193,12 @@ def test_on_error_nan_with_a_store(clip_path, tmp_path):
     assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
 
 
-def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch):
+def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch, llava_path):
     """DESIGN.md's user path, on the tiny LLaVA instead of llava-1.5-7b."""
     from sklearn.preprocessing import StandardScaler
 
     monkeypatch.chdir(tmp_path)
-    path = make_tiny_llava(tmp_path / "llava")
+    path = llava_path
     image_paths = []
     for i, image in enumerate(random_images(12, seed=8)):
         image.save(tmp_path / f"{i}.png")
@@ -234,7 +222,7 @@ def test_design_recipe_runs_unchanged(tmp_path, forward_log, monkeypatch):
         cv=3,
     )
     search.fit(image_paths, labels)  # each image goes through the VLM once
-    assert sorted(forward_log()) == sorted(image_key(p) for p in image_paths)
+    assert sorted(forward_log.read()) == sorted(image_key(p) for p in image_paths)
     assert len(search.cv_results_["params"]) == 6
 
 
@@ -247,7 +235,9 @@ def test_an_int_position_is_stored_at_every_layer_in_one_pass(
         VLMEmbeddingTransformer(
             clip_path, layer=layer, pooling=-2, cache=store
         ).fit_transform(images)
-    assert len(forward_log()) == 3  # one pass per image for the whole grid over layers
+    assert (
+        len(forward_log.read()) == 3
+    )  # one pass per image for the whole grid over layers
     plain = VLMEmbeddingTransformer(clip_path, layer=2, pooling=-2).fit_transform(
         images
     )
@@ -269,15 +259,15 @@ def test_keep_requested_stores_only_the_asked_sites(clip_path, tmp_path, forward
     vlm = VLMEmbeddingTransformer(clip_path, layer=1, pooling="mean", cache=store)
     vlm.fit_transform(images)
     assert _stored_sites(tmp_path / "s") == ["vision/l1/mean"]
-    assert len(forward_log()) == 3
+    assert len(forward_log.read()) == 3
     # A site that was not kept is a miss that computes it, never a wrong vector.
     other = clone(vlm).set_params(layer=2, pooling="max")
     plain = clone(other).set_params(cache=None).fit_transform(images)
     np.testing.assert_allclose(other.fit_transform(images), plain, atol=1e-6)
-    assert len(forward_log()) == 3 + 3 + 3  # first fill, plain, the miss
+    assert len(forward_log.read()) == 3 + 3 + 3  # first fill, plain, the miss
     assert _stored_sites(tmp_path / "s") == ["vision/l1/mean", "vision/l2/max"]
     np.testing.assert_allclose(other.transform(images), plain, atol=1e-6)
-    assert len(forward_log()) == 9
+    assert len(forward_log.read()) == 9
 
 
 def test_keep_layers_and_poolings(clip_path, tmp_path, forward_log):
@@ -303,7 +293,7 @@ def test_keep_layers_and_poolings(clip_path, tmp_path, forward_log):
             clip_path, layer=layer, pooling=pooling
         ).fit_transform(images)
         np.testing.assert_allclose(cached, plain, atol=1e-6)
-    assert len(forward_log()) == 2 + 3 * 2  # the plain checks ran 3 passes each
+    assert len(forward_log.read()) == 2 + 3 * 2  # the plain checks ran 3 passes each
 
 
 def test_auto_keeps_the_asked_pooling_at_every_layer_for_large_passes(
@@ -323,16 +313,16 @@ def test_auto_keeps_the_asked_pooling_at_every_layer_for_large_passes(
         VLMEmbeddingTransformer(
             clip_path, layer=layer, pooling="mean", cache=store
         ).fit_transform(images)
-    assert len(forward_log()) == 2
+    assert len(forward_log.read()) == 2
     VLMEmbeddingTransformer(clip_path, layer=1, pooling="cls", cache=store).fit(
         None
     ).transform(images)
-    assert len(forward_log()) == 4  # another pooling: one more pass
+    assert len(forward_log.read()) == 4  # another pooling: one more pass
 
 
 def test_a_fill_shows_its_estimate_and_writes_about_that(clip_path, tmp_path, capsys):
     images = random_images(6)
-    vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", progress=True)
+    vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", verbose=1)
     vlm.fit(None).precompute(images)
     err = capsys.readouterr().err
     assert "skvlm store fill: " in err and "6 images x 13 sites x 32 float32" in err
@@ -358,7 +348,7 @@ def test_a_fill_past_max_bytes_is_refused_before_the_model_runs(
     assert "keep={'poolings': ['mean']} (the asked pooling at every layer) 4.45 kB" in (
         message  # 4 x (4 x (32 x 4 + 100) + 200)
     )
-    assert forward_log() == []  # refused before any forward pass
+    assert forward_log.read() == []  # refused before any forward pass
     small = FeatureStore(tmp_path / "s", max_bytes=5_000, keep="requested")
     got = clone(vlm).set_params(cache=small).fit_transform(images)
     plain = clone(vlm).set_params(cache=None).fit_transform(images)
@@ -431,4 +421,4 @@ def test_probe_layers_runs_once_per_stage_whatever_the_size(
             poolings=["cls", "mean"],
             cv=2,
         )
-    assert len(forward_log()) == 6 * 2  # one pass per image, for each call
+    assert len(forward_log.read()) == 6 * 2  # one pass per image, for each call

@@ -1,13 +1,15 @@
 """The skvlm command: exit codes, report files, one-line errors, --debug."""
 
+import io
 import json
+import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from skvlm.cli import main
+from skvlm.cli import _main, main
 from skvlm.datasets import load_digit_images
 
 
@@ -114,20 +116,14 @@ def test_zero_shot_and_importance(clip_path, tmp_path, capsys):
     [
         (["probe", "--data", "/no/such/place"], "does not exist"),
         (["probe", "--layers", "a,b"], "not a comma-separated list of ints"),
-        # 5 images per class for 5 folds: the folds are checked before the model.
-        (
-            ["probe", "--stage", "language", "--n-per-class", "5"],
-            "stage 'language' is not available",
-        ),
+        (["probe", "--stage", "language"], "stage 'language' is not available"),
         (["zero-shot", "--class-names", "a,b"], "2 names for 10 classes"),
         (["zero-shot", "--template", "a photo"], "has no {} for the class name"),
     ],
 )
 def test_errors_are_one_line_without_traceback(clip_path, args, match, capsys):
-    command, *rest = args  # the case's own options last, so they win
-    status = main(
-        [command, "--model", str(clip_path), "--quiet", "--n-per-class", "1", *rest]
-    )
+    small = ["--n-per-class", "2"] + (["--cv", "2"] if args[0] == "probe" else [])
+    status = main([*args, "--model", str(clip_path), "--quiet", *small])
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"skvlm {args[0]}: error: ")
@@ -298,3 +294,254 @@ def test_with_data_the_default_is_a_real_checkpoint(image_folder, monkeypatch, c
     assert main(["zero-shot", "--data", str(image_folder), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "'openai/clip-vit-base-patch32'" in err and "'skvlm/tiny-clip'" in err
+
+
+# -- a new user's first hour (issue 27) --------------------------------------------------
+COMMANDS = ["probe", "zero-shot", "importance", "extract", "sites", "families", "tune"]
+IMAGE_COMMANDS = ["probe", "zero-shot", "importance", "extract", "tune"]
+
+
+def _help(command, capsys):
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def _options(text):
+    """``{option: (takes a value, help text)}`` read from an argparse ``--help``."""
+    section = text.split("\noptions:\n", 1)[1]
+    entries, current = [], None
+    for line in section.splitlines():
+        if re.match(r"^  -", line):
+            current = [line.strip()]
+            entries.append(current)
+        elif current is not None and line.startswith("    "):
+            current.append(line.strip())
+    options = {}
+    for lines in entries:
+        # "--name VALUE, --alias VALUE   help" or "--name  help" then more lines
+        head, _, first_help = (re.split(r"(\s{2,})", lines[0], maxsplit=1) + ["", ""])[
+            :3
+        ]
+        names = [part.split()[0] for part in head.split(", ")]
+        takes_value = any(len(part.split()) > 1 for part in head.split(", "))
+        helptext = " ".join([first_help.strip(), *lines[1:]]).strip()
+        options[names[-1] if names[0].startswith("-h") else names[0]] = (
+            takes_value,
+            helptext,
+        )
+    return options
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help_and_its_default(command, capsys):
+    options = _options(_help(command, capsys))
+    assert "--debug" in options and "--verbose" in options
+    for name, (takes_value, text) in options.items():
+        assert text, f"skvlm {command} {name} has no help"
+        if takes_value and "(required)" not in text:
+            assert "(default" in text, f"skvlm {command} {name}: no default: {text!r}"
+
+
+def test_the_help_parser_reads_what_argparse_writes():
+    text = (
+        "usage: x\n\noptions:\n  -h, --help  show this help\n"
+        "  --a A       the a (default: 1)\n  --flag      a flag\n"
+        "  --long-option LONG_OPTION\n                        says\n"
+        "                        more\n"
+    )
+    assert _options(text) == {
+        "--help": (False, "show this help"),
+        "--a": (True, "the a (default: 1)"),
+        "--flag": (False, "a flag"),
+        "--long-option": (True, "says more"),
+    }
+
+
+def test_one_vocabulary_across_sub_commands(capsys):
+    for command in COMMANDS:
+        options = _options(_help(command, capsys))
+        assert {"--verbose", "--quiet", "--debug"} <= set(options), command
+        assert ("--on-error" in options) == (command in IMAGE_COMMANDS), command
+        assert "--progress" not in options and "--epochs" not in options
+    tune = _options(_help("tune", capsys))
+    assert {"--learning-rate-init", "--max-iter", "--lora-r"} <= set(tune)
+    # the old spellings still parse
+    assert main(["tune", "--epochs", "x"]) == 2
+    assert "invalid int value: 'x'" in capsys.readouterr().err
+
+
+def test_verbose_0_is_quiet(clip_path, capsys):
+    args = ["zero-shot", "--model", str(clip_path), "--n-per-class", "1"]
+    assert main([*args, "--verbose", "0"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_tune_help_names_the_generative_default_model(capsys):
+    text = " ".join(_help("tune", capsys).split())
+    assert "else llava-hf/llava-1.5-7b-hf" in text
+    assert "clip-vit-base-patch32" not in text
+
+
+def test_tune_refuses_a_model_that_cannot_answer_before_any_work(capsys):
+    assert main(["tune", "--model", "skvlm/tiny-clip", "--n-per-class", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "skvlm/tiny-clip is a clip model: it has no language model" in err
+    assert "--model llava-hf/llava-1.5-7b-hf" in err and "skvlm zero-shot" in err
+    assert "Fine-tuning" not in err
+
+
+def test_families_prints_the_support_matrix(capsys):
+    from skvlm import models
+
+    if "support_matrix" not in models.__all__:
+        assert main(["families"]) == 1
+        assert "has no skvlm.models.support_matrix()" in capsys.readouterr().err
+        pytest.skip("skvlm.models.support_matrix() is not there yet")
+    assert main(["families", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    expected = models.support_matrix()
+    assert list(table.columns) == list(expected.columns)
+    assert table["model_type"].tolist() == expected["model_type"].tolist()
+    assert main(["families"]) == 0
+    assert capsys.readouterr().out.split()[: len(expected.columns)] == list(
+        expected.columns
+    )
+
+
+def test_tune_num_processes_relaunches_under_torchrun(monkeypatch):
+    from skvlm.cli import _tune
+
+    calls = []
+
+    def run(command, check):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(_tune.subprocess, "run", run)
+    argv = ["tune", "--n-per-class", "2", "--num-processes", "2", "--quiet"]
+    assert main(argv) == 3  # the launcher's exit status
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "skvlm",
+            *argv,
+            "--num-processes",
+            "1",
+        ]
+    ]
+    # each process parses the same command with --num-processes 1: no relaunch
+    args = _main.build_parser().parse_args(calls[0][7:])
+    assert args.num_processes == 1 and args.n_per_class == 2
+    assert main(["tune", "--num-processes", "0"]) == 2
+
+
+def test_only_rank_0_writes_the_tune_report(monkeypatch):
+    from skvlm.cli import _tune
+
+    monkeypatch.setenv("RANK", "1")
+    assert not _tune.is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert _tune.is_main_process()
+    monkeypatch.delenv("RANK")
+    assert _tune.is_main_process()
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_offline_fix(
+    image_folder, monkeypatch, capsys
+):
+    import socket
+    import time
+
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    sleeps = []
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(time, "sleep", sleeps.append)  # the hub client's retries
+    args = ["zero-shot", "--data", str(image_folder), "--quiet"]
+    assert main([*args, "--model", "skvlm-tests/no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert sleeps == []  # one request, no retry: fails in a moment, not 30 s
+    assert "Hugging Face Hub at https://huggingface.co cannot be reached" in err
+    assert "HF_HUB_OFFLINE=1" in err and "`hf download <id>`" in err
+    assert "huggingface-cli" not in err
+
+
+def test_zero_shot_says_when_the_class_names_are_numbers(clip_path, tmp_path, capsys):
+    from skvlm.datasets import load_digit_images
+
+    digits = load_digit_images(n_class=2, n_per_class=2)
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        (tmp_path / str(label)).mkdir(exist_ok=True)
+        image.save(tmp_path / str(label) / f"{i}.png")
+    args = ["zero-shot", "--model", str(clip_path), "--data", str(tmp_path)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "the class names are numbers (0, 1, ...)" in err
+    assert "--class-names" in err and "UserWarning" not in err
+    assert main([*args, "--class-names", "zero,one"]) == 0
+    assert "numbers" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["probe", "--cv", "1"], "argument --cv: 1 is too small: give an integer of 2"),
+        (["probe", "--n-per-class", "0"], "argument --n-per-class: 0 is too small"),
+        (["extract", "--out", "f.npy", "--batch-size", "0"], "--batch-size: 0 is too"),
+        (
+            ["zero-shot", "--variation", "2"],
+            "argument --variation: 2.0 is not in [0, 1]",
+        ),
+        (["importance", "--test-size", "1.5"], "--test-size: 1.5 is not in [0, 1]"),
+        (["tune", "--max-iter", "0"], "argument --max-iter/--epochs: 0 is too small"),
+        (["probe", "--cv", "x"], "argument --cv: invalid int value: 'x'"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(args, match, capsys):
+    assert main(args) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["probe", "--n-per-class", "2", "--cv", "3"],
+            "--cv 3 needs at least 3 images",
+        ),
+        (["importance", "--n-per-class", "2"], "splits the 20 images into 15 for"),
+        (["tune", "--n-per-class", "2"], "each of the 10 classes: give more images"),
+    ],
+)
+def test_too_few_images_are_said_in_the_commands_terms(args, match, capsys):
+    assert main([*args, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert match in err and "n_splits" not in err and "--n-per-class" in err
+
+
+def test_families_table_cuts_reasons_to_numbered_notes():
+    from skvlm.cli._families import with_notes
+
+    table = pd.DataFrame(
+        {
+            "model_type": ["a", "b"],
+            "vision": ["tested", "unsupported: no image token"],
+            "language": ["unsupported: packs patches", "unsupported: no image token"],
+        }
+    )
+    short, notes = with_notes(table)
+    assert short.to_dict("list") == {
+        "model_type": ["a", "b"],
+        "vision": ["tested", "unsupported [1]"],
+        "language": ["unsupported [2]", "unsupported [1]"],
+    }
+    assert notes == ["no image token", "packs patches"]

@@ -17,14 +17,9 @@ from sklearn.pipeline import make_pipeline
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.models import load_adapter
-from skvlm.testing import make_tiny_llava, random_images
+from skvlm.testing import random_images
 
 N_THREADS = 4
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return make_tiny_llava(tmp_path_factory.mktemp("llava"))
 
 
 def _hooks(model):

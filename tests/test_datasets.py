@@ -133,11 +133,11 @@ def test_caption_template():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"size": 0}, "size must be an int >= 1"),
-        ({"size": 2.5}, "size must be an int"),
-        ({"variation": 1.5}, r"variation must be a float in \[0, 1\]"),
+        ({"size": 0}, r"'size' parameter .* int in the range \[1, inf\)"),
+        ({"size": 2.5}, "'size' parameter .* int"),
+        ({"variation": 1.5}, r"'variation' parameter .* \[0\.0, 1\.0\]"),
         ({"variation": -0.1}, "variation"),
-        ({"n_class": 11}, r"n_class must be an int in \[1, 10\]"),
+        ({"n_class": 11}, r"'n_class' parameter .* \[1, 10\]"),
         ({"n_per_class": 500}, r"n_per_class must be an int in \[1, 174\]"),
         ({"n_per_class": 0}, "n_per_class"),
     ],
@@ -262,8 +262,9 @@ def test_image_folder_extensions(tmp_path):
 
 
 def test_bad_on_error(tmp_path):
-    with pytest.raises(ValueError, match="on_error must be"):
+    with pytest.raises(ValueError, match="'on_error' parameter .* among") as e:
         load_image_folder(tmp_path, on_error="ignore")
+    assert "'raise'" in str(e.value) and "'skip'" in str(e.value)  # the subset
 
 
 # ---------------------------------------------------------------- CSV manifest
@@ -383,3 +384,175 @@ def test_image_csv_with_byte_order_mark(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("image,label\na.png,cat\na.png,dog\n", encoding="utf-8-sig")
     assert load_image_csv(csv).target_names.tolist() == ["cat", "dog"]
+
+
+# ------------------------------------------------------- the paper's four data sets
+# Tiny fake layouts (tests/paper_layouts.py), as torchvision leaves them on disk.
+
+
+def test_paper_class_names_are_the_papers():
+    from skvlm.datasets import paper_class_names
+
+    sizes = {"imagenet": 1000, "flowers": 102, "cars": 196, "caltech": 100}
+    for name, size in sizes.items():
+        assert len(paper_class_names(name)) == size
+    imagenet = paper_class_names("imagenet")
+    assert [i for i, n in enumerate(imagenet) if n == "missile"] == [657, 744]
+    assert [i for i, n in enumerate(imagenet) if n == "sunglasses"] == [836, 837]
+    with pytest.raises(ValueError, match="the paper's are"):
+        paper_class_names("mnist")
+
+
+def test_caltech101_from_torchvision_layout(tmp_path):
+    from paper_layouts import make_caltech
+
+    from skvlm.datasets import load_caltech101, paper_class_names
+
+    make_caltech(tmp_path, per_folder=4)
+    data = load_caltech101(tmp_path)
+    # background dropped, Faces + Faces_easy -> "face", the paper's renames
+    assert data.target_names == ["face", "leopard", "accordion", "car side"]
+    assert set(data.target_names) <= set(paper_class_names("caltech"))
+    folders = {Path(p).parent.name for p in [*data.train.data, *data.test.data]}
+    assert "BACKGROUND_Google" not in folders and {"Faces", "Faces_easy"} <= folders
+    # round(n / 2) of each folder for training: 4 -> 2, 5 -> 2 (half to even)
+    per_folder = {"Faces": (5, 2), "Faces_easy": (4, 2), "Leopards": (5, 2)}
+    for folder, (n, n_train) in per_folder.items():
+        train = [p for p in data.train.data if Path(p).parent.name == folder]
+        test = [p for p in data.test.data if Path(p).parent.name == folder]
+        assert (len(train) + len(test), len(train)) == (n, n_train)
+    face = data.target_names.index("face")
+    assert all(
+        (Path(p).parent.name in ("Faces", "Faces_easy")) == (t == face)
+        for p, t in zip(data.train.data, data.train.target, strict=True)
+    )
+    again = load_caltech101(tmp_path)  # seeded: the same split on every run
+    assert again.train.data == data.train.data
+    # the same root given at its inner folder
+    inner = load_caltech101(tmp_path / "caltech101" / "101_ObjectCategories")
+    assert inner.train.data == data.train.data
+
+
+def test_flowers102_from_torchvision_layout(tmp_path):
+    from paper_layouts import make_flowers
+
+    from skvlm.datasets import load_flowers102, paper_class_names
+
+    make_flowers(tmp_path, labels=(77, 1, 2))
+    data = load_flowers102(tmp_path)
+    names = paper_class_names("flowers")
+    assert data.target_names == names and names[76] == "passion flower"
+    # the paper's train split is torchvision's train + val; test is test
+    assert len(data.train.data) == 12 and len(data.test.data) == 9
+    assert Path(data.train.data[0]).name == "image_00001.jpg"
+    assert data.train.target[:4].tolist() == [76, 76, 76, 76]
+    assert sorted(set(data.test.target.tolist())) == [0, 1, 76]
+    assert data.train.data == sorted(data.train.data)  # the paper's jsonl order
+    assert all(Path(p).exists() for p in data.test.data)
+
+
+def test_stanford_cars_from_torchvision_layout(tmp_path):
+    from paper_layouts import make_cars
+
+    from skvlm.datasets import load_stanford_cars, paper_class_names
+
+    _, devkit = make_cars(tmp_path, classes=(1, 2, 196))
+    data = load_stanford_cars(tmp_path)
+    assert data.target_names == paper_class_names("cars")
+    assert data.train.target.tolist() == [0, 0, 0, 1, 1, 1, 195, 195, 195]
+    assert data.test.target.tolist() == [0, 0, 1, 1, 195, 195]
+    assert Path(data.train.data[0]).parent.name == "cars_train"
+    assert Path(data.test.data[0]).parent.name == "cars_test"
+    source = load_stanford_cars(tmp_path, class_names="source")
+    assert source.target_names == devkit
+
+
+def test_imagenet_from_torchvision_layout(tmp_path):
+    from paper_layouts import IMAGENET_USED, WNIDS, make_imagenet
+
+    from skvlm.datasets import load_imagenet, paper_class_names
+
+    make_imagenet(tmp_path, n_train=3, n_val=2)
+    data = load_imagenet(tmp_path)
+    assert data.target_names == paper_class_names("imagenet")
+    assert sorted(set(data.train.target.tolist())) == list(IMAGENET_USED)
+    assert len(data.train.data) == 12 and len(data.test.data) == 8
+    assert Path(data.test.data[0]).parts[-3:-1] == ("val", WNIDS[0])
+    devkit = load_imagenet(tmp_path, class_names="source")
+    assert devkit.target_names[657] == "devkit 657, synonym 657"
+
+
+def test_paper_jsonl_layout(tmp_path):
+    from paper_layouts import make_paper_jsonl
+
+    from skvlm.datasets import load_paper_dataset
+
+    # the paper's paths are relative to the repository root: ./data/...
+    data_dir = tmp_path / "data"
+    image = data_dir / "Caltech101" / "101_ObjectCategories" / "bonsai" / "a.jpg"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(image)
+    rows = [
+        {"image": "./data/Caltech101/101_ObjectCategories/bonsai/a.jpg",
+         "label": "bonsai", "split": "train"},
+        {"image": "./data/Caltech101/101_ObjectCategories/bonsai/a.jpg",
+         "label": "face", "split": "test"},
+    ]  # fmt: skip
+    path = make_paper_jsonl(data_dir, "caltech", rows)
+    data = load_paper_dataset("caltech", path)
+    assert Path(data.train.data[0]).resolve() == image.resolve()
+    names = data.target_names
+    assert names[data.train.target[0]] == "bonsai" and data.test.target.tolist() == [0]
+    # ImageNet: split "valid" is the test split; a duplicate name -> its first index
+    rows = [
+        {"image": "x.png", "label": "missile", "split": "valid"},
+        {"image": "y.png", "label": "tench", "split": "train"},
+    ]
+    make_paper_jsonl(tmp_path / "imagenet", "imagenet", rows)
+    imagenet = load_paper_dataset("imagenet", tmp_path / "imagenet")
+    assert imagenet.test.target.tolist() == [657]
+    assert imagenet.train.target.tolist() == [0]
+    bad = [{"image": "x.png", "label": "unicorn", "split": "train"}]
+    make_paper_jsonl(tmp_path / "bad", "flowers", bad)
+    with pytest.raises(ValueError, match="unicorn"):
+        load_paper_dataset("flowers", tmp_path / "bad")
+
+
+def test_hugging_face_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from skvlm.datasets import HFDatasetView, load_paper_dataset, paper_class_names
+
+    def split(labels, names):
+        features = datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+        )
+        images = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(len(labels))]
+        return datasets.Dataset.from_dict(
+            {"image": images, "label": labels}, features=features
+        )
+
+    flower_names = [f"class {k}" for k in range(102)]
+    flowers = datasets.DatasetDict(
+        train=split([0, 1], flower_names),
+        validation=split([2], flower_names),
+        test=split([0, 1, 2], flower_names),
+    )
+    data = load_paper_dataset("flowers", flowers)
+    assert isinstance(data.train.data, HFDatasetView)
+    assert len(data.train.data) == 3 and data.train.target.tolist() == [0, 1, 2]
+    assert data.target_names == paper_class_names("flowers")
+    assert (
+        load_paper_dataset("flowers", flowers, class_names="source").target_names
+        == flower_names
+    )
+    with pytest.raises(ValueError, match="class_names='source'"):
+        load_paper_dataset(
+            "flowers", datasets.DatasetDict(train=split([0], ["a", "b"]),
+                                            test=split([1], ["a", "b"]))
+        )  # fmt: skip
+    folders = ["BACKGROUND_Google", "Faces", "Faces_easy", "Leopards", "ant"]
+    caltech = datasets.DatasetDict(train=split([0, 1, 1, 2, 3, 3, 4, 4], folders))
+    data = load_paper_dataset("caltech", caltech)
+    assert data.target_names == ["face", "leopard", "ant"]
+    assert len(data.train.data) + len(data.test.data) == 7  # background dropped
+    assert sorted([*data.train.target, *data.test.target]) == [0, 0, 0, 1, 1, 2, 2]

@@ -29,7 +29,7 @@ def test_params_are_stored_verbatim(clip_path):
         dtype="float32",
         normalize=True,
         cache=None,
-        progress=False,
+        verbose=0,
         on_error="nan",
         model_kwargs={"revision": None},
     )
@@ -141,11 +141,11 @@ def test_bfloat16_output_is_float32_and_close(clip_path, images):
     np.testing.assert_allclose(low, ref, atol=0.1)
 
 
-def test_progress_bar_is_shown(clip_path, images, capsys):
-    VLMEmbeddingTransformer(clip_path, progress=True, batch_size=2).fit_transform(
-        images
-    )
-    assert "batch" in capsys.readouterr().err
+def test_progress_bar_is_shown_by_default(clip_path, images, capsys):
+    VLMEmbeddingTransformer(clip_path, batch_size=2).fit_transform(images)
+    assert "6/6" in capsys.readouterr().err
+    VLMEmbeddingTransformer(clip_path, batch_size=2, verbose=0).fit_transform(images)
+    assert capsys.readouterr().err == ""
 
 
 def test_inside_grid_search_over_layers_and_poolings(clip_path):
@@ -228,12 +228,10 @@ def test_clear_model_cache_forces_reload(clip_path):
 
 
 def test_batches_hold_similar_lengths_and_results_keep_their_rows(
-    tmp_path, monkeypatch
+    llava_path, monkeypatch
 ):
     """Rows are batched by prompt length (and image size); the output order is X's."""
-    from skvlm.testing import make_tiny_llava
-
-    path = make_tiny_llava(tmp_path / "llava")
+    path = llava_path
     images = random_images(6, seed=9)
     prompts = ["What is it?", "Describe every detail of this photo please.", "Hi?"] * 2
     X = pd.DataFrame({"image": images, "prompt": prompts})
@@ -261,3 +259,13 @@ def test_missing_device_is_a_clear_error(clip_path):
         VLMEmbeddingTransformer(clip_path, device="cuda").fit(None)
     with pytest.raises(ValueError, match="is not a torch device"):
         VLMEmbeddingTransformer(clip_path, device="gpu0").fit(None)
+
+
+def test_fit_refuses_a_y_of_another_length(clip_path):
+    images = random_images(3)
+    with pytest.raises(ValueError, match="X has 3 images but y has 2 labels"):
+        VLMEmbeddingTransformer(clip_path).fit(images, [0, 1])
+    VLMEmbeddingTransformer(clip_path).fit(images, [0, 1, 0])
+    VLMEmbeddingTransformer(clip_path).fit(
+        None, [0, 1]
+    )  # X not given: nothing to check

@@ -11,12 +11,7 @@ from skvlm import ImageLoadError, VLMEmbeddingTransformer
 from skvlm._extraction import Extraction, resolve_workers
 from skvlm.models import load_adapter
 from skvlm.store import FeatureStore
-from skvlm.testing import make_tiny_llava, random_images
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return make_tiny_llava(tmp_path_factory.mktemp("llava"))
+from skvlm.testing import random_images
 
 
 def _with_bad_rows(images, bad=(1, 6)):
@@ -148,3 +143,38 @@ def test_namespace_follows_the_prompt_where_the_stage_reads_it(llava_path):
 def test_a_stage_the_model_lacks_is_refused(clip_path):
     with pytest.raises(ValueError, match=r"its stages are \['vision', 'projector'\]"):
         Extraction(load_adapter(clip_path, device="cpu"), "language")
+
+
+# -- a decompression bomb on a dynamic-resolution family (issue 23) -------------------------
+@pytest.fixture(scope="module", params=["llava_next", "qwen2_vl"])
+def dynamic_path(request, tmp_path_factory):
+    """A family whose batches are sorted by image area (dynamic resolution)."""
+    from skvlm import testing
+
+    builder = getattr(testing, f"make_tiny_{request.param}")
+    return builder(tmp_path_factory.mktemp(request.param))
+
+
+@pytest.mark.parametrize("stage", ["vision", "language"])
+def test_a_decompression_bomb_goes_through_on_error_when_batches_sort_by_area(
+    dynamic_path, tmp_path, monkeypatch, stage
+):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (100, 100)).save(bomb)
+    good = random_images(2, seed=4)
+    # 10,000 px is over twice the limit: PIL's Image.open raises
+    # DecompressionBombError, also from the header read that sorts the batches.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    X = [good[0], str(bomb), good[1]]
+    vlm = VLMEmbeddingTransformer(
+        dynamic_path, stage=stage, pooling="mean", on_error="nan", device="cpu"
+    ).fit(None)
+    with pytest.warns(UserWarning, match=r"indices \[1\]"):
+        out = vlm.transform(X)
+    assert np.isnan(out[1]).all()
+    np.testing.assert_array_equal(out[[0, 2]], vlm.transform([good[0], good[1]]))
+    vlm.set_params(on_error="raise")
+    with pytest.raises(ImageLoadError, match=r"X\[1\].*bomb\.png.*MAX_IMAGE_PIXELS"):
+        vlm.transform(X)

@@ -153,7 +153,7 @@ def test_zero_shot_refuses_class_names_that_tokenize_alike(fresh_notices):
     clf.set_params(class_names=["three", "five", "seven"]).fit(images, [0, 1, 2])
 
 
-# -- HF's loading bars follow progress (item 10) -------------------------------------------
+# -- HF's loading bars follow verbose (item 10) --------------------------------------------
 @pytest.fixture
 def bars_enabled():
     """transformers' bars on, as in a fresh process (restored afterwards)."""
@@ -166,17 +166,15 @@ def bars_enabled():
         hf_logging.disable_progress_bar()
 
 
-@pytest.mark.parametrize("progress", [False, True])
-def test_loading_bars_show_only_with_progress(
-    clip_path, capsys, bars_enabled, progress
-):
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_loading_bars_show_only_at_verbose_2(clip_path, capsys, bars_enabled, verbose):
     from transformers.utils import logging as hf_logging
 
     from skvlm import clear_model_cache
 
     clear_model_cache()
-    VLMEmbeddingTransformer(clip_path, progress=progress).fit(None)
-    assert ("Loading weights" in capsys.readouterr().err) == progress
+    VLMEmbeddingTransformer(clip_path, verbose=verbose).fit(None)
+    assert ("Loading weights" in capsys.readouterr().err) == (verbose >= 2)
     assert hf_logging.is_progress_bar_enabled()  # the setting is restored
 
 
@@ -205,3 +203,62 @@ def test_describe_sites_lists_exactly_what_fit_accepts(clip_path):
     assert (
         sites.attrs["stages"]["vision"]["n_layers"] == hf_layers.num_hidden_layers + 1
     )
+
+
+# -- the shipped-model notice points at the user's line (issue 27, item 10) ---------------
+def test_the_shipped_model_notice_points_at_the_users_line(fresh_notices):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    with pytest.warns(EmbeddedModelWarning) as record:
+        VLMEmbeddingTransformer("skvlm/tiny-clip").fit(None)
+    assert [w.filename for w in record] == [__file__]
+    images, y = random_images(6), [0, 1] * 3
+    pipe = make_pipeline(
+        VLMEmbeddingTransformer("skvlm/tiny-llava"), LogisticRegression()
+    )
+    search = GridSearchCV(pipe, {"logisticregression__C": [1.0]}, cv=2)
+    with pytest.warns(EmbeddedModelWarning) as record:
+        search.fit(images, y)  # through sklearn's frames, still this line
+    assert [w.filename for w in record] == [__file__]
+
+
+def test_worker_processes_leave_the_notice_to_the_main_process(
+    fresh_notices, monkeypatch
+):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmbeddedModelWarning)
+        VLMEmbeddingTransformer("skvlm/tiny-clip").fit(None)
+
+
+@pytest.mark.slow
+def test_a_parallel_search_notes_a_shipped_model_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "search.py"
+    script.write_text(
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.model_selection import GridSearchCV\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from skvlm import VLMEmbeddingTransformer\n"
+        "from skvlm.testing import random_images\n"
+        "pipe = make_pipeline(VLMEmbeddingTransformer('skvlm/tiny-clip'),"
+        " LogisticRegression())\n"
+        "grid = {'logisticregression__C': [0.1, 1.0]}\n"
+        "search = GridSearchCV(pipe, grid, cv=2, n_jobs=2)\n"
+        "search.fit(random_images(6), [0, 1] * 3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "always", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("is a tiny model shipped with skvlm") == 1
+    assert f"{script}:9: EmbeddedModelWarning" in result.stderr  # search.fit

@@ -1,6 +1,7 @@
 """Every accepted input form, every PIL mode, and every bad input's error."""
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -69,6 +70,11 @@ def test_hf_dataset_input(clip_path, rgb):
         ("1", 1, (255, 255, 255)),
         ("LA", (100, 0), (255, 255, 255)),  # fully transparent -> white background
         ("LA", (100, 255), (100, 100, 100)),
+        (
+            "La",
+            (100, 255),
+            (100, 100, 100),
+        ),  # premultiplied: PIL converts it to LA only
         ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
         ("RGBA", (10, 20, 30, 0), (255, 255, 255)),
         ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
@@ -382,4 +388,107 @@ def test_pad_to_square_equals_llava_expand2square(size):
     expected = _llava_expand2square(image, tuple(int(x * 255) for x in mean))
     np.testing.assert_array_equal(
         np.asarray(pad_to_square(image, fill=mean)), np.asarray(expected)
+    )
+
+
+# -- one image-identity rule: the key covers what decides the pixels (issue 23) -----------
+def _palette_image(seed, transparency=None):
+    """A 32x32 P image: 16 index blocks, a random palette, optional transparency."""
+    indices = np.arange(16, dtype=np.uint8).reshape(4, 4).repeat(8, 0).repeat(8, 1)
+    image = Image.fromarray(indices, mode="P")
+    palette = np.random.default_rng(seed).integers(0, 256, 768, dtype=np.uint8)
+    image.putpalette(palette.tobytes())
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    return image
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(lambda: _palette_image(1), id="another palette"),
+        pytest.param(lambda: _palette_image(0, transparency=5), id="transparency"),
+        pytest.param(
+            lambda: _palette_image(0, transparency=bytes(range(0, 256, 16))),
+            id="alpha per index",
+        ),
+    ],
+)
+def test_palette_images_with_the_same_indices_keep_their_own_vectors(
+    clip_path, tmp_path, second
+):
+    first, second = _palette_image(0), second()
+    assert first.tobytes() == second.tobytes()  # the same palette indices
+    assert to_rgb(first).tobytes() != to_rgb(second).tobytes()  # other pixels
+    assert image_key(first) != image_key(second)
+    plain = VLMEmbeddingTransformer(clip_path, pooling="mean").fit(None)
+    cached = VLMEmbeddingTransformer(clip_path, pooling="mean", cache=str(tmp_path))
+    cached.fit(None)
+    cached.transform([first])  # the store now holds the first image's vector
+    np.testing.assert_allclose(
+        cached.transform([second]), plain.transform([second]), atol=1e-6
+    )
+
+
+def test_the_same_pixels_share_a_key_in_every_in_memory_form(rgb):
+    array = np.asarray(rgb)
+    forms = [
+        rgb,
+        array,
+        array / 255.0,
+        array[..., None, :][:, :, 0],
+        rgb.convert("RGBA"),
+    ]
+    assert len({image_key(form) for form in forms}) == 1
+    quantised = rgb.convert("P")  # other colours than rgb, the same as its RGB form
+    assert image_key(quantised) == image_key(quantised.convert("RGB"))
+    assert image_key(quantised) != image_key(rgb)
+    gray = rgb.convert("L")
+    assert (
+        image_key(gray) == image_key(np.asarray(gray)) == image_key(gray.convert("RGB"))
+    )
+    assert image_key(gray) != image_key(rgb)
+
+
+def test_keys_of_decoded_images_follow_what_the_processor_receives():
+    # I;16 and I hold 16-bit values; both go to the same 8-bit RGB image
+    # (what the processor receives), so they share a key; other values do not.
+    sixteen = Image.new("I;16", (4, 4), 257 * 10)
+    assert image_key(sixteen) == image_key(Image.new("I", (4, 4), 257 * 10))
+    assert image_key(sixteen) == image_key(Image.new("RGB", (4, 4), (10, 10, 10)))
+    assert image_key(sixteen) != image_key(Image.new("I;16", (4, 4), 257 * 11))
+    # Size is part of the key even when the pixel bytes agree.
+    assert image_key(Image.new("RGB", (2, 8))) != image_key(Image.new("RGB", (8, 2)))
+    # A bad array fails its key as it would fail decoding: naming the item.
+    with pytest.raises(ImageLoadError, match=r"X\[3\].*\[0, 1\]"):
+        image_key(np.full((4, 4), 2.0), index=3)
+
+
+def test_a_file_rewritten_in_place_with_its_times_restored_is_read_again(
+    clip_path, tmp_path
+):
+    # What cp -p, rsync -t --inplace and tar x do: other bytes, the same size,
+    # inode and mtime. Only the ctime tells.
+    path = tmp_path / "a.bmp"
+    _noise((32, 32), seed=1).save(path)
+    second = io.BytesIO()
+    _noise((32, 32), seed=2).save(second, format="BMP")
+    plain = VLMEmbeddingTransformer(clip_path, pooling="mean").fit(None)
+    cached = VLMEmbeddingTransformer(
+        clip_path, pooling="mean", cache=str(tmp_path / "s")
+    )
+    cached.fit(None)
+    cached.transform([path])
+    before = os.stat(path)
+    with open(path, "r+b") as file:
+        file.write(second.getvalue())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    np.testing.assert_allclose(
+        cached.transform([path]), plain.transform([_noise((32, 32), seed=2)]), atol=1e-6
     )

@@ -15,7 +15,7 @@ import pytest
 
 from skvlm import VLMEmbeddingTransformer, clear_model_cache
 from skvlm.models import directory_digest, load_adapter
-from skvlm.testing import make_tiny_llava, random_images
+from skvlm.testing import random_images
 
 
 def _rewrite_tensor_in_place(path, name):
@@ -48,8 +48,11 @@ def _a_language_block_tensor(path):
 
 
 @pytest.fixture
-def llava_dir(tmp_path):
-    return make_tiny_llava(tmp_path / "llava")
+def llava_dir(tmp_path, llava_path):
+    """A copy of the session's tiny LLaVA: these tests rewrite its files."""
+    import shutil
+
+    return shutil.copytree(llava_path, tmp_path / "llava")
 
 
 def test_store_and_registry_follow_a_tensor_rewritten_in_place(llava_dir, tmp_path):

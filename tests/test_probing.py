@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from scipy import stats
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
@@ -26,14 +25,6 @@ from skvlm.testing import make_tiny_llava
 def digits():
     data = load_digit_images(n_class=3, n_per_class=6, variation=0.3)
     return data.images, data.target
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    path = tmp_path / "forwards.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(path))
-    get_reusable_executor().shutdown(wait=True)
-    yield lambda: path.read_text().split() if path.exists() else []
 
 
 def _probe():
@@ -168,10 +159,10 @@ def test_one_forward_pass_per_image_per_stage(clip_path, digits, tmp_path, forwa
     store = tmp_path / "store"
     probe_layers(_vlm(clip_path, cache=store), X, y, cv=2, probe=_fast_probe())
     keys = sorted(image_key(im) for im in X)
-    assert sorted(forward_log()) == sorted(keys * 2)  # vision, projector
+    assert sorted(forward_log.read()) == sorted(keys * 2)  # vision, projector
     store = FeatureStore.open(store)
     probe_layers(_vlm(clip_path, cache=store), X, y, cv=2, probe=_fast_probe())
-    assert len(forward_log()) == 2 * len(X)  # the rerun read the store only
+    assert len(forward_log.read()) == 2 * len(X)  # the rerun read the store only
 
 
 def test_layers_and_poolings_per_stage(clip_path, digits):

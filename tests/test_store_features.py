@@ -129,7 +129,7 @@ def test_stored_features_equal_transform_and_train_a_probe(clip_path, tmp_path):
         dict(layer=-1, pooling="mean"),
     ):
         vlm = VLMEmbeddingTransformer(clip_path, cache=tmp_path / "s", **params)
-        expected = vlm.fit(images).precompute(images, progress=False).transform(images)
+        expected = vlm.fit(images).precompute(images, verbose=0).transform(images)
         features = vlm.stored_features(images)
         assert features.shape == expected.shape
         assert_array_equal(np.asarray(features), expected)

@@ -1,5 +1,6 @@
-"""The paper's class-frequency analysis: how often a class is named in a corpus
-against how well a model classifies it."""
+"""Analyses over a model's features: the paper's class-frequency analysis (how
+often a class is named in a corpus against how well a model classifies it) and
+representation similarity between sites (CKA, RSA)."""
 
 from .._lazy import attach
 
@@ -12,5 +13,7 @@ __getattr__, __dir__, __all__ = attach(
             "frequency_accuracy_report",
             "per_class_accuracy",
         ],
+        "._similarity": ["cka", "rsa"],
+        "._site_similarity": ["SiteSimilarity", "site_similarity"],
     },
 )

@@ -7,6 +7,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from .._sklearn_compat import StrOptions, validate_params
+
 # A word token is a maximal run of letters and digits: punctuation, spaces,
 # hyphens, apostrophes and underscores all separate words.
 _WORD = re.compile(r"[^\W_]+")
@@ -35,6 +37,14 @@ def _splitter(tokenizer):
     raise ValueError(f"tokenizer must be one of {TOKENIZERS}; got {tokenizer!r}.")
 
 
+@validate_params(
+    {
+        "text": [str],
+        "lowercase": ["boolean"],
+        "tokenizer": [StrOptions({"nltk", "words"})],
+    },
+    prefer_skip_nested_validation=True,
+)
 def tokenize(text, *, lowercase=True, tokenizer="nltk"):
     """Split a text into the word tokens ``class_frequency`` matches on.
 
@@ -75,6 +85,16 @@ def tokenize(text, *, lowercase=True, tokenizer="nltk"):
     return _splitter(tokenizer)(text)
 
 
+@validate_params(
+    {
+        "corpus": "no_validation",  # any iterable of str, read once
+        "class_names": "no_validation",  # checked item by item, naming the bad one
+        "lowercase": ["boolean"],
+        "split_sentences": ["boolean"],
+        "tokenizer": [StrOptions({"nltk", "words"})],
+    },
+    prefer_skip_nested_validation=True,
+)
 def class_frequency(
     corpus, class_names, *, lowercase=True, split_sentences=False, tokenizer="nltk"
 ):

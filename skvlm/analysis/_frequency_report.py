@@ -8,8 +8,17 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from .._reporting import Report
+from .._sklearn_compat import StrOptions, validate_params
 
 
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_pred": ["array-like"],
+        "labels": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def per_class_accuracy(y_true, y_pred, labels=None):
     """Accuracy within each true class (the recall of each class).
 
@@ -155,6 +164,14 @@ class FrequencyAccuracyReport(Report):
         ax.legend(loc="best")
 
 
+@validate_params(
+    {
+        "counts": ["array-like"],
+        "per_class_accuracy": ["array-like"],
+        "bins": [StrOptions({"log", "paper"}), "array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def frequency_accuracy_report(counts, per_class_accuracy, *, bins="log"):
     """Correlate how often each class is named with how well it is classified.
 

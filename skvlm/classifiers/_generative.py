@@ -8,16 +8,18 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from .._inputs import ImageInputMixin, as_items
-from .._sklearn_compat import Interval, StrOptions, fit_context
+from .._deprecation import DEPRECATED
+from .._inputs import ImageInputMixin, as_items, image_loader
+from .._sklearn_compat import Hidden, Interval, StrOptions, fit_context
+from ..callbacks import check_callbacks, notify
 from ..models import DEFAULT_PROMPT, load_adapter
+from ._base import VLMClassifierMixin
 from ._class_names import class_texts
 from ._generative_scoring import continuation_ids, generate_answers, score_images
 from ._generative_text import (
@@ -34,7 +36,7 @@ from ._generative_text import (
 DEFAULT_ANSWER_PREFIX = "The photo features a"
 
 
-class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
+class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator):
     """Classify images with a generative VLM, by the strategies of Zhang et al. (2024).
 
     ``strategy="probabilistic"`` scores every class name as a continuation of
@@ -116,13 +118,27 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         Class continuations scored per forward pass on top of an image's cache.
     device, dtype : str, default="auto"
         As for :class:`skvlm.VLMEmbeddingTransformer`.
-    progress : bool, default=False
-        Show a progress bar over images.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model;
+        2 also a line per batch. See :term:`verbose`.
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each image scored or batch generated (see
+        :mod:`skvlm.callbacks`; ``stage`` is None: the model's output, not a
+        stage's features, is read).
+    progress : bool
+        Deprecated alias of ``verbose``; warns, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
@@ -147,7 +163,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     and prompt run once per image with the KV cache kept; all class names are
     then scored in batched passes on that cache, so the cost is one prefix
     pass per image plus about ``n_classes / class_batch_size`` short passes,
-    not a full pass per class as in the paper's code.
+    not a full pass per class as in the paper's code. Models whose cache
+    holds recurrent state rather than per-layer keys and values (hybrid or
+    linear-attention language models such as Qwen3.5, ``Traits(cache=
+    "recompute")``) cannot share one prefix across classes: for them the
+    scorer runs prompt, answer prefix and class name again for each class,
+    one full pass per (image, class), as the paper's code does.
 
     **Calibration** follows ``inference_analysis/get_accuracy.ipynb``: each
     name token's log-probability ``lp`` is mixed with that token's prior
@@ -225,9 +246,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "class_batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "dtype": "no_validation",
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
         "model_kwargs": [dict, None],
         "image_column": [str],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -251,9 +275,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         class_batch_size=64,
         device="auto",
         dtype="auto",
-        progress=False,
+        verbose=1,
         model_kwargs=None,
         image_column="image",
+        callbacks=None,
+        progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
@@ -273,9 +300,12 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.class_batch_size = class_batch_size
         self.device = device
         self.dtype = dtype
-        self.progress = progress
+        self.verbose = verbose
         self.model_kwargs = model_kwargs
         self.image_column = image_column
+        self.callbacks = callbacks
+        self.progress = progress
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -295,10 +325,21 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         """
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
+        self._verbose(warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        notify(callbacks, "on_fit_begin", self, n_samples=len(X))
         classes = unique_labels(y)
         names = class_texts(self.class_names, classes)
         check_no_match(self.no_match, classes)
         adapter = self._adapter()
+        if "language" not in adapter.stages:
+            raise ValueError(
+                f"model={self.model!r} is a {adapter.family} model: it has no "
+                "language model, so it can neither generate nor score an answer. "
+                "For a CLIP or SigLIP model use CLIPZeroShotClassifier (zero-shot) "
+                "or VLMEmbeddingTransformer with a probe; VLMGenerativeClassifier "
+                "needs a generative VLM, e.g. model='llava-hf/llava-1.5-7b-hf'."
+            )
         resolve_template(
             self.prompt_template,
             adapter.family,
@@ -329,34 +370,14 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         elif self.calibration == "text_prior":
             items, prompts = self._items_prompts(X)
             self.prior_ = self._scores_for(items[:1], prompts[:1], False)[0]
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
-    def decision_function(self, X):
-        """Each class's probabilistic score, calibrated if asked.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        scores : ndarray of shape (n_images, n_classes)
-        """
-        check_is_fitted(self)
+    # decision_function (each class's probabilistic score, calibrated if
+    # asked) and predict_proba (its softmax over the classes) come from
+    # VLMClassifierMixin.
+    def _class_scores(self, X):
         return self._calibrated(self._raw_scores(X, with_image=True), self.prior_)
-
-    def predict_proba(self, X):
-        """Softmax of :meth:`decision_function` over the classes.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-        """
-        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X):
         """The predicted class of each image, by the chosen ``strategy``.
@@ -373,7 +394,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         if self.strategy == "probabilistic":
-            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+            return super().predict(X)
         items, prompts = self._items_prompts(X)
         answers = self._generate(items, prompts)
         index = np.array(
@@ -517,7 +538,7 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
-            progress=self.progress,
+            verbose=self._verbose(),
         )
 
     def _calibrated(self, scores, prior):
@@ -557,34 +578,31 @@ class VLMGenerativeClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
     def _scores_for(self, items, prompts, with_image):
         adapter = self._adapter()
-        sums = score_images(
-            adapter,
-            items,
-            [adapter.format_prompt(t) for t in self._model_texts(adapter, prompts)],
-            self.answer_ids_,
-            self.class_token_ids_,
-            batch_size=self.class_batch_size,
-            with_image=with_image,
-            progress=self._progress,
-        )
+        with self._model_run(items, "scoring") as on_batch:
+            sums = score_images(
+                adapter,
+                items,
+                [adapter.format_prompt(t) for t in self._model_texts(adapter, prompts)],
+                self.answer_ids_,
+                self.class_token_ids_,
+                batch_size=self.class_batch_size,
+                with_image=with_image,
+                on_batch=on_batch,
+                load=image_loader(self.image_aspect, adapter.processor),
+            )
         if self.reduction == "sum":
             return sums
         return sums / np.array([len(t) for t in self.class_token_ids_], dtype=float)
 
     def _generate(self, items, prompts):
         adapter = self._adapter()
-        return generate_answers(
-            adapter,
-            items,
-            self._model_texts(adapter, prompts),
-            batch_size=self.batch_size,
-            max_new_tokens=self.max_new_tokens,
-            progress=self._progress,
-        )
-
-    def _progress(self, iterable):
-        if not self.progress:
-            return iterable
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, desc="images")
+        with self._model_run(items, "generating") as on_batch:
+            return generate_answers(
+                adapter,
+                items,
+                self._model_texts(adapter, prompts),
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+                on_batch=on_batch,
+                load=image_loader(self.image_aspect, adapter.processor),
+            )

@@ -72,12 +72,18 @@ class Prefix:
     delta : int or None
         M-RoPE models (Qwen-VL): the offset of text positions after the prefix
         (``position = cache index + delta``); None for 1-D positions.
+    replay : dict or None
+        Set instead of ``kv`` when the cache cannot be shared across
+        continuations (hybrid or linear-attention models such as Qwen3.5,
+        whose recurrent state has no per-layer keys and values): the model
+        inputs of the prefix, run again with each continuation appended.
     """
 
-    kv: list
+    kv: list | None
     length: int
     next_logits: torch.Tensor
     delta: int | None
+    replay: dict | None = None
 
 
 def _language_call(adapter):
@@ -100,13 +106,33 @@ def _uses_mrope(adapter):
 
 
 def _kv(cache):
+    """Each layer's (keys, values), or None for a cache that holds other state."""
     layers = getattr(cache, "layers", None)
-    if not layers or not all(hasattr(layer, "keys") for layer in layers):
-        raise TypeError(
-            f"The model returned a {type(cache).__name__} cache without per-layer "
-            "keys and values; the probabilistic scorer needs a DynamicCache."
-        )
+    if not layers or not all(
+        isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers
+    ):
+        return None
     return [(layer.keys, layer.values) for layer in layers]
+
+
+def _shares_cache(adapter):
+    return getattr(getattr(adapter, "traits", None), "cache", "auto") != "recompute"
+
+
+def _extend(batch, ids):
+    """``batch`` with ``ids`` (1, n) appended to its token rows."""
+    n = batch["input_ids"].shape[1]
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == n:
+            fill = (
+                ids
+                if key == "input_ids"
+                else torch.full_like(ids, 1 if key == "attention_mask" else 0)
+            )
+            value = torch.cat([value, fill.to(value.dtype)], dim=1)
+        out[key] = value
+    return out
 
 
 def _set_kv(cache, kv, repeats):
@@ -149,6 +175,8 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     """
     batch = dict(adapter.prepare([image], [text]))
     batch.pop("position_ids", None)  # batch of one: positions are 0..n-1 anyway
+    if not _shares_cache(adapter):
+        return _replay_prefix(adapter, batch, answer_ids, with_image), None
     if not with_image:
         keep = batch["input_ids"][0] != adapter.image_token_id
         batch = {
@@ -168,6 +196,9 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
         deltas = adapter.model.model.rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
     prefix = Prefix(_kv(cache), batch["input_ids"].shape[1], out.logits[0, -1], delta)
+    if prefix.kv is None:
+        # A hybrid cache (recurrent state): replay the prefix for each class.
+        return _replay_prefix(adapter, batch, answer_ids, with_image), None
     if answer_ids:
         ids = torch.tensor([answer_ids], device=adapter.device)
         logits = _step(
@@ -177,6 +208,48 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
             _kv(cache), prefix.length + len(answer_ids), logits[0, -1], delta
         )
     return prefix, cache
+
+
+def _replay_prefix(adapter, batch, answer_ids, with_image):
+    """A :class:`Prefix` without cache: its inputs, run again per continuation."""
+    if not with_image:
+        keep = batch["input_ids"][0] != adapter.image_token_id
+        batch = {
+            k: batch[k][0][keep][None]
+            for k in ("input_ids", "token_type_ids")
+            if k in batch
+        }
+    if answer_ids:
+        batch = _extend(batch, torch.tensor([answer_ids], device=adapter.device))
+    module = adapter.model if with_image else _language_call(adapter)
+    logits = module(**batch, use_cache=False, **_last_only(module)).logits
+    return Prefix(
+        None,
+        batch["input_ids"].shape[1],
+        logits[0, -1],
+        None,
+        replay={"batch": batch, "module": module},
+    )
+
+
+def _replayed_scores(adapter, prefix, continuations):
+    """Scores of continuations without a shared cache: one full pass each."""
+    batch, module = prefix.replay["batch"], prefix.replay["module"]
+    first = torch.log_softmax(prefix.next_logits.float(), dim=-1)
+    n = prefix.length
+    out = []
+    for tokens in continuations:
+        total = first[tokens[0]]
+        if len(tokens) > 1:
+            ids = torch.tensor([tokens[:-1]], device=adapter.device)
+            logits = module(**_extend(batch, ids), use_cache=False).logits
+            logp = torch.log_softmax(logits[0, n:].float(), dim=-1)
+            picked = logp.gather(
+                -1, torch.tensor(tokens[1:], device=logp.device)[:, None]
+            )
+            total = total + picked.sum()
+        out.append(total)
+    return torch.stack(out)
 
 
 def score_continuations(adapter, prefix, cache, continuations, batch_size):
@@ -196,6 +269,8 @@ def score_continuations(adapter, prefix, cache, continuations, batch_size):
     -------
     scores : torch.Tensor of shape (n_continuations,), float32
     """
+    if prefix.replay is not None:
+        return _replayed_scores(adapter, prefix, continuations)
     device = adapter.device
     first = torch.log_softmax(prefix.next_logits.float(), dim=-1)
     out = []
@@ -227,7 +302,8 @@ def score_images(
     *,
     batch_size,
     with_image=True,
-    progress=lambda x: x,
+    on_batch=None,
+    load=load_image,
 ):
     """Summed log-probabilities of every continuation for every image.
 
@@ -246,8 +322,10 @@ def score_images(
         Continuations per pass.
     with_image : bool, default=True
         False drops the image tokens (the text-only prior).
-    progress : callable, default=identity
-        Wraps the list of (item, text) pairs (a progress bar).
+    on_batch : callable, default=None
+        Called as ``on_batch(n_done, n_total, rows)`` after each image.
+    load : callable, default=load_image
+        ``load(item, index)`` -> RGB image (``skvlm._inputs.image_loader``).
 
     Returns
     -------
@@ -255,32 +333,37 @@ def score_images(
     """
     rows = []
     with torch.inference_mode():
-        for i, (item, text) in enumerate(
-            progress(list(zip(items, texts, strict=True)))
-        ):
+        for i, (item, text) in enumerate(zip(items, texts, strict=True)):
             prefix, cache = image_prefix(
-                adapter, load_image(item, i), text, answer_ids, with_image=with_image
+                adapter, load(item, i), text, answer_ids, with_image=with_image
             )
             sums = score_continuations(
                 adapter, prefix, cache, continuations, batch_size
             )
             rows.append(sums.cpu().numpy().astype(np.float64))
+            if on_batch is not None:
+                on_batch(i + 1, len(items), [i])
     return np.stack(rows)
 
 
-def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progress):
+def generate_answers(
+    adapter, items, texts, *, batch_size, max_new_tokens, on_batch=None, load=load_image
+):
     """Greedy answers to each (image, prompt), special tokens removed.
 
+    ``on_batch(n_done, n_total, rows)`` is called after each batch.
+
     Batches are left-padded so every answer starts right after its prompt; the
-    echoed prompt of decoder-only models is cut off.
+    echoed prompt of decoder-only models is cut off. ``load(item, index)``
+    decodes an item (``skvlm._inputs.image_loader``).
     """
     tokenizer = adapter.processor.tokenizer
     answers = []
     starts = range(0, len(items), batch_size)
     with torch.inference_mode(), _left_padding(tokenizer):
-        for start in progress(list(starts)):
-            stop = start + batch_size
-            images = [load_image(x, start + i) for i, x in enumerate(items[start:stop])]
+        for start in starts:
+            stop = min(start + batch_size, len(items))
+            images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
             out = adapter.model.generate(
@@ -297,6 +380,8 @@ def generate_answers(adapter, items, texts, *, batch_size, max_new_tokens, progr
             answers.extend(
                 a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
             )
+            if on_batch is not None:
+                on_batch(stop, len(items), list(range(start, stop)))
     return answers
 
 

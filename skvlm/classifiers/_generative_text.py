@@ -11,6 +11,8 @@ import re
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._sklearn_compat import StrOptions, validate_params
+
 #: Appended to the prompt by ``strategy="closed_set"`` when the prompt has no
 #: ``{candidates}`` field (the paper's wording, ``main_results/main.py``).
 CLOSED_SET_SUFFIX = ' Choose one from "{candidates}".'
@@ -29,6 +31,14 @@ PAPER_PROMPT_TEMPLATES = {
 NAME_MATCHES = ("substring", "word")
 
 
+@validate_params(
+    {
+        "answer": [str],
+        "names": ["array-like"],
+        "rule": [StrOptions(set(NAME_MATCHES))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def match_class_name(answer, names, rule="substring"):
     """The index of the class name the answer mentions first, or -1.
 
@@ -81,6 +91,14 @@ def match_class_name(answer, names, rule="substring"):
     return best[2]
 
 
+@validate_params(
+    {
+        "answers": ["array-like"],
+        "label_names": ["array-like"],
+        "rule": [StrOptions({"substring", "exact"})],
+    },
+    prefer_skip_nested_validation=True,
+)
 def answer_is_correct(answers, label_names, rule="substring"):
     """The paper's correctness of generated answers, one boolean per answer.
 

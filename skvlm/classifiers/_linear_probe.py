@@ -23,6 +23,7 @@ from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
 from . import _probe_training as training
 from ._lazy_array import LazyArray, MemoryArray, is_lazy
+from ._probe_rows import check_float32_range
 from ._probe_training import ACTIVATIONS, activate
 
 
@@ -103,6 +104,13 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         :meth:`partial_fit` call), as ``MLPClassifier.shuffle``; ``False``
         takes them in order, the fast order for a file whose rows were
         shuffled once when written. Adam only.
+    init : {"zero_output", "torch_linear"}, default="zero_output"
+        Initial weights. ``"zero_output"``: the output layer starts at zero, as
+        ``LogisticRegression`` does (a random start adds logit noise that,
+        without weight decay, the directions the data barely constrain never
+        lose); hidden layers are drawn as ``torch.nn.Linear`` bounds them.
+        ``"torch_linear"``: every layer exactly as ``torch.nn.Linear`` draws it
+        (the paper's probe), from the seed ``random_state`` gives.
     max_iter : int, default=200
         Adam: maximum number of epochs (passes over the training rows), as
         ``MLPClassifier.max_iter`` means for Adam. L-BFGS: maximum number of
@@ -250,6 +258,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
+        "init": [StrOptions({"zero_output", "torch_linear"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "standardize": ["boolean"],
         "early_stopping": ["boolean"],
@@ -272,6 +281,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         weight_decay=0.0,
         batch_size=512,
         shuffle=True,
+        init="zero_output",
         max_iter=200,
         standardize=True,
         early_stopping=True,
@@ -290,6 +300,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.init = init
         self.max_iter = max_iter
         self.standardize = standardize
         self.early_stopping = early_stopping
@@ -308,9 +319,16 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         ``Linear(d, classes)``) on the raw features, cross-entropy, Adam at
         1e-3, batch 512, no weight decay, ``n_epochs`` epochs (the paper: 500,
         and 100 on ImageNet, ``feature_analysis/probe.sh``) with no early
-        stopping. Two differences remain: the rows are reshuffled every epoch
-        (the paper shuffles them once), and the last epoch's weights are kept
-        where the paper reports the best test accuracy over the epochs.
+        stopping, every layer initialised as ``torch.nn.Linear`` does
+        (``init="torch_linear"``), and the rows visited in the order given,
+        the same every epoch (``shuffle=False``): the paper shuffles its rows
+        once (``random.seed(1234); random.shuffle(data)``) before training, so
+        pass them shuffled once. One choice is the caller's: the paper reports
+        the best *test* accuracy over the epochs, which an estimator that never
+        sees the test set cannot do; train epoch by epoch with
+        :meth:`partial_fit` (``n`` calls are ``fit`` with ``max_iter=n``) and
+        score after each, as ``scripts/paper_table.py --protocol paper`` does.
+        ``init="zero_output", shuffle=True`` give the sounder defaults.
 
         Parameters
         ----------
@@ -331,6 +349,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         >>> probe = LinearProbeClassifier.paper_preset(n_epochs=100)
         >>> probe.max_iter, probe.standardize, probe.early_stopping
         (100, False, False)
+        >>> probe.init, probe.shuffle
+        ('torch_linear', False)
         """
         settings = dict(
             hidden_layer_sizes=("n_features",) if mlp else (),
@@ -344,6 +364,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             standardize=False,
             early_stopping=False,
             n_iter_no_change=n_epochs,
+            init="torch_linear",
+            shuffle=False,
         )
         return cls(**{**settings, **params})
 
@@ -506,6 +528,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
                 self._alpha(),
                 device,
                 generator,
+                self.init,
             )
         else:
             network = training.ProbeNetwork.from_numpy(
@@ -547,6 +570,8 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
             X, y = validate_data(
                 self, X, y, dtype=(np.float64, np.float32), reset=reset
             )
+            names = getattr(self, "feature_names_in_", None)
+            check_float32_range(X, feature_names=names, estimator=type(self).__name__)
             return MemoryArray(X), y
         X = LazyArray(X)
         y = column_or_1d(y, warn=True)
@@ -665,7 +690,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         """Train the torch network (``_probe_training``); record its history."""
         generator = torch.Generator().manual_seed(seed)
         network = training.ProbeNetwork(
-            sizes, self.activation, self._alpha(), device, generator
+            sizes, self.activation, self._alpha(), device, generator, self.init
         )
 
         def rows(index):

@@ -13,16 +13,88 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: The largest magnitude the training dtype (float32) holds.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(X, *, rows=None, feature_names=None, estimator="the probe"):
+    """Raise a ValueError naming the first value of ``X`` that float32 cannot hold.
+
+    ``validate_data`` accepts any finite float64, but probes train in float32,
+    where a value beyond about 3.4e38 becomes infinite and the fit NaN, with no
+    error. This check is shared by every estimator that trains in float32.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        A block of the training data (float32 blocks pass at once).
+    rows : ndarray of int, default=None
+        The row of the training data each row of ``X`` is (default: 0, 1, ...).
+    feature_names : sequence of str, default=None
+        Column names, to name the column (``feature_names_in_``).
+    estimator : str, default="the probe"
+        Who trains in float32, for the message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvlm.classifiers._probe_rows import check_float32_range
+    >>> check_float32_range(np.array([[1.0, 2.0], [3.0, 1e300]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: X[1, 1] = 1e+300 is finite but beyond float32's range ...
+    """
+    X = np.asarray(X)
+    if X.dtype == np.float32 or X.size == 0 or not np.issubdtype(X.dtype, np.floating):
+        return
+    if X.max() <= FLOAT32_MAX and X.min() >= -FLOAT32_MAX:
+        return
+    with np.errstate(over="ignore"):
+        bad = np.argwhere(np.isinf(X.astype(np.float32)))
+    if bad.size:
+        row, col = (int(i) for i in bad[0])
+        raise _range_error(X[row, col], row, col, rows, feature_names, estimator)
+
+
+def _range_error(value, row, col, rows, feature_names, estimator, standardised=False):
+    row = int(rows[row]) if rows is not None else row
+    column = f" (column {feature_names[col]!r})" if feature_names is not None else ""
+    problem = (
+        "overflows float32 once standardised (its distance from the column mean is over"
+        if standardised
+        else "is finite but beyond float32's range (largest magnitude"
+    )
+    return ValueError(
+        f"X[{row}, {col}]{column} = {value:g} {problem} {FLOAT32_MAX:.4g}), and "
+        f"{estimator} trains in float32: the fit would silently turn it into inf "
+        "and every prediction into NaN. Rescale X first, e.g. divide it by a "
+        "constant such as np.abs(X).max(), or take a log of its magnitude."
+    )
+
+
+def _check_standardised(block, raw, rows):
+    """Raise when standardising in float32 overflowed (values near float32's max)."""
+    if np.isfinite(block).all():
+        return
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(block))[0])
+    raise _range_error(raw[row, col], row, col, rows, None, "the probe", True)
+
 
 def to_tensor(X, rows, mean, scale, device):
     """Rows ``rows`` of ``X``, standardised with ``mean`` and ``scale`` (or not, when
-    ``mean`` is None), as a float32 tensor on ``device``."""
-    block = X[rows]  # fancy indexing copies: safe to scale in place
-    if block.dtype != np.float32:
-        block = block.astype(np.float32)
+    ``mean`` is None), as a float32 tensor on ``device``.
+
+    Raises a ValueError naming the row and column of a value float32 cannot hold
+    (see :func:`check_float32_range`).
+    """
+    raw = X[rows]  # fancy indexing copies: safe to scale in place
+    check_float32_range(raw, rows=rows)
+    block = raw.astype(np.float32) if raw.dtype != np.float32 else raw
     if mean is not None:
-        block -= mean.astype(np.float32)
-        block /= scale.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block -= mean.astype(np.float32)
+            block /= scale.astype(np.float32)
+        _check_standardised(block, raw if block is not raw else X[rows], rows)
     return torch.from_numpy(block).to(device)
 
 
@@ -47,6 +119,9 @@ def standardisation(X, rows, block_size):
         chunk = X.block(start, stop)
         if high - low < stop - start:
             chunk = chunk[rows[low:high] - start]
+            check_float32_range(chunk, rows=rows[low:high])
+        else:
+            check_float32_range(chunk, rows=np.arange(start, stop))
         chunk = chunk.astype(np.float64)
         n_block = chunk.shape[0]
         block_mean = chunk.mean(axis=0)
@@ -134,10 +209,13 @@ class StreamedRows:
         # at the same alignment give the same matrix products, bit for bit.
         inputs = torch.empty((rows.shape[0], self.X.n_features), dtype=torch.float32)
         out = inputs.numpy()
+        check_float32_range(block, rows=ascending)
         out[order] = block  # float64 to float32 rounds as astype does
         if self.mean is not None:
-            out -= self.mean
-            out /= self.scale
+            with np.errstate(over="ignore", invalid="ignore"):
+                out -= self.mean
+                out /= self.scale
+            _check_standardised(out[order], block, ascending)
         targets = torch.as_tensor(self.targets[rows])
         return inputs.to(self.device), targets.to(self.device)
 

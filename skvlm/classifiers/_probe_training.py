@@ -70,7 +70,14 @@ class ProbeNetwork:
         L2 penalty on the weight matrices (see :meth:`objective`).
     device : str or torch.device
     generator : torch.Generator
-        Draws the hidden layers' initial weights; the output layer starts at 0.
+        Draws the initial weights.
+    init : {"zero_output", "torch_linear"}, default="zero_output"
+        ``"zero_output"``: hidden layers drawn as ``nn.Linear`` bounds them, the
+        output layer at 0. ``"torch_linear"``: every layer drawn exactly as
+        ``torch.nn.Linear`` draws it (``kaiming_uniform_`` with ``a=sqrt(5)``
+        on the ``(out, in)`` weight, then the bias), layer by layer: a
+        generator seeded with ``s`` gives the weights ``torch.manual_seed(s)``
+        gives ``nn.Linear`` modules built in the same order.
 
     Attributes
     ----------
@@ -78,12 +85,14 @@ class ProbeNetwork:
         Weight (n_in, n_out), bias (n_out), layer by layer, interleaved.
     """
 
-    def __init__(self, sizes, activation, alpha, device, generator):
+    def __init__(self, sizes, activation, alpha, device, generator, init="zero_output"):
         self.activation = activation
         self.alpha = alpha
         self.params = []
         for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            if layer == len(sizes) - 2:
+            if init == "torch_linear":
+                w, b = _torch_linear_init(n_in, n_out, generator)
+            elif layer == len(sizes) - 2:
                 # The output layer starts at zero, as LogisticRegression does: a
                 # random start adds logit noise that, without weight decay, the
                 # directions the data barely constrain never lose.
@@ -179,6 +188,20 @@ class ProbeNetwork:
         """``(weights, biases)``: lists of numpy arrays, layer by layer."""
         arrays = [copy.deepcopy(t.numpy()) for t in tensors]
         return arrays[0::2], arrays[1::2]
+
+
+def _torch_linear_init(n_in, n_out, generator):
+    """``nn.Linear(n_in, n_out)``'s initial weight (transposed) and bias."""
+    # kaiming_uniform_(weight, a=sqrt(5)), its arithmetic written out: the
+    # generator argument of torch.nn.init is newer than the oldest torch we support
+    a = math.sqrt(5)
+    gain = math.sqrt(2.0 / (1 + a**2))
+    std = gain / math.sqrt(n_in)
+    bound = math.sqrt(3.0) * std
+    weight = torch.empty(n_out, n_in).uniform_(-bound, bound, generator=generator)
+    bound = 1.0 / math.sqrt(n_in)
+    bias = torch.empty(n_out).uniform_(-bound, bound, generator=generator)
+    return weight.T.contiguous(), bias
 
 
 @dataclass

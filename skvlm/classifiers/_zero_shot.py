@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import check_is_fitted
 
+from .._deprecation import DEPRECATED
 from .._embedding import VLMEmbeddingTransformer
 from .._inputs import ImageInputMixin
-from .._sklearn_compat import HasMethods, Interval, fit_context
-from ..models import load_adapter
+from .._sklearn_compat import HasMethods, Hidden, Interval, StrOptions, fit_context
+from ..callbacks import check_callbacks, notify
+from ..models import load_adapter, user_stacklevel
+from ._base import VLMClassifierMixin, batch_events_of
 from ._class_names import class_texts
+from ._templates import class_prompts, resolve_templates
 
 
-class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
+class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator):
     """Zero-shot image classification with a CLIP-style model (CLIP, SigLIP, ALIGN...).
 
     Each class is described by text prompts ("a photo of a {}."); an image is
@@ -37,30 +40,59 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
     class_names : mapping or sequence of str, default=None
         The text for each label: a dict ``{label: name}``, or a list aligned with
         the sorted labels. None uses ``str(label)``.
-    templates : sequence of str, default=("a photo of a {}.",)
-        Prompt templates with one ``{}`` for the class name. A class's text
-        embedding is the mean of its L2-normalised template embeddings,
+    templates : str or sequence of str, default=("a photo of a {}.",)
+        Prompt templates with one ``{}`` for the class name, or the name of a
+        shipped set: ``"openai_imagenet"``, the 80 templates of CLIP's ImageNet
+        evaluation (see :func:`skvlm.classifiers.get_templates`). A class's text
+        embedding is the mean of its L2-normalised prompt embeddings,
         normalised again (CLIP's prompt ensembling; the paper uses one template).
+    class_descriptions : dict, default=None
+        ``{label or class name: [sentence, ...]}``: whole sentences describing a
+        class (CuPL, Pratt et al. 2023), added to its template prompts and
+        averaged with them. With ``templates=()`` the descriptions alone make
+        the class embeddings (CuPL's "base"), and every class needs some.
     batch_size : int, default=32
         Images per forward pass.
     device, dtype : str, default="auto"
         As for :class:`skvlm.VLMEmbeddingTransformer`.
     cache : None, str, path-like or FeatureStore, default=None
         Store for the image embeddings (see :class:`skvlm.FeatureStore`).
-    progress : bool, default=False
-        Show a progress bar over image batches.
+    verbose : int, default=1
+        0 silent; 1 a progress bar over the images that run through the model;
+        2 also a line per batch. See :term:`verbose`.
+    on_error : {"raise", "nan"}, default="raise"
+        An image that cannot be read raises an error naming it, or (``"nan"``)
+        gets a row of NaN in ``decision_function`` and ``predict_proba`` with a
+        warning listing the failed indices (``predict`` has no label for it and
+        raises).
     model_kwargs : dict, default=None
         Passed to ``from_pretrained``.
+    n_workers : int or "auto", default="auto"
+        Threads preparing the next batches of images while the model runs, as
+        for :class:`skvlm.VLMEmbeddingTransformer`. Results do not depend on it.
     image_column : str, default="image"
         The column holding the images when X is a DataFrame or a
         ``datasets.Dataset``.
+    callbacks : list of callbacks, default=None
+        Told ``on_fit_begin`` / ``on_fit_end`` around ``fit`` and
+        ``on_batch_end`` after each batch of images (see
+        :mod:`skvlm.callbacks`).
+    progress : bool
+        Deprecated alias of ``verbose``; warns, removed in 0.3.
+    image_aspect : {"native", "pad"}, default="native"
+        ``"native"``: each image goes to the processor as it is (resized and
+        centre-cropped by it). ``"pad"``: padded to a square with the
+        processor's ``image_mean`` first (LLaVA's ``--image_aspect_ratio pad``,
+        :func:`skvlm._inputs.pad_to_square`), as the paper's fine-tuned LLaVA
+        saw its images; nothing is cropped away.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
         The labels seen in ``fit``.
     class_texts_ : list of list of str
-        The prompts of each class, after filling the templates.
+        The prompts of each class: the templates filled with its name, then
+        its descriptions.
     class_embeddings_ : ndarray of shape (n_classes, dim)
         The unit-norm text embedding of each class.
     logit_scale_ : float
@@ -95,13 +127,19 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         "model": [str, os.PathLike],
         "class_names": [Mapping, list, tuple, np.ndarray, None],
         "templates": [list, tuple, str],
+        "class_descriptions": [Mapping, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "dtype": "no_validation",
         "cache": [None, str, os.PathLike, HasMethods(["lookup", "write"])],
-        "progress": ["boolean"],
+        "verbose": ["verbose"],
+        "on_error": [StrOptions({"raise", "nan"})],
         "model_kwargs": [dict, None],
+        "n_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "image_column": [str],
+        "callbacks": [list, tuple, None],
+        "progress": [Hidden(StrOptions({DEPRECATED})), "boolean"],
+        "image_aspect": [StrOptions({"native", "pad"})],
     }
 
     def __init__(
@@ -110,24 +148,36 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
         *,
         class_names=None,
         templates=("a photo of a {}.",),
+        class_descriptions=None,
         batch_size=32,
         device="auto",
         dtype="auto",
         cache=None,
-        progress=False,
+        verbose=1,
+        on_error="raise",
         model_kwargs=None,
+        n_workers="auto",
         image_column="image",
+        callbacks=None,
+        progress=DEPRECATED,
+        image_aspect="native",
     ):
         self.model = model
         self.class_names = class_names
         self.templates = templates
+        self.class_descriptions = class_descriptions
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
         self.cache = cache
-        self.progress = progress
+        self.verbose = verbose
+        self.on_error = on_error
         self.model_kwargs = model_kwargs
+        self.n_workers = n_workers
         self.image_column = image_column
+        self.callbacks = callbacks
+        self.progress = progress
+        self.image_aspect = image_aspect
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -148,26 +198,30 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
 
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels.")
+        verbose = self._verbose(warn=True)
+        callbacks = check_callbacks(self.callbacks)
+        notify(callbacks, "on_fit_begin", self, n_samples=len(X))
         classes = unique_labels(y)
         names = class_texts(self.class_names, classes)
-        templates = (
-            [self.templates]
-            if isinstance(self.templates, str)
-            else list(self.templates)
-        )
-        for template in templates:
-            if template.count("{}") != 1:
-                raise ValueError(
-                    f"template {template!r} must contain exactly one '{{}}' for the "
-                    "class name."
-                )
+        texts = class_prompts(self.templates, names, classes, self.class_descriptions)
+        templates = resolve_templates(self.templates)
+        if templates and all(n.strip().lstrip("-").isdigit() for n in names):
+            warnings.warn(
+                f"The class names are numbers ({names[:3]}...): the prompts read "
+                f"{templates[0].format(names[0])!r}, which names nothing "
+                "the text encoder can match to an image, so zero-shot accuracy stays "
+                "near chance. Pass class_names: names in sorted label order, or a "
+                "dict {label: name} such as {0: 'cat', 1: 'dog'}.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
         embedder = self._make_embedder()
         adapter = load_adapter(
             self.model,
             device=self.device,
             dtype=self.dtype,
             model_kwargs=self.model_kwargs,
-            progress=self.progress,
+            verbose=verbose,
         )
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
@@ -177,66 +231,35 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             )
         self._embedder = embedder.fit(None)
         self._check_tokenizes(adapter, classes, names)
-        texts = [[t.format(name) for t in templates] for name in names]
         self._check_distinct(adapter, classes, names, texts)
         with torch.inference_mode():
             flat = adapter.encode_text([t for group in texts for t in group])
-        flat = torch.nn.functional.normalize(flat, dim=-1).reshape(
-            len(names), len(templates), -1
-        )
-        embeddings = torch.nn.functional.normalize(flat.mean(dim=1), dim=-1)
+        flat = torch.nn.functional.normalize(flat, dim=-1)
+        # Each class's mean over its own prompts (their counts may differ).
+        ends = np.cumsum([len(group) for group in texts])
+        means = [
+            flat[end - len(g) : end].mean(dim=0)
+            for end, g in zip(ends, texts, strict=True)
+        ]
+        embeddings = torch.nn.functional.normalize(torch.stack(means), dim=-1)
         self.classes_ = classes
         self.class_texts_ = texts
         self.class_embeddings_ = embeddings.cpu().numpy()
         self.logit_scale_, self.logit_bias_ = adapter.logit_params()
         self._probability = adapter.probability
+        notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
 
-    def decision_function(self, X):
-        """The model's logits of each image against each class.
+    # decision_function (the logits), predict_proba (softmax for CLIP,
+    # normalised sigmoids for SigLIP) and predict come from VLMClassifierMixin.
+    @property
+    def _proba_link(self):
+        return getattr(self, "_probability", "softmax")
 
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        logits : ndarray of shape (n_images, n_classes)
-        """
-        check_is_fitted(self)
+    def _class_scores(self, X):
+        """The model's logits of each image against each class."""
         images = self._embedder_for_transform().transform(X)
         return self.logit_scale_ * images @ self.class_embeddings_.T + self.logit_bias_
-
-    def predict_proba(self, X):
-        """Class probabilities (softmax for CLIP, normalised sigmoids for SigLIP).
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-        """
-        logits = self.decision_function(X)
-        if getattr(self, "_probability", "softmax") == "sigmoid":
-            scores = expit(logits)
-            return scores / scores.sum(axis=1, keepdims=True)
-        return softmax(logits, axis=1)
-
-    def predict(self, X):
-        """The class with the highest logit for each image.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        labels : ndarray of shape (n_images,)
-        """
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
     # -- internals -------------------------------------------------------------------
     def _make_embedder(self):
@@ -249,9 +272,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, ClassifierMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             cache=self.cache,
-            progress=self.progress,
+            verbose=self._verbose(),
+            on_error=self.on_error,
             model_kwargs=self.model_kwargs,
+            n_workers=self.n_workers,
             image_column=self.image_column,
+            callbacks=batch_events_of(self),
+            image_aspect=self.image_aspect,
         )
 
     def _embedder_for_transform(self):

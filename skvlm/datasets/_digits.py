@@ -7,6 +7,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.utils import check_random_state
 
+from .._sklearn_compat import Interval, validate_params
 from ._base import _check_int, _finish
 
 DIGIT_NAMES = (
@@ -45,6 +46,20 @@ _MAX_NOISE = 12.0  # Gaussian noise std in grey levels
 _CHUNK_PIXELS = 2_000_000  # pixels rendered at once: bounds memory at large sizes
 
 
+@validate_params(
+    {
+        "size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "variation": [Interval(numbers.Real, 0, 1, closed="both")],
+        "n_class": [Interval(numbers.Integral, 1, 10, closed="both")],
+        "n_per_class": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "invert": ["boolean"],
+        "random_state": ["random_state"],
+        "caption_template": [str],
+        "return_X_y": ["boolean"],
+        "as_frame": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_digit_images(
     *,
     size=32,

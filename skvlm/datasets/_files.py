@@ -1,5 +1,6 @@
 """Users' own images: a folder with one subfolder per class, or a CSV manifest."""
 
+import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .._sklearn_compat import StrOptions, validate_params
 from ._base import _finish
 
 IMAGE_EXTENSIONS = (
@@ -27,6 +29,17 @@ IMAGE_EXTENSIONS = (
 _VERIFY_THREADS = 8
 
 
+@validate_params(
+    {
+        "path": [str, os.PathLike],
+        "extensions": [list, tuple, set, frozenset, str],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "verify": ["boolean"],
+        "return_X_y": ["boolean"],
+        "as_frame": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_image_folder(
     path,
     *,
@@ -153,6 +166,19 @@ def load_image_folder(
     return _finish(paths, target, names, descr, return_X_y, as_frame, key="paths")
 
 
+@validate_params(
+    {
+        "path": [str, os.PathLike],
+        "image_column": [str],
+        "label_column": [str],
+        "root": [str, os.PathLike, None],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "verify": ["boolean"],
+        "return_X_y": ["boolean"],
+        "as_frame": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_image_csv(
     path,
     image_column="image",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._deprecation import DEPRECATED
 from .._embedding import VLMEmbeddingTransformer
 from .._extraction import Extraction
 from ..store import open_store
@@ -38,13 +39,15 @@ class SiteExtractor:
             import torch
 
             torch.set_num_threads(max(1, int(num_threads)))
-        params = {**params, "progress": False}
+        params = {**params, "verbose": 0, "progress": DEPRECATED}
         if to != "store":
             params["cache"] = None
         self.to = to
         # fit checks the site (layer, pooling) exactly as a local transform does
         self.estimator = VLMEmbeddingTransformer(**params).fit(None)
-        self.extraction = Extraction.from_params(self.estimator.get_params(deep=False))
+        self.extraction = Extraction.from_params(
+            self.estimator.get_params(deep=False), estimator=self.estimator
+        )
         self.position = self.estimator.pooling_
         # The estimator's own sites; the store's keep setting decides what else
         # a pass keeps (as in a local precompute).

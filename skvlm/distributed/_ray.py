@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 from .._embedding import VLMEmbeddingTransformer
-from .._sklearn_compat import validate_parameters
+from .._sklearn_compat import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_parameters,
+    validate_params,
+)
 from ..store import FeatureStore
 from ._actor import COMPUTED, FAILED, NOT_STORED, STORED, SiteExtractor
 from ._inputs import as_dataset
@@ -53,6 +60,21 @@ class ExtractionResult:
     seconds: float = 0.0
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["get_params"]), dict],
+        "X": "no_validation",  # paths, a ray.data.Dataset, ...: as_dataset checks
+        "path": [str, os.PathLike, HasMethods(["lookup", "write"])],
+        "to": [StrOptions({"store", "parquet"})],
+        "num_actors": [Interval(Integral, 1, None, closed="left"), tuple],
+        "num_gpus_per_actor": [Interval(Real, 0, None, closed="left")],
+        "num_cpus_per_actor": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "image_column": [str],
+        "prompt_column": [str],
+    },
+    prefer_skip_nested_validation=True,
+)
 def extract_features(
     estimator,
     X,

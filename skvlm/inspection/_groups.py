@@ -6,6 +6,7 @@ from numbers import Integral
 import numpy as np
 
 from .._site import Site
+from .._sklearn_compat import StrOptions, validate_params
 
 # What names a group, from a column's (step prefix, site).
 _GROUP_KEYS = {
@@ -15,6 +16,10 @@ _GROUP_KEYS = {
 }
 
 
+@validate_params(
+    {"feature_names": ["array-like"], "by": [StrOptions({"layer", "stage", "site"})]},
+    prefer_skip_nested_validation=True,
+)
 def groups_from_feature_names(feature_names, by="layer"):
     """Group embedding columns by stage, layer or site from their names.
 

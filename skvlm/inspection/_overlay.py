@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
 from .._inputs import load_image
+from .._sklearn_compat import HasMethods, Interval, validate_params
 
 
+@validate_params(
+    {
+        "image": "no_validation",  # any image form, checked by load_image
+        "importance_map": ["array-like"],
+        "ax": [HasMethods(["imshow"]), None],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "cmap": "no_validation",  # a name or a matplotlib Colormap
+        "title": [str, None],
+        "colorbar": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_spatial_importance(
     image,
     importance_map,

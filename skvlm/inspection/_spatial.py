@@ -18,6 +18,7 @@ Two ways to perturb one region and watch the probe's score:
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -25,9 +26,10 @@ from sklearn.metrics import check_scoring
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, check_random_state
 
-from .._extraction import Extraction, log_forward
+from .._extraction import Extraction
 from .._inputs import as_items
 from .._site import resolve_layers
+from .._sklearn_compat import HasMethods, Interval, StrOptions, validate_params
 
 METHODS = ("auto", "permute", "mean", "zero", "occlude")
 TOKEN_METHODS = ("permute", "mean", "zero")
@@ -35,6 +37,14 @@ TOKEN_METHODS = ("permute", "mean", "zero")
 _TOKEN_POOLINGS = {"vision": ("mean", "max"), "language": ("mean", "max", "image_mean")}
 
 
+@validate_params(
+    {
+        "vlm": [HasMethods(["fit", "transform"])],
+        "X": "no_validation",  # any collection of images, checked by as_items
+        "layer": [Integral, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def patch_tokens(vlm, X, *, layer=None):
     """Hidden states at the patch positions of one layer, from one pass per image.
 
@@ -67,6 +77,7 @@ def patch_tokens(vlm, X, *, layer=None):
     (3, 16, 32)
     """
     vlm = _check_vlm(vlm)
+    as_items(X, vlm.image_column)  # a bad X fails before the model loads
     if layer is None:
         if len(vlm.layers_) != 1:
             raise ValueError(
@@ -79,6 +90,18 @@ def patch_tokens(vlm, X, *, layer=None):
     return captured[layers[0]]["tokens"]
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "X": "no_validation",  # any collection of images, checked by as_items
+        "y": ["array-like"],
+        "method": [StrOptions(set(METHODS))],
+        "scoring": [str, callable, None],
+        "n_repeats": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spatial_importance(
     estimator,
     X,
@@ -179,6 +202,9 @@ def spatial_importance(
         raise ValueError("spatial_importance takes one scorer, not several.")
     scorer = check_scoring(probe, scoring=scoring)
     y = np.asarray(y)
+    n_images = len(as_items(X, vlm.image_column)[0])
+    if len(y) != n_images:  # before any forward pass
+        raise ValueError(f"X has {n_images} images but y has {len(y)} entries.")
 
     if method == "occlude":
         base, variants, grid = _occlusion_features(vlm, X)
@@ -189,8 +215,6 @@ def spatial_importance(
             vlm, captured, method, n_repeats if method == "permute" else 1, random_state
         )
         n_repeats = n_repeats if method == "permute" else 1
-    if len(y) != len(base):
-        raise ValueError(f"X has {len(base)} images but y has {len(y)} entries.")
 
     to_frame = _frame_maker(probe)
     baseline = scorer(probe, to_frame(base), y)
@@ -291,7 +315,8 @@ def _target_output(probe, features, y):
 def _extraction(vlm):
     """The fitted transformer's extraction (its model, stage, prompt, batches)."""
     # Every image must give its map: an unreadable one raises, whatever on_error.
-    return Extraction.from_params({**vlm.get_params(deep=False), "on_error": "raise"})
+    params = {**vlm.get_params(deep=False), "on_error": "raise"}
+    return Extraction.from_params(params, estimator=vlm)
 
 
 def _capture(vlm, X, layers, pooling):
@@ -316,6 +341,7 @@ def _capture(vlm, X, layers, pooling):
         )
     items, row_prompts = as_items(X, vlm.image_column)
     chunks = {layer: [] for layer in layers}
+    callbacks = extraction.run_callbacks()
 
     def read(layer, hidden, masks, rows):
         hidden = hidden.float()
@@ -344,7 +370,8 @@ def _capture(vlm, X, layers, pooling):
             )
         for layer in layers:
             chunks[layer].append(results[layer])
-        log_forward(items, rows)
+        extraction.batch_end(callbacks, items, rows, rows[-1] + 1, len(items))
+    _close(extraction, callbacks)
     return {
         layer: {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
         for layer, parts in chunks.items()
@@ -426,6 +453,8 @@ def _occlusion_features(vlm, X):
     requests = [(layer, vlm.pooling_) for layer in vlm.layers_]
     patch = _patch_size(adapter)
     base, occluded, grid = [], None, None
+    callbacks = extraction.run_callbacks()
+    n_done = 0
     for start in range(0, len(items), vlm.batch_size):
         rows = list(range(start, min(start + vlm.batch_size, len(items))))
         with torch.inference_mode():
@@ -451,10 +480,19 @@ def _occlusion_features(vlm, X):
                     vlm, adapter, {**batch, "pixel_values": blanked}, requests
                 )
                 occluded[p].append(features)
+        n_total = len(items) * (1 + len(occluded))  # a pass per image and patch
         for _ in range(1 + len(occluded)):
-            log_forward(items, rows)
+            n_done += len(rows)
+            extraction.batch_end(callbacks, items, rows, n_done, n_total)
+    _close(extraction, callbacks)
     variants = ([np.concatenate(chunks)] for chunks in occluded)
     return np.concatenate(base), variants, grid
+
+
+def _close(extraction, callbacks):
+    """Close the progress bar ``run_callbacks`` added, if any."""
+    for callback in callbacks[len(extraction.callbacks) :]:
+        callback.close()
 
 
 def _site_features(vlm, adapter, batch, requests):

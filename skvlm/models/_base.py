@@ -14,6 +14,7 @@ read each other's tensors, and no hook outlives its call.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -134,6 +135,13 @@ class Adapter:
     def __init__(self, model, processor):
         self.model = model
         self.processor = processor
+
+    @functools.cached_property
+    def traits(self):
+        """The family's :class:`~skvlm.models.Traits`, derived from the model."""
+        from ._traits import family_traits
+
+        return family_traits(self.model)
 
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):

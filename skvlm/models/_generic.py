@@ -1,13 +1,27 @@
-"""A fallback adapter for image-text-to-text models no family adapter claims.
+"""The adapter of every image-text-to-text family without a hand-written one.
 
-Many recent HF VLMs share LLaVA's layout: a base model holding ``vision_tower``,
-a projector reached through ``get_image_features`` and a ``language_model`` whose
-decoder blocks are ``layers`` and final norm ``norm``, with one ``image_token_id``
-marking the image positions. The language stage of such a model is exact in
-general: HF records its ``hidden_states`` from the same blocks the hooks here read.
-The vision and projector stages are offered where the model's layout allows it
-(a ViT-style tower with ``encoder.layers`` fed one image per row; image features
-returned per image) and refused with an explanation otherwise.
+It reads a family's parts off its :class:`~skvlm.models.Traits` (derived from
+transformers' own structure, see :mod:`skvlm.models._traits`) and uses only
+what transformers offers every such model: the processor, ``get_image_features``
+and the language model's decoder ``layers`` and final ``norm``.
+
+- ``vision``: the tower's blocks, read by hooks (entry 0 = input of the first
+  block, k = output of block k: the tower's own ``output_hidden_states``).
+  Offered where the rows of ``pixel_values`` map back to images (one row per
+  image, or tiles of equal token count, or LLaVA-NeXT-style views). A tiled
+  image's tokens are those of all its tiles, tile after tile, so ``mean`` and
+  ``max`` pool over every tile (per image, never the global view alone), and
+  ``cls`` is the first tile's CLS.
+- ``projector``: what ``get_image_features`` returns, split per image exactly
+  as the language model receives it (the features fill the image-token
+  positions in order), so an image's projector tokens are the vectors at its
+  image positions at language entry 0.
+- ``language``: entry 0 = input embeddings with the image merged in, k =
+  after decoder block k, the last entry after the final norm (HF's
+  ``hidden_states``).
+
+A stage the family's structure does not allow is refused when asked for,
+naming the family, the stage and the reason.
 """
 
 from __future__ import annotations
@@ -16,29 +30,37 @@ import inspect
 
 import torch
 
-from ._llava import LlavaAdapter, _inner_tower
+from ..pooling import TokenMasks, pad_tokens
+from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
+from ._chat import ChatPromptMixin, special_token_ids
+from ._loading import load_processor, load_processor_without_video
+from ._traits import family_traits, resolve_path
+from ._vision import VisionTowerMixin, _to_device
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
 
 
-class GenericImageTextAdapter(LlavaAdapter):
-    """Any ``AutoModelForImageTextToText`` model with LLaVA's layout.
+def _image_token_id(config):
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
 
-    It is chosen only when no family adapter serves the model's type (see
-    :meth:`supports`). Layers as in the LLaVA adapter: ``vision`` entry 0 = the
-    tower's first-block input, k = after block k; ``projector`` = what
-    ``get_image_features`` returns (the image tokens the LM receives);
-    ``language`` entry 0 = input embeddings with the image merged in, k = after
-    decoder block k, the last entry after the final norm. The prompt goes through
-    the processor's chat template, or becomes ``"<image>\\n{prompt}"`` without
-    one. Check a new family's features against its own ``output_hidden_states``
-    once before relying on them.
+
+class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
+    """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
+
+    Chosen only when no family adapter serves the model's type (see
+    :meth:`supports`); ``family`` is the config's ``model_type``. The prompt
+    goes through the processor's chat template, or becomes
+    ``"{placeholder}\\n{prompt}"`` without one.
     """
 
     family = "generic-image-text"
     model_types = ()  # never matched by type: the registry asks ``supports``
     fallback = True
-    raster_stages = ()
+    auto_class = "AutoModelForImageTextToText"
     fallback_format = "{image}\n{prompt}"
 
     @classmethod
@@ -52,84 +74,205 @@ class GenericImageTextAdapter(LlavaAdapter):
             _image_token_id(config) is not None
         )
 
+    @classmethod
+    def load_processor(cls, path, *, revision=None, model_kwargs=None):
+        """``AutoProcessor``; without its video processor when torchvision is missing."""
+        try:
+            processor = load_processor(
+                path, revision=revision, model_kwargs=model_kwargs
+            )
+        except ImportError:
+            processor = None
+        if getattr(processor, "tokenizer", None) is not None:
+            return processor
+        from transformers import PROCESSOR_MAPPING, AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        name = PROCESSOR_MAPPING[type(config)].__name__
+        return load_processor_without_video(
+            path, name, revision=revision, model_kwargs=model_kwargs
+        )
+
     def __init__(self, model, processor):
-        self.model = model
-        self.processor = processor
-        name = type(model).__name__
+        super().__init__(model, processor)
+        self.family = model.config.model_type
+        self.traits = traits = family_traits(model)
         self.base = getattr(model, "model", model)
-        self.language = getattr(self.base, "language_model", None)
-        if self.language is None or not hasattr(self.language, "layers"):
+        self.language = resolve_path(model, traits.language)
+        if self.language is None:
             raise ValueError(
-                f"{name} has no language_model with a list of decoder 'layers', so "
-                "skvlm's generic adapter cannot read its hidden states. Supported "
-                "families: see skvlm.models.supported_families()."
+                f"{self.family}: stage 'language' is not available: "
+                f"{type(model).__name__} has no language model with a list of decoder "
+                "'layers' under the names skvlm looks for. Add a Traits(language=...) "
+                "entry for it in skvlm.models.TRAITS, or report the model id."
             )
         self.image_token_id = _image_token_id(model.config)
-        self.image_token = getattr(processor, "image_token", None) or "<image>"
-        self.tower = getattr(self.base, "vision_tower", None)
-        inner = _inner_tower(self.tower) if self.tower is not None else None
-        blocks = getattr(getattr(inner, "encoder", None), "layers", None)
-        self.vision_blocks = blocks
-        embeddings = getattr(inner, "embeddings", None)
+        self.image_token = traits.placeholder or (
+            getattr(processor, "image_token", None) or "<image>"
+        )
+        self._special_ids = special_token_ids(processor.tokenizer) - {
+            self.image_token_id
+        }
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.unavailable = dict(traits.unsupported)
+        if self.vision_blocks is None:
+            self.unavailable.setdefault(
+                "vision", "its vision tower has no list of blocks skvlm can find"
+            )
+        elif traits.views == "packed":
+            self.unavailable.setdefault(
+                "vision", "its tower packs the patches of all images in one sequence"
+            )
+        if not hasattr(self.base, "get_image_features"):
+            self.unavailable.setdefault("projector", "it has no get_image_features")
+        embeddings = getattr(
+            resolve_path(self.tower, "vision_model") or self.tower, "embeddings", None
+        )
         self.has_cls = any(
             getattr(embeddings, attr, None) is not None
             for attr in ("class_embedding", "cls_token")
         )
-        stages = ["language"]
-        if hasattr(self.base, "get_image_features"):
-            stages.insert(0, "projector")
-        if blocks is not None:
-            stages.insert(0, "vision")
-        self.stages = tuple(stages)
+        self.stages = tuple(
+            s for s in ("vision", "projector", "language") if s not in self.unavailable
+        )
 
-    def _tower_has_pooler(self):
-        return False  # towers differ in what their pooled output means
+    # -- what the stages offer -------------------------------------------------
+    def n_layers(self, stage):
+        if stage == "vision":
+            return len(self.vision_blocks) + 1
+        if stage == "projector":
+            return 1
+        return len(self.language.layers) + 1
+
+    def poolings(self, stage, layer):
+        if stage == "language":
+            return LANGUAGE_POOLINGS
+        if stage == "vision" and self.has_cls:
+            return ("cls", "mean", "max")
+        return ("mean", "max")
 
     def dim(self, stage):
         if stage == "vision":
-            return _inner_tower(self.tower).config.hidden_size
+            vision = getattr(self.model.config, "vision_config", None)
+            return vision.hidden_size
         return self.model.config.get_text_config().hidden_size
 
+    # -- inputs ----------------------------------------------------------------
     def prepare(self, images, prompts=None):
-        # the processor also gives what only some models take (token_type_ids...)
-        return super().prepare(
-            images, [None] * len(images) if prompts is None else prompts
+        prompts = [None] * len(images) if prompts is None else prompts
+        texts = self.format_prompts(prompts)
+        images = list(images)
+        if self.traits.images == "nested":
+            images = [[image] for image in images]
+        batch = self.processor(
+            images=images, text=texts, return_tensors="pt", padding=True
         )
+        batch = {k: v for k, v in dict(batch).items() if k != "labels"}
+        return _to_device(batch, self.device, self.dtype)
 
-    def vision_pixels(self, batch):
+    def _image_counts(self, batch):
+        return (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()
+
+    def _views(self, batch):
+        """Rows of the tower's input per image, and that input."""
         pixels = batch["pixel_values"]
-        if pixels.dim() != 4 or pixels.shape[0] != batch["input_ids"].shape[0]:
+        n_images = batch["input_ids"].shape[0]
+        views = self.traits.views
+        if views == "anyres":
+            from transformers.models.llava_next.modeling_llava_next import (
+                image_size_to_num_patches,
+            )
+
+            config = self.model.config
+            counts = [
+                image_size_to_num_patches(
+                    image_size=size,
+                    grid_pinpoints=config.image_grid_pinpoints,
+                    patch_size=config.vision_config.image_size,
+                )
+                for size in batch["image_sizes"]
+            ]
+            rows = torch.cat([p[:n] for p, n in zip(pixels, counts, strict=True)])
+            return counts, rows
+        if pixels.dim() != 4:
             raise ValueError(
-                f"{type(self.model).__name__} feeds its vision tower pixel_values of "
-                f"shape {tuple(pixels.shape)}, not one image per row, so the generic "
-                "adapter cannot tell which tower tokens belong to which image. Use "
+                f"{self.family}: stage 'vision' is not available: pixel_values has "
+                f"shape {tuple(pixels.shape)}, not one row per image or tile. Use "
                 "stage='language' (pooling='image_mean' averages the image tokens)."
             )
-        return pixels
+        if views == "rows" and pixels.shape[0] == n_images:
+            return [1] * n_images, pixels
+        tokens = self._image_counts(batch)
+        total = sum(tokens)
+        if total == 0 or total % pixels.shape[0]:
+            raise ValueError(
+                f"{self.family}: stage 'vision' is not available: its "
+                f"{pixels.shape[0]} pixel rows do not map back to the {n_images} "
+                "images. Declare the family's views in skvlm.models.TRAITS, or use "
+                "stage='language'."
+            )
+        per_tile = total // pixels.shape[0]
+        return [t // per_tile for t in tokens], pixels
+
+    # -- stacks and forward passes ---------------------------------------------
+    def stack(self, stage, batch):
+        if stage == "vision":
+            counts, _ = self._views(batch)
+            n_prefix = int(self.has_cls)
+            if all(c == 1 for c in counts):
+                return self.tower_stack(
+                    self.vision_blocks, n_prefix=n_prefix, has_cls=self.has_cls
+                )
+
+            def unpack(hidden):
+                per_image = hidden.split(counts)
+                return pad_tokens([h.flatten(0, 1) for h in per_image])[0]
+
+            def masks(hidden):
+                tokens = hidden.shape[1]
+                per_view = tokens // max(counts)
+                position = torch.arange(tokens, device=hidden.device)[None]
+                length = torch.tensor(counts, device=hidden.device)[:, None]
+                valid = position < length * per_view
+                pooled = valid & (position % per_view >= n_prefix)
+                return TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
+
+            return Stack(blocks=self.vision_blocks, masks=masks, unpack=unpack)
+        masks = language_masks(
+            batch["input_ids"],
+            batch["attention_mask"],
+            {self.image_token_id},
+            self._special_ids,
+        )
+        norm = getattr(self.language, "norm", None)
+        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+
+    def forward(self, stage, batch):
+        if stage == "vision":
+            return self.tower(pixel_values=self._views(batch)[1])
+        return self.base(**batch, use_cache=False)
 
     def image_tokens(self, batch):
+        """Each image's projector tokens: a list of (tokens_i, dim)."""
         method = self.base.get_image_features
         names = inspect.signature(method).parameters
         kwargs = {k: v for k, v in batch.items() if k in names and k not in _TEXT_KEYS}
         output = method(**kwargs)
         features = getattr(output, "pooler_output", output)
-        n_images = batch["input_ids"].shape[0]
-        if isinstance(features, torch.Tensor) and features.dim() == 3:
-            features = list(features)
-        if not isinstance(features, (list, tuple)) or len(features) != n_images:
+        if isinstance(features, (list, tuple)):
+            features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+        flat = features.reshape(-1, features.shape[-1])
+        counts = self._image_counts(batch)
+        if sum(counts) != len(flat):
             raise ValueError(
-                f"{type(self.model).__name__}.get_image_features does not return one "
-                "token sequence per image (it packs them), so the generic adapter has "
-                "no per-image projector tokens. Use stage='language' with "
-                "pooling='image_mean', which averages the same tokens as the LM sees "
-                "them at layer 0."
+                f"{self.family}: stage 'projector' is not available: "
+                f"get_image_features gave {len(flat)} tokens for {sum(counts)} image "
+                "positions. Use stage='language' with pooling='image_mean'."
             )
-        return list(features)
+        return list(flat.split(counts))
 
-
-def _image_token_id(config):
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return None
+    def extract(self, batch, stage, requests):
+        if stage != "projector":
+            return super().extract(batch, stage, requests)
+        return pool_token_lists([self.image_tokens(batch)], requests)

@@ -10,6 +10,8 @@ token position past every sequence a stage can produce.
 
 from __future__ import annotations
 
+import inspect
+import multiprocessing
 import os
 import threading
 import warnings
@@ -34,6 +36,47 @@ _NOTED_LOCK = threading.Lock()
 
 def _name(model):
     return os.fspath(model) if isinstance(model, os.PathLike) else model
+
+
+#: Packages whose frames stand between a user's line and skvlm's code.
+_CALLERS = {"skvlm", "sklearn", "joblib", "threading", "concurrent", "contextlib"}
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes the caller's warning point at the user's line.
+
+    Counts the frames above the function that calls this one, up to the first
+    that belongs to none of skvlm and the libraries that run estimators
+    (scikit-learn, joblib, threads): ``GridSearchCV(...).fit(X, y)`` in a script
+    is reported at that line, not deep inside skvlm. In a worker thread, whose
+    stack holds no user code, the outermost frame.
+
+    Returns
+    -------
+    stacklevel : int
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skvlm.models import user_stacklevel
+    >>> def warn_from_a_library():
+    ...     warnings.warn("note", stacklevel=user_stacklevel())
+    >>> script = {"__name__": "__main__", "warn": warn_from_a_library}
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     exec(compile("warn()", "script.py", "exec"), script)
+    >>> caught[0].filename
+    'script.py'
+    """
+    frame = inspect.currentframe().f_back  # the function that warns: level 1
+    level = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or ""
+        if module.split(".")[0] not in _CALLERS:
+            return level
+        frame = frame.f_back
+        level += 1
+    return max(level - 1, 1)
 
 
 def check_device(device):
@@ -69,6 +112,11 @@ def check_device(device):
 def note_shipped_model(model):
     """Warn, once per process and model, that a shipped demo model is in use.
 
+    The warning points at the user's line (:func:`user_stacklevel`). It is said
+    by the main process only: joblib's worker processes
+    (``GridSearchCV(n_jobs=2)``) would each repeat it, on a stderr a notebook
+    does not show.
+
     Parameters
     ----------
     model : str or path-like
@@ -84,6 +132,7 @@ def note_shipped_model(model):
         not isinstance(name, str)
         or not name.startswith(SHIPPED_PREFIX)
         or name in _NOTED
+        or multiprocessing.parent_process() is not None
     ):
         return
     if name not in shipped_models():
@@ -98,17 +147,17 @@ def note_shipped_model(model):
         "32-px digit images, its features and answers mean little on other images. "
         f"For real data pass a real checkpoint, e.g. model={default!r}.",
         EmbeddedModelWarning,
-        stacklevel=2,
+        stacklevel=user_stacklevel(),
     )
 
 
 @contextmanager
-def checked_loading(model, device="auto", progress=False):
+def checked_loading(model, device="auto", verbose=0):
     """Wrap an estimator's model loading with skvlm's checks and notices.
 
     Refuses a meta ``device`` before anything loads; adds to a
     ``ModelNotFoundError`` the names of the models that need no download; hides
-    transformers' "Loading weights" bar unless ``progress`` (the hub's download
+    transformers' "Loading weights" bar unless ``verbose >= 2`` (the hub's download
     bars stay). :func:`skvlm.models.load_adapter` loads inside it.
 
     Parameters
@@ -117,8 +166,8 @@ def checked_loading(model, device="auto", progress=False):
         The estimator's ``model`` parameter.
     device : str or torch.device, default="auto"
         The estimator's ``device`` parameter.
-    progress : bool, default=False
-        The estimator's ``progress`` parameter.
+    verbose : int, default=0
+        The estimator's ``verbose`` parameter; 2 or more shows the bar.
 
     Examples
     --------
@@ -133,7 +182,7 @@ def checked_loading(model, device="auto", progress=False):
 
     check_device(device)
     try:
-        with _loading_bars(progress):
+        with _loading_bars(verbose >= 2):
             yield
     except ModelNotFoundError as exc:
         name = _name(model)
@@ -148,11 +197,11 @@ def checked_loading(model, device="auto", progress=False):
 
 
 @contextmanager
-def _loading_bars(progress):
-    """transformers' own progress bars off for the block, unless ``progress``."""
+def _loading_bars(show):
+    """transformers' own progress bars off for the block, unless ``show``."""
     from transformers.utils import logging as hf_logging
 
-    if progress or not hf_logging.is_progress_bar_enabled():
+    if show or not hf_logging.is_progress_bar_enabled():
         yield
         return
     from huggingface_hub.utils import (

@@ -63,7 +63,9 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
     dynamic_resolution = True
 
     family = "idefics3"
-    model_types = ("idefics3",)
+    # Idefics2: the same parts (its connector is a perceiver resampler, 4..64
+    # latents per image instead of pixel-shuffled tiles).
+    model_types = ("idefics2", "idefics3")
     auto_class = "AutoModelForImageTextToText"
     stages = ("vision", "projector", "language")
     image_token = "<image>"
@@ -73,6 +75,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
+        self.family = model.config.model_type
         self.base = getattr(model, "model", model)
         self.tower = self.base.vision_model
         self.language = self.base.text_model

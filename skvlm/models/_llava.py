@@ -16,6 +16,7 @@ import torch
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin
+from ._traits import resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
 
@@ -58,11 +59,12 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.base = getattr(model, "model", model)
-        self.tower = self.base.vision_tower
+        traits = self.traits
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         inner = _inner_tower(self.tower)
-        self.vision_blocks = inner.encoder.layers
         self.has_cls = getattr(inner.embeddings, "class_embedding", None) is not None
-        self.language = self.base.language_model
+        self.language = resolve_path(model, traits.language)
         self.image_token_id = model.config.image_token_id
         token = getattr(processor, "image_token", None)
         if isinstance(token, str) and token:

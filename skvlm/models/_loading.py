@@ -13,12 +13,19 @@ import hashlib
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import torch
 
-from .. import _transformers_compat as _compat
+from .._filestate import FileDigests, stat_state
+from .._transformers_compat import (
+    MissingVideoProcessor,  # noqa: F401 (re-exported by skvlm.models)
+    processor_class_without_video,
+    torchvision_available,
+)
+from .._transformers_compat import (
+    load_processor_without_video as _compat_load_processor_without_video,
+)
 
 # Models shipped inside the package, addressable by name.
 SHIPPED_PREFIX = "skvlm/"
@@ -120,9 +127,44 @@ def not_found(model, exc):
         "local directory, and the Hugging Face Hub could not provide it (offline, "
         "a typo, or a gated repository). Point model= at a local copy saved with "
         "save_pretrained (config, safetensors weights and processor in one folder), "
-        "or download it once with `huggingface-cli download <id>` and pass the "
-        "folder."
+        "or download it once with `hf download <id>` and pass the folder; a model "
+        "already in the Hugging Face cache loads offline, without waiting for the "
+        "Hub, with HF_HUB_OFFLINE=1 set."
     )
+
+
+def check_hub(model, revision=None, timeout=3.0):
+    """Fail at once, with the offline fix, when hub id ``model`` cannot be reached.
+
+    The Hub client retries an unreachable Hub for about half a minute before
+    transformers gives up; one request without retries tells the same sooner.
+    Models already in the Hugging Face cache, offline mode (``HF_HUB_OFFLINE=1``)
+    and names that are no hub id are left to transformers.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        huggingface_hub.utils.validate_repo_id(model)
+        cached = huggingface_hub.try_to_load_from_cache(
+            model, "config.json", revision=revision
+        )
+    except ValueError:
+        return
+    if constants.HF_HUB_OFFLINE or isinstance(cached, str):
+        return
+    url = f"{constants.ENDPOINT}/api/models/{model}"
+    try:
+        huggingface_hub.get_session().head(url, timeout=timeout)
+    except Exception as exc:  # the HTTP client's own error types vary by version
+        raise ModelNotFoundError(
+            f"Could not load model {model!r}: the Hugging Face Hub at "
+            f"{constants.ENDPOINT} cannot be reached ({type(exc).__name__}: {exc}), "
+            "and the model is not in the Hugging Face cache. Without a network: "
+            "copy the model here (`hf download <id>` where there is one, then pass "
+            "its folder as model=), or, if it is in the cache already, set "
+            "HF_HUB_OFFLINE=1 to load it without asking the Hub."
+        ) from exc
 
 
 def load_config(model, revision=None, model_kwargs=None):
@@ -132,6 +174,8 @@ def load_config(model, revision=None, model_kwargs=None):
     path = resolve_model(model)
     kwargs = {"revision": revision} if revision else {}
     trust = (model_kwargs or {}).get("trust_remote_code", False)
+    if not os.path.isdir(path):
+        check_hub(path, revision)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust, **kwargs)
     except (OSError, ValueError) as exc:
@@ -162,8 +206,7 @@ def load_processor(path, *, revision=None, model_kwargs=None):
 # -- processors without torchvision ---------------------------------------------------
 # The stand-in and the class that accepts it depend on the transformers release:
 # they live in the compat module, re-exported here for the adapters.
-MissingVideoProcessor = _compat.MissingVideoProcessor
-without_video_processor = _compat.processor_class_without_video
+without_video_processor = processor_class_without_video
 
 
 def load_processor_without_video(path, class_name, *, revision=None, model_kwargs=None):
@@ -200,7 +243,7 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
     import transformers
 
     kwargs = {"revision": revision} if revision else {}
-    if _compat.torchvision_available():
+    if torchvision_available():
         trust = (model_kwargs or {}).get("trust_remote_code", False)
         try:
             return transformers.AutoProcessor.from_pretrained(
@@ -208,16 +251,13 @@ def load_processor_without_video(path, class_name, *, revision=None, model_kwarg
             )
         except (ImportError, OSError):  # torchvision unusable, or no video config
             pass
-    return _compat.load_processor_without_video(
+    return _compat_load_processor_without_video(
         path, getattr(transformers, class_name), **kwargs
     )
 
 
 # -- what decides a model's outputs -------------------------------------------------
-_DIGESTS: dict[tuple, str] = {}
-_DIGEST_LOCK = threading.Lock()
-_CHUNK = 1 << 24
-_RACY_NS = 2_000_000_000
+_DIGEST_LOCK = threading.Lock()  # the on-disk memo
 
 
 def model_files(path):
@@ -243,7 +283,7 @@ def files_state(path):
     Returns
     -------
     tuple
-        ``(relative path, size, mtime_ns, ctime_ns, inode)`` per file of
+        ``(relative path, size, mtime_ns, ctime_ns, inode, device)`` per file of
         :func:`model_files`; () for a path that is no directory (a hub id).
     """
     root = Path(path)
@@ -251,62 +291,19 @@ def files_state(path):
         return ()
     state = []
     for file in model_files(root):
-        st = file.stat()
-        state.append(
-            (
-                file.relative_to(root).as_posix(),
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-            )
-        )
+        state.append((file.relative_to(root).as_posix(), *stat_state(file.stat())))
     return tuple(state)
 
 
 def file_digest(path):
-    """SHA-256 of a file's bytes, memoised by its (path, size, mtime, ctime, inode).
+    """SHA-256 of a file's bytes, memoised by its (path, size, mtime, ctime, inode, device).
 
-    A rewrite changes the inode's ctime, which no user call can set back, so a
-    file changed in place (same size, mtime restored) is hashed again; an
-    unchanged file is read once per process, and once per machine when the
-    on-disk memo (see :func:`digest_memo_path`) is writable.
+    The memo follows :mod:`skvlm._filestate`'s rule (the one image files
+    follow too): a file changed in place (same size, mtime restored) is
+    hashed again; an unchanged file is read once per process, and once per
+    machine when the on-disk memo (see :func:`digest_memo_path`) is writable.
     """
-    path = os.path.abspath(path)
-    for _ in range(3):
-        before = os.stat(path)
-        memo = (
-            path,
-            before.st_size,
-            before.st_mtime_ns,
-            before.st_ctime_ns,
-            before.st_ino,
-        )
-        with _DIGEST_LOCK:
-            known = _DIGESTS.get(memo) or _disk_memo().get(_memo_key(memo))
-        if known is not None:
-            with _DIGEST_LOCK:
-                _DIGESTS[memo] = known
-            return known
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for chunk in iter(lambda f=file: f.read(_CHUNK), b""):
-                digest.update(chunk)
-        after = os.stat(path)
-        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == memo[1:4]:
-            value = digest.hexdigest()
-            # File times tick coarsely (a few ms): a file changed within the
-            # tick after it was hashed keeps its times. Like git's "racily
-            # clean" entries, a file that changed moments ago is not memoised.
-            if time.time_ns() - after.st_ctime_ns > _RACY_NS:
-                with _DIGEST_LOCK:
-                    _DIGESTS[memo] = value
-                _remember_on_disk(_memo_key(memo), value)
-            return value
-    raise OSError(
-        f"{path!r} kept changing while skvlm hashed it; wait until whatever "
-        "writes the model directory has finished, then retry."
-    )
+    return _DIGESTS(path)
 
 
 def digest_memo_path():
@@ -341,7 +338,12 @@ def _disk_memo():
     return memo if isinstance(memo, dict) else {}
 
 
-def _remember_on_disk(key, value):
+def _recall_from_disk(memo):
+    with _DIGEST_LOCK:
+        return _disk_memo().get(_memo_key(memo))
+
+
+def _remember_on_disk(memo, value):
     """Add one digest to the on-disk memo; a memo that cannot be written is skipped."""
     path = digest_memo_path()
     if path is None:
@@ -349,16 +351,21 @@ def _remember_on_disk(key, value):
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with _DIGEST_LOCK:
-            memo = _disk_memo()
-            memo[key] = value
-            if len(memo) > 10_000:  # forget the oldest entries
-                memo = dict(list(memo.items())[-5_000:])
+            known = _disk_memo()
+            known[_memo_key(memo)] = value
+            if len(known) > 10_000:  # forget the oldest entries
+                known = dict(list(known.items())[-5_000:])
             tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
             with open(tmp, "w") as file:
-                json.dump(memo, file)
+                json.dump(known, file)
             os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: digests stay per process
+
+
+_DIGESTS = FileDigests(
+    hashlib.sha256, chunk=1 << 24, recall=_recall_from_disk, remember=_remember_on_disk
+)
 
 
 def directory_digest(path):

@@ -256,21 +256,45 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     """
 
     family = "qwen3_vl"
-    model_types = ("qwen3_vl",)
+    # Qwen3-VL-MoE (mixture-of-experts LM) and Qwen3.5 (hybrid linear/full
+    # attention LM, no DeepStack) share the tower, merger and prompt format.
+    model_types = ("qwen3_5", "qwen3_vl", "qwen3_vl_moe")
     processor_class = "Qwen3VLProcessor"
     fallback_format = (
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{prompt}"
         "<|im_end|>\n<|im_start|>assistant\n"
     )
 
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.family = model.config.model_type  # qwen3_vl, qwen3_vl_moe, qwen3_5
+
     def n_layers(self, stage):
         if stage == "projector":
-            return len(self.tower.deepstack_visual_indexes) + 1
+            return len(getattr(self.tower, "deepstack_visual_indexes", ())) + 1
         return super().n_layers(stage)
 
     def projector_entries(self, batch):
         out = self.base.get_image_features(
             batch["pixel_values"], batch["image_grid_thw"]
         )
-        deepstack = [list(features) for features in out.deepstack_features]
+        deepstack = getattr(out, "deepstack_features", None) or []
+        deepstack = [list(features) for features in deepstack]
         return deepstack + [list(out.pooler_output)]
+
+
+class Glm4vAdapter(Qwen2VLAdapter):
+    """GLM-4.1V / GLM-4.5V: Qwen2-VL's packed patches and 2x2 merger (with GLM's
+    downsampling), a GLM-4 language model with M-RoPE.
+
+    Stages, layers and poolings are those of ``Qwen2VLAdapter``; ``image_mean``
+    covers the ``<|image|>`` positions. The vision stage's last entry is the
+    last block's output (HF's own ``hidden_states[-1]`` is the merger's
+    output, which is the projector stage here).
+    """
+
+    family = "glm4v"
+    model_types = ("glm4v",)
+    processor_class = "Glm4vProcessor"
+    image_token = "<|image|>"
+    fallback_format = "<|begin_of_image|><|image|><|end_of_image|>{prompt}"

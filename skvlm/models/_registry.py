@@ -134,7 +134,7 @@ def _freeze(value):
 
 
 def load_adapter(
-    model, *, device="auto", dtype="auto", model_kwargs=None, progress=False
+    model, *, device="auto", dtype="auto", model_kwargs=None, verbose=0
 ):
     """Load ``model`` (once per process) and wrap it in its family's adapter.
 
@@ -153,8 +153,9 @@ def load_adapter(
     model_kwargs : dict, default=None
         Passed to ``from_pretrained`` (``revision``, ``device_map``,
         ``quantization_config``, ``attn_implementation``, ``trust_remote_code``...).
-    progress : bool, default=False
-        Show transformers' "Loading weights" bar (download bars always show).
+    verbose : int, default=0
+        2 or more shows transformers' "Loading weights" bar (download bars
+        always show).
 
     Returns
     -------
@@ -178,7 +179,7 @@ def load_adapter(
             # over it): the weights in memory are no longer the model's.
             adapter = None
         if adapter is None:
-            with checked_loading(model, device, progress):
+            with checked_loading(model, device, verbose):
                 adapter = _load(model, resolved_device, resolved_dtype, model_kwargs)
             _CACHE[key] = adapter
     note_shipped_model(model)

@@ -11,7 +11,21 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
+        "._families": [
+            "make_tiny_aya_vision",
+            "make_tiny_gemma3",
+            "make_tiny_glm4v",
+            "make_tiny_idefics2",
+            "make_tiny_internvl",
+            "make_tiny_janus",
+            "make_tiny_llava_onevision",
+            "make_tiny_mllama",
+            "make_tiny_qwen3_5",
+            "make_tiny_qwen3_vl_moe",
+            "make_tiny_vipllava",
+        ],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",
@@ -26,6 +40,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_smolvlm",
         ],
         "._images": ["random_images"],
+        "._registry": ["TINY_MODELS", "TinyModel"],
         "._tokenizer": ["make_tokenizer"],
         "._vision": [
             "make_tiny_clip",

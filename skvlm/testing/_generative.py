@@ -250,7 +250,7 @@ _BUILDER_DOC = """
     --------
     >>> import tempfile
     >>> from transformers import AutoConfig
-    >>> from skvlm.testing._generative import {name}
+    >>> from skvlm.testing import {name}
     >>> AutoConfig.from_pretrained({name}(tempfile.mkdtemp())).model_type
     '{model_type}'
 """

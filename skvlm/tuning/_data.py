@@ -8,7 +8,8 @@ import json
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .._inputs import as_items, image_key
+from .._inputs import as_items, image_key, load_image, pad_to_square
+from ..models import DEFAULT_PROMPT
 from ._batches import answer_ids
 from ._loop import Example
 
@@ -30,6 +31,41 @@ def answer_prefix(template):
             "class name goes, e.g. 'The photo features a {}.'."
         )
     return template.split("{}")[0].rstrip()
+
+
+def template_prompt(template, prompt):
+    """The question put into ``template`` (a text with ``{prompt}``), or the
+    question itself when there is no template (the family's chat template then
+    formats it).
+
+    Examples
+    --------
+    >>> from skvlm.tuning._data import template_prompt
+    >>> template_prompt("USER: <image>\\n{prompt} ASSISTANT:", "What is it?")
+    'USER: <image>\\nWhat is it? ASSISTANT:'
+    >>> template_prompt(None, None) is None
+    True
+    """
+    if template is None:
+        return prompt
+    if "{prompt}" not in template:
+        raise ValueError(
+            f"prompt_template {template!r} has no {{prompt}} field for the "
+            "question; e.g. 'USER: <image>\\n{prompt} ASSISTANT:'."
+        )
+    return template.replace("{prompt}", DEFAULT_PROMPT if prompt is None else prompt)
+
+
+def image_mean(adapter):
+    """The image processor's mean colour (what ``image_aspect="pad"`` pads with)."""
+    processor = getattr(adapter.processor, "image_processor", None)
+    mean = getattr(processor, "image_mean", None)
+    return (0, 0, 0) if mean is None else tuple(float(m) for m in mean)
+
+
+def padded(item, index, fill):
+    """Image ``item`` decoded and padded to a square with ``fill``."""
+    return pad_to_square(load_image(item, index), fill)
 
 
 def instruction_rows(data):
@@ -103,7 +139,15 @@ def split_validation(y_index, fraction, seed):
 
 
 def classification_examples(
-    adapter, items, prompts, y_index, names, template, objective, rows
+    adapter,
+    items,
+    prompts,
+    y_index,
+    names,
+    template,
+    objective,
+    rows,
+    prompt_template=None,
 ):
     """Examples of the classification rows ``rows``."""
     tokenizer = adapter.processor.tokenizer
@@ -115,7 +159,8 @@ def classification_examples(
     for i in rows:
         prompt = prompts[i]
         if prompt not in formatted:
-            formatted[prompt] = adapter.format_prompt(prompt)
+            text = template_prompt(prompt_template, prompt)
+            formatted[prompt] = adapter.format_prompt(text)
         label = int(y_index[i])
         out.append(
             Example(
@@ -129,11 +174,16 @@ def classification_examples(
     return out
 
 
-def instruction_examples(adapter, items, prompts, answers):
+def instruction_examples(adapter, items, prompts, answers, prompt_template=None):
     """Examples of the instruction rows (always generation rows)."""
     ids = answer_ids(adapter.processor.tokenizer, answers)
     return [
-        Example(item=item, index=i, prompt=adapter.format_prompt(p), answer=a)
+        Example(
+            item=item,
+            index=i,
+            prompt=adapter.format_prompt(template_prompt(prompt_template, p)),
+            answer=a,
+        )
         for i, (item, p, a) in enumerate(zip(items, prompts, ids, strict=True))
     ]
 

@@ -1,10 +1,14 @@
 """The training loop: AdamW, warm-up then cosine decay, accumulation, checkpoints.
 
 The loop knows examples, a model to run and what trains; it knows nothing of
-scikit-learn. Its whole state (trained weights, optimiser, schedule, random
-generators, position in the epoch, early-stopping record) goes into one
-checkpoint file, written atomically, so that a run killed at any moment resumes
-from its last checkpoint and ends with the weights an uninterrupted run gets.
+scikit-learn. It runs in every process of a distributed run (see ``_dist``):
+each process computes the same global row order, takes its share of every
+micro-batch, and scales its loss so that the gradients DDP averages are those
+of the whole batch on one process. Its whole state (trained weights,
+optimiser, schedule, the random generators of every process, position in the
+epoch, early-stopping record) goes into one checkpoint file that the main
+process writes atomically, so that a run killed at any moment resumes from its
+last checkpoint and ends with the weights an uninterrupted run gets.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from .._inputs import load_image
+from ..callbacks import StopTraining, notify
 from ._batches import generation_batch, generation_loss_sum, pooled_site
+from ._dist import gather
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -49,30 +55,6 @@ class Example:
     prompt: str
     answer: list | None
     label: int = -1
-
-
-@dataclass
-class Settings:
-    """What the loop needs besides the data (the tuner's parameters, resolved)."""
-
-    max_epochs: int
-    batch_size: int
-    accumulation: int
-    learning_rate: float
-    projector_learning_rate: float
-    head_learning_rate: float
-    weight_decay: float
-    warmup_ratio: float
-    max_grad_norm: float | None
-    pooling: str
-    early_stopping: bool
-    n_iter_no_change: int
-    tol: float
-    validation_every: int | None
-    checkpoint_every: int | None
-    n_mixed: int | None  # instruction rows per epoch; None: all of them
-    seed: int
-    progress: bool
 
 
 @dataclass
@@ -127,8 +109,29 @@ def steps_per_epoch(n_rows, batch_size, accumulation):
     return math.ceil(math.ceil(n_rows / batch_size) / accumulation)
 
 
+class _Net(torch.nn.Module):
+    """What trains, as one module (the one DDP wraps): the model and the head.
+
+    Every forward pass of training goes through it, so the wrapper sees each
+    one and synchronises the gradients of all it holds.
+    """
+
+    def __init__(self, runner, head):
+        super().__init__()
+        self.runner = runner
+        self.head = head
+
+    def forward(self, batch=None, head_inputs=None, pool=None):
+        loss_sum = logits = None
+        if batch is not None:
+            loss_sum, _ = generation_loss_sum(self.runner, batch)
+        if head_inputs is not None:
+            logits = self.head(pool(head_inputs))
+        return loss_sum, logits
+
+
 class Loop:
-    """One training run.
+    """One training run, in one process of one or several.
 
     Parameters
     ----------
@@ -142,10 +145,15 @@ class Loop:
     n_rows : int
         How many of ``examples`` are classification rows.
     validation : list of Example or None
-    settings : Settings
+    settings : TrainSettings
+    seed : int
     run_dir : str
         Where checkpoints go.
+    accelerator : accelerate.Accelerator
     autocast_dtype : torch.dtype or None
+    callbacks : list
+    estimator : object
+        Handed to the callbacks.
     """
 
     def __init__(
@@ -157,8 +165,13 @@ class Loop:
         n_rows,
         validation,
         settings,
+        seed,
         run_dir,
+        *,
+        accelerator,
         autocast_dtype=None,
+        callbacks=(),
+        estimator=None,
     ):
         self.adapter = adapter
         self.trainable = trainable
@@ -167,26 +180,40 @@ class Loop:
         self.n_rows = n_rows
         self.validation = validation
         self.settings = settings
+        self.seed = seed
         self.run_dir = run_dir
+        self.accelerator = accelerator
         self.autocast_dtype = autocast_dtype
-        # float16 gradients underflow without loss scaling (bfloat16's do not)
-        self.scaler = (
-            torch.amp.GradScaler(adapter.device.type)
-            if autocast_dtype == torch.float16
-            else None
-        )
+        self.callbacks = callbacks
+        self.estimator = estimator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
         s = settings
         n_instruction = len(examples) - n_rows
-        n_epoch = n_rows + (n_instruction if s.n_mixed is None else s.n_mixed)
+        self.n_mixed = None if s.mix_ratio is None else round(s.mix_ratio * n_rows)
+        n_epoch = n_rows + (n_instruction if self.n_mixed is None else self.n_mixed)
         self.steps_per_epoch = steps_per_epoch(n_epoch, s.batch_size, s.accumulation)
-        self.total_steps = self.steps_per_epoch * s.max_epochs
-        self.optimizer = torch.optim.AdamW(
-            self._param_groups(), weight_decay=s.weight_decay
-        )
+        self.total_steps = self.steps_per_epoch * s.max_iter
+        optimizer = torch.optim.AdamW(self._param_groups(), **s.optimizer)
         warmup = math.ceil(s.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.total_steps, warmup)
+            optimizer, lambda step: lr_factor(step, self.total_steps, warmup)
         )
+        self.model, self.optimizer = accelerator.prepare(
+            _Net(trainable.runner, head), optimizer
+        )
+        # float16 gradients underflow without loss scaling (bfloat16's do not);
+        # accelerate scales them itself under mixed_precision="fp16"
+        self.scaler = (
+            torch.amp.GradScaler(adapter.device.type)
+            if autocast_dtype == torch.float16 and accelerator.scaler is None
+            else None
+        )
+        self.fill = None
+        if s.image_aspect == "pad":
+            from ._data import image_mean
+
+            self.fill = image_mean(adapter)
         self.state = State()
 
     # -- set-up --------------------------------------------------------------------
@@ -211,8 +238,21 @@ class Loop:
         return out
 
     # -- checkpoints -----------------------------------------------------------------
+    def _rng_state(self):
+        state = {"cpu": torch.get_rng_state()}
+        if self.adapter.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.adapter.device)
+        return state
+
     def save(self, name=CHECKPOINT, *, full=True):
-        """Write the trained tensors (and, when ``full``, the whole run state)."""
+        """Write the trained tensors (and, when ``full``, the whole run state).
+
+        Every process calls it (the random states are gathered); the main
+        process writes.
+        """
+        rng = gather(self.accelerator, self._rng_state()) if full else None
+        if not self.accelerator.is_main_process:
+            return
         payload = {
             "tensors": {k: v.detach().cpu() for k, v in self._trained_tensors().items()}
         }
@@ -220,11 +260,10 @@ class Loop:
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scheduler"] = self.scheduler.state_dict()
             payload["state"] = asdict(self.state)
-            payload["rng"] = torch.get_rng_state()
+            payload["rng"] = rng
+            payload["n_processes"] = self.world
             if self.scaler is not None:
                 payload["scaler"] = self.scaler.state_dict()
-            if torch.cuda.is_available():
-                payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         path = os.path.join(self.run_dir, name)
         tmp = path + ".tmp"
         torch.save(payload, tmp)
@@ -247,12 +286,25 @@ class Loop:
         self.state = State(**payload["state"])
         if self.scaler is not None and "scaler" in payload:
             self.scaler.load_state_dict(payload["scaler"])
-        torch.set_rng_state(payload["rng"])
-        if "cuda_rng" in payload and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        rng = payload["rng"]
+        if isinstance(rng, torch.Tensor):  # a checkpoint of the previous release
+            rng = [{"cpu": rng}]
+        if len(rng) != self.world:
+            warnings.warn(
+                f"The checkpoint in {self.run_dir} was written by {len(rng)} "
+                f"processes and this run has {self.world}: the weights, optimizer "
+                "and data position resume, but dropout draws other numbers than "
+                "the interrupted run would have.",
+                stacklevel=2,
+            )
+        mine = rng[self.rank % len(rng)]
+        torch.set_rng_state(mine["cpu"])
+        if "cuda" in mine and self.adapter.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.adapter.device)
         return True
 
     def restore_best(self):
+        self.accelerator.wait_for_everyone()  # the main process wrote it
         path = os.path.join(self.run_dir, BEST)
         if os.path.exists(path):
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -270,17 +322,26 @@ class Loop:
         return torch.autocast(self.adapter.device.type, dtype=self.autocast_dtype)
 
     def _images(self, rows):
+        from ._data import padded
+
+        if self.fill is not None:
+            return [padded(r.item, r.index, self.fill) for r in rows]
         return [load_image(r.item, r.index) for r in rows]
 
-    def _micro_loss(self, rows, norm):
-        """Loss of one micro-batch, scaled so that a group's losses add up to its mean.
+    def _pool(self, inputs):
+        return pooled_site(self.adapter, inputs, self.settings.pooling)
 
-        ``norm`` holds the group's totals: head rows, all rows, answer tokens.
+    def _micro_loss(self, rows, norm, model=None):
+        """Loss of some rows, scaled so that a group's losses add up to its mean.
+
+        ``norm`` holds the group's totals (over every process): head rows, all
+        rows, answer tokens.
         """
-        runner = self.trainable.runner
+        model = self.model if model is None else model
         total = torch.zeros((), device=self.adapter.device)
         gen = [r for r in rows if r.answer is not None]
         heads = [r for r in rows if r.answer is None]
+        batch = head_inputs = None
         with self._autocast():
             if gen:
                 batch = generation_batch(
@@ -289,16 +350,15 @@ class Loop:
                     [r.prompt for r in gen],
                     [r.answer for r in gen],
                 )
-                loss_sum, _ = generation_loss_sum(runner, batch)
+            if heads:
+                head_inputs = dict(
+                    self.adapter.prepare(self._images(heads), [r.prompt for r in heads])
+                )
+            loss_sum, logits = model(batch, head_inputs, self._pool)
+            if gen:
                 weight = (norm["rows"] - norm["heads"]) / norm["rows"]
                 total = total + weight * loss_sum / norm["tokens"]
             if heads:
-                inputs = dict(
-                    self.adapter.prepare(self._images(heads), [r.prompt for r in heads])
-                )
-                logits = self.head(
-                    pooled_site(self.adapter, inputs, self.settings.pooling)
-                )
                 labels = torch.tensor([r.label for r in heads], device=logits.device)
                 ce = F.cross_entropy(logits.float(), labels, reduction="sum")
                 total = total + ce / norm["rows"]
@@ -310,42 +370,58 @@ class Loop:
         heads = sum(r.answer is None for r in rows)
         return {"rows": len(rows), "heads": heads, "tokens": max(gen_tokens, 1)}
 
+    def _share(self, batch):
+        """This process's rows of a global micro-batch, and their weight (0 for a
+        stand-in row where the batch has fewer rows than processes)."""
+        mine = np.array_split(np.asarray(batch), self.world)[self.rank]
+        if len(mine):
+            return [self.examples[i] for i in mine], 1.0
+        return [self.examples[batch[0]]], 0.0
+
+    def _sum(self, value):
+        """``value`` summed over the processes."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor(value, dtype=torch.float64, device=self.adapter.device)
+        return float(self.accelerator.reduce(tensor, reduction="sum"))
+
     def validation_loss(self):
         """The objective over the validation rows, in eval mode, without gradients."""
         rows = self.validation
+        net = self.accelerator.unwrap_model(self.model)
         self._train_mode(False)
         total = 0.0
         norm = self._norm(rows)
         with torch.no_grad():
             for start in range(0, len(rows), self.settings.batch_size):
-                chunk = rows[start : start + self.settings.batch_size]
-                total += float(self._micro_loss(chunk, norm))
+                chunk = np.arange(
+                    start, min(start + self.settings.batch_size, len(rows))
+                )
+                mine = np.array_split(chunk, self.world)[self.rank]
+                if len(mine):
+                    local = [rows[i] for i in mine]
+                    total += float(self._micro_loss(local, norm, model=net))
         self._train_mode(True)
-        return total
+        return self._sum(total)
 
     def _train_mode(self, on):
-        self.trainable.runner.train(on)
-        if self.head is not None:
-            self.head.train(on)
+        self.model.train(on)
 
     # -- the loop ------------------------------------------------------------------------
-    def run(self, after_step=None):
-        """Train until ``max_epochs`` or early stopping; return the final State.
-
-        ``after_step(step)`` is called after every optimizer step and its
-        checkpoint (tests use it to simulate a crash).
-        """
+    def run(self):
+        """Train until ``max_iter`` epochs, early stopping or a callback's
+        :class:`StopTraining`; return the final State."""
         s, state = self.settings, self.state
         params = list(self._trained_tensors().values())
         bar = self._bar()
         self._train_mode(True)
         try:
-            while state.epoch < s.max_epochs and not state.stopped:
+            while state.epoch < s.max_iter and not state.stopped:
                 order = epoch_order(
                     self.n_rows,
                     len(self.examples) - self.n_rows,
-                    s.n_mixed,
-                    s.seed,
+                    self.n_mixed,
+                    self.seed,
                     state.epoch,
                 )
                 groups = _groups(order, s.batch_size, s.accumulation)
@@ -360,11 +436,10 @@ class Loop:
                     if s.checkpoint_every and (
                         state.step % s.checkpoint_every == 0
                         or state.stopped
-                        or state.epoch == s.max_epochs
+                        or state.epoch == s.max_iter
                     ):
                         self.save()
-                    if after_step is not None:
-                        after_step(state.step)
+                    self._after_step(last_of_epoch)
                     if last_of_epoch:
                         break
         finally:
@@ -375,19 +450,60 @@ class Loop:
             self.restore_best()
         return state
 
+    def _after_step(self, last_of_epoch):
+        """The callbacks' step (and epoch) events; a StopTraining in any process
+        stops every process after this step."""
+        state, entry = self.state, self.state.history[-1]
+        try:
+            notify(
+                self.callbacks,
+                "on_step_end",
+                self.estimator,
+                step=state.step,
+                n_steps=self.total_steps,
+                loss=entry["loss"],
+                learning_rate=entry["lr"],
+                epoch=entry["epoch"],
+            )
+            if last_of_epoch:
+                epoch = [h for h in state.history if h["epoch"] == state.epoch]
+                checked = [
+                    h["validation_loss"] for h in epoch if "validation_loss" in h
+                ]
+                notify(
+                    self.callbacks,
+                    "on_epoch_end",
+                    self.estimator,
+                    epoch=state.epoch,
+                    train_loss=float(np.mean([h["loss"] for h in epoch])),
+                    valid_loss=checked[-1] if checked else None,
+                    valid_score=None,
+                )
+        except StopTraining:
+            self.accelerator.set_trigger()
+        if self.accelerator.check_trigger():
+            state.stopped = True
+
     def _step(self, group, params, bar):
         rows = [self.examples[i] for batch in group for i in batch]
         norm = self._norm(rows)
         loss = 0.0
         scaler = self.scaler
-        for batch in group:
-            micro = self._micro_loss([self.examples[i] for i in batch], norm)
-            (micro if scaler is None else scaler.scale(micro)).backward()
-            loss += float(micro.detach())
+        accelerator = self.accelerator
+        for k, batch in enumerate(group):
+            local, weight = self._share(batch)
+            last = k == len(group) - 1
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
+            with sync:
+                micro = self._micro_loss(local, norm)
+                scaled = micro * (weight * self.world) if self.world > 1 else micro
+                accelerator.backward(scaled if scaler is None else scaler.scale(scaled))
+            loss += float(micro.detach()) * weight
+        loss = self._sum(loss)
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         if self.settings.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
+            accelerator.clip_grad_norm_(params, self.settings.max_grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         if scaler is None:
             self.optimizer.step()
@@ -408,6 +524,12 @@ class Loop:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if self.settings.verbose >= 2 and self.accelerator.is_main_process:
+            print(
+                f"step {state.step}/{self.total_steps}  epoch {state.epoch + 1}  "
+                f"loss {loss:.4f}  lr {lr:.3g}",
+                flush=True,
+            )
 
     def _maybe_validate(self, end_of_epoch):
         s, state = self.settings, self.state
@@ -429,7 +551,7 @@ class Loop:
                 state.stopped = True
 
     def _bar(self):
-        if not self.settings.progress:
+        if self.settings.verbose < 1 or not self.accelerator.is_main_process:
             return None
         from tqdm.auto import tqdm
 

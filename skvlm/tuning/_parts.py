@@ -44,75 +44,49 @@ class Parts:
     vision: tuple
 
 
-_LLAVA = Parts(
-    "model.language_model",
-    "lm_head",
-    ("model.multi_modal_projector",),
-    ("model.vision_tower",),
-)
-_QWEN = Parts(
-    "model.language_model", "lm_head", ("model.visual.merger",), ("model.visual",)
-)
-_IDEFICS = Parts(
-    "model.text_model", "lm_head", ("model.connector",), ("model.vision_model",)
-)
-_BLIP = Parts(
-    "language_model",
-    "language_model.lm_head",
-    ("query_tokens", "qformer", "language_projection"),
-    ("vision_model",),
-)
-
-#: The parts of every family the generative classifier serves.
-FAMILY_PARTS = {
-    "llava": _LLAVA,
-    "llava_next": Parts(
-        _LLAVA.language,
-        _LLAVA.lm_head,
-        ("model.multi_modal_projector", "model.image_newline"),
-        _LLAVA.vision,
-    ),
-    "paligemma": _LLAVA,
-    "qwen2_vl": _QWEN,
-    "qwen2_5_vl": _QWEN,
-    "qwen3_vl": Parts(
-        _QWEN.language,
-        _QWEN.lm_head,
-        ("model.visual.merger", "model.visual.deepstack_merger_list"),
-        _QWEN.vision,
-    ),
-    "idefics3": _IDEFICS,
-    "smolvlm": _IDEFICS,
-    "blip-2": _BLIP,
-    "instructblip": _BLIP,
-    "generic-image-text": _LLAVA,
-}
+def _parts_of(traits):
+    """The :class:`Parts` named by a family's traits (``skvlm.models.Traits``)."""
+    return Parts(
+        traits.language,
+        traits.lm_head or "lm_head",
+        tuple(traits.projector or ()),
+        (traits.vision,) if traits.vision else (),
+    )
 
 
 def _under(name, prefixes):
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def family_parts(adapter):
+def family_parts(adapter, quantized=False):
     """The :class:`Parts` of ``adapter``'s model, or an error saying why it cannot train.
 
     Parameters
     ----------
     adapter : skvlm.models.Adapter
+    quantized : bool, default=False
+        Whether the tuner itself loaded the base quantized (QLoRA).
 
     Returns
     -------
     parts : Parts
     """
     family = adapter.family
-    parts = FAMILY_PARTS.get(family)
-    if parts is None:
+    traits = getattr(adapter, "traits", None)
+    if "language" not in adapter.stages or traits is None or not traits.language:
         raise ValueError(
-            f"VLMClassificationTuner fine-tunes generative VLMs that answer in text "
-            f"({', '.join(sorted(FAMILY_PARTS))}); the model is a {family!r} model, "
-            "which has no language model to answer with. Use a generative VLM, or "
-            "train a probe on its features (LinearProbeClassifier)."
+            f"VLMClassificationTuner fine-tunes generative VLMs that answer in text; "
+            f"the model is a {family!r} model, which has no language model to answer "
+            "with. Use a generative VLM, or train a probe on its features "
+            "(LinearProbeClassifier)."
         )
+    if "tuner" in traits.unsupported:
+        raise ValueError(
+            f"VLMClassificationTuner does not train {family} models yet: "
+            f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
+            "probe on its features."
+        )
+    parts = _parts_of(traits)
     net = adapter.model
     config = net.config
     if getattr(config, "use_decoder_only_language_model", True) is False:
@@ -123,14 +97,23 @@ def family_parts(adapter):
             "probabilistic scorer reads them. Use a decoder-only checkpoint (OPT, "
             "Vicuna)."
         )
-    if getattr(net, "is_quantized", False) or getattr(net, "hf_quantizer", None):
+    is_quantized = getattr(net, "is_quantized", False) or getattr(
+        net, "hf_quantizer", None
+    )
+    if is_quantized and not quantized:
         raise ValueError(
             "The model is loaded quantized (model_kwargs has a quantization_config); "
-            "VLMClassificationTuner trains a float copy of the weights. Load it "
-            "unquantized (bfloat16 on a GPU)."
+            "VLMClassificationTuner loads quantized bases itself: pass "
+            "quantization='4bit' or '8bit' (with train='lora') instead."
         )
     names = {n for n, _ in net.named_parameters()}
     modules = {n for n, _ in net.named_modules()}
+    if not parts.projector:
+        raise ValueError(
+            f"{family}: skvlm found no projector module in {type(net).__name__} "
+            "(train='lora' and 'projector' train it). Declare it with "
+            "Traits(projector=(...,)) in skvlm.models.TRAITS, or report the model id."
+        )
     for prefix in (parts.language, *parts.projector[:1]):
         if prefix not in modules and not any(_under(n, [prefix]) for n in names):
             raise ValueError(
@@ -198,7 +181,7 @@ def lora_target_regex(net, parts, target_modules=None):
         unknown = sorted(set(target_modules) - set(leaves))
         if unknown:
             raise ValueError(
-                f"lora_target_modules names {unknown}, which are not linear layers of "
+                f"lora__target_modules names {unknown}, which are not linear layers of "
                 f"the language model's blocks; available: {leaves}."
             )
         leaves = sorted(set(target_modules))
@@ -237,10 +220,7 @@ def make_trainable(
     *,
     train,
     train_vision=False,
-    lora_rank=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    lora_target_modules=None,
+    lora=None,
 ):
     """A copy of ``adapter.model`` whose chosen parts train.
 
@@ -257,8 +237,10 @@ def make_trainable(
     parts : Parts
     train : {"lora", "projector", "full"}
     train_vision : bool
-    lora_rank, lora_alpha, lora_dropout, lora_target_modules
-        LoRA settings (``train="lora"`` only).
+    lora : dict, default=None
+        ``peft.LoraConfig`` arguments (``train="lora"`` only);
+        ``target_modules`` holds leaf names of the language model's linear
+        layers (None: all of them).
 
     Returns
     -------
@@ -295,13 +277,12 @@ def make_trainable(
                 "install peft); train='projector' and 'full' work without it."
             ) from None
 
-        config = LoraConfig(
-            r=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
-            target_modules=lora_target_regex(net, parts, lora_target_modules),
-            bias="none",
+        kwargs = {"r": 8, "lora_alpha": 16, "bias": "none", **(lora or {})}
+        targets = kwargs.get("target_modules")
+        kwargs["target_modules"] = lora_target_regex(
+            net, parts, targets if targets is not None else adapter.traits.lora_targets
         )
+        config = LoraConfig(**kwargs)
         with warnings.catch_warnings():
             # peft reads a property transformers has deprecated (harmless)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -316,6 +297,17 @@ def make_trainable(
             if id(param) in projector_ids:
                 projector.add(name)
     return Trainable(net, runner, params, projector, dtypes)
+
+
+def base_weight(layer):
+    """A linear layer's weight as a float tensor (de-quantized when bitsandbytes
+    holds it in 4 or 8 bits)."""
+    weight = layer.weight
+    if weight.dtype in (torch.uint8, torch.int8) or hasattr(weight, "quant_state"):
+        from peft.utils.integrations import dequantize_module_weight
+
+        return dequantize_module_weight(layer)
+    return weight
 
 
 def trained_state(trainable, train):
@@ -342,7 +334,7 @@ def trained_state(trainable, train):
         with torch.no_grad():
             for name, module in trainable.runner.named_modules():
                 if isinstance(module, LoraLayer):
-                    weight = module.base_layer.weight
+                    weight = base_weight(module.base_layer)
                     delta = module.get_delta_weight(module.active_adapters[0])
                     value = (weight.float() + delta.float()).to(weight.dtype)
                     merged[name.removeprefix(prefix) + ".weight"] = value.cpu()

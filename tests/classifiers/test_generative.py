@@ -20,17 +20,12 @@ from skvlm.classifiers._generative import VLMGenerativeClassifier
 from skvlm.classifiers._generative_text import closed_set_prompt, resolve_template
 from skvlm.models import load_adapter
 from skvlm.testing import random_images
-from skvlm.testing._generative import make_tiny_llava, make_tiny_qwen2_vl
+from skvlm.testing._generative import make_tiny_qwen2_vl
 
 NAMES = ["cat", "red car", "dog", "blue bird"]  # one- and two-token names
 ANSWER = "The photo features a"
 PROMPT = "What type of object is in this photo?"
 Y = [0, 1, 2, 3]
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return str(make_tiny_llava(tmp_path_factory.mktemp("gen_llava")))
 
 
 @pytest.fixture(scope="module")
@@ -376,3 +371,11 @@ def test_cross_val_score_and_pickle(llava_path):
     np.testing.assert_allclose(
         pickle.loads(blob).decision_function(X[:1]), fitted.decision_function(X[:1])
     )
+
+
+def test_a_model_that_cannot_answer_is_refused_at_fit(clip_path):
+    images = random_images(2)
+    with pytest.raises(ValueError, match="is a clip model: it has no language model"):
+        VLMGenerativeClassifier(clip_path).fit(images, [0, 1])
+    with pytest.raises(ValueError, match="use CLIPZeroShotClassifier"):
+        VLMGenerativeClassifier(clip_path, strategy="open_ended").fit(images, [0, 1])

@@ -20,14 +20,7 @@ from skvlm.classifiers import LinearProbeClassifier
 CHEAP = dict(max_iter=20, batch_size=32, learning_rate_init=0.05, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These problems are tiny: a second intra-op thread only adds spinning,
-    # which on a shared 2-core box slows every step ten-fold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

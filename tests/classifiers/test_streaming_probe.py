@@ -17,13 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skvlm.classifiers import LinearProbeClassifier
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny problems: a second thread only spins
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

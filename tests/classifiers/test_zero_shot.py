@@ -1,6 +1,7 @@
 """CLIPZeroShotClassifier against probabilities computed here from HF's embeddings."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -113,3 +114,18 @@ def test_errors(clip_path, vit_path):
         CLIPZeroShotClassifier(vit_path).fit(images, [0, 1, 2])
     with pytest.raises(ValueError, match="empty|no classes|0 sample"):
         CLIPZeroShotClassifier(clip_path, class_names=[]).fit([], [])
+
+
+def test_numeric_class_names_warn_at_the_users_line(clip_path):
+    images = random_images(4)
+    with pytest.warns(UserWarning, match="class names are numbers") as record:
+        CLIPZeroShotClassifier(clip_path).fit(images, [0, 1, 2, 0])
+    warning = next(w for w in record if "numbers" in str(w.message))
+    assert "'a photo of a 0.'" in str(warning.message)
+    assert "class_names" in str(warning.message)
+    assert warning.filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        names = {0: "zero", 1: "one", 2: "two"}
+        CLIPZeroShotClassifier(clip_path, class_names=names).fit(images, [0, 1, 2, 0])
+        CLIPZeroShotClassifier(clip_path).fit(images, ["one", "two", "six", "one"])

@@ -54,10 +54,8 @@ def _file_key(path):
 
 def _forwarded(log):
     """Keys of the images run through a model since the log was last emptied."""
-    if not log.exists():
-        return []
-    keys = log.read_text().split()
-    log.write_text("")
+    keys = log.read()
+    log.clear()
     return keys
 
 
@@ -82,27 +80,22 @@ def paths(folder):
 
 
 @pytest.fixture(scope="module")
-def forward_log(tmp_path_factory):
-    """A started Ray cluster whose workers log every image they run."""
-    log = tmp_path_factory.mktemp("log") / "forward.log"
-    old = os.environ.get("SKVLM_FORWARD_LOG")
-    os.environ["SKVLM_FORWARD_LOG"] = str(log)
+def forward_log(tmp_path_factory, log_forward_passes):
+    """A started Ray cluster; every transformer built meanwhile (and the Ray
+    actors' copies of it) logs the images it runs."""
+    path = tmp_path_factory.mktemp("log") / "forward.log"
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
-        runtime_env={"env_vars": {"SKVLM_FORWARD_LOG": str(log)}},
     )
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        yield log
+        with log_forward_passes(path) as log:
+            yield log
     finally:
         ray.shutdown()
-        if old is None:
-            os.environ.pop("SKVLM_FORWARD_LOG", None)
-        else:
-            os.environ["SKVLM_FORWARD_LOG"] = old
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +103,7 @@ def resumed(forward_log, model, folder, paths, tmp_path_factory):
     """A store half filled locally (an interrupted job), then finished on Ray."""
     store = str(tmp_path_factory.mktemp("store"))
     done = paths[: N_IMAGES // 2]
-    VLMEmbeddingTransformer(model, cache=store).precompute(done, progress=False)
+    VLMEmbeddingTransformer(model, cache=store).precompute(done, verbose=0)
     _forwarded(forward_log)
     result = extract_features(
         VLMEmbeddingTransformer(model, batch_size=2), folder, store, num_actors=2

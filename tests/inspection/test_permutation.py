@@ -333,7 +333,7 @@ def test_groups_from_feature_names():
     }
     with pytest.raises(ValueError, match="index 1"):
         groups_from_feature_names(["vision_l1_cls_0", "pca0"])
-    with pytest.raises(ValueError, match="by="):
+    with pytest.raises(ValueError, match="'by' parameter"):
         groups_from_feature_names(names, by="pooling")
 
 

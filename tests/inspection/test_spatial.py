@@ -16,23 +16,12 @@ from transformers import (
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.inspection import patch_tokens, plot_spatial_importance, spatial_importance
-from skvlm.testing import make_tiny_clip, make_tiny_llava, random_images
+from skvlm.testing import make_tiny_clip, random_images
 
 PROMPT = "What is it?"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: extra threads only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def llava_path(tmp_path_factory):
-    return make_tiny_llava(tmp_path_factory.mktemp("llava"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_images(n, seed, patch=(0, 0)):
@@ -301,14 +290,12 @@ def test_occlusion_equals_hf_on_blanked_pixels(clip_path):
 
 
 # -- one pass per image, errors, plot ----------------------------------------------------
-def test_token_methods_run_each_image_once(clip_path, tmp_path, monkeypatch):
-    log = tmp_path / "forward.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(log))
+def test_token_methods_run_each_image_once(clip_path, forward_log):
     images, y = random_images(10, seed=9), np.arange(10) % 2
     pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="mean"), images, y)
-    log.unlink()
+    forward_log.clear()
     spatial_importance(pipe, images, y, n_repeats=4, random_state=0)
-    assert len(log.read_text().splitlines()) == 10
+    assert len(forward_log.read()) == 10
 
 
 def test_errors_name_the_problem_and_the_fix(clip_path):
@@ -316,7 +303,7 @@ def test_errors_name_the_problem_and_the_fix(clip_path):
     pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="cls"), images, y)
     with pytest.raises(ValueError, match="method='occlude'"):
         spatial_importance(pipe, images, y, method="permute")
-    with pytest.raises(ValueError, match="method="):
+    with pytest.raises(ValueError, match="'method' parameter"):
         spatial_importance(pipe, images, y, method="shap")
     with pytest.raises(TypeError, match="first step is a VLMEmbeddingTransformer"):
         spatial_importance(pipe[-1], images, y)
@@ -324,7 +311,7 @@ def test_errors_name_the_problem_and_the_fix(clip_path):
         spatial_importance(
             Pipeline([("s", StandardScaler()), ("c", pipe[-1])]), images, y
         )
-    with pytest.raises(ValueError, match="one scorer"):
+    with pytest.raises(ValueError, match="'scoring' parameter"):
         spatial_importance(pipe, images, y, scoring=["accuracy"], method="occlude")
     multi = VLMEmbeddingTransformer(clip_path, layer=[0, 1], pooling="mean").fit()
     with pytest.raises(ValueError, match="pass layer="):
@@ -345,3 +332,25 @@ def test_plot_spatial_importance_returns_a_figure():
     plt.close("all")
     with pytest.raises(ValueError, match="must be 2-D"):
         plot_spatial_importance(image, np.arange(16.0))
+
+
+def test_arguments_are_checked_before_any_model_work(clip_path, monkeypatch):
+    from skvlm import clear_model_cache
+    from skvlm.models import _registry
+
+    images, y = random_images(4, seed=2), np.arange(4) % 2
+    pipe = _probe_on(VLMEmbeddingTransformer(clip_path, pooling="mean"), images, y)
+    clear_model_cache()
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(_registry, "_load", no_loading)
+    with pytest.raises(ValueError, match="X has 4 images but y has 3 entries"):
+        spatial_importance(pipe, images, y[:3])
+    with pytest.raises(ValueError, match="'n_repeats' parameter"):
+        spatial_importance(pipe, images, y, n_repeats=0)
+    with pytest.raises(ValueError, match="'method' parameter"):
+        spatial_importance(pipe, images, y, method="blur")
+    with pytest.raises(ValueError, match="'layer' parameter"):
+        patch_tokens(pipe[0], images, layer="last")

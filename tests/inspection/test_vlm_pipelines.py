@@ -7,7 +7,6 @@ sklearn's permutation procedure written out by hand for groups.
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from scipy.special import expit
 from sklearn.inspection import permutation_importance as sk_permutation_importance
@@ -21,13 +20,7 @@ from skvlm import VLMEmbeddingTransformer
 from skvlm.inspection import groups_from_feature_names, permutation_importance
 from skvlm.selection import RandomProbeSelector
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(n, seed=0):
@@ -44,14 +37,7 @@ def planted(n, seed=0):
 
 
 def forward_count(log):
-    return len(log.read_text().splitlines()) if log.exists() else 0
-
-
-@pytest.fixture
-def forward_log(tmp_path, monkeypatch):
-    log = tmp_path / "forward.log"
-    monkeypatch.setenv("SKVLM_FORWARD_LOG", str(log))
-    return log
+    return len(log.read())
 
 
 def vlm_pipeline(path, layer, pooling="mean"):
@@ -91,7 +77,7 @@ def test_precomputed_vlm_runs_once_and_equals_sklearn(clip_path, forward_log, sc
     images, y = planted(20)
     pipe = vlm_pipeline(clip_path, layer=1).fit(images, y)
     Xt = pipe[:1].transform(images)
-    forward_log.unlink()
+    forward_log.clear()
     result = permutation_importance(
         pipe,
         images,
@@ -178,7 +164,7 @@ def test_groups_per_layer_from_feature_names(clip_path, forward_log):
     assert list(groups) == ["vision_l0", "vision_l3"]
     assert groups["vision_l3"] == list(range(32, 64))
     Xt = pipe[:1].transform(images).astype(np.float64)
-    forward_log.unlink()
+    forward_log.clear()
     result = permutation_importance(
         pipe,
         images,

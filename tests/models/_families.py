@@ -9,24 +9,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
-import torch
 
 from skvlm.testing import (
+    make_tiny_aya_vision,
     make_tiny_blip2,
     make_tiny_clip,
+    make_tiny_gemma3,
+    make_tiny_glm4v,
+    make_tiny_idefics2,
     make_tiny_idefics3,
     make_tiny_instructblip,
+    make_tiny_internvl,
+    make_tiny_janus,
     make_tiny_llava,
     make_tiny_llava_next,
+    make_tiny_llava_onevision,
+    make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
+    make_tiny_qwen3_5,
     make_tiny_qwen3_vl,
+    make_tiny_qwen3_vl_moe,
     make_tiny_siglip,
     make_tiny_siglip2,
     make_tiny_smolvlm,
+    make_tiny_vipllava,
     make_tiny_vit,
     random_images,
 )
@@ -36,6 +47,7 @@ from ._references import (
     PROMPTS,
     blip2_reference,
     blip2_t5_reference,
+    generic_reference,
     idefics_reference,
     instructblip_reference,
     llava_next_reference,
@@ -46,32 +58,6 @@ from ._references import (
 )
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
-
-
-# -- checkpoints without a builder in skvlm.testing -------------------------------------
-def make_tiny_vipllava(path):
-    """VipLLaVA (multi-layer features, layer-normed projector) with LLaVA's processor.
-
-    skvlm has no VipLLaVA adapter: it runs through the generic one.
-    """
-    from transformers import (
-        LlavaConfig,
-        VipLlavaConfig,
-        VipLlavaForConditionalGeneration,
-    )
-
-    make_tiny_llava(path)  # the processor and tokenizer
-    llava_config = LlavaConfig.from_pretrained(path)
-    config = VipLlavaConfig(
-        vision_config=llava_config.vision_config.to_dict(),
-        text_config=llava_config.text_config.to_dict(),
-        image_token_id=llava_config.image_token_id,
-        vision_feature_layers=[-2, -1],
-        pad_token_id=llava_config.pad_token_id,
-    )
-    torch.manual_seed(0)
-    VipLlavaForConditionalGeneration(config).eval().save_pretrained(path)
-    return path
 
 
 T5_TEXT = dict(
@@ -131,6 +117,8 @@ class Family:
         ``model -> the language model``, which vision and projector never run.
     marks : tuple
         pytest marks of every case of the family.
+    model_type : str or None
+        The config's model type, when it is not ``name``.
     """
 
     name: str
@@ -144,6 +132,12 @@ class Family:
     blocks: dict
     language_model: Callable | None = None
     marks: tuple = ()
+    model_type: str | None = None
+
+    @property
+    def type(self):
+        """The config's ``model_type`` (the support matrix's row)."""
+        return self.model_type or self.name
 
 
 def _llava_like(name, family, build, reference, **extra):
@@ -237,6 +231,7 @@ def _idefics(name, build):
 
 def _blip(name, family, build, reference, language_blocks):
     return Family(
+        model_type="blip-2" if name.startswith("blip2") else name,
         name=name,
         family=family,
         build=build,
@@ -293,7 +288,7 @@ FAMILIES = [
     _llava_like("llava_next", "llava_next", make_tiny_llava_next, llava_next_reference),
     _llava_like(
         "vipllava",
-        "generic-image-text",
+        "vipllava",
         make_tiny_vipllava,
         llava_reference,
         poolings={"vision": ("cls", "mean", "max", 0, 2, -1)},
@@ -350,4 +345,119 @@ FAMILIES = [
     _idefics("idefics3", make_tiny_idefics3),
     _idefics("smolvlm", make_tiny_smolvlm),
 ]
-BY_NAME = {family.name: family for family in FAMILIES}
+
+# -- the families of the traits-driven adapters: a lean matrix ----------------------
+# (test_vlm_families.py: every stage at layers 0, 1, -1, all poolings in one pass,
+# batch 4 padded and batch 1, against HF one example at a time)
+VISION = ("mean", "max", 0, -1)
+PROJECTOR = ("mean", "max", 0, -1)
+
+
+def _new(
+    name,
+    build,
+    *,
+    tower,
+    nested=False,
+    has_cls=False,
+    placeholder="<image>",
+    stages=("vision", "projector", "language"),
+    reference=None,
+    images=None,
+    marks=(),
+):
+    poolings = {
+        "vision": (("cls",) if has_cls else ()) + VISION,
+        "projector": PROJECTOR,
+        "language": LANGUAGE,
+    }
+    return Family(
+        name=name,
+        family=name,
+        build=build,
+        reference=reference
+        or partial(
+            generic_reference,
+            tower=tower,
+            nested=nested,
+            has_cls=has_cls,
+            placeholder=placeholder,
+            projector="projector" in stages,
+        ),
+        images=images or (lambda: random_images(4, seed=5)),
+        marks=marks,
+        prompts=CHAT_PROMPTS,
+        batch_size=4,
+        poolings={stage: poolings[stage] for stage in stages},
+        blocks={},
+    )
+
+
+# GLM-4V's and PaliGemma's processors call numpy in a way numpy 2 warns about.
+NUMPY_COPY_WARNING = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)
+QWEN_IMAGES = _qwen("qwen3_vl", None).images
+NEW_FAMILIES = [
+    _new("aya_vision", make_tiny_aya_vision, tower=_first("model", "vision_tower")),
+    _new(
+        "gemma3",
+        make_tiny_gemma3,
+        tower=_first("model", "vision_tower"),
+        nested=True,
+    ),
+    _new(
+        "glm4v",
+        make_tiny_glm4v,
+        tower=None,
+        reference=partial(qwen_reference, tokenizer_specials=True),
+        images=QWEN_IMAGES,
+        marks=(NUMPY_COPY_WARNING,),
+    ),
+    _new(
+        "idefics2",
+        make_tiny_idefics2,
+        tower=None,
+        reference=idefics_reference,
+    ),
+    _new(
+        "internvl",
+        make_tiny_internvl,
+        tower=_first("model", "vision_tower"),
+        has_cls=True,
+    ),
+    _new(
+        "janus",
+        make_tiny_janus,
+        tower=_first("model", "vision_model"),
+        placeholder="<image_placeholder>",
+    ),
+    _new(
+        "llava_onevision",
+        make_tiny_llava_onevision,
+        tower=_first("model", "vision_tower"),
+        images=lambda: random_images(4, seed=0),
+    ),
+    _new(
+        "mllama",
+        make_tiny_mllama,
+        tower=None,
+        nested=True,
+        stages=("language",),
+    ),
+    _new(
+        "qwen3_5",
+        make_tiny_qwen3_5,
+        tower=None,
+        reference=qwen_reference,
+        images=QWEN_IMAGES,
+    ),
+    _new(
+        "qwen3_vl_moe",
+        make_tiny_qwen3_vl_moe,
+        tower=None,
+        reference=qwen_reference,
+        images=QWEN_IMAGES,
+    ),
+]
+BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

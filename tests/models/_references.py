@@ -10,6 +10,7 @@ classes, without torchvision.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -387,16 +388,25 @@ def _raster(hidden, grid):
     return hidden[torch.argsort(rows * int(grid[0, 2]) + cols)]
 
 
-def _qwen_one(model, processor, image, prompt):
+def _qwen_one(model, processor, image, prompt, tokenizer_specials=False):
     visual = model.model.visual
     permuted = False
     pixels = processor.image_processor(images=[image], return_tensors="pt")
     grid = pixels["image_grid_thw"]
     with torch.no_grad():
+        last = []
+        handle = visual.blocks[-1].register_forward_hook(
+            lambda module, args, output: last.append(output)
+        )
         vision = visual(
             pixels["pixel_values"], grid_thw=grid, output_hidden_states=True
         )
+        handle.remove()
         hidden = list(vision.hidden_states)
+        if hidden[-1].shape != hidden[0].shape:
+            # GLM-4V records the merger's output as its last entry; the stack's
+            # last entry is the last block's output, read off that block.
+            hidden[-1] = last[0]
         if hasattr(visual, "window_size"):
             # Qwen2.5-VL's blocks see window-permuted patches: recover the
             # permutation by matching entry 0 to the unpermuted patch embeddings.
@@ -416,7 +426,10 @@ def _qwen_one(model, processor, image, prompt):
         inputs = processor(images=[image], text=[text], return_tensors="pt")
         language = model.model(**inputs, output_hidden_states=True, use_cache=False)
     ids = inputs["input_ids"][0].numpy()
-    special = processor.tokenizer.convert_tokens_to_ids(QWEN_SPECIAL)
+    if tokenizer_specials:  # GLM-4V: its own markers, all special tokens
+        special = _special_ids(processor.tokenizer, model.config.image_token_id)
+    else:
+        special = processor.tokenizer.convert_tokens_to_ids(QWEN_SPECIAL)
     image_mask, text_mask = _text_masks(ids, model.config.image_token_id, special)
     return Example(
         {
@@ -432,11 +445,11 @@ def _qwen_one(model, processor, image, prompt):
     )
 
 
-def qwen_reference(path, images, prompts):
+def qwen_reference(path, images, prompts, *, tokenizer_specials=False):
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = load_processor(path)
     return [
-        _qwen_one(model, processor, image, prompt)
+        _qwen_one(model, processor, image, prompt, tokenizer_specials)
         for image, prompt in zip(images, prompts, strict=True)
     ]
 
@@ -497,3 +510,98 @@ def idefics_reference(path, images, prompts):
         _idefics_one(model, processor, image, prompt)
         for image, prompt in zip(images, prompts, strict=True)
     ]
+
+
+# -- every other image-text-to-text family: HF's own outputs, one example at a time --
+def _special_ids(tokenizer, image_token_id):
+    """The tokenizer's special tokens (named and added ones marked special)."""
+    ids = set(tokenizer.all_special_ids)
+    ids |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return ids - {image_token_id}
+
+
+def _flat_features(output):
+    features = getattr(output, "pooler_output", output)
+    if isinstance(features, (list, tuple)):
+        return torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return features.reshape(-1, features.shape[-1])
+
+
+def generic_reference(
+    path, images, prompts, *, tower, nested, has_cls, placeholder, projector=True
+):
+    """Language: HF's ``hidden_states``; projector: ``get_image_features``
+    flattened (the vectors that fill the image positions, in order); vision:
+    the tower's ``hidden_states`` on the image's tiles, tile after tile, each
+    tile's CLS (if any) left out of ``mean``/``max``."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    config = model.config
+    token_id = getattr(config, "image_token_id", None)
+    if token_id is None:
+        token_id = config.image_token_index
+    special = _special_ids(processor.tokenizer, token_id)
+    image_features = getattr(model.model, "get_image_features", None)
+    image_names = inspect.signature(image_features).parameters if image_features else ()
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        if getattr(processor, "chat_template", None):
+            text = processor.apply_chat_template(
+                chat(prompt), add_generation_prompt=True, tokenize=False
+            )
+        else:
+            text = f"{placeholder}\n{prompt}"
+        inputs = dict(
+            processor(
+                images=[[image]] if nested else [image],
+                text=[text],
+                return_tensors="pt",
+            )
+        )
+        inputs.pop("labels", None)
+        with torch.no_grad():
+            language = model.model(
+                **inputs, output_hidden_states=True, use_cache=False
+            ).hidden_states
+            kwargs = {
+                k: v
+                for k, v in inputs.items()
+                if k in image_names and k not in ("input_ids", "attention_mask")
+            }
+            features = (
+                _flat_features(model.model.get_image_features(**kwargs))
+                if projector
+                else None
+            )
+            pixels = inputs["pixel_values"]
+            if tower is not None:  # a family whose vision stage skvlm offers
+                pixels = pixels.reshape(-1, *pixels.shape[-3:])
+                vision = tower(model)(pixel_values=pixels, output_hidden_states=True)
+            else:
+                vision = None
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        stages = {}
+        if projector:
+            assert image_mask.sum() == len(features)
+            stages["projector"] = Tokens([_np(features)])
+        if vision is not None:
+            per_tile = vision.hidden_states[0].shape[1]
+            states = [_np(h.reshape(-1, h.shape[-1])) for h in vision.hidden_states]
+            pooled = np.arange(len(states[0])) % per_tile >= int(has_cls)
+            stages["vision"] = Tokens(states, pooled=pooled)
+        examples.append(
+            Example(
+                {
+                    **stages,
+                    "language": Tokens(
+                        [_np(h[0]) for h in language],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
+                facts={"tiles": len(pixels)},
+            )
+        )
+    return examples

@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-import torch
 
 from skvlm import VLMEmbeddingTransformer
 
@@ -76,10 +75,5 @@ def extract():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared CPU the thread
-    # hand-offs cost several times the work itself.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every model test runs with one torch thread (the shared fixture)."""

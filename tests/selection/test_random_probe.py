@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from feature_engine.selection import ProbeFeatureSelection
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -167,7 +166,10 @@ def test_feature_engine_probe_selection_in_grid_search():
     X, y = _problem(n_samples=150, n_features=8)
     y = pd.Series(y, index=np.arange(len(y)) + 1000)  # non-default index
     grid = {"clf__C": [0.1, 1.0]}
-    fe = ProbeFeatureSelection(LogisticRegression(), n_probes=2, cv=2, random_state=0)
+    fe_selection = pytest.importorskip("feature_engine.selection")
+    fe = fe_selection.ProbeFeatureSelection(
+        LogisticRegression(), n_probes=2, cv=2, random_state=0
+    )
     search = GridSearchCV(_feature_engine_pipeline(fe), grid, cv=2, error_score="raise")
     # feature-engine requires equal X and y indexes; the scaler's pandas output
     # of a numpy X gets a fresh RangeIndex while y keeps its labels.

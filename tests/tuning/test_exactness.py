@@ -47,7 +47,7 @@ def test_adapted_model_computes_the_base_logits_before_any_step(
 ):
     adapter = load_adapter(family_paths(family), device="cpu")
     trainable = make_trainable(
-        adapter, family_parts(adapter), train=train, lora_rank=4, lora_dropout=0.1
+        adapter, family_parts(adapter), train=train, lora={"r": 4, "lora_dropout": 0.1}
     )
     assert trainable.params  # something trains
     images, prompts = _inputs(adapter)
@@ -159,7 +159,7 @@ def test_the_saved_model_computes_the_trained_copy_logits(
     adapter = load_adapter(family_paths(family), device="cpu")
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     trainable = make_trainable(
-        adapter, family_parts(adapter), train="lora", lora_rank=4
+        adapter, family_parts(adapter), train="lora", lora={"r": 4}
     )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # as if trained: LoRA's B is no longer zero

@@ -48,20 +48,21 @@ def test_fit_brings_held_out_accuracy_to_0_9_and_the_base_stays(split, tmp_path)
     common = dict(
         class_names=NAMES,
         batch_size=8,
-        learning_rate=3e-3,
+        learning_rate_init=3e-3,
         output_dir=tmp_path,
         random_state=0,
         device="cpu",
+        verbose=0,
     )
     generation = VLMClassificationTuner(
-        "skvlm/tiny-llava", max_epochs=8, lora_rank=32, lora_alpha=64, **common
+        "skvlm/tiny-llava", max_iter=8, lora__r=32, lora__lora_alpha=64, **common
     ).fit(X_train, y_train)
     cross_entropy = VLMClassificationTuner(
         "skvlm/tiny-llava",
         objective="cross_entropy",
         pooling="mean",
-        head_learning_rate=3e-2,
-        max_epochs=5,
+        optimizer__head_lr=3e-2,
+        max_iter=5,
         **common,
     ).fit(X_train, y_train)
     scores = {

@@ -1,0 +1,170 @@
+"""Which model types skvlm serves, per stage, classifier and tuner, from the code.
+
+Each cell is ``"tested"`` (a tiny checkpoint of the type is registered in
+:data:`skvlm.testing.TINY_MODELS`, and the family tests compare that stage with
+HF's own outputs at batch sizes 1 and 4, or run that classifier), ``"claimed"``
+(an adapter serves the type and the stage is expected to work, but no test
+runs it: check it once against the model's ``output_hidden_states``),
+``"unsupported: <reason>"`` or ``"n/a"``. Nothing here is written by hand: the
+rows are the installed transformers' image-text-to-text mapping and the model
+types of skvlm's vision and CLIP adapters; the cells come from the adapters,
+the family traits and the tiny-model registry.
+"""
+
+from __future__ import annotations
+
+COLUMNS = (
+    "model_type",
+    "kind",
+    "vision",
+    "projector",
+    "language",
+    "zero_shot",
+    "generative",
+    "tuner",
+)
+_STAGES = ("vision", "projector", "language")
+_NO_IMAGE_TOKEN = (
+    "unsupported: its config has no image token id, so skvlm cannot tell "
+    "which positions of the prompt hold the image"
+)
+
+
+def _vision_kinds(classes):
+    """``{model_type: (kind, adapter class)}`` of the vision and CLIP adapters."""
+    out = {}
+    for cls in classes:
+        if getattr(cls, "fallback", False) or "language" in cls.stages:
+            continue
+        for model_type in cls.model_types:
+            clip = hasattr(cls, "encode_text") and not model_type.endswith(
+                "_vision_model"
+            )
+            out[model_type] = "clip" if clip else "vision"
+    return out
+
+
+def _generic_cells(model_type, generic):
+    """Cells of a type only the generic adapter could serve, without loading it."""
+    from transformers import CONFIG_MAPPING
+
+    from ._traits import TRAITS
+
+    try:
+        config = CONFIG_MAPPING[model_type]()
+        supported = generic.supports(config)
+    except Exception as exc:  # a config that cannot be built from defaults
+        return dict.fromkeys(
+            (*_STAGES, "generative", "tuner"),
+            f"unsupported: its default config does not build ({type(exc).__name__})",
+        )
+    if not supported:
+        return dict.fromkeys((*_STAGES, "generative", "tuner"), _NO_IMAGE_TOKEN)
+    traits = TRAITS.get(model_type)
+    reasons = dict(traits.unsupported) if traits else {}
+    if traits is not None and traits.views == "packed":
+        reasons.setdefault(
+            "vision", "its tower packs the patches of all images in one sequence"
+        )
+    cells = {
+        stage: f"unsupported: {reasons[stage]}" if stage in reasons else "claimed"
+        for stage in _STAGES
+    }
+    for column in ("generative", "tuner"):
+        cells[column] = (
+            f"unsupported: {reasons[column]}" if column in reasons else "claimed"
+        )
+    return cells
+
+
+def _vlm_cells(model_type, classes, tiny):
+    from ._generic import GenericImageTextAdapter
+
+    family = next(
+        (c for c in classes if model_type in getattr(c, "model_types", ())), None
+    )
+    if family is not None:
+        cells = {
+            stage: "claimed" if stage in family.stages else "unsupported: no stage"
+            for stage in _STAGES
+        }
+        cells.update(generative="claimed", tuner="claimed")
+    else:
+        cells = _generic_cells(model_type, GenericImageTextAdapter)
+    if tiny is not None:
+        for stage in _STAGES:
+            if stage in tiny.stages:
+                cells[stage] = "tested"
+        if tiny.classifiers:
+            cells.update(generative="tested", tuner="tested")
+    cells["zero_shot"] = "n/a"
+    return cells
+
+
+def _vision_cells(kind, tiny):
+    cells = {
+        "vision": "claimed",
+        "projector": "claimed" if kind == "clip" else "n/a",
+        "language": "n/a",
+        "zero_shot": "claimed" if kind == "clip" else "n/a",
+        "generative": "n/a",
+        "tuner": "n/a",
+    }
+    if tiny is not None:
+        for stage in ("vision", "projector"):
+            if stage in tiny.stages:
+                cells[stage] = "tested"
+        if tiny.classifiers and kind == "clip":
+            cells["zero_shot"] = "tested"
+    return cells
+
+
+def support_matrix():
+    """What skvlm serves for every model type of the installed transformers.
+
+    One row per model type of transformers' image-text-to-text mapping
+    (``kind="vlm"``) and per model type of skvlm's vision-encoder and
+    CLIP-style adapters (``"vision"``, ``"clip"``). Columns ``vision``,
+    ``projector`` and ``language`` (the stages), ``zero_shot``, ``generative``
+    (``VLMGenerativeClassifier``) and ``tuner`` (``VLMClassificationTuner``)
+    hold ``"tested"`` (the family tests run it on a tiny checkpoint, exact
+    against HF at batch sizes 1 and 4), ``"claimed"`` (expected to work,
+    untested: a stage that fails says so at load time, naming the family and
+    the stage), ``"unsupported: <reason>"`` or ``"n/a"``.
+
+    Returns
+    -------
+    matrix : pandas.DataFrame
+        Sorted by kind, then model type.
+
+    Examples
+    --------
+    >>> from skvlm.models import support_matrix
+    >>> matrix = support_matrix().set_index("model_type")
+    >>> matrix.loc["gemma3", ["vision", "projector", "language", "tuner"]].tolist()
+    ['tested', 'tested', 'tested', 'tested']
+    >>> matrix.loc["clip", "zero_shot"]
+    'tested'
+    """
+    import pandas as pd
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    from ..testing import TINY_MODELS
+    from ._registry import adapter_classes
+
+    classes = adapter_classes()
+    vision = _vision_kinds(classes)
+    rows = []
+    for model_type in sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+        cells = _vlm_cells(model_type, classes, TINY_MODELS.get(model_type))
+        rows.append({"model_type": model_type, "kind": "vlm", **cells})
+    for model_type, kind in sorted(vision.items(), key=lambda kv: (kv[1], kv[0])):
+        cells = _vision_cells(kind, TINY_MODELS.get(model_type))
+        rows.append({"model_type": model_type, "kind": kind, **cells})
+    matrix = pd.DataFrame(rows, columns=list(COLUMNS))
+    order = {"vlm": 0, "clip": 1, "vision": 2}
+    return matrix.sort_values(
+        ["kind", "model_type"], key=lambda s: s.map(order) if s.name == "kind" else s
+    ).reset_index(drop=True)

@@ -1,0 +1,247 @@
+"""What skvlm knows about each model family, in one declarative place.
+
+A family's traits say where its parts are (vision tower, the tower's blocks,
+projector, language model, LM head, as dotted paths from the loaded HF model,
+the names of ``named_parameters``), how its processor takes a batch of images
+(``"flat"``: one image per prompt in one list; ``"nested"``: one list per
+prompt), how the rows of ``pixel_values`` map back to images (``views``), which
+modules LoRA adapts by default and what the generative scorer can do with its
+cache. Most of it is derived from transformers' own structure
+(:func:`derive_traits` looks the parts up under the names transformers uses),
+so a new family needs no entry, or one short line in :data:`TRAITS` that
+overrides what cannot be derived.
+
+``views`` values:
+
+- ``"rows"``: ``pixel_values`` holds one row per image.
+- ``"tokens"``: rows are tiles (crops) of the images, in order, each tile
+  giving the same number of image tokens; tile counts per image are read off
+  the image-token counts of the prompts.
+- ``"anyres"``: ``pixel_values`` is (images, views, C, H, W) padded, with the
+  valid views given by ``image_sizes`` and ``image_grid_pinpoints``
+  (LLaVA-NeXT, LLaVA-OneVision).
+- ``"packed"``: patches of all images packed in one sequence (Qwen-style,
+  Pixtral); the family's own adapter (or none) unpacks them.
+
+``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
+probabilistic scorer runs the prefix once and reuses it for every class),
+``"recompute"`` (hybrid or linear-attention caches, whose recurrent state cannot
+be shared across continuations: the scorer runs prompt and continuation again
+for each class, at the cost of one full pass per class and image), or
+``"auto"`` (decided from the cache the model returns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+__all__ = [
+    "TRAITS",
+    "Traits",
+    "derive_traits",
+    "family_traits",
+    "resolve_path",
+]
+
+
+@dataclass(frozen=True)
+class Traits:
+    """One family's traits; None fields are derived from the model (see module doc).
+
+    Attributes
+    ----------
+    vision : str or None
+        Path of the vision tower.
+    vision_blocks : str or None
+        Path, from the tower, of its list of transformer blocks.
+    projector : tuple of str or None
+        Paths of the modules (or parameters) between tower and language model.
+    language : str or None
+        Path of the language model, whose decoder blocks are ``layers``.
+    lm_head : str or None
+        Path of the output projection to the vocabulary.
+    images : {"flat", "nested"}
+        How the processor takes the images of a batch.
+    views : {"rows", "tokens", "anyres", "packed"}
+        How the rows of ``pixel_values`` map back to images.
+    placeholder : str or None
+        The text that stands for the image in a prompt (default: the
+        processor's ``image_token``).
+    lora_targets : tuple of str or None
+        Default LoRA target leaves in the language model's blocks (None: every
+        linear layer there).
+    cache : {"auto", "kv", "recompute"}
+        What the probabilistic scorer does with the cache.
+    unsupported : dict
+        ``stage -> reason`` for stages skvlm refuses for this family (also
+        ``"generative"`` and ``"tuner"``).
+    """
+
+    vision: str | None = None
+    vision_blocks: str | None = None
+    projector: tuple | None = None
+    language: str | None = None
+    lm_head: str | None = None
+    images: str = "flat"
+    views: str = "rows"
+    placeholder: str | None = None
+    lora_targets: tuple | None = None
+    cache: str = "auto"
+    unsupported: dict = field(default_factory=dict)
+
+
+_BLIP = Traits(
+    vision="vision_model",
+    projector=("query_tokens", "qformer", "language_projection"),
+    language="language_model",
+    lm_head="language_model.lm_head",
+)
+_PACKED = "packed: patches of all images in one sequence"
+
+#: Per model type, what :func:`derive_traits` cannot find alone. One line each.
+TRAITS = {
+    "aya_vision": Traits(views="tokens"),
+    "blip-2": _BLIP,
+    "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
+    "idefics2": Traits(images="nested", views="tokens"),
+    "idefics3": Traits(images="nested"),
+    "instructblip": _BLIP,
+    "internvl": Traits(views="tokens"),
+    "llava_next": Traits(views="anyres"),
+    "llava_onevision": Traits(views="anyres"),
+    "mistral3": Traits(views="packed"),
+    "mllama": Traits(
+        images="nested",
+        unsupported={
+            "vision": "tiles of (images, tiles, C, H, W) with aspect-ratio masks "
+            "and padded patches, not yet read by skvlm",
+            "projector": "cross-attention: image features never enter the sequence",
+            "tuner": "its cross_attention_mask is not extended over the answer tokens",
+        },
+    ),
+    "qwen2_5_vl": Traits(views="packed"),
+    "qwen2_vl": Traits(views="packed"),
+    "qwen3_5": Traits(views="packed", cache="recompute"),
+    "qwen3_vl": Traits(views="packed"),
+    "qwen3_vl_moe": Traits(views="packed"),
+    "smolvlm": Traits(images="nested"),
+}
+
+# Where transformers keeps each part, most common first.
+_VISION_NAMES = (
+    "model.vision_tower",
+    "model.visual",
+    "model.vision_model",
+    "model.vision_encoder",
+    "vision_tower",
+    "vision_model",
+)
+_BLOCK_NAMES = (
+    "vision_model.encoder.layers",
+    "encoder.layers",
+    "encoder.layer",
+    "transformer.layers",
+    "blocks",
+    "layers",
+    "encoder.blocks",
+    "model.layers",
+)
+_PROJECTOR_NAMES = (
+    "model.multi_modal_projector",
+    "model.connector",
+    "model.visual.merger",
+    "model.visual.deepstack_merger_list",
+    "model.aligner",
+    "model.mm_projector",
+    "model.image_newline",
+    "multi_modal_projector",
+)
+_LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
+
+
+def resolve_path(root, path):
+    """The module or parameter at dotted ``path`` under ``root``, or None."""
+    if path is None:
+        return None
+    node = root
+    for name in path.split("."):
+        node = getattr(node, name, None)
+        if node is None:
+            return None
+    return node
+
+
+def _first(root, names, check=lambda node: True):
+    for name in names:
+        node = resolve_path(root, name)
+        if node is not None and check(node):
+            return name
+    return None
+
+
+def _is_block_list(node):
+    return isinstance(node, torch.nn.ModuleList) and len(node) > 0
+
+
+def derive_traits(model, declared=None):
+    """Fill the unset fields of ``declared`` from the model's structure.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The loaded HF model (``...ForConditionalGeneration`` or base model).
+    declared : Traits, default=None
+        What the family declares (:data:`TRAITS`).
+
+    Returns
+    -------
+    traits : Traits
+        With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
+        ``lm_head`` found under transformers' usual names (None where absent).
+    """
+    traits = declared or Traits()
+    vision = traits.vision or _first(model, _VISION_NAMES)
+    blocks = traits.vision_blocks
+    if blocks is None and vision is not None:
+        blocks = _first(resolve_path(model, vision), _BLOCK_NAMES, _is_block_list)
+    projector = traits.projector
+    if projector is None:
+        projector = tuple(
+            n for n in _PROJECTOR_NAMES if resolve_path(model, n) is not None
+        )
+        if "model.multi_modal_projector" in projector:
+            projector = tuple(p for p in projector if p != "multi_modal_projector")
+    language = traits.language or _first(
+        model,
+        _LANGUAGE_NAMES,
+        lambda node: _is_block_list(getattr(node, "layers", None)),
+    )
+    lm_head = traits.lm_head or ("lm_head" if hasattr(model, "lm_head") else None)
+    return replace(
+        traits,
+        vision=vision,
+        vision_blocks=blocks,
+        projector=projector,
+        language=language,
+        lm_head=lm_head,
+    )
+
+
+def family_traits(model):
+    """The traits of a loaded model: its type's :data:`TRAITS` entry, derived.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoModelForImageTextToText
+    >>> from skvlm.models import family_traits
+    >>> from skvlm.testing import make_tiny_llava
+    >>> net = AutoModelForImageTextToText.from_pretrained(make_tiny_llava(tempfile.mkdtemp()))
+    >>> traits = family_traits(net)
+    >>> traits.vision, traits.vision_blocks, traits.projector, traits.language
+    ('model.vision_tower', 'encoder.layers', ('model.multi_modal_projector',), 'model.language_model')
+    """
+    model_type = getattr(model.config, "model_type", None)
+    return derive_traits(model, TRAITS.get(model_type))

@@ -1,0 +1,106 @@
+"""The tiny checkpoint of each model type, and what skvlm's family tests run on it.
+
+:data:`TINY_MODELS` is where :func:`skvlm.models.support_matrix` learns what is
+tested: a model type with an entry here is built by the family matrix tests
+(``tests/models``), every stage listed is compared there with HF's own outputs
+at batch sizes 1 and 4, and its classifiers (generative and tuner for a VLM,
+zero-shot for a CLIP-style model) run one step each. A test checks that the
+tests and this table agree, both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from . import _encoders as enc
+from . import _families as fam
+from . import _generative as gen
+from . import _vision as vis
+
+__all__ = ["TINY_MODELS", "TinyModel"]
+
+_ALL = ("vision", "projector", "language")
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny checkpoint of one model type.
+
+    Attributes
+    ----------
+    build : callable
+        ``build(directory) -> path``.
+    kind : {"vlm", "vision", "clip"}
+    stages : tuple of str
+        The stages the family tests compare with HF.
+    classifiers : bool
+        Whether the family tests run its classifiers (generative and tuner,
+        or zero-shot).
+    """
+
+    build: Callable
+    kind: str
+    stages: tuple
+    classifiers: bool = True
+
+
+_CLIP = ("vision", "projector")
+
+
+def _encoder(model_type, kind):
+    """An entry of ``skvlm.testing.make_tiny_encoder`` (tests/models/test_encoders.py)."""
+    return TinyModel(
+        partial(enc.make_tiny_encoder, model_type=model_type),
+        kind,
+        _CLIP if kind == "clip" else ("vision",),
+    )
+
+
+#: One entry per model type, sorted by model type.
+TINY_MODELS = {
+    "aimv2": _encoder("aimv2", "clip"),
+    "aimv2_vision_model": _encoder("aimv2_vision_model", "vision"),
+    "align": _encoder("align", "clip"),
+    "altclip": _encoder("altclip", "clip"),
+    "chinese_clip": _encoder("chinese_clip", "clip"),
+    "convnext": _encoder("convnext", "vision"),
+    "convnextv2": _encoder("convnextv2", "vision"),
+    "dinov3_convnext": _encoder("dinov3_convnext", "vision"),
+    "dinov3_vit": _encoder("dinov3_vit", "vision"),
+    "hiera": _encoder("hiera", "vision"),
+    "metaclip_2": _encoder("metaclip_2", "clip"),
+    "swin": _encoder("swin", "vision"),
+    "swinv2": _encoder("swinv2", "vision"),
+    "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
+    "blip-2": TinyModel(gen.make_tiny_blip2, "vlm", _ALL),
+    "clip": TinyModel(vis.make_tiny_clip, "clip", _CLIP),
+    "dinov2": TinyModel(
+        partial(vis.make_tiny_vit, kind="dinov2"), "vision", ("vision",)
+    ),
+    "gemma3": TinyModel(fam.make_tiny_gemma3, "vlm", _ALL),
+    "glm4v": TinyModel(fam.make_tiny_glm4v, "vlm", _ALL),
+    "idefics2": TinyModel(fam.make_tiny_idefics2, "vlm", _ALL),
+    "idefics3": TinyModel(gen.make_tiny_idefics3, "vlm", _ALL),
+    "instructblip": TinyModel(gen.make_tiny_instructblip, "vlm", _ALL),
+    "internvl": TinyModel(fam.make_tiny_internvl, "vlm", _ALL),
+    "janus": TinyModel(fam.make_tiny_janus, "vlm", _ALL),
+    "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
+    "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
+    "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
+    # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
+    "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
+    "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
+    "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),
+    "qwen2_vl": TinyModel(gen.make_tiny_qwen2_vl, "vlm", _ALL),
+    "qwen3_5": TinyModel(fam.make_tiny_qwen3_5, "vlm", _ALL),
+    "qwen3_vl": TinyModel(gen.make_tiny_qwen3_vl, "vlm", _ALL),
+    "qwen3_vl_moe": TinyModel(fam.make_tiny_qwen3_vl_moe, "vlm", _ALL),
+    "siglip": TinyModel(vis.make_tiny_siglip, "clip", _CLIP),
+    # its tiny tokenizer knows too few words for zero-shot prompts
+    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP, classifiers=False),
+    "smolvlm": TinyModel(gen.make_tiny_smolvlm, "vlm", _ALL),
+    "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
+    "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
+}

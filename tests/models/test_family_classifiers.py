@@ -1,0 +1,163 @@
+"""The generative classifier and the tuner on every family's tiny checkpoint.
+
+Probabilistic scores equal a naive computation written here (one full forward
+pass of prompt + answer prefix + class name per class, HF's logits); the
+open-ended and closed-set strategies run; the tuner takes one step with each
+``train`` and changes the weights it should, never the vision tower's.
+"""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+
+from skvlm.classifiers import CLIPZeroShotClassifier, VLMGenerativeClassifier
+from skvlm.models import load_adapter
+from skvlm.testing import TESTED_ENCODER_TYPES, TINY_MODELS, random_images
+from skvlm.tuning import VLMClassificationTuner
+
+NAMES = ["cat", "red car"]  # a one- and a two-token name
+ANSWER = "The photo features a"
+PROMPT = "What type of object is in this photo?"
+
+#: The model types whose classifiers this file runs (the support matrix's
+#: "tested" generative and tuner cells).
+CLASSIFIED = sorted(
+    name
+    for name, tiny in TINY_MODELS.items()
+    if tiny.kind == "vlm" and tiny.classifiers
+)
+#: (the encoders' own zero-shot tests run the others: test_encoders.py)
+ZERO_SHOT = sorted(
+    name
+    for name, tiny in TINY_MODELS.items()
+    if tiny.kind == "clip" and tiny.classifiers and name not in TESTED_ENCODER_TYPES
+)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)
+
+
+def _path(built, model_type):
+    name = {"blip-2": "blip2"}.get(model_type, model_type)
+    return str(built.path(name))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return random_images(2, seed=1)
+
+
+def _naive_scores(path, images):
+    adapter = load_adapter(path, device="cpu")
+    tokenizer = adapter.processor.tokenizer
+    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    text = adapter.format_prompt(PROMPT)
+    # PaliGemma marks the answer (suffix) with token_type_ids 1: causal there
+    suffix_type = "token_type_ids" if adapter.family == "paligemma" else None
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        batch = dict(adapter.prepare([image], [text]))
+        batch.pop("position_ids", None)
+        n = batch["input_ids"].shape[1]
+        for c, name in enumerate(NAMES):
+            joint = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)["input_ids"]
+            target = joint[len(answer) :]
+            extra = torch.tensor([answer + target])
+            full = {}
+            for key, value in batch.items():
+                if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n:
+                    fill = (
+                        extra
+                        if key == "input_ids"
+                        else torch.full_like(
+                            extra, int(key in ("attention_mask", suffix_type))
+                        )
+                    )
+                    value = torch.cat([value, fill.to(value.dtype)], dim=1)
+                full[key] = value
+            with torch.no_grad():
+                logits = adapter.model(**full).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            start = n + len(answer)
+            out[i, c] = sum(logp[start - 1 + k, t].item() for k, t in enumerate(target))
+    return out
+
+
+@pytest.mark.parametrize("model_type", CLASSIFIED)
+def test_generative_classifier(built, model_type, images):
+    path = _path(built, model_type)
+    clf = VLMGenerativeClassifier(
+        path, class_names=NAMES, device="cpu", answer_prefix=ANSWER, prompt=PROMPT
+    ).fit(images, [0, 1])
+    np.testing.assert_allclose(
+        clf.decision_function(images), _naive_scores(path, images), atol=1e-4
+    )
+    for strategy in ("open_ended", "closed_set"):
+        clf.set_params(strategy=strategy, max_new_tokens=2)
+        assert set(clf.predict(images)) <= {0, 1, -1}
+
+
+def _weights(path):
+    return load_file(f"{path}/model.safetensors")
+
+
+@pytest.mark.parametrize("model_type", CLASSIFIED)
+def test_tuner_step_per_train(built, model_type, images, tmp_path):
+    path = _path(built, model_type)
+    base = _weights(path)
+    for train in ("lora", "projector", "full"):
+        tuner = VLMClassificationTuner(
+            path,
+            train=train,
+            class_names=NAMES,
+            batch_size=2,
+            max_epochs=2,  # the first step is the warmup's, at lr 0
+            output_dir=tmp_path / train,
+            random_state=0,
+            device="cpu",
+        ).fit(images, NAMES)
+        assert set(tuner.predict(images)) <= set(NAMES)
+        tuned = _weights(tuner.model_path_)
+        changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+        assert changed, train
+        # the vision tower never trains (train_vision=False)
+        assert not any("vision" in k and "merger" not in k for k in changed), train
+
+
+# -- zero-shot: HF's own embeddings, cosine logits written out here --------------------
+# SigLIP's text tower was trained on max-length padding; CLIP's on the longest.
+PADDING = {"siglip": "max_length", "siglip2": "max_length"}
+
+
+def _hf_zero_shot_logits(path, images, padding):
+    model = AutoModel.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    with torch.no_grad():
+        pixels = processor.image_processor(images=images, return_tensors="pt")
+        image = model.get_image_features(**pixels).pooler_output
+        kwargs = {"padding": padding}
+        if padding == "max_length":
+            kwargs["max_length"] = model.config.text_config.max_position_embeddings
+        tokens = processor.tokenizer(
+            [f"a photo of a {name}." for name in NAMES], return_tensors="pt", **kwargs
+        )
+        tokens.pop("token_type_ids", None)
+        text = model.get_text_features(**tokens).pooler_output
+        image = image / image.norm(dim=-1, keepdim=True)
+        text = text / text.norm(dim=-1, keepdim=True)
+        bias = float(model.logit_bias) if hasattr(model, "logit_bias") else 0.0
+        return (model.logit_scale.exp() * image @ text.T + bias).numpy()
+
+
+@pytest.mark.parametrize("model_type", ZERO_SHOT)
+def test_zero_shot_classifier(built, model_type, images):
+    path = _path(built, model_type)
+    clf = CLIPZeroShotClassifier(
+        path, class_names=NAMES, templates=["a photo of a {}."]
+    ).fit(images, [0, 1])
+    logits = _hf_zero_shot_logits(path, images, PADDING.get(model_type, "longest"))
+    np.testing.assert_allclose(
+        clf.decision_function(images), logits, rtol=1e-4, atol=1e-4
+    )

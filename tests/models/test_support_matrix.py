@@ -1,0 +1,89 @@
+"""support_matrix() agrees with the family tests, and its docs page is current."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+)
+
+from skvlm import VLMEmbeddingTransformer
+from skvlm.models import load_adapter, support_matrix
+from skvlm.testing import TINY_MODELS
+
+from ._families import BY_NAME, FAMILIES, NEW_FAMILIES
+from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
+from .test_encoders import KINDS as ENCODER_KINDS
+from .test_family_classifiers import CLASSIFIED, ZERO_SHOT
+
+ROOT = Path(__file__).resolve().parents[2]
+CELLS = ("vision", "projector", "language", "zero_shot", "generative", "tuner")
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return support_matrix()
+
+
+def test_rows_and_cells(matrix):
+    assert list(matrix.columns) == ["model_type", "kind", *CELLS]
+    vlm = set(matrix.loc[matrix.kind == "vlm", "model_type"])
+    assert vlm == set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    assert matrix.model_type.is_unique
+    assert set(matrix.kind) == {"vlm", "vision", "clip"}
+    for value in matrix[list(CELLS)].to_numpy().ravel():
+        assert value in ("tested", "claimed", "n/a") or value.startswith(
+            "unsupported: "
+        ), value
+
+
+def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
+    covered = {
+        (family.type, stage)
+        for family in FAMILIES + NEW_FAMILIES
+        for stage in family.poolings
+    }
+    covered |= {(t, c) for t in CLASSIFIED for c in ("generative", "tuner")}
+    covered |= {(t, "zero_shot") for t in ZERO_SHOT}
+    covered |= {(t, "vision") for t in ENCODER_KINDS}
+    covered |= {(t, c) for t in ENCODER_CLIP_STYLE for c in ("projector", "zero_shot")}
+    tested = {
+        (row["model_type"], column)
+        for row in matrix.to_dict("records")
+        for column in CELLS
+        if row[column] == "tested"
+    }
+    assert tested == covered
+
+
+@pytest.mark.parametrize("model_type", sorted(set(TINY_MODELS) - set(ENCODER_KINDS)))
+def test_registered_stages_are_the_adapters(built, model_type):
+    name = {"blip-2": "blip2"}.get(model_type, model_type)
+    assert BY_NAME[name].build is TINY_MODELS[model_type].build or model_type in (
+        "dinov2",
+    )
+    adapter = load_adapter(built.path(name), device="cpu")
+    assert adapter.model.config.model_type == model_type
+    assert tuple(adapter.stages) == TINY_MODELS[model_type].stages
+
+
+def test_committed_page_is_current():
+    spec = importlib.util.spec_from_file_location(
+        "support_matrix_script", ROOT / "scripts" / "support_matrix.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.PAGE.read_text() == script.render(), (
+        "docs/user_guide/support_matrix.rst is stale: run "
+        "python scripts/support_matrix.py"
+    )
+
+
+def test_a_stage_the_family_does_not_allow_says_why(built, matrix):
+    row = matrix.set_index("model_type").loc["mllama"]
+    assert row["vision"].startswith("unsupported: ")
+    vlm = VLMEmbeddingTransformer(built.path("mllama"), stage="vision", device="cpu")
+    with pytest.raises(ValueError, match=r"stage='vision'.*mllama.*aspect-ratio"):
+        vlm.fit_transform(pd.Series(built.images("mllama")))
