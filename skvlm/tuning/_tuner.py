@@ -413,7 +413,7 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.model_kwargs = model_kwargs
         self.image_column = image_column
-        check_extra_names(kwargs)
+        # Stored as given, checked in fit (sklearn: __init__ validates nothing).
         for name, value in kwargs.items():
             setattr(self, name, value)
 
@@ -432,7 +432,9 @@ class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
         """
         params = super().get_params(deep=False)
         for name, value in vars(self).items():
-            if is_routed(name) or name in DEPRECATED:
+            # routed, deprecated or (refused in fit) unknown keyword arguments;
+            # not fitted attributes (trailing _) nor private state
+            if not (name in params or name.endswith("_") or name.startswith("_")):
                 params[name] = value
         return params
 
@@ -522,7 +524,9 @@ USER: <image>
         -------
         self : VLMClassificationTuner
         """
-        settings, classifier_extra = resolve(self.get_params())
+        params = self.get_params()
+        check_extra_names(set(params) - set(super().get_params(deep=False)))
+        settings, classifier_extra = resolve(params)
         callbacks = check_callbacks(self.callbacks)
         items, row_prompts = as_items(X, self.image_column)
         y = column_or_1d(y, warn=True)

@@ -63,8 +63,10 @@ def test_routed_values_reach_their_targets():
 
 
 def test_bad_routed_names_are_refused_with_the_fix():
+    tuner = VLMClassificationTuner(lr=0.1)  # sklearn: __init__ checks nothing
+    assert tuner.get_params()["lr"] == 0.1  # kept, so clone carries the mistake
     with pytest.raises(TypeError, match=r"unexpected parameters \['lr'\]"):
-        VLMClassificationTuner(lr=0.1)
+        tuner.fit(["no image is read"], [0])  # refused before any model work
     with pytest.raises(ValueError, match="scheduler__name: not an argument"):
         resolve(VLMClassificationTuner(scheduler__name="linear").get_params())
     with pytest.raises(ValueError, match="accelerator__cpu is set by the tuner"):
