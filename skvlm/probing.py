@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 
@@ -41,11 +44,19 @@ _LEGACY = (
 
 
 def default_probe():
-    """The probe used when ``probe=None``: standardise, then logistic regression.
+    """A plain probe: ``make_pipeline(StandardScaler(), LogisticRegression())``.
 
-    :class:`~skvlm.classifiers.LinearProbeCV` with one ``C=1``: per fold, the
-    same model as ``make_pipeline(StandardScaler(), LogisticRegression())``,
-    all folds fitted in one batched problem.
+    What ``probe_layers``'s default probe fits per fold (there batched, see
+    :func:`batched_probe`), as one estimator for code that needs one.
+    """
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+
+
+def batched_probe():
+    """``probe_layers``'s default probe: ``LinearProbeCV(Cs=[1.0])``.
+
+    Per fold, the model of :func:`default_probe`; the folds of a site are
+    fitted together as one batched problem.
     """
     return LinearProbeCV(Cs=[1.0], max_iter=1000)
 
@@ -210,7 +221,7 @@ def probe_layers(
             f"y must be 1-D with one label per image: X has {n_samples} images, "
             f"y has shape {y.shape}."
         )
-    probe = default_probe() if probe is None else probe
+    probe = batched_probe() if probe is None else probe
     batched = isinstance(probe, LinearProbeCV)
     # Every check that can fail runs before the model is loaded.
     check_scoring(probe, scoring=scoring)
