@@ -109,6 +109,7 @@ def main():
 
     if not args.skip_adam:
         probe = LinearProbeClassifier(
+            solver="adam",
             max_iter=args.probe_max_iter,
             weight_decay=args.weight_decay,
             random_state=0,

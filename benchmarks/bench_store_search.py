@@ -27,6 +27,14 @@ for the probes (torch keeps its threads):
 - ``store37`` (``--with-cold``): no warm-up, 12 layers x {cls, mean, max} plus
   ``pooler`` at layer 12 (37 candidates), the plain recipe of the user guide.
 
+- ``probe_layers48`` (``--probe-layers``): the same 48 sites and 5 folds
+  through ``probe_layers``, whose default probe (``LinearProbeCV`` with
+  ``C=1``: per fold a StandardScaler and a logistic regression) fits the 5
+  folds of a site as one batched problem; no refit (a report, not an
+  estimator). The time counts the forward pass (one per image, the store's
+  warm-up included) and every probe. ``--probe-layers-only`` runs it between
+  two plain transforms and nothing else.
+
 ``--probe NearestCentroid`` swaps in a near-free probe, so the search measures
 everything but the probe; ``--short`` runs only the 48-candidate search between
 two plain transforms. Each image run through the model appends a line to the
@@ -34,7 +42,7 @@ file of a ``skvlm.testing.KeyLog`` callback; the script counts them per setting 
 exactly 200). Results print as each setting ends.
 
 Run (from benchmarks/): python bench_store_search.py [--short] [--with-cold]
-[--probe NearestCentroid] [--model-dir DIR]
+[--probe-layers | --probe-layers-only] [--probe NearestCentroid] [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -232,6 +240,45 @@ def store_search(path, paths, y, args, *, warm_position):
     )
 
 
+def probe_layers_search(path, paths, y, args):
+    """probe_layers over the 48 sites of ``store48``, batched probes, 5 folds."""
+    from skvlm.probing import probe_layers
+
+    cache = tempfile.mkdtemp(prefix="store-")
+    vlm = VLMEmbeddingTransformer(path, cache=cache, batch_size=args.batch_size)
+    with forward_log() as count, Clock() as clock:
+        report = probe_layers(
+            vlm,
+            paths,
+            y,
+            stages="vision",
+            layers=list(LAYERS),
+            poolings=["cls", "mean", "max", -1],
+            cv=StratifiedKFold(N_FOLDS),
+        )
+    extract = report.meta["extract_time"]
+    return clock, count(), extract, report
+
+
+def report_probe_layers(args, n, baselines, result, brief=False):
+    clock, lines, extract, report = result
+    base_wall, base_cpu = _base(baselines)
+    status = "OK" if lines == n else "MISMATCH"
+    say(
+        f"  probe_layers, {len(report.results)} sites x {N_FOLDS} folds (batched "
+        f"LinearProbeCV): wall {clock.wall:.1f} s = {clock.wall / base_wall:.2f}x one "
+        f"transform (target <= 1.3x); CPU {clock.cpu:.1f} s = "
+        f"{clock.cpu / base_cpu:.2f}x; forward lines {lines} (expected {n}: {status})"
+    )
+    if brief:
+        return
+    say(
+        f"    forward pass and store reads {extract:.1f} s, probes "
+        f"{clock.wall - extract:.1f} s wall; best {report.best_params_} "
+        f"{report.best_['mean_test_score']:.3f}"
+    )
+
+
 def subset_search(path, paths, y, args, memory=None, repeat=False):
     """Candidates layers 1 and 12 (``mean``) on the first ``args.subset_folds`` folds.
 
@@ -312,6 +359,16 @@ def main():
         "--scale", action="store_true", help="StandardScaler before the probe"
     )
     parser.add_argument(
+        "--probe-layers",
+        action="store_true",
+        help="also the 48 sites through probe_layers (batched probes)",
+    )
+    parser.add_argument(
+        "--probe-layers-only",
+        action="store_true",
+        help="only probe_layers over the 48 sites, between two plain transforms",
+    )
+    parser.add_argument(
         "--short",
         action="store_true",
         help="only the 48-candidate store search between two plain transforms",
@@ -352,6 +409,14 @@ def main():
     ]
     if args.short:
         steps = steps[:3]
+    probe_step = (
+        "probe_layers48",
+        lambda: probe_layers_search(path, paths, y, args),
+    )
+    if args.probe_layers_only:
+        steps = [steps[0], probe_step, steps[2]]
+    elif args.probe_layers:
+        steps.insert(2, probe_step)
     if args.with_cold:
         steps.insert(
             2,
@@ -384,7 +449,14 @@ def main():
     )
     say("summary against the mean of all one-transform runs:")
     report_baselines(baselines)
-    for name in ("store48", "store37", "nostore", "memory_cold", "memory_warm"):
+    for name in (
+        "store48",
+        "probe_layers48",
+        "store37",
+        "nostore",
+        "memory_cold",
+        "memory_warm",
+    ):
         if name in results:
             REPORTS[name](args, len(paths), baselines, results[name], brief=True)
     say(f"load average at end: {os.getloadavg()[0]:.1f}")
@@ -535,6 +607,7 @@ REPORTS = {
         "Pipeline(memory=joblib.Memory), same search again", report_subset
     ),
     "probe": report_probe,
+    "probe_layers48": report_probe_layers,
 }
 
 

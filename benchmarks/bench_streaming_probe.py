@@ -51,7 +51,9 @@ from skvlm.classifiers import LinearProbeClassifier
 from skvlm.store import FeatureStore, StoreFeatures
 warnings.simplefilter("ignore")
 y = np.load(labels)[:rows]
-params = dict(max_iter=epochs, batch_size=512, device="cpu", random_state=0)
+params = dict(
+    solver="adam", max_iter=epochs, batch_size=512, device="cpu", random_state=0
+)
 LinearProbeClassifier(**params).fit(np.load(path, mmap_mode="r")[:2048].copy(), y[:2048])
 keys = [f"{i:08x}" for i in range(rows)]
 if mode == "store":

@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = attach(
         "._text_embedding": ["VLMTextEmbeddingTransformer"],
         ".classifiers": [
             "CLIPZeroShotClassifier",
+            "LinearProbeCV",
             "LinearProbeClassifier",
             "VLMGenerativeClassifier",
         ],

@@ -9,23 +9,19 @@ from __future__ import annotations
 import base64
 import copy
 import html
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._embedding import VLMEmbeddingTransformer
+from ._reporting import Report
 from .classifiers import VLMGenerativeClassifier
 from .probing import default_probe, probe_layers
 
-_NEEDS_MATPLOTLIB = (
-    "TuningReport.plot needs matplotlib, which is not installed; install it with "
-    "`pip install 'skvlm[plot]'` (or `pip install matplotlib`)."
-)
 
-
-class TuningReport:
+class TuningReport(Report):
     """The comparison of a base VLM and its tuned version on held-out images.
 
     Made by :func:`compare_models`; not meant to be built by hand.
@@ -37,12 +33,14 @@ class TuningReport:
     per_class : DataFrame
         ``model``, ``strategy``, ``class``, ``n``, ``accuracy``.
     probes : DataFrame or None
-        ``model``, ``layer``, ``mean_score``, ``std_score``: a linear probe of
+        ``model``, ``layer``, ``mean_test_score``, ``std_test_score``: a linear probe of
         the language stage, cross-validated on the held-out images, at each
         layer.
     meta : dict
         What was compared and how.
     """
+
+    _plot_size = (4.8, 3.6)
 
     def __init__(self, accuracy, per_class, probes=None, meta=None):
         self.accuracy = accuracy
@@ -91,7 +89,7 @@ class TuningReport:
         ]
         if self.probes is not None:
             curve = self.probes.pivot(
-                index="layer", columns="model", values="mean_score"
+                index="layer", columns="model", values="mean_test_score"
             )
             pooling = self.meta.get("probe_pooling")
             parts += [
@@ -102,20 +100,43 @@ class TuningReport:
         return "\n".join(parts)
 
     # -- plot --------------------------------------------------------------------------
-    def plot(self):
+    def to_frame(self):
+        """The held-out accuracy: one row per (model, strategy)."""
+        return self.accuracy.copy()
+
+    def _title(self):
+        return f"{self.meta.get('base')}: before and after fine-tuning"
+
+    def _caption(self):
+        text = "Bars: held-out accuracy of each strategy, base and tuned model."
+        if self.probes is not None:
+            text += (
+                " Lines: mean probe accuracy over folds at each language layer; the "
+                "shaded band is ± 1 std over folds."
+            )
+        return text
+
+    def _panels(self):
+        return (2 if self.probes is not None else 1), None
+
+    def plot(self, ax=None):
         """Accuracy per strategy (bars) and the probe curve of both models.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, sequence of Axes or None, default=None
+            One Axes per panel (two when probed); None makes a new figure.
 
         Returns
         -------
         fig : matplotlib.figure.Figure
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError(_NEEDS_MATPLOTLIB) from None
-        panels = 2 if self.probes is not None else 1
-        fig = Figure(figsize=(4.5 * panels + 1, 3.6), layout="constrained")
-        axes = fig.subplots(1, panels, squeeze=False)[0]
+        fig = super().plot(ax)
+        if ax is None:
+            fig.suptitle(self._title())
+        return fig
+
+    def _draw(self, axes):
         table = self.accuracy_table()
         x = np.arange(len(table))
         for k, model in enumerate(table.columns):
@@ -132,7 +153,8 @@ class TuningReport:
             ax = axes[1]
             for model, line in self.probes.groupby("model", sort=False):
                 line = line.sort_values("layer")
-                x, m, s = line["layer"], line["mean_score"], line["std_score"]
+                x, m = line["layer"], line["mean_test_score"]
+                s = line["std_test_score"]
                 (handle,) = ax.plot(x, m, marker="o", ms=4, label=model)
                 ax.fill_between(x, m - s, m + s, alpha=0.2, color=handle.get_color())
             ax.set_xticks(sorted(self.probes["layer"].unique()))
@@ -141,13 +163,6 @@ class TuningReport:
             ax.set_title(f"linear probe, {self.meta.get('probe_pooling')} token")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small", loc="lower right")
-        fig.suptitle(f"{self.meta.get('base')}: before and after fine-tuning")
-        return fig
-
-    def _png(self):
-        buffer = io.BytesIO()
-        self.plot().savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-        return buffer.getvalue()
 
     # -- files ---------------------------------------------------------------------------
     def to_html(self, path=None, *, png=None):
@@ -171,7 +186,7 @@ class TuningReport:
         probes = ""
         if self.probes is not None:
             curve = self.probes.pivot(
-                index="layer", columns="model", values="mean_score"
+                index="layer", columns="model", values="mean_test_score"
             )
             probes = "<h2>Linear probe per layer</h2>" + curve.to_html(**fmt)
         page = _PAGE.format(
@@ -305,21 +320,22 @@ def compare_models(
     if probe:
         frames = []
         for model, path in models.items():
+            vlm = VLMEmbeddingTransformer(
+                path, prompt=tuner.prompt, batch_size=batch_size, device=device
+            ).set_params(**_verbosity(progress))
             report = probe_layers(
-                path,
+                vlm,
                 X_test,
                 y_test,
                 stages=["language"],
                 poolings=[probe_pooling],
                 probe=default_probe(),
                 cv=cv,
-                prompt=tuner.prompt,
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
                 random_state=random_state,
             )
-            frame = report.results[["layer", "mean_score", "std_score"]].copy()
+            frame = report.results[
+                ["param_layer", "mean_test_score", "std_test_score"]
+            ].rename(columns=lambda c: c.removeprefix("param_"))
             frame.insert(0, "model", model)
             frames.append(frame)
         probes = pd.concat(frames, ignore_index=True)
@@ -337,6 +353,11 @@ def compare_models(
         "probe_cv": cv if probe else None,
     }
     return TuningReport(pd.DataFrame(accuracy), pd.DataFrame(per_class), probes, meta)
+
+
+def _verbosity(progress):
+    names = VLMEmbeddingTransformer().get_params()
+    return {"verbose": int(progress)} if "verbose" in names else {"progress": progress}
 
 
 _PAGE = """<!DOCTYPE html>

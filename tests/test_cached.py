@@ -413,12 +413,12 @@ def test_probe_layers_runs_once_per_stage_whatever_the_size(
     y = np.arange(6) % 2
     for cache in (None, tmp_path / "s"):
         probe_layers(
-            clip_path,
+            VLMEmbeddingTransformer(clip_path, cache=cache),
             images,
             y,
+            stages="vision",
             layers=[0, -1],
             poolings=["cls", "mean"],
             cv=2,
-            cache=cache,
         )
     assert len(forward_log.read()) == 6 * 2  # one pass per image, for each call

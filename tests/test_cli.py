@@ -37,7 +37,7 @@ def test_probe_writes_the_report_folder(clip_path, tmp_path, capsys):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["probe_layers.png", "report.html", "results.csv", "results.json"]
     table = pd.read_csv(out / "results.csv")
-    assert table[["layer", "pooling"]].to_numpy().tolist() == [
+    assert table[["param_layer", "param_pooling"]].to_numpy().tolist() == [
         [0, "cls"],
         [0, "mean"],
         [3, "cls"],
@@ -55,7 +55,19 @@ def test_probe_with_no_arguments_runs_on_the_embedded_model(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["probe", "--n-per-class", "2", "--cv", "2", "--quiet"]) == 0
     table = pd.read_csv(tmp_path / "skvlm-report" / "results.csv")
-    assert list(dict.fromkeys(table["stage"])) == ["vision", "projector", "language"]
+    stages = list(dict.fromkeys(table["param_stage"]))
+    assert stages == ["vision", "projector", "language"]
+
+
+def test_probe_pooling_image_mean_probes_the_stage_that_has_it(tmp_path, monkeypatch):
+    # Every stage is probed by default; image_mean exists at the language stage
+    # only, and is probed there instead of failing at the vision stage.
+    monkeypatch.chdir(tmp_path)
+    args = ["probe", "--n-per-class", "2", "--cv", "2", "--quiet"]
+    assert main([*args, "--pooling", "image_mean", "--layers", "0,-1"]) == 0
+    table = pd.read_csv(tmp_path / "skvlm-report" / "results.csv")
+    assert set(table["param_stage"]) == {"language"}
+    assert set(table["param_pooling"]) == {"image_mean"}
 
 
 def test_probe_reads_a_folder_and_a_csv(clip_path, image_folder, tmp_path):

@@ -40,12 +40,15 @@ from skvlm.testing import make_tiny_clip
 CHEAP = {
     # A larger step than the default, so 20 epochs fit sklearn's tiny check sets.
     "LinearProbeClassifier": lambda cls: cls(
+        solver="adam",
         max_iter=20,
         batch_size=32,
         learning_rate_init=0.05,
         device="cpu",
         random_state=0,
     ),
+    # Three folds: sklearn's smallest check sets have 3 rows of a class or more.
+    "LinearProbeCV": lambda cls: cls(Cs=3, cv=3, device="cpu"),
     "RandomProbeSelector": lambda cls: cls(
         _logistic(), n_probes=2, cv=2, random_state=0
     ),

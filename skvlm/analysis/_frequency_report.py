@@ -7,6 +7,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
+from .._reporting import Report
 from .._sklearn_compat import StrOptions, validate_params
 
 
@@ -56,7 +57,7 @@ def per_class_accuracy(y_true, y_pred, labels=None):
     return pd.Series(accuracy, index=labels, name="accuracy")
 
 
-class FrequencyAccuracyReport:
+class FrequencyAccuracyReport(Report):
     """Correlation of class frequency with per-class accuracy.
 
     Made by ``frequency_accuracy_report``; not meant to be built directly.
@@ -110,12 +111,31 @@ class FrequencyAccuracyReport:
         fig : matplotlib Figure
             Save it with ``fig.savefig("frequency.png")``.
         """
-        figure_cls = _import_figure()
-        if ax is None:
-            fig = figure_cls(figsize=(6.4, 4.2), layout="constrained")
-            ax = fig.subplots()
-        else:
-            fig = ax.figure
+        return super().plot(ax)
+
+    _plot_size = (6.4, 4.2)
+
+    def to_frame(self):
+        """One row per class: ``count`` and ``accuracy``."""
+        return self.data.copy()
+
+    def _title(self):
+        return "Class frequency and per-class accuracy"
+
+    def _caption(self):
+        return (
+            "Each dot is a class; the red segments are the mean accuracy of the "
+            "classes in each frequency bin."
+        )
+
+    def _settings(self):
+        return {
+            "Spearman": f"{self.spearman:.3f}",
+            "Pearson (log10)": f"{self.pearson:.3f}",
+        }
+
+    def _draw(self, axes):
+        ax = axes[0]
         ax.scatter(
             self.data["count"], self.data["accuracy"], s=14, alpha=0.5, label="class"
         )
@@ -142,7 +162,6 @@ class FrequencyAccuracyReport:
             f"Spearman {self.spearman:.2f}, Pearson (log10 count) {self.pearson:.2f}"
         )
         ax.legend(loc="best")
-        return fig
 
 
 @validate_params(
@@ -326,14 +345,3 @@ def _binned(count, accuracy, bins):
             }
         )
     return pd.DataFrame(rows)
-
-
-def _import_figure():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError(
-            "FrequencyAccuracyReport.plot needs matplotlib: pip install matplotlib "
-            "(or pip install 'skvlm[plot]')."
-        ) from exc
-    return Figure

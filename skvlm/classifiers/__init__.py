@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = attach(
         "._generative": ["VLMGenerativeClassifier"],
         "._generative_text": ["answer_is_correct", "match_class_name"],
         "._linear_probe": ["LinearProbeClassifier"],
+        "._probe_cv": ["LinearProbeCV"],
         "._templates": ["TEMPLATE_SETS", "get_templates"],
         "._zero_shot": ["CLIPZeroShotClassifier"],
     },

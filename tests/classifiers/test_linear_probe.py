@@ -47,7 +47,7 @@ def multiclass_data():
 
 
 def _probe(hidden_layer_sizes=(), **params):
-    params = {"device": "cpu", "random_state": 0, **params}
+    params = {"device": "cpu", "random_state": 0, "solver": "adam", **params}
     return LinearProbeClassifier(hidden_layer_sizes, **params)
 
 

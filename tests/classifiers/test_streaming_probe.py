@@ -76,6 +76,7 @@ def memmap(data, tmp_path_factory):
 def _probe(**params):
     return LinearProbeClassifier(
         **{
+            "solver": "adam",
             "batch_size": 64,
             "max_iter": 12,
             "device": "cpu",
@@ -361,7 +362,9 @@ PEAK_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     X = np.load(sys.argv[1], mmap_mode="r")
     y = np.load(sys.argv[2])
-    params = dict(batch_size=512, max_iter=1, device="cpu", random_state=0)
+    params = dict(
+        solver="adam", batch_size=512, max_iter=1, device="cpu", random_state=0
+    )
     LinearProbeClassifier(**params).fit(np.array(X[:2048]), y[:2048])  # warm-up
     reset_peak()
     base = rss("VmRSS")

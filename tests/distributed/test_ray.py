@@ -237,13 +237,13 @@ def test_store_filled_by_ray_serves_probe_layers(resumed, forward_log, model, pa
     store, _, _ = resumed
     _forwarded(forward_log)
     report = probing.probe_layers(
-        model,
+        VLMEmbeddingTransformer(model, cache=store),
         paths,
         np.arange(len(paths)) % 2,
+        stages="vision",
         layers=[0, -1],
         poolings=["cls", "mean"],
         cv=2,
-        cache=store,
     )
     assert len(report.results) == 4
     assert _forwarded(forward_log) == []

@@ -1,0 +1,806 @@
+"""LinearProbeCV: every fold x C of a logistic-regression search as one batched fit.
+
+The problems of a cross-validated search over ``C`` share their rows: fold ``f``'s
+training rows are all the rows, weighted 0 outside the fold. So the logits of
+every problem are one matrix product, ``X @ V`` with ``V`` of shape
+``(n_features, n_problems * n_outputs)``, and so is the gradient. Per-fold
+standardisation is folded into the weights (``(x - mean_f) / scale_f @ W`` is
+``x @ (W / scale_f) - mean_f @ (W / scale_f)``), so it costs nothing either.
+:func:`batched_lbfgs` then runs L-BFGS on each problem with its own history,
+line search and stopping test: a problem that has converged is frozen and no
+longer computed, and no problem waits for, or stops, another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .._sklearn_compat import Interval, StrOptions, validate_parameters
+from ..models import resolve_device
+from ._lazy_array import LazyArray, MemoryArray, is_lazy
+
+# Below this many multiply-adds per matrix product a CPU fit runs on one thread:
+# starting and syncing a thread pool then costs more than the product, and on a
+# loaded machine spinning pools made small fits ten times slower.
+_SMALL_PRODUCT = 1 << 26
+_HISTORY = 10  # correction pairs kept, as scipy's L-BFGS-B (maxcor) for sklearn
+_ARMIJO = 1e-4
+_MAX_BACKTRACKS = 40
+
+
+# -- the batched problem --------------------------------------------------------
+class BatchedLogistic:
+    """The objectives of many L2-penalised logistic regressions on the same rows.
+
+    Problem ``p`` minimises ``sum_i w_pi * loss(y_i, z_pi) / sum_i w_pi +
+    penalty_p / 2 * ||W_p||^2`` (sklearn's scaling of ``C * sum of losses +
+    ||W||^2 / 2``, with ``penalty_p = 1 / (C_p * sum_i w_pi)``), where ``z_p =
+    (x - mean_p) / scale_p @ W_p + b_p``. The parameters of a problem are one
+    ``(n_features + 1, n_outputs)`` block (the last row the intercept).
+
+    Parameters
+    ----------
+    blocks : callable
+        ``blocks()`` yields ``(start, stop, X_block)`` float tensors on the device,
+        centred by the global mean; one block for rows in memory.
+    targets : tensor of shape (n_rows,)
+        Class index of each row.
+    weights : tensor of shape (n_problems, n_rows)
+        Row weights (0 outside a problem's training rows, class weights inside).
+    penalty : tensor of shape (n_problems,)
+    mean, scale : tensors of shape (n_problems, n_features) or None
+    n_outputs : int
+        1 (binary: one logit, the sigmoid loss) or the number of classes
+        (multinomial).
+    fit_intercept : bool
+    """
+
+    def __init__(
+        self, blocks, targets, weights, penalty, mean, scale, n_outputs, fit_intercept
+    ):
+        self.blocks = blocks
+        self.targets = targets
+        self.weights = weights / weights.sum(dim=1, keepdim=True)
+        self.penalty = penalty
+        self.mean, self.scale = mean, scale
+        self.n_outputs = n_outputs
+        self.fit_intercept = fit_intercept
+
+    def effective(self, theta, index):
+        """``(V, c)``: weights and intercepts in the (centred) raw feature space."""
+        W, b = theta[:, :-1, :], theta[:, -1, :]
+        if self.scale is None:
+            return W, b
+        V = W / self.scale[index].unsqueeze(-1)
+        c = b - torch.einsum("pd,pdk->pk", self.mean[index], V)
+        return V, c
+
+    def logits(self, X, V, c):
+        n_problems, n_features, k = V.shape
+        flat = V.permute(1, 0, 2).reshape(n_features, n_problems * k)
+        return (X @ flat).view(X.shape[0], n_problems, k) + c.unsqueeze(0)
+
+    def __call__(self, theta, index):
+        """``(objective, gradient)`` of the problems ``index`` at ``theta``."""
+        V, c = self.effective(theta, index)
+        n_problems, n_features, k = V.shape
+        weights = self.weights[index]
+        # The objective sums in float64 even for float32 rows: the stopping and
+        # line-search tests compare objectives to 64 float64 epsilons, as sklearn.
+        loss = torch.zeros(n_problems, dtype=torch.float64, device=theta.device)
+        grad_V = torch.zeros(n_features, n_problems * k, dtype=theta.dtype)
+        grad_V = grad_V.to(theta.device)
+        grad_c = torch.zeros(n_problems, k, dtype=theta.dtype, device=theta.device)
+        for start, stop, X in self.blocks():
+            z = self.logits(X, V, c)
+            y = self.targets[start:stop]
+            w = weights[:, start:stop].T.unsqueeze(-1)  # (rows, problems, 1)
+            if k == 1:
+                yb = y.to(z.dtype).view(-1, 1, 1)
+                point = torch.nn.functional.softplus(z) - yb * z
+                residual = torch.sigmoid(z) - yb
+            else:
+                lse = torch.logsumexp(z, dim=2, keepdim=True)
+                picked = torch.gather(z, 2, y.view(-1, 1, 1).expand(-1, n_problems, 1))
+                point = lse - picked
+                residual = torch.exp(z - lse)
+                residual.scatter_add_(
+                    2,
+                    y.view(-1, 1, 1).expand(-1, n_problems, 1),
+                    torch.full_like(picked, -1.0),
+                )
+            loss += (w * point).sum(dim=(0, 2), dtype=torch.float64)
+            residual *= w
+            grad_V += X.T @ residual.reshape(X.shape[0], n_problems * k)
+            grad_c += residual.sum(dim=0)
+        grad_V = grad_V.view(n_features, n_problems, k).permute(1, 0, 2)
+        W = theta[:, :-1, :]
+        if self.scale is not None:
+            grad_V = grad_V - self.mean[index].unsqueeze(-1) * grad_c.unsqueeze(1)
+            grad_W = grad_V / self.scale[index].unsqueeze(-1)
+        else:
+            grad_W = grad_V
+        penalty = self.penalty[index]
+        grad_W = grad_W + penalty.view(-1, 1, 1) * W
+        loss = loss + 0.5 * penalty.double() * (W * W).sum(
+            dim=(1, 2), dtype=torch.float64
+        )
+        if not self.fit_intercept:
+            grad_c = torch.zeros_like(grad_c)
+        return loss, torch.cat([grad_W, grad_c.unsqueeze(1)], dim=1)
+
+
+@dataclass
+class BatchedResult:
+    theta: torch.Tensor
+    objective: torch.Tensor
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+
+def _dot(a, b):
+    return (a * b).sum(dim=(1, 2))
+
+
+def batched_lbfgs(objective, theta, *, max_iter, tol, history=_HISTORY):
+    """Minimise every problem of ``objective`` from ``theta``, each on its own.
+
+    L-BFGS with ``history`` correction pairs and a backtracking (Armijo) line
+    search, per problem: directions, step lengths, histories and stopping
+    tests are all per problem, only the matrix products are shared. A problem
+    stops when the largest absolute entry of its gradient is at most ``tol``
+    (sklearn's ``gtol``), when its objective changes by less than ``64 * eps``
+    relative (sklearn's ``ftol``), when its line search fails, or after
+    ``max_iter`` iterations. A stopped problem is no longer computed.
+
+    Returns
+    -------
+    result : BatchedResult
+    """
+    n_problems = theta.shape[0]
+    every = torch.arange(n_problems, device=theta.device)
+    f, g = objective(theta, every)
+    eps = 64 * torch.finfo(torch.float64).eps
+    S = torch.zeros((n_problems, history, *theta.shape[1:]), dtype=theta.dtype)
+    S = S.to(theta.device)
+    Y = torch.zeros_like(S)
+    rho = torch.zeros((n_problems, history), dtype=theta.dtype, device=theta.device)
+    gamma = torch.ones(n_problems, dtype=theta.dtype, device=theta.device)
+    n_iter = torch.zeros(n_problems, dtype=torch.long, device=theta.device)
+    active = g.abs().amax(dim=(1, 2)) > tol
+    for iteration in range(max_iter):
+        idx = active.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        g_a = g[idx]
+        direction = -_two_loop(g_a, S[idx], Y[idx], rho[idx], gamma[idx], iteration)
+        slope = _dot(direction, g_a)
+        bad = slope >= 0  # numerically no descent: restart from the gradient
+        if bad.any():
+            direction[bad] = -g_a[bad]
+            slope = _dot(direction, g_a)
+            rho[idx[bad]] = 0
+        step = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
+        if iteration == 0:
+            step = torch.clamp(1.0 / g_a.flatten(1).norm(dim=1), max=1.0)
+        f_new, g_new = f[idx].clone(), g_a.clone()
+        accepted = torch.zeros(idx.numel(), dtype=torch.bool, device=theta.device)
+        for _ in range(_MAX_BACKTRACKS):
+            todo = (~accepted).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            trial = theta[idx[todo]] + step[todo].view(-1, 1, 1) * direction[todo]
+            f_t, g_t = objective(trial, idx[todo])
+            ok = f_t <= f[idx[todo]] + _ARMIJO * (step[todo] * slope[todo]).double()
+            ok &= torch.isfinite(f_t)
+            done = todo[ok]
+            f_new[done], g_new[done] = f_t[ok], g_t[ok]
+            accepted[done] = True
+            step[todo[~ok]] *= 0.5
+        s = step.view(-1, 1, 1) * direction
+        s[~accepted] = 0
+        y = g_new - g_a
+        sy = _dot(s, y)
+        slot = iteration % history
+        good = accepted & (sy > 1e-10 * _dot(y, y).clamp(min=1e-300))
+        S[idx, slot] = s
+        Y[idx, slot] = y
+        rho[idx, slot] = torch.where(good, 1.0 / sy.clamp(min=1e-300), 0.0)
+        gamma[idx] = torch.where(good, sy / _dot(y, y).clamp(min=1e-300), gamma[idx])
+        theta[idx] += s
+        f_old = f[idx]
+        f[idx], g[idx] = f_new, g_new
+        n_iter[idx] += 1
+        change = (f_old - f_new) / torch.maximum(
+            torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)
+        )
+        small = g_new.abs().amax(dim=(1, 2)) <= tol
+        stop = small | (accepted & (change <= eps)) | ~accepted
+        active[idx[stop]] = False
+    # Stopped (tolerance met, no progress left, or no descent step found) is
+    # converged; only a problem still running at max_iter is not.
+    return BatchedResult(theta, f, n_iter.cpu().numpy(), ~active.cpu().numpy())
+
+
+def _two_loop(g, S, Y, rho, gamma, iteration):
+    """The L-BFGS direction ``H g`` of each problem; empty slots have ``rho = 0``."""
+    history = S.shape[1]
+    q = g.clone()
+    order = [(iteration - 1 - j) % history for j in range(min(iteration, history))]
+    alphas = {}
+    for j in order:  # newest to oldest
+        alphas[j] = rho[:, j] * _dot(S[:, j], q)
+        q -= alphas[j].view(-1, 1, 1) * Y[:, j]
+    r = gamma.view(-1, 1, 1) * q
+    for j in reversed(order):
+        beta = rho[:, j] * _dot(Y[:, j], r)
+        r += (alphas[j] - beta).view(-1, 1, 1) * S[:, j]
+    return r
+
+
+# -- rows on the device -----------------------------------------------------------
+class _Rows:
+    """The rows of X on the device, centred by their global mean, in blocks."""
+
+    def __init__(self, X, dtype, device, block_size, center=True):
+        self.X, self.dtype, self.device = X, dtype, device
+        self.block_size = block_size
+        self.n_rows, self.n_features = X.n_rows, X.n_features
+        # Centring is a change of intercept: exact only where there is one
+        # (fitted, or the folds' standardisation means).
+        self.center = _mean(X, block_size) if center else np.zeros(X.n_features)
+        self._tensor = None
+        if isinstance(X, MemoryArray):
+            block = np.asarray(X.source, dtype=dtype) - self.center.astype(dtype)
+            self._tensor = torch.from_numpy(block).to(device)
+
+    def __call__(self):
+        if self._tensor is not None:
+            yield 0, self.n_rows, self._tensor
+            return
+        for start, stop in self.X.blocks(self.block_size):
+            block = self.X.block(start, stop).astype(self.dtype)
+            block -= self.center.astype(self.dtype)
+            yield start, stop, torch.from_numpy(block).to(self.device)
+
+    def fold_moments(self, masks):
+        """``(mean, scale)`` of each mask's rows (centred space), shape (m, d)."""
+        n_masks = masks.shape[0]
+        total = np.zeros((n_masks, self.n_features))
+        square = np.zeros((n_masks, self.n_features))
+        for start, stop, block in self():
+            block = block.cpu().numpy().astype(np.float64)
+            m = masks[:, start:stop].astype(np.float64)
+            total += m @ block
+            square += m @ (block * block)
+        count = masks.sum(axis=1, keepdims=True)
+        mean = total / count
+        var = np.maximum(square / count - mean * mean, 0.0)
+        std = np.sqrt(var)
+        # StandardScaler's rule: a constant column keeps scale 1.
+        scale = np.where(
+            std < 10 * np.finfo(np.float64).eps * (1 + np.abs(mean)), 1, std
+        )
+        return mean, scale
+
+
+def _mean(X, block_size):
+    total = np.zeros(X.n_features)
+    for start, stop in X.blocks(block_size):
+        total += X.block(start, stop).astype(np.float64).sum(axis=0)
+    return total / X.n_rows
+
+
+# -- the estimator ----------------------------------------------------------------
+class LinearProbeCV(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe with ``C`` chosen by cross-validation, batched.
+
+    The probe counterpart of ``LogisticRegressionCV(solver="lbfgs")``: every
+    (fold, C) problem is fitted together, in one batched L-BFGS run in torch
+    (weights of shape ``(problems, features, classes)``, one matrix product per
+    step for all of them), on the CPU or a GPU. Each problem keeps its own
+    L-BFGS history, line search and stopping test, so the result of each is
+    the one it would have alone. Then, as ``LogisticRegressionCV``, the ``C``
+    with the best mean score over folds is refitted on all rows.
+
+    The objective is sklearn's: ``C * sum_i s_i * loss_i + ||W||^2 / 2`` with
+    the intercept not penalised, the multinomial (softmax) loss for several
+    classes and one logit (sigmoid) for two, ``s_i`` the class weight of row
+    ``i``. With ``standardize=True`` (the default), the features are
+    standardised with each training fold's mean and standard deviation, as
+    ``make_pipeline(StandardScaler(), LogisticRegression(C=C))`` does, and
+    ``W`` is penalised in that space; ``coef_`` is given in the raw feature
+    space.
+
+    ``X`` may be read lazily (a numpy memmap, an h5py or zarr dataset, a
+    :class:`skvlm.store.StoreFeatures`): it is then read ``batch_size`` rows
+    at a time at every loss evaluation, so memory stays one block of rows
+    plus the weights.
+
+    Parameters
+    ----------
+    Cs : int or array-like of float, default=10
+        Inverse regularisation strengths; an int ``n`` stands for
+        ``np.logspace(-4, 4, n)``, as in ``LogisticRegressionCV``.
+    cv : int, cross-validation generator or iterable, default=None
+        The folds; None is 5-fold ``StratifiedKFold``, as in
+        ``LogisticRegressionCV``.
+    scoring : str, callable or None, default=None
+        The scorer that chooses ``C``; None is accuracy.
+    refit : bool, default=True
+        Refit on all rows with the best ``C``. With False, ``coef_`` is the
+        mean of the folds' coefficients at each fold's best ``C`` and ``C_``
+        the mean of those ``C`` (``LogisticRegressionCV``'s rule).
+    class_weight : dict, "balanced" or None, default=None
+        Weight of each class in the loss; "balanced" is computed on all of
+        ``y`` (as ``LogisticRegressionCV`` does).
+    fit_intercept : bool, default=True
+        Fit an (unpenalised) intercept.
+    standardize : bool, default=True
+        Standardise each fold with its training rows' statistics (constant
+        features keep scale 1). False is ``LogisticRegressionCV`` on raw
+        features.
+    max_iter : int, default=100
+        L-BFGS iterations per problem, as ``LogisticRegression.max_iter``.
+    tol : float, default=1e-4
+        A problem stops when no entry of its gradient exceeds ``tol`` in
+        absolute value (the loss averaged over the training rows, as sklearn
+        scales it), or its objective no longer changes.
+    batch_size : int, default=4096
+        Rows per matrix product (and per read of a lazily read ``X``).
+    n_jobs : int or None, default=None
+        Torch's CPU threads during ``fit`` (set, then restored; -1 is every
+        core). None uses one
+        thread when each step's matrix product is small (below about 67
+        million multiply-adds, e.g. a few hundred rows), where thread start-up
+        costs more than it saves, and torch's setting otherwise. Unused on a
+        GPU.
+    device : str, default="auto"
+        Torch device: "auto" picks cuda, then mps, then cpu.
+    random_state : int, RandomState instance or None, default=None
+        Unused by the deterministic solver; accepted so that a search or a
+        pipeline can set it everywhere. The folds come from ``cv``.
+    verbose : int, default=0
+        Print one line per batched run when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    Cs_ : ndarray of shape (n_Cs,)
+    C_ : float
+        The chosen ``C``.
+    scores_ : ndarray of shape (n_folds, n_Cs)
+        The score of each fold's test rows at each ``C``.
+    coefs_paths_ : ndarray of shape (n_folds, n_Cs, n_outputs, n_dof)
+        The coefficients (raw feature space) of each problem, intercept last
+        when fitted (``n_dof = n_features + fit_intercept``); ``n_outputs`` is
+        1 for a binary problem. As the non-legacy
+        ``LogisticRegressionCV.coefs_paths_`` without its l1-ratio axis.
+    n_iter_ : ndarray of shape (n_folds, n_Cs)
+        L-BFGS iterations of each problem.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,)
+        When ``X`` had string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegressionCV : The same search, one problem at a time.
+    skvlm.classifiers.LinearProbeClassifier : One probe (Adam or L-BFGS, or an MLP).
+
+    Notes
+    -----
+    Computation is in ``X``'s dtype (float32 features train in float32, as on a
+    GPU); in float64 the results equal ``LogisticRegressionCV``'s to the
+    solvers' tolerance. Where sklearn warm-starts each ``C`` from the previous
+    one, every problem here starts from zero, so that they can run together.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skvlm.classifiers import LinearProbeCV
+    >>> X, y = load_iris(return_X_y=True)
+    >>> probe = LinearProbeCV(Cs=[0.01, 1.0, 100.0], cv=3, device="cpu").fit(X, y)
+    >>> probe.scores_.shape, probe.coef_.shape
+    ((3, 3), (3, 4))
+    >>> float(probe.C_) in (0.01, 1.0, 100.0)
+    True
+    >>> probe.score(X, y) > 0.9
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "Cs": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set()), callable, str, None],
+        "refit": ["boolean"],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "fit_intercept": ["boolean"],
+        "standardize": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        Cs=10,
+        *,
+        cv=None,
+        scoring=None,
+        refit=True,
+        class_weight=None,
+        fit_intercept=True,
+        standardize=True,
+        max_iter=100,
+        tol=1e-4,
+        batch_size=4096,
+        n_jobs=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.Cs = Cs
+        self.cv = cv
+        self.scoring = scoring
+        self.refit = refit
+        self.class_weight = class_weight
+        self.fit_intercept = fit_intercept
+        self.standardize = standardize
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Fit every (fold, C) problem at once, choose ``C``, refit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features, in memory or lazily read.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : LinearProbeCV
+        """
+        validate_parameters(self)
+        X, y = self._check_data(X, y, reset=True)
+        self.classes_, y_index = self._check_targets(y)
+        self.Cs_ = self._check_Cs()
+        folds = list(
+            check_cv(self.cv, y, classifier=True).split(np.zeros((len(y), 1)), y)
+        )
+        result = fit_folds(
+            X,
+            y_index,
+            len(self.classes_),
+            [train for train, _ in folds],
+            self.Cs_,
+            row_weights=self._row_weights(y),
+            fit_intercept=self.fit_intercept,
+            standardize=self.standardize,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            batch_size=self.batch_size,
+            device=resolve_device(self.device),
+            n_jobs=self.n_jobs,
+        )
+        n_folds, n_cs = len(folds), len(self.Cs_)
+        coefs = result.coefs.reshape(n_folds, n_cs, *result.coefs.shape[1:])
+        self.coefs_paths_ = coefs if self.fit_intercept else coefs[..., :-1]
+        self.n_iter_ = result.n_iter.reshape(n_folds, n_cs)
+        self.scores_ = self._fold_scores(X, y, folds, coefs)
+        best = int(np.argmax(self.scores_.mean(axis=0)))
+        if self.refit:
+            self.C_ = float(self.Cs_[best])
+            final = fit_folds(
+                X,
+                y_index,
+                len(self.classes_),
+                [np.arange(X.n_rows)],
+                np.array([self.C_]),
+                row_weights=self._row_weights(y),
+                fit_intercept=self.fit_intercept,
+                standardize=self.standardize,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                batch_size=self.batch_size,
+                device=resolve_device(self.device),
+                n_jobs=self.n_jobs,
+            )
+            coef = final.coefs[0]
+            n_iter = np.concatenate([self.n_iter_.ravel(), final.n_iter])
+            converged = np.concatenate([result.converged, final.converged])
+        else:
+            per_fold = np.argmax(self.scores_, axis=1)
+            self.C_ = float(np.mean(self.Cs_[per_fold]))
+            coef = np.mean([coefs[f, c] for f, c in enumerate(per_fold)], axis=0)
+            n_iter, converged = self.n_iter_.ravel(), result.converged
+        self.coef_, self.intercept_ = coef[:, :-1], coef[:, -1].copy()
+        if not converged.all():
+            warnings.warn(
+                f"LinearProbeCV: {int((~converged).sum())} of {converged.size} "
+                f"problems reached max_iter={self.max_iter} L-BFGS iterations "
+                f"(the most took {int(n_iter.max())}) before tol was met; raise "
+                "max_iter (a nearly separable problem at a large C converges "
+                "slowly), or drop the largest Cs.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        if self.verbose:
+            print(
+                f"LinearProbeCV: {n_folds} folds x {n_cs} Cs in one batch, "
+                f"iterations median {int(np.median(self.n_iter_))}; C_={self.C_:g}"
+            )
+        return self
+
+    def _check_data(self, X, y, reset):
+        if not is_lazy(X):
+            X, y = validate_data(
+                self, X, y, dtype=(np.float64, np.float32), reset=reset
+            )
+            return MemoryArray(X), y
+        X = LazyArray(X)
+        y = column_or_1d(y, warn=True)
+        if y.shape[0] != X.n_rows:
+            raise ValueError(
+                f"X has {X.n_rows} rows and y has {y.shape[0]} labels; give one "
+                "label per row."
+            )
+        self.n_features_in_ = X.n_features
+        self.__dict__.pop("feature_names_in_", None)
+        return X, y
+
+    def _check_targets(self, y):
+        check_classification_targets(y)
+        target_type = type_of_target(y)
+        if target_type not in ("binary", "multiclass"):
+            raise ValueError(
+                f"LinearProbeCV supports binary and multiclass targets; y is "
+                f"{target_type!r}. Pass one label per row."
+            )
+        classes, y_index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                "LinearProbeCV needs at least 2 classes in y; got only one class "
+                f"({classes[0]!r}). Give rows of two classes or more."
+            )
+        return classes, y_index
+
+    def _check_Cs(self):
+        if isinstance(self.Cs, Integral):
+            return np.logspace(-4, 4, self.Cs)
+        Cs = np.asarray(self.Cs, dtype=np.float64).ravel()
+        if Cs.size == 0 or not np.all(np.isfinite(Cs)) or np.any(Cs <= 0):
+            raise ValueError(
+                f"Cs must be an int or a non-empty list of positive floats; got "
+                f"{self.Cs!r}."
+            )
+        return Cs
+
+    def _row_weights(self, y):
+        if self.class_weight is None:
+            return None
+        if isinstance(self.class_weight, dict):
+            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(
+                    f"class_weight has keys {sorted(unknown, key=str)} that are not "
+                    f"classes of y ({self.classes_.tolist()}); key it by class label."
+                )
+        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        return per_class[np.searchsorted(self.classes_, y)]
+
+    def _fold_scores(self, X, y, folds, coefs):
+        n_folds, n_cs = coefs.shape[:2]
+        scores = np.empty((n_folds, n_cs))
+        scorer = None if self.scoring is None else check_scoring(self, self.scoring)
+        for f, (_, test) in enumerate(folds):
+            X_test = X.rows(np.sort(test))
+            y_test = y[np.sort(test)]
+            for c in range(n_cs):
+                coef = coefs[f, c]
+                if scorer is None:
+                    z = X_test @ coef[:, :-1].T + coef[:, -1]
+                    index = z[:, 0] > 0 if z.shape[1] == 1 else z.argmax(axis=1)
+                    scores[f, c] = np.mean(self.classes_[index.astype(int)] == y_test)
+                else:
+                    scores[f, c] = scorer(self._shell(coef), X_test, y_test)
+        return scores
+
+    def _shell(self, coef):
+        """A fitted LogisticRegression holding ``coef`` (a scorer's estimator)."""
+        shell = LogisticRegression()
+        shell.classes_ = self.classes_
+        shell.coef_, shell.intercept_ = coef[:, :-1], coef[:, -1]
+        shell.n_features_in_ = coef.shape[1] - 1
+        return shell
+
+    # -------------------------------------------------------------- predict
+    def decision_function(self, X):
+        """Logits; 1-D (the logit of ``classes_[1]``) for a binary problem.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        if is_lazy(X):
+            X = LazyArray(X)
+            parts = [X.block(a, b) for a, b in X.blocks(self.batch_size)]
+            X = np.concatenate(parts) if parts else np.zeros((0, X.n_features))
+        else:
+            X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but LinearProbeCV is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        z = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_proba(self, X):
+        """Class probabilities (sigmoid for binary, softmax otherwise).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            p = expit(z)
+            return np.column_stack([1 - p, p])
+        return softmax(z, axis=1)
+
+    def predict(self, X):
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        z = self.decision_function(X)
+        index = (z > 0).astype(int) if z.ndim == 1 else z.argmax(axis=1)
+        return self.classes_[index]
+
+
+@contextlib.contextmanager
+def _threads(device, n_jobs, product):
+    """Torch's CPU threads for a fit: ``n_jobs``, or 1 for a small product."""
+    if device.type != "cpu" or (n_jobs is None and product >= _SMALL_PRODUCT):
+        yield
+        return
+    before = torch.get_num_threads()
+    if n_jobs is None:
+        n_threads = 1
+    else:  # sklearn's convention: -1 is every core, -2 all but one...
+        n_threads = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
+    torch.set_num_threads(max(1, int(n_threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- the batched fit of folds x Cs ---------------------------------------------------
+@dataclass
+class FoldsResult:
+    coefs: np.ndarray  # (n_problems, n_outputs, n_features + 1), raw space
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+
+def fit_folds(
+    X,
+    y_index,
+    n_classes,
+    train_sets,
+    Cs,
+    *,
+    row_weights=None,
+    fit_intercept=True,
+    standardize=True,
+    max_iter=100,
+    tol=1e-4,
+    batch_size=4096,
+    device="cpu",
+    n_jobs=None,
+):
+    """Fit the problems (train set ``f``, ``C``) for every f and C, in one batch.
+
+    Problem ``f * len(Cs) + c`` trains on the rows ``train_sets[f]`` with
+    ``Cs[c]``. ``X`` is a ``MemoryArray`` or ``LazyArray``; ``y_index`` holds
+    the class index of every row (a control task passes permuted ones).
+
+    Returns
+    -------
+    result : FoldsResult
+        Coefficients in the raw feature space, intercept last.
+    """
+    device = torch.device(device)
+    source_dtype = getattr(X.source, "dtype", None)
+    dtype = np.float32 if source_dtype == np.float32 else np.float64
+    rows = _Rows(X, dtype, device, batch_size, center=fit_intercept or standardize)
+    n_rows = X.n_rows
+    masks = np.zeros((len(train_sets), n_rows), dtype=bool)
+    for f, train in enumerate(train_sets):
+        masks[f, train] = True
+    if standardize:
+        mean, scale = rows.fold_moments(masks)
+    n_cs = len(Cs)
+    base = np.ones(n_rows) if row_weights is None else np.asarray(row_weights, float)
+    weights = np.repeat(masks * base, n_cs, axis=0)
+    penalty = 1.0 / (np.tile(Cs, len(train_sets)) * weights.sum(axis=1))
+    n_outputs = 1 if n_classes == 2 else n_classes
+
+    def tensor(values):
+        return torch.as_tensor(np.asarray(values, dtype=dtype), device=device)
+
+    objective = BatchedLogistic(
+        rows,
+        torch.as_tensor(np.asarray(y_index, dtype=np.int64), device=device),
+        tensor(weights),
+        tensor(penalty),
+        tensor(np.repeat(mean, n_cs, axis=0)) if standardize else None,
+        tensor(np.repeat(scale, n_cs, axis=0)) if standardize else None,
+        n_outputs,
+        fit_intercept,
+    )
+    theta = tensor(np.zeros((weights.shape[0], X.n_features + 1, n_outputs)))
+    product = min(batch_size, n_rows) * X.n_features * theta.shape[0] * n_outputs
+    with _threads(device, n_jobs, product):
+        result = batched_lbfgs(objective, theta, max_iter=max_iter, tol=tol)
+    every = torch.arange(weights.shape[0], device=device)
+    V, c = objective.effective(result.theta, every)
+    V = V.cpu().numpy().astype(np.float64)
+    c = c.cpu().numpy().astype(np.float64)
+    c = c - np.einsum("d,pdk->pk", rows.center, V)  # undo the global centring
+    theta_all = np.concatenate([V, c[:, None, :]], axis=1)
+    n_iter, converged = result.n_iter, result.converged
+    coefs = np.transpose(theta_all, (0, 2, 1))  # (problems, outputs, features + 1)
+    return FoldsResult(coefs, n_iter, converged)
