@@ -57,7 +57,8 @@ class VLMClassifierMixin(ClassifierMixin):
     ``classes_`` in ``fit``; ``_proba_link`` (``"softmax"`` or ``"sigmoid"``,
     see :func:`scores_to_proba`) says how scores become probabilities.
     :class:`~skvlm.classifiers.CLIPZeroShotClassifier` and
-    :class:`~skvlm.classifiers.VLMGenerativeClassifier` build on it.
+    :class:`~skvlm.classifiers.VLMGenerativeClassifier` and
+    :class:`~skvlm.tuning.VLMClassificationTuner` build on it.
 
     Rows of NaN scores (images that could not be read, under
     ``on_error="nan"``) stay NaN in ``decision_function`` and

@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -18,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from .._inputs import ImageInputMixin, as_items
 from .._sklearn_compat import Interval, StrOptions, fit_context
 from ..callbacks import check_callbacks, notify
-from ..classifiers import VLMGenerativeClassifier
+from ..classifiers import VLMClassifierMixin, VLMGenerativeClassifier
 from ..models import load_adapter
 from . import _run
 from ._batches import head_logits, load_head
@@ -42,7 +41,7 @@ from ._parts import family_parts
 from ._settings import DEPRECATED, PAPER_PRESET, check_extra_names, is_routed, resolve
 
 
-class VLMClassificationTuner(ImageInputMixin, ClassifierMixin, BaseEstimator):
+class VLMClassificationTuner(ImageInputMixin, VLMClassifierMixin, BaseEstimator):
     """Fine-tune a generative VLM on classification data, as the paper's fix does.
 
     Zhang et al. (2024) close most of the gap between generative VLMs and CLIP
@@ -621,34 +620,13 @@ USER: <image>
         return self
 
     # -- predict ---------------------------------------------------------------------
-    def decision_function(self, X):
-        """The head's logits, or the classifier's (calibrated) class scores.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        scores : ndarray of shape (n_images, n_classes)
-        """
-        check_is_fitted(self)
+    # decision_function and predict_proba (softmax) come from VLMClassifierMixin,
+    # the base of every skvlm classifier, through this method.
+    def _class_scores(self, X):
+        """The head's logits, or the classifier's (calibrated) class scores."""
         if self._strategy() == "head":
             return self._head_logits(X)
         return self.classifier_.decision_function(self._predict_input(X))
-
-    def predict_proba(self, X):
-        """Softmax of :meth:`decision_function` over the classes.
-
-        Parameters
-        ----------
-        X : collection of images
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, n_classes)
-        """
-        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X):
         """The predicted class of each image, by ``strategy``.

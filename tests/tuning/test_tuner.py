@@ -439,7 +439,7 @@ def test_strategy_head_needs_the_cross_entropy_objective(llava, images, tmp_path
     with pytest.raises(ValueError, match="lora__rank: not an argument"):
         _tuner(llava, tmp_path, lora__rank=4).fit(images, Y4)
     with pytest.raises(TypeError, match="unexpected parameters \\['lora_r'\\]"):
-        _tuner(llava, tmp_path, lora_r=4)
+        _tuner(llava, tmp_path, lora_r=4).fit(images, Y4)
 
 
 def test_predictions_go_through_the_generative_classifier(llava, images, tmp_path):
