@@ -56,7 +56,7 @@ class VLMClassifierMixin(ClassifierMixin):
     ``(n_images, n_classes)``, one column per entry of ``classes_``) and sets
     ``classes_`` in ``fit``; ``_proba_link`` (``"softmax"`` or ``"sigmoid"``,
     see :func:`scores_to_proba`) says how scores become probabilities.
-    :class:`~skvlm.classifiers.CLIPZeroShotClassifier` and
+    :class:`~skvlm.classifiers.CLIPZeroShotClassifier`,
     :class:`~skvlm.classifiers.VLMGenerativeClassifier` and
     :class:`~skvlm.tuning.VLMClassificationTuner` build on it.
 
