@@ -1,6 +1,7 @@
 """LinearProbeCV: equal to sklearn's LogisticRegressionCV / GridSearchCV on the same folds."""
 
 import warnings
+from inspect import signature
 
 import numpy as np
 import pytest
@@ -32,9 +33,9 @@ def _data(n_classes, n_samples=160, n_features=8, seed=0):
 def _sklearn_cv(X, y, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # l1_ratios, scoring defaults
-        return LogisticRegressionCV(
-            solver="lbfgs", use_legacy_attributes=False, **params
-        ).fit(X, y)
+        if "use_legacy_attributes" in signature(LogisticRegressionCV).parameters:
+            params["use_legacy_attributes"] = False  # sklearn 1.9: no legacy shapes
+        return LogisticRegressionCV(solver="lbfgs", **params).fit(X, y)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

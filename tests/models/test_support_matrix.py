@@ -70,6 +70,14 @@ def test_registered_stages_are_the_adapters(built, model_type):
 
 
 def test_committed_page_is_current():
+    import transformers
+
+    page = (ROOT / "docs" / "user_guide" / "support_matrix.rst").read_text()
+    if f"transformers ({transformers.__version__})" not in page:
+        pytest.skip(
+            "the page lists the model types of the locked transformers; this "
+            f"environment has {transformers.__version__} (make test-oldest/latest)"
+        )
     spec = importlib.util.spec_from_file_location(
         "support_matrix_script", ROOT / "scripts" / "support_matrix.py"
     )
