@@ -13,25 +13,26 @@ import io
 
 import matplotlib.pyplot as plt
 
-from skvlm import probe_layers
+from skvlm import VLMEmbeddingTransformer, probe_layers
 from skvlm.datasets import load_digit_images
 
 digits = load_digit_images(n_per_class=6, variation=0.3, random_state=0)
 report = probe_layers(
-    "skvlm/tiny-llava",
+    VLMEmbeddingTransformer("skvlm/tiny-llava", device="cpu", verbose=0),
     digits.images,
     digits.target,
     stages=("vision", "language"),
     poolings=("mean",),
     cv=3,
     random_state=0,
-    device="cpu",
 )
 print(report.best_params_)
 
 # %%
 # One row per site (stage, layer, pooling), with the cross-validated accuracy:
-report.results[["stage", "layer", "pooling", "mean_score", "std_score"]]
+report.results[
+    ["param_stage", "param_layer", "param_pooling", "mean_test_score", "std_test_score"]
+]
 
 # %%
 # The sweep as a plot: accuracy against depth, one line per stage and pooling.
