@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 
 from ._common import (
@@ -16,7 +15,6 @@ from ._common import (
     int_at_least,
     load_data,
     say,
-    verbosity,
 )
 
 
@@ -100,19 +98,10 @@ def run(args):
         batch_size=args.batch_size,
         device=args.device,
     )
-    if "transformer" in inspect.signature(probe_layers).parameters:
-        # probe_layers takes the estimator whose sites it searches
-        vlm = VLMEmbeddingTransformer(
-            model, **site, **verbosity(args, VLMEmbeddingTransformer)
-        )
-        report = probe_layers(vlm, X, y, **searched)
-    else:  # the older form: the model and the estimator's settings
-        report = probe_layers(
-            model, X, y, **searched, **site, **verbosity(args, probe_layers)
-        )
-    results = report.results
-    stage = "param_stage" if "param_stage" in results else "stage"
-    store.say(args, len(X), n_stages=results[stage].nunique())
+    # probe_layers takes the estimator whose sites it searches
+    vlm = VLMEmbeddingTransformer(model, **site, verbose=args.verbose)
+    report = probe_layers(vlm, X, y, **searched)
+    store.say(args, len(X), n_stages=report.results["param_stage"].nunique())
     paths = report.save(args.out)
     print(report.to_text())
     best = report.best_params_

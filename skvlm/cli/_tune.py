@@ -218,31 +218,6 @@ def recipe(args, model):
     return chosen
 
 
-def tuner_names(args, settings, tuner):
-    """The learning rate, epochs and LoRA size under the names ``tuner`` takes.
-
-    The shared vocabulary renames ``learning_rate`` / ``max_epochs`` /
-    ``lora_rank`` / ``lora_alpha`` to ``learning_rate_init`` / ``max_iter`` /
-    ``lora__r`` / ``lora__lora_alpha``; the older names stay one release, with
-    a deprecation warning the command should not show.
-    """
-    import inspect
-
-    if "learning_rate_init" in inspect.signature(tuner).parameters:
-        return {
-            "learning_rate_init": settings["learning_rate"],
-            "max_iter": settings["epochs"],
-            "lora__r": args.lora_rank,
-            "lora__lora_alpha": args.lora_alpha,
-        }
-    return {
-        "learning_rate": settings["learning_rate"],
-        "max_epochs": settings["epochs"],
-        "lora_rank": args.lora_rank,
-        "lora_alpha": args.lora_alpha,
-    }
-
-
 def check_generative(model):
     """Refuse, before any work, a model that cannot generate text."""
     from ..models import describe_sites
@@ -302,12 +277,15 @@ def run(args):
         class_names=dict(zip(classes, names, strict=True)),
         prompt=args.prompt,
         answer_template=settings["answer_template"],
-        **tuner_names(args, settings, VLMClassificationTuner),
+        learning_rate_init=settings["learning_rate"],
+        max_iter=settings["epochs"],
+        lora__r=args.lora_rank,
+        lora__lora_alpha=args.lora_alpha,
         batch_size=settings["batch_size"],
         output_dir=args.out,
         random_state=args.random_state,
         device=args.device,
-        **verbosity(args, VLMClassificationTuner),
+        verbose=args.verbose,
     ).fit(X_train, y[train])
     say(args, f"Comparing {model} with the tuned model on the held-out images.")
     pooling = None if args.probe_pooling == "none" else args.probe_pooling
