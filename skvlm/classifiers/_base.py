@@ -22,7 +22,10 @@ def scores_to_proba(scores, link="softmax"):
 
     Parameters
     ----------
-    scores : ndarray of shape (n_samples, n_classes)
+    scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
+        One column per class; or, for two classes, the positive class's logit
+        alone (as a linear probe's ``decision_function`` gives it), which
+        ``softmax`` reads as the scores ``[0, logit]``.
     link : {"softmax", "sigmoid"}, default="softmax"
         ``softmax``: over the classes (log-probabilities, CLIP's logits);
         ``sigmoid``: each score through the logistic function, then normalised
@@ -40,12 +43,17 @@ def scores_to_proba(scores, link="softmax"):
     array([[0.25, 0.75]])
     >>> scores_to_proba(np.zeros((1, 2)), link="sigmoid")
     array([[0.5, 0.5]])
+    >>> scores_to_proba(np.array([0.0]))
+    array([[0.5, 0.5]])
     """
     if link == "sigmoid":
         scores = expit(scores)
         return scores / scores.sum(axis=1, keepdims=True)
     if link != "softmax":
         raise ValueError(f"link must be 'softmax' or 'sigmoid', got {link!r}.")
+    if scores.ndim == 1:
+        positive = expit(scores)
+        return np.column_stack([1.0 - positive, positive])
     return softmax(scores, axis=1)
 
 

@@ -6,7 +6,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -22,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
 from . import _probe_training as training
+from ._base import scores_to_proba
 from ._lazy_array import LazyArray, MemoryArray, is_lazy
 from ._probe_rows import check_float32_range
 from ._probe_training import ACTIVATIONS, activate
@@ -823,11 +823,7 @@ class LinearProbeClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Rows sum to 1, columns follow ``classes_``.
         """
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            positive = expit(scores)
-            return np.column_stack([1.0 - positive, positive])
-        return softmax(scores, axis=1)
+        return scores_to_proba(self.decision_function(X))
 
     def predict(self, X):
         """Most probable class of each row.

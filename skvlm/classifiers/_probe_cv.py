@@ -21,7 +21,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -33,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .._sklearn_compat import Interval, StrOptions, validate_parameters
 from ..models import resolve_device
+from ._base import scores_to_proba
 from ._lazy_array import LazyArray, MemoryArray, is_lazy
 
 # Below this many multiply-adds per matrix product a CPU fit runs on one thread:
@@ -687,11 +687,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        z = self.decision_function(X)
-        if z.ndim == 1:
-            p = expit(z)
-            return np.column_stack([1 - p, p])
-        return softmax(z, axis=1)
+        return scores_to_proba(self.decision_function(X))
 
     def predict(self, X):
         """The most probable class of each row.
