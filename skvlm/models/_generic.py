@@ -38,6 +38,9 @@ from ._traits import family_traits, resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
+# The processor's name for the images' pixels (Video-LLaVA's tells images from
+# videos).
+_PIXEL_KEYS = ("pixel_values", "pixel_values_images")
 
 
 def _image_token_id(config):
@@ -176,7 +179,7 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
 
     def _views(self, batch):
         """Rows of the tower's input per image, and that input."""
-        pixels = batch["pixel_values"]
+        pixels = next(batch[key] for key in _PIXEL_KEYS if key in batch)
         n_images = batch["input_ids"].shape[0]
         views = self.traits.views
         if views == "anyres":

@@ -104,12 +104,37 @@ _PACKED = "packed: patches of all images in one sequence"
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
+    "fuyu": Traits(
+        unsupported=dict.fromkeys(
+            ("vision", "projector", "language", "generative", "tuner"),
+            "FuyuProcessor puts the image in front of every prompt itself, so a "
+            "prompt holds no placeholder skvlm can check",
+        )
+    ),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
+    "gemma4": Traits(
+        images="nested",
+        unsupported={
+            "vision": "its tower takes the images cut into patches beforehand, "
+            "with patch positions, not (images, channels, height, width)"
+        },
+    ),
+    # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
+    "glm4v_moe": Traits(
+        views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
+    ),
+    "got_ocr2": Traits(
+        unsupported={
+            "vision": "its SAM tower's blocks give (height, width, channels) maps "
+            "in windows, not token sequences"
+        }
+    ),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
     "llava_next": Traits(views="anyres"),
+    "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
     "mistral3": Traits(views="packed"),
     "mllama": Traits(
@@ -123,9 +148,24 @@ TRAITS = {
     ),
     "qwen2_5_vl": Traits(views="packed"),
     "qwen2_vl": Traits(views="packed"),
+    "ovis2": Traits(
+        unsupported={
+            "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
+            "after the blocks, so its blocks do not give the tower's own states"
+        }
+    ),
+    "paddleocr_vl": Traits(views="packed"),
     "qwen3_5": Traits(views="packed", cache="recompute"),
+    "qwen3_5_moe": Traits(views="packed", cache="recompute"),
     "qwen3_vl": Traits(views="packed"),
     "qwen3_vl_moe": Traits(views="packed"),
+    "shieldgemma2": Traits(
+        unsupported=dict.fromkeys(
+            ("vision", "projector", "language", "generative", "tuner"),
+            "ShieldGemma2Processor turns each image into one prompt per safety "
+            "policy and ignores the prompt given, so its rows are not the images",
+        )
+    ),
     "smolvlm": Traits(images="nested"),
 }
 
@@ -135,6 +175,7 @@ _VISION_NAMES = (
     "model.visual",
     "model.vision_model",
     "model.vision_encoder",
+    "model.image_tower",
     "vision_tower",
     "vision_model",
 )
@@ -142,6 +183,7 @@ _BLOCK_NAMES = (
     "vision_model.encoder.layers",
     "encoder.layers",
     "encoder.layer",
+    "transformer.encoder.layers",
     "transformer.layers",
     "blocks",
     "layers",
@@ -156,6 +198,9 @@ _PROJECTOR_NAMES = (
     "model.aligner",
     "model.mm_projector",
     "model.image_newline",
+    "model.projector",
+    "model.embed_vision",
+    "model.visual_embeddings_table",
     "multi_modal_projector",
 )
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")

@@ -16,6 +16,7 @@ from functools import partial
 
 from . import _encoders as enc
 from . import _families as fam
+from . import _families_claimed as claimed
 from . import _generative as gen
 from . import _vision as vis
 
@@ -104,3 +105,8 @@ TINY_MODELS = {
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
 }
+# The families built from a recipe (skvlm.testing.make_tiny_vlm).
+TINY_MODELS.update(
+    (name, TinyModel(claimed.builder(name), "vlm", recipe.stages, recipe.classifiers))
+    for name, recipe in claimed.CLAIMED_RECIPES.items()
+)

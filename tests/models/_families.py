@@ -42,6 +42,7 @@ from skvlm.testing import (
     random_images,
 )
 
+from ._families_claimed import CLAIMED_ROWS
 from ._references import (
     CHAT_PROMPTS,
     PROMPTS,
@@ -460,4 +461,18 @@ NEW_FAMILIES = [
         images=QWEN_IMAGES,
     ),
 ]
+
+
+def _claimed(name, *, build, tower, images=None, **kwargs):
+    return _new(
+        name,
+        build,
+        tower=tower and _first(*tower.split(".")),
+        images=QWEN_IMAGES if images == "qwen" else None,
+        marks=(NUMPY_COPY_WARNING,),
+        **kwargs,
+    )
+
+
+NEW_FAMILIES += [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

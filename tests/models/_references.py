@@ -573,7 +573,7 @@ def generic_reference(
                 if projector
                 else None
             )
-            pixels = inputs["pixel_values"]
+            pixels = inputs.get("pixel_values", inputs.get("pixel_values_images"))
             if tower is not None:  # a family whose vision stage skvlm offers
                 pixels = pixels.reshape(-1, *pixels.shape[-3:])
                 vision = tower(model)(pixel_values=pixels, output_hidden_states=True)

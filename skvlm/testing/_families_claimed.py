@@ -1,0 +1,531 @@
+"""Tiny checkpoints of the image-text-to-text families the generic adapter claims.
+
+One builder, :func:`make_tiny_vlm`, reads a short :class:`Recipe` per model
+type: the family's own config class with every sub-config at its defaults,
+shrunk to toy sizes (:data:`SMALL`: every size key the sub-config has), the
+family's processor class over an offline word-level tokenizer that holds the
+family's special tokens, and a PIL image processor (the family's own where
+transformers has one, else one whose outputs the model takes). A recipe names
+only what differs from that common recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+
+from ._generative import _merge, _save, _tokenizer
+
+__all__ = ["CLAIMED_RECIPES", "Recipe", "builder", "make_tiny_vlm"]
+
+#: Toy sizes; a sub-config takes those of its keys that it has.
+SMALL = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=512,
+    image_size=32,
+    patch_size=8,
+    depth=3,
+    embed_dim=32,
+    num_heads=4,
+    out_hidden_size=32,
+    projection_dim=32,
+    num_experts=4,
+    num_local_experts=4,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    hidden_size_per_layer_input=8,
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a family's tiny checkpoint needs beyond the common recipe.
+
+    Attributes
+    ----------
+    image_processor : tuple
+        ``(class name, kwargs)`` of the PIL image processor.
+    named : dict
+        ``tokenizer attribute -> token`` (``{"image_token": "<image>"}``):
+        special tokens the processor reads off the tokenizer by name.
+    specials : tuple of str
+        More special tokens (chat markers, image boundaries).
+    ids : dict
+        ``config key -> token`` whose id the config stores.
+    bos, eos, pad : str or None
+        The tokenizer's own special tokens.
+    processor : dict
+        Keyword arguments of the processor class.
+    template : str or None
+        The chat template (None: prompts are ``"<image>\\n<prompt>"``).
+    config : dict
+        Overrides of the config; sub-config dicts merge key by key into the
+        shrunk defaults.
+    video : dict or None
+        The video processor's saved config, for processors that own one.
+    parts : dict
+        ``processor argument -> transformers class name`` of other
+        sub-processors (an audio feature extractor), built with defaults.
+    stages : tuple of str
+        The stages skvlm offers for the family (the others say why in
+        :data:`skvlm.models.TRAITS`), all compared with HF by the family tests.
+    classifiers : bool
+        Whether the family tests run the generative classifier and the tuner.
+    """
+
+    image_processor: tuple
+    named: dict = field(default_factory=dict)
+    specials: tuple = ()
+    ids: dict = field(default_factory=dict)
+    bos: str | None = None
+    eos: str | None = "</s>"
+    pad: str = "<pad>"
+    processor: dict = field(default_factory=dict)
+    template: str | None = None
+    config: dict = field(default_factory=dict)
+    video: dict | None = None
+    parts: dict = field(default_factory=dict)
+    stages: tuple = ("vision", "projector", "language")
+    classifiers: bool = True
+
+
+def _chatml(image):
+    return (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+        "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+        + image
+        + "\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+CHATML = ("<|im_start|>", "<|im_end|>")
+_SQUARE = {"size": {"height": 32, "width": 32}}
+
+_QWEN_PIXELS = {
+    "patch_size": 8,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "size": {"shortest_edge": 32 * 32, "longest_edge": 64 * 64},
+}
+_QWEN_SPECIALS = (
+    *CHATML,
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+_QWEN_IDS = dict(
+    image_token_id="<|image_pad|>",
+    video_token_id="<|video_pad|>",
+    vision_start_token_id="<|vision_start|>",
+)
+_QWEN_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+_GLM_SPECIALS = (
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|video|>",
+    "<|user|>",
+    "<|assistant|>",
+)
+GLM_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+    "<|begin_of_image|><|image|><|end_of_image|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+    "{{ BOI }}{% elif item['type'] == 'text' %}{{ item['text'] | trim }}"
+    "{% endif %}{% endfor %}{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+_LLAVA_TOKENS = dict(
+    bos="<s>",
+    processor=dict(
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    ),
+)
+_CLIP_PIXELS = (
+    "CLIPImageProcessorPil",
+    {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}},
+)
+_CLIP_TOWER = dict(
+    model_type="clip_vision_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+)
+
+_NO_VISION = ("projector", "language")  # TRAITS says why
+
+#: One recipe per model type, sorted.
+CLAIMED_RECIPES = {
+    "aria": Recipe(
+        # Aria's processor resizes to 980 px: patches of 140 px give 7 x 7
+        ("AriaImageProcessorPil", dict(split_image=False)),
+        named={"image_token": "<|img|>"},
+        specials=CHATML,
+        ids={"image_token_id": "<|img|>"},
+        processor=dict(size_conversion={980: 4}),
+        template=_chatml("<|img|>"),
+        config=dict(
+            projector_patch_to_query_dict={49: 4},
+            vision_config=dict(image_size=980, patch_size=140),
+            text_config=dict(
+                moe_num_experts=4,
+                moe_topk=2,
+                moe_num_shared_experts=1,
+                moe_intermediate_size=32,
+            ),
+        ),
+    ),
+    "deepseek_vl": Recipe(
+        ("DeepseekVLImageProcessorPil", dict(_SQUARE, min_size=8)),
+        named={"image_token": "<image_placeholder>"},
+        bos="<s>",
+        ids={"image_token_id": "<image_placeholder>"},
+        processor=dict(num_image_tokens=16),
+    ),
+    "gemma4": Recipe(
+        # 70 soft tokens (its fewest), each pooled from 3 x 3 patches of 4 px
+        (
+            "Gemma4ImageProcessorPil",
+            dict(patch_size=4, max_soft_tokens=70, pooling_kernel_size=3),
+        ),
+        processor=dict(image_seq_length=70),
+        parts={"feature_extractor": "Gemma4AudioFeatureExtractor"},
+        config=dict(
+            vision_config=dict(
+                model_type="gemma4_vision",
+                patch_size=4,
+                pooling_kernel_size=3,
+                position_embedding_size=64,
+            ),
+            text_config=dict(sliding_window=16),
+        ),
+        named={
+            "boi_token": "<start_of_image>",
+            "image_token": "<image_soft_token>",
+            "eoi_token": "<end_of_image>",
+            "audio_token": "<audio_soft_token>",
+            "boa_token": "<start_of_audio>",
+            "eoa_token": "<end_of_audio>",
+        },
+        specials=("<start_of_turn>", "<end_of_turn>", "model"),
+        bos="<bos>",
+        eos="<eos>",
+        ids={
+            "image_token_id": "<image_soft_token>",
+            "boi_token_id": "<start_of_image>",
+            "eoi_token_id": "<end_of_image>",
+        },
+        template=GEMMA_TEMPLATE.replace("BOI", "'<image_soft_token>'"),
+        stages=_NO_VISION,
+    ),
+    "glm4v_moe": Recipe(
+        ("Glm4vImageProcessorPil", _QWEN_PIXELS),
+        specials=_GLM_SPECIALS,
+        eos="<|endoftext|>",
+        pad="<|pad|>",
+        ids=dict(
+            image_token_id="<|image|>",
+            video_token_id="<|video|>",
+            image_start_token_id="<|begin_of_image|>",
+            image_end_token_id="<|end_of_image|>",
+            video_start_token_id="<|begin_of_video|>",
+            video_end_token_id="<|end_of_video|>",
+        ),
+        template=GLM_TEMPLATE,
+        config=dict(
+            text_config=dict(
+                rope_parameters=dict(_QWEN_ROPE, partial_rotary_factor=1.0),
+                n_shared_experts=1,
+                first_k_dense_replace=1,
+                n_group=1,
+                topk_group=1,
+            ),
+            vision_config=dict(spatial_merge_size=2, temporal_patch_size=2),
+        ),
+        video={"video_processor_type": "Glm4vVideoProcessor", **_QWEN_PIXELS},
+        stages=_NO_VISION,
+    ),
+    "got_ocr2": Recipe(
+        # 256 image tokens per image, fixed by its processor: a 32 x 32 patch
+        # grid that its two stride-2 convolutions bring to 16 x 16
+        ("GotOcr2ImageProcessorPil", {"size": {"height": 512, "width": 512}}),
+        specials=(*CHATML, "<img>", "</img>", "<imgpad>"),
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        ids={"image_token_id": "<imgpad>"},
+        config=dict(
+            vision_config=dict(
+                output_channels=16,
+                window_size=4,
+                global_attn_indexes=[],
+                mlp_dim=64,
+                image_size=512,
+                patch_size=8,
+            ),
+        ),
+        stages=_NO_VISION,
+    ),
+    "llava_next_video": Recipe(
+        (
+            "LlavaNextImageProcessorPil",
+            dict(_CLIP_PIXELS[1], image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]]),
+        ),
+        specials=("<image>", "<video>"),
+        ids={"image_token_id": "<image>", "video_token_id": "<video>"},
+        config=dict(
+            vision_config=_CLIP_TOWER,
+            image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
+            vision_feature_layer=-2,
+        ),
+        video={"video_processor_type": "LlavaNextVideoVideoProcessor"},
+        **_LLAVA_TOKENS,
+    ),
+    "ovis2": Recipe(
+        ("Ovis2ImageProcessorPil", dict(_SQUARE, crop_to_patches=False)),
+        specials=(
+            *CHATML,
+            "<image>",
+            "<IMG_START>",
+            "<IMG_ATOM>",
+            "<IMG_GRID>",
+            "<IMG_COL>",
+            "<IMG_ROW>",
+            "<IMG_END>",
+        ),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<IMG_ATOM>",
+            "visual_indicator_token_ids": [
+                "<IMG_START>",
+                "<IMG_GRID>",
+                "<IMG_COL>",
+                "<IMG_ROW>",
+                "<IMG_END>",
+            ],
+        },
+        processor=dict(image_seq_length=4),
+        template=_chatml("<image>"),
+        config=dict(hidden_size=32, vision_config=dict(vocab_size=64, hidden_stride=2)),
+        stages=_NO_VISION,
+    ),
+    "paddleocr_vl": Recipe(
+        ("PaddleOCRVLImageProcessorPil", dict(_QWEN_PIXELS, temporal_patch_size=1)),
+        named={"image_token": "<|IMAGE_PLACEHOLDER|>"},
+        specials=("<|IMAGE_START|>", "<|IMAGE_END|>"),
+        bos="<s>",
+        ids={
+            "image_token_id": "<|IMAGE_PLACEHOLDER|>",
+            "vision_start_token_id": "<|IMAGE_START|>",
+        },
+        config=dict(text_config=dict(rope_parameters=_QWEN_ROPE)),
+        stages=_NO_VISION,
+    ),
+    "qwen3_5_moe": Recipe(
+        ("Qwen2VLImageProcessorPil", _QWEN_PIXELS),
+        specials=_QWEN_SPECIALS,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        ids=_QWEN_IDS,
+        template=_chatml("<|vision_start|><|image_pad|><|vision_end|>"),
+        config=dict(
+            text_config=dict(
+                rope_parameters=_QWEN_ROPE,
+                layer_types=["linear_attention", "linear_attention", "full_attention"],
+                linear_conv_kernel_dim=4,
+                linear_key_head_dim=8,
+                linear_value_head_dim=8,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                shared_expert_intermediate_size=32,
+            ),
+            vision_config=dict(
+                spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64
+            ),
+        ),
+        video={"video_processor_type": "Qwen3VLVideoProcessor", **_QWEN_PIXELS},
+        stages=_NO_VISION,
+    ),
+    "video_llava": Recipe(
+        (
+            "VideoLlavaImageProcessor",
+            dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        ),
+        specials=("<image>", "<video>"),
+        ids={"image_token_id": "<image>", "video_token_id": "<video>"},
+        config=dict(vision_config=_CLIP_TOWER, vision_feature_layer=-2),
+        **_LLAVA_TOKENS,
+    ),
+}
+
+
+def _tokenizer_for(recipe):
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = list(dict.fromkeys([*recipe.named.values(), *recipe.specials]))
+    base = _tokenizer(
+        tokens,
+        bos=recipe.bos,
+        eos=recipe.eos,
+        pad=recipe.pad,
+        padding_side="left",
+    )
+    if not recipe.named:
+        return base
+    return PreTrainedTokenizerFast(
+        tokenizer_object=base.backend_tokenizer,
+        bos_token=base.bos_token,
+        eos_token=base.eos_token,
+        pad_token=base.pad_token,
+        unk_token=base.unk_token,
+        padding_side=base.padding_side,
+        extra_special_tokens=dict(recipe.named),
+    )
+
+
+def _processor_for(model_type, recipe, tokenizer):
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    from ..models import MissingVideoProcessor, without_video_processor
+
+    name, kwargs = recipe.image_processor
+    image_processor = getattr(transformers, name)(**kwargs)
+    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    parameters = inspect.signature(cls.__init__).parameters
+    extra = dict(recipe.processor)
+    extra.update(
+        {key: getattr(transformers, name)() for key, name in recipe.parts.items()}
+    )
+    if "video_processor" in parameters:
+        cls = without_video_processor(cls)
+        extra["video_processor"] = MissingVideoProcessor()
+    if recipe.template is not None:
+        extra["chat_template"] = recipe.template
+    return cls(image_processor=image_processor, tokenizer=tokenizer, **extra)
+
+
+def _shrunk(sub):
+    """The sub-config's type and the toy sizes of the keys it has."""
+    out = {"model_type": sub.model_type}
+    for key, value in SMALL.items():
+        if key in sub.to_dict():
+            out[key] = value
+    return out
+
+
+def _config_kwargs(config_cls, recipe, tokenizer, overrides):
+    from transformers import CONFIG_MAPPING
+
+    default = config_cls()
+    kwargs = {}
+    for key in getattr(config_cls, "sub_configs", {}):
+        sub = getattr(default, key, None)
+        wanted = recipe.config.get(key, {}).get("model_type")
+        if wanted is not None and getattr(sub, "model_type", None) != wanted:
+            sub = CONFIG_MAPPING[wanted]()  # another tower than the default's
+        if sub is not None and hasattr(sub, "to_dict"):
+            kwargs[key] = _shrunk(sub)
+    text = kwargs.get("text_config")
+    specials = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if text is not None:
+        text.update(specials)
+        if "vocab_size_per_layer_input" in default.text_config.to_dict():
+            text["vocab_size_per_layer_input"] = len(tokenizer)
+    else:
+        kwargs.update(specials)
+    ids = tokenizer.convert_tokens_to_ids
+    kwargs.update({key: ids(token) for key, token in recipe.ids.items()})
+    if "vocab_size" in config_cls().to_dict():
+        kwargs["vocab_size"] = len(tokenizer)
+    return _merge(_merge(kwargs, recipe.config), overrides)
+
+
+def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
+    """Build the tiny checkpoint of an image-text-to-text family from its recipe.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (created if missing).
+    model_type : str
+        A key of :data:`CLAIMED_RECIPES`.
+    seed : int, default=0
+        Seed of the random init: the same seed gives the same weights.
+    **overrides
+        Keyword arguments of the family's config class, replacing the tiny
+        defaults; sub-config dicts merge key by key.
+
+    Returns
+    -------
+    path : Path
+        The directory, holding config, weights, processor and tokenizer.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoConfig
+    >>> from skvlm.testing import make_tiny_vlm
+    >>> path = make_tiny_vlm(tempfile.mkdtemp(), "got_ocr2")
+    >>> AutoConfig.from_pretrained(path).text_config.hidden_size
+    32
+    """
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    if model_type not in CLAIMED_RECIPES:
+        raise ValueError(
+            f"model_type={model_type!r} has no tiny recipe; choose one of "
+            f"{sorted(CLAIMED_RECIPES)}."
+        )
+    recipe = CLAIMED_RECIPES[model_type]
+    tokenizer = _tokenizer_for(recipe)
+    processor = _processor_for(model_type, recipe, tokenizer)
+    config_cls = CONFIG_MAPPING[model_type]
+    config = config_cls(**_config_kwargs(config_cls, recipe, tokenizer, overrides))
+    model_cls = getattr(
+        transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type]
+    )
+    path = _save(path, model_cls, config, processor, seed)
+    if recipe.video is not None:
+        from ._generative import _add_video_config
+
+        _add_video_config(path, recipe.video)
+    return path
+
+
+@functools.cache
+def builder(model_type):
+    """``build(path) -> path`` of ``model_type``'s tiny checkpoint (one object per type)."""
+    return functools.partial(make_tiny_vlm, model_type=model_type)

@@ -1,0 +1,29 @@
+"""The rows of the families built from a recipe (``skvlm.testing.make_tiny_vlm``).
+
+Per model type, what the HF reference (``_references.generic_reference``) needs:
+the path of the vision tower (None where skvlm offers no vision stage),
+whether the processor takes one image list per prompt, whether the tower's
+tokens start with a CLS, and the images (sizes chosen so that batches pad).
+"""
+
+from skvlm.testing import TINY_MODELS
+
+#: model type -> keyword arguments of ``_families._new``
+_ROWS = {
+    "aria": dict(tower="model.vision_tower"),
+    "deepseek_vl": dict(tower="model.vision_model", placeholder="<image_placeholder>"),
+    "gemma4": dict(tower=None, nested=True),
+    "glm4v_moe": dict(tower=None, images="qwen"),
+    "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
+    "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
+    "ovis2": dict(tower=None),
+    "paddleocr_vl": dict(
+        tower=None, images="qwen", placeholder="<|IMAGE_PLACEHOLDER|>"
+    ),
+    "qwen3_5_moe": dict(tower=None, images="qwen"),
+    "video_llava": dict(tower="model.image_tower", has_cls=True),
+}
+CLAIMED_ROWS = {
+    name: dict(row, build=TINY_MODELS[name].build, stages=TINY_MODELS[name].stages)
+    for name, row in _ROWS.items()
+}
