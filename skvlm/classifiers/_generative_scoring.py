@@ -102,7 +102,15 @@ def _language_call(adapter):
 
 
 def _uses_mrope(adapter):
-    return hasattr(getattr(adapter.model, "model", None), "rope_deltas")
+    """Whether the language model takes M-RoPE positions (3 rows per token).
+
+    A model that keeps ``rope_deltas`` but whose rotary embedding has no
+    ``mrope_section`` (EXAONE 4.5: 1-D positions) does not.
+    """
+    if not hasattr(getattr(adapter.model, "model", None), "rope_deltas"):
+        return False
+    rope = getattr(adapter.model.config.get_text_config(), "rope_parameters", None)
+    return not isinstance(rope, dict) or "mrope_section" in rope
 
 
 def _kv(cache):

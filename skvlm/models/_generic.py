@@ -168,8 +168,12 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         images = list(images)
         if self.traits.images == "nested":
             images = [[image] for image in images]
+        extra = {}
+        if "mm_token_type_ids" in inspect.signature(self.base.forward).parameters:
+            # M-RoPE needs them; some processors return them only when asked
+            extra["return_mm_token_type_ids"] = True
         batch = self.processor(
-            images=images, text=texts, return_tensors="pt", padding=True
+            images=images, text=texts, return_tensors="pt", padding=True, **extra
         )
         batch = {k: v for k, v in dict(batch).items() if k != "labels"}
         return _to_device(batch, self.device, self.dtype)

@@ -167,6 +167,23 @@ TRAITS = {
         )
     ),
     "smolvlm": Traits(images="nested"),
+    "cosmos3_edge": Traits(views="packed"),
+    "exaone4_5": Traits(views="packed"),
+    "hyperclovax_vision_v2": Traits(views="packed"),
+    "llava_onevision1_5": Traits(views="packed"),
+    "qwen4_exp": Traits(
+        views="packed",
+        cache="recompute",
+        unsupported={
+            **dict.fromkeys(
+                ("language", "generative", "tuner"),
+                "its decoder blocks carry 4 residual streams (hyper-connections), "
+                "mixed into one only after the last block, so a block's output is "
+                "not a hidden state",
+            )
+        },
+    ),
+    "video_llama_3": Traits(views="packed"),
 }
 
 # Where transformers keeps each part, most common first.

@@ -178,8 +178,53 @@ _CLIP_TOWER = dict(
 
 _NO_VISION = ("projector", "language")  # TRAITS says why
 
+
+def _qwen_like(
+    image_processor="Qwen2VLImageProcessorPil", *, temporal=2, mrope=False, **kwargs
+):
+    """A family with Qwen2-VL's packed patches and special tokens.
+
+    ``temporal``: frames per patch (1 where the tower has no temporal patch);
+    ``mrope``: whether its language model takes M-RoPE positions.
+    """
+    pixels = dict(_QWEN_PIXELS, temporal_patch_size=temporal)
+    config = _merge(
+        dict(
+            text_config=dict(rope_parameters=_QWEN_ROPE) if mrope else {},
+            vision_config=dict(spatial_merge_size=2),
+        ),
+        kwargs.pop("config", {}),
+    )
+    if temporal > 1:
+        config["vision_config"]["temporal_patch_size"] = temporal
+    video = kwargs.pop("video", "Qwen2VLVideoProcessor")
+    return Recipe(
+        (image_processor, pixels),
+        **{
+            "specials": _QWEN_SPECIALS,
+            "eos": "<|im_end|>",
+            "pad": "<|endoftext|>",
+            "ids": dict(_QWEN_IDS, vision_end_token_id="<|vision_end|>"),
+            "template": _chatml("<|vision_start|><|image_pad|><|vision_end|>"),
+            "video": {"video_processor_type": video, **pixels},
+            "stages": _NO_VISION,
+            "config": config,
+            **kwargs,
+        },
+    )
+
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
+    "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
+    "exaone4_5": _qwen_like(),
+    "hyperclovax_vision_v2": _qwen_like(),
+    "llava_onevision1_5": _qwen_like(temporal=1),
+    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    "qwen4_exp": _qwen_like(
+        video="Qwen3VLVideoProcessor", stages=("projector",), classifiers=False
+    ),
+    "video_llama_3": _qwen_like("VideoLlama3ImageProcessorPil", temporal=1),
     "aria": Recipe(
         # Aria's processor resizes to 980 px: patches of 140 px give 7 x 7
         ("AriaImageProcessorPil", dict(split_image=False)),

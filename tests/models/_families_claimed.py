@@ -22,6 +22,18 @@ _ROWS = {
     ),
     "qwen3_5_moe": dict(tower=None, images="qwen"),
     "video_llava": dict(tower="model.image_tower", has_cls=True),
+    # Qwen2-VL's processing: packed patches, no vision stage
+    **dict.fromkeys(
+        [
+            "cosmos3_edge",
+            "exaone4_5",
+            "hyperclovax_vision_v2",
+            "llava_onevision1_5",
+            "qwen4_exp",
+            "video_llama_3",
+        ],
+        dict(tower=None, images="qwen"),
+    ),
 }
 CLAIMED_ROWS = {
     name: dict(row, build=TINY_MODELS[name].build, stages=TINY_MODELS[name].stages)

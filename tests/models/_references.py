@@ -551,11 +551,15 @@ def generic_reference(
             )
         else:
             text = f"{placeholder}\n{prompt}"
+        extra = {}
+        if "mm_token_type_ids" in inspect.signature(model.model.forward).parameters:
+            extra["return_mm_token_type_ids"] = True
         inputs = dict(
             processor(
                 images=[[image]] if nested else [image],
                 text=[text],
                 return_tensors="pt",
+                **extra,
             )
         )
         inputs.pop("labels", None)

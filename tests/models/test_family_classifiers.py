@@ -123,10 +123,11 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         changed = {k for k in base if not torch.equal(base[k], tuned[k])}
         assert changed, train
         # the vision tower never trains (train_vision=False)
-        # (Qwen's merger and Gemma's embed_vision project, under "vision" names)
+        # (projectors under "vision" names: Qwen's merger, Gemma's embed_vision,
+        # HyperCLOVA X's vision_projector)
+        projects = ("merger", "embed_vision", "projector")
         assert not any(
-            "vision" in k and "merger" not in k and "embed_vision" not in k
-            for k in changed
+            "vision" in k and not any(p in k for p in projects) for k in changed
         ), train
 
 
