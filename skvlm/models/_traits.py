@@ -120,6 +120,7 @@ TRAITS = {
         },
     ),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
+    "glm46v": Traits(views="packed"),
     "glm4v_moe": Traits(
         views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
     ),
@@ -129,6 +130,13 @@ TRAITS = {
             "in windows, not token sequences"
         }
     ),
+    "granite_docling": Traits(
+        unsupported={
+            "vision": "its processor cuts a page into padded tiles of "
+            "(images, tiles, C, H, W) with a pixel mask, not yet read by skvlm"
+        }
+    ),
+    "hunyuan_vl": Traits(views="packed"),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
@@ -146,6 +154,7 @@ TRAITS = {
             "tuner": "its cross_attention_mask is not extended over the answer tokens",
         },
     ),
+    "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
     "qwen2_5_vl": Traits(views="packed"),
     "qwen2_vl": Traits(views="packed"),
     "ovis2": Traits(

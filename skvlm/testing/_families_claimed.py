@@ -214,8 +214,68 @@ def _qwen_like(
     )
 
 
+_GLM = dict(
+    specials=_GLM_SPECIALS,
+    eos="<|endoftext|>",
+    pad="<|pad|>",
+    ids=dict(
+        image_token_id="<|image|>",
+        video_token_id="<|video|>",
+        image_start_token_id="<|begin_of_image|>",
+        image_end_token_id="<|end_of_image|>",
+        video_start_token_id="<|begin_of_video|>",
+        video_end_token_id="<|end_of_video|>",
+    ),
+    template=GLM_TEMPLATE,
+    stages=_NO_VISION,
+)
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
+    "glm46v": Recipe(
+        ("Glm46VImageProcessorPil", _QWEN_PIXELS),
+        config=dict(
+            text_config=dict(
+                rope_parameters=dict(_QWEN_ROPE, partial_rotary_factor=1.0)
+            ),
+            vision_config=dict(spatial_merge_size=2, temporal_patch_size=2),
+        ),
+        video={"video_processor_type": "Glm46VVideoProcessor", **_QWEN_PIXELS},
+        **_GLM,
+    ),
+    "deepseek_vl_hybrid": Recipe(
+        (
+            "DeepseekVLHybridImageProcessorPil",
+            dict(_SQUARE, min_size=8, high_res_size={"height": 64, "width": 64}),
+        ),
+        named={"image_token": "<image_placeholder>"},
+        bos="<s>",
+        ids={"image_token_id": "<image_placeholder>"},
+        processor=dict(num_image_tokens=16),
+        config=dict(
+            high_res_vision_config=dict(
+                output_channels=16,
+                window_size=4,
+                global_attn_indexes=[1],
+                mlp_dim=64,
+                image_size=64,
+                patch_size=4,
+            ),
+        ),
+    ),
+    "qianfan_ocr": Recipe(
+        ("GotOcr2ImageProcessorPil", dict(_SQUARE, crop_to_patches=False)),
+        named={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+        },
+        specials=(*CHATML, "<image>"),
+        eos="<|im_end|>",
+        ids={"image_token_id": "<IMG_CONTEXT>"},
+        processor=dict(image_seq_length=4),
+        template=_chatml("<image>"),
+    ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
     "exaone4_5": _qwen_like(),
     "hyperclovax_vision_v2": _qwen_like(),

@@ -12,7 +12,12 @@ from skvlm.testing import TINY_MODELS
 _ROWS = {
     "aria": dict(tower="model.vision_tower"),
     "deepseek_vl": dict(tower="model.vision_model", placeholder="<image_placeholder>"),
+    "deepseek_vl_hybrid": dict(
+        tower="model.vision_model", placeholder="<image_placeholder>"
+    ),
     "gemma4": dict(tower=None, nested=True),
+    "glm46v": dict(tower=None, images="qwen"),
+    "qianfan_ocr": dict(tower="model.vision_tower", has_cls=True),
     "glm4v_moe": dict(tower=None, images="qwen"),
     "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),

@@ -124,8 +124,8 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         assert changed, train
         # the vision tower never trains (train_vision=False)
         # (projectors under "vision" names: Qwen's merger, Gemma's embed_vision,
-        # HyperCLOVA X's vision_projector)
-        projects = ("merger", "embed_vision", "projector")
+        # HyperCLOVA X's vision_projector, DeepSeek-VL's aligner)
+        projects = ("merger", "embed_vision", "projector", "aligner")
         assert not any(
             "vision" in k and not any(p in k for p in projects) for k in changed
         ), train
