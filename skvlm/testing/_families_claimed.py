@@ -230,8 +230,31 @@ _GLM = dict(
     stages=_NO_VISION,
 )
 
+_TILES = dict(_SQUARE, crop_to_patches=True, min_patches=1, max_patches=4)
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
+    # Cohere's own image processor needs torchvision: GOT-OCR2's PIL one cuts
+    # the same tiles (32 px, up to 4, plus a thumbnail)
+    "cohere2_vision": Recipe(
+        # patch_size: Cohere's image processor's name for tokens per tile side
+        ("GotOcr2ImageProcessorPil", dict(_TILES, patch_size=2)),
+        named={
+            "boi_token": "<|START_OF_IMG|>",
+            "eoi_token": "<|END_OF_IMG|>",
+            "image_token": "<|IMG_PATCH|>",
+            "img_line_break_token": "<|IMG_LINE_BREAK|>",
+        },
+        specials=("<image>",),
+        bos="<BOS_TOKEN>",
+        eos="<EOS_TOKEN>",
+        ids={"image_token_id": "<|IMG_PATCH|>"},
+        config=dict(
+            downsample_factor=2,
+            vision_config=dict(model_type="siglip_vision_model"),
+            text_config=dict(sliding_window=16),
+        ),
+    ),
     "glm46v": Recipe(
         ("Glm46VImageProcessorPil", _QWEN_PIXELS),
         config=dict(

@@ -11,6 +11,7 @@ from skvlm.testing import TINY_MODELS
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
     "aria": dict(tower="model.vision_tower"),
+    "cohere2_vision": dict(tower="model.vision_tower", placeholder="<|IMG_PATCH|>"),
     "deepseek_vl": dict(tower="model.vision_model", placeholder="<image_placeholder>"),
     "deepseek_vl_hybrid": dict(
         tower="model.vision_model", placeholder="<image_placeholder>"
