@@ -68,7 +68,8 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model.vision_model
+        # a vision-only checkpoint (clip_vision_model) is the tower itself
+        self.tower = getattr(model, "vision_model", model)
         self.vision_config = getattr(model.config, "vision_config", model.config)
         projection = getattr(model, "visual_projection", None)
         self.stages = ("vision", "projector") if projection is not None else ("vision",)
@@ -164,7 +165,7 @@ class SiglipAdapter(CLIPAdapter):
 
     def __init__(self, model, processor):
         Adapter.__init__(self, model, processor)
-        self.tower = model.vision_model
+        self.tower = getattr(model, "vision_model", model)  # or vision-only
         self.vision_config = getattr(model.config, "vision_config", model.config)
         self.stages = ("vision", "projector") if self._has_pooler() else ("vision",)
 

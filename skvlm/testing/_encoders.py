@@ -9,6 +9,9 @@ its family's tokenizer class built offline (XLM-R's Unigram, BERT's WordPiece).
 
 from __future__ import annotations
 
+from functools import partial
+
+from ._families_claimed import CLAIMED_ENCODERS, make_tiny_vision_encoder
 from ._tokenizer import BASE_WORDS, make_tokenizer
 from ._vision import TEXT, VISION, _save, _seeded
 
@@ -272,6 +275,11 @@ _BUILDERS = {
     "swin": lambda: _swin(1),
     "swinv2": lambda: _swin(2),
 }
+# The vision-only towers built from the common recipe (_families_claimed).
+_BUILDERS.update(
+    {t: partial(make_tiny_vision_encoder, t) for t in sorted(CLAIMED_ENCODERS)}
+)
+TESTED_ENCODER_TYPES += tuple(sorted(CLAIMED_ENCODERS))
 
 
 def make_tiny_encoder(path, model_type, *, seed=0):

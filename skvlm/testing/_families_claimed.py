@@ -657,3 +657,35 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
 def builder(model_type):
     """``build(path) -> path`` of ``model_type``'s tiny checkpoint (one object per type)."""
     return functools.partial(make_tiny_vlm, model_type=model_type)
+
+
+# -- vision encoders the vision adapters claim ---------------------------------------
+#: model type -> (PIL image processor, config overrides) of a tiny vision encoder:
+#: the type's own config class at :data:`SMALL` sizes, saved with ``AutoModel``.
+CLAIMED_ENCODERS = {
+    "beit": ("BeitImageProcessorPil", {}),
+    "chinese_clip_vision_model": ("ChineseCLIPImageProcessorPil", {}),
+    "clip_vision_model": ("CLIPImageProcessorPil", {}),
+    "data2vec-vision": ("BeitImageProcessorPil", {"use_mean_pooling": True}),
+    "deit": ("DeiTImageProcessorPil", {}),
+    "dinov2_with_registers": ("BitImageProcessorPil", {"num_register_tokens": 2}),
+    "siglip_vision_model": ("SiglipImageProcessorPil", {}),
+}
+_CROP = {"height": 32, "width": 32}
+
+
+def make_tiny_vision_encoder(model_type):
+    """``(model, image processor)`` of a :data:`CLAIMED_ENCODERS` type."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name, overrides = CLAIMED_ENCODERS[model_type]
+    config_cls = CONFIG_MAPPING[model_type]
+    config = config_cls(**{**_shrunk(config_cls()), **overrides})
+    model = getattr(transformers, MODEL_MAPPING_NAMES[model_type])(config)
+    kwargs = {"size": dict(_CROP)}
+    processor_cls = getattr(transformers, name)
+    if "crop_size" in processor_cls().to_dict():
+        kwargs["crop_size"] = dict(_CROP)
+    return model.eval(), processor_cls(**kwargs)

@@ -105,7 +105,9 @@ TINY_MODELS = {
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
 }
-# The families built from a recipe (skvlm.testing.make_tiny_vlm).
+# The families built from a recipe (skvlm.testing.make_tiny_vlm), and the
+# vision towers built the same way (make_tiny_encoder).
+TINY_MODELS.update((t, _encoder(t, "vision")) for t in claimed.CLAIMED_ENCODERS)
 TINY_MODELS.update(
     (name, TinyModel(claimed.builder(name), "vlm", recipe.stages, recipe.classifiers))
     for name, recipe in claimed.CLAIMED_RECIPES.items()

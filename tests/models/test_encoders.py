@@ -34,10 +34,25 @@ KINDS = {
     "swinv2": (None, False, False),
     "hiera": (None, False, False),
     "align": (None, False, True),
+    # the vision-only towers of _families_claimed (DeiT adds a distillation token)
+    "beit": (1, True, False),
+    "chinese_clip_vision_model": (1, True, False),
+    "clip_vision_model": (1, True, False),
+    "data2vec-vision": (1, True, False),
+    "deit": (2, True, False),
+    "dinov2_with_registers": (3, True, False),
+    "siglip_vision_model": (0, False, False),
 }
 #: the adapter family serving each type, where it is not the type itself
 FAMILIES = {
     "aimv2_vision_model": "aimv2",
+    "beit": "vision-encoder",
+    "chinese_clip_vision_model": "chinese_clip",
+    "clip_vision_model": "clip",
+    "data2vec-vision": "vision-encoder",
+    "deit": "vision-encoder",
+    "dinov2_with_registers": "vision-encoder",
+    "siglip_vision_model": "siglip",
     "convnextv2": "convnext",
     "swinv2": "swin",
 }
@@ -83,7 +98,7 @@ class Reference:
             _np(h.flatten(2).transpose(1, 2) if h.dim() == 4 else h)
             for h in out.hidden_states
         ]
-        self.pooler = _np(out.pooler_output)
+        self.pooler = None if out.pooler_output is None else _np(out.pooler_output)
         self.n_prefix, self.has_cls, _ = KINDS[model_type]
 
     def pool(self, layer, pooling):
@@ -160,6 +175,10 @@ def test_vision_sites_equal_hf(encoders, model_type):
                 atol=1e-5,
                 err_msg=f"pooling={pooling!r} batch_size={batch_size}",
             )
+    if ref.pooler is None:  # no pooling layer (Data2Vec-Vision's default)
+        with pytest.raises(ValueError, match="pooling='pooler' is not available"):
+            _vlm(ref, "vision", pooling="pooler").fit_transform(images)
+        return
     for batch_size in (1, 4):
         got = _vlm(ref, "vision", pooling="pooler", batch_size=batch_size)
         np.testing.assert_allclose(
