@@ -26,7 +26,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
         ],
-        "._families_claimed": ["CLAIMED_RECIPES", "make_tiny_vlm"],
+        "._families_claimed": ["CLAIMED_RECIPES", "Recipe", "make_tiny_vlm"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

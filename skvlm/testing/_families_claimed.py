@@ -78,6 +78,12 @@ class Recipe:
         :data:`skvlm.models.TRAITS`), all compared with HF by the family tests.
     classifiers : bool
         Whether the family tests run the generative classifier and the tuner.
+
+    Examples
+    --------
+    >>> from skvlm.testing import CLAIMED_RECIPES
+    >>> CLAIMED_RECIPES["deepseek_vl"].image_processor[0]
+    'DeepseekVLImageProcessorPil'
     """
 
     image_processor: tuple
@@ -622,7 +628,7 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
     >>> import tempfile
     >>> from transformers import AutoConfig
     >>> from skvlm.testing import make_tiny_vlm
-    >>> path = make_tiny_vlm(tempfile.mkdtemp(), "got_ocr2")
+    >>> path = make_tiny_vlm(tempfile.mkdtemp(), "deepseek_vl")
     >>> AutoConfig.from_pretrained(path).text_config.hidden_size
     32
     """
@@ -655,7 +661,14 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
 
 @functools.cache
 def builder(model_type):
-    """``build(path) -> path`` of ``model_type``'s tiny checkpoint (one object per type)."""
+    """``build(path) -> path`` of ``model_type``'s tiny checkpoint (one object per type).
+
+    Examples
+    --------
+    >>> from skvlm.testing._families_claimed import builder
+    >>> builder("aria") is builder("aria")
+    True
+    """
     return functools.partial(make_tiny_vlm, model_type=model_type)
 
 
@@ -675,7 +688,15 @@ _CROP = {"height": 32, "width": 32}
 
 
 def make_tiny_vision_encoder(model_type):
-    """``(model, image processor)`` of a :data:`CLAIMED_ENCODERS` type."""
+    """``(model, image processor)`` of a :data:`CLAIMED_ENCODERS` type.
+
+    Examples
+    --------
+    >>> from skvlm.testing._families_claimed import make_tiny_vision_encoder
+    >>> model, processor = make_tiny_vision_encoder("deit")
+    >>> type(model).__name__, model.config.hidden_size
+    ('DeiTModel', 32)
+    """
     import transformers
     from transformers import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
