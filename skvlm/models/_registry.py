@@ -133,9 +133,7 @@ def _freeze(value):
         return repr(value)
 
 
-def load_adapter(
-    model, *, device="auto", dtype="auto", model_kwargs=None, verbose=0
-):
+def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None, verbose=0):
     """Load ``model`` (once per process) and wrap it in its family's adapter.
 
     Every estimator and tool of skvlm loads through here, so all get the same

@@ -121,6 +121,7 @@ TRAITS = {
     ),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm46v": Traits(views="packed"),
+    "glm5_next": Traits(views="packed"),
     "glm4v_moe": Traits(
         views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
     ),
@@ -163,6 +164,7 @@ TRAITS = {
             "after the blocks, so its blocks do not give the tower's own states"
         }
     ),
+    "ovis2_5": Traits(views="packed"),
     "paddleocr_vl": Traits(views="packed"),
     "qwen3_5": Traits(views="packed", cache="recompute"),
     "qwen3_5_moe": Traits(views="packed", cache="recompute"),

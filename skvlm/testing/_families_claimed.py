@@ -305,6 +305,24 @@ CLAIMED_RECIPES = {
         processor=dict(image_seq_length=4),
         template=_chatml("<image>"),
     ),
+    "ovis2_5": _qwen_like(
+        "Ovis2_5ImageProcessorPil",
+        temporal=1,
+        template=_chatml("<|image_pad|>"),  # the processor adds the boundaries
+        named={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "image_start_token": "<|vision_start|>",
+            "image_end_token": "<|vision_end|>",
+            "video_start_token": "<|video_start|>",
+            "video_end_token": "<|video_end|>",
+        },
+        ids=dict(
+            _QWEN_IDS,
+            image_start_token_id="<|vision_start|>",
+            image_end_token_id="<|vision_end|>",
+        ),
+    ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
     "exaone4_5": _qwen_like(),
     "hyperclovax_vision_v2": _qwen_like(),

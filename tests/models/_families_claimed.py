@@ -35,6 +35,7 @@ _ROWS = {
             "exaone4_5",
             "hyperclovax_vision_v2",
             "llava_onevision1_5",
+            "ovis2_5",
             "qwen4_exp",
             "video_llama_3",
         ],
