@@ -51,6 +51,17 @@ def _image_token_id(config):
     return None
 
 
+def _saved_processor_class(path, revision=None):
+    """The ``processor_class`` the checkpoint's processor config names."""
+    import json
+
+    from transformers.utils import cached_file
+
+    file = cached_file(path, "processor_config.json", revision=revision)
+    with open(file, encoding="utf-8") as handle:
+        return json.load(handle)["processor_class"]
+
+
 class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
 
@@ -91,7 +102,10 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         from transformers import PROCESSOR_MAPPING, AutoConfig
 
         config = AutoConfig.from_pretrained(path)
-        name = PROCESSOR_MAPPING[type(config)].__name__
+        if type(config) in PROCESSOR_MAPPING:
+            name = PROCESSOR_MAPPING[type(config)].__name__
+        else:  # a sub-model type (Qwen2.5-Omni's thinker): the saved class
+            name = _saved_processor_class(path, revision)
         return load_processor_without_video(
             path, name, revision=revision, model_kwargs=model_kwargs
         )

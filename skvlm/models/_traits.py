@@ -166,6 +166,8 @@ TRAITS = {
     ),
     "ovis2_5": Traits(views="packed"),
     "paddleocr_vl": Traits(views="packed"),
+    "qwen2_5_omni_thinker": Traits(views="packed"),
+    "qwen3_omni_moe_thinker": Traits(views="packed"),
     "qwen3_5": Traits(views="packed", cache="recompute"),
     "qwen3_5_moe": Traits(views="packed", cache="recompute"),
     "qwen3_vl": Traits(views="packed"),

@@ -78,6 +78,8 @@ class Recipe:
         :data:`skvlm.models.TRAITS`), all compared with HF by the family tests.
     classifiers : bool
         Whether the family tests run the generative classifier and the tuner.
+    processor_class : str or None
+        The processor class, where transformers maps none to the model type.
 
     Examples
     --------
@@ -100,6 +102,7 @@ class Recipe:
     parts: dict = field(default_factory=dict)
     stages: tuple = ("vision", "projector", "language")
     classifiers: bool = True
+    processor_class: str | None = None
 
 
 def _chatml(image):
@@ -236,6 +239,22 @@ _GLM = dict(
     stages=_NO_VISION,
 )
 
+_OMNI_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+_OMNI_AUDIO = dict(
+    d_model=32,
+    encoder_layers=1,
+    encoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    output_dim=32,
+)
 _TILES = dict(_SQUARE, crop_to_patches=True, min_patches=1, max_patches=4)
 
 #: One recipe per model type, sorted.
@@ -321,6 +340,47 @@ CLAIMED_RECIPES = {
             _QWEN_IDS,
             image_start_token_id="<|vision_start|>",
             image_end_token_id="<|vision_end|>",
+        ),
+    ),
+    # the thinkers (text out) of Qwen2.5-Omni and Qwen3-Omni, audio encoder at toy size
+    "qwen2_5_omni_thinker": _qwen_like(
+        processor_class="Qwen2_5OmniProcessor",
+        parts={"feature_extractor": "WhisperFeatureExtractor"},
+        named=_OMNI_TOKENS,
+        ids=dict(
+            image_token_index="<|IMAGE|>",
+            video_token_index="<|VIDEO|>",
+            audio_token_index="<|AUDIO|>",
+            vision_start_token_id="<|vision_bos|>",
+            vision_end_token_id="<|vision_eos|>",
+            audio_start_token_id="<|audio_bos|>",
+            audio_end_token_id="<|audio_eos|>",
+        ),
+        template=_chatml("<|vision_bos|><|IMAGE|><|vision_eos|>"),
+        mrope=True,
+        config=dict(
+            vision_config=dict(window_size=16, fullatt_block_indexes=[2]),
+            audio_config=_OMNI_AUDIO,
+        ),
+    ),
+    "qwen3_omni_moe_thinker": _qwen_like(
+        processor_class="Qwen3OmniMoeProcessor",
+        parts={"feature_extractor": "WhisperFeatureExtractor"},
+        named=_OMNI_TOKENS,
+        ids=dict(
+            image_token_id="<|IMAGE|>",
+            video_token_id="<|VIDEO|>",
+            audio_token_id="<|AUDIO|>",
+            vision_start_token_id="<|vision_bos|>",
+            audio_start_token_id="<|audio_bos|>",
+        ),
+        template=_chatml("<|vision_bos|><|IMAGE|><|vision_eos|>"),
+        mrope=True,
+        config=dict(
+            vision_config=dict(
+                num_position_embeddings=64, deepstack_visual_indexes=[1]
+            ),
+            audio_config=dict(_OMNI_AUDIO, downsample_hidden_size=16),
         ),
     ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
@@ -566,7 +626,9 @@ def _processor_for(model_type, recipe, tokenizer):
 
     name, kwargs = recipe.image_processor
     image_processor = getattr(transformers, name)(**kwargs)
-    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    cls = getattr(
+        transformers, recipe.processor_class or PROCESSOR_MAPPING_NAMES[model_type]
+    )
     parameters = inspect.signature(cls.__init__).parameters
     extra = dict(recipe.processor)
     extra.update(

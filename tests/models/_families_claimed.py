@@ -36,6 +36,8 @@ _ROWS = {
             "hyperclovax_vision_v2",
             "llava_onevision1_5",
             "ovis2_5",
+            "qwen2_5_omni_thinker",
+            "qwen3_omni_moe_thinker",
             "qwen4_exp",
             "video_llama_3",
         ],
