@@ -1,0 +1,60 @@
+"""The families built from recipes: what they cannot offer says why, as the matrix does.
+
+Their stages, classifiers and tuner run in the shared family tests
+(``test_vlm_families.py``, ``test_family_classifiers.py``); here, each stage a
+family cannot offer is refused when asked for, naming the family, the stage
+and the reason that ``support_matrix()`` gives.
+"""
+
+import re
+
+import pandas as pd
+import pytest
+
+from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import VLMGenerativeClassifier
+from skvlm.models import support_matrix
+from skvlm.testing import TINY_MODELS, make_tiny_vlm
+
+from ._families import NUMPY_COPY_WARNING
+from ._families_claimed import CLAIMED_ROWS
+
+STAGES = ("vision", "projector", "language")
+REFUSED = [
+    pytest.param(name, stage, id=f"{name}-{stage}", marks=NUMPY_COPY_WARNING)
+    for name in CLAIMED_ROWS
+    for stage in STAGES
+    if stage not in TINY_MODELS[name].stages
+]
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return support_matrix().set_index("model_type")
+
+
+@pytest.mark.parametrize("name, stage", REFUSED)
+def test_a_stage_it_cannot_offer_says_why(built, matrix, name, stage):
+    cell = matrix.loc[name, stage]
+    assert cell.startswith("unsupported: ")
+    reason = cell.removeprefix("unsupported: ")
+    X = pd.DataFrame({"image": built.images(name), "prompt": built.prompts(name)})
+    vlm = VLMEmbeddingTransformer(built.path(name), stage=stage, device="cpu")
+    with pytest.raises(
+        ValueError, match=rf"stage='{stage}'.*{name}.*{re.escape(reason)}"
+    ):
+        vlm.fit_transform(X if stage == "language" else X["image"])
+
+
+def test_a_family_without_language_stage_refuses_the_classifier(built, matrix):
+    assert matrix.loc["qwen4_exp", "generative"].startswith("unsupported: ")
+    clf = VLMGenerativeClassifier(
+        built.path("qwen4_exp"), class_names=["cat", "dog"], device="cpu"
+    )
+    with pytest.raises(ValueError, match="qwen4_exp"):
+        clf.fit(built.images("qwen4_exp")[:2], [0, 1])
+
+
+def test_unknown_type_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="no tiny recipe.*'aria'"):
+        make_tiny_vlm(tmp_path, "blip")
