@@ -22,6 +22,9 @@ overrides what cannot be derived.
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
   Pixtral); the family's own adapter (or none) unpacks them.
+- ``"crops"``: (images, crops, C, H, W) padded to the batch's most crops,
+  with per-crop patch masks (Phi-4-multimodal); the family's adapter reads
+  the real crops.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -64,7 +67,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed"}
+    views : {"rows", "tokens", "anyres", "packed", "crops"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -74,6 +77,11 @@ class Traits:
         linear layer there).
     cache : {"auto", "kv", "recompute"}
         What the probabilistic scorer does with the cache.
+    class_token : {"auto", "first", "last", "none"}
+        Where each view's class token sits in the tower's sequence
+        (``"auto"``: first, if the tower's embeddings have one). A ``"last"``
+        class token (Llama 4) is left out of ``mean``/``max``; ``cls`` is
+        offered for a first one only.
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
@@ -89,6 +97,7 @@ class Traits:
     placeholder: str | None = None
     lora_targets: tuple | None = None
     cache: str = "auto"
+    class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
 
 
@@ -109,6 +118,22 @@ TRAITS = {
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
+    "llama4": Traits(
+        views="tokens",
+        language="language_model.model",
+        lm_head="language_model.lm_head",
+        class_token="last",
+        # not the MoE router: a Linear that returns (scores, logits)
+        lora_targets=(
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ),
+    ),
     "llava_next": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
     "mistral3": Traits(views="packed"),
@@ -120,6 +145,21 @@ TRAITS = {
             "projector": "cross-attention: image features never enter the sequence",
             "tuner": "its cross_attention_mask is not extended over the answer tokens",
         },
+    ),
+    "phi4_multimodal": Traits(
+        vision="model.embed_tokens_extend.image_embed.img_processor",
+        projector=tuple(
+            f"model.embed_tokens_extend.image_embed.{name}"
+            for name in (
+                "img_projection_up",
+                "img_projection_down",
+                "global_img_feature_extensor",
+                "sub_img_feature_extensor",
+            )
+        ),
+        language="model",
+        views="crops",
+        lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qwen2_5_vl": Traits(views="packed"),
     "qwen2_vl": Traits(views="packed"),

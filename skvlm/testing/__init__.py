@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
         ],
+        "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
+from transformers.utils import is_torchvision_available
 
 from skvlm.testing import (
     make_tiny_aya_vision,
@@ -24,11 +25,13 @@ from skvlm.testing import (
     make_tiny_instructblip,
     make_tiny_internvl,
     make_tiny_janus,
+    make_tiny_llama4,
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
     make_tiny_mllama,
     make_tiny_paligemma,
+    make_tiny_phi4_multimodal,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -56,6 +59,7 @@ from ._references import (
     qwen_reference,
     vision_tower_reference,
 )
+from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -460,4 +464,33 @@ NEW_FAMILIES = [
         images=QWEN_IMAGES,
     ),
 ]
+
+# Families whose image processor transformers ships only with torchvision: their
+# cases skip here and run in the torchvision world (test_torchvision_families.py).
+NEEDS_TORCHVISION = pytest.mark.skipif(
+    not is_torchvision_available(),
+    reason="needs torchvision: runs in tests/models/test_torchvision_families.py",
+)
+TORCHVISION_FAMILIES = [
+    _new(
+        "llama4",
+        make_tiny_llama4,
+        tower=None,
+        reference=llama4_reference,
+        images=lambda: random_images(4, seed=5),  # 5, 3, 3 and 5 tiles
+        marks=(NEEDS_TORCHVISION,),
+    ),
+    _new(
+        "phi4_multimodal",
+        make_tiny_phi4_multimodal,
+        tower=None,
+        reference=phi4_multimodal_reference,
+        # 2, 1, 4 and 1 crops (3 of them with padded patches) plus a global view
+        images=lambda: random_images(
+            4, seed=5, sizes=((40, 100), (64, 64), (100, 130), (30, 64))
+        ),
+        marks=(NEEDS_TORCHVISION,),
+    ),
+]
+NEW_FAMILIES += TORCHVISION_FAMILIES
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}
