@@ -60,13 +60,13 @@ def _transformers_version():
     return transformers.__version__
 
 
-def _check_torchvision(path, exc):
+def _check_torchvision(path, exc, revision=None):
     """Raise the error that names torchvision, where that is why loading failed."""
     from transformers import AutoConfig
 
     if torchvision_available():
         return
-    model_type = AutoConfig.from_pretrained(path).model_type
+    model_type = AutoConfig.from_pretrained(path, revision=revision).model_type
     name = torchvision_only_image_processor(model_type)
     if name is not None:
         raise ImportError(
@@ -115,7 +115,7 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
                 path, revision=revision, model_kwargs=model_kwargs
             )
         except (ImportError, ValueError) as exc:
-            _check_torchvision(path, exc)
+            _check_torchvision(path, exc, revision)
             if not isinstance(exc, ImportError):
                 raise
             processor = None

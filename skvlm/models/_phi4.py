@@ -36,8 +36,6 @@ from ._base import Stack
 from ._chat import special_token_ids
 from ._generic import GenericImageTextAdapter
 
-_VIEW_KEYS = ("image_pixel_values", "image_attention_mask", "image_sizes")
-
 
 class Phi4MultimodalAdapter(GenericImageTextAdapter):
     """Phi-4-multimodal (``Phi4MultimodalForCausalLM``), images and text."""

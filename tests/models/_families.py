@@ -485,9 +485,10 @@ TORCHVISION_FAMILIES = [
         make_tiny_phi4_multimodal,
         tower=None,
         reference=phi4_multimodal_reference,
-        # 2, 1, 4 and 1 crops (3 of them with padded patches) plus a global view
+        # 2, 1, 1 and 1 crops plus a global view each; the first and third
+        # with padded patches, the second and fourth without
         images=lambda: random_images(
-            4, seed=5, sizes=((40, 100), (64, 64), (100, 130), (30, 64))
+            4, seed=5, sizes=((40, 100), (64, 64), (30, 64), (50, 50))
         ),
         marks=(NEEDS_TORCHVISION,),
     ),
