@@ -43,6 +43,7 @@ from ._chat import DEFAULT_PROMPT
 from ._encoders import _as_tokens
 from ._generic import GenericImageTextAdapter
 from ._traits import resolve_path
+from ._vision import _to_device
 
 
 class Florence2Adapter(GenericImageTextAdapter):
@@ -130,6 +131,19 @@ class Florence2Adapter(GenericImageTextAdapter):
 
     def format_prompts(self, prompts):
         return [self.format_prompt(p) for p in prompts]
+
+    def prepare(self, images, prompts=None):
+        prompts = [None] * len(images) if prompts is None else prompts
+        # Padded on the right whatever the tokenizer says: BART's learned
+        # positions count from the first token, padding included.
+        batch = self.processor(
+            images=list(images),
+            text=self.format_prompts(prompts),
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+        )
+        return _to_device(dict(batch), self.device, self.dtype)
 
     # -- stacks and forward passes ---------------------------------------------
     def stack(self, stage, batch):
