@@ -42,7 +42,6 @@ from ._base import Stack, language_masks
 from ._chat import DEFAULT_PROMPT
 from ._encoders import _as_tokens
 from ._generic import GenericImageTextAdapter
-from ._traits import resolve_path
 from ._vision import _to_device
 
 
@@ -64,8 +63,8 @@ class Florence2Adapter(GenericImageTextAdapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.family = "florence2"
-        stages = resolve_path(self.tower, "blocks")
-        self.vision_blocks = [block for stage in stages for block in stage]
+        # The traits' vision blocks are DaViT's stages, each a list of blocks.
+        self.vision_blocks = [block for stage in self.vision_blocks for block in stage]
         config = self.tower.config
         widths = [config.embed_dim[0]]
         for stage, depth in enumerate(config.depths):
