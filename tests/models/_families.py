@@ -8,7 +8,7 @@ each stage offers. Adding a family to skvlm means adding a row here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pytest
@@ -18,6 +18,7 @@ from skvlm.testing import (
     make_tiny_aya_vision,
     make_tiny_blip2,
     make_tiny_clip,
+    make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
     make_tiny_idefics2,
@@ -50,6 +51,7 @@ from ._references import (
     PROMPTS,
     blip2_reference,
     blip2_t5_reference,
+    florence2_reference,
     generic_reference,
     idefics_reference,
     instructblip_reference,
@@ -464,6 +466,19 @@ NEW_FAMILIES = [
         images=QWEN_IMAGES,
     ),
 ]
+# Florence-2: a hierarchical (DaViT) tower, no CLS and no token positions there
+NEW_FAMILIES.append(
+    replace(
+        _new(
+            "florence2", make_tiny_florence2, tower=None, reference=florence2_reference
+        ),
+        poolings={
+            "vision": ("mean", "max"),
+            "projector": PROJECTOR,
+            "language": LANGUAGE,
+        },
+    )
+)
 
 # Families whose image processor transformers ships only with torchvision: their
 # cases skip here and run in the torchvision world (test_torchvision_families.py).
