@@ -66,7 +66,10 @@ def test_family_cases_pass_with_torchvision(tmp_path):
     report = tmp_path / "junit.xml"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(WORLD), str(ROOT / "tests"), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(WORLD), str(ROOT / "tests"), str(ROOT)]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
     }
     child = subprocess.run(
         [
