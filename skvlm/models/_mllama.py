@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 
 from ..pooling import TokenMasks
-from ._base import LANGUAGE_POOLINGS, TOKEN_POOLINGS, Stack, pool_token_lists
+from ._base import LANGUAGE_POOLINGS, TOKEN_POOLINGS, Stack
 from ._generic import GenericImageTextAdapter
 from ._traits import resolve_path
 
@@ -48,7 +48,17 @@ _TILE_INPUTS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")
 
 
 class MllamaAdapter(GenericImageTextAdapter):
-    """Mllama (``MllamaForConditionalGeneration``); see the module doc."""
+    """Mllama (``MllamaForConditionalGeneration``); see the module doc.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_mllama
+    >>> adapter = load_adapter(make_tiny_mllama(tempfile.mkdtemp()), device="cpu")
+    >>> adapter.stages, adapter.n_layers("vision")  # 3 local + 2 global layers
+    (('vision', 'projector', 'language'), 6)
+    """
 
     family = "mllama"
     model_types = ("mllama",)
@@ -125,4 +135,7 @@ class MllamaAdapter(GenericImageTextAdapter):
         """Each image's cross-attention states over its valid tiles: (tokens_i, dim)."""
         states = self.tower(**{k: batch[k] for k in _TILE_INPUTS}).last_hidden_state
         states = self.projector(states)[:, 0]  # (prompts, tiles, patches, dim)
-        return [s[: int(n)].flatten(0, 1) for s, n in zip(states, self._tiles(batch))]
+        return [
+            s[: int(n)].flatten(0, 1)
+            for s, n in zip(states, self._tiles(batch), strict=True)
+        ]

@@ -86,11 +86,10 @@ def mllama_reference(path, images, prompts):
         max_tiles = inputs["pixel_values"].shape[2]
         dim = config.hidden_size
 
-        def valid(hidden):
-            tiles = hidden.reshape(max_tiles, -1, hidden.shape[-1])
-            return tiles[:n_tiles, :patches].reshape(-1, hidden.shape[-1])
-
-        states = [valid(h[0]) for h in states]
+        states = [
+            h[0].reshape(max_tiles, -1, h.shape[-1])[:n_tiles, :patches].flatten(0, 1)
+            for h in states
+        ]
         # what HF's own output says: the global encoder's last states, then
         # the intermediate local layers stacked on a last axis (entry i + 1 is
         # local layer i's output)

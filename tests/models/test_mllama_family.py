@@ -110,3 +110,30 @@ def test_training_rows_carry_the_cross_attention_mask_over_the_answer(built, ada
             want = hf.model(**alone, use_cache=False).logits[0, n - 1 : -1]
             got = logits[i, -len(answer) - 1 : -1]
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_vision_stops_early_and_neither_tower_stage_runs_the_language_model(
+    built, adapter
+):
+    model = adapter.model
+    tower = model.model.vision_model
+    ran, language = [], []
+    blocks = [*tower.transformer.layers, *tower.global_transformer.layers]
+    handles = [
+        block.register_forward_hook(lambda *args, i=i: ran.append(i))
+        for i, block in enumerate(blocks)
+    ]
+    handles.append(
+        adapter.language.register_forward_pre_hook(lambda *a: language.append(1))
+    )
+    images, prompts = built.images(NAME)[:2], built.prompts(NAME)[:2]
+    try:
+        _extract(adapter, images, prompts, "vision", [(1, "mean")])
+        assert ran == [0]  # entry 1: the first local layer only
+        ran.clear()
+        _extract(adapter, images, prompts, "projector", [(0, "mean")])
+        assert ran == list(range(len(blocks)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert language == []
