@@ -118,10 +118,9 @@ class MllamaAdapter(GenericImageTextAdapter):
             per_tile = hidden.shape[1] // max_tiles  # padded to a multiple of 8
             position = torch.arange(hidden.shape[1], device=hidden.device)
             tile, patch = position // per_tile, position % per_tile
-            valid = (tile[None] < tiles.to(hidden.device)[:, None]) & (patch < patches)[
-                None
-            ]
-            pooled = valid & (patch != 0)[None]
+            real_tile = tile[None] < tiles.to(hidden.device)[:, None]
+            valid = real_tile & (patch < patches)[None]  # no padding tile or patch
+            pooled = valid & (patch != 0)[None]  # each tile's CLS excluded
             return TokenMasks(valid=valid, pooled=pooled, has_cls=True)
 
         return Stack(blocks=self.vision_blocks, masks=masks)
