@@ -119,6 +119,8 @@ _PACKED = "packed: patches of all images in one sequence"
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
+    # BART encoder-decoder: its encoder and decoder blocks are both "layers"
+    "florence2": Traits(language="model.language_model"),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),

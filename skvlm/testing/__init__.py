@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
+        "._families_encdec": ["make_tiny_florence2"],
         "._families": [
             "make_tiny_aya_vision",
             "make_tiny_gemma3",

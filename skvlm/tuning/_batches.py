@@ -4,9 +4,13 @@ A generation row is the processor's ids of the formatted prompt (image tokens
 included), then the answer's ids and the end-of-sequence token; the loss reads
 the answer tokens only. Rows are left-padded, so every answer ends at the last
 position and the language-model head runs on the last few positions only.
-A head row (``objective="cross_entropy"``) is the prompt alone; its site is the
-language model's last hidden state (after the final norm), pooled over the
-prompt's valid tokens.
+An encoder-decoder model (Florence-2: adapters with ``encoder_decoder = True``)
+takes the prompt rows as they are in its encoder, and the answer in its
+decoder, behind the adapter's ``decoder_start_ids`` (the decoder start token
+and BOS, as HF shifts a labelled answer right); decoder rows are
+right-padded. A head row (``objective="cross_entropy"``) is the prompt alone;
+its site is the language model's last hidden state (after the final norm; an
+encoder-decoder's: its encoder's), pooled over the prompt's valid tokens.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ def generation_batch(adapter, images, prompts, answers):
     -------
     batch : GenerationBatch
     """
+    if getattr(adapter, "encoder_decoder", False):
+        return _decoder_batch(adapter, images, prompts, answers)
     inputs = dict(adapter.prepare(images, prompts))
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
     rows = ids.shape[0]
@@ -130,6 +136,24 @@ def generation_batch(adapter, images, prompts, answers):
             new[key] = value
     keep = max(len(a) for a in answers) + 1
     return GenerationBatch(new, labels, keep)
+
+
+def _decoder_batch(adapter, images, prompts, answers):
+    """Encoder rows of the prompts; decoder rows of start tokens + answer."""
+    inputs = dict(adapter.prepare(images, prompts))
+    start = adapter.decoder_start_ids()
+    device = inputs["input_ids"].device
+    width = len(start) + max(len(a) for a in answers)
+    pad = adapter.processor.tokenizer.pad_token_id or 0
+    decoder = torch.full((len(answers), width), pad, dtype=torch.long, device=device)
+    labels = torch.full_like(decoder, IGNORE)
+    for i, answer in enumerate(answers):
+        row = torch.tensor([*start, *answer], dtype=torch.long, device=device)
+        decoder[i, : len(row)] = row
+        labels[i, len(start) : len(row)] = row[len(start) :]
+    inputs["decoder_input_ids"] = decoder
+    # logits at decoder position t predict label t + 1, as for decoder rows
+    return GenerationBatch(inputs, labels, width)
 
 
 def _accepts_logits_to_keep(runner):

@@ -8,7 +8,7 @@ each stage offers. Adding a family to skvlm means adding a row here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pytest
@@ -17,6 +17,7 @@ from skvlm.testing import (
     make_tiny_aya_vision,
     make_tiny_blip2,
     make_tiny_clip,
+    make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
     make_tiny_idefics2,
@@ -47,6 +48,7 @@ from ._references import (
     PROMPTS,
     blip2_reference,
     blip2_t5_reference,
+    florence2_reference,
     generic_reference,
     idefics_reference,
     instructblip_reference,
@@ -465,4 +467,17 @@ NEW_FAMILIES = [
         images=QWEN_IMAGES,
     ),
 ]
+# Florence-2: a hierarchical (DaViT) tower, no CLS and no token positions there
+NEW_FAMILIES.append(
+    replace(
+        _new(
+            "florence2", make_tiny_florence2, tower=None, reference=florence2_reference
+        ),
+        poolings={
+            "vision": ("mean", "max"),
+            "projector": PROJECTOR,
+            "language": LANGUAGE,
+        },
+    )
+)
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}
