@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -90,6 +90,10 @@ class Prefix:
         Set instead of ``kv`` for encoder-decoder models: the encoder's
         ``states`` (1, tokens, dim), its attention ``mask`` and the
         ``decoder`` ids before the class tokens.
+    continued : dict
+        The family's ``Traits.token_inputs`` at the prefix's last token,
+        shape (1, 1, ...): every appended token takes that value (Mllama's
+        ``cross_attention_mask``: which image tiles a token reads).
     """
 
     kv: list | None
@@ -98,6 +102,7 @@ class Prefix:
     delta: int | None
     replay: dict | None = None
     encoder: dict | None = None
+    continued: dict = field(default_factory=dict)
 
 
 def _language_call(adapter):
@@ -137,12 +142,27 @@ def _shares_cache(adapter):
     return getattr(getattr(adapter, "traits", None), "cache", "auto") != "recompute"
 
 
-def _extend(batch, ids):
+def _continued(adapter, batch):
+    """The family's continued inputs at the last token of ``batch``: (1, 1, ...)."""
+    names = getattr(getattr(adapter, "traits", None), "token_inputs", ())
+    return {k: batch[k][:, -1:] for k in names if k in batch}
+
+
+def _repeat(continued, rows, tokens):
+    return {k: v.expand(rows, tokens, *v.shape[2:]) for k, v in continued.items()}
+
+
+def _extend(batch, ids, continued=None):
     """``batch`` with ``ids`` (1, n) appended to its token rows."""
     n = batch["input_ids"].shape[1]
+    tails = _repeat(continued or {}, 1, ids.shape[1])
     out = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == n:
+        if key in tails:
+            value = torch.cat([value, tails[key].to(value.dtype)], dim=1)
+        elif (
+            isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == n
+        ):
             fill = (
                 ids
                 if key == "input_ids"
@@ -179,6 +199,7 @@ def _step(adapter, prefix, cache, input_ids, **kwargs):
     positions = _positions(prefix, rows, tokens, input_ids.device)
     if positions is not None:
         kwargs["position_ids"] = positions
+    kwargs.update(_repeat(prefix.continued, rows, tokens))
     out = _language_call(adapter)(
         input_ids=input_ids, cache=cache, use_cache=True, **kwargs
     )
@@ -215,7 +236,14 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
         # set by the pass that just ran (a pass without image has none)
         deltas = adapter.model.model.rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
-    prefix = Prefix(_kv(cache), batch["input_ids"].shape[1], out.logits[0, -1], delta)
+    continued = _continued(adapter, batch) if with_image else {}
+    prefix = Prefix(
+        _kv(cache),
+        batch["input_ids"].shape[1],
+        out.logits[0, -1],
+        delta,
+        continued=continued,
+    )
     if prefix.kv is None:
         # A hybrid cache (recurrent state): replay the prefix for each class.
         return _replay_prefix(adapter, batch, answer_ids, with_image), None
@@ -225,7 +253,11 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
             adapter, prefix, cache, ids, **_last_only(_language_call(adapter))
         )
         prefix = Prefix(
-            _kv(cache), prefix.length + len(answer_ids), logits[0, -1], delta
+            _kv(cache),
+            prefix.length + len(answer_ids),
+            logits[0, -1],
+            delta,
+            continued=continued,
         )
     return prefix, cache
 
@@ -277,8 +309,10 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
             for k in ("input_ids", "token_type_ids")
             if k in batch
         }
+    continued = _continued(adapter, batch) if with_image else {}
     if answer_ids:
-        batch = _extend(batch, torch.tensor([answer_ids], device=adapter.device))
+        ids = torch.tensor([answer_ids], device=adapter.device)
+        batch = _extend(batch, ids, continued)
     module = adapter.model if with_image else _language_call(adapter)
     logits = module(**batch, use_cache=False, **_last_only(module)).logits
     return Prefix(
@@ -287,6 +321,7 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
         logits[0, -1],
         None,
         replay={"batch": batch, "module": module},
+        continued=continued,
     )
 
 
@@ -300,7 +335,8 @@ def _replayed_scores(adapter, prefix, continuations):
         total = first[tokens[0]]
         if len(tokens) > 1:
             ids = torch.tensor([tokens[:-1]], device=adapter.device)
-            logits = module(**_extend(batch, ids), use_cache=False).logits
+            extended = _extend(batch, ids, prefix.continued)
+            logits = module(**extended, use_cache=False).logits
             logp = torch.log_softmax(logits[0, n:].float(), dim=-1)
             picked = logp.gather(
                 -1, torch.tensor(tokens[1:], device=logp.device)[:, None]

@@ -22,11 +22,11 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_internvl",
             "make_tiny_janus",
             "make_tiny_llava_onevision",
-            "make_tiny_mllama",
             "make_tiny_qwen3_5",
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
         ],
+        "._families_mllama": ["make_tiny_mllama"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._generative": [
             "GENERATIVE_FAMILIES",

@@ -17,6 +17,7 @@ from functools import partial
 from . import _encoders as enc
 from . import _families as fam
 from . import _families_encdec as encdec
+from . import _families_mllama as mllama
 from . import _families_tvonly as tvo
 from . import _generative as gen
 from . import _vision as vis
@@ -100,8 +101,7 @@ TINY_MODELS = {
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
-    # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
-    "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
+    "mllama": TinyModel(mllama.make_tiny_mllama, "vlm", _ALL),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "phi4_multimodal": TinyModel(
         tvo.make_tiny_phi4_multimodal, "vlm", _ALL, torchvision=True

@@ -78,6 +78,12 @@ class GenerationBatch:
 def generation_batch(adapter, images, prompts, answers):
     """Prompt + answer rows for the generation loss.
 
+    Every input aligned with the prompt's tokens moves with them; at the answer
+    positions ``attention_mask`` is 1, ``token_type_ids`` 1 (PaliGemma's
+    suffix), ``mm_token_type_ids`` 0, and the family's continued inputs
+    (``Traits.token_inputs``, Mllama's ``cross_attention_mask``) take the
+    prompt's last token's value, as transformers' ``generate`` extends them.
+
     Parameters
     ----------
     adapter : skvlm.models.Adapter
@@ -102,8 +108,11 @@ def generation_batch(adapter, images, prompts, answers):
     device = ids.device
     new = {"input_ids": torch.zeros(rows, width, dtype=ids.dtype, device=device)}
     aligned = [k for k in (*_ALIGNED, "token_type_ids") if k in inputs]
-    for key in aligned:
-        new[key] = torch.zeros(rows, width, dtype=inputs[key].dtype, device=device)
+    names = getattr(getattr(adapter, "traits", None), "token_inputs", ())
+    continued = [k for k in names if k in inputs]
+    for key in aligned + continued:
+        value = inputs[key]
+        new[key] = value.new_zeros(rows, width, *value.shape[2:])
     labels = torch.full((rows, width), IGNORE, dtype=torch.long, device=device)
     for i in range(rows):
         answer = torch.tensor(answers[i], dtype=ids.dtype, device=device)
@@ -116,6 +125,10 @@ def generation_batch(adapter, images, prompts, answers):
             new[key][i, start:prompt_end] = inputs[key][i][mask[i]]
             fill = 1 if key == "token_type_ids" else _ALIGNED[key]
             new[key][i, prompt_end:] = fill
+        for key in continued:
+            prompt = inputs[key][i][mask[i]]
+            new[key][i, start:prompt_end] = prompt
+            new[key][i, prompt_end:] = prompt[-1]
     if "position_ids" in inputs:  # counted over valid tokens, as the adapter does
         new["position_ids"] = (new["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
     for key, value in inputs.items():

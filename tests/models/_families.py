@@ -61,6 +61,7 @@ from ._references import (
     qwen_reference,
     vision_tower_reference,
 )
+from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
@@ -448,8 +449,12 @@ NEW_FAMILIES = [
         "mllama",
         make_tiny_mllama,
         tower=None,
-        nested=True,
-        stages=("language",),
+        has_cls=True,
+        reference=mllama_reference,
+        # 1, 2, 2 and 1 tiles of 2 (aspect ratios 1:1, 2:1, 1:2, 1:1)
+        images=lambda: random_images(
+            4, seed=5, sizes=((32, 32), (32, 64), (64, 32), (40, 40))
+        ),
     ),
     _new(
         "qwen3_5",

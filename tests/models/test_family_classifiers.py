@@ -107,7 +107,15 @@ def _naive_scores(path, images):
             extra = torch.tensor([answer + target])
             full = {}
             for key, value in batch.items():
-                if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n:
+                if torch.is_tensor(value) and value.dim() > 2 and value.shape[1] == n:
+                    # Mllama's cross_attention_mask (tokens x images x tiles): a
+                    # new token reads the tiles the last one reads, as HF's
+                    # generate extends it
+                    tail = value[:, -1:].expand(-1, extra.shape[1], *value.shape[2:])
+                    value = torch.cat([value, tail], dim=1)
+                elif (
+                    torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n
+                ):
                     fill = (
                         extra
                         if key == "input_ids"
