@@ -22,6 +22,12 @@ overrides what cannot be derived.
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
   Pixtral); the family's own adapter (or none) unpacks them.
+- ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
+  image padded to the processor's ``max_image_tiles`` with the valid tiles
+  marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
+- ``"crops"``: (images, crops, C, H, W) padded to the batch's most crops,
+  with per-crop patch masks (Phi-4-multimodal); the family's adapter reads
+  the real crops.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -29,6 +35,12 @@ probabilistic scorer runs the prefix once and reuses it for every class),
 be shared across continuations: the scorer runs prompt and continuation again
 for each class, at the cost of one full pass per class and image), or
 ``"auto"`` (decided from the cache the model returns).
+
+``token_inputs`` names processor outputs aligned with the prompt's tokens
+(their dimension 1) other than ``attention_mask``: tokens appended to the
+prompt (a training answer, a scored class name) take the value of the prompt's
+last token there, as transformers' ``generate`` extends them (Mllama's
+``cross_attention_mask``, which says which image tiles each token reads).
 """
 
 from __future__ import annotations
@@ -54,8 +66,10 @@ class Traits:
     ----------
     vision : str or None
         Path of the vision tower.
-    vision_blocks : str or None
-        Path, from the tower, of its list of transformer blocks.
+    vision_blocks : str, tuple of str or None
+        Path, from the tower, of its list of transformer blocks; a tuple for a
+        tower of several encoders run one after the other (their blocks make
+        one stack, in that order).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
     language : str or None
@@ -64,7 +78,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -74,6 +88,14 @@ class Traits:
         linear layer there).
     cache : {"auto", "kv", "recompute"}
         What the probabilistic scorer does with the cache.
+    token_inputs : tuple of str
+        Token-aligned processor outputs that appended tokens continue (see
+        module doc).
+    class_token : {"auto", "first", "last", "none"}
+        Where each view's class token sits in the tower's sequence
+        (``"auto"``: first, if the tower's embeddings have one). A ``"last"``
+        class token (Llama 4) is left out of ``mean``/``max``; ``cls`` is
+        offered for a first one only.
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
@@ -89,6 +111,8 @@ class Traits:
     placeholder: str | None = None
     lora_targets: tuple | None = None
     cache: str = "auto"
+    token_inputs: tuple = ()
+    class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
 
 
@@ -111,6 +135,8 @@ TRAITS = {
             "prompt holds no placeholder skvlm can check",
         )
     ),
+    # BART encoder-decoder: its encoder and decoder blocks are both "layers"
+    "florence2": Traits(language="model.language_model"),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
     "gemma4": Traits(
         images="nested",
@@ -142,18 +168,46 @@ TRAITS = {
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
+    "llama4": Traits(
+        views="tokens",
+        language="language_model.model",
+        lm_head="language_model.lm_head",
+        class_token="last",
+        # not the MoE router: a Linear that returns (scores, logits)
+        lora_targets=(
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ),
+    ),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
     "mistral3": Traits(views="packed"),
     "mllama": Traits(
+        vision_blocks=("transformer.layers", "global_transformer.layers"),
         images="nested",
-        unsupported={
-            "vision": "tiles of (images, tiles, C, H, W) with aspect-ratio masks "
-            "and padded patches, not yet read by skvlm",
-            "projector": "cross-attention: image features never enter the sequence",
-            "tuner": "its cross_attention_mask is not extended over the answer tokens",
-        },
+        views="tiles",
+        token_inputs=("cross_attention_mask",),
+    ),
+    "phi4_multimodal": Traits(
+        vision="model.embed_tokens_extend.image_embed.img_processor",
+        projector=tuple(
+            f"model.embed_tokens_extend.image_embed.{name}"
+            for name in (
+                "img_projection_up",
+                "img_projection_down",
+                "global_img_feature_extensor",
+                "sub_img_feature_extensor",
+            )
+        ),
+        language="model",
+        views="crops",
+        lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
     "qwen2_5_vl": Traits(views="packed"),
@@ -237,9 +291,18 @@ _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 
 
 def resolve_path(root, path):
-    """The module or parameter at dotted ``path`` under ``root``, or None."""
+    """The module or parameter at dotted ``path`` under ``root``, or None.
+
+    A tuple of paths (``Traits.vision_blocks`` of a tower of several
+    encoders) resolves to the list of their blocks, in order.
+    """
     if path is None:
         return None
+    if isinstance(path, tuple):
+        lists = [resolve_path(root, p) for p in path]
+        if any(blocks is None for blocks in lists):
+            return None
+        return [block for blocks in lists for block in blocks]
     node = root
     for name in path.split("."):
         node = getattr(node, name, None)

@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
+        "._families_encdec": ["make_tiny_florence2"],
         "._families": [
             "make_tiny_aya_vision",
             "make_tiny_gemma3",
@@ -21,12 +22,13 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_internvl",
             "make_tiny_janus",
             "make_tiny_llava_onevision",
-            "make_tiny_mllama",
             "make_tiny_qwen3_5",
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
         ],
         "._families_claimed": ["CLAIMED_RECIPES", "Recipe", "make_tiny_vlm"],
+        "._families_mllama": ["make_tiny_mllama"],
+        "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

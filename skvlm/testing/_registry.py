@@ -17,6 +17,9 @@ from functools import partial
 from . import _encoders as enc
 from . import _families as fam
 from . import _families_claimed as claimed
+from . import _families_encdec as encdec
+from . import _families_mllama as mllama
+from . import _families_tvonly as tvo
 from . import _generative as gen
 from . import _vision as vis
 
@@ -39,12 +42,17 @@ class TinyModel:
     classifiers : bool
         Whether the family tests run its classifiers (generative and tuner,
         or zero-shot).
+    torchvision : bool
+        Whether its processor needs torchvision (transformers ships no PIL
+        image processor for it): its family tests run in the torchvision world
+        (``tests/models/test_torchvision_families.py``), and skip elsewhere.
     """
 
     build: Callable
     kind: str
     stages: tuple
     classifiers: bool = True
+    torchvision: bool = False
 
 
 _CLIP = ("vision", "projector")
@@ -72,6 +80,8 @@ TINY_MODELS = {
     "dinov3_vit": _encoder("dinov3_vit", "vision"),
     "hiera": _encoder("hiera", "vision"),
     "metaclip_2": _encoder("metaclip_2", "clip"),
+    "mlcd": _encoder("mlcd", "vision"),
+    "mlcd_vision_model": _encoder("mlcd_vision_model", "vision"),
     "swin": _encoder("swin", "vision"),
     "swinv2": _encoder("swinv2", "vision"),
     "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
@@ -80,6 +90,7 @@ TINY_MODELS = {
     "dinov2": TinyModel(
         partial(vis.make_tiny_vit, kind="dinov2"), "vision", ("vision",)
     ),
+    "florence2": TinyModel(encdec.make_tiny_florence2, "vlm", _ALL),
     "gemma3": TinyModel(fam.make_tiny_gemma3, "vlm", _ALL),
     "glm4v": TinyModel(fam.make_tiny_glm4v, "vlm", _ALL),
     "idefics2": TinyModel(fam.make_tiny_idefics2, "vlm", _ALL),
@@ -87,12 +98,15 @@ TINY_MODELS = {
     "instructblip": TinyModel(gen.make_tiny_instructblip, "vlm", _ALL),
     "internvl": TinyModel(fam.make_tiny_internvl, "vlm", _ALL),
     "janus": TinyModel(fam.make_tiny_janus, "vlm", _ALL),
+    "llama4": TinyModel(tvo.make_tiny_llama4, "vlm", _ALL, torchvision=True),
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
-    # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
-    "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
+    "mllama": TinyModel(mllama.make_tiny_mllama, "vlm", _ALL),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
+    "phi4_multimodal": TinyModel(
+        tvo.make_tiny_phi4_multimodal, "vlm", _ALL, torchvision=True
+    ),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),
     "qwen2_vl": TinyModel(gen.make_tiny_qwen2_vl, "vlm", _ALL),
     "qwen3_5": TinyModel(fam.make_tiny_qwen3_5, "vlm", _ALL),

@@ -8,15 +8,17 @@ each stage offers. Adding a family to skvlm means adding a row here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pytest
+from transformers.utils import is_torchvision_available
 
 from skvlm.testing import (
     make_tiny_aya_vision,
     make_tiny_blip2,
     make_tiny_clip,
+    make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
     make_tiny_idefics2,
@@ -24,11 +26,13 @@ from skvlm.testing import (
     make_tiny_instructblip,
     make_tiny_internvl,
     make_tiny_janus,
+    make_tiny_llama4,
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
     make_tiny_mllama,
     make_tiny_paligemma,
+    make_tiny_phi4_multimodal,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -48,6 +52,7 @@ from ._references import (
     PROMPTS,
     blip2_reference,
     blip2_t5_reference,
+    florence2_reference,
     generic_reference,
     idefics_reference,
     instructblip_reference,
@@ -57,6 +62,8 @@ from ._references import (
     qwen_reference,
     vision_tower_reference,
 )
+from ._references_mllama import mllama_reference
+from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -443,8 +450,12 @@ NEW_FAMILIES = [
         "mllama",
         make_tiny_mllama,
         tower=None,
-        nested=True,
-        stages=("language",),
+        has_cls=True,
+        reference=mllama_reference,
+        # 1, 2, 2 and 1 tiles of 2 (aspect ratios 1:1, 2:1, 1:2, 1:1)
+        images=lambda: random_images(
+            4, seed=5, sizes=((32, 32), (32, 64), (64, 32), (40, 40))
+        ),
     ),
     _new(
         "qwen3_5",
@@ -475,4 +486,47 @@ def _claimed(name, *, build, tower, images=None, **kwargs):
 
 
 NEW_FAMILIES += [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
+# Florence-2: a hierarchical (DaViT) tower, no CLS and no token positions there
+NEW_FAMILIES.append(
+    replace(
+        _new(
+            "florence2", make_tiny_florence2, tower=None, reference=florence2_reference
+        ),
+        poolings={
+            "vision": ("mean", "max"),
+            "projector": PROJECTOR,
+            "language": LANGUAGE,
+        },
+    )
+)
+
+# Families whose image processor transformers ships only with torchvision: their
+# cases skip here and run in the torchvision world (test_torchvision_families.py).
+NEEDS_TORCHVISION = pytest.mark.skipif(
+    not is_torchvision_available(),
+    reason="needs torchvision: runs in tests/models/test_torchvision_families.py",
+)
+TORCHVISION_FAMILIES = [
+    _new(
+        "llama4",
+        make_tiny_llama4,
+        tower=None,
+        reference=llama4_reference,
+        images=lambda: random_images(4, seed=5),  # 5, 3, 3 and 5 tiles
+        marks=(NEEDS_TORCHVISION,),
+    ),
+    _new(
+        "phi4_multimodal",
+        make_tiny_phi4_multimodal,
+        tower=None,
+        reference=phi4_multimodal_reference,
+        # 2, 1, 1 and 1 crops plus a global view each; the first and third
+        # with padded patches, the second and fourth without
+        images=lambda: random_images(
+            4, seed=5, sizes=((40, 100), (64, 64), (30, 64), (50, 50))
+        ),
+        marks=(NEEDS_TORCHVISION,),
+    ),
+]
+NEW_FAMILIES += TORCHVISION_FAMILIES
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

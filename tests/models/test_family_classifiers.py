@@ -17,6 +17,8 @@ from skvlm.models import load_adapter
 from skvlm.testing import TESTED_ENCODER_TYPES, TINY_MODELS, random_images
 from skvlm.tuning import VLMClassificationTuner
 
+from ._families import NEEDS_TORCHVISION
+
 NAMES = ["cat", "red car"]  # a one- and a two-token name
 ANSWER = "The photo features a"
 PROMPT = "What type of object is in this photo?"
@@ -34,6 +36,15 @@ ZERO_SHOT = sorted(
     for name, tiny in TINY_MODELS.items()
     if tiny.kind == "clip" and tiny.classifiers and name not in TESTED_ENCODER_TYPES
 )
+#: The same, with the torchvision-only families marked to skip outside the
+#: torchvision world (test_torchvision_families.py runs them there).
+CLASSIFIED_CASES = [
+    pytest.param(
+        name,
+        marks=(NEEDS_TORCHVISION,) if TINY_MODELS[name].torchvision else (),
+    )
+    for name in CLASSIFIED
+]
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
 )
@@ -49,8 +60,37 @@ def images():
     return random_images(2, seed=1)
 
 
+def _naive_encoder_decoder_scores(adapter, images):
+    """HF's own loss on labels that keep only the class tokens; the decoder reads
+    the answer as the tokenizer frames it (``<s> ... </s>``), shifted right
+    behind the decoder start token, as HF builds it from unmasked labels."""
+    tokenizer = adapter.processor.tokenizer
+    decoder_start = adapter.model.config.get_text_config().decoder_start_token_id
+    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    lead = tokenizer(ANSWER)["input_ids"].index(answer[0])
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        batch = dict(adapter.prepare([image], [adapter.format_prompt(PROMPT)]))
+        for c, name in enumerate(NAMES):
+            labels = tokenizer(f"{ANSWER} {name}")["input_ids"]
+            target = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
+            n_target = len(target["input_ids"]) - len(answer)
+            start = lead + len(answer)
+            masked = [-100] * len(labels)
+            masked[start : start + n_target] = labels[start : start + n_target]
+            decoder = torch.tensor([[decoder_start, *labels[:-1]]])
+            with torch.no_grad():
+                loss = adapter.model(
+                    **batch, decoder_input_ids=decoder, labels=torch.tensor([masked])
+                ).loss
+            out[i, c] = -float(loss) * n_target
+    return out
+
+
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
+    if adapter.model.config.is_encoder_decoder:
+        return _naive_encoder_decoder_scores(adapter, images)
     tokenizer = adapter.processor.tokenizer
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     text = adapter.format_prompt(PROMPT)
@@ -67,7 +107,15 @@ def _naive_scores(path, images):
             extra = torch.tensor([answer + target])
             full = {}
             for key, value in batch.items():
-                if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n:
+                if torch.is_tensor(value) and value.dim() > 2 and value.shape[1] == n:
+                    # Mllama's cross_attention_mask (tokens x images x tiles): a
+                    # new token reads the tiles the last one reads, as HF's
+                    # generate extends it
+                    tail = value[:, -1:].expand(-1, extra.shape[1], *value.shape[2:])
+                    value = torch.cat([value, tail], dim=1)
+                elif (
+                    torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n
+                ):
                     fill = (
                         extra
                         if key == "input_ids"
@@ -85,7 +133,7 @@ def _naive_scores(path, images):
     return out
 
 
-@pytest.mark.parametrize("model_type", CLASSIFIED)
+@pytest.mark.parametrize("model_type", CLASSIFIED_CASES)
 def test_generative_classifier(built, model_type, images):
     path = _path(built, model_type)
     clf = VLMGenerativeClassifier(
@@ -103,7 +151,7 @@ def _weights(path):
     return load_file(f"{path}/model.safetensors")
 
 
-@pytest.mark.parametrize("model_type", CLASSIFIED)
+@pytest.mark.parametrize("model_type", CLASSIFIED_CASES)
 def test_tuner_step_per_train(built, model_type, images, tmp_path):
     path = _path(built, model_type)
     base = _weights(path)
@@ -129,6 +177,18 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         assert not any(
             "vision" in k and not any(p in k for p in projects) for k in changed
         ), train
+        # ... under its traits' name too, projector parts inside it aside
+        traits = load_adapter(path, device="cpu").traits
+        inside = [
+            p for p in traits.projector or () if p.startswith(f"{traits.vision}.")
+        ]
+        tower = {
+            k
+            for k in changed
+            if k.startswith(f"{traits.vision}.")
+            and not any(k == p or k.startswith(f"{p}.") for p in inside)
+        }
+        assert not tower, (train, sorted(tower)[:3])
 
 
 # -- zero-shot: HF's own embeddings, cosine logits written out here --------------------

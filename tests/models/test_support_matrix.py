@@ -1,6 +1,7 @@
 """support_matrix() agrees with the family tests, and its docs page is current."""
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,10 +11,10 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from skvlm import VLMEmbeddingTransformer
-from skvlm.models import load_adapter, support_matrix
+from skvlm.models import TRAITS, Traits, clear_model_cache, load_adapter, support_matrix
 from skvlm.testing import TINY_MODELS
 
-from ._families import BY_NAME, FAMILIES, NEW_FAMILIES
+from ._families import BY_NAME, FAMILIES, NEEDS_TORCHVISION, NEW_FAMILIES
 from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
 from .test_family_classifiers import CLASSIFIED, ZERO_SHOT
@@ -30,7 +31,8 @@ def matrix():
 def test_rows_and_cells(matrix):
     assert list(matrix.columns) == ["model_type", "kind", *CELLS]
     vlm = set(matrix.loc[matrix.kind == "vlm", "model_type"])
-    assert vlm == set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    # Phi-4-multimodal: a VLM that transformers maps to causal LM, not here
+    assert vlm == set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES) | {"phi4_multimodal"}
     assert matrix.model_type.is_unique
     assert set(matrix.kind) == {"vlm", "vision", "clip"}
     for value in matrix[list(CELLS)].to_numpy().ravel():
@@ -58,7 +60,15 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     assert tested == covered
 
 
-@pytest.mark.parametrize("model_type", sorted(set(TINY_MODELS) - set(ENCODER_KINDS)))
+@pytest.mark.parametrize(
+    "model_type",
+    [
+        pytest.param(
+            t, marks=(NEEDS_TORCHVISION,) if TINY_MODELS[t].torchvision else ()
+        )
+        for t in sorted(set(TINY_MODELS) - set(ENCODER_KINDS))
+    ],
+)
 def test_registered_stages_are_the_adapters(built, model_type):
     name = {"blip-2": "blip2"}.get(model_type, model_type)
     assert BY_NAME[name].build is TINY_MODELS[model_type].build or model_type in (
@@ -89,9 +99,24 @@ def test_committed_page_is_current():
     )
 
 
-def test_a_stage_the_family_does_not_allow_says_why(built, matrix):
-    row = matrix.set_index("model_type").loc["mllama"]
-    assert row["vision"].startswith("unsupported: ")
-    vlm = VLMEmbeddingTransformer(built.path("mllama"), stage="vision", device="cpu")
-    with pytest.raises(ValueError, match=r"stage='vision'.*mllama.*aspect-ratio"):
-        vlm.fit_transform(pd.Series(built.images("mllama")))
+def test_a_stage_the_family_does_not_allow_says_why(built, matrix, monkeypatch):
+    # A stage declared unsupported in TRAITS: the matrix gives the reason for a
+    # type the generic adapter serves, and loading refuses the stage, naming
+    # the family, the stage and the reason (here a family adapter's type).
+    reason = "the reason written in its traits"
+    claimed = matrix[(matrix.kind == "vlm") & (matrix.vision == "claimed")]
+    model_type = claimed.model_type.iloc[0]
+    for name in (model_type, "mllama"):
+        declared = replace(TRAITS.get(name, Traits()), unsupported={"vision": reason})
+        monkeypatch.setitem(TRAITS, name, declared)
+    row = support_matrix().set_index("model_type").loc[model_type]
+    assert row["vision"] == f"unsupported: {reason}"
+    clear_model_cache()  # the adapter reads its traits when it loads
+    try:
+        vlm = VLMEmbeddingTransformer(
+            built.path("mllama"), stage="vision", device="cpu"
+        )
+        with pytest.raises(ValueError, match=rf"stage='vision'.*mllama.*{reason}"):
+            vlm.fit_transform(pd.Series(built.images("mllama")))
+    finally:
+        clear_model_cache()
