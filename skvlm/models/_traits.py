@@ -184,6 +184,7 @@ TRAITS = {
             "down_proj",
         ),
     ),
+    "lighton_ocr": Traits(views="packed"),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
@@ -285,6 +286,7 @@ _PROJECTOR_NAMES = (
     "model.projector",
     "model.embed_vision",
     "model.visual_embeddings_table",
+    "model.vision_projection",
     "multi_modal_projector",
 )
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")

@@ -172,8 +172,9 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         assert changed, train
         # the vision tower never trains (train_vision=False)
         # (projectors under "vision" names: Qwen's merger, Gemma's embed_vision,
-        # HyperCLOVA X's vision_projector, DeepSeek-VL's aligner)
-        projects = ("merger", "embed_vision", "projector", "aligner")
+        # HyperCLOVA X's vision_projector, DeepSeek-VL's aligner, LightOnOCR's
+        # vision_projection)
+        projects = ("merger", "embed_vision", "projector", "aligner", "projection")
         assert not any(
             "vision" in k and not any(p in k for p in projects) for k in changed
         ), train
