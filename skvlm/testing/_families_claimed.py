@@ -778,6 +778,8 @@ CLAIMED_ENCODERS = {
     "deit": ("DeiTImageProcessorPil", {}),
     "dinov2_with_registers": ("BitImageProcessorPil", {"num_register_tokens": 2}),
     "siglip_vision_model": ("SiglipImageProcessorPil", {}),
+    # not here: siglip2_vision_model, whose tower takes patch sequences with
+    # spatial shapes (NaFlex), not (images, C, H, W) like the others
 }
 _CROP = {"height": 32, "width": 32}
 
@@ -847,10 +849,11 @@ NOT_BUILT = {
     "hy_v4_vl": "multi-head latent attention rope sizes",
     "pp_chart2table": "its chat template writes the image tokens itself",
     # not tried yet
-    "deepseek_ocr2": "not tried yet",
+    "deepseek_ocr2": "its vision config nests two (SAM and encoder) the common "
+    "recipe does not shrink",
     "dots3_note": "not tried yet",
     "ernie4_5_vl_moe": "its processor saves its video processor's font, which "
     "needs the torchvision video processor",
     "granite4_vision": "not tried yet",
-    "mistral_large4": "not tried yet (Pixtral tower)",
+    "mistral_large4": "PixtralProcessor needs torchvision",
 }

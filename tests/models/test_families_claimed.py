@@ -15,6 +15,7 @@ from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import VLMGenerativeClassifier
 from skvlm.models import support_matrix
 from skvlm.testing import TINY_MODELS, make_tiny_vlm
+from skvlm.testing._families_claimed import NOT_BUILT
 
 from ._families import NUMPY_COPY_WARNING
 from ._families_claimed import CLAIMED_ROWS
@@ -58,3 +59,9 @@ def test_a_family_without_language_stage_refuses_the_classifier(built, matrix):
 def test_unknown_type_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="no tiny recipe.*'aria'"):
         make_tiny_vlm(tmp_path, "blip")
+
+
+def test_the_types_without_a_recipe_are_claimed_untested(matrix):
+    assert not set(NOT_BUILT) & set(TINY_MODELS)
+    for model_type in NOT_BUILT:
+        assert matrix.loc[model_type, "language"] == "claimed", model_type
