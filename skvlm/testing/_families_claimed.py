@@ -848,12 +848,12 @@ NOT_BUILT = {
     "hunyuan_vl": "language stage differs from HF by 3e-5 in padded batches",
     "hy_v4_vl": "multi-head latent attention rope sizes",
     "pp_chart2table": "its chat template writes the image tokens itself",
-    # not tried yet
+    # more than the common recipe
     "deepseek_ocr2": "its vision config nests two (SAM and encoder) the common "
     "recipe does not shrink",
-    "dots3_note": "not tried yet",
+    "dots3_note": "latent attention and per-layer MoE lists in three sub-configs",
     "ernie4_5_vl_moe": "its processor saves its video processor's font, which "
     "needs the torchvision video processor",
-    "granite4_vision": "not tried yet",
+    "granite4_vision": "a Q-Former projector over fixed deep vision layers",
     "mistral_large4": "PixtralProcessor needs torchvision",
 }
