@@ -62,6 +62,7 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     fallback = True
     auto_class = "AutoModelForImageTextToText"
     fallback_format = "{image}\n{prompt}"
+    unpacks_packed = False  # a subclass that splits a packed tower per image
 
     @classmethod
     def supports(cls, config):
@@ -120,7 +121,7 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
             self.unavailable.setdefault(
                 "vision", "its vision tower has no list of blocks skvlm can find"
             )
-        elif traits.views == "packed":
+        elif traits.views == "packed" and not self.unpacks_packed:
             self.unavailable.setdefault(
                 "vision", "its tower packs the patches of all images in one sequence"
             )

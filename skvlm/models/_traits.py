@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 __all__ = [
+    "PACKED_TOWERS",
     "TRAITS",
     "Traits",
     "derive_traits",
@@ -129,6 +130,11 @@ TRAITS = {
     "smolvlm": Traits(images="nested"),
 }
 
+#: Vision towers (by their config's ``model_type``) that pack the patches of all
+#: images of a batch into one sequence: a model with one has ``views="packed"``
+#: whatever its family (LLaVA with a Pixtral tower).
+PACKED_TOWERS = ("pixtral",)
+
 # Where transformers keeps each part, most common first.
 _VISION_NAMES = (
     "model.vision_tower",
@@ -199,7 +205,8 @@ def derive_traits(model, declared=None):
     -------
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
-        ``lm_head`` found under transformers' usual names (None where absent).
+        ``lm_head`` found under transformers' usual names (None where absent),
+        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS`.
     """
     traits = declared or Traits()
     vision = traits.vision or _first(model, _VISION_NAMES)
@@ -219,8 +226,15 @@ def derive_traits(model, declared=None):
         lambda node: _is_block_list(getattr(node, "layers", None)),
     )
     lm_head = traits.lm_head or ("lm_head" if hasattr(model, "lm_head") else None)
+    views = traits.views
+    tower_type = getattr(
+        getattr(model.config, "vision_config", None), "model_type", None
+    )
+    if views == "rows" and tower_type in PACKED_TOWERS:
+        views = "packed"
     return replace(
         traits,
+        views=views,
         vision=vision,
         vision_blocks=blocks,
         projector=projector,

@@ -16,6 +16,7 @@ from functools import partial
 
 from . import _encoders as enc
 from . import _families as fam
+from . import _families_pixtral as pix
 from . import _generative as gen
 from . import _vision as vis
 
@@ -90,6 +91,7 @@ TINY_MODELS = {
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
     # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
+    "mistral3": TinyModel(pix.make_tiny_mistral3, "vlm", _ALL),
     "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),

@@ -8,7 +8,7 @@ each stage offers. Adding a family to skvlm means adding a row here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pytest
@@ -27,6 +27,8 @@ from skvlm.testing import (
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
+    make_tiny_llava_pixtral,
+    make_tiny_mistral3,
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_qwen2_5_vl,
@@ -53,6 +55,7 @@ from ._references import (
     llava_next_reference,
     llava_reference,
     paligemma_reference,
+    pixtral_reference,
     qwen_reference,
     vision_tower_reference,
 )
@@ -458,6 +461,29 @@ NEW_FAMILIES = [
         tower=None,
         reference=qwen_reference,
         images=QWEN_IMAGES,
+    ),
+]
+# Pixtral towers: images at their own sizes (patch grids of 6x6, 8x4, 5x7 or,
+# merged 2x2 in Mistral 3, 6x8, and 4x4), packed into one sequence per batch.
+PIXTRAL_IMAGES = QWEN_IMAGES
+NEW_FAMILIES += [
+    _new(
+        "mistral3",
+        make_tiny_mistral3,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
+    replace(
+        _new(
+            "llava_pixtral",
+            make_tiny_llava_pixtral,
+            tower=None,
+            reference=pixtral_reference,
+            images=PIXTRAL_IMAGES,
+        ),
+        family="llava",
+        model_type="llava",
     ),
 ]
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

@@ -1,0 +1,130 @@
+"""Tiny random-init checkpoints of the Pixtral-tower families: Mistral 3 and
+LLaVA with a Pixtral tower.
+
+Same recipe as :mod:`skvlm.testing._families`: the real architecture at toy
+size, the family's processor (``PixtralProcessor``: its torchvision-free
+stand-in where torchvision is missing, the same class name on disk) with an
+offline word-level tokenizer holding ``[IMG]``, ``[IMG_BREAK]`` and
+``[IMG_END]``. Images keep their aspect ratio (longest edge at most 64 px),
+rounded to whole patches (of merged patches for Mistral 3), so a batch of
+images of different sizes gives the tower patch sequences of different
+lengths, packed into one.
+"""
+
+from __future__ import annotations
+
+from .._transformers_compat import pixtral_processor_class
+from ._families import _named_tokenizer
+from ._generative import _TEXT, _builder, _merge, _save
+
+__all__ = ["make_tiny_llava_pixtral", "make_tiny_mistral3"]
+
+# Mistral's [INST] format, reduced to one user turn with images and text.
+PIXTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST]"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}[IMG]"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "[/INST]{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+_PIXTRAL_VISION = dict(
+    model_type="pixtral",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    head_dim=8,
+    image_size=64,
+    patch_size=8,
+)
+
+
+def _pixtral_parts(merge):
+    from transformers import PixtralImageProcessorPil
+
+    tokenizer = _named_tokenizer(
+        {
+            "image_token": "[IMG]",
+            "image_break_token": "[IMG_BREAK]",
+            "image_end_token": "[IMG_END]",
+        },
+        ["[INST]", "[/INST]"],
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        padding_side="left",
+    )
+    processor = pixtral_processor_class()(
+        image_processor=PixtralImageProcessorPil(
+            size={"longest_edge": 64}, patch_size={"height": 8, "width": 8}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        spatial_merge_size=merge,
+        chat_template=PIXTRAL_TEMPLATE,
+    )
+    text = dict(
+        _TEXT,
+        model_type="mistral",
+        vocab_size=len(tokenizer),
+        sliding_window=None,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return tokenizer, processor, text
+
+
+@_builder("mistral3")
+def make_tiny_mistral3(path, *, seed=0, **overrides):
+    """Tiny Mistral 3 (Mistral Small 3.1): Pixtral tower (patch 8, images up to
+    64 px at their own aspect ratio), RMS norm + 2x2 patch merger + MLP
+    projector, Mistral LM."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer, processor, text = _pixtral_parts(merge=2)
+    kwargs = _merge(
+        dict(
+            vision_config=dict(_PIXTRAL_VISION),
+            text_config=text,
+            image_token_index=processor.image_token_id,
+            spatial_merge_size=2,
+            vision_feature_layer=-1,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        Mistral3ForConditionalGeneration,
+        Mistral3Config(**kwargs),
+        processor,
+        seed,
+    )
+
+
+@_builder("llava")
+def make_tiny_llava_pixtral(path, *, seed=0, **overrides):
+    """Tiny LLaVA with a Pixtral tower (the layout of Pixtral-12B): Pixtral
+    tower (patch 8, images up to 64 px at their own aspect ratio), MLP
+    projector over every patch, Mistral LM."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    tokenizer, processor, text = _pixtral_parts(merge=1)
+    kwargs = _merge(
+        dict(
+            vision_config=dict(_PIXTRAL_VISION),
+            text_config=text,
+            image_token_id=processor.image_token_id,
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+            projector_hidden_act="gelu",
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        overrides,
+    )
+    return _save(
+        path, LlavaForConditionalGeneration, LlavaConfig(**kwargs), processor, seed
+    )
