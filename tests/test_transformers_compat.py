@@ -90,6 +90,8 @@ for schema in [
 import torchvision  # noqa: F401
 from transformers import AutoProcessor
 
+from skvlm.models import load_adapter
+
 prompt, jobs = sys.argv[1], json.loads(sys.argv[2])
 kinds = []
 for path, images_file, out in jobs:
@@ -99,7 +101,9 @@ for path, images_file, out in jobs:
     batch = processor(images=images, text=[prompt] * len(images), padding=True,
                       return_tensors="pt")
     np.savez(out, **{k: v.numpy() for k, v in batch.items()})
-    kinds.append([type(processor).__module__, type(processor.image_processor).__name__])
+    adapter = load_adapter(path, device="cpu")  # skvlm takes transformers' own
+    kinds.append([type(processor).__module__, type(processor.image_processor).__name__,
+                  type(adapter.processor).__module__])
 print(json.dumps(kinds))
 """
 SIZES = {"kept": KEPT, "resized": RESIZED}
@@ -142,8 +146,9 @@ def with_torchvision(tmp_path_factory):
 
 def test_the_torchvision_world_runs_transformers_own_classes(with_torchvision):
     _, kinds = with_torchvision
-    for module, image_processor in kinds:
+    for module, image_processor, loaded in kinds:
         assert module.startswith("transformers.models.pixtral"), module
+        assert loaded == module
         assert not image_processor.endswith("Pil"), image_processor
 
 
