@@ -315,3 +315,11 @@ def load_processor_without_torchvision(path, **kwargs):
             "usable here: pip install torchvision."
         )
     return _pixtral_processor_pil().from_pretrained(path, **kwargs)
+
+
+def __getattr__(name):
+    # The stand-in is built on first use (it imports ProcessorMixin); found
+    # here by name, its instances pickle like any processor.
+    if name == PIXTRAL_PROCESSOR:
+        return _pixtral_processor_pil()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

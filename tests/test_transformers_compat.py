@@ -10,6 +10,7 @@ world of ``tests/test_torchvision_world.py``).
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_stand_in_expands_each_image_as_written_out(built):
     name, path = built
     processor = load_processor_without_torchvision(str(path))
     assert type(processor).__name__ == "PixtralProcessor"
+    processor = pickle.loads(pickle.dumps(processor))  # as joblib workers get it
     images = random_images(len(KEPT + RESIZED), seed=2, sizes=KEPT + RESIZED)
     patch = 8 * MERGE[name]
     own = PixtralImageProcessorPil(
