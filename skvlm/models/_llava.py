@@ -23,7 +23,7 @@ from ._base import (
     pool_token_lists,
 )
 from ._chat import ChatPromptMixin, special_token_ids
-from ._pixtral import PixtralTowerMixin
+from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
@@ -55,8 +55,7 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
     The prompt is formatted with the processor's chat template (LLaVA-1.5:
     ``"USER: <image>\\n{prompt} ASSISTANT:"``).
 
-    With a Pixtral tower (Pixtral-12B's layout; ``views="packed"`` in its
-    traits), the vision stage is the tower's blocks split per image as for
+    With a Pixtral tower (Pixtral-12B's layout), the vision stage is the tower's blocks split per image as for
     Mistral 3 (:mod:`skvlm.models._pixtral`): poolings ``mean``, ``max`` and
     int positions over the image's own patches, no CLS and no ``pooler``; the
     projector stage has one token per patch; ``image_mean`` covers the
@@ -81,7 +80,7 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
         inner = _inner_tower(self.tower)
         embeddings = getattr(inner, "embeddings", None)
         self.has_cls = getattr(embeddings, "class_embedding", None) is not None
-        self.packed = traits.views == "packed"
+        self.packed = has_pixtral_tower(model)
         if self.packed:  # a Pixtral tower: images at their own sizes
             self.dynamic_resolution = True
             self.raster_stages = ()

@@ -1,4 +1,5 @@
-"""Pixtral's vision tower, unpacked per image: Mistral 3 and LLaVA with a Pixtral tower.
+"""Pixtral's vision tower, unpacked per image: Mistral 3, LLaVA with a Pixtral tower,
+and every family whose vision config is ``pixtral`` (LightOnOCR, Mistral Large 4).
 
 A Pixtral tower takes each image at its own size (the processor keeps the
 aspect ratio and rounds the sides to whole patches; ``image_sizes`` holds them)
@@ -15,6 +16,15 @@ The tower has no CLS token and no pooled head. Vision poolings:
   padding).
 - an int ``k``: the image's k-th patch in raster order (row by row over its own
   grid, whose width differs between images).
+
+Entry 0 is the patch embeddings after the tower's pre-norm (the input of the
+first block), entry k the output of block k: the tower's own
+``output_hidden_states``. The projector stage is what ``get_image_features``
+returns per image (Mistral 3: RMS norm, then one token per 2 x 2 block of
+patches from its patch merger, then an MLP; LLaVA: one token per patch). At
+the language stage, ``image_mean`` covers the ``[IMG]`` positions only:
+``[IMG_BREAK]`` (after each row of the image) and ``[IMG_END]`` hold no image
+features and are special tokens, left out of ``text_mean`` too.
 """
 
 from __future__ import annotations
@@ -22,10 +32,16 @@ from __future__ import annotations
 import torch
 
 from ..pooling import TokenMasks, pad_tokens
-from ._base import TOKEN_POOLINGS, Stack
-from ._generic import GenericImageTextAdapter
+from ._base import Stack
+from ._traits import PACKED_TOWERS
 
-__all__ = ["Mistral3Adapter", "PixtralTowerMixin"]
+__all__ = ["PixtralTowerMixin", "has_pixtral_tower"]
+
+
+def has_pixtral_tower(model):
+    """Whether ``model``'s vision tower is one of :data:`PACKED_TOWERS`."""
+    vision = getattr(model.config, "vision_config", None)
+    return getattr(vision, "model_type", None) in PACKED_TOWERS
 
 
 class PixtralTowerMixin:
@@ -59,52 +75,3 @@ class PixtralTowerMixin:
         return self.tower(
             pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"]
         )
-
-
-class Mistral3Adapter(PixtralTowerMixin, GenericImageTextAdapter):
-    """Mistral 3 / Mistral Small 3.1 (``Mistral3ForConditionalGeneration``):
-    Pixtral tower, RMS norm + 2x2 patch merger + MLP projector, Mistral LM.
-
-    Stages and layers:
-
-    - ``vision``: the Pixtral tower's blocks, split per image (see the module
-      doc). Entry 0 = the patch embeddings after the tower's pre-norm (input of
-      the first block), entry k = after block k: the tower's own
-      ``output_hidden_states``. Poolings ``mean``, ``max`` and int positions
-      (raster order over the image's own patch grid); no CLS, no ``pooler``.
-    - ``projector``: one entry, the image's tokens after the projector (one per
-      2x2 block of patches), in the order they fill the ``[IMG]`` positions
-      (``get_image_features``). Poolings ``mean`` and ``max``.
-    - ``language``: entry 0 = the input embeddings with the image merged in,
-      entry k = after decoder block k, the last after the final norm (HF's
-      ``hidden_states``). ``image_mean`` covers the ``[IMG]`` positions only:
-      ``[IMG_BREAK]`` (end of each row of the image) and ``[IMG_END]`` hold no
-      image features and are special tokens, left out of ``text_mean`` too.
-
-    The prompt goes through the processor's chat template (Mistral's
-    ``[INST]...[/INST]``). Without torchvision, the processor is skvlm's
-    torchvision-free ``PixtralProcessor`` (transformers' own needs torchvision).
-    """
-
-    family = "mistral3"
-    model_types = ("mistral3",)
-    fallback = False
-    stages = ("vision", "projector", "language")
-    dynamic_resolution = True
-    unpacks_packed = True
-    fallback_format = "[INST]{image}{prompt}[/INST]"
-
-    def poolings(self, stage, layer):
-        if stage == "vision":
-            return TOKEN_POOLINGS
-        return super().poolings(stage, layer)
-
-    def stack(self, stage, batch):
-        if stage == "vision":
-            return self.pixtral_stack(batch)
-        return super().stack(stage, batch)
-
-    def forward(self, stage, batch):
-        if stage == "vision":
-            return self.pixtral_forward(batch)
-        return super().forward(stage, batch)

@@ -39,7 +39,6 @@ ADAPTER_MODULES = (
     "skvlm.models._blip",
     "skvlm.models._qwen",
     "skvlm.models._idefics",
-    "skvlm.models._pixtral",
     "skvlm.models._encoders",
     "skvlm.models._generic",
 )

@@ -112,7 +112,6 @@ TRAITS = {
     "internvl": Traits(views="tokens"),
     "llava_next": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
-    "mistral3": Traits(views="packed"),
     "mllama": Traits(
         images="nested",
         unsupported={
@@ -131,8 +130,10 @@ TRAITS = {
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
-#: images of a batch into one sequence: a model with one has ``views="packed"``
-#: whatever its family (LLaVA with a Pixtral tower).
+#: images of a batch into one sequence and take ``image_sizes``: a model with
+#: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a
+#: Pixtral tower, LightOnOCR), and skvlm splits the sequence per image by
+#: ``image_sizes // patch_size``.
 PACKED_TOWERS = ("pixtral",)
 
 # Where transformers keeps each part, most common first.
