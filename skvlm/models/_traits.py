@@ -110,6 +110,7 @@ TRAITS = {
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
+    "lighton_ocr": Traits(projector=("model.vision_projection",)),
     "llava_next": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
     "mllama": Traits(

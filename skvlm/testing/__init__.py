@@ -26,7 +26,11 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
         ],
-        "._families_pixtral": ["make_tiny_llava_pixtral", "make_tiny_mistral3"],
+        "._families_pixtral": [
+            "make_tiny_lighton_ocr",
+            "make_tiny_llava_pixtral",
+            "make_tiny_mistral3",
+        ],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

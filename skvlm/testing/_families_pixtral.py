@@ -1,5 +1,5 @@
-"""Tiny random-init checkpoints of the Pixtral-tower families: Mistral 3 and
-LLaVA with a Pixtral tower.
+"""Tiny random-init checkpoints of the Pixtral-tower families: Mistral 3,
+LLaVA with a Pixtral tower and LightOnOCR.
 
 Same recipe as :mod:`skvlm.testing._families`: the real architecture at toy
 size, the family's processor (``PixtralProcessor``: its torchvision-free
@@ -14,10 +14,10 @@ lengths, packed into one.
 from __future__ import annotations
 
 from .._transformers_compat import pixtral_processor_class
-from ._families import _named_tokenizer
+from ._families import _chatml, _named_tokenizer
 from ._generative import _TEXT, _builder, _merge, _save
 
-__all__ = ["make_tiny_llava_pixtral", "make_tiny_mistral3"]
+__all__ = ["make_tiny_lighton_ocr", "make_tiny_llava_pixtral", "make_tiny_mistral3"]
 
 # Mistral's [INST] format, reduced to one user turn with images and text.
 PIXTRAL_TEMPLATE = (
@@ -127,4 +127,65 @@ def make_tiny_llava_pixtral(path, *, seed=0, **overrides):
     )
     return _save(
         path, LlavaForConditionalGeneration, LlavaConfig(**kwargs), processor, seed
+    )
+
+
+@_builder("lighton_ocr")
+def make_tiny_lighton_ocr(path, *, seed=0, **overrides):
+    """Tiny LightOnOCR: Pixtral tower (patch 8, images up to 64 px at their own
+    aspect ratio), Mistral 3's projector (2x2 patch merger), Qwen3 LM; the
+    Qwen tokens stand for the image (``<|image_pad|>``, one per merged patch,
+    no row breaks)."""
+    from transformers import (
+        LightOnOcrConfig,
+        LightOnOcrForConditionalGeneration,
+        LightOnOcrProcessor,
+        PixtralImageProcessorPil,
+    )
+
+    tokenizer = _named_tokenizer(
+        {
+            "image_token": "<|image_pad|>",
+            "image_break_token": "<|vision_pad|>",
+            "image_end_token": "<|vision_end|>",
+        },
+        ["<|im_start|>", "<|im_end|>"],
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        padding_side="left",
+    )
+    processor = LightOnOcrProcessor(
+        # its image processor rounds sides to whole merged patches (2 x 8 px)
+        image_processor=PixtralImageProcessorPil(
+            size={"longest_edge": 64}, patch_size={"height": 16, "width": 16}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        spatial_merge_size=2,
+        chat_template=_chatml("<|image_pad|>"),
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                _PIXTRAL_VISION,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            ),
+            text_config=dict(
+                _TEXT,
+                model_type="qwen3",
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            ),
+            image_token_id=tokenizer.image_token_id,
+            spatial_merge_size=2,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        LightOnOcrForConditionalGeneration,
+        LightOnOcrConfig(**kwargs),
+        processor,
+        seed,
     )

@@ -87,6 +87,7 @@ TINY_MODELS = {
     "instructblip": TinyModel(gen.make_tiny_instructblip, "vlm", _ALL),
     "internvl": TinyModel(fam.make_tiny_internvl, "vlm", _ALL),
     "janus": TinyModel(fam.make_tiny_janus, "vlm", _ALL),
+    "lighton_ocr": TinyModel(pix.make_tiny_lighton_ocr, "vlm", _ALL),
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),

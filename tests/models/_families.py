@@ -24,6 +24,7 @@ from skvlm.testing import (
     make_tiny_instructblip,
     make_tiny_internvl,
     make_tiny_janus,
+    make_tiny_lighton_ocr,
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
@@ -464,9 +465,17 @@ NEW_FAMILIES = [
     ),
 ]
 # Pixtral towers: images at their own sizes (patch grids of 6x6, 8x4, 5x7 or,
-# merged 2x2 in Mistral 3, 6x8, and 4x4), packed into one sequence per batch.
+# merged 2x2 in Mistral 3 and LightOnOCR, 6x8, and 4x4), packed into one
+# sequence per batch.
 PIXTRAL_IMAGES = QWEN_IMAGES
 NEW_FAMILIES += [
+    _new(
+        "lighton_ocr",
+        make_tiny_lighton_ocr,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
     _new(
         "mistral3",
         make_tiny_mistral3,

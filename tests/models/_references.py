@@ -622,10 +622,14 @@ def pixtral_reference(path, images, prompts):
         placeholder="[IMG]",
     )
     hf = HF(path)
-    tower = hf.model.model.vision_tower
+    base = hf.model.model
+    tower = (
+        base.vision_encoder if hasattr(base, "vision_encoder") else base.vision_tower
+    )
     patch = hf.model.config.vision_config.patch_size
     for image, example in zip(images, examples, strict=True):
-        inputs = hf.processor(images=[image], text=["[IMG]"], return_tensors="pt")
+        text = [hf.processor.image_token]
+        inputs = hf.processor(images=[image], text=text, return_tensors="pt")
         (height, width) = inputs["image_sizes"][0].tolist()
         with torch.no_grad():
             out = tower(
