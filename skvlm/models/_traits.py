@@ -113,6 +113,8 @@ TRAITS = {
     "lighton_ocr": Traits(projector=("model.vision_projection",)),
     "llava_next": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "mistral_large4": Traits(cache="recompute"),
     "mllama": Traits(
         images="nested",
         unsupported={

@@ -30,6 +30,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_lighton_ocr",
             "make_tiny_llava_pixtral",
             "make_tiny_mistral3",
+            "make_tiny_mistral_large4",
         ],
         "._generative": [
             "GENERATIVE_FAMILIES",

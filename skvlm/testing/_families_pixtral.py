@@ -1,5 +1,5 @@
 """Tiny random-init checkpoints of the Pixtral-tower families: Mistral 3,
-LLaVA with a Pixtral tower and LightOnOCR.
+LLaVA with a Pixtral tower, LightOnOCR and Mistral Large 4.
 
 Same recipe as :mod:`skvlm.testing._families`: the real architecture at toy
 size, the family's processor (``PixtralProcessor``: its torchvision-free
@@ -17,7 +17,12 @@ from .._transformers_compat import pixtral_processor_class
 from ._families import _chatml, _named_tokenizer
 from ._generative import _TEXT, _builder, _merge, _save
 
-__all__ = ["make_tiny_lighton_ocr", "make_tiny_llava_pixtral", "make_tiny_mistral3"]
+__all__ = [
+    "make_tiny_lighton_ocr",
+    "make_tiny_llava_pixtral",
+    "make_tiny_mistral3",
+    "make_tiny_mistral_large4",
+]
 
 # Mistral's [INST] format, reduced to one user turn with images and text.
 PIXTRAL_TEMPLATE = (
@@ -186,6 +191,62 @@ def make_tiny_lighton_ocr(path, *, seed=0, **overrides):
         path,
         LightOnOcrForConditionalGeneration,
         LightOnOcrConfig(**kwargs),
+        processor,
+        seed,
+    )
+
+
+@_builder("mistral_large4")
+def make_tiny_mistral_large4(path, *, seed=0, **overrides):
+    """Tiny Mistral Large 4: Mistral 3's Pixtral tower and projector, a
+    mixture-of-experts LM (4 routed experts, 2 per token, one shared) with
+    latent attention and a sparse-attention indexer.
+
+    The indexer's top-k (256) covers every position of the tests' prompts.
+    With a smaller top-k than a padded batch's length, HF's own outputs for a
+    padded batch differ from those of each prompt alone (padding enters the
+    top-k selection), so no batch could equal the one-at-a-time reference.
+    """
+    from transformers import MistralLarge4Config, MistralLarge4ForConditionalGeneration
+
+    tokenizer, processor, _ = _pixtral_parts(merge=2)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=8,
+        n_routed_experts=4,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        kv_lora_rank=16,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+        index_topk=256,
+        index_head_dim=8,
+        index_n_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(_PIXTRAL_VISION),
+            text_config=text,
+            image_token_index=processor.image_token_id,
+            spatial_merge_size=2,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        MistralLarge4ForConditionalGeneration,
+        MistralLarge4Config(**kwargs),
         processor,
         seed,
     )

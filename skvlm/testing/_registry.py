@@ -93,6 +93,7 @@ TINY_MODELS = {
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
     # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
     "mistral3": TinyModel(pix.make_tiny_mistral3, "vlm", _ALL),
+    "mistral_large4": TinyModel(pix.make_tiny_mistral_large4, "vlm", _ALL),
     "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),

@@ -30,6 +30,7 @@ from skvlm.testing import (
     make_tiny_llava_onevision,
     make_tiny_llava_pixtral,
     make_tiny_mistral3,
+    make_tiny_mistral_large4,
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_qwen2_5_vl,
@@ -479,6 +480,13 @@ NEW_FAMILIES += [
     _new(
         "mistral3",
         make_tiny_mistral3,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
+    _new(
+        "mistral_large4",
+        make_tiny_mistral_large4,
         tower=None,
         reference=pixtral_reference,
         images=PIXTRAL_IMAGES,

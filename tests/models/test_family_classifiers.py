@@ -127,8 +127,9 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         changed = {k for k in base if not torch.equal(base[k], tuned[k])}
         assert changed, train
         # the vision tower never trains (train_vision=False); projectors named
-        # after it (Qwen's merger, LightOnOCR's vision_projection) do
-        projectors = ("merger", "vision_projection")
+        # after it (Qwen's merger, LightOnOCR's vision_projection, Mistral
+        # Large 4's vision_language_adapter, as saved) do
+        projectors = ("merger", "vision_projection", "vision_language_adapter")
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train
 

@@ -13,6 +13,7 @@ from skvlm.models import family_traits
         ("llava_pixtral", "packed", "transformer.layers"),
         ("mistral3", "packed", "transformer.layers"),
         ("lighton_ocr", "packed", "transformer.layers"),
+        ("mistral_large4", "packed", "transformer.layers"),
     ],
 )
 def test_a_pixtral_tower_is_packed(built, name, views, blocks):

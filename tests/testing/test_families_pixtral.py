@@ -10,6 +10,7 @@ from skvlm.testing import (
     make_tiny_lighton_ocr,
     make_tiny_llava_pixtral,
     make_tiny_mistral3,
+    make_tiny_mistral_large4,
 )
 
 BUILDERS = {
@@ -23,6 +24,13 @@ BUILDERS = {
     "mistral3": (
         make_tiny_mistral3,
         "Mistral3ForConditionalGeneration",
+        2,
+        "PixtralProcessor",
+        {"[IMG]", "[IMG_BREAK]", "[IMG_END]"},
+    ),
+    "mistral_large4": (
+        make_tiny_mistral_large4,
+        "MistralLarge4ForConditionalGeneration",
         2,
         "PixtralProcessor",
         {"[IMG]", "[IMG_BREAK]", "[IMG_END]"},
