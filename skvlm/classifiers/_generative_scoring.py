@@ -8,6 +8,15 @@ class-name tokens. Continuations are right-padded: causal attention keeps a real
 token from seeing the padding after it, and padded positions are masked out of
 the sums, so no attention mask is needed.
 
+Encoder-decoder models (Florence-2: adapters with ``encoder_decoder = True``)
+read the answer in the decoder: the encoder runs once per image over image and
+prompt, and its states are kept; the decoder runs the adapter's start tokens
+(``decoder_start_ids``: the decoder start token, then the BOS the model's
+answers were trained behind), the answer prefix and each class's tokens, in
+batched passes that cross-attend to those states expanded over the batch (a
+view). The decoder is re-run from its start for each batch of classes: it is
+short, and the costly part, the encoder over the image tokens, runs once.
+
 Definition of the scored tokens (the tests' naive computation uses the same):
 with ``A`` the answer prefix and ``ids`` the tokenizer without special tokens,
 the continuation of class ``name`` is ``ids(A + " " + name)[len(ids(A)):]``
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -77,6 +86,14 @@ class Prefix:
         continuations (hybrid or linear-attention models such as Qwen3.5,
         whose recurrent state has no per-layer keys and values): the model
         inputs of the prefix, run again with each continuation appended.
+    encoder : dict or None
+        Set instead of ``kv`` for encoder-decoder models: the encoder's
+        ``states`` (1, tokens, dim), its attention ``mask`` and the
+        ``decoder`` ids before the class tokens.
+    continued : dict
+        The family's ``Traits.token_inputs`` at the prefix's last token,
+        shape (1, 1, ...): every appended token takes that value (Mllama's
+        ``cross_attention_mask``: which image tiles a token reads).
     """
 
     kv: list | None
@@ -84,6 +101,8 @@ class Prefix:
     next_logits: torch.Tensor
     delta: int | None
     replay: dict | None = None
+    encoder: dict | None = None
+    continued: dict = field(default_factory=dict)
 
 
 def _language_call(adapter):
@@ -115,16 +134,35 @@ def _kv(cache):
     return [(layer.keys, layer.values) for layer in layers]
 
 
+def _is_encoder_decoder(adapter):
+    return bool(getattr(adapter, "encoder_decoder", False))
+
+
 def _shares_cache(adapter):
     return getattr(getattr(adapter, "traits", None), "cache", "auto") != "recompute"
 
 
-def _extend(batch, ids):
+def _continued(adapter, batch):
+    """The family's continued inputs at the last token of ``batch``: (1, 1, ...)."""
+    names = getattr(getattr(adapter, "traits", None), "token_inputs", ())
+    return {k: batch[k][:, -1:] for k in names if k in batch}
+
+
+def _repeat(continued, rows, tokens):
+    return {k: v.expand(rows, tokens, *v.shape[2:]) for k, v in continued.items()}
+
+
+def _extend(batch, ids, continued=None):
     """``batch`` with ``ids`` (1, n) appended to its token rows."""
     n = batch["input_ids"].shape[1]
+    tails = _repeat(continued or {}, 1, ids.shape[1])
     out = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == n:
+        if key in tails:
+            value = torch.cat([value, tails[key].to(value.dtype)], dim=1)
+        elif (
+            isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == n
+        ):
             fill = (
                 ids
                 if key == "input_ids"
@@ -161,6 +199,7 @@ def _step(adapter, prefix, cache, input_ids, **kwargs):
     positions = _positions(prefix, rows, tokens, input_ids.device)
     if positions is not None:
         kwargs["position_ids"] = positions
+    kwargs.update(_repeat(prefix.continued, rows, tokens))
     out = _language_call(adapter)(
         input_ids=input_ids, cache=cache, use_cache=True, **kwargs
     )
@@ -175,6 +214,8 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     """
     batch = dict(adapter.prepare([image], [text]))
     batch.pop("position_ids", None)  # batch of one: positions are 0..n-1 anyway
+    if _is_encoder_decoder(adapter):
+        return _encoder_prefix(adapter, batch, answer_ids, with_image), None
     if not _shares_cache(adapter):
         return _replay_prefix(adapter, batch, answer_ids, with_image), None
     if not with_image:
@@ -195,7 +236,14 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
         # set by the pass that just ran (a pass without image has none)
         deltas = adapter.model.model.rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
-    prefix = Prefix(_kv(cache), batch["input_ids"].shape[1], out.logits[0, -1], delta)
+    continued = _continued(adapter, batch) if with_image else {}
+    prefix = Prefix(
+        _kv(cache),
+        batch["input_ids"].shape[1],
+        out.logits[0, -1],
+        delta,
+        continued=continued,
+    )
     if prefix.kv is None:
         # A hybrid cache (recurrent state): replay the prefix for each class.
         return _replay_prefix(adapter, batch, answer_ids, with_image), None
@@ -205,9 +253,51 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
             adapter, prefix, cache, ids, **_last_only(_language_call(adapter))
         )
         prefix = Prefix(
-            _kv(cache), prefix.length + len(answer_ids), logits[0, -1], delta
+            _kv(cache),
+            prefix.length + len(answer_ids),
+            logits[0, -1],
+            delta,
+            continued=continued,
         )
     return prefix, cache
+
+
+def _encoder_prefix(adapter, batch, answer_ids, with_image):
+    """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept."""
+    if not with_image:
+        keep = batch["input_ids"][0] != adapter.image_token_id
+        batch = {
+            k: batch[k][0][keep][None]
+            for k in ("input_ids", "attention_mask")
+            if k in batch
+        }
+    decoder = [*adapter.decoder_start_ids(), *answer_ids]
+    ids = torch.tensor([decoder], device=adapter.device)
+    module = adapter.model
+    out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
+    encoder = {
+        "states": out.encoder_last_hidden_state,
+        "mask": batch.get("attention_mask"),
+        "decoder": decoder,
+    }
+    return Prefix(None, len(decoder), out.logits[0, -1], None, encoder=encoder)
+
+
+def _decoder_logits(adapter, prefix, ids):
+    """Logits of the decoder over ``ids`` (rows, tokens), given the kept encoder."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    rows = ids.shape[0]
+    states = prefix.encoder["states"]
+    mask = prefix.encoder["mask"]
+    return adapter.model(
+        encoder_outputs=BaseModelOutput(
+            last_hidden_state=states.expand(rows, *states.shape[1:])
+        ),
+        attention_mask=None if mask is None else mask.expand(rows, -1),
+        decoder_input_ids=ids,
+        use_cache=False,
+    ).logits
 
 
 def _replay_prefix(adapter, batch, answer_ids, with_image):
@@ -219,8 +309,10 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
             for k in ("input_ids", "token_type_ids")
             if k in batch
         }
+    continued = _continued(adapter, batch) if with_image else {}
     if answer_ids:
-        batch = _extend(batch, torch.tensor([answer_ids], device=adapter.device))
+        ids = torch.tensor([answer_ids], device=adapter.device)
+        batch = _extend(batch, ids, continued)
     module = adapter.model if with_image else _language_call(adapter)
     logits = module(**batch, use_cache=False, **_last_only(module)).logits
     return Prefix(
@@ -229,6 +321,7 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
         logits[0, -1],
         None,
         replay={"batch": batch, "module": module},
+        continued=continued,
     )
 
 
@@ -242,7 +335,8 @@ def _replayed_scores(adapter, prefix, continuations):
         total = first[tokens[0]]
         if len(tokens) > 1:
             ids = torch.tensor([tokens[:-1]], device=adapter.device)
-            logits = module(**_extend(batch, ids), use_cache=False).logits
+            extended = _extend(batch, ids, prefix.continued)
+            logits = module(**extended, use_cache=False).logits
             logp = torch.log_softmax(logits[0, n:].float(), dim=-1)
             picked = logp.gather(
                 -1, torch.tensor(tokens[1:], device=logp.device)[:, None]
@@ -272,6 +366,7 @@ def score_continuations(adapter, prefix, cache, continuations, batch_size):
     if prefix.replay is not None:
         return _replayed_scores(adapter, prefix, continuations)
     device = adapter.device
+    n = prefix.length
     first = torch.log_softmax(prefix.next_logits.float(), dim=-1)
     out = []
     for start in range(0, len(continuations), batch_size):
@@ -283,7 +378,15 @@ def score_continuations(adapter, prefix, cache, continuations, batch_size):
             ids[row, : len(tokens)] = torch.tensor(tokens, device=device)
             valid[row, : len(tokens)] = True
         total = first[ids[:, 0]]
-        if longest > 1:
+        if longest > 1 and prefix.encoder is not None:
+            # the decoder from its start: prefix, then all but the last token
+            start = torch.tensor(prefix.encoder["decoder"], device=device)
+            full = torch.cat([start.expand(len(chunk), n), ids[:, :-1]], dim=1)
+            logits = _decoder_logits(adapter, prefix, full)[:, n:]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            picked = logp.gather(-1, ids[:, 1:, None])[..., 0]
+            total = total + (picked * valid[:, 1:]).sum(dim=1)
+        elif longest > 1:
             # logits at position t predict token t + 1; the last position is unused
             logits = _step(adapter, prefix, cache, ids[:, :-1])
             logp = torch.log_softmax(logits.float(), dim=-1)

@@ -1,8 +1,9 @@
 """Adapters for more vision encoders and CLIP-style models.
 
 ViT-like towers (one width, one token per patch): DINOv3 ViT (CLS, then
-register tokens, then patches), AIMv2 (patches only; its attention-pooling
-head is the ``pooler``), and the CLIP-style MetaCLIP 2, AltCLIP and
+register tokens, then patches), MLCD (CLS, then patches; 2-D rotary
+positions; ``pooler`` = the post-layernormed CLS, as CLIP's), AIMv2
+(patches only; its attention-pooling head is the ``pooler``), and the CLIP-style MetaCLIP 2, AltCLIP and
 Chinese-CLIP, which are CLIP's vision tower beside another text encoder.
 
 Hierarchical encoders (ConvNeXt, ConvNeXt-V2, DINOv3 ConvNeXt, Swin, Swin-V2,
@@ -33,6 +34,26 @@ class DINOv3ViTAdapter(GenericVisionAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
+        self.has_pooler = True
+
+
+class MLCDAdapter(GenericVisionAdapter):
+    """MLCD: CLIP's layout (CLS, then patches); pooler = the post-layernormed CLS.
+
+    Entry 0 is the input of the first block (after the pre-layernorm), entry k
+    the output of block k, as HF's ``hidden_states``. DeepGlint's checkpoints
+    name their type ``mlcd``, transformers' own config ``mlcd_vision_model``.
+    """
+
+    family = "mlcd"
+    model_types = ("mlcd", "mlcd_vision_model")
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        # Its CLS is a ``class_embedding``, and its pooled output comes from the
+        # forward pass, not from a ``pooler`` module.
+        self.has_cls = True
+        self.n_prefix = 1
         self.has_pooler = True
 
 
@@ -271,6 +292,7 @@ class AlignAdapter(HierarchicalAdapter):
 
 ADAPTERS = [
     DINOv3ViTAdapter,
+    MLCDAdapter,
     Aimv2Adapter,
     MetaClip2Adapter,
     AltCLIPAdapter,

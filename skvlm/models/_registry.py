@@ -39,7 +39,9 @@ ADAPTER_MODULES = (
     "skvlm.models._blip",
     "skvlm.models._qwen",
     "skvlm.models._idefics",
+    "skvlm.models._mllama",
     "skvlm.models._encoders",
+    "skvlm.models._florence2",
     "skvlm.models._generic",
 )
 
@@ -133,9 +135,7 @@ def _freeze(value):
         return repr(value)
 
 
-def load_adapter(
-    model, *, device="auto", dtype="auto", model_kwargs=None, verbose=0
-):
+def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None, verbose=0):
     """Load ``model`` (once per process) and wrap it in its family's adapter.
 
     Every estimator and tool of skvlm loads through here, so all get the same

@@ -22,6 +22,9 @@ overrides what cannot be derived.
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
   Pixtral); the family's own adapter (or none) unpacks them.
+- ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
+  image padded to the processor's ``max_image_tiles`` with the valid tiles
+  marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -29,6 +32,12 @@ probabilistic scorer runs the prefix once and reuses it for every class),
 be shared across continuations: the scorer runs prompt and continuation again
 for each class, at the cost of one full pass per class and image), or
 ``"auto"`` (decided from the cache the model returns).
+
+``token_inputs`` names processor outputs aligned with the prompt's tokens
+(their dimension 1) other than ``attention_mask``: tokens appended to the
+prompt (a training answer, a scored class name) take the value of the prompt's
+last token there, as transformers' ``generate`` extends them (Mllama's
+``cross_attention_mask``, which says which image tiles each token reads).
 """
 
 from __future__ import annotations
@@ -55,8 +64,10 @@ class Traits:
     ----------
     vision : str or None
         Path of the vision tower.
-    vision_blocks : str or None
-        Path, from the tower, of its list of transformer blocks.
+    vision_blocks : str, tuple of str or None
+        Path, from the tower, of its list of transformer blocks; a tuple for a
+        tower of several encoders run one after the other (their blocks make
+        one stack, in that order).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
     language : str or None
@@ -65,7 +76,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -75,6 +86,9 @@ class Traits:
         linear layer there).
     cache : {"auto", "kv", "recompute"}
         What the probabilistic scorer does with the cache.
+    token_inputs : tuple of str
+        Token-aligned processor outputs that appended tokens continue (see
+        module doc).
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
@@ -90,6 +104,7 @@ class Traits:
     placeholder: str | None = None
     lora_targets: tuple | None = None
     cache: str = "auto"
+    token_inputs: tuple = ()
     unsupported: dict = field(default_factory=dict)
 
 
@@ -105,6 +120,8 @@ _PACKED = "packed: patches of all images in one sequence"
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
+    # BART encoder-decoder: its encoder and decoder blocks are both "layers"
+    "florence2": Traits(language="model.language_model"),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
@@ -116,13 +133,10 @@ TRAITS = {
     # its sparse-attention indexer keeps per-layer keys beside the KV cache
     "mistral_large4": Traits(cache="recompute"),
     "mllama": Traits(
+        vision_blocks=("transformer.layers", "global_transformer.layers"),
         images="nested",
-        unsupported={
-            "vision": "tiles of (images, tiles, C, H, W) with aspect-ratio masks "
-            "and padded patches, not yet read by skvlm",
-            "projector": "cross-attention: image features never enter the sequence",
-            "tuner": "its cross_attention_mask is not extended over the answer tokens",
-        },
+        views="tiles",
+        token_inputs=("cross_attention_mask",),
     ),
     "qwen2_5_vl": Traits(views="packed"),
     "qwen2_vl": Traits(views="packed"),
@@ -172,9 +186,18 @@ _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 
 
 def resolve_path(root, path):
-    """The module or parameter at dotted ``path`` under ``root``, or None."""
+    """The module or parameter at dotted ``path`` under ``root``, or None.
+
+    A tuple of paths (``Traits.vision_blocks`` of a tower of several
+    encoders) resolves to the list of their blocks, in order.
+    """
     if path is None:
         return None
+    if isinstance(path, tuple):
+        lists = [resolve_path(root, p) for p in path]
+        if any(blocks is None for blocks in lists):
+            return None
+        return [block for blocks in lists for block in blocks]
     node = root
     for name in path.split("."):
         node = getattr(node, name, None)

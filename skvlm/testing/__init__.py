@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
+        "._families_encdec": ["make_tiny_florence2"],
         "._families": [
             "make_tiny_aya_vision",
             "make_tiny_gemma3",
@@ -21,7 +22,6 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_internvl",
             "make_tiny_janus",
             "make_tiny_llava_onevision",
-            "make_tiny_mllama",
             "make_tiny_qwen3_5",
             "make_tiny_qwen3_vl_moe",
             "make_tiny_vipllava",
@@ -32,6 +32,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_mistral3",
             "make_tiny_mistral_large4",
         ],
+        "._families_mllama": ["make_tiny_mllama"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -1,7 +1,7 @@
 """Tiny random-init vision encoders and CLIP-style models, saved in Hugging Face layout.
 
 DINOv3 (ViT and ConvNeXt), ConvNeXt and ConvNeXt-V2, Swin and Swin-V2, Hiera,
-AIMv2 (vision-only and CLIP-style), MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP.
+MLCD, AIMv2 (vision-only and CLIP-style), MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP.
 Each is the real architecture at toy sizes with its family's processor (the
 PIL image processors, which need no torchvision) and, for the CLIP-style ones,
 its family's tokenizer class built offline (XLM-R's Unigram, BERT's WordPiece).
@@ -27,6 +27,8 @@ TESTED_ENCODER_TYPES = (
     "dinov3_vit",
     "hiera",
     "metaclip_2",
+    "mlcd",
+    "mlcd_vision_model",
     "swin",
     "swinv2",
 )
@@ -159,6 +161,12 @@ def _hiera():
     return HieraModel(config), processor
 
 
+def _mlcd():
+    from transformers import MLCDVisionConfig, MLCDVisionModel
+
+    return MLCDVisionModel(MLCDVisionConfig(**VISION)), _clip_image_processor()
+
+
 def _aimv2_vision():
     from transformers import Aimv2VisionConfig, Aimv2VisionModel
 
@@ -269,6 +277,8 @@ _BUILDERS = {
     "dinov3_vit": _dinov3_vit,
     "hiera": _hiera,
     "metaclip_2": _metaclip_2,
+    "mlcd": _mlcd,
+    "mlcd_vision_model": _mlcd,
     "swin": lambda: _swin(1),
     "swinv2": lambda: _swin(2),
 }
@@ -284,7 +294,9 @@ def make_tiny_encoder(path, model_type, *, seed=0):
     model_type : str
         One of :data:`TESTED_ENCODER_TYPES`: ``"dinov3_vit"``,
         ``"dinov3_convnext"``, ``"convnext"``, ``"convnextv2"``, ``"swin"``,
-        ``"swinv2"``, ``"hiera"``, ``"aimv2_vision_model"`` (vision-only) or the
+        ``"swinv2"``, ``"hiera"``, ``"mlcd_vision_model"``, ``"mlcd"`` (the same
+        model with the type DeepGlint's checkpoints write in their config),
+        ``"aimv2_vision_model"`` (vision-only) or the
         CLIP-style ``"aimv2"``, ``"metaclip_2"``, ``"align"``, ``"altclip"``,
         ``"chinese_clip"``.
     seed : int, default=0
@@ -312,4 +324,17 @@ def make_tiny_encoder(path, model_type, *, seed=0):
         )
     _seeded(seed)
     model, processor = _BUILDERS[model_type]()
-    return _save(model.eval(), processor, path)
+    path = _save(model.eval(), processor, path)
+    if model_type == "mlcd":
+        _rename_type(path, "mlcd")
+    return path
+
+
+def _rename_type(path, model_type):
+    """Write ``model_type`` into the saved config, as some hub checkpoints have it."""
+    import json
+
+    config = path / "config.json"
+    saved = json.loads(config.read_text())
+    saved["model_type"] = model_type
+    config.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")

@@ -35,7 +35,6 @@ __all__ = [
     "make_tiny_internvl",
     "make_tiny_janus",
     "make_tiny_llava_onevision",
-    "make_tiny_mllama",
     "make_tiny_qwen3_5",
     "make_tiny_qwen3_vl_moe",
     "make_tiny_vipllava",
@@ -669,78 +668,3 @@ class _NoSave:
 
     def save_pretrained(self, path):
         return path
-
-
-MLLAMA_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
-    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<|image|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
-    "<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
-    "{% endif %}"
-)
-
-
-@_builder("mllama")
-def make_tiny_mllama(path, *, seed=0, **overrides):
-    """Tiny Mllama (Llama 3.2 Vision): tiled tower (up to 2 tiles of 32 px,
-    a local and a global encoder), Llama LM whose block 1 is a cross-attention
-    layer reading the image. One image list per prompt."""
-    from transformers import (
-        MllamaConfig,
-        MllamaForConditionalGeneration,
-        MllamaImageProcessorPil,
-        MllamaProcessor,
-    )
-
-    tokenizer = _tokenizer(
-        [
-            "<|image|>",
-            "<|python_tag|>",
-            "<|start_header_id|>",
-            "<|end_header_id|>",
-            "<|eot_id|>",
-        ],
-        bos="<|begin_of_text|>",
-        eos="<|eot_id|>",
-        pad="<|finetune_right_pad_id|>",
-        padding_side="left",
-    )
-    processor = MllamaProcessor(
-        image_processor=MllamaImageProcessorPil(
-            size={"height": 32, "width": 32}, max_image_tiles=2
-        ),
-        tokenizer=tokenizer,
-        chat_template=MLLAMA_TEMPLATE,
-    )
-    kwargs = _merge(
-        dict(
-            vision_config=dict(
-                hidden_size=32,
-                num_hidden_layers=3,
-                num_global_layers=1,
-                attention_heads=4,
-                intermediate_size=64,
-                vision_output_dim=64,
-                image_size=32,
-                patch_size=8,
-                max_num_tiles=2,
-                intermediate_layers_indices=[1],
-                supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
-            ),
-            text_config=dict(
-                _TEXT,
-                vocab_size=len(tokenizer),
-                cross_attention_layers=[1],
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            ),
-            image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
-        ),
-        overrides,
-    )
-    return _save(
-        path, MllamaForConditionalGeneration, MllamaConfig(**kwargs), processor, seed
-    )

@@ -16,6 +16,8 @@ from functools import partial
 
 from . import _encoders as enc
 from . import _families as fam
+from . import _families_encdec as encdec
+from . import _families_mllama as mllama
 from . import _families_pixtral as pix
 from . import _generative as gen
 from . import _vision as vis
@@ -72,6 +74,8 @@ TINY_MODELS = {
     "dinov3_vit": _encoder("dinov3_vit", "vision"),
     "hiera": _encoder("hiera", "vision"),
     "metaclip_2": _encoder("metaclip_2", "clip"),
+    "mlcd": _encoder("mlcd", "vision"),
+    "mlcd_vision_model": _encoder("mlcd_vision_model", "vision"),
     "swin": _encoder("swin", "vision"),
     "swinv2": _encoder("swinv2", "vision"),
     "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
@@ -80,6 +84,7 @@ TINY_MODELS = {
     "dinov2": TinyModel(
         partial(vis.make_tiny_vit, kind="dinov2"), "vision", ("vision",)
     ),
+    "florence2": TinyModel(encdec.make_tiny_florence2, "vlm", _ALL),
     "gemma3": TinyModel(fam.make_tiny_gemma3, "vlm", _ALL),
     "glm4v": TinyModel(fam.make_tiny_glm4v, "vlm", _ALL),
     "idefics2": TinyModel(fam.make_tiny_idefics2, "vlm", _ALL),
@@ -91,10 +96,9 @@ TINY_MODELS = {
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
-    # classifiers: the tuner refuses it (see TRAITS), the scorer is unchecked
     "mistral3": TinyModel(pix.make_tiny_mistral3, "vlm", _ALL),
     "mistral_large4": TinyModel(pix.make_tiny_mistral_large4, "vlm", _ALL),
-    "mllama": TinyModel(fam.make_tiny_mllama, "vlm", ("language",), classifiers=False),
+    "mllama": TinyModel(mllama.make_tiny_mllama, "vlm", _ALL),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),
     "qwen2_vl": TinyModel(gen.make_tiny_qwen2_vl, "vlm", _ALL),

@@ -4,9 +4,13 @@ A generation row is the processor's ids of the formatted prompt (image tokens
 included), then the answer's ids and the end-of-sequence token; the loss reads
 the answer tokens only. Rows are left-padded, so every answer ends at the last
 position and the language-model head runs on the last few positions only.
-A head row (``objective="cross_entropy"``) is the prompt alone; its site is the
-language model's last hidden state (after the final norm), pooled over the
-prompt's valid tokens.
+An encoder-decoder model (Florence-2: adapters with ``encoder_decoder = True``)
+takes the prompt rows as they are in its encoder, and the answer in its
+decoder, behind the adapter's ``decoder_start_ids`` (the decoder start token
+and BOS, as HF shifts a labelled answer right); decoder rows are
+right-padded. A head row (``objective="cross_entropy"``) is the prompt alone;
+its site is the language model's last hidden state (after the final norm; an
+encoder-decoder's: its encoder's), pooled over the prompt's valid tokens.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class GenerationBatch:
 def generation_batch(adapter, images, prompts, answers):
     """Prompt + answer rows for the generation loss.
 
+    Every input aligned with the prompt's tokens moves with them; at the answer
+    positions ``attention_mask`` is 1, ``token_type_ids`` 1 (PaliGemma's
+    suffix), ``mm_token_type_ids`` 0, and the family's continued inputs
+    (``Traits.token_inputs``, Mllama's ``cross_attention_mask``) take the
+    prompt's last token's value, as transformers' ``generate`` extends them.
+
     Parameters
     ----------
     adapter : skvlm.models.Adapter
@@ -88,6 +98,8 @@ def generation_batch(adapter, images, prompts, answers):
     -------
     batch : GenerationBatch
     """
+    if getattr(adapter, "encoder_decoder", False):
+        return _decoder_batch(adapter, images, prompts, answers)
     inputs = dict(adapter.prepare(images, prompts))
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
     rows = ids.shape[0]
@@ -96,8 +108,11 @@ def generation_batch(adapter, images, prompts, answers):
     device = ids.device
     new = {"input_ids": torch.zeros(rows, width, dtype=ids.dtype, device=device)}
     aligned = [k for k in (*_ALIGNED, "token_type_ids") if k in inputs]
-    for key in aligned:
-        new[key] = torch.zeros(rows, width, dtype=inputs[key].dtype, device=device)
+    names = getattr(getattr(adapter, "traits", None), "token_inputs", ())
+    continued = [k for k in names if k in inputs]
+    for key in aligned + continued:
+        value = inputs[key]
+        new[key] = value.new_zeros(rows, width, *value.shape[2:])
     labels = torch.full((rows, width), IGNORE, dtype=torch.long, device=device)
     for i in range(rows):
         answer = torch.tensor(answers[i], dtype=ids.dtype, device=device)
@@ -110,6 +125,10 @@ def generation_batch(adapter, images, prompts, answers):
             new[key][i, start:prompt_end] = inputs[key][i][mask[i]]
             fill = 1 if key == "token_type_ids" else _ALIGNED[key]
             new[key][i, prompt_end:] = fill
+        for key in continued:
+            prompt = inputs[key][i][mask[i]]
+            new[key][i, start:prompt_end] = prompt
+            new[key][i, prompt_end:] = prompt[-1]
     if "position_ids" in inputs:  # counted over valid tokens, as the adapter does
         new["position_ids"] = (new["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
     for key, value in inputs.items():
@@ -117,6 +136,24 @@ def generation_batch(adapter, images, prompts, answers):
             new[key] = value
     keep = max(len(a) for a in answers) + 1
     return GenerationBatch(new, labels, keep)
+
+
+def _decoder_batch(adapter, images, prompts, answers):
+    """Encoder rows of the prompts; decoder rows of start tokens + answer."""
+    inputs = dict(adapter.prepare(images, prompts))
+    start = adapter.decoder_start_ids()
+    device = inputs["input_ids"].device
+    width = len(start) + max(len(a) for a in answers)
+    pad = adapter.processor.tokenizer.pad_token_id or 0
+    decoder = torch.full((len(answers), width), pad, dtype=torch.long, device=device)
+    labels = torch.full_like(decoder, IGNORE)
+    for i, answer in enumerate(answers):
+        row = torch.tensor([*start, *answer], dtype=torch.long, device=device)
+        decoder[i, : len(row)] = row
+        labels[i, len(start) : len(row)] = row[len(start) :]
+    inputs["decoder_input_ids"] = decoder
+    # logits at decoder position t predict label t + 1, as for decoder rows
+    return GenerationBatch(inputs, labels, width)
 
 
 def _accepts_logits_to_keep(runner):

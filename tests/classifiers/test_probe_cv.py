@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedKFold,
+    StratifiedShuffleSplit,
+)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -112,7 +116,13 @@ def test_no_problem_changes_another():
     folds = [np.arange(0, 120), np.arange(40, 160)]
     Cs = np.array([1e-3, 1.0, 1e3])
     together = fit_folds(
-        MemoryArray(X), np.unique(y, return_inverse=True)[1], 3, folds, Cs, tol=1e-8
+        MemoryArray(X),
+        np.unique(y, return_inverse=True)[1],
+        3,
+        folds,
+        Cs,
+        tol=1e-8,
+        path="batch",
     )
     for f, train in enumerate(folds):
         for c, C in enumerate(Cs):
@@ -123,6 +133,7 @@ def test_no_problem_changes_another():
                 [train],
                 np.array([C]),
                 tol=1e-8,
+                path="batch",
             )
             p = f * len(Cs) + c
             assert alone.n_iter[0] == together.n_iter[p]
@@ -130,6 +141,51 @@ def test_no_problem_changes_another():
                 alone.coefs[0], together.coefs[p], rtol=1e-8, atol=1e-10
             )
     assert len(set(together.n_iter.tolist())) > 1  # they did stop at their own time
+
+
+@needs_new_layout
+@pytest.mark.parametrize("standardize", [False, True])
+def test_small_training_sets_read_their_own_rows_and_equal_sklearn(standardize):
+    # Training sets of 30 % of the rows: each fold's problems read only its
+    # rows (the grouped path), and still solve sklearn's problems.
+    X, y = _data(3, n_samples=200, seed=5)
+    cv = list(StratifiedShuffleSplit(3, train_size=0.3, random_state=0).split(X, y))
+    got = LinearProbeCV(
+        Cs=4, cv=cv, standardize=standardize, device="cpu", **TIGHT
+    ).fit(X, y)
+    if standardize:
+        ref = [
+            [
+                make_pipeline(StandardScaler(), LogisticRegression(C=C, **TIGHT))
+                .fit(X[train], y[train])
+                .score(X[test], y[test])
+                for C in got.Cs_
+            ]
+            for train, test in cv
+        ]
+        np.testing.assert_allclose(got.scores_, ref, atol=1e-4)
+        return
+    ref = _sklearn_cv(X, y, Cs=4, cv=cv, **TIGHT)
+    np.testing.assert_allclose(got.scores_, ref.scores_[:, 0, :], atol=1e-4)
+    paths = ref.coefs_paths_[:, 0]
+    np.testing.assert_allclose(got.coefs_paths_, paths, rtol=1e-3, atol=1e-5)
+
+
+def test_warm_path_of_one_fold_is_the_same_alone_or_with_others():
+    # Along the C path each fold starts from its own previous solution: the
+    # folds batched together follow the same paths as each fold alone.
+    X, y = _data(3, seed=4)
+    y_index = np.unique(y, return_inverse=True)[1]
+    folds = [np.arange(0, 120), np.arange(40, 160)]
+    Cs = np.array([1e-3, 1.0, 1e3])
+    together = fit_folds(MemoryArray(X), y_index, 3, folds, Cs, tol=1e-8)
+    for f, train in enumerate(folds):
+        alone = fit_folds(MemoryArray(X), y_index, 3, [train], Cs, tol=1e-8)
+        rows = slice(f * len(Cs), (f + 1) * len(Cs))
+        np.testing.assert_array_equal(alone.n_iter, together.n_iter[rows])
+        np.testing.assert_allclose(
+            alone.coefs, together.coefs[rows], rtol=1e-8, atol=1e-10
+        )
 
 
 def test_lazily_read_features_give_the_same_probe(tmp_path):

@@ -17,6 +17,7 @@ from skvlm.testing import (
     make_tiny_aya_vision,
     make_tiny_blip2,
     make_tiny_clip,
+    make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
     make_tiny_idefics2,
@@ -51,6 +52,7 @@ from ._references import (
     PROMPTS,
     blip2_reference,
     blip2_t5_reference,
+    florence2_reference,
     generic_reference,
     idefics_reference,
     instructblip_reference,
@@ -61,6 +63,7 @@ from ._references import (
     qwen_reference,
     vision_tower_reference,
 )
+from ._references_mllama import mllama_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -447,8 +450,12 @@ NEW_FAMILIES = [
         "mllama",
         make_tiny_mllama,
         tower=None,
-        nested=True,
-        stages=("language",),
+        has_cls=True,
+        reference=mllama_reference,
+        # 1, 2, 2 and 1 tiles of 2 (aspect ratios 1:1, 2:1, 1:2, 1:1)
+        images=lambda: random_images(
+            4, seed=5, sizes=((32, 32), (32, 64), (64, 32), (40, 40))
+        ),
     ),
     _new(
         "qwen3_5",
@@ -503,4 +510,17 @@ NEW_FAMILIES += [
         model_type="llava",
     ),
 ]
+# Florence-2: a hierarchical (DaViT) tower, no CLS and no token positions there
+NEW_FAMILIES.append(
+    replace(
+        _new(
+            "florence2", make_tiny_florence2, tower=None, reference=florence2_reference
+        ),
+        poolings={
+            "vision": ("mean", "max"),
+            "projector": PROJECTOR,
+            "language": LANGUAGE,
+        },
+    )
+)
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

@@ -607,6 +607,45 @@ def generic_reference(
     return examples
 
 
+# -- Florence-2: DaViT tower, projector, BART encoder ---------------------------------
+def florence2_reference(path, images, prompts):
+    """Vision: the tower's ``hidden_states``, each (C, H, W) map as H*W tokens of
+    width C, row by row; projector: ``get_image_features``; language: the BART
+    encoder's ``encoder_hidden_states`` (the decoder is not the stage)."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    token_id = model.config.image_token_id
+    special = _special_ids(processor.tokenizer, token_id)
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+        with torch.no_grad():
+            vision = model.model.vision_tower(
+                inputs["pixel_values"], output_hidden_states=True
+            ).hidden_states
+            features = model.model.get_image_features(inputs["pixel_values"])
+            out = model(**inputs, output_hidden_states=True, use_cache=False)
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        examples.append(
+            Example(
+                {
+                    "vision": Tokens(
+                        [_np(h[0].flatten(1).transpose(0, 1)) for h in vision]
+                    ),
+                    "projector": Tokens([_np(features.pooler_output[0])]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in out.encoder_hidden_states],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
+                facts={"decoder_entries": len(out.decoder_hidden_states)},
+            )
+        )
+
+
 # -- Pixtral towers: Mistral 3, LLaVA with a Pixtral tower ---------------------------
 def pixtral_reference(path, images, prompts):
     """:func:`generic_reference` for projector and language; vision: the

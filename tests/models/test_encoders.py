@@ -1,6 +1,6 @@
 """Vision encoders and CLIP-style models against transformers' own outputs.
 
-DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, AIMv2, MetaCLIP 2,
+DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, MLCD, AIMv2, MetaCLIP 2,
 ALIGN, AltCLIP and Chinese-CLIP: every stage and pooling equals HF's
 ``output_hidden_states`` / ``pooler_output`` / ``get_image_features``, pooled by
 hand here, at batch sizes 1 and 4; the CLIP-style ones classify zero-shot with
@@ -22,6 +22,8 @@ from skvlm.testing import TESTED_ENCODER_TYPES, make_tiny_encoder, random_images
 #: hierarchical encoders, has a CLS token, has a projector stage)
 KINDS = {
     "dinov3_vit": (3, True, False),
+    "mlcd": (1, True, False),
+    "mlcd_vision_model": (1, True, False),
     "aimv2_vision_model": (0, False, False),
     "aimv2": (0, False, True),
     "metaclip_2": (1, True, True),
@@ -38,6 +40,7 @@ KINDS = {
 #: the adapter family serving each type, where it is not the type itself
 FAMILIES = {
     "aimv2_vision_model": "aimv2",
+    "mlcd_vision_model": "mlcd",
     "convnextv2": "convnext",
     "swinv2": "swin",
 }

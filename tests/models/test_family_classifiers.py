@@ -53,8 +53,37 @@ def images():
     return random_images(2, seed=1)
 
 
+def _naive_encoder_decoder_scores(adapter, images):
+    """HF's own loss on labels that keep only the class tokens; the decoder reads
+    the answer as the tokenizer frames it (``<s> ... </s>``), shifted right
+    behind the decoder start token, as HF builds it from unmasked labels."""
+    tokenizer = adapter.processor.tokenizer
+    decoder_start = adapter.model.config.get_text_config().decoder_start_token_id
+    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    lead = tokenizer(ANSWER)["input_ids"].index(answer[0])
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        batch = dict(adapter.prepare([image], [adapter.format_prompt(PROMPT)]))
+        for c, name in enumerate(NAMES):
+            labels = tokenizer(f"{ANSWER} {name}")["input_ids"]
+            target = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
+            n_target = len(target["input_ids"]) - len(answer)
+            start = lead + len(answer)
+            masked = [-100] * len(labels)
+            masked[start : start + n_target] = labels[start : start + n_target]
+            decoder = torch.tensor([[decoder_start, *labels[:-1]]])
+            with torch.no_grad():
+                loss = adapter.model(
+                    **batch, decoder_input_ids=decoder, labels=torch.tensor([masked])
+                ).loss
+            out[i, c] = -float(loss) * n_target
+    return out
+
+
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
+    if adapter.model.config.is_encoder_decoder:
+        return _naive_encoder_decoder_scores(adapter, images)
     tokenizer = adapter.processor.tokenizer
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     text = adapter.format_prompt(PROMPT)
@@ -71,7 +100,15 @@ def _naive_scores(path, images):
             extra = torch.tensor([answer + target])
             full = {}
             for key, value in batch.items():
-                if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n:
+                if torch.is_tensor(value) and value.dim() > 2 and value.shape[1] == n:
+                    # Mllama's cross_attention_mask (tokens x images x tiles): a
+                    # new token reads the tiles the last one reads, as HF's
+                    # generate extends it
+                    tail = value[:, -1:].expand(-1, extra.shape[1], *value.shape[2:])
+                    value = torch.cat([value, tail], dim=1)
+                elif (
+                    torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == n
+                ):
                     fill = (
                         extra
                         if key == "input_ids"

@@ -109,7 +109,7 @@ def test_unknown_family_error_lists_these_families():
     from skvlm.models._registry import adapter_class
 
     with pytest.raises(ValueError, match="not supported by skvlm") as info:
-        adapter_class(SimpleNamespace(model_type="mllama"))
+        adapter_class(SimpleNamespace(model_type="no_such_model_type"))
     for family in (
         "llava (llava)",
         "llava_next (llava_next)",

@@ -1,6 +1,7 @@
 """support_matrix() agrees with the family tests, and its docs page is current."""
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from skvlm import VLMEmbeddingTransformer
-from skvlm.models import load_adapter, support_matrix
+from skvlm.models import TRAITS, Traits, clear_model_cache, load_adapter, support_matrix
 from skvlm.testing import TINY_MODELS
 
 from ._families import BY_NAME, FAMILIES, NEW_FAMILIES
@@ -89,9 +90,24 @@ def test_committed_page_is_current():
     )
 
 
-def test_a_stage_the_family_does_not_allow_says_why(built, matrix):
-    row = matrix.set_index("model_type").loc["mllama"]
-    assert row["vision"].startswith("unsupported: ")
-    vlm = VLMEmbeddingTransformer(built.path("mllama"), stage="vision", device="cpu")
-    with pytest.raises(ValueError, match=r"stage='vision'.*mllama.*aspect-ratio"):
-        vlm.fit_transform(pd.Series(built.images("mllama")))
+def test_a_stage_the_family_does_not_allow_says_why(built, matrix, monkeypatch):
+    # A stage declared unsupported in TRAITS: the matrix gives the reason for a
+    # type the generic adapter serves, and loading refuses the stage, naming
+    # the family, the stage and the reason (here a family adapter's type).
+    reason = "the reason written in its traits"
+    claimed = matrix[(matrix.kind == "vlm") & (matrix.vision == "claimed")]
+    model_type = claimed.model_type.iloc[0]
+    for name in (model_type, "mllama"):
+        declared = replace(TRAITS.get(name, Traits()), unsupported={"vision": reason})
+        monkeypatch.setitem(TRAITS, name, declared)
+    row = support_matrix().set_index("model_type").loc[model_type]
+    assert row["vision"] == f"unsupported: {reason}"
+    clear_model_cache()  # the adapter reads its traits when it loads
+    try:
+        vlm = VLMEmbeddingTransformer(
+            built.path("mllama"), stage="vision", device="cpu"
+        )
+        with pytest.raises(ValueError, match=rf"stage='vision'.*mllama.*{reason}"):
+            vlm.fit_transform(pd.Series(built.images("mllama")))
+    finally:
+        clear_model_cache()

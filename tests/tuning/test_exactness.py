@@ -195,3 +195,61 @@ def test_the_copy_shares_frozen_weights_and_owns_what_trains(family_paths):
     projector = "model.multi_modal_projector.linear_1.weight"
     assert copy[projector] is not base[projector]  # trains: a copy of its own
     assert copy[projector].dtype == torch.float32 and copy[projector].requires_grad
+
+
+# -- an encoder-decoder language model (Florence-2): the answer is the decoder's ----------
+@pytest.fixture(scope="module")
+def florence2(tmp_path_factory):
+    from skvlm.testing import make_tiny_florence2
+
+    return load_adapter(
+        make_tiny_florence2(tmp_path_factory.mktemp("florence2")), device="cpu"
+    )
+
+
+def test_encoder_decoder_loss_equals_hf_labels_loss(florence2):
+    # HF's reading of a labelled answer: the tokenizer frames it (<s> ... </s>),
+    # the decoder reads it shifted right behind the decoder start token; the
+    # loss skips the <s> (the tuner scores the answer and its EOS).
+    adapter = florence2
+    tokenizer = adapter.processor.tokenizer
+    images, prompts = _inputs(adapter)
+    answers = answer_ids(tokenizer, ANSWERS)
+    batch = generation_batch(adapter, images, prompts, answers)
+    start = adapter.model.config.get_text_config().decoder_start_token_id
+    framed = [tokenizer(a)["input_ids"] for a in ANSWERS]
+    width = max(len(f) for f in framed)
+    labels = torch.full((len(framed), width), -100)
+    decoder = torch.full((len(framed), width), tokenizer.pad_token_id)
+    for i, ids in enumerate(framed):
+        labels[i, 1 : len(ids)] = torch.tensor(ids[1:])  # all but the leading <s>
+        decoder[i, : len(ids)] = torch.tensor([start, *ids[:-1]])
+    inputs = adapter.prepare(images, prompts)
+    with torch.no_grad():
+        loss_sum, n_tokens = generation_loss_sum(adapter.model, batch)
+        hf = adapter.model(
+            **inputs, decoder_input_ids=decoder, labels=labels, use_cache=False
+        )
+    assert n_tokens == sum(len(a) for a in answers) == int((labels != -100).sum())
+    torch.testing.assert_close(
+        loss_sum / n_tokens, hf.loss.float(), rtol=1e-5, atol=1e-6
+    )
+    # the encoder rows are the prompts alone
+    assert torch.equal(batch.inputs["input_ids"], inputs["input_ids"])
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_encoder_decoder_pooled_site_is_the_encoders_last_state(florence2, pooling):
+    adapter = florence2
+    images, prompts = _inputs(adapter)
+    inputs = dict(adapter.prepare(images, prompts))
+    with torch.no_grad():
+        got = pooled_site(adapter, inputs, pooling)
+        hidden = adapter.model(**inputs, use_cache=False).encoder_last_hidden_state
+    mask = inputs["attention_mask"].bool()
+    for i in range(len(images)):
+        rows = hidden[i][mask[i]]
+        expected = rows[-1] if pooling == "last" else rows.mean(0)
+        np.testing.assert_allclose(
+            got[i].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5
+        )

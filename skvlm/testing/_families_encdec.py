@@ -1,0 +1,115 @@
+"""Tiny random-init checkpoints of encoder-decoder image-text families: Florence-2.
+
+Same recipe as :mod:`skvlm.testing._families`: the real architecture at toy
+size (DaViT tower, projector, BART language model), the family's real
+processor class with an offline word-level tokenizer that adds BOS and EOS
+around a text as BART's does, saved with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+from tokenizers import processors
+from transformers import PreTrainedTokenizerFast
+
+from ._generative import _builder, _merge, _save, _tokenizer
+
+__all__ = ["make_tiny_florence2"]
+
+#: Florence-2's image side: 64 px, four DaViT stages down to a 2 x 2 map, so
+#: 4 spatial tokens and 1 temporal token per image.
+FLORENCE2_IMAGE = 64
+FLORENCE2_IMAGE_TOKENS = 5
+
+
+def bart_style_tokenizer(specials=(), **named):
+    """The offline word-level tokenizer with BART's ``<s> text </s>`` framing.
+
+    ``named`` gives the named special tokens (``image_token="<image>"``).
+    """
+    base = _tokenizer(
+        list(dict.fromkeys([*named.values(), *specials])),
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        padding_side="right",
+    )
+    backend = base.backend_tokenizer
+    ids = {t: base.convert_tokens_to_ids(t) for t in ("<s>", "</s>")}
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=list(ids.items()),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token=base.unk_token,
+        padding_side="right",
+        extra_special_tokens=dict(named),
+    )
+
+
+@_builder("florence2")
+def make_tiny_florence2(path, *, seed=0, **overrides):
+    """Tiny Florence-2: DaViT tower (4 stages of widths 8-32, 5 blocks), the
+    projector (5 tokens per 64 px image: 2 x 2 spatial + 1 temporal), BART
+    language model (3 encoder and 2 decoder layers)."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    tokenizer = bart_style_tokenizer(image_token="<image>")
+    processor = Florence2Processor(
+        image_processor=CLIPImageProcessorPil(
+            size={"height": FLORENCE2_IMAGE, "width": FLORENCE2_IMAGE},
+            do_center_crop=False,
+            image_seq_length=FLORENCE2_IMAGE_TOKENS,
+        ),
+        tokenizer=tokenizer,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                depths=[1, 1, 2, 1],
+                embed_dim=[8, 16, 24, 32],
+                num_heads=[1, 2, 2, 4],
+                num_groups=[1, 2, 2, 4],
+                window_size=2,
+                projection_dim=32,
+                max_position_embeddings=8,
+                max_temporal_embeddings=4,
+                drop_path_rate=0.0,
+            ),
+            text_config=dict(
+                model_type="bart",
+                vocab_size=len(tokenizer),
+                d_model=32,
+                encoder_layers=3,
+                decoder_layers=2,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                max_position_embeddings=128,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                decoder_start_token_id=tokenizer.eos_token_id,
+                forced_eos_token_id=tokenizer.eos_token_id,
+            ),
+            image_token_id=tokenizer.image_token_id,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        Florence2ForConditionalGeneration,
+        Florence2Config(**kwargs),
+        processor,
+        seed,
+    )
