@@ -64,6 +64,7 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
     """
 
     family = "llava"
+    packed = False  # a Pixtral tower (set per model)
     model_types = ("llava",)
     auto_class = "AutoModelForImageTextToText"
     stages = ("vision", "projector", "language")

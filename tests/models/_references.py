@@ -644,6 +644,7 @@ def florence2_reference(path, images, prompts):
                 facts={"decoder_entries": len(out.decoder_hidden_states)},
             )
         )
+    return examples
 
 
 # -- Pixtral towers: Mistral 3, LLaVA with a Pixtral tower ---------------------------
