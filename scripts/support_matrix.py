@@ -35,6 +35,11 @@ the same table, and :func:`skvlm.models.support_matrix` returns it.
   allow is refused when asked for, with the family, the stage and the reason.
 - **unsupported: reason**, or **n/a** (the cell means nothing for this kind).
 
+Where transformers ships a family's image processor only with torchvision
+(Llama 4, Phi-4-multimodal), its cells are tested with torchvision, in a
+subprocess of the suite; without torchvision those families do not load, and
+the error says so (see :doc:`families`).
+
 See :doc:`families` for what the family traits are and how tiled images are
 pooled.
 

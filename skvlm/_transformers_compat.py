@@ -21,6 +21,11 @@ break is quick to diagnose (the contributing guide lists the same facts).
   tower's ``get_window_index`` method to ``transformers.vision_utils``
   (``get_vision_window_index``); :func:`vision_window_index` asks whichever
   the installed release has.
+- **5.x** ships some families' image processors (Llama 4,
+  Phi-4-multimodal, ...) with its torchvision backend only; the auto
+  mapping ``IMAGE_PROCESSOR_MAPPING_NAMES`` names each type's classes per
+  backend (``{"pil": ..., "torchvision": ...}``), and
+  :func:`torchvision_only_image_processor` reads it to say so at load time.
 - **5.0** dropped torchvision-free fallbacks for video processors: a
   processor that owns one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM,
   InternVL, LLaVA-OneVision, GLM-4V, ...) refuses anything but a
@@ -46,6 +51,7 @@ __all__ = [
     "pixtral_processor_class",
     "processor_class_without_video",
     "torchvision_available",
+    "torchvision_only_image_processor",
     "vision_window_index",
 ]
 
@@ -60,6 +66,27 @@ def torchvision_available():
     from transformers.utils import is_torchvision_available
 
     return bool(is_torchvision_available())
+
+
+def torchvision_only_image_processor(model_type):
+    """The image processor class of ``model_type`` if it exists only with torchvision.
+
+    None when the type has a PIL image processor too, or none at all, or when
+    the installed transformers does not name its backends.
+    """
+    try:
+        from transformers.models.auto.image_processing_auto import (
+            IMAGE_PROCESSOR_MAPPING_NAMES,
+        )
+    except ImportError:
+        return None
+    backends = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
+    if not isinstance(backends, dict):
+        return None
+    names = {k: v for k, v in backends.items() if v}
+    if set(names) == {"torchvision"}:
+        return names["torchvision"]
+    return None
 
 
 class MissingVideoProcessor:

@@ -383,7 +383,11 @@ def _hook(stack, layer, n, on_entry):
         # torch records a with_kwargs hook and its flag in two steps: another
         # thread's pass in between calls it without kwargs (and is ignored).
         def pre_hook(module, args, kwargs=None):
-            tensor = args[0] if args else (kwargs or {}).get("hidden_states")
+            kwargs = kwargs or {}
+            # Llama 4's vision blocks take ``hidden_state``
+            tensor = args[0] if args else kwargs.get("hidden_states")
+            if tensor is None:
+                tensor = kwargs.get("hidden_state")
             on_entry(0, tensor)
 
         return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)

@@ -11,9 +11,11 @@ and the language model's decoder ``layers`` and final ``norm``.
   image, or tiles of equal token count, or LLaVA-NeXT-style views). A tiled
   image's tokens are those of all its tiles, tile after tile, so ``mean`` and
   ``max`` pool over every tile (per image, never the global view alone), and
-  ``cls`` is the first tile's CLS. A Pixtral tower (one sequence of the
-  patches of every image, each at its own size) is split per image by
-  ``image_sizes`` (:mod:`skvlm.models._pixtral`).
+  ``cls`` is the first tile's CLS. A class token that a tower appends after
+  each tile's patches (Llama 4) is left out of ``mean`` and ``max``, and no
+  ``cls`` is offered. A Pixtral tower (one sequence of the patches of every
+  image, each at its own size) is split per image by ``image_sizes``
+  (:mod:`skvlm.models._pixtral`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -32,6 +34,10 @@ import inspect
 
 import torch
 
+from .._transformers_compat import (
+    torchvision_available,
+    torchvision_only_image_processor,
+)
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin, special_token_ids
@@ -49,6 +55,29 @@ def _image_token_id(config):
         if value is not None:
             return value
     return None
+
+
+def _transformers_version():
+    import transformers
+
+    return transformers.__version__
+
+
+def _check_torchvision(path, exc, revision=None):
+    """Raise the error that names torchvision, where that is why loading failed."""
+    from transformers import AutoConfig
+
+    if torchvision_available():
+        return
+    model_type = AutoConfig.from_pretrained(path, revision=revision).model_type
+    name = torchvision_only_image_processor(model_type)
+    if name is not None:
+        raise ImportError(
+            f"{model_type}: its image processor ({name}) exists only with "
+            f"torchvision in transformers {_transformers_version()}, and torchvision "
+            "is not installed (or does not import beside this torch). Install it: "
+            "pip install torchvision (the build that matches your torch)."
+        ) from exc
 
 
 class GenericImageTextAdapter(
@@ -81,12 +110,19 @@ class GenericImageTextAdapter(
 
     @classmethod
     def load_processor(cls, path, *, revision=None, model_kwargs=None):
-        """``AutoProcessor``; without its video processor when torchvision is missing."""
+        """``AutoProcessor``; without its video processor when torchvision is missing.
+
+        A family whose image processor transformers ships only with torchvision
+        (Llama 4, Phi-4-multimodal) cannot load without it: the error says so.
+        """
         try:
             processor = load_processor(
                 path, revision=revision, model_kwargs=model_kwargs
             )
-        except ImportError:
+        except (ImportError, ValueError) as exc:
+            _check_torchvision(path, exc, revision)
+            if not isinstance(exc, ImportError):
+                raise
             processor = None
         if getattr(processor, "tokenizer", None) is not None:
             return processor
@@ -137,10 +173,15 @@ class GenericImageTextAdapter(
         embeddings = getattr(
             resolve_path(self.tower, "vision_model") or self.tower, "embeddings", None
         )
-        self.has_cls = any(
-            getattr(embeddings, attr, None) is not None
-            for attr in ("class_embedding", "cls_token")
-        )
+        if traits.class_token == "auto":
+            self.has_cls = any(
+                getattr(embeddings, attr, None) is not None
+                for attr in ("class_embedding", "cls_token")
+            )
+        else:
+            self.has_cls = traits.class_token == "first"
+        # a class token after each view's patches (Llama 4), left out of mean/max
+        self.n_suffix = int(traits.class_token == "last")
         self.stages = tuple(
             s for s in ("vision", "projector", "language") if s not in self.unavailable
         )
@@ -230,7 +271,7 @@ class GenericImageTextAdapter(
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
-            if all(c == 1 for c in counts):
+            if all(c == 1 for c in counts) and not self.n_suffix:
                 return self.tower_stack(
                     self.vision_blocks, n_prefix=n_prefix, has_cls=self.has_cls
                 )
@@ -245,7 +286,9 @@ class GenericImageTextAdapter(
                 position = torch.arange(tokens, device=hidden.device)[None]
                 length = torch.tensor(counts, device=hidden.device)[:, None]
                 valid = position < length * per_view
-                pooled = valid & (position % per_view >= n_prefix)
+                within = position % per_view
+                pooled = valid & (within >= n_prefix)
+                pooled &= within < per_view - self.n_suffix
                 return TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
 
             return Stack(blocks=self.vision_blocks, masks=masks, unpack=unpack)

@@ -6,8 +6,8 @@ HF's own outputs at batch sizes 1 and 4, or run that classifier), ``"claimed"``
 (an adapter serves the type and the stage is expected to work, but no test
 runs it: check it once against the model's ``output_hidden_states``),
 ``"unsupported: <reason>"`` or ``"n/a"``. Nothing here is written by hand: the
-rows are the installed transformers' image-text-to-text mapping and the model
-types of skvlm's vision and CLIP adapters; the cells come from the adapters,
+rows are the installed transformers' image-text-to-text mapping, the model
+types of skvlm's other VLM adapters and those of its vision and CLIP adapters; the cells come from the adapters,
 the family traits and the tiny-model registry.
 """
 
@@ -42,6 +42,17 @@ def _vision_kinds(classes):
             )
             out[model_type] = "clip" if clip else "vision"
     return out
+
+
+def _other_vlms(classes):
+    """Model types of VLM adapters outside the image-text-to-text mapping
+    (Phi-4-multimodal, which transformers loads as a causal LM)."""
+    return {
+        model_type
+        for cls in classes
+        if not getattr(cls, "fallback", False) and "language" in cls.stages
+        for model_type in cls.model_types
+    }
 
 
 def _generic_cells(model_type, generic):
@@ -123,8 +134,8 @@ def _vision_cells(kind, tiny):
 def support_matrix():
     """What skvlm serves for every model type of the installed transformers.
 
-    One row per model type of transformers' image-text-to-text mapping
-    (``kind="vlm"``) and per model type of skvlm's vision-encoder and
+    One row per model type of transformers' image-text-to-text mapping and of
+    skvlm's other VLM adapters (``kind="vlm"``), and per model type of skvlm's vision-encoder and
     CLIP-style adapters (``"vision"``, ``"clip"``). Columns ``vision``,
     ``projector`` and ``language`` (the stages), ``zero_shot``, ``generative``
     (``VLMGenerativeClassifier``) and ``tuner`` (``VLMClassificationTuner``)
@@ -158,7 +169,9 @@ def support_matrix():
     classes = adapter_classes()
     vision = _vision_kinds(classes)
     rows = []
-    for model_type in sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+    for model_type in sorted(
+        set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES) | _other_vlms(classes)
+    ):
         cells = _vlm_cells(model_type, classes, TINY_MODELS.get(model_type))
         rows.append({"model_type": model_type, "kind": "vlm", **cells})
     for model_type, kind in sorted(vision.items(), key=lambda kv: (kv[1], kv[0])):

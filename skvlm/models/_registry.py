@@ -41,6 +41,7 @@ ADAPTER_MODULES = (
     "skvlm.models._idefics",
     "skvlm.models._mllama",
     "skvlm.models._encoders",
+    "skvlm.models._phi4",
     "skvlm.models._florence2",
     "skvlm.models._generic",
 )

@@ -25,6 +25,9 @@ overrides what cannot be derived.
 - ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
   image padded to the processor's ``max_image_tiles`` with the valid tiles
   marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
+- ``"crops"``: (images, crops, C, H, W) padded to the batch's most crops,
+  with per-crop patch masks (Phi-4-multimodal); the family's adapter reads
+  the real crops.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -76,7 +79,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed", "tiles"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -89,6 +92,11 @@ class Traits:
     token_inputs : tuple of str
         Token-aligned processor outputs that appended tokens continue (see
         module doc).
+    class_token : {"auto", "first", "last", "none"}
+        Where each view's class token sits in the tower's sequence
+        (``"auto"``: first, if the tower's embeddings have one). A ``"last"``
+        class token (Llama 4) is left out of ``mean``/``max``; ``cls`` is
+        offered for a first one only.
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
@@ -105,6 +113,7 @@ class Traits:
     lora_targets: tuple | None = None
     cache: str = "auto"
     token_inputs: tuple = ()
+    class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
 
 
@@ -128,6 +137,22 @@ TRAITS = {
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
     "lighton_ocr": Traits(projector=("model.vision_projection",)),
+    "llama4": Traits(
+        views="tokens",
+        language="language_model.model",
+        lm_head="language_model.lm_head",
+        class_token="last",
+        # not the MoE router: a Linear that returns (scores, logits)
+        lora_targets=(
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ),
+    ),
     "llava_next": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
     # its sparse-attention indexer keeps per-layer keys beside the KV cache
@@ -137,6 +162,21 @@ TRAITS = {
         images="nested",
         views="tiles",
         token_inputs=("cross_attention_mask",),
+    ),
+    "phi4_multimodal": Traits(
+        vision="model.embed_tokens_extend.image_embed.img_processor",
+        projector=tuple(
+            f"model.embed_tokens_extend.image_embed.{name}"
+            for name in (
+                "img_projection_up",
+                "img_projection_down",
+                "global_img_feature_extensor",
+                "sub_img_feature_extensor",
+            )
+        ),
+        language="model",
+        views="crops",
+        lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qwen2_5_vl": Traits(views="packed"),
     "qwen2_vl": Traits(views="packed"),

@@ -33,6 +33,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_mistral_large4",
         ],
         "._families_mllama": ["make_tiny_mllama"],
+        "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -19,6 +19,7 @@ from . import _families as fam
 from . import _families_encdec as encdec
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
+from . import _families_tvonly as tvo
 from . import _generative as gen
 from . import _vision as vis
 
@@ -41,12 +42,17 @@ class TinyModel:
     classifiers : bool
         Whether the family tests run its classifiers (generative and tuner,
         or zero-shot).
+    torchvision : bool
+        Whether its processor needs torchvision (transformers ships no PIL
+        image processor for it): its family tests run in the torchvision world
+        (``tests/models/test_torchvision_families.py``), and skip elsewhere.
     """
 
     build: Callable
     kind: str
     stages: tuple
     classifiers: bool = True
+    torchvision: bool = False
 
 
 _CLIP = ("vision", "projector")
@@ -93,6 +99,7 @@ TINY_MODELS = {
     "internvl": TinyModel(fam.make_tiny_internvl, "vlm", _ALL),
     "janus": TinyModel(fam.make_tiny_janus, "vlm", _ALL),
     "lighton_ocr": TinyModel(pix.make_tiny_lighton_ocr, "vlm", _ALL),
+    "llama4": TinyModel(tvo.make_tiny_llama4, "vlm", _ALL, torchvision=True),
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
@@ -100,6 +107,9 @@ TINY_MODELS = {
     "mistral_large4": TinyModel(pix.make_tiny_mistral_large4, "vlm", _ALL),
     "mllama": TinyModel(mllama.make_tiny_mllama, "vlm", _ALL),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
+    "phi4_multimodal": TinyModel(
+        tvo.make_tiny_phi4_multimodal, "vlm", _ALL, torchvision=True
+    ),
     "qwen2_5_vl": TinyModel(gen.make_tiny_qwen2_5_vl, "vlm", _ALL),
     "qwen2_vl": TinyModel(gen.make_tiny_qwen2_vl, "vlm", _ALL),
     "qwen3_5": TinyModel(fam.make_tiny_qwen3_5, "vlm", _ALL),

@@ -138,10 +138,11 @@ def parameter_groups(net, parts):
             key = "projector"
         elif _under(name, [parts.lm_head]):
             key = "lm_head"
+        elif _under(name, parts.vision):
+            # before language: Phi-4-multimodal's tower sits inside its LM module
+            key = "vision"
         elif _under(name, [parts.language]):
             key = "language"
-        elif _under(name, parts.vision):
-            key = "vision"
         else:
             key = "other"
         groups[key][name] = param

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import pytest
+from transformers.utils import is_torchvision_available
 
 from skvlm.testing import (
     make_tiny_aya_vision,
@@ -26,6 +27,7 @@ from skvlm.testing import (
     make_tiny_internvl,
     make_tiny_janus,
     make_tiny_lighton_ocr,
+    make_tiny_llama4,
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
@@ -34,6 +36,7 @@ from skvlm.testing import (
     make_tiny_mistral_large4,
     make_tiny_mllama,
     make_tiny_paligemma,
+    make_tiny_phi4_multimodal,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -64,6 +67,7 @@ from ._references import (
     vision_tower_reference,
 )
 from ._references_mllama import mllama_reference
+from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -523,4 +527,34 @@ NEW_FAMILIES.append(
         },
     )
 )
+
+# Families whose image processor transformers ships only with torchvision: their
+# cases skip here and run in the torchvision world (test_torchvision_families.py).
+NEEDS_TORCHVISION = pytest.mark.skipif(
+    not is_torchvision_available(),
+    reason="needs torchvision: runs in tests/models/test_torchvision_families.py",
+)
+TORCHVISION_FAMILIES = [
+    _new(
+        "llama4",
+        make_tiny_llama4,
+        tower=None,
+        reference=llama4_reference,
+        images=lambda: random_images(4, seed=5),  # 5, 3, 3 and 5 tiles
+        marks=(NEEDS_TORCHVISION,),
+    ),
+    _new(
+        "phi4_multimodal",
+        make_tiny_phi4_multimodal,
+        tower=None,
+        reference=phi4_multimodal_reference,
+        # 2, 1, 1 and 1 crops plus a global view each; the first and third
+        # with padded patches, the second and fourth without
+        images=lambda: random_images(
+            4, seed=5, sizes=((40, 100), (64, 64), (30, 64), (50, 50))
+        ),
+        marks=(NEEDS_TORCHVISION,),
+    ),
+]
+NEW_FAMILIES += TORCHVISION_FAMILIES
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

@@ -17,6 +17,8 @@ from skvlm.models import load_adapter
 from skvlm.testing import TESTED_ENCODER_TYPES, TINY_MODELS, random_images
 from skvlm.tuning import VLMClassificationTuner
 
+from ._families import NEEDS_TORCHVISION
+
 NAMES = ["cat", "red car"]  # a one- and a two-token name
 ANSWER = "The photo features a"
 PROMPT = "What type of object is in this photo?"
@@ -38,6 +40,15 @@ ZERO_SHOT = sorted(
     for name, tiny in TINY_MODELS.items()
     if tiny.kind == "clip" and tiny.classifiers and name not in TESTED_ENCODER_TYPES
 )
+#: The same, with the torchvision-only families marked to skip outside the
+#: torchvision world (test_torchvision_families.py runs them there).
+CLASSIFIED_CASES = [
+    pytest.param(
+        name,
+        marks=(NEEDS_TORCHVISION,) if TINY_MODELS[name].torchvision else (),
+    )
+    for name in CLASSIFIED
+]
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
 )
@@ -126,7 +137,7 @@ def _naive_scores(path, images):
     return out
 
 
-@pytest.mark.parametrize("model_type", CLASSIFIED + VARIANTS)
+@pytest.mark.parametrize("model_type", CLASSIFIED_CASES + VARIANTS)
 def test_generative_classifier(built, model_type, images):
     path = _path(built, model_type)
     clf = VLMGenerativeClassifier(
@@ -144,7 +155,7 @@ def _weights(path):
     return load_file(f"{path}/model.safetensors")
 
 
-@pytest.mark.parametrize("model_type", CLASSIFIED + VARIANTS)
+@pytest.mark.parametrize("model_type", CLASSIFIED_CASES + VARIANTS)
 def test_tuner_step_per_train(built, model_type, images, tmp_path):
     path = _path(built, model_type)
     base = _weights(path)
@@ -169,6 +180,18 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         projectors = ("merger", "vision_projection", "vision_language_adapter")
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train
+        # ... under its traits' name too, projector parts inside it aside
+        traits = load_adapter(path, device="cpu").traits
+        inside = [
+            p for p in traits.projector or () if p.startswith(f"{traits.vision}.")
+        ]
+        tower = {
+            k
+            for k in changed
+            if k.startswith(f"{traits.vision}.")
+            and not any(k == p or k.startswith(f"{p}.") for p in inside)
+        }
+        assert not tower, (train, sorted(tower)[:3])
 
 
 # -- zero-shot: HF's own embeddings, cosine logits written out here --------------------
