@@ -271,14 +271,22 @@ def probe_layers(
     ]
     from tqdm.auto import tqdm
 
-    score = _score_batched if batched else _score_site
-    # A generator, so the bar counts finished sites, also with n_jobs > 1.
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(score)(probe, features[site], y, y_control, splits, scoring, groups)
-        for site in order
-    )
-    bar = tqdm(jobs, total=len(order), disable=not verbose, desc="probes", unit="site")
-    scored = list(bar)
+    if batched and n_jobs in (None, 1):
+        # Every site's folds x Cs in the same batched solver runs.
+        scored = _score_together(
+            probe, [features[site] for site in order], y, y_control, splits, scoring
+        )
+    else:
+        score = _score_batched if batched else _score_site
+        # A generator, so the bar counts finished sites, also with n_jobs > 1.
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(score)(probe, features[site], y, y_control, splits, scoring, groups)
+            for site in order
+        )
+        bar = tqdm(
+            jobs, total=len(order), disable=not verbose, desc="probes", unit="site"
+        )
+        scored = list(bar)
     n_train = float(np.mean([len(train) for train, _ in splits]))
     n_test = float(np.mean([len(test) for _, test in splits]))
     results = _table(order, features, scored, len(splits), ci, n_train, n_test)
@@ -505,6 +513,34 @@ def _score_batched(probe, features, y, y_control, splits, scoring, groups):
     # One batched fit serves every candidate: its time is shared between them.
     times = np.full(len(splits), seconds / len(Cs))
     return candidates, times, np.zeros(len(splits))
+
+
+def _score_together(probe, features, y, y_control, splits, scoring):
+    """``_score_batched`` for every site at once (``LinearProbeCV.fit_many``)."""
+    probe = clone(probe).set_params(cv=splits, refit=False, scoring=scoring)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        fitted = probe.fit_many(features, y)
+        control = [None] * len(features)
+        if y_control is not None:
+            control = [p.scores_ for p in probe.fit_many(features, y_control)]
+    seconds = (time.perf_counter() - started) / len(splits) / len(features)
+    out = []
+    for site, site_control in zip(fitted, control, strict=True):
+        Cs = site.Cs_ if len(site.Cs_) > 1 else [None]
+        candidates = [
+            (
+                C,
+                site.scores_[:, c],
+                None if site_control is None else site_control[:, c],
+            )
+            for c, C in enumerate(Cs)
+        ]
+        # The batched fits serve every site and candidate: time is shared.
+        times = np.full(len(splits), seconds / len(Cs))
+        out.append((candidates, times, np.zeros(len(splits))))
+    return out
 
 
 def _table(order, features, scored, n_splits, ci, n_train, n_test):

@@ -22,7 +22,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import check_scoring
@@ -57,9 +57,10 @@ class BatchedLogistic:
 
     Parameters
     ----------
-    blocks : callable
-        ``blocks()`` yields ``(start, stop, X_block)`` float tensors on the device,
-        centred by the global mean; one block for rows in memory.
+    sources : list of callables
+        The feature matrices (sites) of the problems, all with the same rows:
+        ``source()`` yields ``(start, stop, X_block)`` float tensors on the
+        device, centred by the source's mean; one block for rows in memory.
     targets : tensor of shape (n_rows,)
         Class index of each row.
     weights : tensor of shape (n_problems, n_rows)
@@ -70,16 +71,16 @@ class BatchedLogistic:
         1 (binary: one logit, the sigmoid loss) or the number of classes
         (multinomial).
     fit_intercept : bool
-    groups : list of int arrays, optional
-        The rows of each group of problems (a fold's training rows); a problem
-        reads only its group's rows. Default: one group of every row.
-    problem_group : int array of shape (n_problems,), optional
+    groups : list of (int, int array or None)
+        The source of each group of problems and the rows its problems read
+        (a fold's training rows; None: every row, held-out rows weighing 0).
+    problem_group : int array of shape (n_problems,)
         The group of each problem.
     """
 
     def __init__(
         self,
-        blocks,
+        sources,
         targets,
         weights,
         penalty,
@@ -87,23 +88,22 @@ class BatchedLogistic:
         scale,
         n_outputs,
         fit_intercept,
-        groups=None,
-        problem_group=None,
+        groups,
+        problem_group,
     ):
-        self.blocks = blocks
+        self.sources = sources
         self.targets = targets
         self.weights = weights / weights.sum(dim=1, keepdim=True)
         self.penalty = penalty
         self.mean, self.scale = mean, scale
         self.n_outputs = n_outputs
         self.fit_intercept = fit_intercept
-        n_problems, n_rows = weights.shape
-        if groups is None:
-            groups, problem_group = [np.arange(n_rows)], np.zeros(n_problems, int)
-        elif problem_group is None:
-            raise ValueError("groups needs problem_group, the group of each problem")
-        self.groups = [np.sort(np.asarray(rows)) for rows in groups]
+        self.groups = [
+            (source, None if rows is None else np.sort(np.asarray(rows)))
+            for source, rows in groups
+        ]
         self.problem_group = np.asarray(problem_group)
+        self.problem_source = np.array([self.groups[g][0] for g in problem_group])
         self.device = weights.device
         self._row_cache = {}
 
@@ -115,49 +115,85 @@ class BatchedLogistic:
         the weighted second moments of the rows the weights act on, ``kappa``
         4 for the sigmoid and the number of classes for the softmax, whose
         class-mean direction is left to the penalty) and ``1 / kappa`` on the
-        intercepts. One eigendecomposition of the moments of all rows serves
-        every problem (its folds' moments differ from them by sampling only;
-        ``row_weights`` of shape (n_rows,) are the rows' own weights, so that a
-        problem's path does not depend on which others share the batch), so
-        applying ``P`` costs two ``(d, d)`` products per step against the
-        ``(rows, d)`` products of an evaluation. L-BFGS with ``P`` as its
-        initial inverse Hessian then takes a near-Newton first step for every
-        ``C``, where plain L-BFGS starts along the gradient.
+        intercepts. One eigendecomposition per source, of the moments of all
+        its rows, serves every problem of the source (its folds' moments
+        differ from them by sampling only; ``row_weights`` of shape (n_rows,)
+        are the rows' own weights, so that a problem's path does not depend on
+        which others share the batch). With fewer rows than features the
+        decomposition is of the rows' ``(n, n)`` kernel, and the directions
+        outside the rows' span (where the data have no curvature, and the
+        solution has no part) get the mean curvature. Applying ``P`` costs two
+        ``(d, d)`` (or ``(d, n)``) products per step against the ``(rows, d)``
+        products of an evaluation. L-BFGS with ``P`` as its initial inverse
+        Hessian then takes a near-Newton first step for every ``C``, where
+        plain L-BFGS starts along the gradient.
         """
-        weights = row_weights
-        n_features = None
-        gram = first = None
-        for start, stop, X in self.blocks():
-            w = weights[start:stop].unsqueeze(1)
-            if gram is None:
-                n_features = X.shape[1]
-                gram = torch.zeros(n_features, n_features, dtype=X.dtype)
-                gram, first = gram.to(X.device), torch.zeros_like(gram[0])
-            gram += X.T @ (w * X)
-            first += (w * X).sum(dim=0)
+        factors = [
+            self._factor(source, row_weights) for source in range(len(self.sources))
+        ]
+        kappa = 4.0 if self.n_outputs == 1 else float(self.n_outputs)
+
+        def apply(q, index):
+            n_problems, n_dof, k = q.shape
+            out = torch.empty_like(q)
+            out[:, -1, :] = kappa * q[:, -1, :]
+            sources = self.problem_source[index.cpu().numpy()]
+            for source in np.unique(sources):
+                chosen = torch.as_tensor(
+                    np.flatnonzero(sources == source), device=q.device
+                )
+                values, vectors, span = factors[source]
+                n_chosen = chosen.numel()
+                flat = q[chosen, :-1, :].permute(1, 0, 2).reshape(n_dof - 1, -1)
+                rotated = (vectors.T @ flat).view(-1, n_chosen, k)
+                penalty = self.penalty[index[chosen]].view(1, -1)
+                damping = values.view(-1, 1) / kappa + penalty
+                step = vectors @ (rotated / damping.unsqueeze(-1)).reshape(
+                    -1, n_chosen * k
+                )
+                if span:  # the rest: outside the rows' span
+                    rest = flat - vectors @ rotated.reshape(-1, n_chosen * k)
+                    floor = values.mean() / kappa + penalty.view(1, -1, 1)
+                    step += (rest.view(-1, n_chosen, k) / floor).reshape(
+                        -1, n_chosen * k
+                    )
+                out[chosen, :-1, :] = step.view(-1, n_chosen, k).permute(1, 0, 2)
+            return out
+
+        return apply
+
+    def _factor(self, source, weights):
+        """``(eigenvalues, eigenvectors, in_span)`` of one source's moments."""
+        blocks = list(self.sources[source]())
+        n_features = blocks[0][2].shape[1]
+        n_rows = sum(stop - start for start, stop, _ in blocks)
         total = weights.sum()
-        gram, first = gram / total, first / total
+        first = sum((weights[a:b].unsqueeze(1) * X).sum(dim=0) for a, b, X in blocks)
+        first = first / total
+        if n_rows < n_features:  # the (n, n) kernel of the weighted rows
+            root = (weights / total).sqrt().unsqueeze(1)
+            B = torch.cat(
+                [
+                    root[a:b] * (X - first if self.scale is not None else X)
+                    for a, b, X in blocks
+                ]
+            )
+            if self.scale is not None:
+                scale = B.square().sum(dim=0).sqrt()
+                B = B / torch.where(scale > 0, scale, torch.ones_like(scale))
+            values, U = torch.linalg.eigh(B @ B.T)
+            keep = values > values.amax().clamp(min=0) * 1e-6
+            values = values[keep]
+            return values, B.T @ (U[:, keep] / values.sqrt()), True
+        gram = sum(X.T @ (weights[a:b].unsqueeze(1) * X) for a, b, X in blocks)
+        gram = gram / total
         if self.scale is not None:  # each problem's features are standardised
             gram = gram - torch.outer(first, first)
             scale = gram.diagonal().clamp(min=0).sqrt()
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
             gram = gram / torch.outer(scale, scale)
-        eigenvalues, vectors = torch.linalg.eigh(gram)
-        eigenvalues = eigenvalues.clamp(min=0)
-        kappa = 4.0 if self.n_outputs == 1 else float(self.n_outputs)
-
-        def apply(q, index):
-            n_problems, _, k = q.shape
-            flat = q[:, :-1, :].permute(1, 0, 2).reshape(n_features, -1)
-            rotated = (vectors.T @ flat).view(n_features, n_problems, k)
-            damping = eigenvalues.view(-1, 1) / kappa + self.penalty[index].view(1, -1)
-            rotated = rotated / damping.clamp(min=1e-30).unsqueeze(-1)
-            out = (vectors @ rotated.reshape(n_features, -1)).view(
-                n_features, n_problems, k
-            )
-            return torch.cat([out.permute(1, 0, 2), kappa * q[:, -1:, :]], dim=1)
-
-        return apply
+        values, vectors = torch.linalg.eigh(gram)
+        return values.clamp(min=0), vectors, False
 
     def effective(self, theta, index):
         """``(V, c)``: weights and intercepts in the (centred) raw feature space."""
@@ -177,7 +213,9 @@ class BatchedLogistic:
         """Rows ``start:stop`` of ``group`` as block offsets (None: all of them)."""
         key = (group, start)
         if key not in self._row_cache:
-            rows = self.groups[group]
+            rows = self.groups[group][1]
+            if rows is None:
+                return None
             lo, hi = np.searchsorted(rows, [start, stop])
             offsets = None
             if hi - lo != stop - start:
@@ -203,7 +241,7 @@ class BatchedLogistic:
             flat = V[chosen].permute(1, 0, 2).reshape(n_features, n_chosen * k)
             weights = self.weights[index[chosen]]
             part_V = torch.zeros_like(flat)
-            for start, stop, X in self.blocks():
+            for start, stop, X in self.sources[self.groups[group][0]]():
                 # Only the group's rows: a fold's held-out rows weigh 0 anyway.
                 offsets = self._group_rows(group, start, stop)
                 y = self.targets[start:stop]
@@ -302,45 +340,52 @@ def batched_lbfgs(
     -------
     result : BatchedResult
     """
-    n_problems = theta.shape[0]
-    every = torch.arange(n_problems, device=theta.device)
+    n_problems, device = theta.shape[0], theta.device
+    every = torch.arange(n_problems, device=device)
     f, g = objective(theta, every) if start is None else start
+    theta, f, g = theta.clone(), f.clone(), g.clone()  # the results, per problem
     eps = 64 * torch.finfo(torch.float64).eps
-    S = torch.zeros((n_problems, history, *theta.shape[1:]), dtype=theta.dtype)
-    S = S.to(theta.device)
+    n_iter = torch.zeros(n_problems, dtype=torch.long, device=device)
+    converged = torch.ones(n_problems, dtype=torch.bool, device=device)
+    # The working set: the running problems only, compacted when some stop, so
+    # that a step reads and writes whole tensors rather than gathering rows.
+    ids = (g.abs().amax(dim=(1, 2)) > tol).nonzero().flatten()
+    w_theta, w_f, w_g = theta[ids], f[ids], g[ids]
+    S = torch.zeros((ids.numel(), history, *theta.shape[1:]), dtype=theta.dtype)
+    S = S.to(device)
     Y = torch.zeros_like(S)
-    rho = torch.zeros((n_problems, history), dtype=theta.dtype, device=theta.device)
-    gamma = torch.ones(n_problems, dtype=theta.dtype, device=theta.device)
-    n_iter = torch.zeros(n_problems, dtype=torch.long, device=theta.device)
-    active = g.abs().amax(dim=(1, 2)) > tol
+    rho = torch.zeros((ids.numel(), history), dtype=theta.dtype, device=device)
+    gamma = torch.ones(ids.numel(), dtype=theta.dtype, device=device)
     for iteration in range(max_iter):
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
+        n_working = ids.numel()
+        if n_working == 0:
             break
-        g_a = g[idx]
         if precondition is None:
-            initial = lambda q, gamma=gamma[idx]: gamma.view(-1, 1, 1) * q  # noqa: E731
+            initial = lambda q, gamma=gamma: gamma.view(-1, 1, 1) * q  # noqa: E731
         else:
-            initial = lambda q, idx=idx: precondition(q, idx)  # noqa: E731
-        direction = -_two_loop(g_a, S[idx], Y[idx], rho[idx], initial, iteration)
-        slope = _dot(direction, g_a)
+            initial = lambda q, ids=ids: precondition(q, ids)  # noqa: E731
+        direction = -_two_loop(w_g, S, Y, rho, initial, iteration)
+        slope = _dot(direction, w_g)
         bad = slope >= 0  # numerically no descent: restart from the gradient
         if bad.any():
-            direction[bad] = -g_a[bad]
-            slope = _dot(direction, g_a)
-            rho[idx[bad]] = 0
-        step = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
+            direction[bad] = -w_g[bad]
+            slope = _dot(direction, w_g)
+            rho[bad] = 0
+        step = torch.ones(n_working, dtype=theta.dtype, device=device)
         if iteration == 0 and precondition is None:
-            step = torch.clamp(1.0 / g_a.flatten(1).norm(dim=1), max=1.0)
-        f_new, g_new = f[idx].clone(), g_a.clone()
-        accepted = torch.zeros(idx.numel(), dtype=torch.bool, device=theta.device)
+            step = torch.clamp(1.0 / w_g.flatten(1).norm(dim=1), max=1.0)
+        f_new, g_new = w_f.clone(), w_g.clone()
+        accepted = torch.zeros(n_working, dtype=torch.bool, device=device)
         for _ in range(_MAX_BACKTRACKS):
             todo = (~accepted).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            trial = theta[idx[todo]] + step[todo].view(-1, 1, 1) * direction[todo]
-            f_t, g_t = objective(trial, idx[todo])
-            ok = f_t <= f[idx[todo]] + _ARMIJO * (step[todo] * slope[todo]).double()
+            if todo.numel() == n_working:
+                trial = w_theta + step.view(-1, 1, 1) * direction
+            else:
+                trial = w_theta[todo] + step[todo].view(-1, 1, 1) * direction[todo]
+            f_t, g_t = objective(trial, ids[todo])
+            ok = f_t <= w_f[todo] + _ARMIJO * (step[todo] * slope[todo]).double()
             ok &= torch.isfinite(f_t)
             done = todo[ok]
             f_new[done], g_new[done] = f_t[ok], g_t[ok]
@@ -348,27 +393,33 @@ def batched_lbfgs(
             step[todo[~ok]] *= 0.5
         s = step.view(-1, 1, 1) * direction
         s[~accepted] = 0
-        y = g_new - g_a
-        sy = _dot(s, y)
+        y = g_new - w_g
+        sy, yy = _dot(s, y), _dot(y, y)
         slot = iteration % history
-        good = accepted & (sy > 1e-10 * _dot(y, y).clamp(min=1e-300))
-        S[idx, slot] = s
-        Y[idx, slot] = y
-        rho[idx, slot] = torch.where(good, 1.0 / sy.clamp(min=1e-300), 0.0)
-        gamma[idx] = torch.where(good, sy / _dot(y, y).clamp(min=1e-300), gamma[idx])
-        theta[idx] += s
-        f_old = f[idx]
-        f[idx], g[idx] = f_new, g_new
-        n_iter[idx] += 1
-        change = (f_old - f_new) / torch.maximum(
-            torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)
+        good = accepted & (sy > 1e-10 * yy.clamp(min=1e-300))
+        S[:, slot] = s
+        Y[:, slot] = y
+        rho[:, slot] = torch.where(good, 1.0 / sy.clamp(min=1e-300), 0.0)
+        gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
+        w_theta += s
+        change = (w_f - f_new) / torch.maximum(
+            torch.maximum(w_f.abs(), f_new.abs()), torch.ones_like(f_new)
         )
-        small = g_new.abs().amax(dim=(1, 2)) <= tol
+        w_f, w_g = f_new, g_new
+        small = w_g.abs().amax(dim=(1, 2)) <= tol
         stop = small | (accepted & (change <= eps)) | ~accepted
-        active[idx[stop]] = False
+        if stop.any():
+            out, keep = ids[stop], (~stop).nonzero().flatten()
+            theta[out], f[out], g[out] = w_theta[stop], w_f[stop], w_g[stop]
+            n_iter[out] = iteration + 1
+            ids, w_theta, w_f, w_g = ids[keep], w_theta[keep], w_f[keep], w_g[keep]
+            S, Y, rho, gamma = S[keep], Y[keep], rho[keep], gamma[keep]
     # Stopped (tolerance met, no progress left, or no descent step found) is
     # converged; only a problem still running at max_iter is not.
-    return BatchedResult(theta, f, g, n_iter.cpu().numpy(), ~active.cpu().numpy())
+    theta[ids], f[ids], g[ids] = w_theta, w_f, w_g
+    n_iter[ids] = max_iter
+    converged[ids] = False
+    return BatchedResult(theta, f, g, n_iter.cpu().numpy(), converged.cpu().numpy())
 
 
 def _two_loop(g, S, Y, rho, initial, iteration):
@@ -622,7 +673,7 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
-        """Fit every (fold, C) problem at once, choose ``C``, refit.
+        """Fit every (fold, C) problem, batched; choose ``C``; refit.
 
         Parameters
         ----------
@@ -635,20 +686,71 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
         -------
         self : LinearProbeCV
         """
+        self._fit_together([self], [X], y)
+        return self
+
+    def fit_many(self, Xs, y):
+        """One fitted copy of this probe per feature matrix, fitted together.
+
+        The feature matrices of a layer search (one per site, the same images
+        in the same order) share their labels and folds: their problems run
+        in the same batched L-BFGS runs (matrices of one width together), so
+        a search over many sites costs one solver loop, not one per site.
+        Each result equals ``clone(self).fit(X, y)`` for its ``X``.
+
+        Parameters
+        ----------
+        Xs : sequence of array-like of shape (n_samples, n_features_s)
+            The feature matrices, in memory or lazily read.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        probes : list of LinearProbeCV
+            Fitted clones of this probe, one per matrix of ``Xs``, in order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvlm.classifiers import LinearProbeCV
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat([0, 1, 2], 20)
+        >>> layers = [rng.normal(size=(60, 5)) + y[:, None] * s for s in (0.1, 2.0)]
+        >>> probes = LinearProbeCV(Cs=[1.0], cv=3, device="cpu").fit_many(layers, y)
+        >>> [round(float(p.scores_.mean()), 2) for p in probes][1]
+        1.0
+        """
+        if isinstance(Xs, np.ndarray) or not hasattr(Xs, "__len__") or not len(Xs):
+            raise ValueError(
+                "Xs must be a non-empty list of feature matrices (one per site, "
+                "the same rows); for one matrix call fit(X, y)."
+            )
+        probes = [clone(self) for _ in Xs]
+        self._fit_together(probes, list(Xs), y)
+        return probes
+
+    def _fit_together(self, probes, Xs, y):
+        """Fit ``probes[s]`` on ``Xs[s]``: one batched solve per feature width."""
         validate_parameters(self)
-        X, y = self._check_data(X, y, reset=True)
-        self.classes_, y_index = self._check_targets(y)
-        self.Cs_ = self._check_Cs()
+        checked = []
+        for probe, X in zip(probes, Xs, strict=True):
+            X_s, y_s = probe._check_data(X, y, reset=True)
+            if checked and X_s.n_rows != checked[0].n_rows:
+                raise ValueError(
+                    f"Xs[{len(checked)}] has {X_s.n_rows} rows and Xs[0] "
+                    f"{checked[0].n_rows}; every matrix needs the same rows."
+                )
+            checked.append(X_s)
+        y = y_s
+        classes, y_index = self._check_targets(y)
+        Cs = self._check_Cs()
         folds = list(
             check_cv(self.cv, y, classifier=True).split(np.zeros((len(y), 1)), y)
         )
-        result = fit_folds(
-            X,
-            y_index,
-            len(self.classes_),
-            [train for train, _ in folds],
-            self.Cs_,
-            row_weights=self._row_weights(y),
+        n_folds, n_cs = len(folds), len(Cs)
+        common = dict(
+            row_weights=self._row_weights(y, classes),
             fit_intercept=self.fit_intercept,
             standardize=self.standardize,
             max_iter=self.max_iter,
@@ -657,40 +759,70 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
             device=resolve_device(self.device),
             n_jobs=self.n_jobs,
         )
-        n_folds, n_cs = len(folds), len(self.Cs_)
-        coefs = result.coefs.reshape(n_folds, n_cs, *result.coefs.shape[1:])
-        self.coefs_paths_ = coefs if self.fit_intercept else coefs[..., :-1]
-        self.n_iter_ = result.n_iter.reshape(n_folds, n_cs)
-        self.scores_ = self._fold_scores(X, y, folds, coefs)
-        best = int(np.argmax(self.scores_.mean(axis=0)))
-        if self.refit:
-            self.C_ = float(self.Cs_[best])
-            final = fit_folds(
-                X,
+        by_width = {}
+        for s, X in enumerate(checked):
+            by_width.setdefault(X.n_features, []).append(s)
+        n_iter, converged = [], []
+        for sites in by_width.values():
+            result = fit_sites(
+                [checked[s] for s in sites],
                 y_index,
-                len(self.classes_),
-                [np.arange(X.n_rows)],
-                np.array([self.C_]),
-                # As LogisticRegressionCV: start from the folds' mean solution.
-                init=coefs[:, best].mean(axis=0, keepdims=True),
-                row_weights=self._row_weights(y),
-                fit_intercept=self.fit_intercept,
-                standardize=self.standardize,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                batch_size=self.batch_size,
-                device=resolve_device(self.device),
-                n_jobs=self.n_jobs,
+                len(classes),
+                [train for train, _ in folds],
+                Cs,
+                **common,
             )
-            coef = final.coefs[0]
-            n_iter = np.concatenate([self.n_iter_.ravel(), final.n_iter])
-            converged = np.concatenate([result.converged, final.converged])
-        else:
-            per_fold = np.argmax(self.scores_, axis=1)
-            self.C_ = float(np.mean(self.Cs_[per_fold]))
-            coef = np.mean([coefs[f, c] for f, c in enumerate(per_fold)], axis=0)
-            n_iter, converged = self.n_iter_.ravel(), result.converged
-        self.coef_, self.intercept_ = coef[:, :-1], coef[:, -1].copy()
+            per_site = len(result.coefs) // len(sites)
+            for i, s in enumerate(sites):
+                part = slice(i * per_site, (i + 1) * per_site)
+                probe = probes[s]
+                probe.classes_, probe.Cs_ = classes, Cs
+                coefs = result.coefs[part].reshape(
+                    n_folds, n_cs, *result.coefs.shape[1:]
+                )
+                probe._coefs = coefs
+                probe.coefs_paths_ = coefs if self.fit_intercept else coefs[..., :-1]
+                probe.n_iter_ = result.n_iter[part].reshape(n_folds, n_cs)
+                probe.scores_ = probe._fold_scores(checked[s], y, folds, coefs)
+                n_iter.append(result.n_iter[part])
+                converged.append(result.converged[part])
+            if self.refit:  # sites of one width and one chosen C, refitted together
+                best = {
+                    s: int(np.argmax(probes[s].scores_.mean(axis=0))) for s in sites
+                }
+                for c in sorted(set(best.values())):
+                    chosen = [s for s in sites if best[s] == c]
+                    final = fit_sites(
+                        [checked[s] for s in chosen],
+                        y_index,
+                        len(classes),
+                        [np.arange(checked[0].n_rows)],
+                        np.array([Cs[c]]),
+                        # As LogisticRegressionCV: from the folds' mean solution.
+                        init=np.stack(
+                            [probes[s]._coefs[:, c].mean(axis=0) for s in chosen]
+                        ),
+                        **common,
+                    )
+                    for i, s in enumerate(chosen):
+                        probes[s].C_ = float(Cs[c])
+                        coef = final.coefs[i]
+                        probes[s].coef_ = coef[:, :-1]
+                        probes[s].intercept_ = coef[:, -1].copy()
+                    n_iter.append(final.n_iter)
+                    converged.append(final.converged)
+            else:
+                for s in sites:
+                    probe = probes[s]
+                    per_fold = np.argmax(probe.scores_, axis=1)
+                    probe.C_ = float(np.mean(Cs[per_fold]))
+                    coef = np.mean(
+                        [probe._coefs[f, c] for f, c in enumerate(per_fold)], axis=0
+                    )
+                    probe.coef_, probe.intercept_ = coef[:, :-1], coef[:, -1].copy()
+        for probe in probes:
+            del probe._coefs
+        n_iter, converged = np.concatenate(n_iter), np.concatenate(converged)
         if not converged.all():
             warnings.warn(
                 f"LinearProbeCV: {int((~converged).sum())} of {converged.size} "
@@ -699,14 +831,13 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
                 "max_iter (a nearly separable problem at a large C converges "
                 "slowly), or drop the largest Cs.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if self.verbose:
             print(
-                f"LinearProbeCV: {n_folds} folds x {n_cs} Cs, "
-                f"iterations median {int(np.median(self.n_iter_))}; C_={self.C_:g}"
+                f"LinearProbeCV: {len(probes)} feature matrices x {n_folds} folds "
+                f"x {n_cs} Cs, iterations median {int(np.median(n_iter))}"
             )
-        return self
 
     def _check_data(self, X, y, reset):
         if not is_lazy(X):
@@ -752,18 +883,18 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
             )
         return Cs
 
-    def _row_weights(self, y):
+    def _row_weights(self, y, classes):
         if self.class_weight is None:
             return None
         if isinstance(self.class_weight, dict):
-            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            unknown = set(self.class_weight) - set(classes.tolist())
             if unknown:
                 raise ValueError(
                     f"class_weight has keys {sorted(unknown, key=str)} that are not "
-                    f"classes of y ({self.classes_.tolist()}); key it by class label."
+                    f"classes of y ({classes.tolist()}); key it by class label."
                 )
-        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-        return per_class[np.searchsorted(self.classes_, y)]
+        per_class = compute_class_weight(self.class_weight, classes=classes, y=y)
+        return per_class[np.searchsorted(classes, y)]
 
     def _fold_scores(self, X, y, folds, coefs):
         n_folds, n_cs = coefs.shape[:2]
@@ -875,8 +1006,13 @@ class FoldsResult:
     converged: np.ndarray
 
 
-def fit_folds(
-    X,
+def fit_folds(X, y_index, n_classes, train_sets, Cs, **kwargs):
+    """Fit the problems (train set ``f``, ``C``) of one feature matrix; see fit_sites."""
+    return fit_sites([X], y_index, n_classes, train_sets, Cs, **kwargs)
+
+
+def fit_sites(
+    Xs,
     y_index,
     n_classes,
     train_sets,
@@ -894,20 +1030,22 @@ def fit_folds(
     precondition=True,
     init=None,
 ):
-    """Fit the problems (train set ``f``, ``C``) for every f and C, batched.
+    """Fit the problems (site ``s``, train set ``f``, ``C``) for every s, f, C, batched.
 
-    Problem ``f * len(Cs) + c`` trains on the rows ``train_sets[f]`` with
-    ``Cs[c]``. ``X`` is a ``MemoryArray`` or ``LazyArray``; ``y_index`` holds
-    the class index of every row (a control task passes permuted ones).
+    Problem ``(s * len(train_sets) + f) * len(Cs) + c`` trains on the rows
+    ``train_sets[f]`` of ``Xs[s]`` with ``Cs[c]``. Each of ``Xs`` is a
+    ``MemoryArray`` or ``LazyArray``, all with the same rows and width;
+    ``y_index`` holds the class index of every row (a control task passes
+    permuted ones).
 
-    ``path="warm"`` runs the Cs in increasing order, every fold's problems
-    together, each C started from the previous C's solution of its fold (the
-    path ``LogisticRegressionCV`` follows, one fold at a time); ``"batch"``
-    runs every problem together from zero. ``precondition`` gives L-BFGS the
-    problems' Hessian at zero as its initial inverse Hessian
-    (:meth:`BatchedLogistic.preconditioner`). ``init``, of shape
-    ``(n_problems, n_outputs, n_features + 1)`` in the raw feature space,
-    starts the problems there instead of at zero.
+    ``path="warm"`` runs the Cs in increasing order, every (site, fold)'s
+    problems together, each C started from the previous C's solution of its
+    (site, fold) (the path ``LogisticRegressionCV`` follows, one fold at a
+    time); ``"batch"`` runs every problem together from zero.
+    ``precondition`` gives L-BFGS the problems' Hessian at zero as its initial
+    inverse Hessian (:meth:`BatchedLogistic.preconditioner`). ``init``, of
+    shape ``(n_problems, n_outputs, n_features + 1)`` in the raw feature
+    space, starts the problems there instead of at zero.
 
     Returns
     -------
@@ -915,64 +1053,73 @@ def fit_folds(
         Coefficients in the raw feature space, intercept last.
     """
     device = torch.device(device)
-    source_dtype = getattr(X.source, "dtype", None)
-    dtype = np.float32 if source_dtype == np.float32 else np.float64
-    rows = _Rows(X, dtype, device, batch_size, center=fit_intercept or standardize)
-    n_rows = X.n_rows
-    masks = np.zeros((len(train_sets), n_rows), dtype=bool)
+    n_sites, n_folds, n_cs = len(Xs), len(train_sets), len(Cs)
+    dtypes = {getattr(X.source, "dtype", None) for X in Xs}
+    dtype = np.float32 if dtypes == {np.dtype(np.float32)} else np.float64
+    center = fit_intercept or standardize
+    sources = [_Rows(X, dtype, device, batch_size, center=center) for X in Xs]
+    n_rows, n_features = Xs[0].n_rows, Xs[0].n_features
+    masks = np.zeros((n_folds, n_rows), dtype=bool)
     for f, train in enumerate(train_sets):
         masks[f, train] = True
-    if standardize:
-        mean, scale = rows.fold_moments(masks)
-    n_cs = len(Cs)
     base = np.ones(n_rows) if row_weights is None else np.asarray(row_weights, float)
-    weights = np.repeat(masks * base, n_cs, axis=0)
-    penalty = 1.0 / (np.tile(Cs, len(train_sets)) * weights.sum(axis=1))
+    weights = np.tile(np.repeat(masks * base, n_cs, axis=0), (n_sites, 1))
+    penalty = 1.0 / (np.tile(Cs, n_sites * n_folds) * weights.sum(axis=1))
     n_outputs = 1 if n_classes == 2 else n_classes
+    if standardize:  # (sites * folds, d), each problem's row repeated per C
+        moments = [rows.fold_moments(masks) for rows in sources]
+        mean = np.repeat(np.concatenate([m for m, _ in moments]), n_cs, axis=0)
+        scale = np.repeat(np.concatenate([s for _, s in moments]), n_cs, axis=0)
+    # Reading only a fold's own rows pays where folds are small; K-fold
+    # training sets hold most rows, and one wide product over all rows
+    # (held-out rows weigh 0) runs faster than a narrow one per fold.
+    if masks.mean() < 0.5:
+        groups = [(site, train) for site in range(n_sites) for train in train_sets]
+        problem_group = np.repeat(np.arange(n_sites * n_folds), n_cs)
+    else:
+        groups = [(site, None) for site in range(n_sites)]
+        problem_group = np.repeat(np.arange(n_sites), n_folds * n_cs)
 
     def tensor(values):
         return torch.as_tensor(np.asarray(values, dtype=dtype), device=device)
 
     objective = BatchedLogistic(
-        rows,
+        sources,
         torch.as_tensor(np.asarray(y_index, dtype=np.int64), device=device),
         tensor(weights),
         tensor(penalty),
-        tensor(np.repeat(mean, n_cs, axis=0)) if standardize else None,
-        tensor(np.repeat(scale, n_cs, axis=0)) if standardize else None,
+        tensor(mean) if standardize else None,
+        tensor(scale) if standardize else None,
         n_outputs,
         fit_intercept,
-        # Reading only a fold's own rows pays where folds are small; K-fold
-        # training sets hold most rows, and one wide product over all rows
-        # (held-out rows weigh 0) runs faster than a narrow one per fold.
-        groups=train_sets if masks.mean() < 0.5 else None,
-        problem_group=np.repeat(np.arange(len(train_sets)), n_cs),
+        groups,
+        problem_group,
     )
+    n_problems = weights.shape[0]
+    # Each problem's offset from raw features: its source's centre (and fold mean).
+    offset = np.repeat(
+        np.stack([rows.center for rows in sources]), n_folds * n_cs, axis=0
+    )
+    if standardize:
+        offset = offset + mean
 
-    def to_problem_space(coefs):
-        """Raw-space ``(problems, outputs, features + 1)`` to the solver's theta."""
-        V = np.transpose(np.asarray(coefs, dtype=np.float64), (0, 2, 1))
-        W, c = V[:, :-1, :], V[:, -1, :]
-        offset = np.broadcast_to(rows.center, (V.shape[0], X.n_features))
-        if standardize:
-            offset = offset + np.repeat(mean, n_cs, axis=0)
-            W = W * np.repeat(scale, n_cs, axis=0)[:, :, None]
-        b = c + np.einsum("pd,pdk->pk", offset, V[:, :-1, :])
+    if init is None:
+        theta = tensor(np.zeros((n_problems, n_features + 1, n_outputs)))
+    else:  # raw-space (problems, outputs, features + 1) to the solver's theta
+        V = np.transpose(np.asarray(init, dtype=np.float64), (0, 2, 1))
+        W = V[:, :-1, :] * (scale[:, :, None] if standardize else 1.0)
+        b = V[:, -1, :] + np.einsum("pd,pdk->pk", offset, V[:, :-1, :])
         if not fit_intercept:
             b = np.zeros_like(b)
-        return tensor(np.concatenate([W, b[:, None, :]], axis=1))
-
-    n_problems = weights.shape[0]
-    if init is None:
-        theta = tensor(np.zeros((n_problems, X.n_features + 1, n_outputs)))
-    else:
-        theta = to_problem_space(init)
+        theta = tensor(np.concatenate([W, b[:, None, :]], axis=1))
     if path == "batch" or n_cs == 1:
         runs = [np.arange(n_problems)]
-    else:  # one run per C, increasing, every fold's problem at that C together
-        folds = np.arange(len(train_sets)) * n_cs
-        runs = [folds + c for c in np.argsort(Cs, kind="stable")]
-    product = min(batch_size, n_rows) * X.n_features * len(runs[0]) * n_outputs
+    else:  # one run per C, increasing, every (site, fold)'s problem at that C
+        firsts = np.arange(n_sites * n_folds) * n_cs
+        runs = [firsts + c for c in np.argsort(Cs, kind="stable")]
+    # The widest matrix product: one group's problems of a run.
+    per_group = len(runs[0]) // len(groups) if len(groups) <= len(runs[0]) else 1
+    product = min(batch_size, n_rows) * n_features * max(per_group, 1) * n_outputs
     n_iter = np.zeros(n_problems, dtype=int)
     converged = np.ones(n_problems, dtype=bool)
     with _threads(device, n_jobs, product):
@@ -1009,7 +1156,8 @@ def fit_folds(
     V, c = objective.effective(theta, every)
     V = V.cpu().numpy().astype(np.float64)
     c = c.cpu().numpy().astype(np.float64)
-    c = c - np.einsum("d,pdk->pk", rows.center, V)  # undo the global centring
+    centers = np.repeat(np.stack([rows.center for rows in sources]), n_folds * n_cs, 0)
+    c = c - np.einsum("pd,pdk->pk", centers, V)  # undo each source's centring
     theta_all = np.concatenate([V, c[:, None, :]], axis=1)
     coefs = np.transpose(theta_all, (0, 2, 1))  # (problems, outputs, features + 1)
     return FoldsResult(coefs, n_iter, converged)

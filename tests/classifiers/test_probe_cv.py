@@ -5,6 +5,7 @@ from inspect import signature
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import (
@@ -186,6 +187,40 @@ def test_warm_path_of_one_fold_is_the_same_alone_or_with_others():
         np.testing.assert_allclose(
             alone.coefs, together.coefs[rows], rtol=1e-8, atol=1e-10
         )
+
+
+@needs_new_layout
+def test_more_features_than_rows_equals_sklearn():
+    # n < d: the preconditioner decomposes the rows' kernel instead of the
+    # features' moments; the solution is still sklearn's.
+    X, y = _data(3, n_samples=60, n_features=100, seed=6)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    ref = _sklearn_cv(X, y, Cs=4, cv=cv, **TIGHT)
+    got = LinearProbeCV(Cs=4, cv=cv, standardize=False, device="cpu", **TIGHT)
+    got.fit(X, y)
+    assert got.C_ == ref.C_
+    np.testing.assert_allclose(got.scores_, ref.scores_[:, 0, :], atol=1e-4)
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_many_equals_one_fit_per_matrix():
+    # Sites of two widths, two of one width solved in the same batched runs.
+    X, y = _data(3, n_samples=120, n_features=12, seed=7)
+    Xs = [X[:, :6], X[:, 6:], X[:, :9] * 3.0]
+    probe = LinearProbeCV(Cs=[0.01, 1.0, 100.0], cv=3, device="cpu", tol=1e-8)
+    many = probe.fit_many(Xs, y)
+    assert len(many) == 3 and not hasattr(probe, "coef_")
+    for X_s, got in zip(Xs, many, strict=True):
+        alone = clone(probe).fit(X_s, y)
+        assert got.C_ == alone.C_
+        np.testing.assert_array_equal(got.n_iter_, alone.n_iter_)
+        np.testing.assert_allclose(got.scores_, alone.scores_)
+        np.testing.assert_allclose(got.coef_, alone.coef_, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(got.coefs_paths_, alone.coefs_paths_, atol=1e-9)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        probe.fit_many([X, X[:-1]], y)
+    with pytest.raises(ValueError, match="non-empty list"):
+        probe.fit_many(X, y)
 
 
 def test_lazily_read_features_give_the_same_probe(tmp_path):
