@@ -46,7 +46,9 @@ __all__ = [
     "SUBPROCESSOR_KEYWORD",
     "TRANSFORMERS_VERSION",
     "MissingVideoProcessor",
+    "load_processor_without_torchvision",
     "load_processor_without_video",
+    "pixtral_processor_class",
     "processor_class_without_video",
     "torchvision_available",
     "torchvision_only_image_processor",
@@ -220,3 +222,131 @@ def vision_window_index(tower, grid):
         window_size=tower.window_size,
         patch_size=tower.patch_size,
     )[0]
+
+
+# -- Pixtral's processor without torchvision ---------------------------------------
+# 5.25: ``transformers.models.pixtral.processing_pixtral`` imports the torchvision
+# image processor (for a helper of ``_get_num_multimodal_tokens``), so
+# ``PixtralProcessor`` (Mistral 3, LLaVA with a Pixtral tower) is a placeholder
+# that refuses to build without torchvision, although its PIL image processor
+# (``PixtralImageProcessorPil``) needs none. The stand-in below is the same
+# processor (the same ``__init__``, the same placeholder expansion: one
+# ``[IMG]`` per merged patch, ``[IMG_BREAK]`` after each row, ``[IMG_END]``
+# last), written against ``ProcessorMixin``; tests/models/test_pixtral_processor.py
+# checks it against the real class in the torchvision world.
+PIXTRAL_PROCESSOR = "PixtralProcessor"
+
+
+@functools.cache
+def _pixtral_processor_pil():
+    from transformers import ProcessorMixin
+
+    class PixtralProcessor(ProcessorMixin):
+        text_kwargs = {"return_tensors": "pt"}
+        images_kwargs = {"return_tensors": "pt"}
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            patch_size=16,
+            spatial_merge_size=1,
+            chat_template=None,
+            image_token="[IMG]",
+            image_break_token="[IMG_BREAK]",
+            image_end_token="[IMG_END]",
+            **kwargs,
+        ):
+            super().__init__(image_processor, tokenizer, chat_template=chat_template)
+            self.patch_size = patch_size
+            self.spatial_merge_size = spatial_merge_size
+            self.image_token = image_token
+            self.image_break_token = image_break_token
+            self.image_end_token = image_end_token
+            ids = tokenizer.convert_tokens_to_ids
+            self.image_token_id = ids(image_token)
+            self.image_break_token_id = ids(image_break_token)
+            self.image_end_token_id = ids(image_end_token)
+
+        @property
+        def image_token_ids(self):
+            return [
+                self.image_token_id,
+                self.image_break_token_id,
+                self.image_end_token_id,
+            ]
+
+        def _process_images(self, images, **images_kwargs):
+            images_kwargs["patch_size"] = self.patch_size * self.spatial_merge_size
+            return super()._process_images(images, **images_kwargs)
+
+        def replace_image_token(self, image_inputs, image_idx, **kwargs):
+            patch = self.patch_size * self.spatial_merge_size
+            height, width = image_inputs["image_sizes"][image_idx]
+            row = [self.image_token] * (int(width) // patch) + [self.image_break_token]
+            tokens = row * (int(height) // patch)
+            tokens[-1] = self.image_end_token
+            return "".join(tokens)
+
+        @property
+        def model_input_names(self):
+            return (
+                self.tokenizer.model_input_names
+                + self.image_processor.model_input_names
+                + ["image_sizes"]
+            )
+
+    PixtralProcessor.__module__ = __name__
+    PixtralProcessor.__qualname__ = PIXTRAL_PROCESSOR
+    return PixtralProcessor
+
+
+def pixtral_processor_class():
+    """``transformers.PixtralProcessor``, or its torchvision-free stand-in.
+
+    Examples
+    --------
+    >>> from skvlm._transformers_compat import pixtral_processor_class
+    >>> pixtral_processor_class().__name__
+    'PixtralProcessor'
+    """
+    if torchvision_available():
+        return transformers.PixtralProcessor
+    return _pixtral_processor_pil()
+
+
+def load_processor_without_torchvision(path, **kwargs):
+    """Load a saved processor whose transformers class needs torchvision.
+
+    Only the classes with a torchvision-free stand-in here load
+    (``PixtralProcessor``); any other raises ``ImportError`` naming the fix.
+
+    Parameters
+    ----------
+    path : str
+        Hub id or local directory in ``save_pretrained`` layout.
+    **kwargs
+        Passed to ``from_pretrained`` (``revision``...).
+
+    Returns
+    -------
+    processor : transformers.ProcessorMixin
+    """
+    from transformers import ProcessorMixin
+
+    processor_dict, _ = ProcessorMixin.get_processor_dict(path, **kwargs)
+    name = processor_dict.get("processor_class")
+    if name != PIXTRAL_PROCESSOR:
+        raise ImportError(
+            f"The processor of {path!r} ({name}) needs torchvision, which is not "
+            "usable here: pip install torchvision."
+        )
+    return _pixtral_processor_pil().from_pretrained(path, **kwargs)
+
+
+def __getattr__(name):
+    # The stand-in is built on first use (it imports ProcessorMixin); found
+    # here by name, its instances pickle like any processor.
+    if name == PIXTRAL_PROCESSOR:
+        return _pixtral_processor_pil()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,6 +42,8 @@ from ._lazy_array import LazyArray, MemoryArray, is_lazy
 _SMALL_PRODUCT = 1 << 26
 _HISTORY = 10  # correction pairs kept, as scipy's L-BFGS-B (maxcor) for sklearn
 _ARMIJO = 1e-4
+# Sites stacked for batched products up to this size (a copy of their features).
+_STACK_BYTES = 1 << 29
 _MAX_BACKTRACKS = 40
 
 
@@ -106,6 +108,8 @@ class BatchedLogistic:
         self.problem_source = np.array([self.groups[g][0] for g in problem_group])
         self.device = weights.device
         self._row_cache = {}
+        self._stack = self._stacked_sources()
+        self.stacked = self._stack is not None
 
     def preconditioner(self, row_weights):
         """``P(q, index)``: an inverse of the problems' Hessian at zero, applied to q.
@@ -132,6 +136,8 @@ class BatchedLogistic:
             self._factor(source, row_weights) for source in range(len(self.sources))
         ]
         kappa = 4.0 if self.n_outputs == 1 else float(self.n_outputs)
+        if self._stack is not None:
+            return self._stacked_preconditioner(factors, kappa)
 
         def apply(q, index):
             n_problems, n_dof, k = q.shape
@@ -158,6 +164,48 @@ class BatchedLogistic:
                         -1, n_chosen * k
                     )
                 out[chosen, :-1, :] = step.view(-1, n_chosen, k).permute(1, 0, 2)
+            return out
+
+        return apply
+
+    def _stacked_preconditioner(self, factors, kappa):
+        """``preconditioner``'s ``P`` for stacked sources, in batched products."""
+        rank = max(len(values) for values, _, _ in factors)
+        n_features = factors[0][1].shape[0]
+        vectors = torch.zeros(len(factors), n_features, rank, dtype=self._stack.dtype)
+        vectors = vectors.to(self.device)
+        # Padded directions get an infinite curvature: no step along them.
+        values = torch.full((len(factors), rank), torch.inf, dtype=vectors.dtype)
+        values = values.to(self.device)
+        for s, (v, Q, _) in enumerate(factors):
+            values[s, : len(v)], vectors[s, :, : len(v)] = v, Q
+        floor = torch.stack([v.mean() for v, _, _ in factors]) / kappa
+        span = factors[0][2]
+
+        def apply(q, index):
+            sources, row, slot, width = self._layout(index)
+            n_sources, k = len(sources), q.shape[2]
+            Q = vectors if n_sources == len(factors) else vectors[sources]
+            flat = q.new_zeros(n_sources, n_features, width, k)
+            flat[row, :, slot, :] = q[:, :-1, :]
+            flat = flat.view(n_sources, n_features, width * k)
+            penalty = q.new_zeros(n_sources, 1, width)
+            penalty[row, 0, slot] = self.penalty[index]
+            rotated = torch.bmm(Q.transpose(1, 2), flat)  # (sources, rank, width*k)
+            inverse = 1 / (values[sources].unsqueeze(-1) / kappa + penalty)
+            if span:  # outside the rows' span: 1 / floor; inside, the difference
+                outside = 1 / (floor[sources].view(-1, 1, 1) + penalty)
+                inverse = inverse - outside
+            scaled = rotated.view(n_sources, rank, width, k) * inverse.unsqueeze(-1)
+            step = torch.bmm(Q, scaled.view(n_sources, rank, width * k))
+            if span:
+                rest = flat.view(n_sources, n_features, width, k) * outside.unsqueeze(
+                    -1
+                )
+                step = step + rest.view(n_sources, n_features, width * k)
+            out = torch.empty_like(q)
+            out[:, :-1, :] = step.view(n_sources, n_features, width, k)[row, :, slot, :]
+            out[:, -1, :] = kappa * q[:, -1, :]
             return out
 
         return apply
@@ -223,19 +271,112 @@ class BatchedLogistic:
             self._row_cache[key] = offsets
         return self._row_cache[key]
 
+    def _stacked_sources(self):
+        """The sources as one ``(sources, rows, d)`` tensor, where they fit.
+
+        Sites of one width held in memory, every problem reading all rows: the
+        products of all of them are then one batched product (``bmm``) rather
+        than one small product per site, whose per-call costs dominate for
+        the few hundred rows of a layer search.
+        """
+        tensors = [getattr(source, "_tensor", None) for source in self.sources]
+        if len(tensors) < 2 or any(t is None for t in tensors):
+            return None
+        if any(rows is not None for _, rows in self.groups):
+            return None
+        if len({t.shape for t in tensors}) > 1:
+            return None
+        if sum(t.numel() * t.element_size() for t in tensors) > _STACK_BYTES:
+            return None
+        return torch.stack(tensors)
+
+    def _layout(self, index):
+        """Problems ``index`` by source: ``(sources, row, slot, width)``."""
+        source = self.problem_source[index.cpu().numpy()]
+        sources, row, counts = np.unique(
+            source, return_inverse=True, return_counts=True
+        )
+        order = np.argsort(row, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot = np.empty(len(source), dtype=np.int64)
+        slot[order] = np.arange(len(source)) - starts[row[order]]
+        device = self.device
+        return (
+            torch.as_tensor(sources, device=device),
+            torch.as_tensor(row, device=device),
+            torch.as_tensor(slot, device=device),
+            int(counts.max()),
+        )
+
+    def _stacked_terms(self, V, c, index):
+        """The data part of the objective, every source in one ``bmm``."""
+        sources, row, slot, width = self._layout(index)
+        n_sources, (_, n_rows, n_features), k = (
+            len(sources),
+            self._stack.shape,
+            V.shape[2],
+        )
+        X = self._stack if n_sources == len(self.sources) else self._stack[sources]
+        V_pad = V.new_zeros(n_sources, n_features, width, k)
+        V_pad[row, :, slot, :] = V
+        c_pad = c.new_zeros(n_sources, width, k)
+        c_pad[row, slot] = c
+        w_pad = V.new_zeros(n_sources, width, n_rows)  # padding problems weigh 0
+        w_pad[row, slot] = self.weights[index]
+        z = torch.bmm(X, V_pad.view(n_sources, n_features, width * k))
+        z = z.view(n_sources, n_rows, width, k) + c_pad.unsqueeze(1)
+        w = w_pad.transpose(1, 2).unsqueeze(-1)  # (sources, rows, width, 1)
+        if k == 1:
+            yb = self.targets.to(z.dtype).view(1, -1, 1, 1)
+            point = torch.nn.functional.softplus(z) - yb * z
+            residual = torch.sigmoid(z) - yb
+        else:
+            picks = self.targets.view(1, -1, 1, 1).expand(n_sources, -1, width, 1)
+            residual = torch.log_softmax(z, dim=3)
+            point = -torch.gather(residual, 3, picks)
+            residual.exp_().scatter_add_(3, picks, torch.full_like(point, -1.0))
+        loss = (w * point).sum(dim=(1, 3), dtype=torch.float64)
+        residual *= w
+        grad_V = torch.bmm(
+            X.transpose(1, 2), residual.view(n_sources, n_rows, width * k)
+        ).view(n_sources, n_features, width, k)
+        grad_c = residual.sum(dim=1)
+        return loss[row, slot], grad_V[row, :, slot, :], grad_c[row, slot]
+
     def __call__(self, theta, index):
         """``(objective, gradient)`` of the problems ``index`` at ``theta``."""
         V, c = self.effective(theta, index)
+        if self._stack is not None:
+            loss, grad_V, grad_c = self._stacked_terms(V, c, index)
+        else:
+            loss, grad_V, grad_c = self._looped_terms(V, c, index)
+        W = theta[:, :-1, :]
+        if self.scale is not None:
+            grad_V = grad_V - self.mean[index].unsqueeze(-1) * grad_c.unsqueeze(1)
+            grad_W = grad_V / self.scale[index].unsqueeze(-1)
+        else:
+            grad_W = grad_V
+        penalty = self.penalty[index]
+        grad_W = grad_W + penalty.view(-1, 1, 1) * W
+        loss = loss + 0.5 * penalty.double() * (W * W).sum(
+            dim=(1, 2), dtype=torch.float64
+        )
+        if not self.fit_intercept:
+            grad_c = torch.zeros_like(grad_c)
+        return loss, torch.cat([grad_W, grad_c.unsqueeze(1)], dim=1)
+
+    def _looped_terms(self, V, c, index):
+        """The data part of the objective, one product per group of problems."""
         n_problems, n_features, k = V.shape
         # The objective sums in float64 even for float32 rows: the stopping and
         # line-search tests compare objectives to 64 float64 epsilons, as sklearn.
-        loss = torch.zeros(n_problems, dtype=torch.float64, device=theta.device)
+        loss = torch.zeros(n_problems, dtype=torch.float64, device=V.device)
         grad_V = torch.zeros_like(V)
         grad_c = torch.zeros_like(c)
         problem_group = self.problem_group[index.cpu().numpy()]
         for group in np.unique(problem_group):
             chosen = torch.as_tensor(
-                np.flatnonzero(problem_group == group), device=theta.device
+                np.flatnonzero(problem_group == group), device=V.device
             )
             n_chosen = chosen.numel()
             flat = V[chosen].permute(1, 0, 2).reshape(n_features, n_chosen * k)
@@ -266,20 +407,7 @@ class BatchedLogistic:
                 part_V += X.T @ residual.reshape(X.shape[0], n_chosen * k)
                 grad_c[chosen] += residual.sum(dim=0)
             grad_V[chosen] = part_V.view(n_features, n_chosen, k).permute(1, 0, 2)
-        W = theta[:, :-1, :]
-        if self.scale is not None:
-            grad_V = grad_V - self.mean[index].unsqueeze(-1) * grad_c.unsqueeze(1)
-            grad_W = grad_V / self.scale[index].unsqueeze(-1)
-        else:
-            grad_W = grad_V
-        penalty = self.penalty[index]
-        grad_W = grad_W + penalty.view(-1, 1, 1) * W
-        loss = loss + 0.5 * penalty.double() * (W * W).sum(
-            dim=(1, 2), dtype=torch.float64
-        )
-        if not self.fit_intercept:
-            grad_c = torch.zeros_like(grad_c)
-        return loss, torch.cat([grad_W, grad_c.unsqueeze(1)], dim=1)
+        return loss, grad_V, grad_c
 
     def reprice(self, theta, value, gradient, before, after):
         """``(value, gradient)`` at ``theta`` with the penalties of ``after``.
@@ -1117,8 +1245,9 @@ def fit_sites(
     else:  # one run per C, increasing, every (site, fold)'s problem at that C
         firsts = np.arange(n_sites * n_folds) * n_cs
         runs = [firsts + c for c in np.argsort(Cs, kind="stable")]
-    # The widest matrix product: one group's problems of a run.
-    per_group = len(runs[0]) // len(groups) if len(groups) <= len(runs[0]) else 1
+    # The widest matrix product: one group's problems of a run (all of them
+    # where the sources are stacked into one batched product).
+    per_group = len(runs[0]) if objective.stacked else len(runs[0]) // len(groups)
     product = min(batch_size, n_rows) * n_features * max(per_group, 1) * n_outputs
     n_iter = np.zeros(n_problems, dtype=int)
     converged = np.ones(n_problems, dtype=bool)

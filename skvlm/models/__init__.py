@@ -31,7 +31,13 @@ __getattr__, __dir__, __all__ = attach(
             "load_adapter",
             "supported_families",
         ],
-        "._traits": ["TRAITS", "Traits", "derive_traits", "family_traits"],
+        "._traits": [
+            "PACKED_TOWERS",
+            "TRAITS",
+            "Traits",
+            "derive_traits",
+            "family_traits",
+        ],
     },
     # What skvlm's other packages (extraction, estimators, testing) use from
     # here; reachable as attributes, not part of the public API.

@@ -13,7 +13,9 @@ and the language model's decoder ``layers`` and final ``norm``.
   ``max`` pool over every tile (per image, never the global view alone), and
   ``cls`` is the first tile's CLS. A class token that a tower appends after
   each tile's patches (Llama 4) is left out of ``mean`` and ``max``, and no
-  ``cls`` is offered.
+  ``cls`` is offered. A Pixtral tower (one sequence of the patches of every
+  image, each at its own size) is split per image by ``image_sizes``
+  (:mod:`skvlm.models._pixtral`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -40,6 +42,7 @@ from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor, load_processor_without_video
+from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import family_traits, resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
@@ -91,7 +94,9 @@ def _check_torchvision(path, exc, revision=None):
         ) from exc
 
 
-class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
+class GenericImageTextAdapter(
+    PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
+):
     """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
 
     Chosen only when no family adapter serves the model's type (see
@@ -169,11 +174,14 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.unavailable = dict(traits.unsupported)
+        self.pixtral = has_pixtral_tower(model)
+        if self.pixtral:  # images at their own sizes
+            self.dynamic_resolution = True
         if self.vision_blocks is None:
             self.unavailable.setdefault(
                 "vision", "its vision tower has no list of blocks skvlm can find"
             )
-        elif traits.views == "packed":
+        elif traits.views == "packed" and not self.pixtral:
             self.unavailable.setdefault(
                 "vision", "its tower packs the patches of all images in one sequence"
             )
@@ -279,6 +287,8 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
 
     # -- stacks and forward passes ---------------------------------------------
     def stack(self, stage, batch):
+        if stage == "vision" and self.pixtral:
+            return self.pixtral_stack(batch)
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
@@ -313,6 +323,8 @@ class GenericImageTextAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
 
     def forward(self, stage, batch):
+        if stage == "vision" and self.pixtral:
+            return self.pixtral_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
         return self.base(**batch, use_cache=False)

@@ -14,8 +14,16 @@ from __future__ import annotations
 import torch
 
 from ..pooling import TokenMasks, pad_tokens
-from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
-from ._chat import ChatPromptMixin
+from ._base import (
+    LANGUAGE_POOLINGS,
+    TOKEN_POOLINGS,
+    Adapter,
+    Stack,
+    language_masks,
+    pool_token_lists,
+)
+from ._chat import ChatPromptMixin, special_token_ids
+from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
@@ -25,7 +33,7 @@ def _inner_tower(tower):
     return getattr(tower, "vision_model", tower)
 
 
-class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
+class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter):
     """LLaVA-1.5 (``LlavaForConditionalGeneration``): CLIP tower, MLP projector, LM.
 
     Stages and layers:
@@ -46,9 +54,17 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
 
     The prompt is formatted with the processor's chat template (LLaVA-1.5:
     ``"USER: <image>\\n{prompt} ASSISTANT:"``).
+
+    With a Pixtral tower (Pixtral-12B's layout), the vision stage is the tower's blocks split per image as for
+    Mistral 3 (:mod:`skvlm.models._pixtral`): poolings ``mean``, ``max`` and
+    int positions over the image's own patches, no CLS and no ``pooler``; the
+    projector stage has one token per patch; ``image_mean`` covers the
+    ``[IMG]`` positions only (``[IMG_BREAK]`` and ``[IMG_END]`` are special
+    tokens, in neither ``image_mean`` nor ``text_mean``).
     """
 
     family = "llava"
+    packed = False  # a Pixtral tower (set per model)
     model_types = ("llava",)
     auto_class = "AutoModelForImageTextToText"
     stages = ("vision", "projector", "language")
@@ -63,7 +79,12 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         inner = _inner_tower(self.tower)
-        self.has_cls = getattr(inner.embeddings, "class_embedding", None) is not None
+        embeddings = getattr(inner, "embeddings", None)
+        self.has_cls = getattr(embeddings, "class_embedding", None) is not None
+        self.packed = has_pixtral_tower(model)
+        if self.packed:  # a Pixtral tower: images at their own sizes
+            self.dynamic_resolution = True
+            self.raster_stages = ()
         self.language = resolve_path(model, traits.language)
         self.image_token_id = model.config.image_token_id
         token = getattr(processor, "image_token", None)
@@ -81,8 +102,8 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
     def poolings(self, stage, layer):
         if stage == "language":
             return LANGUAGE_POOLINGS
-        if stage == "projector":
-            return ("mean", "max")
+        if stage == "projector" or self.packed:
+            return TOKEN_POOLINGS
         names = ("cls", "mean", "max") if self.has_cls else ("mean", "max")
         if layer == self.n_layers(stage) - 1 and self._tower_has_pooler():
             names = names + ("pooler",)
@@ -98,8 +119,9 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
 
     # -- prompts and inputs ----------------------------------------------------
     def special_ids(self):
-        """Token ids left out of ``text_mean``: the tokenizer's special tokens."""
-        return set(self.processor.tokenizer.all_special_ids) - {self.image_token_id}
+        """Token ids left out of ``text_mean``: the tokenizer's special tokens
+        (named, and added tokens marked special, such as Pixtral's ``[IMG_BREAK]``)."""
+        return special_token_ids(self.processor.tokenizer) - {self.image_token_id}
 
     def prepare(self, images, prompts=None):
         if prompts is None:
@@ -114,6 +136,8 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
 
     # -- stacks and forward passes ---------------------------------------------
     def stack(self, stage, batch):
+        if stage == "vision" and self.packed:
+            return self.pixtral_stack(batch)
         if stage == "vision":
             return self.tower_stack(
                 self.vision_blocks, n_prefix=int(self.has_cls), has_cls=self.has_cls
@@ -131,6 +155,8 @@ class LlavaAdapter(ChatPromptMixin, VisionTowerMixin, Adapter):
         return batch["pixel_values"]
 
     def forward(self, stage, batch):
+        if stage == "vision" and self.packed:
+            return self.pixtral_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self.vision_pixels(batch))
         return self.base(**batch, use_cache=False)

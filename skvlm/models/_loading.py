@@ -20,6 +20,7 @@ import torch
 from .._filestate import FileDigests, stat_state
 from .._transformers_compat import (
     MissingVideoProcessor,  # noqa: F401 (re-exported by skvlm.models)
+    load_processor_without_torchvision,
     processor_class_without_video,
     torchvision_available,
 )
@@ -194,6 +195,9 @@ def load_processor(path, *, revision=None, model_kwargs=None):
         )
     except (OSError, ValueError, TypeError):
         processor = None
+    except ImportError:
+        # its class needs torchvision (PixtralProcessor): the stand-in, if any
+        processor = load_processor_without_torchvision(path, **kwargs)
     if processor is None or not (
         hasattr(processor, "image_processor") or callable(processor)
     ):

@@ -59,7 +59,7 @@ def _generic_cells(model_type, generic):
     """Cells of a type only the generic adapter could serve, without loading it."""
     from transformers import CONFIG_MAPPING
 
-    from ._traits import TRAITS
+    from ._traits import PACKED_TOWERS, TRAITS
 
     try:
         config = CONFIG_MAPPING[model_type]()
@@ -73,7 +73,8 @@ def _generic_cells(model_type, generic):
         return dict.fromkeys((*_STAGES, "generative", "tuner"), _NO_IMAGE_TOKEN)
     traits = TRAITS.get(model_type)
     reasons = dict(traits.unsupported) if traits else {}
-    if traits is not None and traits.views == "packed":
+    tower = getattr(getattr(config, "vision_config", None), "model_type", None)
+    if traits is not None and traits.views == "packed" and tower not in PACKED_TOWERS:
         reasons.setdefault(
             "vision", "its tower packs the patches of all images in one sequence"
         )

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 __all__ = [
+    "PACKED_TOWERS",
     "TRAITS",
     "Traits",
     "derive_traits",
@@ -168,6 +169,7 @@ TRAITS = {
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
     "internvl": Traits(views="tokens"),
+    "lighton_ocr": Traits(projector=("model.vision_projection",)),
     "llama4": Traits(
         views="tokens",
         language="language_model.model",
@@ -184,11 +186,11 @@ TRAITS = {
             "down_proj",
         ),
     ),
-    "lighton_ocr": Traits(views="packed"),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
-    "mistral3": Traits(views="packed"),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "mistral_large4": Traits(cache="recompute"),
     "mllama": Traits(
         vision_blocks=("transformer.layers", "global_transformer.layers"),
         images="nested",
@@ -254,6 +256,13 @@ TRAITS = {
     "video_llama_3": Traits(views="packed"),
 }
 
+#: Vision towers (by their config's ``model_type``) that pack the patches of all
+#: images of a batch into one sequence and take ``image_sizes``: a model with
+#: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a
+#: Pixtral tower, LightOnOCR), and skvlm splits the sequence per image by
+#: ``image_sizes // patch_size``.
+PACKED_TOWERS = ("pixtral",)
+
 # Where transformers keeps each part, most common first.
 _VISION_NAMES = (
     "model.vision_tower",
@@ -286,7 +295,6 @@ _PROJECTOR_NAMES = (
     "model.projector",
     "model.embed_vision",
     "model.visual_embeddings_table",
-    "model.vision_projection",
     "multi_modal_projector",
 )
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
@@ -339,7 +347,8 @@ def derive_traits(model, declared=None):
     -------
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
-        ``lm_head`` found under transformers' usual names (None where absent).
+        ``lm_head`` found under transformers' usual names (None where absent),
+        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS`.
     """
     traits = declared or Traits()
     vision = traits.vision or _first(model, _VISION_NAMES)
@@ -359,8 +368,15 @@ def derive_traits(model, declared=None):
         lambda node: _is_block_list(getattr(node, "layers", None)),
     )
     lm_head = traits.lm_head or ("lm_head" if hasattr(model, "lm_head") else None)
+    views = traits.views
+    tower_type = getattr(
+        getattr(model.config, "vision_config", None), "model_type", None
+    )
+    if views == "rows" and tower_type in PACKED_TOWERS:
+        views = "packed"
     return replace(
         traits,
+        views=views,
         vision=vision,
         vision_blocks=blocks,
         projector=projector,

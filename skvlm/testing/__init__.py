@@ -27,6 +27,12 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_vipllava",
         ],
         "._families_claimed": ["CLAIMED_RECIPES", "Recipe", "make_tiny_vlm"],
+        "._families_pixtral": [
+            "make_tiny_lighton_ocr",
+            "make_tiny_llava_pixtral",
+            "make_tiny_mistral3",
+            "make_tiny_mistral_large4",
+        ],
         "._families_mllama": ["make_tiny_mllama"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._generative": [

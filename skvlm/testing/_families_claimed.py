@@ -383,21 +383,6 @@ CLAIMED_RECIPES = {
             audio_config=dict(_OMNI_AUDIO, downsample_hidden_size=16),
         ),
     ),
-    "lighton_ocr": Recipe(
-        ("PixtralImageProcessorPil", dict(size={"longest_edge": 64}, patch_size=8)),
-        named={
-            "image_token": "[IMG]",
-            "image_break_token": "[IMG_BREAK]",
-            "image_end_token": "[IMG_END]",
-        },
-        specials=CHATML,
-        eos="<|im_end|>",
-        ids={"image_token_id": "[IMG]"},
-        processor=dict(patch_size=8, spatial_merge_size=2),
-        template=_chatml("[IMG]"),
-        config=dict(vision_config=dict(image_size=64), spatial_merge_size=2),
-        stages=_NO_VISION,
-    ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
     "exaone4_5": _qwen_like(),
     "hyperclovax_vision_v2": _qwen_like(),
@@ -855,5 +840,4 @@ NOT_BUILT = {
     "ernie4_5_vl_moe": "its processor saves its video processor's font, which "
     "needs the torchvision video processor",
     "granite4_vision": "a Q-Former projector over fixed deep vision layers",
-    "mistral_large4": "PixtralProcessor needs torchvision",
 }

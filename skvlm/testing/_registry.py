@@ -19,6 +19,7 @@ from . import _families as fam
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
 from . import _families_mllama as mllama
+from . import _families_pixtral as pix
 from . import _families_tvonly as tvo
 from . import _generative as gen
 from . import _vision as vis
@@ -98,10 +99,13 @@ TINY_MODELS = {
     "instructblip": TinyModel(gen.make_tiny_instructblip, "vlm", _ALL),
     "internvl": TinyModel(fam.make_tiny_internvl, "vlm", _ALL),
     "janus": TinyModel(fam.make_tiny_janus, "vlm", _ALL),
+    "lighton_ocr": TinyModel(pix.make_tiny_lighton_ocr, "vlm", _ALL),
     "llama4": TinyModel(tvo.make_tiny_llama4, "vlm", _ALL, torchvision=True),
     "llava": TinyModel(gen.make_tiny_llava, "vlm", _ALL),
     "llava_next": TinyModel(gen.make_tiny_llava_next, "vlm", _ALL),
     "llava_onevision": TinyModel(fam.make_tiny_llava_onevision, "vlm", _ALL),
+    "mistral3": TinyModel(pix.make_tiny_mistral3, "vlm", _ALL),
+    "mistral_large4": TinyModel(pix.make_tiny_mistral_large4, "vlm", _ALL),
     "mllama": TinyModel(mllama.make_tiny_mllama, "vlm", _ALL),
     "paligemma": TinyModel(gen.make_tiny_paligemma, "vlm", _ALL),
     "phi4_multimodal": TinyModel(

@@ -223,6 +223,17 @@ def test_fit_many_equals_one_fit_per_matrix():
         probe.fit_many(X, y)
 
 
+def test_fit_many_with_fewer_rows_than_features_equals_one_fit_each():
+    # Stacked sites whose preconditioner comes from the rows' kernel.
+    X, y = _data(2, n_samples=30, n_features=100, seed=8)
+    Xs = [X[:, :50], X[:, 50:]]
+    probe = LinearProbeCV(Cs=[0.1, 10.0], cv=3, device="cpu", tol=1e-8)
+    for X_s, got in zip(Xs, probe.fit_many(Xs, y), strict=True):
+        alone = clone(probe).fit(X_s, y)
+        np.testing.assert_allclose(got.scores_, alone.scores_)
+        np.testing.assert_allclose(got.coef_, alone.coef_, rtol=1e-6, atol=1e-8)
+
+
 def test_lazily_read_features_give_the_same_probe(tmp_path):
     X, y = _data(3, seed=4)
     path = tmp_path / "X.npy"

@@ -26,10 +26,14 @@ from skvlm.testing import (
     make_tiny_instructblip,
     make_tiny_internvl,
     make_tiny_janus,
+    make_tiny_lighton_ocr,
     make_tiny_llama4,
     make_tiny_llava,
     make_tiny_llava_next,
     make_tiny_llava_onevision,
+    make_tiny_llava_pixtral,
+    make_tiny_mistral3,
+    make_tiny_mistral_large4,
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_phi4_multimodal,
@@ -59,6 +63,7 @@ from ._references import (
     llava_next_reference,
     llava_reference,
     paligemma_reference,
+    pixtral_reference,
     qwen_reference,
     vision_tower_reference,
 )
@@ -486,6 +491,44 @@ def _claimed(name, *, build, tower, images=None, **kwargs):
 
 
 NEW_FAMILIES += [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
+# Pixtral towers: images at their own sizes (patch grids of 6x6, 8x4, 5x7 or,
+# merged 2x2 in Mistral 3 and LightOnOCR, 6x8, and 4x4), packed into one
+# sequence per batch.
+PIXTRAL_IMAGES = QWEN_IMAGES
+NEW_FAMILIES += [
+    _new(
+        "lighton_ocr",
+        make_tiny_lighton_ocr,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
+    _new(
+        "mistral3",
+        make_tiny_mistral3,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
+    _new(
+        "mistral_large4",
+        make_tiny_mistral_large4,
+        tower=None,
+        reference=pixtral_reference,
+        images=PIXTRAL_IMAGES,
+    ),
+    replace(
+        _new(
+            "llava_pixtral",
+            make_tiny_llava_pixtral,
+            tower=None,
+            reference=pixtral_reference,
+            images=PIXTRAL_IMAGES,
+        ),
+        family="llava",
+        model_type="llava",
+    ),
+]
 # Florence-2: a hierarchical (DaViT) tower, no CLS and no token positions there
 NEW_FAMILIES.append(
     replace(

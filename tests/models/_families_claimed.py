@@ -21,7 +21,6 @@ _ROWS = {
     "qianfan_ocr": dict(tower="model.vision_tower", has_cls=True),
     "glm4v_moe": dict(tower=None, images="qwen"),
     "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
-    "lighton_ocr": dict(tower=None),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
     "paddleocr_vl": dict(

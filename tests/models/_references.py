@@ -649,3 +649,40 @@ def florence2_reference(path, images, prompts):
             )
         )
     return examples
+
+
+# -- Pixtral towers: Mistral 3, LLaVA with a Pixtral tower ---------------------------
+def pixtral_reference(path, images, prompts):
+    """:func:`generic_reference` for projector and language; vision: the
+    tower's ``hidden_states`` of the image alone (a one-image sequence, nothing
+    packed), its patches in the tower's raster order, all pooled (no CLS)."""
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=False,
+        has_cls=False,
+        placeholder="[IMG]",
+    )
+    hf = HF(path)
+    base = hf.model.model
+    tower = (
+        base.vision_encoder if hasattr(base, "vision_encoder") else base.vision_tower
+    )
+    patch = hf.model.config.vision_config.patch_size
+    for image, example in zip(images, examples, strict=True):
+        text = [hf.processor.image_token]
+        inputs = hf.processor(images=[image], text=text, return_tensors="pt")
+        (height, width) = inputs["image_sizes"][0].tolist()
+        with torch.no_grad():
+            out = tower(
+                inputs["pixel_values"],
+                image_sizes=inputs["image_sizes"],
+                output_hidden_states=True,
+            )
+        states = [_np(h[0]) for h in out.hidden_states]
+        assert len(states[0]) == (height // patch) * (width // patch)
+        example.stages["vision"] = Tokens(states)
+        example.facts["patches"] = len(states[0])
+    return examples
