@@ -332,6 +332,13 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         names = class_texts(self.class_names, classes)
         check_no_match(self.no_match, classes)
         adapter = self._adapter()
+        refused = getattr(adapter, "unavailable", {}).get("language")
+        if "language" not in adapter.stages and refused:
+            raise ValueError(
+                f"VLMGenerativeClassifier cannot score answers of {adapter.family} "
+                f"models: skvlm does not offer their language stage ({refused}). "
+                "Train a probe on stage='projector' features instead."
+            )
         if "language" not in adapter.stages:
             raise ValueError(
                 f"model={self.model!r} is a {adapter.family} model: it has no "

@@ -73,18 +73,18 @@ def family_parts(adapter, quantized=False):
     """
     family = adapter.family
     traits = getattr(adapter, "traits", None)
+    if traits is not None and "tuner" in traits.unsupported:
+        raise ValueError(
+            f"VLMClassificationTuner does not train {family} models yet: "
+            f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
+            "probe on its features."
+        )
     if "language" not in adapter.stages or traits is None or not traits.language:
         raise ValueError(
             f"VLMClassificationTuner fine-tunes generative VLMs that answer in text; "
             f"the model is a {family!r} model, which has no language model to answer "
             "with. Use a generative VLM, or train a probe on its features "
             "(LinearProbeClassifier)."
-        )
-    if "tuner" in traits.unsupported:
-        raise ValueError(
-            f"VLMClassificationTuner does not train {family} models yet: "
-            f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
-            "probe on its features."
         )
     parts = _parts_of(traits)
     net = adapter.model

@@ -52,7 +52,8 @@ def test_a_family_without_language_stage_refuses_the_classifier(built, matrix):
     clf = VLMGenerativeClassifier(
         built.path("qwen4_exp"), class_names=["cat", "dog"], device="cpu"
     )
-    with pytest.raises(ValueError, match="qwen4_exp"):
+    reason = matrix.loc["qwen4_exp", "language"].removeprefix("unsupported: ")
+    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
         clf.fit(built.images("qwen4_exp")[:2], [0, 1])
 
 
@@ -65,3 +66,14 @@ def test_the_types_without_a_recipe_are_claimed_untested(matrix):
     assert not set(NOT_BUILT) & set(TINY_MODELS)
     for model_type in NOT_BUILT:
         assert matrix.loc[model_type, "language"] == "claimed", model_type
+
+
+def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path):
+    from skvlm.tuning import VLMClassificationTuner
+
+    reason = matrix.loc["qwen4_exp", "tuner"].removeprefix("unsupported: ")
+    tuner = VLMClassificationTuner(
+        built.path("qwen4_exp"), class_names=["cat", "dog"], output_dir=tmp_path
+    )
+    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
+        tuner.fit(built.images("qwen4_exp")[:2], ["cat", "dog"])
