@@ -43,7 +43,7 @@ from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor, load_processor_without_video
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
-from ._traits import family_traits, resolve_path
+from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
@@ -319,7 +319,7 @@ class GenericImageTextAdapter(
             {self.image_token_id},
             self._special_ids,
         )
-        norm = getattr(self.language, "norm", None)
+        norm = final_norm(self.language)
         return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
 
     def forward(self, stage, batch):

@@ -186,6 +186,13 @@ TRAITS = {
             "down_proj",
         ),
     ),
+    "lfm2_vl": Traits(
+        images="nested",
+        unsupported={
+            "vision": "its tower takes patch sequences with spatial shapes "
+            "(NaFlex), not (images, channels, height, width)"
+        },
+    ),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
@@ -298,6 +305,22 @@ _PROJECTOR_NAMES = (
     "multi_modal_projector",
 )
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
+
+
+# The language model's final norm (LFM2 calls it embedding_norm).
+_FINAL_NORM_NAMES = ("norm", "final_layernorm", "embedding_norm")
+
+
+def final_norm(language):
+    """The final norm module of a language model, or None."""
+    return next(
+        (
+            getattr(language, name)
+            for name in _FINAL_NORM_NAMES
+            if getattr(language, name, None) is not None
+        ),
+        None,
+    )
 
 
 def resolve_path(root, path):

@@ -80,6 +80,9 @@ class Recipe:
         Whether the family tests run the generative classifier and the tuner.
     processor_class : str or None
         The processor class, where transformers maps none to the model type.
+    torchvision : bool
+        Whether its image processor exists only with torchvision: the family
+        tests run in the torchvision world.
 
     Examples
     --------
@@ -103,6 +106,7 @@ class Recipe:
     stages: tuple = ("vision", "projector", "language")
     classifiers: bool = True
     processor_class: str | None = None
+    torchvision: bool = False
 
 
 def _chatml(image):
@@ -383,6 +387,26 @@ CLAIMED_RECIPES = {
             audio_config=dict(_OMNI_AUDIO, downsample_hidden_size=16),
         ),
     ),
+    "lfm2_vl": Recipe(
+        (
+            "Lfm2VlImageProcessor",
+            dict(
+                do_image_splitting=False,
+                encoder_patch_size=8,
+                tile_size=32,
+                min_image_tokens=4,
+                max_image_tokens=16,
+            ),
+        ),
+        named={"image_token": "<image>"},
+        specials=(*CHATML, "<|image_start|>", "<|image_end|>", "<|img_thumbnail|>"),
+        eos="<|im_end|>",
+        ids={"image_token_id": "<image>"},
+        template=_chatml("<image>"),
+        config=dict(projector_hidden_size=32),
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
     "exaone4_5": _qwen_like(),
     "hyperclovax_vision_v2": _qwen_like(),
@@ -642,6 +666,24 @@ def _processor_for(model_type, recipe, tokenizer):
     return cls(image_processor=image_processor, tokenizer=tokenizer, **extra)
 
 
+def _written_processor(path, model_type, recipe, tokenizer):
+    """The processor's files written from its config, for an image processor
+    that exists only with torchvision (so the build needs none)."""
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    from ._families_tvonly import _write_processor, _Written
+
+    name, kwargs = recipe.image_processor
+    config = {
+        "processor_class": recipe.processor_class
+        or PROCESSOR_MAPPING_NAMES[model_type],
+        **recipe.processor,
+        "image_processor": {"image_processor_type": name, **kwargs},
+    }
+    _write_processor(path, tokenizer, config, recipe.template)
+    return _Written()
+
+
 def _shrunk(sub):
     """The sub-config's type and the toy sizes of the keys it has."""
     out = {"model_type": sub.model_type}
@@ -725,7 +767,10 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
         )
     recipe = CLAIMED_RECIPES[model_type]
     tokenizer = _tokenizer_for(recipe)
-    processor = _processor_for(model_type, recipe, tokenizer)
+    if recipe.torchvision:
+        processor = _written_processor(path, model_type, recipe, tokenizer)
+    else:
+        processor = _processor_for(model_type, recipe, tokenizer)
     config_cls = CONFIG_MAPPING[model_type]
     config = config_cls(**_config_kwargs(config_cls, recipe, tokenizer, overrides))
     model_cls = getattr(
@@ -807,7 +852,6 @@ NOT_BUILT = {
     "inkling2_loop": "image processor needs torchvision",
     "inkling_mm_model": "image processor needs torchvision",
     "kimi_k25": "image processor needs torchvision",
-    "lfm2_vl": "image processor needs torchvision (tile rows and columns)",
     "minimax_m3_vl": "image processor needs torchvision",
     "molmo2": "image processor needs torchvision",
     "muse_glimmer": "image processor needs torchvision",

@@ -127,6 +127,15 @@ TINY_MODELS = {
 # vision towers built the same way (make_tiny_encoder).
 TINY_MODELS.update((t, _encoder(t, "vision")) for t in claimed.CLAIMED_ENCODERS)
 TINY_MODELS.update(
-    (name, TinyModel(claimed.builder(name), "vlm", recipe.stages, recipe.classifiers))
+    (
+        name,
+        TinyModel(
+            claimed.builder(name),
+            "vlm",
+            recipe.stages,
+            recipe.classifiers,
+            torchvision=recipe.torchvision,
+        ),
+    )
     for name, recipe in claimed.CLAIMED_RECIPES.items()
 )

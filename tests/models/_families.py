@@ -479,18 +479,6 @@ NEW_FAMILIES = [
 ]
 
 
-def _claimed(name, *, build, tower, images=None, **kwargs):
-    return _new(
-        name,
-        build,
-        tower=tower and _first(*tower.split(".")),
-        images=QWEN_IMAGES if images == "qwen" else None,
-        marks=(NUMPY_COPY_WARNING,),
-        **kwargs,
-    )
-
-
-NEW_FAMILIES += [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
 # Pixtral towers: images at their own sizes (patch grids of 6x6, 8x4, 5x7 or,
 # merged 2x2 in Mistral 3 and LightOnOCR, 6x8, and 4x4), packed into one
 # sequence per batch.
@@ -572,4 +560,22 @@ TORCHVISION_FAMILIES = [
     ),
 ]
 NEW_FAMILIES += TORCHVISION_FAMILIES
+
+
+def _claimed(name, *, build, tower, torchvision, images=None, **kwargs):
+    marks = (NUMPY_COPY_WARNING,) + ((NEEDS_TORCHVISION,) if torchvision else ())
+    return _new(
+        name,
+        build,
+        tower=tower and _first(*tower.split(".")),
+        images=QWEN_IMAGES if images == "qwen" else None,
+        marks=marks,
+        **kwargs,
+    )
+
+
+# The families built from recipes (_families_claimed), torchvision-only ones too
+_CLAIMED = [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
+TORCHVISION_FAMILIES += [f for f in _CLAIMED if NEEDS_TORCHVISION in f.marks]
+NEW_FAMILIES += _CLAIMED
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

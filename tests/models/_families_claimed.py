@@ -21,6 +21,7 @@ _ROWS = {
     "qianfan_ocr": dict(tower="model.vision_tower", has_cls=True),
     "glm4v_moe": dict(tower=None, images="qwen"),
     "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
+    "lfm2_vl": dict(tower=None, nested=True),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
     "paddleocr_vl": dict(
@@ -45,6 +46,11 @@ _ROWS = {
     ),
 }
 CLAIMED_ROWS = {
-    name: dict(row, build=TINY_MODELS[name].build, stages=TINY_MODELS[name].stages)
+    name: dict(
+        row,
+        build=TINY_MODELS[name].build,
+        stages=TINY_MODELS[name].stages,
+        torchvision=TINY_MODELS[name].torchvision,
+    )
     for name, row in _ROWS.items()
 }

@@ -17,12 +17,12 @@ from skvlm.models import support_matrix
 from skvlm.testing import TINY_MODELS, make_tiny_vlm
 from skvlm.testing._families_claimed import NOT_BUILT
 
-from ._families import NUMPY_COPY_WARNING
+from ._families import BY_NAME
 from ._families_claimed import CLAIMED_ROWS
 
 STAGES = ("vision", "projector", "language")
 REFUSED = [
-    pytest.param(name, stage, id=f"{name}-{stage}", marks=NUMPY_COPY_WARNING)
+    pytest.param(name, stage, id=f"{name}-{stage}", marks=BY_NAME[name].marks)
     for name in CLAIMED_ROWS
     for stage in STAGES
     if stage not in TINY_MODELS[name].stages

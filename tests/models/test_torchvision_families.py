@@ -55,7 +55,7 @@ def _expected():
 
 def test_the_families_are_registered_and_in_the_matrix():
     assert sorted(f.name for f in TORCHVISION_FAMILIES) == NAMES
-    assert NAMES == ["llama4", "phi4_multimodal"]
+    assert NAMES == ["lfm2_vl", "llama4", "phi4_multimodal"]
 
 
 @pytest.mark.skipif(
