@@ -190,10 +190,10 @@ PROBES = {
 
 
 def one_transform(path, paths, args):
-    vlm = VLMEmbeddingTransformer(
-        path, layer=-1, pooling="cls", batch_size=args.batch_size
-    )
     with forward_log() as count, Clock() as clock:
+        vlm = VLMEmbeddingTransformer(
+            path, layer=-1, pooling="cls", batch_size=args.batch_size
+        )
         vlm.fit(None).transform(paths)
     return clock, count()
 
@@ -211,13 +211,14 @@ def store_search(path, paths, y, args, *, warm_position):
             "vlm__layer": list(LAYERS),
             "vlm__pooling": ["cls", "mean", "max", warm_position],
         }
-    search = GridSearchCV(pipeline(path, args, cache=cache), grid, cv=N_FOLDS)
     probe_class = type(PROBES[args.probe](args))
     with (
         forward_log() as count,
         instrumented(probe_class) as (spent, rows, iters),
         Clock() as clock,
     ):
+        # Built inside the block, so that it gets the counting callback.
+        search = GridSearchCV(pipeline(path, args, cache=cache), grid, cv=N_FOLDS)
         if warm_position is not None:
             VLMEmbeddingTransformer(
                 path,
@@ -245,8 +246,9 @@ def probe_layers_search(path, paths, y, args):
     from skvlm.probing import probe_layers
 
     cache = tempfile.mkdtemp(prefix="store-")
-    vlm = VLMEmbeddingTransformer(path, cache=cache, batch_size=args.batch_size)
     with forward_log() as count, Clock() as clock:
+        # Built inside the block, so that it gets the counting callback.
+        vlm = VLMEmbeddingTransformer(path, cache=cache, batch_size=args.batch_size)
         report = probe_layers(
             vlm,
             paths,
@@ -287,10 +289,11 @@ def subset_search(path, paths, y, args, memory=None, repeat=False):
     """
     folds = list(StratifiedKFold(N_FOLDS).split(paths, y))[: args.subset_folds]
     grid = {"vlm__layer": [LAYERS[0], LAYERS[-1]], "vlm__pooling": ["mean"]}
-    search = GridSearchCV(
-        pipeline(path, args, memory=memory), grid, cv=folds, refit=False
-    )
     with forward_log() as count, Clock() as clock:
+        # Built inside the block, so that it gets the counting callback.
+        search = GridSearchCV(
+            pipeline(path, args, memory=memory), grid, cv=folds, refit=False
+        )
         search.fit(paths, y)
     res = search.cv_results_
     per = res["mean_fit_time"] + res["mean_score_time"]
@@ -413,8 +416,8 @@ def main():
         "probe_layers48",
         lambda: probe_layers_search(path, paths, y, args),
     )
-    if args.probe_layers_only:
-        steps = [steps[0], probe_step, steps[2]]
+    if args.probe_layers_only:  # the search between transforms, then again
+        steps = [steps[0], probe_step, steps[2], probe_step, steps[2]]
     elif args.probe_layers:
         steps.insert(2, probe_step)
     if args.with_cold:

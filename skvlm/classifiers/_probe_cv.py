@@ -44,6 +44,9 @@ _HISTORY = 10  # correction pairs kept, as scipy's L-BFGS-B (maxcor) for sklearn
 _ARMIJO = 1e-4
 # Sites stacked for batched products up to this size (a copy of their features).
 _STACK_BYTES = 1 << 29
+# Folds with fewer training rows than features (and than this) are solved in
+# their rows' span; the (n, n) eigendecomposition limits n.
+_SPAN_ROWS = 4097
 _MAX_BACKTRACKS = 40
 
 
@@ -106,12 +109,14 @@ class BatchedLogistic:
         ]
         self.problem_group = np.asarray(problem_group)
         self.problem_source = np.array([self.groups[g][0] for g in problem_group])
+        self.problem_source_tensor = torch.as_tensor(
+            self.problem_source, device=weights.device
+        )
         self.device = weights.device
         self._row_cache = {}
         self._stack = self._stacked_sources()
-        self.stacked = self._stack is not None
 
-    def preconditioner(self, row_weights):
+    def preconditioner(self, row_weights, factors=None):
         """``P(q, index)``: an inverse of the problems' Hessian at zero, applied to q.
 
         At ``W = 0`` every probability is uniform, and the Hessian of problem
@@ -123,7 +128,8 @@ class BatchedLogistic:
         its rows, serves every problem of the source (its folds' moments
         differ from them by sampling only; ``row_weights`` of shape (n_rows,)
         are the rows' own weights, so that a problem's path does not depend on
-        which others share the batch). With fewer rows than features the
+        which others share the batch; ``factors``, one per source, replace
+        them where the caller knows better). With fewer rows than features the
         decomposition is of the rows' ``(n, n)`` kernel, and the directions
         outside the rows' span (where the data have no curvature, and the
         solution has no part) get the mean curvature. Applying ``P`` costs two
@@ -132,10 +138,13 @@ class BatchedLogistic:
         Hessian then takes a near-Newton first step for every ``C``, where
         plain L-BFGS starts along the gradient.
         """
-        factors = [
-            self._factor(source, row_weights) for source in range(len(self.sources))
-        ]
+        if factors is None:  # else given: (eigenvalues, eigenvectors, in_span)
+            factors = [
+                self._factor(source, row_weights) for source in range(len(self.sources))
+            ]
         kappa = 4.0 if self.n_outputs == 1 else float(self.n_outputs)
+        if all(vectors is None for _, vectors, _ in factors):
+            return self._diagonal_preconditioner(factors, kappa)
         if self._stack is not None:
             return self._stacked_preconditioner(factors, kappa)
 
@@ -164,6 +173,20 @@ class BatchedLogistic:
                         -1, n_chosen * k
                     )
                 out[chosen, :-1, :] = step.view(-1, n_chosen, k).permute(1, 0, 2)
+            return out
+
+        return apply
+
+    def _diagonal_preconditioner(self, factors, kappa):
+        """``preconditioner``'s ``P`` where each source's moments are diagonal."""
+        values = torch.stack([v for v, _, _ in factors])  # (sources, d)
+
+        def apply(q, index):
+            curvature = values[self.problem_source_tensor[index]] / kappa
+            inverse = 1 / (curvature + self.penalty[index].unsqueeze(1))
+            out = torch.empty_like(q)
+            out[:, :-1, :] = q[:, :-1, :] * inverse.unsqueeze(-1)
+            out[:, -1, :] = kappa * q[:, -1, :]
             return out
 
         return apply
@@ -289,6 +312,41 @@ class BatchedLogistic:
         if sum(t.numel() * t.element_size() for t in tensors) > _STACK_BYTES:
             return None
         return torch.stack(tensors)
+
+    def largest_raw(self, bases, tol):
+        """``largest(g, index)`` for problems solved in the bases' coordinates.
+
+        The gradient of a problem solved in the coordinates of an orthonormal
+        basis ``Q`` of its rows' span is ``Q g`` in the features' own
+        coordinates, where the tolerance is meant (sklearn's): its largest
+        entry, computed source by source in batched products.
+        """
+        bases = torch.as_tensor(bases, dtype=self.penalty.dtype, device=self.device)
+
+        n_features = bases.shape[1]
+
+        def largest(g, index):
+            # |Q g| is at most ||g|| and its largest entry at least
+            # ||g|| / sqrt(d): only problems in between need the product.
+            norm = g.flatten(1).norm(dim=1)
+            out = torch.where(norm <= tol, norm, norm / n_features**0.5)
+            unsure = ((norm > tol) & (norm / n_features**0.5 <= tol)).nonzero()
+            unsure = unsure.flatten()
+            if unsure.numel():
+                out[unsure] = exact(g[unsure], index[unsure])
+            return out
+
+        def exact(g, index):
+            sources, row, slot, width = self._layout(index)
+            n_sources, (_, rank, k) = len(sources), g.shape
+            flat = g.new_zeros(n_sources, rank - 1, width, k)
+            flat[row, :, slot, :] = g[:, :-1, :]
+            Q = bases if n_sources == len(bases) else bases[sources]
+            raw = torch.bmm(Q, flat.view(n_sources, rank - 1, width * k))
+            raw = raw.view(n_sources, -1, width, k).abs().amax(dim=(1, 3))
+            return torch.maximum(raw[row, slot], g[:, -1, :].abs().amax(dim=1))
+
+        return largest
 
     def _layout(self, index):
         """Problems ``index`` by source: ``(sources, row, slot, width)``."""
@@ -449,6 +507,7 @@ def batched_lbfgs(
     history=_HISTORY,
     precondition=None,
     start=None,
+    largest=None,
 ):
     """Minimise every problem of ``objective`` from ``theta``, each on its own.
 
@@ -462,7 +521,9 @@ def batched_lbfgs(
     ``precondition(q, index)``, when given, is the initial inverse Hessian of
     the problems ``index`` (otherwise the usual scaled identity). ``start``,
     ``(value, gradient)`` at ``theta`` when already known, saves the first
-    evaluation.
+    evaluation. ``largest(g, index)``, when given, is the largest absolute
+    entry of the problems' gradients in the coordinates the tolerance is
+    meant in (the default: ``g``'s own).
 
     Returns
     -------
@@ -477,7 +538,9 @@ def batched_lbfgs(
     converged = torch.ones(n_problems, dtype=torch.bool, device=device)
     # The working set: the running problems only, compacted when some stop, so
     # that a step reads and writes whole tensors rather than gathering rows.
-    ids = (g.abs().amax(dim=(1, 2)) > tol).nonzero().flatten()
+    if largest is None:
+        largest = lambda g, index: g.abs().amax(dim=(1, 2))  # noqa: E731
+    ids = (largest(g, every) > tol).nonzero().flatten()
     w_theta, w_f, w_g = theta[ids], f[ids], g[ids]
     S = torch.zeros((ids.numel(), history, *theta.shape[1:]), dtype=theta.dtype)
     S = S.to(device)
@@ -534,7 +597,7 @@ def batched_lbfgs(
             torch.maximum(w_f.abs(), f_new.abs()), torch.ones_like(f_new)
         )
         w_f, w_g = f_new, g_new
-        small = w_g.abs().amax(dim=(1, 2)) <= tol
+        small = largest(w_g, ids) <= tol
         stop = small | (accepted & (change <= eps)) | ~accepted
         if stop.any():
             out, keep = ids[stop], (~stop).nonzero().flatten()
@@ -564,6 +627,66 @@ def _two_loop(g, S, Y, rho, initial, iteration):
         beta = rho[:, j] * _dot(Y[:, j], r)
         r += (alphas[j] - beta).view(-1, 1, 1) * S[:, j]
     return r
+
+
+def _row_spans(sources, train_sets, mean, scale, row_weights, n_outputs):
+    """Each (site, fold)'s training rows as coordinates in their own span.
+
+    For site ``s`` and fold ``f``, the rows the problems' weights act on
+    (centred, and standardised with the fold's ``mean``/``scale`` when given)
+    are ``X``; an orthonormal basis ``Q`` of the span of the fold's training
+    rows comes from the eigendecomposition of their ``(n, n)`` Gram matrix
+    (float64, the folds of a site batched), and every row's coordinates are
+    ``X @ Q``. Directions of eigenvalue below ``1e-10`` of the largest are
+    left out (their columns are zero); every basis has ``max n_train``
+    columns.
+
+    Returns
+    -------
+    bases : ndarray of shape (sites * folds, n_features, r)
+    coords : list of ndarray of shape (n_rows, r)
+    factors : list of (moments, None, False)
+        The preconditioner's factors: the coordinates' weighted second moments
+        over the fold's training rows, diagonal in the basis (exactly so with
+        equal row weights; None stands for the identity eigenvectors).
+    """
+    n_folds = len(train_sets)
+    rank = max(len(train) for train in train_sets)
+    device = sources[0]._tensor.device
+    dtype = sources[0]._tensor.dtype
+    # (folds, rank) row indices, padded with row 0 under a zero mask
+    index = np.zeros((n_folds, rank), dtype=np.int64)
+    present = np.zeros((n_folds, rank))
+    for f, train in enumerate(train_sets):
+        index[f, : len(train)], present[f, : len(train)] = np.sort(train), 1.0
+    weights = np.asarray(row_weights, dtype=np.float64)[index] * present
+    weights /= weights.sum(axis=1, keepdims=True)
+    index = torch.as_tensor(index, device=device)
+    present = torch.as_tensor(present, device=device)
+    weights = torch.as_tensor(weights, device=device)
+    bases, coords, factors = [], [], []
+    for s, rows in enumerate(sources):
+        X = rows._tensor.double().unsqueeze(0)  # (1, n, d)
+        if mean is not None:
+            part = slice(s * n_folds, (s + 1) * n_folds)
+            X = (X - torch.as_tensor(mean[part], device=device).unsqueeze(1)) / (
+                torch.as_tensor(scale[part], device=device).unsqueeze(1)
+            )  # (folds, n, d)
+        X = X.expand(n_folds, -1, -1)
+        T = torch.gather(X, 1, index.unsqueeze(-1).expand(-1, -1, X.shape[2]))
+        T = T * present.unsqueeze(-1)  # (folds, rank, d), padding rows zero
+        values, U = torch.linalg.eigh(T @ T.transpose(1, 2))
+        keep = values > values.amax(dim=1, keepdim=True).clamp(min=0) * 1e-10
+        inverse_root = torch.where(keep, values.clamp(min=1e-300).rsqrt(), 0.0)
+        Q = T.transpose(1, 2) @ (U * inverse_root.unsqueeze(1))  # (folds, d, rank)
+        Z = X @ Q  # (folds, n, rank)
+        train_Z = torch.gather(Z, 1, index.unsqueeze(-1).expand(-1, -1, rank))
+        moments = (weights.unsqueeze(-1) * train_Z**2).sum(dim=1)  # (folds, rank)
+        for f in range(n_folds):
+            bases.append(Q[f].cpu().numpy())
+            coords.append(Z[f].to(dtype).cpu().numpy())
+            factors.append((moments[f].to(dtype), None, False))
+    return np.stack(bases), coords, factors
 
 
 # -- rows on the device -----------------------------------------------------------
@@ -1198,10 +1321,35 @@ def fit_sites(
         moments = [rows.fold_moments(masks) for rows in sources]
         mean = np.repeat(np.concatenate([m for m, _ in moments]), n_cs, axis=0)
         scale = np.repeat(np.concatenate([s for _, s in moments]), n_cs, axis=0)
+    # Each problem's offset from raw features: its source's centre (and fold mean).
+    offset = np.repeat(
+        np.stack([rows.center for rows in sources]), n_folds * n_cs, axis=0
+    )
+    if standardize:
+        offset = offset + mean
+    factors = None
+    reduce = max(len(train) for train in train_sets) < min(n_features, _SPAN_ROWS)
+    reduce &= all(rows._tensor is not None for rows in sources)
+    if reduce:
+        # Fewer training rows than features: the solution lies in the span of
+        # the fold's (standardised) training rows, so each (site, fold) is
+        # solved exactly in the coordinates of an orthonormal basis of that
+        # span (at most n_train of them, not n_features), with a diagonal
+        # Hessian at zero there.
+        fold_mean = None if not standardize else mean[::n_cs]
+        fold_scale = None if not standardize else scale[::n_cs]
+        bases, coords, factors = _row_spans(
+            sources, train_sets, fold_mean, fold_scale, base, n_outputs
+        )
+        sources = [
+            _Rows(MemoryArray(z), dtype, device, batch_size, False) for z in coords
+        ]
+        groups = [(g, None) for g in range(n_sites * n_folds)]
+        problem_group = np.repeat(np.arange(n_sites * n_folds), n_cs)
     # Reading only a fold's own rows pays where folds are small; K-fold
     # training sets hold most rows, and one wide product over all rows
     # (held-out rows weigh 0) runs faster than a narrow one per fold.
-    if masks.mean() < 0.5:
+    elif masks.mean() < 0.5:
         groups = [(site, train) for site in range(n_sites) for train in train_sets]
         problem_group = np.repeat(np.arange(n_sites * n_folds), n_cs)
     else:
@@ -1216,27 +1364,23 @@ def fit_sites(
         torch.as_tensor(np.asarray(y_index, dtype=np.int64), device=device),
         tensor(weights),
         tensor(penalty),
-        tensor(mean) if standardize else None,
-        tensor(scale) if standardize else None,
+        tensor(mean) if standardize and not reduce else None,
+        tensor(scale) if standardize and not reduce else None,
         n_outputs,
         fit_intercept,
         groups,
         problem_group,
     )
+    n_dof = sources[0].n_features
     n_problems = weights.shape[0]
-    # Each problem's offset from raw features: its source's centre (and fold mean).
-    offset = np.repeat(
-        np.stack([rows.center for rows in sources]), n_folds * n_cs, axis=0
-    )
-    if standardize:
-        offset = offset + mean
-
     if init is None:
-        theta = tensor(np.zeros((n_problems, n_features + 1, n_outputs)))
+        theta = tensor(np.zeros((n_problems, n_dof + 1, n_outputs)))
     else:  # raw-space (problems, outputs, features + 1) to the solver's theta
         V = np.transpose(np.asarray(init, dtype=np.float64), (0, 2, 1))
         W = V[:, :-1, :] * (scale[:, :, None] if standardize else 1.0)
         b = V[:, -1, :] + np.einsum("pd,pdk->pk", offset, V[:, :-1, :])
+        if reduce:  # the weights' coordinates in their fold's basis
+            W = np.einsum("pdr,pdk->prk", bases[problem_group], W)
         if not fit_intercept:
             b = np.zeros_like(b)
         theta = tensor(np.concatenate([W, b[:, None, :]], axis=1))
@@ -1245,15 +1389,15 @@ def fit_sites(
     else:  # one run per C, increasing, every (site, fold)'s problem at that C
         firsts = np.arange(n_sites * n_folds) * n_cs
         runs = [firsts + c for c in np.argsort(Cs, kind="stable")]
-    # The widest matrix product: one group's problems of a run (all of them
-    # where the sources are stacked into one batched product).
-    per_group = len(runs[0]) if objective.stacked else len(runs[0]) // len(groups)
-    product = min(batch_size, n_rows) * n_features * max(per_group, 1) * n_outputs
+    # One group's product (a stacked product is many of these, each small).
+    per_group = max(len(runs[0]) // len(groups), 1)
+    product = min(batch_size, n_rows) * n_features * per_group * n_outputs
     n_iter = np.zeros(n_problems, dtype=int)
     converged = np.ones(n_problems, dtype=bool)
     with _threads(device, n_jobs, product):
+        largest = objective.largest_raw(bases, tol) if reduce else None
         if precondition:
-            precondition = objective.preconditioner(tensor(base))
+            precondition = objective.preconditioner(tensor(base), factors)
         else:
             precondition = None
         previous = result = None
@@ -1277,16 +1421,28 @@ def fit_sites(
                 if precondition is None
                 else lambda q, index, chosen=chosen: precondition(q, chosen[index]),
                 start=known,
+                largest=None
+                if largest is None
+                else lambda g, index, chosen=chosen: largest(g, chosen[index]),
             )
             theta[chosen] = result.theta
             n_iter[run], converged[run] = result.n_iter, result.converged
             previous = chosen
-    every = torch.arange(n_problems, device=device)
-    V, c = objective.effective(theta, every)
-    V = V.cpu().numpy().astype(np.float64)
-    c = c.cpu().numpy().astype(np.float64)
-    centers = np.repeat(np.stack([rows.center for rows in sources]), n_folds * n_cs, 0)
-    c = c - np.einsum("pd,pdk->pk", centers, V)  # undo each source's centring
+    if reduce:  # back from each fold's basis to the raw feature space
+        theta = theta.cpu().numpy().astype(np.float64)
+        V = np.einsum("pdr,prk->pdk", bases[problem_group], theta[:, :-1, :])
+        if standardize:
+            V = V / scale[:, :, None]
+        c = theta[:, -1, :] - np.einsum("pd,pdk->pk", offset, V)
+    else:
+        every = torch.arange(n_problems, device=device)
+        V, c = objective.effective(theta, every)
+        V = V.cpu().numpy().astype(np.float64)
+        c = c.cpu().numpy().astype(np.float64)
+        centers = np.repeat(
+            np.stack([rows.center for rows in sources]), n_folds * n_cs, 0
+        )
+        c = c - np.einsum("pd,pdk->pk", centers, V)  # undo each source's centring
     theta_all = np.concatenate([V, c[:, None, :]], axis=1)
     coefs = np.transpose(theta_all, (0, 2, 1))  # (problems, outputs, features + 1)
     return FoldsResult(coefs, n_iter, converged)
