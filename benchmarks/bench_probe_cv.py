@@ -9,15 +9,16 @@ test score at each C and the best one; ratios are against LinearProbeCV.
 
 Defaults (the issue's size): 10,000 rows x 1,024 features, 100 classes, 5 folds
 x 10 Cs (``np.logspace(-4, 4, 10)``), ``max_iter=100``, ``tol=1e-4`` for all
-three. ``--threads`` limits torch's and BLAS's threads alike (the machine is
-shared: one thread each gives steadier figures than two contending pools).
+three. ``--threads`` limits torch's and BLAS's threads alike (2, both cores, by
+default; 1 gives steadier figures on a shared machine). ``--sklearn-jobs 2``
+adds ``LogisticRegressionCV(n_jobs=2)``, its folds in two processes.
 
 ``--gpu`` prepares the large variant for a GPU: 50,000 x 4,096, 1,000 classes,
 LinearProbeCV on ``cuda`` in float32 only (sklearn would take hours), rows in
 blocks of 4,096.
 
 Run (from benchmarks/): python bench_probe_cv.py [--rows N --features D
---classes K] [--threads T] [--skip-grid] [--gpu]
+--classes K] [--threads T] [--skip-grid] [--sklearn-jobs N] [--gpu]
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_ours(X, y, folds, Cs, args, device):
     return clock, probe.C_, probe.scores_.mean(axis=0), int(probe.n_iter_.sum())
 
 
-def run_logistic_cv(X, y, folds, Cs, args):
+def run_logistic_cv(X, y, folds, Cs, args, n_jobs=None):
     probe = LogisticRegressionCV(
         Cs=Cs,
         cv=folds,
@@ -81,6 +82,7 @@ def run_logistic_cv(X, y, folds, Cs, args):
         tol=args.tol,
         use_legacy_attributes=False,
         scoring="accuracy",
+        n_jobs=n_jobs,
     )
     with Clock() as clock:
         probe.fit(X, y)
@@ -109,8 +111,14 @@ def main():
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=1 << 30)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-grid", action="store_true")
+    parser.add_argument(
+        "--sklearn-jobs",
+        type=int,
+        default=1,
+        help="also LogisticRegressionCV(n_jobs=N): its folds in N processes",
+    )
     parser.add_argument("--gpu", action="store_true", help="the 50k x 4096 x 1000 run")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # ConvergenceWarning at the largest Cs
@@ -136,6 +144,15 @@ def main():
             runs.append(
                 ("LogisticRegressionCV", lambda: run_logistic_cv(X, y, folds, Cs, args))
             )
+            if args.sklearn_jobs > 1:  # its folds in processes, one BLAS thread each
+                runs.append(
+                    (
+                        f"LogisticRegressionCV(n_jobs={args.sklearn_jobs})",
+                        lambda: run_logistic_cv(
+                            X, y, folds, Cs, args, n_jobs=args.sklearn_jobs
+                        ),
+                    )
+                )
             if not args.skip_grid:
                 runs.append(
                     (

@@ -115,6 +115,7 @@ class BatchedLogistic:
         self.device = weights.device
         self._row_cache = {}
         self._stack = self._stacked_sources()
+        self.stacks = self._stack is not None
 
     def preconditioner(self, row_weights, factors=None):
         """``P(q, index)``: an inverse of the problems' Hessian at zero, applied to q.
@@ -238,6 +239,7 @@ class BatchedLogistic:
         blocks = list(self.sources[source]())
         n_features = blocks[0][2].shape[1]
         n_rows = sum(stop - start for start, stop, _ in blocks)
+
         total = weights.sum()
         first = sum((weights[a:b].unsqueeze(1) * X).sum(dim=0) for a, b, X in blocks)
         first = first / total
@@ -679,7 +681,8 @@ def _row_spans(sources, train_sets, mean, scale, row_weights, n_outputs):
         keep = values > values.amax(dim=1, keepdim=True).clamp(min=0) * 1e-10
         inverse_root = torch.where(keep, values.clamp(min=1e-300).rsqrt(), 0.0)
         Q = T.transpose(1, 2) @ (U * inverse_root.unsqueeze(1))  # (folds, d, rank)
-        Z = X @ Q  # (folds, n, rank)
+        # The coordinates in the working dtype (float32 rows stay float32).
+        Z = (X.to(dtype) @ Q.to(dtype)).double()  # (folds, n, rank)
         train_Z = torch.gather(Z, 1, index.unsqueeze(-1).expand(-1, -1, rank))
         moments = (weights.unsqueeze(-1) * train_Z**2).sum(dim=1)  # (folds, rank)
         for f in range(n_folds):
@@ -1049,7 +1052,9 @@ class LinearProbeCV(ClassifierMixin, BaseEstimator):
                         len(classes),
                         [np.arange(checked[0].n_rows)],
                         np.array([Cs[c]]),
-                        # As LogisticRegressionCV: from the folds' mean solution.
+                        # As LogisticRegressionCV: from the folds' mean solution,
+                        # which leaves a step or two: no preconditioner to build.
+                        precondition=False,
                         init=np.stack(
                             [probes[s]._coefs[:, c].mean(axis=0) for s in chosen]
                         ),
@@ -1389,9 +1394,11 @@ def fit_sites(
     else:  # one run per C, increasing, every (site, fold)'s problem at that C
         firsts = np.arange(n_sites * n_folds) * n_cs
         runs = [firsts + c for c in np.argsort(Cs, kind="stable")]
-    # One group's product (a stacked product is many of these, each small).
-    per_group = max(len(runs[0]) // len(groups), 1)
-    product = min(batch_size, n_rows) * n_features * per_group * n_outputs
+    # One product: a group's problems, or every group's when they are stacked
+    # into one batched product (which threads split by source).
+    stacked = objective.stacks
+    per_group = len(runs[0]) if stacked else max(len(runs[0]) // len(groups), 1)
+    product = min(batch_size, n_rows) * n_dof * per_group * n_outputs
     n_iter = np.zeros(n_problems, dtype=int)
     converged = np.ones(n_problems, dtype=bool)
     with _threads(device, n_jobs, product):
