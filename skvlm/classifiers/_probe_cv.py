@@ -497,7 +497,7 @@ class BatchedResult:
 
 
 def _dot(a, b):
-    return (a * b).sum(dim=(1, 2))
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
 def batched_lbfgs(
@@ -544,7 +544,8 @@ def batched_lbfgs(
         largest = lambda g, index: g.abs().amax(dim=(1, 2))  # noqa: E731
     ids = (largest(g, every) > tol).nonzero().flatten()
     w_theta, w_f, w_g = theta[ids], f[ids], g[ids]
-    S = torch.zeros((ids.numel(), history, *theta.shape[1:]), dtype=theta.dtype)
+    # (history, problems, ...): each slot one contiguous block for the two-loop
+    S = torch.zeros((history, ids.numel(), *theta.shape[1:]), dtype=theta.dtype)
     S = S.to(device)
     Y = torch.zeros_like(S)
     rho = torch.zeros((ids.numel(), history), dtype=theta.dtype, device=device)
@@ -590,8 +591,8 @@ def batched_lbfgs(
         sy, yy = _dot(s, y), _dot(y, y)
         slot = iteration % history
         good = accepted & (sy > 1e-10 * yy.clamp(min=1e-300))
-        S[:, slot] = s
-        Y[:, slot] = y
+        S[slot] = s
+        Y[slot] = y
         rho[:, slot] = torch.where(good, 1.0 / sy.clamp(min=1e-300), 0.0)
         gamma = torch.where(good, sy / yy.clamp(min=1e-300), gamma)
         w_theta += s
@@ -606,7 +607,7 @@ def batched_lbfgs(
             theta[out], f[out], g[out] = w_theta[stop], w_f[stop], w_g[stop]
             n_iter[out] = iteration + 1
             ids, w_theta, w_f, w_g = ids[keep], w_theta[keep], w_f[keep], w_g[keep]
-            S, Y, rho, gamma = S[keep], Y[keep], rho[keep], gamma[keep]
+            S, Y, rho, gamma = S[:, keep], Y[:, keep], rho[keep], gamma[keep]
     # Stopped (tolerance met, no progress left, or no descent step found) is
     # converged; only a problem still running at max_iter is not.
     theta[ids], f[ids], g[ids] = w_theta, w_f, w_g
@@ -617,17 +618,17 @@ def batched_lbfgs(
 
 def _two_loop(g, S, Y, rho, initial, iteration):
     """The L-BFGS direction ``H g`` of each problem; empty slots have ``rho = 0``."""
-    history = S.shape[1]
+    history = S.shape[0]
     q = g.clone()
     order = [(iteration - 1 - j) % history for j in range(min(iteration, history))]
     alphas = {}
     for j in order:  # newest to oldest
-        alphas[j] = rho[:, j] * _dot(S[:, j], q)
-        q -= alphas[j].view(-1, 1, 1) * Y[:, j]
+        alphas[j] = rho[:, j] * _dot(S[j], q)
+        q -= alphas[j].view(-1, 1, 1) * Y[j]
     r = initial(q)
     for j in reversed(order):
-        beta = rho[:, j] * _dot(Y[:, j], r)
-        r += (alphas[j] - beta).view(-1, 1, 1) * S[:, j]
+        beta = rho[:, j] * _dot(Y[j], r)
+        r += (alphas[j] - beta).view(-1, 1, 1) * S[j]
     return r
 
 
@@ -1385,7 +1386,9 @@ def fit_sites(
         W = V[:, :-1, :] * (scale[:, :, None] if standardize else 1.0)
         b = V[:, -1, :] + np.einsum("pd,pdk->pk", offset, V[:, :-1, :])
         if reduce:  # the weights' coordinates in their fold's basis
-            W = np.einsum("pdr,pdk->prk", bases[problem_group], W)
+            W = W.reshape(len(bases), n_cs, n_features, n_outputs)
+            W = np.matmul(bases.transpose(0, 2, 1)[:, None], W)
+            W = W.reshape(n_problems, -1, n_outputs)
         if not fit_intercept:
             b = np.zeros_like(b)
         theta = tensor(np.concatenate([W, b[:, None, :]], axis=1))
@@ -1437,7 +1440,9 @@ def fit_sites(
             previous = chosen
     if reduce:  # back from each fold's basis to the raw feature space
         theta = theta.cpu().numpy().astype(np.float64)
-        V = np.einsum("pdr,prk->pdk", bases[problem_group], theta[:, :-1, :])
+        n_groups, rank = len(bases), bases.shape[2]
+        coords = theta[:, :-1, :].reshape(n_groups, n_cs, rank, n_outputs)
+        V = np.matmul(bases[:, None], coords).reshape(n_problems, n_features, -1)
         if standardize:
             V = V / scale[:, :, None]
         c = theta[:, -1, :] - np.einsum("pd,pdk->pk", offset, V)
