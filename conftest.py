@@ -24,6 +24,9 @@ import pytest  # noqa: E402
 
 # skvlm.distributed needs the optional Ray extra; without it, skip its doctests.
 collect_ignore_glob = [] if importlib.util.find_spec("ray") else ["skvlm/distributed/*"]
+# A plugin for the torchvision-world subprocess (-p _torchvision_world), which
+# imports torchvision: never a test module of this world (--doctest-modules).
+collect_ignore = ["tests/_torchvision_world.py"]
 
 
 def pytest_configure(config):
