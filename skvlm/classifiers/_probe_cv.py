@@ -440,6 +440,7 @@ class BatchedLogistic:
             )
             n_chosen = chosen.numel()
             flat = V[chosen].permute(1, 0, 2).reshape(n_features, n_chosen * k)
+            zero = not bool(flat.any())  # a start from zero: no product for logits
             weights = self.weights[index[chosen]]
             part_V = torch.zeros_like(flat)
             for start, stop, X in self.sources[self.groups[group][0]]():
@@ -451,7 +452,11 @@ class BatchedLogistic:
                     X, y, w = X[offsets], y[offsets], w[:, offsets]
                 if X.shape[0] == 0:
                     continue
-                z = (X @ flat).view(X.shape[0], n_chosen, k) + c[chosen].unsqueeze(0)
+                if zero:
+                    z = c[chosen].unsqueeze(0).expand(X.shape[0], -1, -1).clone()
+                else:
+                    z = (X @ flat).view(X.shape[0], n_chosen, k)
+                    z += c[chosen].unsqueeze(0)
                 w = w.T.unsqueeze(-1)  # (rows, problems, 1)
                 if k == 1:
                     yb = y.to(z.dtype).view(-1, 1, 1)
