@@ -257,8 +257,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     family = "qwen3_vl"
     # Qwen3-VL-MoE (mixture-of-experts LM) and Qwen3.5 (hybrid linear/full
-    # attention LM, no DeepStack) share the tower, merger and prompt format.
-    model_types = ("qwen3_5", "qwen3_vl", "qwen3_vl_moe")
+    # attention LM, no DeepStack; Qwen3.5-MoE with experts) share the tower,
+    # merger and prompt format.
+    model_types = ("qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe")
     processor_class = "Qwen3VLProcessor"
     fallback_format = (
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{prompt}"
@@ -267,7 +268,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.family = model.config.model_type  # qwen3_vl, qwen3_vl_moe, qwen3_5
+        self.family = model.config.model_type  # one of model_types
 
     def n_layers(self, stage):
         if stage == "projector":
@@ -294,7 +295,7 @@ class Glm4vAdapter(Qwen2VLAdapter):
     """
 
     family = "glm4v"
-    model_types = ("glm4v",)
+    model_types = ("glm4v", "glm4v_moe")  # GLM-4.5V: the same tower, an MoE LM
     processor_class = "Glm4vProcessor"
     image_token = "<|image|>"
     fallback_format = "<|begin_of_image|><|image|><|end_of_image|>{prompt}"

@@ -503,7 +503,7 @@ CLAIMED_RECIPES = {
             vision_config=dict(spatial_merge_size=2, temporal_patch_size=2),
         ),
         video={"video_processor_type": "Glm4vVideoProcessor", **_QWEN_PIXELS},
-        stages=_NO_VISION,
+        stages=("vision", "projector", "language"),
     ),
     "got_ocr2": Recipe(
         # 256 image tokens per image, fixed by its processor: a 32 x 32 patch
@@ -603,7 +603,7 @@ CLAIMED_RECIPES = {
             ),
         ),
         video={"video_processor_type": "Qwen3VLVideoProcessor", **_QWEN_PIXELS},
-        stages=_NO_VISION,
+        stages=("vision", "projector", "language"),
     ),
     "video_llava": Recipe(
         (

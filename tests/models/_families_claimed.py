@@ -6,7 +6,11 @@ whether the processor takes one image list per prompt, whether the tower's
 tokens start with a CLS, and the images (sizes chosen so that batches pad).
 """
 
+from functools import partial
+
 from skvlm.testing import TINY_MODELS
+
+from ._references import qwen_reference
 
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
@@ -19,7 +23,12 @@ _ROWS = {
     "gemma4": dict(tower=None, nested=True),
     "glm46v": dict(tower=None, images="qwen"),
     "qianfan_ocr": dict(tower="model.vision_tower", has_cls=True),
-    "glm4v_moe": dict(tower=None, images="qwen"),
+    # served by the GLM-4V adapter: its packed tower unpacked per image
+    "glm4v_moe": dict(
+        tower=None,
+        images="qwen",
+        reference=partial(qwen_reference, tokenizer_specials=True),
+    ),
     "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
     "lfm2_vl": dict(tower=None, nested=True),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
@@ -27,7 +36,8 @@ _ROWS = {
     "paddleocr_vl": dict(
         tower=None, images="qwen", placeholder="<|IMAGE_PLACEHOLDER|>"
     ),
-    "qwen3_5_moe": dict(tower=None, images="qwen"),
+    # served by the Qwen3-VL adapter: its packed tower unpacked per image
+    "qwen3_5_moe": dict(tower=None, images="qwen", reference=qwen_reference),
     "video_llava": dict(tower="model.image_tower", has_cls=True),
     # Qwen2-VL's processing: packed patches, no vision stage
     **dict.fromkeys(
