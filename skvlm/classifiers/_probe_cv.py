@@ -323,7 +323,6 @@ class BatchedLogistic:
         coordinates, where the tolerance is meant (sklearn's): its largest
         entry, computed source by source in batched products.
         """
-        bases = torch.as_tensor(bases, dtype=self.penalty.dtype, device=self.device)
 
         n_features = bases.shape[1]
 
@@ -651,8 +650,9 @@ def _row_spans(sources, train_sets, mean, scale, row_weights, n_outputs):
 
     Returns
     -------
-    bases : ndarray of shape (sites * folds, n_features, r)
-    coords : list of ndarray of shape (n_rows, r)
+    bases : tensor of shape (sites * folds, n_features, r)
+        In the rows' dtype, on their device.
+    coords : list of tensors of shape (n_rows, r)
     factors : list of (moments, None, False)
         The preconditioner's factors: the coordinates' weighted second moments
         over the fold's training rows, diagonal in the basis (exactly so with
@@ -688,14 +688,15 @@ def _row_spans(sources, train_sets, mean, scale, row_weights, n_outputs):
         inverse_root = torch.where(keep, values.clamp(min=1e-300).rsqrt(), 0.0)
         Q = T.transpose(1, 2) @ (U * inverse_root.unsqueeze(1))  # (folds, d, rank)
         # The coordinates in the working dtype (float32 rows stay float32).
-        Z = (X.to(dtype) @ Q.to(dtype)).double()  # (folds, n, rank)
+        Q = Q.to(dtype)
+        Z = X.to(dtype) @ Q  # (folds, n, rank)
         train_Z = torch.gather(Z, 1, index.unsqueeze(-1).expand(-1, -1, rank))
-        moments = (weights.unsqueeze(-1) * train_Z**2).sum(dim=1)  # (folds, rank)
+        moments = (weights.to(dtype).unsqueeze(-1) * train_Z**2).sum(dim=1)
+        bases.append(Q)
         for f in range(n_folds):
-            bases.append(Q[f].cpu().numpy())
-            coords.append(Z[f].to(dtype).cpu().numpy())
-            factors.append((moments[f].to(dtype), None, False))
-    return np.stack(bases), coords, factors
+            coords.append(Z[f])
+            factors.append((moments[f], None, False))
+    return torch.cat(bases), coords, factors
 
 
 # -- rows on the device -----------------------------------------------------------
@@ -713,6 +714,17 @@ class _Rows:
         if isinstance(X, MemoryArray):
             block = np.asarray(X.source, dtype=dtype) - self.center.astype(dtype)
             self._tensor = torch.from_numpy(block).to(device)
+
+    @classmethod
+    def of(cls, tensor):
+        """Rows already on the device, as they are (no centring)."""
+        rows = cls.__new__(cls)
+        rows.X, rows.dtype, rows.device = None, tensor.dtype, tensor.device
+        rows.n_rows, rows.n_features = tensor.shape
+        rows.block_size = rows.n_rows
+        rows.center = np.zeros(rows.n_features)
+        rows._tensor = tensor
+        return rows
 
     def __call__(self):
         if self._tensor is not None:
@@ -1352,9 +1364,7 @@ def fit_sites(
         bases, coords, factors = _row_spans(
             sources, train_sets, fold_mean, fold_scale, base, n_outputs
         )
-        sources = [
-            _Rows(MemoryArray(z), dtype, device, batch_size, False) for z in coords
-        ]
+        sources = [_Rows.of(z) for z in coords]
         groups = [(g, None) for g in range(n_sites * n_folds)]
         problem_group = np.repeat(np.arange(n_sites * n_folds), n_cs)
     # Reading only a fold's own rows pays where folds are small; K-fold
@@ -1392,8 +1402,8 @@ def fit_sites(
         b = V[:, -1, :] + np.einsum("pd,pdk->pk", offset, V[:, :-1, :])
         if reduce:  # the weights' coordinates in their fold's basis
             W = W.reshape(len(bases), n_cs, n_features, n_outputs)
-            W = np.matmul(bases.transpose(0, 2, 1)[:, None], W)
-            W = W.reshape(n_problems, -1, n_outputs)
+            Qt = bases.transpose(1, 2).double().cpu().numpy()[:, None]
+            W = np.matmul(Qt, W).reshape(n_problems, -1, n_outputs)
         if not fit_intercept:
             b = np.zeros_like(b)
         theta = tensor(np.concatenate([W, b[:, None, :]], axis=1))
@@ -1444,10 +1454,11 @@ def fit_sites(
             n_iter[run], converged[run] = result.n_iter, result.converged
             previous = chosen
     if reduce:  # back from each fold's basis to the raw feature space
-        theta = theta.cpu().numpy().astype(np.float64)
         n_groups, rank = len(bases), bases.shape[2]
-        coords = theta[:, :-1, :].reshape(n_groups, n_cs, rank, n_outputs)
-        V = np.matmul(bases[:, None], coords).reshape(n_problems, n_features, -1)
+        coords = theta[:, :-1, :].reshape(n_groups, n_cs, rank, -1)
+        V = torch.matmul(bases.unsqueeze(1), coords)  # in the rows' dtype
+        V = V.reshape(n_problems, n_features, -1).cpu().numpy().astype(np.float64)
+        theta = theta.cpu().numpy().astype(np.float64)
         if standardize:
             V = V / scale[:, :, None]
         c = theta[:, -1, :] - np.einsum("pd,pdk->pk", offset, V)
