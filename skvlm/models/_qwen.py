@@ -295,7 +295,8 @@ class Glm4vAdapter(Qwen2VLAdapter):
     """
 
     family = "glm4v"
-    model_types = ("glm4v", "glm4v_moe")  # GLM-4.5V: the same tower, an MoE LM
+    # GLM-4.5V (an MoE LM) and GLM-4.6V: the same tower and merger
+    model_types = ("glm4v", "glm4v_moe", "glm46v")
     processor_class = "Glm4vProcessor"
     image_token = "<|image|>"
     fallback_format = "<|begin_of_image|><|image|><|end_of_image|>{prompt}"

@@ -240,7 +240,6 @@ _GLM = dict(
         video_end_token_id="<|end_of_video|>",
     ),
     template=GLM_TEMPLATE,
-    stages=_NO_VISION,
 )
 
 _OMNI_TOKENS = {
@@ -294,6 +293,7 @@ CLAIMED_RECIPES = {
         ),
         video={"video_processor_type": "Glm46VVideoProcessor", **_QWEN_PIXELS},
         **_GLM,
+        stages=("vision", "projector", "language"),
     ),
     "deepseek_vl_hybrid": Recipe(
         (

@@ -21,7 +21,11 @@ _ROWS = {
         tower="model.vision_model", placeholder="<image_placeholder>"
     ),
     "gemma4": dict(tower=None, nested=True),
-    "glm46v": dict(tower=None, images="qwen"),
+    "glm46v": dict(
+        tower=None,
+        images="qwen",
+        reference=partial(qwen_reference, tokenizer_specials=True),
+    ),
     "qianfan_ocr": dict(tower="model.vision_tower", has_cls=True),
     # served by the GLM-4V adapter: its packed tower unpacked per image
     "glm4v_moe": dict(
