@@ -165,7 +165,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             train=train,
             class_names=NAMES,
             batch_size=2,
-            max_epochs=2,  # the first step is the warmup's, at lr 0
+            max_iter=2,  # the first step is the warmup's, at lr 0
             output_dir=tmp_path / train,
             random_state=0,
             device="cpu",
