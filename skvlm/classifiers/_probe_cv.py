@@ -115,7 +115,6 @@ class BatchedLogistic:
         self.device = weights.device
         self._row_cache = {}
         self._stack = self._stacked_sources()
-        self.stacks = self._stack is not None
 
     def preconditioner(self, row_weights, factors=None):
         """``P(q, index)``: an inverse of the problems' Hessian at zero, applied to q.
@@ -146,37 +145,7 @@ class BatchedLogistic:
         kappa = 4.0 if self.n_outputs == 1 else float(self.n_outputs)
         if all(vectors is None for _, vectors, _ in factors):
             return self._diagonal_preconditioner(factors, kappa)
-        if self._stack is not None:
-            return self._stacked_preconditioner(factors, kappa)
-
-        def apply(q, index):
-            n_problems, n_dof, k = q.shape
-            out = torch.empty_like(q)
-            out[:, -1, :] = kappa * q[:, -1, :]
-            sources = self.problem_source[index.cpu().numpy()]
-            for source in np.unique(sources):
-                chosen = torch.as_tensor(
-                    np.flatnonzero(sources == source), device=q.device
-                )
-                values, vectors, span = factors[source]
-                n_chosen = chosen.numel()
-                flat = q[chosen, :-1, :].permute(1, 0, 2).reshape(n_dof - 1, -1)
-                rotated = (vectors.T @ flat).view(-1, n_chosen, k)
-                penalty = self.penalty[index[chosen]].view(1, -1)
-                damping = values.view(-1, 1) / kappa + penalty
-                step = vectors @ (rotated / damping.unsqueeze(-1)).reshape(
-                    -1, n_chosen * k
-                )
-                if span:  # the rest: outside the rows' span
-                    rest = flat - vectors @ rotated.reshape(-1, n_chosen * k)
-                    floor = values.mean() / kappa + penalty.view(1, -1, 1)
-                    step += (rest.view(-1, n_chosen, k) / floor).reshape(
-                        -1, n_chosen * k
-                    )
-                out[chosen, :-1, :] = step.view(-1, n_chosen, k).permute(1, 0, 2)
-            return out
-
-        return apply
+        return self._eigen_preconditioner(factors, kappa)
 
     def _diagonal_preconditioner(self, factors, kappa):
         """``preconditioner``'s ``P`` where each source's moments are diagonal."""
@@ -192,12 +161,11 @@ class BatchedLogistic:
 
         return apply
 
-    def _stacked_preconditioner(self, factors, kappa):
-        """``preconditioner``'s ``P`` for stacked sources, in batched products."""
+    def _eigen_preconditioner(self, factors, kappa):
+        """``preconditioner``'s ``P``, every source's problems in batched products."""
         rank = max(len(values) for values, _, _ in factors)
         n_features = factors[0][1].shape[0]
-        vectors = torch.zeros(len(factors), n_features, rank, dtype=self._stack.dtype)
-        vectors = vectors.to(self.device)
+        vectors = factors[0][1].new_zeros(len(factors), n_features, rank)
         # Padded directions get an infinite curvature: no step along them.
         values = torch.full((len(factors), rank), torch.inf, dtype=vectors.dtype)
         values = values.to(self.device)
@@ -277,10 +245,10 @@ class BatchedLogistic:
         c = b - torch.einsum("pd,pdk->pk", self.mean[index], V)
         return V, c
 
-    def logits(self, X, V, c):
-        n_problems, n_features, k = V.shape
-        flat = V.permute(1, 0, 2).reshape(n_features, n_problems * k)
-        return (X @ flat).view(X.shape[0], n_problems, k) + c.unsqueeze(0)
+    @property
+    def stacks(self):
+        """Whether the sources run as one batched product (``bmm``)."""
+        return self._stack is not None
 
     def _group_rows(self, group, start, stop):
         """Rows ``start:stop`` of ``group`` as block offsets (None: all of them)."""
@@ -323,7 +291,6 @@ class BatchedLogistic:
         coordinates, where the tolerance is meant (sklearn's): its largest
         entry, computed source by source in batched products.
         """
-
         n_features = bases.shape[1]
 
         def largest(g, index):
@@ -385,15 +352,7 @@ class BatchedLogistic:
         z = torch.bmm(X, V_pad.view(n_sources, n_features, width * k))
         z = z.view(n_sources, n_rows, width, k) + c_pad.unsqueeze(1)
         w = w_pad.transpose(1, 2).unsqueeze(-1)  # (sources, rows, width, 1)
-        if k == 1:
-            yb = self.targets.to(z.dtype).view(1, -1, 1, 1)
-            point = torch.nn.functional.softplus(z) - yb * z
-            residual = torch.sigmoid(z) - yb
-        else:
-            picks = self.targets.view(1, -1, 1, 1).expand(n_sources, -1, width, 1)
-            residual = torch.log_softmax(z, dim=3)
-            point = -torch.gather(residual, 3, picks)
-            residual.exp_().scatter_add_(3, picks, torch.full_like(point, -1.0))
+        point, residual = _loss_terms(z, self.targets.view(1, -1, 1, 1))
         loss = (w * point).sum(dim=(1, 3), dtype=torch.float64)
         residual *= w
         grad_V = torch.bmm(
@@ -457,15 +416,7 @@ class BatchedLogistic:
                     z = (X @ flat).view(X.shape[0], n_chosen, k)
                     z += c[chosen].unsqueeze(0)
                 w = w.T.unsqueeze(-1)  # (rows, problems, 1)
-                if k == 1:
-                    yb = y.to(z.dtype).view(-1, 1, 1)
-                    point = torch.nn.functional.softplus(z) - yb * z
-                    residual = torch.sigmoid(z) - yb
-                else:
-                    picks = y.view(-1, 1, 1).expand(-1, n_chosen, 1)
-                    residual = torch.log_softmax(z, dim=2)
-                    point = -torch.gather(residual, 2, picks)
-                    residual.exp_().scatter_add_(2, picks, torch.full_like(point, -1.0))
+                point, residual = _loss_terms(z, y.view(-1, 1, 1))
                 loss[chosen] += (w * point).sum(dim=(0, 2), dtype=torch.float64)
                 residual *= w
                 part_V += X.T @ residual.reshape(X.shape[0], n_chosen * k)
@@ -489,6 +440,23 @@ class BatchedLogistic:
         gradient = gradient.clone()
         gradient[:, :-1, :] += change.view(-1, 1, 1) * W
         return value, gradient
+
+
+def _loss_terms(z, y):
+    """Per-row losses and ``dloss/dz`` of logits ``z`` (..., outputs).
+
+    ``y`` holds the class indices, broadcastable to ``z[..., :1]``. One output
+    is the sigmoid loss (``y`` in {0, 1}); several are the softmax loss.
+    Returns ``(point, residual)`` of shapes ``(..., 1)`` and ``z``'s.
+    """
+    if z.shape[-1] == 1:
+        yb = y.to(z.dtype)
+        return torch.nn.functional.softplus(z) - yb * z, torch.sigmoid(z) - yb
+    picks = y.expand(*z.shape[:-1], 1)
+    residual = torch.log_softmax(z, dim=-1)
+    point = -torch.gather(residual, -1, picks)
+    residual.exp_().scatter_add_(-1, picks, torch.full_like(point, -1.0))
+    return point, residual
 
 
 @dataclass
@@ -636,7 +604,7 @@ def _two_loop(g, S, Y, rho, initial, iteration):
     return r
 
 
-def _row_spans(sources, train_sets, mean, scale, row_weights, n_outputs):
+def _row_spans(sources, train_sets, mean, scale, row_weights):
     """Each (site, fold)'s training rows as coordinates in their own span.
 
     For site ``s`` and fold ``f``, the rows the problems' weights act on
@@ -1362,7 +1330,7 @@ def fit_sites(
         fold_mean = None if not standardize else mean[::n_cs]
         fold_scale = None if not standardize else scale[::n_cs]
         bases, coords, factors = _row_spans(
-            sources, train_sets, fold_mean, fold_scale, base, n_outputs
+            sources, train_sets, fold_mean, fold_scale, base
         )
         sources = [_Rows.of(z) for z in coords]
         groups = [(g, None) for g in range(n_sites * n_folds)]
