@@ -496,27 +496,15 @@ def _score_site(probe, features, y, y_control, splits, scoring, groups):
 
 def _score_batched(probe, features, y, y_control, splits, scoring, groups):
     """Every (fold, C) of the site in one batched LinearProbeCV fit."""
-    probe = clone(probe).set_params(cv=splits, refit=False, scoring=scoring)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        fitted = probe.fit(features, y)
-    control = None
-    if y_control is not None:
-        control = clone(probe).fit(features, y_control).scores_
-    seconds = (time.perf_counter() - started) / len(splits)
-    Cs = fitted.Cs_ if len(fitted.Cs_) > 1 else [None]
-    candidates = [
-        (C, fitted.scores_[:, c], None if control is None else control[:, c])
-        for c, C in enumerate(Cs)
-    ]
-    # One batched fit serves every candidate: its time is shared between them.
-    times = np.full(len(splits), seconds / len(Cs))
-    return candidates, times, np.zeros(len(splits))
+    return _score_together(probe, [features], y, y_control, splits, scoring)[0]
 
 
 def _score_together(probe, features, y, y_control, splits, scoring):
-    """``_score_batched`` for every site at once (``LinearProbeCV.fit_many``)."""
+    """Every (site, fold, C) in batched fits (``LinearProbeCV.fit_many``).
+
+    Returns one ``(candidates, fit times, score times)`` per site of
+    ``features``, as ``_score_site``.
+    """
     probe = clone(probe).set_params(cv=splits, refit=False, scoring=scoring)
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -537,7 +525,7 @@ def _score_together(probe, features, y, y_control, splits, scoring):
             )
             for c, C in enumerate(Cs)
         ]
-        # The batched fits serve every site and candidate: time is shared.
+        # The batched fits serve every site and candidate: their time is shared.
         times = np.full(len(splits), seconds / len(Cs))
         out.append((candidates, times, np.zeros(len(splits))))
     return out
