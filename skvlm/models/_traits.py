@@ -261,6 +261,53 @@ TRAITS = {
         },
     ),
     "video_llama_3": Traits(views="packed"),
+    # -- tvworld1 --
+    "apertus1p5": Traits(
+        unsupported={
+            "vision": "it has no vision tower: a convolutional VQ tokenizer turns "
+            "each 16 x 16 px cell into a discrete code that the language model "
+            "embeds as a word (the projector stage gives those embeddings)",
+            "tuner": "it has no projector to train: the image codes are rows of the "
+            "language model's word embeddings, shared with the text",
+        }
+    ),
+    "gemma4_unified": Traits(
+        images="nested",
+        unsupported={
+            "vision": "it has no vision tower: a patch embedding (layer norms "
+            "around one linear layer, plus position embeddings) maps each raw "
+            "pixel patch into the language model (the projector stage gives "
+            "those embeddings)"
+        },
+    ),
+    # a short convolution in every block keeps a recurrent state in the cache
+    "inkling2": Traits(
+        views="packed", cache="recompute", projector=("model.vision_tower.merger",)
+    ),
+    "inkling2_loop": Traits(
+        views="packed",
+        cache="recompute",
+        projector=("model.vision_tower.merger",),
+        unsupported=dict.fromkeys(
+            ("language", "generative", "tuner"),
+            "its decoder runs its loop blocks several times (loop_num_passes), "
+            "so one block gives several hidden states, not one",
+        ),
+    ),
+    "inkling_mm_model": Traits(
+        cache="recompute",
+        # the whole tower maps pixels to the language model's width
+        projector=(
+            "model.vision_tower.encoder_layers",
+            "model.vision_tower.final_norm",
+        ),
+        unsupported={
+            "vision": "its tower folds each 16 px patch space-to-depth through "
+            "linear layers into one vector, with no blocks over the image's "
+            "tokens (the projector stage gives its output)"
+        },
+    ),
+    "kimi_k25": Traits(views="packed"),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

@@ -58,6 +58,12 @@ _ROWS = {
         ],
         dict(tower=None, images="qwen"),
     ),
+    # -- tvworld1 --
+    **dict.fromkeys(
+        ["apertus1p5", "inkling2", "inkling2_loop", "inkling_mm_model", "kimi_k25"],
+        dict(tower=None),
+    ),
+    "gemma4_unified": dict(tower=None, nested=True),
 }
 CLAIMED_ROWS = {
     name: dict(
