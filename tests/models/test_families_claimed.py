@@ -28,6 +28,13 @@ REFUSED = [
     if stage not in TINY_MODELS[name].stages
 ]
 
+#: The families without a language stage: no classifier, no tuner (TRAITS says why).
+NO_LANGUAGE = [
+    pytest.param(name, marks=BY_NAME[name].marks)
+    for name in CLAIMED_ROWS
+    if "language" not in TINY_MODELS[name].stages
+]
+
 
 @pytest.fixture(scope="module")
 def matrix():
@@ -47,14 +54,15 @@ def test_a_stage_it_cannot_offer_says_why(built, matrix, name, stage):
         vlm.fit_transform(X if stage == "language" else X["image"])
 
 
-def test_a_family_without_language_stage_refuses_the_classifier(built, matrix):
-    assert matrix.loc["qwen4_exp", "generative"].startswith("unsupported: ")
+@pytest.mark.parametrize("name", NO_LANGUAGE)
+def test_a_family_without_language_stage_refuses_the_classifier(built, matrix, name):
+    assert matrix.loc[name, "generative"].startswith("unsupported: ")
     clf = VLMGenerativeClassifier(
-        built.path("qwen4_exp"), class_names=["cat", "dog"], device="cpu"
+        built.path(name), class_names=["cat", "dog"], device="cpu"
     )
-    reason = matrix.loc["qwen4_exp", "language"].removeprefix("unsupported: ")
-    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
-        clf.fit(built.images("qwen4_exp")[:2], [0, 1])
+    reason = matrix.loc[name, "language"].removeprefix("unsupported: ")
+    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
+        clf.fit(built.images(name)[:2], [0, 1])
 
 
 def test_unknown_type_names_the_choices(tmp_path):
@@ -68,12 +76,13 @@ def test_the_types_without_a_recipe_are_claimed_untested(matrix):
         assert matrix.loc[model_type, "language"] == "claimed", model_type
 
 
-def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path):
+@pytest.mark.parametrize("name", NO_LANGUAGE)
+def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path, name):
     from skvlm.tuning import VLMClassificationTuner
 
-    reason = matrix.loc["qwen4_exp", "tuner"].removeprefix("unsupported: ")
+    reason = matrix.loc[name, "tuner"].removeprefix("unsupported: ")
     tuner = VLMClassificationTuner(
-        built.path("qwen4_exp"), class_names=["cat", "dog"], output_dir=tmp_path
+        built.path(name), class_names=["cat", "dog"], output_dir=tmp_path
     )
-    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
-        tuner.fit(built.images("qwen4_exp")[:2], ["cat", "dog"])
+    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
+        tuner.fit(built.images(name)[:2], ["cat", "dog"])

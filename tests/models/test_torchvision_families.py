@@ -1,14 +1,16 @@
 """The torchvision-only families' tests, run in the torchvision world.
 
-transformers ships the image processors of Llama 4 and Phi-4-multimodal only
-with its torchvision backend, so their family cases (marked
+transformers ships the image processors of some families (Llama 4,
+Phi-4-multimodal, LFM2-VL, Kimi K2.5, the Inkling types...) only with its
+torchvision backend, so their family cases (marked
 ``NEEDS_TORCHVISION`` in ``_families``) skip in the torchvision-free world the
 suite runs in. Here a pytest subprocess runs exactly those cases with the
 torchvision of ``requirements/torchvision.txt`` (``.venv/torchvision-world``,
 its compiled operators declared by the ``_torchvision_world`` plugin), as on a
 user's machine with torchvision: every stage exact against HF at batch sizes 1
 and 4, the generative classifier and one tuner step per ``train``, the
-registered stages. The families run in chunks of about ``PER_CHUNK``, one
+registered stages, and the refusal (naming family, stage and reason) of each
+stage it cannot offer. The families run in chunks of about ``PER_CHUNK``, one
 subprocess each (so pytest-xdist spreads them over its workers); a chunk fails
 unless each of its families' cases ran and passed, so the support matrix's
 "tested" cells for these families are earned here. A family enters by its
@@ -40,15 +42,16 @@ FILES = [
     "tests/models/test_vlm_families.py",
     "tests/models/test_family_classifiers.py",
     "tests/models/test_support_matrix.py",
+    "tests/models/test_families_claimed.py",
 ]
 
 #: Families per subprocess: each pays its own start (imports, collection).
-PER_CHUNK = 3
-#: The families dealt round-robin (the slow Llama 4 and Phi-4 apart) into chunks.
-CHUNKS = [
-    NAMES[i :: math.ceil(len(NAMES) / PER_CHUNK)]
-    for i in range(math.ceil(len(NAMES) / PER_CHUNK))
-]
+PER_CHUNK = 5
+#: The hand-built families (Llama 4, Phi-4-multimodal: the slowest) first, so
+#: that dealing round-robin puts them in different chunks.
+_ORDER = sorted(NAMES, key=lambda name: (name in CLAIMED_RECIPES, name))
+_N_CHUNKS = math.ceil(len(NAMES) / PER_CHUNK)
+CHUNKS = [sorted(_ORDER[i::_N_CHUNKS]) for i in range(_N_CHUNKS)]
 
 
 def _expected(names):
@@ -61,6 +64,14 @@ def _expected(names):
             ids.add(f"test_stage_equals_hf_at_batch_1_and_4[{family.name}-{stage}]")
     for name in names:
         ids.add(f"test_registered_stages_are_the_adapters[{name}]")
+        stages = TINY_MODELS[name].stages
+        for stage in {"vision", "projector", "language"} - set(stages):
+            ids.add(f"test_a_stage_it_cannot_offer_says_why[{name}-{stage}]")
+        if "language" not in stages:
+            ids.add(
+                f"test_a_family_without_language_stage_refuses_the_classifier[{name}]"
+            )
+            ids.add(f"test_the_tuner_says_why_it_cannot_train_a_family[{name}]")
         if name in CLASSIFIED:
             ids.add(f"test_generative_classifier[{name}]")
             if name in TUNED:
