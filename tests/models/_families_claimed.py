@@ -58,6 +58,25 @@ _ROWS = {
         ],
         dict(tower=None, images="qwen"),
     ),
+    # -- recipes2 --
+    "cosmos3_omni": dict(tower=None, images="qwen"),
+    "deepseek_ocr2": dict(tower=None),
+    "ernie4_5_vl_moe": dict(tower=None, images="qwen"),
+    "glm_ocr": dict(
+        tower=None,
+        images="qwen",
+        reference=partial(qwen_reference, tokenizer_specials=True),
+    ),
+    "glmga": dict(
+        tower=None,
+        images="qwen",
+        reference=partial(qwen_reference, tokenizer_specials=True),
+    ),
+    # LLaVA-NeXT views: each image's base view and tiles, each CLS left out
+    "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
+    # its real tiles (and global view), one padded batch row per image
+    "granite_docling": dict(tower="model.vision_model", nested=True),
+    "pp_chart2table": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(
