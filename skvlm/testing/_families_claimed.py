@@ -654,8 +654,8 @@ CLAIMED_RECIPES = {
         **_LLAVA_TOKENS,
     ),
     # -- recipes2 --
-    # the model is Qwen3-VL's (its docs load Qwen/Qwen3-VL-8B-Instruct's
-    # processor): Qwen3VLProcessor, as its image and video processors say
+    # Cosmos 3's vision-language part is Qwen3-VL's, and its checkpoints use
+    # Qwen/Qwen3-VL-8B-Instruct's processor files: Qwen3VLProcessor
     "cosmos3_omni": _qwen_like(
         processor_class="Qwen3VLProcessor",
         video="Qwen3VLVideoProcessor",
@@ -724,8 +724,9 @@ CLAIMED_RECIPES = {
         },
         stages=_NO_VISION,
     ),
-    # GLM-OCR and GLM-GA load with the GLM-V processor (Glm46VProcessor, as
-    # zai-org's GLM-OCR checkpoint does); GLM-GA's model is GLM-4.6V's
+    # zai-org/GLM-OCR's preprocessor_config names Glm46VProcessor (with
+    # Glm46VImageProcessor); GLM-GA's model is GLM-4.6V's, with its own image
+    # processor under the same processor class
     "glm_ocr": Recipe(("Glm46VImageProcessorPil", _QWEN_PIXELS), **_GLM_OCR),
     "glmga": Recipe(("GlmgaImageProcessorPil", _QWEN_PIXELS), **_GLM_OCR),
     # LLaVA-NeXT tiles; Q-Formers over fixed vision layers feed chosen decoder
