@@ -276,14 +276,13 @@ def _granite_chat(image):
 
 
 _GRANITE_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
-# GOT-OCR2's 512 px SAM tower at toy width: 64 x 64 patches of 8 px, which its
-# two stride-2 convolutions bring to 16 x 16 tokens
-_SAM_512 = dict(
+# A SAM tower (GOT-OCR2's) at toy width, patches of 8 px; two stride-2
+# convolutions after it bring a side of n patches to n / 4 tokens
+_SAM = dict(
     output_channels=16,
     window_size=4,
     global_attn_indexes=[],
     mlp_dim=64,
-    image_size=512,
     patch_size=8,
     initializer_range=0.02,  # SAM's default (1e-10) gives all-zero features
 )
@@ -664,12 +663,13 @@ CLAIMED_RECIPES = {
             vision_config=dict(num_position_embeddings=64, deepstack_visual_indexes=[1])
         ),
     ),
-    # SAM at 512 px (256 global tokens and the view separator), no local crops
+    # SAM at 384 px: 48 x 48 patches, 12 x 12 tokens, the count of its
+    # learned queries for that size (144), then the view separator; no crops
     "deepseek_ocr2": Recipe(
         (
             "DeepseekOcr2ImageProcessorPil",
             dict(
-                size={"height": 512, "width": 512}, tile_size=384, crop_to_patches=False
+                size={"height": 384, "width": 384}, tile_size=384, crop_to_patches=False
             ),
         ),
         named={"image_token": "<image>"},
@@ -680,7 +680,9 @@ CLAIMED_RECIPES = {
             text_config=dict(
                 mlp_layer_types=["dense", "sparse", "sparse"], n_shared_experts=1
             ),
-            vision_config=dict(sam_config=dict(_SAM_512, downsample_channels=[16, 32])),
+            vision_config=dict(
+                sam_config=dict(_SAM, image_size=384, downsample_channels=[16, 32])
+            ),
         ),
         stages=_NO_VISION,
     ),
@@ -774,15 +776,16 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=dict(scale_factor=2, deepstack_visual_indexes=[1])),
     ),
     # its processor does not expand the image: the chat template writes
-    # <img>, 256 <imgpad> and </img> (GOT-OCR2's 512 px SAM tower)
+    # <img>, 64 <imgpad> and </img> (SAM at 256 px: 32 x 32 patches, 8 x 8
+    # tokens; the real one writes 256 for 1024 px)
     "pp_chart2table": Recipe(
-        ("PPChart2TableImageProcessorPil", {"size": {"height": 512, "width": 512}}),
+        ("PPChart2TableImageProcessorPil", {"size": {"height": 256, "width": 256}}),
         specials=(*CHATML, "<img>", "</img>", "<imgpad>"),
         eos="<|im_end|>",
         pad="<|endoftext|>",
         ids={"image_token_id": "<imgpad>"},
-        template=_chatml("<img>{{ '<imgpad>' * 256 }}</img>"),
-        config=dict(vision_config=_SAM_512),
+        template=_chatml("<img>{{ '<imgpad>' * 64 }}</img>"),
+        config=dict(vision_config=dict(_SAM, image_size=256)),
         stages=_NO_VISION,
     ),
 }
