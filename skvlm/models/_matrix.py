@@ -13,6 +13,8 @@ the family traits and the tiny-model registry.
 
 from __future__ import annotations
 
+import inspect
+
 COLUMNS = (
     "model_type",
     "kind",
@@ -55,6 +57,23 @@ def _other_vlms(classes):
     }
 
 
+def _packed_reason(model_type):
+    """Why a packed tower's vision stage is refused, from the model class alone."""
+    import transformers
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    from ._packed import NO_GRID
+
+    cls = getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
+    method = getattr(cls, "get_image_features", None)
+    names = inspect.signature(method).parameters if method is not None else ()
+    if any(name.endswith("grid_thw") for name in names):
+        return None  # split per image by its grid (skvlm.models._packed)
+    return NO_GRID
+
+
 def _generic_cells(model_type, generic):
     """Cells of a type only the generic adapter could serve, without loading it."""
     from transformers import CONFIG_MAPPING
@@ -75,9 +94,9 @@ def _generic_cells(model_type, generic):
     reasons = dict(traits.unsupported) if traits else {}
     tower = getattr(getattr(config, "vision_config", None), "model_type", None)
     if traits is not None and traits.views == "packed" and tower not in PACKED_TOWERS:
-        reasons.setdefault(
-            "vision", "its tower packs the patches of all images in one sequence"
-        )
+        reason = _packed_reason(model_type)
+        if reason is not None:
+            reasons.setdefault("vision", reason)
     cells = {
         stage: f"unsupported: {reasons[stage]}" if stage in reasons else "claimed"
         for stage in _STAGES

@@ -28,6 +28,7 @@ from ._base import (
 )
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor_without_video
+from ._packed import raster_gather
 from ._vision import _to_device
 
 
@@ -150,26 +151,15 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
         """Index that takes a packed vision tensor to raster order, and per-image lengths.
 
         The processor packs each image as (frames, rows / m, columns / m, m, m)
-        for merge size m; raster order is (frames, rows, columns).
+        for merge size m; raster order is (frames, rows, columns)
+        (:func:`skvlm.models._packed.raster_gather`, shared with the generic
+        adapter's packed towers).
         """
-        m = self.merge
-        order, lengths, offset = [], [], 0
-        for t, h, w in grid.tolist():
-            n = t * h * w
-            index = torch.arange(n).view(t, h // m, w // m, m, m).permute(0, 1, 3, 2, 4)
-            order.append(index.reshape(-1) + offset)
-            lengths.append(n)
-            offset += n
-        gather = torch.cat(order)
-        window = self._window_index(grid)
-        if window is not None:
-            # Blocks see merge blocks in window order: packed block j holds
-            # processor block window[j], so processor block b sits at argsort[b].
-            unit = m * m
-            position = torch.argsort(window.cpu())
-            unwindow = (position[:, None] * unit + torch.arange(unit)).reshape(-1)
-            gather = unwindow[gather]
-        return gather.to(grid.device), lengths
+        merges = [self.merge] * len(grid)
+        gather, lengths, _ = raster_gather(
+            grid, merges, window=self._window_index(grid)
+        )
+        return gather, lengths
 
     # -- stacks and forward passes ---------------------------------------------------
     def stack(self, stage, batch):

@@ -21,7 +21,8 @@ overrides what cannot be derived.
   valid views given by ``image_sizes`` and ``image_grid_pinpoints``
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
-  Pixtral); the family's own adapter (or none) unpacks them.
+  Pixtral); the family's own adapter unpacks them, or the generic adapter
+  (:mod:`skvlm.models._pixtral`, :mod:`skvlm.models._packed`).
 - ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
   image padded to the processor's ``max_image_tiles`` with the valid tiles
   marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
@@ -248,7 +249,8 @@ TRAITS = {
     "cosmos3_edge": Traits(views="packed"),
     "exaone4_5": Traits(views="packed"),
     "hyperclovax_vision_v2": Traits(views="packed"),
-    "llava_onevision1_5": Traits(views="packed"),
+    # a class token before each image's patches (its tower's cls_embeddings)
+    "llava_onevision1_5": Traits(views="packed", class_token="first"),
     "qwen4_exp": Traits(
         views="packed",
         cache="recompute",
