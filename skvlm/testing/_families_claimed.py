@@ -2,7 +2,8 @@
 
 One builder, :func:`make_tiny_vlm`, reads a short :class:`Recipe` per model
 type: the family's own config class with every sub-config at its defaults,
-shrunk to toy sizes (:data:`SMALL`: every size key the sub-config has), the
+shrunk to toy sizes (:data:`SMALL`: every size key the sub-config has; a
+sub-config's own sub-configs likewise, DeepSeek-OCR-2's SAM and encoder), the
 family's processor class over an offline word-level tokenizer that holds the
 family's special tokens, and a PIL image processor (the family's own where
 transformers has one, else one whose outputs the model takes). A recipe names
