@@ -13,8 +13,6 @@ the family traits and the tiny-model registry.
 
 from __future__ import annotations
 
-import inspect
-
 COLUMNS = (
     "model_type",
     "kind",
@@ -59,19 +57,22 @@ def _other_vlms(classes):
 
 def _packed_reason(model_type):
     """Why a packed tower's vision stage is refused, from the model class alone."""
+    from ._packed import NO_GRID
+    from ._traits import takes_patch_grid
+
+    if takes_patch_grid(_model_class(model_type)):
+        return None  # split per image by its grid (skvlm.models._packed)
+    return NO_GRID
+
+
+def _model_class(model_type):
+    """The image-text-to-text model class transformers maps ``model_type`` to."""
     import transformers
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
     )
 
-    from ._packed import NO_GRID
-
-    cls = getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
-    method = getattr(cls, "get_image_features", None)
-    names = inspect.signature(method).parameters if method is not None else ()
-    if any(name.endswith("grid_thw") for name in names):
-        return None  # split per image by its grid (skvlm.models._packed)
-    return NO_GRID
+    return getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
 
 
 def _generic_cells(model_type, generic):

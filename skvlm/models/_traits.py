@@ -49,6 +49,7 @@ last token there, as transformers' ``generate`` extends them (Mllama's
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -127,7 +128,6 @@ _BLIP = Traits(
     language="language_model",
     lm_head="language_model.lm_head",
 )
-_PACKED = "packed: patches of all images in one sequence"
 
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
@@ -150,12 +150,9 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
-    "glm46v": Traits(views="packed"),
     "glm5_next": Traits(views="packed"),
-    "glm4v_moe": Traits(
-        views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
-    ),
+    # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
+    "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
         unsupported={
             "vision": "its SAM tower's blocks give (height, width, channels) maps "
@@ -222,22 +219,14 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "qwen2_5_vl": Traits(views="packed"),
-    "qwen2_vl": Traits(views="packed"),
     "ovis2": Traits(
         unsupported={
             "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
             "after the blocks, so its blocks do not give the tower's own states"
         }
     ),
-    "ovis2_5": Traits(views="packed"),
-    "paddleocr_vl": Traits(views="packed"),
-    "qwen2_5_omni_thinker": Traits(views="packed"),
-    "qwen3_omni_moe_thinker": Traits(views="packed"),
-    "qwen3_5": Traits(views="packed", cache="recompute"),
-    "qwen3_5_moe": Traits(views="packed", cache="recompute"),
-    "qwen3_vl": Traits(views="packed"),
-    "qwen3_vl_moe": Traits(views="packed"),
+    "qwen3_5": Traits(cache="recompute"),
+    "qwen3_5_moe": Traits(cache="recompute"),
     "shieldgemma2": Traits(
         unsupported=dict.fromkeys(
             ("vision", "projector", "language", "generative", "tuner"),
@@ -246,13 +235,9 @@ TRAITS = {
         )
     ),
     "smolvlm": Traits(images="nested"),
-    "cosmos3_edge": Traits(views="packed"),
-    "exaone4_5": Traits(views="packed"),
-    "hyperclovax_vision_v2": Traits(views="packed"),
     # a class token before each image's patches (its tower's cls_embeddings)
-    "llava_onevision1_5": Traits(views="packed", class_token="first"),
+    "llava_onevision1_5": Traits(class_token="first"),
     "qwen4_exp": Traits(
-        views="packed",
         cache="recompute",
         unsupported={
             **dict.fromkeys(
@@ -263,9 +248,7 @@ TRAITS = {
             )
         },
     ),
-    "video_llama_3": Traits(views="packed"),
     # -- recipes2 --
-    "cosmos3_omni": Traits(views="packed"),
     "deepseek_ocr2": Traits(
         # the learned separator after each image's tokens is projector output
         projector=("model.multi_modal_projector", "model.view_separator"),
@@ -277,12 +260,9 @@ TRAITS = {
     ),
     # its MoE blocks route each token by modality: moe_mm_token_type_ids
     "ernie4_5_vl_moe": Traits(
-        views="packed",
         projector=("model.resampler_model",),
         token_inputs=("moe_mm_token_type_ids",),
     ),
-    "glm_ocr": Traits(views="packed"),
-    "glmga": Traits(views="packed"),
     "granite4_vision": Traits(
         views="anyres",
         projector=(
@@ -401,6 +381,21 @@ def _is_block_list(node):
     return isinstance(node, torch.nn.ModuleList) and len(node) > 0
 
 
+def takes_patch_grid(model_cls):
+    """Whether ``model_cls.get_image_features`` takes a per-image patch grid.
+
+    A ``*grid_thw`` argument (frames, rows, columns per image) is how
+    transformers' packed towers (Qwen-style: patches of every image in one
+    sequence) are told the images apart, so such a model has
+    ``views="packed"`` whatever its family.
+    """
+    method = getattr(model_cls, "get_image_features", None)
+    if method is None:
+        return False
+    names = inspect.signature(method).parameters
+    return any(name.endswith("grid_thw") for name in names)
+
+
 def derive_traits(model, declared=None):
     """Fill the unset fields of ``declared`` from the model's structure.
 
@@ -416,7 +411,9 @@ def derive_traits(model, declared=None):
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
         ``lm_head`` found under transformers' usual names (None where absent),
-        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS`.
+        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS` or a model
+        whose ``get_image_features`` takes a patch grid
+        (:func:`takes_patch_grid`).
     """
     traits = declared or Traits()
     vision = traits.vision or _first(model, _VISION_NAMES)
@@ -440,7 +437,9 @@ def derive_traits(model, declared=None):
     tower_type = getattr(
         getattr(model.config, "vision_config", None), "model_type", None
     )
-    if views == "rows" and tower_type in PACKED_TOWERS:
+    if views == "rows" and (
+        tower_type in PACKED_TOWERS or takes_patch_grid(type(model))
+    ):
         views = "packed"
     return replace(
         traits,
