@@ -562,16 +562,7 @@ CLAIMED_RECIPES = {
         eos="<|im_end|>",
         pad="<|endoftext|>",
         ids={"image_token_id": "<imgpad>"},
-        config=dict(
-            vision_config=dict(
-                output_channels=16,
-                window_size=4,
-                global_attn_indexes=[],
-                mlp_dim=64,
-                image_size=512,
-                patch_size=8,
-            ),
-        ),
+        config=dict(vision_config=dict(_SAM, image_size=512)),
         stages=_NO_VISION,
     ),
     "llava_next_video": Recipe(
