@@ -302,7 +302,6 @@ _GLM_OCR = dict(
 )
 
 
-#: One recipe per model type, sorted.
 # -- tvworld1 --
 def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
     """An Inkling family: one image token per image patch of 16 px (2 x 2
@@ -334,8 +333,9 @@ def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
     )
 
 
-_INKLING2_TOWER = dict(patch_size=8, posemb_grid_size=8, projection_hidden_dim=64)
+_INKLING2_VISION = dict(patch_size=8, posemb_grid_size=8, projection_hidden_dim=64)
 
+#: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
     # Cohere's own image processor needs torchvision: GOT-OCR2's PIL one cuts
     # the same tiles (32 px, up to 4, plus a thumbnail)
@@ -862,7 +862,7 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
-    # Gemma 4 unified: no vision tower, raw pixel patches embedded by one layer
+    # Gemma 4 unified: no vision tower, raw pixel patches embedded into the LM
     "gemma4_unified": Recipe(
         (
             "Gemma4UnifiedImageProcessor",
@@ -879,8 +879,9 @@ CLAIMED_RECIPES = {
                 mm_posemb_size=64,
                 output_proj_dims=32,
             ),
-            # two blocks: HF's own padded batches drift 2e-5 from one-by-one by
-            # the third (its residual stream grows to ~7), past the tests' 1e-5
+            # one block: from the second on, HF's own left-padded batch drifts
+            # 2e-5 from one prompt alone (rotary positions counted from the
+            # padding, SDPA's masked kernel), past the family tests' 1e-5
             text_config=dict(sliding_window=16, num_hidden_layers=1),
         ),
         named={
@@ -905,10 +906,10 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
-    "inkling2": _inkling("Inkling2ImageProcessor", vision=_INKLING2_TOWER),
+    "inkling2": _inkling("Inkling2ImageProcessor", vision=_INKLING2_VISION),
     "inkling2_loop": _inkling(
         "Inkling2ImageProcessor",
-        vision=_INKLING2_TOWER,
+        vision=_INKLING2_VISION,
         text=dict(
             n_layers_per_attn_res_block=1,
             loop_layer_index_start=1,
