@@ -100,6 +100,13 @@ class Traits:
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
+    row_positions : bool
+        Whether the model's multimodal RoPE positions of a row depend on the
+        other rows of its batch (HunYuanVL numbers its image-index axis over
+        the whole batch, not per sequence as its docs say): skvlm then
+        computes each row's positions alone with the model's own
+        ``compute_3d_position_ids``, so that a row's features do not depend
+        on the batch it is in.
     """
 
     vision: str | None = None
@@ -115,6 +122,7 @@ class Traits:
     token_inputs: tuple = ()
     class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
+    row_positions: bool = False
 
 
 _BLIP = Traits(
@@ -164,7 +172,11 @@ TRAITS = {
             "(images, tiles, C, H, W) with a pixel mask, not yet read by skvlm"
         }
     ),
-    "hunyuan_vl": Traits(views="packed"),
+    "hunyuan_vl": Traits(
+        views="packed",
+        projector=("model.vision_tower.patch_merger",),
+        row_positions=True,
+    ),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,

@@ -615,6 +615,35 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=_CLIP_TOWER, vision_feature_layer=-2),
         **_LLAVA_TOKENS,
     ),
+    # -- recipes1 --
+    # its merger turns each image's 2 x 2 blocks into a grid with a newline
+    # token per row, framed by a begin and an end token; M-RoPE over
+    # (width, height, image index)
+    "hunyuan_vl": Recipe(
+        (
+            "HunYuanVLImageProcessorPil",
+            dict(patch_size=8, merge_size=2, min_pixels=32 * 32, max_pixels=64 * 64),
+        ),
+        named={
+            "image_token": "<|hy_image|>",
+            "image_start_token": "<|hy_image_start|>",
+            "image_end_token": "<|hy_image_end|>",
+        },
+        specials=(*CHATML, "<|hy_image_newline|>"),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<|hy_image|>",
+            "im_start_id": "<|hy_image_start|>",
+            "im_end_id": "<|hy_image_end|>",
+            "im_newline_id": "<|hy_image_newline|>",
+        },
+        template=_chatml("<|hy_image_start|><|hy_image|><|hy_image_end|>"),
+        config=dict(
+            text_config=dict(rope_parameters=_QWEN_ROPE),
+            vision_config=dict(max_image_size=64, min_image_size=32),
+        ),
+        stages=_NO_VISION,
+    ),
 }
 
 
@@ -874,7 +903,6 @@ NOT_BUILT = {
     "lfm3_vl": "its layer-type rope parameters (KeyError 'full_attention')",
     "glm5_next": "its language model fails on the tiny config (attention shapes)",
     "granite_docling": "two-route (coarse and fine) tiled connector",
-    "hunyuan_vl": "language stage differs from HF by 3e-5 in padded batches",
     "hy_v4_vl": "multi-head latent attention rope sizes",
     "pp_chart2table": "its chat template writes the image tokens itself",
     # more than the common recipe

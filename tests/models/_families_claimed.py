@@ -58,6 +58,8 @@ _ROWS = {
         ],
         dict(tower=None, images="qwen"),
     ),
+    # -- recipes1 --
+    "hunyuan_vl": dict(tower=None, images="qwen", placeholder="<|hy_image|>"),
 }
 CLAIMED_ROWS = {
     name: dict(

@@ -77,3 +77,41 @@ def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path):
     )
     with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
         tuner.fit(built.images("qwen4_exp")[:2], ["cat", "dog"])
+
+
+# -- recipes1 --
+def test_hunyuan_vl_hf_numbers_images_over_the_batch(built):
+    # Why skvlm computes HunYuanVL's positions row by row (Traits.row_positions):
+    # HF's own get_rope_index numbers the image-index axis over the whole batch,
+    # so the image of row i gets index i, where alone it gets 0 (as its docs
+    # say: the ordinal of the image in the sequence); rows after the first then
+    # differ from the same example run alone. The family tests compare skvlm
+    # with HF one example at a time, the exact way.
+    import torch
+
+    hf = built.hf("hunyuan_vl")
+    images = built.images("hunyuan_vl")[:2]
+    text = hf.processor.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": "a"}],
+            }
+        ],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    kwargs = dict(return_tensors="pt", padding=True, return_mm_token_type_ids=True)
+    batch = hf.processor(images=images, text=[text] * 2, **kwargs)
+    names = ("input_ids", "mm_token_type_ids", "image_grid_thw", "attention_mask")
+    alone = hf.processor(images=images[1:], text=[text], **kwargs)
+    together = hf.model.model.get_rope_index(*(batch[k] for k in names))[0]
+    single = hf.model.model.get_rope_index(*(alone[k] for k in names))[0]
+    n = single.shape[-1]
+    shift = together[:, 1, -n:] - single[:, 0]  # row 1, left-padded, against alone
+    assert shift[:-1].eq(0).all()  # the other axes agree
+    assert set(shift[-1].unique().tolist()) == {0, 1}  # its image counted as the 2nd
+    with torch.no_grad():
+        batched = hf.model.model(**batch, use_cache=False).last_hidden_state[1]
+        one = hf.model.model(**alone, use_cache=False).last_hidden_state[0]
+    assert (batched[-n:] - one).abs().max() > 1e-5
