@@ -273,6 +273,9 @@ TRAITS = {
         },
     ),
     "video_llama_3": Traits(views="packed"),
+    # -- recipes1 --
+    "cohere_compass": Traits(views="packed"),
+    "lfm3_vl": Traits(views="packed"),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

@@ -644,6 +644,37 @@ CLAIMED_RECIPES = {
         ),
         stages=_NO_VISION,
     ),
+    # Qwen3-VL-like (DeepStack, M-RoPE), its RoPE parameters keyed by layer type
+    "cohere_compass": Recipe(
+        ("CohereCompassImageProcessorPil", _QWEN_PIXELS),
+        specials=(
+            *CHATML,
+            "<|IMAGE_PAD|>",
+            "<|VIDEO_PAD|>",
+            "<|VISION_START|>",
+            "<|VISION_END|>",
+        ),
+        eos="<|im_end|>",
+        ids=dict(
+            image_token_id="<|IMAGE_PAD|>",
+            video_token_id="<|VIDEO_PAD|>",
+            vision_start_token_id="<|VISION_START|>",
+            vision_end_token_id="<|VISION_END|>",
+        ),
+        template=_chatml("<|VISION_START|><|IMAGE_PAD|><|VISION_END|>"),
+        config=dict(
+            text_config=dict(rope_parameters=_QWEN_ROPE),
+            vision_config=dict(
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                num_position_embeddings=64,
+                deepstack_visual_indexes=[1],
+            ),
+        ),
+        stages=_NO_VISION,
+    ),
+    # LFM3 language model (convolution and attention layers, RoPE per layer type)
+    "lfm3_vl": _qwen_like(),
 }
 
 
@@ -751,7 +782,30 @@ def _config_kwargs(config_cls, recipe, tokenizer, overrides):
     kwargs.update({key: ids(token) for key, token in recipe.ids.items()})
     if "vocab_size" in config_cls().to_dict():
         kwargs["vocab_size"] = len(tokenizer)
-    return _merge(_merge(kwargs, recipe.config), overrides)
+    return _rope_per_layer_type(
+        config_cls, _merge(_merge(kwargs, recipe.config), overrides)
+    )
+
+
+def _rope_per_layer_type(config_cls, kwargs):
+    """The text config's flat RoPE parameters given once per layer type, where
+    its language model reads them per layer type (its default config keys them
+    by layer type, or holds none beside its ``layer_types``)."""
+    text = kwargs.get("text_config") or {}
+    rope = text.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_type" not in rope:
+        return kwargs
+    default = config_cls().get_text_config()
+    types = getattr(default, "layer_types", None)
+    keyed = getattr(default, "rope_parameters", None)
+    if not types or not isinstance(keyed, dict) or not set(keyed) <= set(types):
+        return kwargs
+    others = {
+        k: v for k, v in text.items() if k not in ("rope_parameters", "model_type")
+    }
+    tiny = type(default)(**others).layer_types  # those of the tiny depth
+    text["rope_parameters"] = {kind: dict(rope) for kind in dict.fromkeys(tiny)}
+    return kwargs
 
 
 def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
@@ -899,8 +953,6 @@ NOT_BUILT = {
     "glm_ocr": "no processor class mapped to it",
     "glmga": "no processor class mapped to it",
     # a tiny build was tried and needs more than the common recipe
-    "cohere_compass": "its layer-type rope parameters (KeyError 'full_attention')",
-    "lfm3_vl": "its layer-type rope parameters (KeyError 'full_attention')",
     "glm5_next": "its language model fails on the tiny config (attention shapes)",
     "granite_docling": "two-route (coarse and fine) tiled connector",
     "hy_v4_vl": "multi-head latent attention rope sizes",

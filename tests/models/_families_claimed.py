@@ -60,6 +60,8 @@ _ROWS = {
     ),
     # -- recipes1 --
     "hunyuan_vl": dict(tower=None, images="qwen", placeholder="<|hy_image|>"),
+    "cohere_compass": dict(tower=None, images="qwen"),
+    "lfm3_vl": dict(tower=None, images="qwen"),
 }
 CLAIMED_ROWS = {
     name: dict(
