@@ -276,6 +276,15 @@ TRAITS = {
     # -- recipes1 --
     "cohere_compass": Traits(views="packed"),
     "lfm3_vl": Traits(views="packed"),
+    "hy_v4_vl": Traits(
+        views="packed",
+        unsupported=dict.fromkeys(
+            ("language", "generative", "tuner"),
+            "its decoder blocks carry hc_mult residual streams (hyper-connections), "
+            "mixed into one only after the last block, so a block's output is not "
+            "a hidden state",
+        ),
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

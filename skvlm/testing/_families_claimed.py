@@ -210,7 +210,7 @@ def _qwen_like(
     )
     if temporal > 1:
         config["vision_config"]["temporal_patch_size"] = temporal
-    video = kwargs.pop("video", "Qwen2VLVideoProcessor")
+    video = kwargs.pop("video", "Qwen2VLVideoProcessor")  # None: it has none
     return Recipe(
         (image_processor, pixels),
         **{
@@ -219,7 +219,7 @@ def _qwen_like(
             "pad": "<|endoftext|>",
             "ids": dict(_QWEN_IDS, vision_end_token_id="<|vision_end|>"),
             "template": _chatml("<|vision_start|><|image_pad|><|vision_end|>"),
-            "video": {"video_processor_type": video, **pixels},
+            "video": {"video_processor_type": video, **pixels} if video else None,
             "stages": _NO_VISION,
             "config": config,
             **kwargs,
@@ -675,6 +675,30 @@ CLAIMED_RECIPES = {
     ),
     # LFM3 language model (convolution and attention layers, RoPE per layer type)
     "lfm3_vl": _qwen_like(),
+    # multi-head latent attention: M-RoPE over its rope slice (qk_rope_head_dim);
+    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    "hy_v4_vl": _qwen_like(
+        "HYV4VLImageProcessorPil",
+        temporal=1,
+        mrope=True,
+        video=None,
+        config=dict(
+            text_config=dict(
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=8,
+                v_head_dim=8,
+                index_topk=8,
+                index_head_dim=8,
+                index_n_heads=2,
+                hc_mult=2,
+            ),
+            vision_config=dict(max_image_size=64),
+        ),
+        stages=("projector",),
+        classifiers=False,
+    ),
 }
 
 
@@ -955,7 +979,6 @@ NOT_BUILT = {
     # a tiny build was tried and needs more than the common recipe
     "glm5_next": "its language model fails on the tiny config (attention shapes)",
     "granite_docling": "two-route (coarse and fine) tiled connector",
-    "hy_v4_vl": "multi-head latent attention rope sizes",
     "pp_chart2table": "its chat template writes the image tokens itself",
     # more than the common recipe
     "deepseek_ocr2": "its vision config nests two (SAM and encoder) the common "

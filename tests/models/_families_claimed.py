@@ -62,6 +62,7 @@ _ROWS = {
     "hunyuan_vl": dict(tower=None, images="qwen", placeholder="<|hy_image|>"),
     "cohere_compass": dict(tower=None, images="qwen"),
     "lfm3_vl": dict(tower=None, images="qwen"),
+    "hy_v4_vl": dict(tower=None, images="qwen"),
 }
 CLAIMED_ROWS = {
     name: dict(
