@@ -285,6 +285,10 @@ TRAITS = {
             "a hidden state",
         ),
     ),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "dots3_note": Traits(
+        views="packed", projector=("model.vision_tower.merger",), cache="recompute"
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

@@ -699,6 +699,55 @@ CLAIMED_RECIPES = {
         stages=("projector",),
         classifiers=False,
     ),
+    # multi-head latent attention with a sparse-attention indexer, MoE in the
+    # language model and in the vision tower (mlp_layer_types), an audio encoder;
+    # every layer one latent-attention type (no sliding-window layers, whose
+    # sizes its config takes from a separate per-layer table). index_topk
+    # exceeds the test prompts: HF's indexer breaks ties among keys scored 0
+    # (after its ReLU) by position, so with fewer keys kept than a prompt has,
+    # a left-padded row keeps other keys than the same prompt alone
+    "dots3_note": _qwen_like(
+        temporal=1,
+        video=None,
+        specials=(
+            *CHATML,
+            "<|imgpad|>",
+            "<|video_pad|>",
+            "<|audio_comp_pad|>",
+            "<|img|>",
+            "<|endofimg|>",
+        ),
+        ids=dict(
+            image_token_id="<|imgpad|>",
+            video_token_id="<|video_pad|>",
+            audio_token_id="<|audio_comp_pad|>",
+        ),
+        template=_chatml("<|img|><|imgpad|><|endofimg|>"),
+        parts={"feature_extractor": "Dots3NoteFeatureExtractor"},
+        config=dict(
+            text_config=dict(
+                use_sliding_window=False,
+                num_key_value_heads=4,  # latent attention: one per query head
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_rope_head_dim=4,
+                qk_nope_head_dim=4,
+                v_head_dim=8,
+                index_topk=512,
+                index_head_dim=8,
+                index_n_heads=2,
+                shared_experts_intermediate_size=32,
+            ),
+            vision_config=dict(
+                mlp_layer_types=["dense", "dense", "sparse"],
+                adapter_in_dim=32,
+                adapter_out_dim=32,
+            ),
+            audio_config=dict(
+                adapter_input_size=32, adapter_out_dim=32, downsample_hidden_size=16
+            ),
+        ),
+    ),
 }
 
 
@@ -983,7 +1032,6 @@ NOT_BUILT = {
     # more than the common recipe
     "deepseek_ocr2": "its vision config nests two (SAM and encoder) the common "
     "recipe does not shrink",
-    "dots3_note": "latent attention and per-layer MoE lists in three sub-configs",
     "ernie4_5_vl_moe": "its processor saves its video processor's font, which "
     "needs the torchvision video processor",
     "granite4_vision": "a Q-Former projector over fixed deep vision layers",

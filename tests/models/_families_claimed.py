@@ -63,6 +63,7 @@ _ROWS = {
     "cohere_compass": dict(tower=None, images="qwen"),
     "lfm3_vl": dict(tower=None, images="qwen"),
     "hy_v4_vl": dict(tower=None, images="qwen"),
+    "dots3_note": dict(tower=None, images="qwen"),
 }
 CLAIMED_ROWS = {
     name: dict(
