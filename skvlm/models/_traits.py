@@ -132,6 +132,13 @@ _BLIP = Traits(
     lm_head="language_model.lm_head",
 )
 _PACKED = "packed: patches of all images in one sequence"
+# HY V4 VL, GLM-5 Next: a language stage no block's output gives
+_HYPER_CONNECTIONS = dict.fromkeys(
+    ("language", "generative", "tuner"),
+    "its decoder blocks carry hc_mult residual streams (hyper-connections), "
+    "mixed into one only after the last block, so a block's output is not a "
+    "hidden state",
+)
 
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
@@ -156,7 +163,6 @@ TRAITS = {
     ),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm46v": Traits(views="packed"),
-    "glm5_next": Traits(views="packed"),
     "glm4v_moe": Traits(
         views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
     ),
@@ -276,15 +282,8 @@ TRAITS = {
     # -- recipes1 --
     "cohere_compass": Traits(views="packed"),
     "lfm3_vl": Traits(views="packed"),
-    "hy_v4_vl": Traits(
-        views="packed",
-        unsupported=dict.fromkeys(
-            ("language", "generative", "tuner"),
-            "its decoder blocks carry hc_mult residual streams (hyper-connections), "
-            "mixed into one only after the last block, so a block's output is not "
-            "a hidden state",
-        ),
-    ),
+    "hy_v4_vl": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
+    "glm5_next": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
     # its sparse-attention indexer keeps per-layer keys beside the KV cache
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"

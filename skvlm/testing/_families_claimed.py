@@ -748,6 +748,43 @@ CLAIMED_RECIPES = {
             ),
         ),
     ),
+    # latent attention without RoPE (NoPE) beside linear (KDA) attention, its
+    # indexer pooling keys by index_kpool; hyper-connections, so the
+    # classifiers (which read the language stage) do not run (TRAITS)
+    "glm5_next": Recipe(
+        ("Glm5NextImageProcessorPil", _QWEN_PIXELS),
+        config=dict(
+            text_config=dict(
+                num_key_value_heads=4,  # latent attention: one per query head
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=0,
+                v_head_dim=8,
+                index_topk=16,
+                index_kpool=4,
+                index_head_dim=8,
+                index_n_heads=2,
+                hc_mult=2,
+                linear_head_dim=8,
+                linear_num_heads=4,
+                layer_types=[
+                    "linear_attention",
+                    "linear_attention",
+                    "indexed_attention",
+                ],
+                mlp_layer_types=["dense", "dense", "sparse"],
+            ),
+            vision_config=dict(
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                projection_intermediate_size=64,
+            ),
+        ),
+        **_GLM,
+        stages=("projector",),
+        classifiers=False,
+    ),
 }
 
 
@@ -1026,7 +1063,6 @@ NOT_BUILT = {
     "glm_ocr": "no processor class mapped to it",
     "glmga": "no processor class mapped to it",
     # a tiny build was tried and needs more than the common recipe
-    "glm5_next": "its language model fails on the tiny config (attention shapes)",
     "granite_docling": "two-route (coarse and fine) tiled connector",
     "pp_chart2table": "its chat template writes the image tokens itself",
     # more than the common recipe

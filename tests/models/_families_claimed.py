@@ -64,6 +64,7 @@ _ROWS = {
     "lfm3_vl": dict(tower=None, images="qwen"),
     "hy_v4_vl": dict(tower=None, images="qwen"),
     "dots3_note": dict(tower=None, images="qwen"),
+    "glm5_next": dict(tower=None, images="qwen"),
 }
 CLAIMED_ROWS = {
     name: dict(
