@@ -639,7 +639,10 @@ CLAIMED_RECIPES = {
         },
         template=_chatml("<|hy_image_start|><|hy_image|><|hy_image_end|>"),
         config=dict(
-            text_config=dict(rope_parameters=_QWEN_ROPE),
+            text_config=dict(
+                # HunyuanOCR's layout: (position, width, height, image index)
+                rope_parameters=dict(_QWEN_ROPE, mrope_section=[1, 1, 1, 1])
+            ),
             vision_config=dict(max_image_size=64, min_image_size=32),
         ),
         stages=_NO_VISION,
