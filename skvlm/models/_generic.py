@@ -328,10 +328,10 @@ class GenericImageTextAdapter(
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
         if self.traits.row_positions and "position_ids" not in batch:
-            batch = dict(batch, position_ids=self._row_positions(batch))
+            batch = dict(batch, position_ids=self.row_positions(batch))
         return self.base(**batch, use_cache=False)
 
-    def _row_positions(self, batch):
+    def row_positions(self, batch):
         """Each row's M-RoPE positions computed alone, stacked (axes, rows, tokens).
 
         For a family whose positions of a row depend on the rest of its batch

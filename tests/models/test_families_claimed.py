@@ -115,3 +115,43 @@ def test_hunyuan_vl_hf_numbers_images_over_the_batch(built):
         batched = hf.model.model(**batch, use_cache=False).last_hidden_state[1]
         one = hf.model.model(**alone, use_cache=False).last_hidden_state[0]
     assert (batched[-n:] - one).abs().max() > 1e-5
+
+
+def test_hunyuan_vl_rows_are_positioned_alone_in_extraction_and_training(built):
+    # the language stage and the tuner's prompt + answer rows take, per row, the
+    # positions HF gives that row alone (its own prompt, image and answer)
+    import torch
+
+    from skvlm.models import load_adapter
+    from skvlm.tuning._batches import generation_batch
+
+    adapter = load_adapter(built.path("hunyuan_vl"), device="cpu")
+    images = built.images("hunyuan_vl")[:3]
+    prompts = [adapter.format_prompt(p) for p in ("a", "a cat", "is it a dog ?")]
+    answers = [[5], [5, 6], [7]]
+    batch = generation_batch(adapter, images, prompts, answers).inputs
+    base = adapter.model.model
+    for i, (image, prompt, answer) in enumerate(
+        zip(images, prompts, answers, strict=True)
+    ):
+        alone = generation_batch(adapter, [image], [prompt], [answer]).inputs
+        want = base.compute_3d_position_ids(
+            input_ids=alone["input_ids"],
+            image_grid_thw=alone["image_grid_thw"],
+            attention_mask=alone["attention_mask"],
+            mm_token_type_ids=alone["mm_token_type_ids"],
+        )
+        n = want.shape[-1]
+        torch.testing.assert_close(batch["position_ids"][:, i, -n:], want[:, 0])
+    with torch.no_grad():
+        prepared = adapter.prepare(images, prompts)
+        positions = adapter.row_positions(prepared)
+        hf = base.compute_3d_position_ids(
+            input_ids=prepared["input_ids"],
+            image_grid_thw=prepared["image_grid_thw"],
+            attention_mask=prepared["attention_mask"],
+            mm_token_type_ids=prepared["mm_token_type_ids"],
+        )
+    valid = prepared["attention_mask"].bool()
+    assert not torch.equal(positions[:, valid], hf[:, valid])  # HF's, batched
+    assert torch.equal(positions[:, 0], hf[:, 0])  # the first row agrees
