@@ -21,7 +21,8 @@ overrides what cannot be derived.
   valid views given by ``image_sizes`` and ``image_grid_pinpoints``
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
-  Pixtral); the family's own adapter (or none) unpacks them.
+  Pixtral); the family's own adapter unpacks them, or the generic adapter
+  (:mod:`skvlm.models._pixtral`, :mod:`skvlm.models._packed`).
 - ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
   image padded to the processor's ``max_image_tiles`` with the valid tiles
   marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
@@ -45,6 +46,7 @@ last token there, as transformers' ``generate`` extends them (Mllama's
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -131,7 +133,6 @@ _BLIP = Traits(
     language="language_model",
     lm_head="language_model.lm_head",
 )
-_PACKED = "packed: patches of all images in one sequence"
 # HY V4 VL, GLM-5 Next: a language stage no block's output gives
 _HYPER_CONNECTIONS = dict.fromkeys(
     ("language", "generative", "tuner"),
@@ -161,11 +162,9 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
+    "glm5_next": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
-    "glm46v": Traits(views="packed"),
-    "glm4v_moe": Traits(
-        views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
-    ),
+    "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
         unsupported={
             "vision": "its SAM tower's blocks give (height, width, channels) maps "
@@ -238,22 +237,14 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "qwen2_5_vl": Traits(views="packed"),
-    "qwen2_vl": Traits(views="packed"),
     "ovis2": Traits(
         unsupported={
             "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
             "after the blocks, so its blocks do not give the tower's own states"
         }
     ),
-    "ovis2_5": Traits(views="packed"),
-    "paddleocr_vl": Traits(views="packed"),
-    "qwen2_5_omni_thinker": Traits(views="packed"),
-    "qwen3_omni_moe_thinker": Traits(views="packed"),
-    "qwen3_5": Traits(views="packed", cache="recompute"),
-    "qwen3_5_moe": Traits(views="packed", cache="recompute"),
-    "qwen3_vl": Traits(views="packed"),
-    "qwen3_vl_moe": Traits(views="packed"),
+    "qwen3_5": Traits(cache="recompute"),
+    "qwen3_5_moe": Traits(cache="recompute"),
     "shieldgemma2": Traits(
         unsupported=dict.fromkeys(
             ("vision", "projector", "language", "generative", "tuner"),
@@ -262,12 +253,9 @@ TRAITS = {
         )
     ),
     "smolvlm": Traits(images="nested"),
-    "cosmos3_edge": Traits(views="packed"),
-    "exaone4_5": Traits(views="packed"),
-    "hyperclovax_vision_v2": Traits(views="packed"),
-    "llava_onevision1_5": Traits(views="packed"),
+    # a class token before each image's patches (its tower's cls_embeddings)
+    "llava_onevision1_5": Traits(class_token="first"),
     "qwen4_exp": Traits(
-        views="packed",
         cache="recompute",
         unsupported={
             **dict.fromkeys(
@@ -278,12 +266,10 @@ TRAITS = {
             )
         },
     ),
-    "video_llama_3": Traits(views="packed"),
     # -- recipes1 --
     "cohere_compass": Traits(views="packed"),
     "lfm3_vl": Traits(views="packed"),
     "hy_v4_vl": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
-    "glm5_next": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
     # its sparse-attention indexer keeps per-layer keys beside the KV cache
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"
@@ -383,6 +369,21 @@ def _is_block_list(node):
     return isinstance(node, torch.nn.ModuleList) and len(node) > 0
 
 
+def takes_patch_grid(model_cls):
+    """Whether ``model_cls.get_image_features`` takes a per-image patch grid.
+
+    A ``*grid_thw`` argument (frames, rows, columns per image) is how
+    transformers' packed towers (Qwen-style: patches of every image in one
+    sequence) are told the images apart, so such a model has
+    ``views="packed"`` whatever its family.
+    """
+    method = getattr(model_cls, "get_image_features", None)
+    if method is None:
+        return False
+    names = inspect.signature(method).parameters
+    return any(name.endswith("grid_thw") for name in names)
+
+
 def derive_traits(model, declared=None):
     """Fill the unset fields of ``declared`` from the model's structure.
 
@@ -398,7 +399,9 @@ def derive_traits(model, declared=None):
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
         ``lm_head`` found under transformers' usual names (None where absent),
-        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS`.
+        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS` or a model
+        whose ``get_image_features`` takes a patch grid
+        (:func:`takes_patch_grid`).
     """
     traits = declared or Traits()
     vision = traits.vision or _first(model, _VISION_NAMES)
@@ -422,7 +425,9 @@ def derive_traits(model, declared=None):
     tower_type = getattr(
         getattr(model.config, "vision_config", None), "model_type", None
     )
-    if views == "rows" and tower_type in PACKED_TOWERS:
+    if views == "rows" and (
+        tower_type in PACKED_TOWERS or takes_patch_grid(type(model))
+    ):
         views = "packed"
     return replace(
         traits,

@@ -190,6 +190,10 @@ _CLIP_TOWER = dict(
 )
 
 _NO_VISION = ("projector", "language")  # TRAITS says why
+# Qwen2.5-VL's windowed attention at toy size: windows of 2 x 2 merge blocks
+# (32 px), which the test images (up to 64 px) exceed, so the blocks see
+# their patches permuted; block 2 attends over the whole image.
+_WINDOWS = dict(window_size=32, fullatt_block_indexes=[2])
 
 
 def _qwen_like(
@@ -198,7 +202,8 @@ def _qwen_like(
     """A family with Qwen2-VL's packed patches and special tokens.
 
     ``temporal``: frames per patch (1 where the tower has no temporal patch);
-    ``mrope``: whether its language model takes M-RoPE positions.
+    ``mrope``: whether its language model takes M-RoPE positions. Its packed
+    tower is read per image (``skvlm.models._packed``): all three stages.
     """
     pixels = dict(_QWEN_PIXELS, temporal_patch_size=temporal)
     config = _merge(
@@ -220,7 +225,6 @@ def _qwen_like(
             "ids": dict(_QWEN_IDS, vision_end_token_id="<|vision_end|>"),
             "template": _chatml("<|vision_start|><|image_pad|><|vision_end|>"),
             "video": {"video_processor_type": video, **pixels} if video else None,
-            "stages": _NO_VISION,
             "config": config,
             **kwargs,
         },
@@ -331,6 +335,12 @@ CLAIMED_RECIPES = {
     "ovis2_5": _qwen_like(
         "Ovis2_5ImageProcessorPil",
         temporal=1,
+        config=dict(
+            vision_config=dict(
+                window_size=32,
+                layer_types=["window_attention", "window_attention", "full_attention"],
+            )
+        ),
         template=_chatml("<|image_pad|>"),  # the processor adds the boundaries
         named={
             "image_token": "<|image_pad|>",
@@ -363,7 +373,7 @@ CLAIMED_RECIPES = {
         template=_chatml("<|vision_bos|><|IMAGE|><|vision_eos|>"),
         mrope=True,
         config=dict(
-            vision_config=dict(window_size=16, fullatt_block_indexes=[2]),
+            vision_config=_WINDOWS,
             audio_config=_OMNI_AUDIO,
         ),
     ),
@@ -408,12 +418,14 @@ CLAIMED_RECIPES = {
         torchvision=True,
     ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
-    "exaone4_5": _qwen_like(),
-    "hyperclovax_vision_v2": _qwen_like(),
+    "exaone4_5": _qwen_like(config=dict(vision_config=_WINDOWS)),
+    "hyperclovax_vision_v2": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "llava_onevision1_5": _qwen_like(temporal=1),
     # the classifiers read the language stage, which it cannot offer (TRAITS)
     "qwen4_exp": _qwen_like(
-        video="Qwen3VLVideoProcessor", stages=("projector",), classifiers=False
+        video="Qwen3VLVideoProcessor",
+        stages=("vision", "projector"),
+        classifiers=False,
     ),
     "video_llama_3": _qwen_like("VideoLlama3ImageProcessorPil", temporal=1),
     "aria": Recipe(
@@ -578,7 +590,6 @@ CLAIMED_RECIPES = {
             "vision_start_token_id": "<|IMAGE_START|>",
         },
         config=dict(text_config=dict(rope_parameters=_QWEN_ROPE)),
-        stages=_NO_VISION,
     ),
     "qwen3_5_moe": Recipe(
         ("Qwen2VLImageProcessorPil", _QWEN_PIXELS),
