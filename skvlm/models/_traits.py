@@ -162,7 +162,7 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    "glm5_next": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
+    "glm5_next": Traits(unsupported=_HYPER_CONNECTIONS),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
@@ -178,7 +178,6 @@ TRAITS = {
         }
     ),
     "hunyuan_vl": Traits(
-        views="packed",
         projector=("model.vision_tower.patch_merger",),
         row_positions=True,
     ),
@@ -267,10 +266,9 @@ TRAITS = {
         },
     ),
     # -- recipes1 --
-    "cohere_compass": Traits(views="packed"),
-    "lfm3_vl": Traits(views="packed"),
-    "hy_v4_vl": Traits(views="packed", unsupported=_HYPER_CONNECTIONS),
-    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "hy_v4_vl": Traits(unsupported=_HYPER_CONNECTIONS),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
+    # model class's get_image_features names no grid (the base model's does)
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"
     ),

@@ -656,7 +656,6 @@ CLAIMED_RECIPES = {
             ),
             vision_config=dict(max_image_size=64, min_image_size=32),
         ),
-        stages=_NO_VISION,
     ),
     # Qwen3-VL-like (DeepStack, M-RoPE), its RoPE parameters keyed by layer type
     "cohere_compass": Recipe(
@@ -685,7 +684,6 @@ CLAIMED_RECIPES = {
                 deepstack_visual_indexes=[1],
             ),
         ),
-        stages=_NO_VISION,
     ),
     # LFM3 language model (convolution and attention layers, RoPE per layer type)
     "lfm3_vl": _qwen_like(),
@@ -710,7 +708,7 @@ CLAIMED_RECIPES = {
             ),
             vision_config=dict(max_image_size=64),
         ),
-        stages=("projector",),
+        stages=("vision", "projector"),
         classifiers=False,
     ),
     # multi-head latent attention with a sparse-attention indexer, MoE in the
@@ -796,7 +794,7 @@ CLAIMED_RECIPES = {
             ),
         ),
         **_GLM,
-        stages=("projector",),
+        stages=("vision", "projector"),
         classifiers=False,
     ),
 }
