@@ -271,6 +271,9 @@ class GenericImageTextAdapter(
             ]
             rows = torch.cat([p[:n] for p, n in zip(pixels, counts, strict=True)])
             return counts, rows
+        if views == "masked":  # real tiles marked per image (Granite-Docling)
+            real = batch["pixel_attention_mask"].bool()
+            return real.sum(-1).tolist(), pixels[real]
         if pixels.dim() != 4:
             raise ValueError(
                 f"{self.family}: stage 'vision' is not available: pixel_values has "

@@ -29,6 +29,9 @@ overrides what cannot be derived.
 - ``"crops"``: (images, crops, C, H, W) padded to the batch's most crops,
   with per-crop patch masks (Phi-4-multimodal); the family's adapter reads
   the real crops.
+- ``"masked"``: (images, tiles, C, H, W) padded to the batch's most tiles,
+  with the real tiles marked in ``pixel_attention_mask`` (images, tiles)
+  (Granite-Docling); an image's tokens are those of its real tiles, in order.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -81,7 +84,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -171,11 +174,9 @@ TRAITS = {
             "in windows, not token sequences"
         }
     ),
+    # its connector (coarse and fine routes) sits in the vision model
     "granite_docling": Traits(
-        unsupported={
-            "vision": "its processor cuts a page into padded tiles of "
-            "(images, tiles, C, H, W) with a pixel mask, not yet read by skvlm"
-        }
+        images="nested", views="masked", projector=("model.vision_model.connector",)
     ),
     "hunyuan_vl": Traits(
         projector=("model.vision_tower.patch_merger",),
@@ -263,6 +264,44 @@ TRAITS = {
                 "mixed into one only after the last block, so a block's output is "
                 "not a hidden state",
             )
+        },
+    ),
+    # -- recipes2 --
+    "deepseek_ocr2": Traits(
+        # the learned separator after each image's tokens is projector output
+        projector=("model.multi_modal_projector", "model.view_separator"),
+        unsupported={
+            "vision": "its SAM tower's blocks give (height, width, channels) maps "
+            "in windows, and a second encoder reads them with learned queries, "
+            "so no one stack of token sequences is the tower's"
+        },
+    ),
+    # its MoE blocks route each token by modality: moe_mm_token_type_ids
+    "ernie4_5_vl_moe": Traits(
+        projector=("model.resampler_model",),
+        token_inputs=("moe_mm_token_type_ids",),
+    ),
+    "granite4_vision": Traits(
+        views="anyres",
+        projector=(
+            "model.layerwise_projectors",
+            "model.spatial_projectors",
+            "model.image_newline",
+        ),
+        unsupported={
+            "projector": "its Q-Formers give one set of image vectors per target "
+            "decoder layer (deepstack and spatial groups, added inside the language "
+            "model), and the image positions of its input are zeros, so no one "
+            "sequence is the projector's output"
+        },
+    ),
+    "pp_chart2table": Traits(
+        # its processor does not expand the image; the chat template writes
+        # <img>, the <imgpad> tokens and </img>
+        placeholder="<img>",
+        unsupported={
+            "vision": "its SAM tower's blocks give (height, width, channels) maps "
+            "in windows, not token sequences"
         },
     ),
     # -- recipes1 --

@@ -103,6 +103,28 @@ _ROWS = {
         )
         for name, tower in PACKED.items()
     },
+    # -- recipes2 --
+    # packed towers too (Qwen3-VL's, ERNIE 4.5-VL's, GLM-V's), read per image
+    **{
+        name: dict(
+            tower=None,
+            images="qwen",
+            vision=("mean", "max", 0, 3, 4, 7, 13, -1),
+            reference=partial(packed_reference, tower=tower, blocks="blocks"),
+        )
+        for name, tower in {
+            "cosmos3_omni": "model.visual",
+            "ernie4_5_vl_moe": "model.vision_tower",
+            "glm_ocr": "model.visual",
+            "glmga": "model.visual",
+        }.items()
+    },
+    "deepseek_ocr2": dict(tower=None),
+    # LLaVA-NeXT views: each image's base view and tiles, each CLS left out
+    "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
+    # its real tiles (and global view), one padded batch row per image
+    "granite_docling": dict(tower="model.vision_model", nested=True),
+    "pp_chart2table": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(

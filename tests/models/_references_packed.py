@@ -94,8 +94,9 @@ def packed_reference(
         for handle in handles:
             handle.remove()
         hidden = [h.reshape(-1, h.shape[-1]) for h in out.hidden_states]
-        # HF's last entry may be the tower's normed output (Dots 3 Note ties it to
-        # last_hidden_state) or drop a class token: the last block's own output
+        # the last entry is the last block's output: HF's hidden_states[-1] is
+        # the tower's last_hidden_state, after its merger (Qwen) or its final
+        # norm (ERNIE 4.5-VL's ln, Dots 3 Note's norm)
         hidden[-1] = seen["last"].reshape(-1, hidden[0].shape[-1])
         if embed is not None:
             embedded = seen["embedded"].reshape(hidden[0].shape)
