@@ -214,6 +214,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "vision_projector",
             "aligner",
             "vision_model.connector",
+            "vision_encoder.adapter",  # Dots 3 Note's merger, as saved
             "vision_embedder",  # Gemma 4 unified's embed_vision, as saved
         )
         tower = [k for k in changed if "vision" in k]
