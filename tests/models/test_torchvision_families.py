@@ -32,12 +32,14 @@ import pytest
 from skvlm import VLMEmbeddingTransformer
 from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS, random_images
 
-from ._families import TORCHVISION_FAMILIES
+from ._families import BY_NAME, TORCHVISION_FAMILIES
 from .test_family_classifiers import CLASSIFIED, TUNED
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = Path(sys.prefix) / "torchvision-world"
 NAMES = sorted(name for name, tiny in TINY_MODELS.items() if tiny.torchvision)
+#: Every name a family case's id may hold.
+ALL = sorted(set(TINY_MODELS) | set(BY_NAME))
 FILES = [
     "tests/models/test_vlm_families.py",
     "tests/models/test_family_classifiers.py",
@@ -81,7 +83,7 @@ def _expected(names):
     return ids
 
 
-def _keyword(names, among=NAMES):
+def _keyword(names, among=ALL):
     """A ``-k`` expression that selects these families' cases and none of the
     other ``among`` (``inkling2`` alone would also select ``inkling2_loop``)."""
     terms = []
