@@ -105,6 +105,11 @@ class Traits:
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
+    streams : int or None
+        Residual streams the language model's blocks carry (hyper-connections:
+        each block reads and writes ``streams`` copies of the hidden state,
+        merged into one only after the last block); None: derived from the
+        text config's ``hc_mult`` or ``hc_count`` (1 without).
     row_positions : bool
         Whether the model's multimodal RoPE positions of a row depend on the
         other rows of its batch (HunYuanVL numbers its image-index axis over
@@ -127,6 +132,7 @@ class Traits:
     token_inputs: tuple = ()
     class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
+    streams: int | None = None
     row_positions: bool = False
 
 
@@ -137,13 +143,6 @@ _BLIP = Traits(
     lm_head="language_model.lm_head",
 )
 # HY V4 VL, GLM-5 Next: a language stage no block's output gives
-_HYPER_CONNECTIONS = dict.fromkeys(
-    ("language", "generative", "tuner"),
-    "its decoder blocks carry hc_mult residual streams (hyper-connections), "
-    "mixed into one only after the last block, so a block's output is not a "
-    "hidden state",
-)
-
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -165,7 +164,6 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    "glm5_next": Traits(unsupported=_HYPER_CONNECTIONS),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
@@ -255,16 +253,10 @@ TRAITS = {
     "smolvlm": Traits(images="nested"),
     # a class token before each image's patches (its tower's cls_embeddings)
     "llava_onevision1_5": Traits(class_token="first"),
-    "qwen4_exp": Traits(
-        cache="recompute",
-        unsupported={
-            **dict.fromkeys(
-                ("language", "generative", "tuner"),
-                "its decoder blocks carry 4 residual streams (hyper-connections), "
-                "mixed into one only after the last block, so a block's output is "
-                "not a hidden state",
-            )
-        },
+    "qwen4_exp": Traits(cache="recompute"),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "hy_v4_vl": Traits(
+        projector=("model.vision_tower.patch_merger",), cache="recompute"
     ),
     # -- recipes2 --
     "deepseek_ocr2": Traits(
@@ -305,7 +297,6 @@ TRAITS = {
         },
     ),
     # -- recipes1 --
-    "hy_v4_vl": Traits(unsupported=_HYPER_CONNECTIONS),
     # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
     # model class's get_image_features names no grid (the base model's does)
     "dots3_note": Traits(
@@ -357,8 +348,17 @@ _PROJECTOR_NAMES = (
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 
 
-# The language model's final norm (LFM2 calls it embedding_norm).
-_FINAL_NORM_NAMES = ("norm", "final_layernorm", "embedding_norm")
+# The text config's count of residual streams (hyper-connections).
+_STREAM_KEYS = ("hc_mult", "hc_count")
+
+# The language model's final norm (LFM2 calls it embedding_norm; Qwen4-Exp's
+# last module is the mixer of its residual streams, normed inside).
+_FINAL_NORM_NAMES = (
+    "norm",
+    "final_layernorm",
+    "embedding_norm",
+    "hyper_connection_mixer",
+)
 
 
 def final_norm(language):
@@ -466,8 +466,15 @@ def derive_traits(model, declared=None):
         tower_type in PACKED_TOWERS or takes_patch_grid(type(model))
     ):
         views = "packed"
+    streams = traits.streams
+    if streams is None:
+        text = model.config.get_text_config()
+        streams = next(
+            (getattr(text, k) for k in _STREAM_KEYS if getattr(text, k, None)), 1
+        )
     return replace(
         traits,
+        streams=int(streams),
         views=views,
         vision=vision,
         vision_blocks=blocks,

@@ -458,11 +458,24 @@ CLAIMED_RECIPES = {
     "exaone4_5": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "hyperclovax_vision_v2": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "llava_onevision1_5": _qwen_like(temporal=1),
-    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    # hyper-connections (hc_count residual streams); one attention layer
+    # (without one, HF's generate finds no attention layer in its cache)
     "qwen4_exp": _qwen_like(
         video="Qwen3VLVideoProcessor",
-        stages=("vision", "projector"),
-        classifiers=False,
+        config=dict(
+            text_config=dict(
+                layer_types=[
+                    "linear_attention",
+                    "linear_attention",
+                    "indexed_attention",
+                ],
+                indexer_n_heads=2,
+                indexer_kv_heads=1,
+                indexer_head_dim=8,
+                indexer_compress_ratio=4,
+                indexer_budget=512,  # above any prompt's length: every key kept
+            )
+        ),
     ),
     "video_llama_3": _qwen_like("VideoLlama3ImageProcessorPil", temporal=1),
     "aria": Recipe(
@@ -851,7 +864,8 @@ CLAIMED_RECIPES = {
     # LFM3 language model (convolution and attention layers, RoPE per layer type)
     "lfm3_vl": _qwen_like(),
     # multi-head latent attention: M-RoPE over its rope slice (qk_rope_head_dim);
-    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    # hyper-connections (hc_mult streams); index_topk above any prompt's length,
+    # so the sparse indexer keeps every key and padding changes nothing
     "hy_v4_vl": _qwen_like(
         "HYV4VLImageProcessorPil",
         temporal=1,
@@ -864,15 +878,13 @@ CLAIMED_RECIPES = {
                 qk_nope_head_dim=8,
                 qk_rope_head_dim=8,
                 v_head_dim=8,
-                index_topk=8,
+                index_topk=512,
                 index_head_dim=8,
                 index_n_heads=2,
                 hc_mult=2,
             ),
             vision_config=dict(max_image_size=64),
         ),
-        stages=("vision", "projector"),
-        classifiers=False,
     ),
     # multi-head latent attention with a sparse-attention indexer, MoE in the
     # language model and in the vision tower (mlp_layer_types), an audio encoder;
@@ -924,8 +936,8 @@ CLAIMED_RECIPES = {
         ),
     ),
     # latent attention without RoPE (NoPE) beside linear (KDA) attention, its
-    # indexer pooling keys by index_kpool; hyper-connections, so the
-    # classifiers (which read the language stage) do not run (TRAITS)
+    # indexer pooling keys by index_kpool (index_topk above any prompt's
+    # length); hyper-connections (hc_mult streams)
     "glm5_next": Recipe(
         ("Glm5NextImageProcessorPil", _QWEN_PIXELS),
         config=dict(
@@ -936,7 +948,7 @@ CLAIMED_RECIPES = {
                 qk_nope_head_dim=8,
                 qk_rope_head_dim=0,
                 v_head_dim=8,
-                index_topk=16,
+                index_topk=512,
                 index_kpool=4,
                 index_head_dim=8,
                 index_n_heads=2,
@@ -957,8 +969,6 @@ CLAIMED_RECIPES = {
             ),
         ),
         **_GLM,
-        stages=("vision", "projector"),
-        classifiers=False,
     ),
 }
 

@@ -600,7 +600,9 @@ def generic_reference(
                 {
                     **stages,
                     "language": Tokens(
-                        [_np(h[0]) for h in language],
+                        # a hyper-connection model's (tokens, streams, width)
+                        # states, streams side by side
+                        [_np(h[0].flatten(1)) for h in language],
                         image=image_mask,
                         text=text_mask,
                     ),

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from skvlm import VLMEmbeddingTransformer
-from skvlm.classifiers import VLMGenerativeClassifier
 from skvlm.models import support_matrix
 from skvlm.testing import TINY_MODELS, make_tiny_vlm
 from skvlm.testing._families_claimed import NOT_BUILT
@@ -47,16 +46,6 @@ def test_a_stage_it_cannot_offer_says_why(built, matrix, name, stage):
         vlm.fit_transform(X if stage == "language" else X["image"])
 
 
-def test_a_family_without_language_stage_refuses_the_classifier(built, matrix):
-    assert matrix.loc["qwen4_exp", "generative"].startswith("unsupported: ")
-    clf = VLMGenerativeClassifier(
-        built.path("qwen4_exp"), class_names=["cat", "dog"], device="cpu"
-    )
-    reason = matrix.loc["qwen4_exp", "language"].removeprefix("unsupported: ")
-    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
-        clf.fit(built.images("qwen4_exp")[:2], [0, 1])
-
-
 def test_unknown_type_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="no tiny recipe.*'aria'"):
         make_tiny_vlm(tmp_path, "blip")
@@ -68,15 +57,26 @@ def test_the_types_without_a_recipe_are_claimed_untested(matrix):
         assert matrix.loc[model_type, "language"] == "claimed", model_type
 
 
-def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path):
-    from skvlm.tuning import VLMClassificationTuner
+@pytest.mark.parametrize(
+    "name, streams", [("glm5_next", 2), ("hy_v4_vl", 2), ("qwen4_exp", 4)]
+)
+def test_hyper_connection_entries_hold_every_stream(built, name, streams):
+    # before the last language entry, a block's output is its residual streams
+    # side by side (the family tests compare them with HF's hidden_states);
+    # the last entry is after their merge and the final norm
+    from skvlm.models import load_adapter
 
-    reason = matrix.loc["qwen4_exp", "tuner"].removeprefix("unsupported: ")
-    tuner = VLMClassificationTuner(
-        built.path("qwen4_exp"), class_names=["cat", "dog"], output_dir=tmp_path
+    adapter = load_adapter(built.path(name), device="cpu")
+    config = adapter.model.config.get_text_config()
+    width = config.hidden_size
+    dims = adapter.dims("language")
+    assert adapter.traits.streams == streams
+    assert dims == (streams * width,) * config.num_hidden_layers + (width,)
+    X = pd.DataFrame({"image": built.images(name)[:2], "prompt": ["a", "b"]})
+    vlm = VLMEmbeddingTransformer(
+        built.path(name), stage="language", layer=[0, -1], pooling="mean", device="cpu"
     )
-    with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
-        tuner.fit(built.images("qwen4_exp")[:2], ["cat", "dog"])
+    assert vlm.fit_transform(X).shape == (2, streams * width + width)
 
 
 # -- recipes1 --

@@ -130,7 +130,7 @@ def _naive_scores(path, images):
                     value = torch.cat([value, fill.to(value.dtype)], dim=1)
                 full[key] = value
             with torch.no_grad():
-                logits = adapter.model(**full).logits[0].float()
+                logits = adapter.model(**full, use_cache=False).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
             start = n + len(answer)
             out[i, c] = sum(logp[start - 1 + k, t].item() for k, t in enumerate(target))
