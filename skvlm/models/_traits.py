@@ -77,6 +77,10 @@ class Traits:
         Path of the language model, whose decoder blocks are ``layers``.
     lm_head : str or None
         Path of the output projection to the vocabulary.
+    language_blocks : tuple of str
+        Names of the lists that hold the language model's blocks, under
+        ``language`` (``"layers"``; T5's encoder and decoder: ``"block"``):
+        the blocks whose linear layers LoRA adapts.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
     views : {"rows", "tokens", "anyres", "packed", "tiles", "crops"}
@@ -107,6 +111,7 @@ class Traits:
     projector: tuple | None = None
     language: str | None = None
     lm_head: str | None = None
+    language_blocks: tuple = ("layers",)
     images: str = "flat"
     views: str = "rows"
     placeholder: str | None = None
@@ -122,6 +127,8 @@ _BLIP = Traits(
     projector=("query_tokens", "qformer", "language_projection"),
     language="language_model",
     lm_head="language_model.lm_head",
+    # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
+    language_blocks=("layers", "block"),
 )
 _PACKED = "packed: patches of all images in one sequence"
 

@@ -311,6 +311,18 @@ def instructblip_reference(path, images, prompts):
     )
 
 
+def instructblip_t5_reference(path, images, prompts):
+    # For an encoder-decoder LM, the language stage is the encoder.
+    return _blip_reference(
+        path,
+        images,
+        prompts,
+        text_of=str,
+        states_of=_t5_encoder_states,
+        qformer_text=DEFAULT_PROMPT,
+    )
+
+
 # -- PaliGemma ---------------------------------------------------------------------------
 def paligemma_inputs(processor, image, prompt):
     inputs = processor(images=[image], text=["<image>" + prompt], return_tensors="pt")

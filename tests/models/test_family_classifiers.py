@@ -30,10 +30,11 @@ CLASSIFIED = sorted(
     for name, tiny in TINY_MODELS.items()
     if tiny.kind == "vlm" and tiny.classifiers
 )
-#: Tiny checkpoints of a tested model type with another tower (their type's
-#: row of the support matrix is one of CLASSIFIED already): LLaVA with a
-#: Pixtral tower.
-VARIANTS = ["llava_pixtral"]
+#: Tiny checkpoints of a tested model type with another tower or language
+#: model (their type's row of the support matrix is one of CLASSIFIED
+#: already): LLaVA with a Pixtral tower, BLIP-2 and InstructBLIP with Flan-T5
+#: (an encoder-decoder: the class names are the decoder's).
+VARIANTS = ["llava_pixtral", "blip2_t5", "instructblip_t5"]
 #: (the encoders' own zero-shot tests run the others: test_encoders.py)
 ZERO_SHOT = sorted(
     name
@@ -93,7 +94,7 @@ def _naive_encoder_decoder_scores(adapter, images):
 
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
-    if adapter.model.config.is_encoder_decoder:
+    if adapter.model.config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
     tokenizer = adapter.processor.tokenizer
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
