@@ -268,6 +268,17 @@ TRAITS = {
         },
     ),
     "video_llama_3": Traits(views="packed"),
+    # -- encdec --
+    # Gemma encoder-decoder: LoRA and train="full" cover both stacks' "layers"
+    # (the tower under the encoder is left out as vision)
+    "t5gemma2": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model",
+        lm_head="lm_head",
+        images="nested",
+        placeholder="<start_of_image>",
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

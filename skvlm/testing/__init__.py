@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_blip2_t5",
             "make_tiny_florence2",
             "make_tiny_instructblip_t5",
+            "make_tiny_t5gemma2",
         ],
         "._families": [
             "make_tiny_aya_vision",

@@ -864,7 +864,6 @@ NOT_BUILT = {
     "perception_lm": "timm tower (Perception Encoder); image processor needs torchvision",
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",
-    "t5gemma2": "an encoder-decoder LM",
     # no processor class mapped to the type
     "cosmos3_omni": "no processor class mapped to it",
     "glm_ocr": "no processor class mapped to it",

@@ -10,15 +10,27 @@ the family's own (BART's ``<s> text </s>``, T5's ``text </s>``), saved with
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast
 
-from ._generative import _QFORMER, _VISION, _builder, _merge, _save, _tokenizer
+from ._generative import (
+    _QFORMER,
+    _TEXT,
+    _VISION,
+    _builder,
+    _merge,
+    _save,
+    _tokenizer,
+)
 
 __all__ = [
     "make_tiny_blip2_t5",
     "make_tiny_florence2",
     "make_tiny_instructblip_t5",
+    "make_tiny_t5gemma2",
 ]
 
 #: Florence-2's image side: 64 px, four DaViT stages down to a 2 x 2 map, so
@@ -246,3 +258,75 @@ def make_tiny_instructblip_t5(path, *, seed=0, **overrides):
         processor,
         seed,
     )
+
+
+@_builder("t5gemma2")
+def make_tiny_t5gemma2(path, *, seed=0, **overrides):
+    """Tiny T5Gemma 2: SigLIP tower, Gemma 3's projector (4 tokens per image),
+    a Gemma encoder (3 layers) and decoder (2 layers) with sliding-window
+    layers, Gemma 3's processor without a chat template (the encoder reads
+    ``"<start_of_image>\\n{prompt}"``)."""
+    from transformers import (
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        T5Gemma2Config,
+        T5Gemma2ForConditionalGeneration,
+    )
+
+    from ._families import _named_tokenizer
+
+    tokenizer = _named_tokenizer(
+        {
+            "boi_token": "<start_of_image>",
+            "image_token": "<image_soft_token>",
+            "eoi_token": "<end_of_image>",
+        },
+        bos="<bos>",
+        eos="<eos>",
+        pad="<pad>",
+        padding_side="left",
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        image_seq_length=4,
+    )
+    text = dict(
+        _TEXT,
+        vocab_size=len(tokenizer),
+        sliding_window=16,
+        query_pre_attn_scalar=8,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    kwargs = _merge(
+        dict(
+            encoder=dict(
+                text_config=text,
+                vision_config=dict(_VISION, model_type="siglip_vision_model"),
+                mm_tokens_per_image=4,
+                boi_token_index=tokenizer.boi_token_id,
+                eoi_token_index=tokenizer.eoi_token_id,
+                image_token_index=tokenizer.image_token_id,
+            ),
+            decoder=dict(text, num_hidden_layers=2),
+            image_token_index=tokenizer.image_token_id,
+        ),
+        overrides,
+    )
+    config = T5Gemma2Config(**kwargs)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = T5Gemma2ForConditionalGeneration(config).eval()
+        # Gemma's init leaves the projection at zero: every image token would
+        # be the same; a random one makes the projector stage testable.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("mm_input_projection_weight"):
+                    param.normal_(std=0.5)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

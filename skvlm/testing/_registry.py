@@ -120,6 +120,7 @@ TINY_MODELS = {
     # its tiny tokenizer knows too few words for zero-shot prompts
     "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP, classifiers=False),
     "smolvlm": TinyModel(gen.make_tiny_smolvlm, "vlm", _ALL),
+    "t5gemma2": TinyModel(encdec.make_tiny_t5gemma2, "vlm", _ALL),
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
 }

@@ -163,7 +163,11 @@ def lora_target_regex(net, parts, target_modules=None):
         Matches full module names, as peft's ``re.fullmatch`` reads it.
     """
     lists = "|".join(map(re.escape, parts.blocks))
-    block = re.compile(re.escape(parts.language) + rf"\.(?:.*\.)?(?:{lists})\.\d+\.")
+    # a tower inside the language model (T5Gemma 2's encoder) is not adapted
+    outside = "".join(rf"(?!{re.escape(v)}\.)" for v in parts.vision)
+    block = re.compile(
+        outside + re.escape(parts.language) + rf"\.(?:.*\.)?(?:{lists})\.\d+\."
+    )
     leaves = sorted(
         {
             name.rsplit(".", 1)[-1]

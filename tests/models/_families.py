@@ -47,6 +47,7 @@ from skvlm.testing import (
     make_tiny_siglip,
     make_tiny_siglip2,
     make_tiny_smolvlm,
+    make_tiny_t5gemma2,
     make_tiny_vipllava,
     make_tiny_vit,
     random_images,
@@ -68,6 +69,7 @@ from ._references import (
     paligemma_reference,
     pixtral_reference,
     qwen_reference,
+    t5gemma2_reference,
     vision_tower_reference,
 )
 from ._references_mllama import mllama_reference
@@ -522,6 +524,10 @@ NEW_FAMILIES.append(
             "language": LANGUAGE,
         },
     )
+)
+# T5Gemma 2: the language stage is the Gemma encoder over image and prompt
+NEW_FAMILIES.append(
+    _new("t5gemma2", make_tiny_t5gemma2, tower=None, reference=t5gemma2_reference)
 )
 
 # Families whose image processor transformers ships only with torchvision: their

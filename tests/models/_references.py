@@ -663,6 +663,49 @@ def florence2_reference(path, images, prompts):
     return examples
 
 
+# -- T5Gemma 2: SigLIP tower, Gemma 3's projector, Gemma encoder-decoder -----------------
+def t5gemma2_reference(path, images, prompts):
+    """Vision: the SigLIP tower's ``hidden_states`` (no CLS); projector:
+    ``get_image_features``; language: the encoder's ``encoder_hidden_states``
+    over ``"<start_of_image>\\n{prompt}"`` (the decoder is not the stage)."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    token_id = model.config.image_token_index
+    special = _special_ids(processor.tokenizer, token_id)
+    start = torch.tensor([[model.config.decoder.bos_token_id]])
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        text = f"<start_of_image>\n{prompt}"
+        inputs = processor(images=[[image]], text=[text], return_tensors="pt")
+        with torch.no_grad():
+            vision = (
+                model.get_encoder()
+                .vision_tower(
+                    pixel_values=inputs["pixel_values"], output_hidden_states=True
+                )
+                .hidden_states
+            )
+            features = model.get_image_features(inputs["pixel_values"]).pooler_output
+            out = model(**inputs, decoder_input_ids=start, output_hidden_states=True)
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        examples.append(
+            Example(
+                {
+                    "vision": Tokens([_np(h[0]) for h in vision]),
+                    "projector": Tokens([_np(features[0])]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in out.encoder_hidden_states],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
+            )
+        )
+    return examples
+
+
 # -- Pixtral towers: Mistral 3, LLaVA with a Pixtral tower ---------------------------
 def pixtral_reference(path, images, prompts):
     """:func:`generic_reference` for projector and language; vision: the
