@@ -199,7 +199,9 @@ def test_the_copy_shares_frozen_weights_and_owns_what_trains(family_paths):
 
 # -- an encoder-decoder language model (Florence-2's BART, BLIP-2's and InstructBLIP's
 # Flan-T5): the answer is the decoder's ----------------------------------------------
-@pytest.fixture(scope="module", params=["florence2", "blip2_t5", "instructblip_t5"])
+@pytest.fixture(
+    scope="module", params=["florence2", "blip2_t5", "instructblip_t5", "t5gemma2"]
+)
 def encoder_decoder(request, tmp_path_factory):
     from skvlm import testing
 
@@ -217,15 +219,26 @@ def test_encoder_decoder_loss_equals_hf_labels_loss(encoder_decoder):
     images, prompts = _inputs(adapter)
     answers = answer_ids(tokenizer, ANSWERS)
     batch = generation_batch(adapter, images, prompts, answers)
-    start = adapter.model.config.get_text_config().decoder_start_token_id
-    framed = [tokenizer(a)["input_ids"] for a in ANSWERS]
+    start = getattr(
+        adapter.model.config.get_text_config(), "decoder_start_token_id", None
+    )
+    if start is None:
+        # T5Gemma 2: the bare answer and EOS, shifted by HF's own method
+        framed = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+        framed = [ids + [tokenizer.eos_token_id] for ids in framed]
+    else:
+        framed = [tokenizer(a)["input_ids"] for a in ANSWERS]
     width = max(len(f) for f in framed)
     labels = torch.full((len(framed), width), -100)
     decoder = torch.full((len(framed), width), tokenizer.pad_token_id)
     for i, (answer, ids) in enumerate(zip(ANSWERS, framed, strict=True)):
         lead = ids.index(tokenizer(answer, add_special_tokens=False)["input_ids"][0])
         labels[i, lead : len(ids)] = torch.tensor(ids[lead:])  # no leading <s>
-        decoder[i, : len(ids)] = torch.tensor([start, *ids[:-1]])
+        if start is None:
+            shift = adapter.model.prepare_decoder_input_ids_from_labels
+            decoder[i, : len(ids)] = shift(torch.tensor([ids]))[0]
+        else:
+            decoder[i, : len(ids)] = torch.tensor([start, *ids[:-1]])
     inputs = adapter.prepare(images, prompts)
     with torch.no_grad():
         loss_sum, n_tokens = generation_loss_sum(adapter.model, batch)
@@ -247,7 +260,7 @@ def test_encoder_decoder_pooled_site_is_the_encoders_last_state(
     adapter = encoder_decoder
     images, prompts = _inputs(adapter)
     inputs = dict(adapter.prepare(images, prompts))
-    start = adapter.model.config.get_text_config().decoder_start_token_id
+    start = adapter.decoder_start_ids()[0]  # any decoder token: not the stage
     with torch.no_grad():
         got = pooled_site(adapter, inputs, pooling)
         out = adapter.model(
