@@ -279,6 +279,22 @@ TRAITS = {
         images="nested",
         placeholder="<start_of_image>",
     ),
+    "diffusion_gemma": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.embed_vision",),
+        language="model.encoder.language_model",
+        images="nested",
+        unsupported={
+            "vision": "its tower takes the images cut into patches beforehand, "
+            "with patch positions, not (images, channels, height, width)",
+            **dict.fromkeys(
+                ("generative", "tuner"),
+                "its decoder denoises blocks of masked answer tokens in parallel "
+                "(block diffusion), so it gives no left-to-right probability of "
+                "an answer to score or to train on",
+            ),
+        },
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

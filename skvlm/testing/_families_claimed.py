@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ._generative import _merge, _save, _tokenizer
 
@@ -616,6 +616,23 @@ CLAIMED_RECIPES = {
         **_LLAVA_TOKENS,
     ),
 }
+# -- encdec --
+# DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
+# text stack is the language stage (its block-diffusion decoder is no stage).
+_GEMMA4 = CLAIMED_RECIPES["gemma4"]
+CLAIMED_RECIPES["diffusion_gemma"] = replace(
+    _GEMMA4,
+    config=dict(
+        _GEMMA4.config,
+        text_config=dict(
+            _GEMMA4.config["text_config"],
+            num_experts=4,
+            top_k_experts=2,
+            moe_intermediate_size=32,
+        ),
+    ),
+    classifiers=False,
+)
 
 
 def _tokenizer_for(recipe):
@@ -862,8 +879,6 @@ NOT_BUILT = {
     "fast_vlm": "timm tower (FastViTHD)",
     "gemma3n": "timm tower (MobileNetV5)",
     "perception_lm": "timm tower (Perception Encoder); image processor needs torchvision",
-    # not a causal image-text-to-text model skvlm's stages read
-    "diffusion_gemma": "a block-diffusion LM",
     # no processor class mapped to the type
     "cosmos3_omni": "no processor class mapped to it",
     "glm_ocr": "no processor class mapped to it",

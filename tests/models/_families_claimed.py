@@ -10,7 +10,7 @@ from functools import partial
 
 from skvlm.testing import TINY_MODELS
 
-from ._references import qwen_reference
+from ._references import generic_reference, qwen_reference
 
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
@@ -57,6 +57,21 @@ _ROWS = {
             "video_llama_3",
         ],
         dict(tower=None, images="qwen"),
+    ),
+    # -- encdec --
+    # the auto-regressive encoder: HF's own get_encoder() is the reference's base
+    "diffusion_gemma": dict(
+        tower=None,
+        nested=True,
+        reference=partial(
+            generic_reference,
+            tower=None,
+            nested=True,
+            has_cls=False,
+            placeholder="<image>",
+            projector=True,
+            base=lambda model: model.get_encoder(),
+        ),
     ),
 }
 CLAIMED_ROWS = {

@@ -540,20 +540,31 @@ def _flat_features(output):
 
 
 def generic_reference(
-    path, images, prompts, *, tower, nested, has_cls, placeholder, projector=True
+    path,
+    images,
+    prompts,
+    *,
+    tower,
+    nested,
+    has_cls,
+    placeholder,
+    projector=True,
+    base=None,
 ):
     """Language: HF's ``hidden_states``; projector: ``get_image_features``
     flattened (the vectors that fill the image positions, in order); vision:
     the tower's ``hidden_states`` on the image's tiles, tile after tile, each
-    tile's CLS (if any) left out of ``mean``/``max``."""
+    tile's CLS (if any) left out of ``mean``/``max``. ``base(model)`` is the
+    module both are read from (default: ``model.model``)."""
     hf = HF(path)
     model, processor = hf.model, hf.processor
+    core = model.model if base is None else base(model)
     config = model.config
     token_id = getattr(config, "image_token_id", None)
     if token_id is None:
         token_id = config.image_token_index
     special = _special_ids(processor.tokenizer, token_id)
-    image_features = getattr(model.model, "get_image_features", None)
+    image_features = getattr(core, "get_image_features", None)
     image_names = inspect.signature(image_features).parameters if image_features else ()
     examples = []
     for image, prompt in zip(images, prompts, strict=True):
@@ -564,7 +575,7 @@ def generic_reference(
         else:
             text = f"{placeholder}\n{prompt}"
         extra = {}
-        if "mm_token_type_ids" in inspect.signature(model.model.forward).parameters:
+        if "mm_token_type_ids" in inspect.signature(core.forward).parameters:
             extra["return_mm_token_type_ids"] = True
         inputs = dict(
             processor(
@@ -576,7 +587,7 @@ def generic_reference(
         )
         inputs.pop("labels", None)
         with torch.no_grad():
-            language = model.model(
+            language = core(
                 **inputs, output_hidden_states=True, use_cache=False
             ).hidden_states
             kwargs = {
@@ -585,9 +596,7 @@ def generic_reference(
                 if k in image_names and k not in ("input_ids", "attention_mask")
             }
             features = (
-                _flat_features(model.model.get_image_features(**kwargs))
-                if projector
-                else None
+                _flat_features(core.get_image_features(**kwargs)) if projector else None
             )
             pixels = inputs.get("pixel_values", inputs.get("pixel_values_images"))
             if tower is not None:  # a family whose vision stage skvlm offers
