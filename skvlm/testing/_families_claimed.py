@@ -825,8 +825,8 @@ CLAIMED_ENCODERS = {
     "deit": ("DeiTImageProcessorPil", {}),
     "dinov2_with_registers": ("BitImageProcessorPil", {"num_register_tokens": 2}),
     "siglip_vision_model": ("SiglipImageProcessorPil", {}),
-    # not here: siglip2_vision_model, whose tower takes patch sequences with
-    # spatial shapes (NaFlex), not (images, C, H, W) like the others
+    # not here: siglip2_vision_model, whose NaFlex processor gives patch
+    # sequences with spatial shapes (skvlm.testing.make_tiny_encoder builds it)
 }
 _CROP = {"height": 32, "width": 32}
 
