@@ -1,7 +1,8 @@
 """Vision encoders and CLIP-style models against transformers' own outputs.
 
-DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, MLCD, AIMv2, MetaCLIP 2,
-ALIGN, AltCLIP and Chinese-CLIP: every stage and pooling equals HF's
+DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, MLCD, SigLIP2's NaFlex
+tower (its padding masked), AIMv2, MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP:
+every stage and pooling equals HF's
 ``output_hidden_states`` / ``pooler_output`` / ``get_image_features``, pooled by
 hand here, at batch sizes 1 and 4; the CLIP-style ones classify zero-shot with
 exactly HF's ``logits_per_image``. Each tiny checkpoint and its HF reference is
