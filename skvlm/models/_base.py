@@ -159,6 +159,15 @@ class Adapter:
         Returns
         -------
         ids : list of int
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing import make_tiny_blip2_t5
+        >>> adapter = load_adapter(make_tiny_blip2_t5(tempfile.mkdtemp()), device="cpu")
+        >>> adapter.decoder_start_ids() == [adapter.processor.tokenizer.pad_token_id]
+        True
         """
         start = self.model.config.get_text_config().decoder_start_token_id
         tokenizer = self.processor.tokenizer

@@ -24,7 +24,17 @@ from ._generic import GenericImageTextAdapter
 
 
 class DiffusionGemmaAdapter(GenericImageTextAdapter):
-    """DiffusionGemma (``DiffusionGemmaForBlockDiffusion``): see the module's notes."""
+    """DiffusionGemma (``DiffusionGemmaForBlockDiffusion``): see the module's notes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_vlm
+    >>> path = make_tiny_vlm(tempfile.mkdtemp(), "diffusion_gemma")
+    >>> load_adapter(path, device="cpu").stages
+    ('projector', 'language')
+    """
 
     family = "diffusion_gemma"
     model_types = ("diffusion_gemma",)

@@ -103,7 +103,19 @@ class T5Gemma2Adapter(GenericImageTextAdapter):
         )
 
     def decoder_start_ids(self):
-        """``[bos_token_id]`` of the decoder: where T5Gemma 2's answers start."""
+        """``[bos_token_id]`` of the decoder: where T5Gemma 2's answers start.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing import make_tiny_t5gemma2
+        >>> adapter = load_adapter(make_tiny_t5gemma2(tempfile.mkdtemp()), device="cpu")
+        >>> adapter.decoder_start_ids() == [adapter.processor.tokenizer.bos_token_id]
+        True
+        >>> adapter.stages
+        ('vision', 'projector', 'language')
+        """
         return [int(self.model.config.get_text_config(decoder=True).bos_token_id)]
 
 
