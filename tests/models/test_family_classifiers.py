@@ -201,6 +201,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "vision_projector",
             "aligner",
             "vision_model.connector",
+            "vision_encoder.adapter",  # Dots 3 Note's merger, as saved
         )
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train
