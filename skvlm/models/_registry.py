@@ -43,6 +43,8 @@ ADAPTER_MODULES = (
     "skvlm.models._encoders",
     "skvlm.models._phi4",
     "skvlm.models._florence2",
+    "skvlm.models._t5gemma2",
+    "skvlm.models._diffusion_gemma",
     "skvlm.models._generic",
 )
 

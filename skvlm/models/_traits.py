@@ -82,6 +82,10 @@ class Traits:
         Path of the language model, whose decoder blocks are ``layers``.
     lm_head : str or None
         Path of the output projection to the vocabulary.
+    language_blocks : tuple of str
+        Names of the lists that hold the language model's blocks, under
+        ``language`` (``"layers"``; T5's encoder and decoder: ``"block"``):
+        the blocks whose linear layers LoRA adapts.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
     views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
@@ -124,6 +128,7 @@ class Traits:
     projector: tuple | None = None
     language: str | None = None
     lm_head: str | None = None
+    language_blocks: tuple = ("layers",)
     images: str = "flat"
     views: str = "rows"
     placeholder: str | None = None
@@ -141,6 +146,8 @@ _BLIP = Traits(
     projector=("query_tokens", "qformer", "language_projection"),
     language="language_model",
     lm_head="language_model.lm_head",
+    # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
+    language_blocks=("layers", "block"),
 )
 # HY V4 VL, GLM-5 Next: a language stage no block's output gives
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
@@ -301,6 +308,33 @@ TRAITS = {
     # model class's get_image_features names no grid (the base model's does)
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"
+    ),
+    # -- encdec --
+    # Gemma encoder-decoder: LoRA and train="full" cover both stacks' "layers"
+    # (the tower under the encoder is left out as vision)
+    "t5gemma2": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model",
+        lm_head="lm_head",
+        images="nested",
+        placeholder="<start_of_image>",
+    ),
+    "diffusion_gemma": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.embed_vision",),
+        language="model.encoder.language_model",
+        images="nested",
+        unsupported={
+            "vision": "its tower takes the images cut into patches beforehand, "
+            "with patch positions, not (images, channels, height, width)",
+            **dict.fromkeys(
+                ("generative", "tuner"),
+                "its decoder denoises blocks of masked answer tokens in parallel "
+                "(block diffusion), so it gives no left-to-right probability of "
+                "an answer to score or to train on",
+            ),
+        },
     ),
 }
 

@@ -13,7 +13,12 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
-        "._families_encdec": ["make_tiny_florence2"],
+        "._families_encdec": [
+            "make_tiny_blip2_t5",
+            "make_tiny_florence2",
+            "make_tiny_instructblip_t5",
+            "make_tiny_t5gemma2",
+        ],
         "._families": [
             "make_tiny_aya_vision",
             "make_tiny_gemma3",

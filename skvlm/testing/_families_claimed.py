@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ._generative import _merge, _save, _tokenizer
 
@@ -971,6 +971,23 @@ CLAIMED_RECIPES = {
         **_GLM,
     ),
 }
+# -- encdec --
+# DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
+# text stack is the language stage (its block-diffusion decoder is no stage).
+_GEMMA4 = CLAIMED_RECIPES["gemma4"]
+CLAIMED_RECIPES["diffusion_gemma"] = replace(
+    _GEMMA4,
+    config=dict(
+        _GEMMA4.config,
+        text_config=dict(
+            _GEMMA4.config["text_config"],
+            num_experts=4,
+            top_k_experts=2,
+            moe_intermediate_size=32,
+        ),
+    ),
+    classifiers=False,
+)
 
 
 def _tokenizer_for(recipe):
@@ -1202,8 +1219,8 @@ CLAIMED_ENCODERS = {
     "deit": ("DeiTImageProcessorPil", {}),
     "dinov2_with_registers": ("BitImageProcessorPil", {"num_register_tokens": 2}),
     "siglip_vision_model": ("SiglipImageProcessorPil", {}),
-    # not here: siglip2_vision_model, whose tower takes patch sequences with
-    # spatial shapes (NaFlex), not (images, C, H, W) like the others
+    # not here: siglip2_vision_model, whose NaFlex processor gives patch
+    # sequences with spatial shapes (skvlm.testing.make_tiny_encoder builds it)
 }
 _CROP = {"height": 32, "width": 32}
 
@@ -1256,7 +1273,4 @@ NOT_BUILT = {
     "fast_vlm": "timm tower (FastViTHD)",
     "gemma3n": "timm tower (MobileNetV5)",
     "perception_lm": "timm tower (Perception Encoder); image processor needs torchvision",
-    # not a causal image-text-to-text model skvlm's stages read
-    "diffusion_gemma": "a block-diffusion LM",
-    "t5gemma2": "an encoder-decoder LM",
 }

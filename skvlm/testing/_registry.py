@@ -83,6 +83,7 @@ TINY_MODELS = {
     "metaclip_2": _encoder("metaclip_2", "clip"),
     "mlcd": _encoder("mlcd", "vision"),
     "mlcd_vision_model": _encoder("mlcd_vision_model", "vision"),
+    "siglip2_vision_model": _encoder("siglip2_vision_model", "vision"),
     "swin": _encoder("swin", "vision"),
     "swinv2": _encoder("swinv2", "vision"),
     "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
@@ -117,9 +118,9 @@ TINY_MODELS = {
     "qwen3_vl": TinyModel(gen.make_tiny_qwen3_vl, "vlm", _ALL),
     "qwen3_vl_moe": TinyModel(fam.make_tiny_qwen3_vl_moe, "vlm", _ALL),
     "siglip": TinyModel(vis.make_tiny_siglip, "clip", _CLIP),
-    # its tiny tokenizer knows too few words for zero-shot prompts
-    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP, classifiers=False),
+    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP),
     "smolvlm": TinyModel(gen.make_tiny_smolvlm, "vlm", _ALL),
+    "t5gemma2": TinyModel(encdec.make_tiny_t5gemma2, "vlm", _ALL),
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
 }

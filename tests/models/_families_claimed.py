@@ -11,7 +11,7 @@ from functools import partial
 
 from skvlm.testing import TINY_MODELS
 
-from ._references import qwen_reference
+from ._references import generic_reference, qwen_reference
 from ._references_packed import packed_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
@@ -125,6 +125,21 @@ _ROWS = {
     # its real tiles (and global view), one padded batch row per image
     "granite_docling": dict(tower="model.vision_model", nested=True),
     "pp_chart2table": dict(tower=None),
+    # -- encdec --
+    # the auto-regressive encoder: HF's own get_encoder() is the reference's base
+    "diffusion_gemma": dict(
+        tower=None,
+        nested=True,
+        reference=partial(
+            generic_reference,
+            tower=None,
+            nested=True,
+            has_cls=False,
+            placeholder="<image>",
+            projector=True,
+            base=lambda model: model.get_encoder(),
+        ),
+    ),
 }
 CLAIMED_ROWS = {
     name: dict(

@@ -155,3 +155,29 @@ def test_hunyuan_vl_rows_are_positioned_alone_in_extraction_and_training(built):
     valid = prepared["attention_mask"].bool()
     assert not torch.equal(positions[:, valid], hf[:, valid])  # HF's, batched
     assert torch.equal(positions[:, 0], hf[:, 0])  # the first row agrees
+
+
+# -- encdec --
+@pytest.mark.parametrize("column", ["generative", "tuner"])
+def test_a_block_diffusion_model_refuses_to_score_or_train(
+    built, matrix, column, tmp_path
+):
+    # DiffusionGemma's language stage is served (its encoder), but its decoder
+    # gives no left-to-right probability of an answer
+    from skvlm.tuning import VLMClassificationTuner
+
+    name = "diffusion_gemma"
+    reason = matrix.loc[name, column].removeprefix("unsupported: ")
+    assert "block diffusion" in reason
+    if column == "generative":
+        estimator = VLMGenerativeClassifier(
+            built.path(name), class_names=["cat", "dog"], device="cpu"
+        )
+        y = [0, 1]
+    else:
+        estimator = VLMClassificationTuner(
+            built.path(name), class_names=["cat", "dog"], output_dir=tmp_path
+        )
+        y = ["cat", "dog"]
+    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
+        estimator.fit(built.images(name)[:2], y)
