@@ -261,6 +261,14 @@ TRAITS = {
         },
     ),
     "video_llama_3": Traits(views="packed"),
+    # -- tvworld2 --
+    "minimax_m3_vl": Traits(views="packed"),
+    "muse_glimmer": Traits(
+        views="packed", projector=("model.vision_adapter", "model.vision_projection")
+    ),
+    "muse_spark": Traits(
+        views="packed", projector=("model.vision_adapter", "model.vision_projection")
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

@@ -260,6 +260,35 @@ _OMNI_AUDIO = dict(
 )
 _TILES = dict(_SQUARE, crop_to_patches=True, min_patches=1, max_patches=4)
 
+_MUSE_PIXELS = dict(
+    patch_size=8, merge_size=2, temporal_patch_size=2, max_image_tokens=64
+)
+_MUSE_SPECIALS = (
+    *CHATML,
+    "<|patch|>",
+    "<|image_start|>",
+    "<|image_end|>",
+    "<|video|>",
+    "<|vid_frame_separator|>",
+    "<|vid_start|>",
+    "<|vid_end|>",
+)
+_MUSE_CONFIG = dict(
+    out_hidden_size=128,  # the tower's width times merge_size**2
+    projector_hidden_size=32,
+    text_config=dict(
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        layer_rope_theta=[10000.0, 10000.0, 0],
+        sliding_window=16,
+    ),
+    vision_config=dict(
+        pos_emb_height=4,
+        pos_emb_width=4,
+        max_position_embeddings=16,
+        layer_types=["window_attention", "window_attention", "full_attention"],
+    ),
+)
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
     # Cohere's own image processor needs torchvision: GOT-OCR2's PIL one cuts
@@ -615,6 +644,83 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=_CLIP_TOWER, vision_feature_layer=-2),
         **_LLAVA_TOKENS,
     ),
+    # -- tvworld2 --
+    # image processors that exist only with torchvision: the processor's files
+    # are written from its config (_written_processor)
+    "minimax_m3_vl": Recipe(
+        ("MiniMaxM3VLImageProcessor", _QWEN_PIXELS),
+        specials=(
+            *CHATML,
+            "]<]image[>[",
+            "]<]video[>[",
+            "]<]start of image[>[",
+            "]<]end of image[>[",
+        ),
+        eos="<|im_end|>",
+        ids={"image_token_index": "]<]image[>[", "video_token_index": "]<]video[>["},
+        template=_chatml("]<]image[>["),
+        config=dict(
+            projector_hidden_size=32,
+            merged_hidden_size=128,
+            text_config=dict(
+                rotary_dim=4,
+                index_head_dim=8,
+                index_n_heads=2,
+                dense_intermediate_size=64,
+                shared_intermediate_size=32,
+            ),
+            vision_config=dict(temporal_patch_size=2, spatial_merge_size=2),
+        ),
+        video={"video_processor_type": "MiniMaxM3VLVideoProcessor", **_QWEN_PIXELS},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    "muse_glimmer": Recipe(
+        ("MuseGlimmerImageProcessor", _MUSE_PIXELS),
+        specials=_MUSE_SPECIALS,
+        eos="<|im_end|>",
+        ids={"image_token_id": "<|patch|>", "video_token_id": "<|video|>"},
+        template=_chatml("<|patch|>"),
+        config=_MUSE_CONFIG,
+        video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    "muse_spark": Recipe(
+        ("MuseGlimmerImageProcessor", _MUSE_PIXELS),
+        specials=(
+            *_MUSE_SPECIALS,
+            "<|audio|>",
+            "<|soft_audio_start|>",
+            "<|soft_audio_end|>",
+        ),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<|patch|>",
+            "video_token_id": "<|video|>",
+            "audio_token_id": "<|audio|>",
+        },
+        template=_chatml("<|patch|>"),
+        config=_merge(
+            _MUSE_CONFIG,
+            dict(
+                text_config=dict(
+                    mlp_layer_types=["dense", "sparse", "sparse"],
+                    moe_hidden_size=32,
+                ),
+                audio_config=dict(
+                    hidden_sizes=[8, 8, 16, 16],
+                    depths=[1, 1, 1, 1],
+                    num_hidden_layers=4,
+                    out_hidden_size=32,
+                ),
+            ),
+        ),
+        video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
+        parts={"feature_extractor": "MuseSparkFeatureExtractor"},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
 }
 
 
@@ -669,6 +775,7 @@ def _processor_for(model_type, recipe, tokenizer):
 def _written_processor(path, model_type, recipe, tokenizer):
     """The processor's files written from its config, for an image processor
     that exists only with torchvision (so the build needs none)."""
+    import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     from ._families_tvonly import _write_processor, _Written
@@ -680,6 +787,10 @@ def _written_processor(path, model_type, recipe, tokenizer):
         **recipe.processor,
         "image_processor": {"image_processor_type": name, **kwargs},
     }
+    for key, part in recipe.parts.items():  # other sub-processors, at defaults
+        saved = getattr(transformers, part)().to_dict()
+        saved.pop("processor_class", None)
+        config[key] = saved
     _write_processor(path, tokenizer, config, recipe.template)
     return _Written()
 

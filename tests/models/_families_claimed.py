@@ -58,6 +58,10 @@ _ROWS = {
         ],
         dict(tower=None, images="qwen"),
     ),
+    # -- tvworld2 --
+    "minimax_m3_vl": dict(tower=None, images="qwen"),
+    "muse_glimmer": dict(tower=None, images="qwen"),
+    "muse_spark": dict(tower=None, images="qwen"),
 }
 CLAIMED_ROWS = {
     name: dict(
