@@ -721,6 +721,45 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
+    "step3p7": Recipe(
+        # a 64 px global view (4 tokens after the tower's two stride-2
+        # convolutions) and 32 px local crops (1 token each)
+        (
+            "Step3p7ImageProcessor",
+            dict(
+                size={"height": 64, "width": 64},
+                patch_size=32,
+                max_image_size=128,
+                vision_patch_size=8,
+            ),
+        ),
+        specials=(
+            *CHATML,
+            "<im_patch>",
+            "<im_start>",
+            "<im_end>",
+            "<patch_start>",
+            "<patch_end>",
+            "<patch_newline>",
+        ),
+        eos="<|im_end|>",
+        ids={"image_token_id": "<im_patch>"},
+        template=_chatml("<im_patch>"),
+        config=dict(
+            vision_config=dict(
+                image_size=64, max_position_embeddings=64, mlp_ratio=2.0
+            ),
+            text_config=dict(
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                layer_types=["full_attention", "sliding_attention", "full_attention"],
+                sliding_window=16,
+                num_sliding_attention_heads=4,
+                query_pre_attn_scalar=8,
+                share_expert_dim=32,
+            ),
+        ),
+        torchvision=True,
+    ),
 }
 
 

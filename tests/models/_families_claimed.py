@@ -62,6 +62,7 @@ _ROWS = {
     "minimax_m3_vl": dict(tower=None, images="qwen"),
     "muse_glimmer": dict(tower=None, images="qwen"),
     "muse_spark": dict(tower=None, images="qwen"),
+    "step3p7": dict(tower="model.vision_model"),
 }
 CLAIMED_ROWS = {
     name: dict(
