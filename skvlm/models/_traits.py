@@ -269,6 +269,16 @@ TRAITS = {
     "muse_spark": Traits(
         views="packed", projector=("model.vision_adapter", "model.vision_projection")
     ),
+    # its cache keeps the prompt in per-layer prefill buffers beside a sliding
+    # window of keys and values (reference sliding attention)
+    "unlimited_ocr": Traits(
+        cache="recompute",
+        unsupported={
+            "vision": "its tower is a SAM encoder, whose blocks give (height, "
+            "width, channels) maps in windows, then a CLIP encoder over SAM's "
+            "output: its blocks are not one token sequence per view"
+        }
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all

@@ -760,6 +760,59 @@ CLAIMED_RECIPES = {
         ),
         torchvision=True,
     ),
+    "unlimited_ocr": Recipe(
+        # a 64 px global view and 32 px local tiles: SAM (8 px patches) then
+        # two stride-2 convolutions give 2 x 2 and 1 x 1 token grids
+        (
+            "UnlimitedOcrImageProcessor",
+            dict(
+                size={"height": 64, "width": 64},
+                tile_size=32,
+                min_patches=2,
+                max_patches=4,
+                maximum_pad_value=32,
+            ),
+        ),
+        named={"image_token": "<image>"},
+        specials=CHATML,
+        bos="<s>",
+        eos="<|im_end|>",
+        ids={"image_token_id": "<image>"},
+        processor=dict(patch_size=8, downsample_ratio=4),
+        template=_chatml("<image>"),
+        config=dict(
+            vision_config=dict(
+                sam_config=dict(
+                    hidden_size=32,
+                    output_channels=16,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    image_size=64,
+                    patch_size=8,
+                    window_size=4,
+                    global_attn_indexes=[1],
+                    mlp_dim=64,
+                    downsample_channels=[32, 32],
+                ),
+                encoder_config=dict(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    image_size=16,
+                    patch_size=8,
+                ),
+            ),
+            text_config=dict(
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                layer_types=["reference_sliding_attention"] * 3,
+                sliding_window=16,
+                n_shared_experts=1,
+            ),
+        ),
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
 }
 
 

@@ -63,6 +63,7 @@ _ROWS = {
     "muse_glimmer": dict(tower=None, images="qwen"),
     "muse_spark": dict(tower=None, images="qwen"),
     "step3p7": dict(tower="model.vision_model"),
+    "unlimited_ocr": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(
