@@ -263,6 +263,14 @@ TRAITS = {
     "video_llama_3": Traits(views="packed"),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
+    "molmo2": Traits(
+        unsupported={
+            "vision": "its processor gives each image's views (a low-res view and "
+            "overlapping crops) as patch sequences (views, patches, 3 * patch**2), "
+            "pooled into image tokens by index (image_token_pooling), not "
+            "(images, channels, height, width)"
+        }
+    ),
     "muse_glimmer": Traits(
         views="packed", projector=("model.vision_adapter", "model.vision_projection")
     ),
@@ -277,7 +285,7 @@ TRAITS = {
             "vision": "its tower is a SAM encoder, whose blocks give (height, "
             "width, channels) maps in windows, then a CLIP encoder over SAM's "
             "output: its blocks are not one token sequence per view"
-        }
+        },
     ),
 }
 

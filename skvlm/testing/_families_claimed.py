@@ -813,6 +813,55 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
+    "molmo2": Recipe(
+        # 32 px crops of 8 px patches pooled 2 x 2: a low-res view and up to 4
+        # overlapping high-res crops per image
+        (
+            "Molmo2ImageProcessor",
+            dict(
+                _SQUARE,
+                patch_size=8,
+                pooling_size=[2, 2],
+                max_crops=4,
+                overlap_margins=[1, 1],
+            ),
+        ),
+        named={"image_token": "<|image|>", "video_token": "<|video|>"},
+        specials=(
+            *CHATML,
+            "<im_patch>",
+            "<im_col>",
+            "<im_start>",
+            "<low_res_im_start>",
+            "<frame_start>",
+            "<im_end>",
+            "<frame_end>",
+            "<im_low>",
+        ),
+        eos="<|im_end|>",
+        ids=dict(
+            image_start_token_id="<im_start>",
+            low_res_image_start_token_id="<low_res_im_start>",
+            image_end_token_id="<im_end>",
+            image_patch_id="<im_patch>",
+            frame_start_token_id="<frame_start>",
+            frame_end_token_id="<frame_end>",
+        ),
+        template=_chatml("<|image|>"),
+        config=dict(
+            vision_config=dict(image_size=[32, 32], num_position_embeddings=16),
+            adapter_config=dict(vision_feature_layer=[-1, -3], text_hidden_size=32),
+            text_config=dict(additional_vocab_size=8),
+        ),
+        video={
+            "video_processor_type": "Molmo2VideoProcessor",
+            **_SQUARE,
+            "patch_size": 8,
+            "pooling_size": [2, 2],
+        },
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
 }
 
 
@@ -1055,12 +1104,6 @@ NOT_BUILT = {
     "inkling2_loop": "image processor needs torchvision",
     "inkling_mm_model": "image processor needs torchvision",
     "kimi_k25": "image processor needs torchvision",
-    "minimax_m3_vl": "image processor needs torchvision",
-    "molmo2": "image processor needs torchvision",
-    "muse_glimmer": "image processor needs torchvision",
-    "muse_spark": "image processor needs torchvision",
-    "step3p7": "image processor needs torchvision",
-    "unlimited_ocr": "image processor needs torchvision",
     # a timm vision tower: timm needs torchvision
     "fast_vlm": "timm tower (FastViTHD)",
     "gemma3n": "timm tower (MobileNetV5)",

@@ -60,6 +60,7 @@ _ROWS = {
     ),
     # -- tvworld2 --
     "minimax_m3_vl": dict(tower=None, images="qwen"),
+    "molmo2": dict(tower=None),
     "muse_glimmer": dict(tower=None, images="qwen"),
     "muse_spark": dict(tower=None, images="qwen"),
     "step3p7": dict(tower="model.vision_model"),

@@ -55,7 +55,17 @@ def _expected():
 
 def test_the_families_are_registered_and_in_the_matrix():
     assert sorted(f.name for f in TORCHVISION_FAMILIES) == NAMES
-    assert NAMES == ["lfm2_vl", "llama4", "phi4_multimodal"]
+    assert NAMES == [
+        "lfm2_vl",
+        "llama4",
+        "minimax_m3_vl",
+        "molmo2",
+        "muse_glimmer",
+        "muse_spark",
+        "phi4_multimodal",
+        "step3p7",
+        "unlimited_ocr",
+    ]
 
 
 @pytest.mark.skipif(
