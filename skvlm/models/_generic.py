@@ -265,6 +265,9 @@ class GenericImageTextAdapter(
             ]
             rows = torch.cat([p[:n] for p, n in zip(pixels, counts, strict=True)])
             return counts, rows
+        if pixels.dim() == 5 and views == "tokens":
+            # (images, tiles, C, H, W), every image with its tiles (Perception LM)
+            pixels = pixels.flatten(0, 1)
         if pixels.dim() != 4:
             raise ValueError(
                 f"{self.family}: stage 'vision' is not available: pixel_values has "

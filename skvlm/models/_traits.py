@@ -277,6 +277,10 @@ TRAITS = {
     "muse_spark": Traits(
         views="packed", projector=("model.vision_adapter", "model.vision_projection")
     ),
+    # a timm tower: its blocks are the timm model's
+    "perception_lm": Traits(
+        views="tokens", vision_blocks="timm_model.blocks", class_token="first"
+    ),
     # its cache keeps the prompt in per-layer prefill buffers beside a sliding
     # window of keys and values (reference sliding attention)
     "unlimited_ocr": Traits(

@@ -83,6 +83,9 @@ class Recipe:
     torchvision : bool
         Whether its image processor exists only with torchvision: the family
         tests run in the torchvision world.
+    timm : bool
+        Whether its vision tower is a timm model (timm imports only with
+        torchvision): the checkpoint builds only where torchvision is.
 
     Examples
     --------
@@ -107,6 +110,7 @@ class Recipe:
     classifiers: bool = True
     processor_class: str | None = None
     torchvision: bool = False
+    timm: bool = False
 
 
 def _chatml(image):
@@ -862,6 +866,39 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
+    # a timm tower (timm imports only with torchvision): a Perception Encoder
+    # ViT at toy size, built without pretrained weights. One 32 px view per
+    # image ("vanilla"): with "thumb+tile" the processor cannot stack a batch
+    # of images that give different tile counts
+    "perception_lm": Recipe(
+        (
+            "PerceptionLMImageProcessor",
+            dict(_SQUARE, tile_size=32, max_num_tiles=1, vision_input_type="vanilla"),
+        ),
+        named={"image_token": "<|image|>", "video_token": "<|video|>"},
+        specials=CHATML,
+        eos="<|im_end|>",
+        ids={"image_token_id": "<|image|>", "video_token_id": "<|video|>"},
+        processor=dict(patch_size=8, pooling_ratio=2),
+        template=_chatml("<|image|>"),
+        config=dict(
+            projector_pooling_ratio=2,
+            vision_config=dict(
+                architecture="vit_pe_core_tiny_patch16_384",
+                do_pooling=False,
+                model_args=dict(
+                    img_size=32,
+                    patch_size=8,
+                    embed_dim=32,
+                    depth=3,
+                    num_heads=4,
+                ),
+            ),
+        ),
+        video={"video_processor_type": "PerceptionLMVideoProcessor", **_SQUARE},
+        torchvision=True,
+        timm=True,
+    ),
 }
 
 
@@ -1018,6 +1055,14 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
             f"{sorted(CLAIMED_RECIPES)}."
         )
     recipe = CLAIMED_RECIPES[model_type]
+    if recipe.timm:
+        from transformers.utils import is_timm_available
+
+        if not is_timm_available():
+            raise ImportError(
+                f"{model_type}: its vision tower is a timm model, and timm is not "
+                "importable here (it needs torchvision): pip install torchvision timm."
+            )
     tokenizer = _tokenizer_for(recipe)
     if recipe.torchvision:
         processor = _written_processor(path, model_type, recipe, tokenizer)
@@ -1107,7 +1152,6 @@ NOT_BUILT = {
     # a timm vision tower: timm needs torchvision
     "fast_vlm": "timm tower (FastViTHD)",
     "gemma3n": "timm tower (MobileNetV5)",
-    "perception_lm": "timm tower (Perception Encoder); image processor needs torchvision",
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",
     "t5gemma2": "an encoder-decoder LM",

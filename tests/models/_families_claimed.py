@@ -7,10 +7,39 @@ tokens start with a CLS, and the images (sizes chosen so that batches pad).
 """
 
 from functools import partial
+from types import SimpleNamespace
+
+import torch
 
 from skvlm.testing import TINY_MODELS
 
-from ._references import qwen_reference
+from ._references import generic_reference, qwen_reference
+
+
+def _timm_tower(model):
+    """A timm ViT tower (``TimmWrapperModel``) with the states of transformers'
+    towers: the blocks' input, then each block's output, class token first.
+    timm's intermediates (HF's ``hidden_states`` here) are the blocks' outputs
+    as (C, H, W) maps without the class token; the states are read by hooks
+    on the blocks and their patch tokens checked against those maps."""
+    tower = model.model.vision_tower
+    blocks = tower.timm_model.blocks
+
+    def run(pixel_values, output_hidden_states):
+        seen = []
+        hooks = [blocks[0].register_forward_pre_hook(lambda _, a: seen.append(a[0]))]
+        hooks += [b.register_forward_hook(lambda *a: seen.append(a[2])) for b in blocks]
+        try:
+            maps = tower(pixel_values=pixel_values, output_hidden_states=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for state, hf in zip(seen[1:], maps.hidden_states, strict=True):
+            torch.testing.assert_close(state[:, 1:], hf.flatten(2).transpose(1, 2))
+        return SimpleNamespace(hidden_states=tuple(seen))
+
+    return run
+
 
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
@@ -63,6 +92,17 @@ _ROWS = {
     "molmo2": dict(tower=None),
     "muse_glimmer": dict(tower=None, images="qwen"),
     "muse_spark": dict(tower=None, images="qwen"),
+    "perception_lm": dict(
+        tower="model.vision_tower",
+        has_cls=True,
+        reference=partial(
+            generic_reference,
+            tower=_timm_tower,
+            nested=False,
+            has_cls=True,
+            placeholder=None,
+        ),
+    ),
     "step3p7": dict(tower="model.vision_model"),
     "unlimited_ocr": dict(tower=None),
 }

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from skvlm import VLMEmbeddingTransformer
-from skvlm.testing import TINY_MODELS, random_images
+from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS, random_images
 
 from ._families import TORCHVISION_FAMILIES
 
@@ -62,6 +62,7 @@ def test_the_families_are_registered_and_in_the_matrix():
         "molmo2",
         "muse_glimmer",
         "muse_spark",
+        "perception_lm",
         "phi4_multimodal",
         "step3p7",
         "unlimited_ocr",
@@ -118,6 +119,10 @@ def test_without_torchvision_the_error_names_family_and_fix(name, tmp_path):
 
     if is_torchvision_available():
         pytest.skip("this world has torchvision")
+    if getattr(CLAIMED_RECIPES.get(name), "timm", False):  # timm needs torchvision
+        with pytest.raises(ImportError, match=rf"^{name}: its vision tower is a timm"):
+            TINY_MODELS[name].build(tmp_path / name)
+        return
     path = TINY_MODELS[name].build(tmp_path / name)
     vlm = VLMEmbeddingTransformer(path, stage="language", device="cpu")
     with pytest.raises(
