@@ -263,6 +263,13 @@ TRAITS = {
     "video_llama_3": Traits(views="packed"),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
+    "fast_vlm": Traits(
+        unsupported={
+            "vision": "its timm FastViT tower is a convolutional hierarchy: its "
+            "stages give (channels, height, width) maps of different widths and "
+            "sizes, not one token sequence per image"
+        }
+    ),
     "molmo2": Traits(
         unsupported={
             "vision": "its processor gives each image's views (a low-res view and "

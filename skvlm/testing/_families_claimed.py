@@ -899,6 +899,40 @@ CLAIMED_RECIPES = {
         torchvision=True,
         timm=True,
     ),
+    # a timm FastViT tower (stride 64) at toy size: 2 x 2 tokens per 128 px image
+    "fast_vlm": Recipe(
+        (
+            "CLIPImageProcessor",
+            {
+                "size": {"shortest_edge": 128},
+                "crop_size": {"height": 128, "width": 128},
+            },
+        ),
+        specials=("<image>",),
+        bos="<s>",
+        ids={"image_token_index": "<image>"},
+        processor=dict(
+            patch_size=64,
+            vision_feature_select_strategy="full",
+            num_additional_image_tokens=0,
+        ),
+        processor_class="LlavaProcessor",
+        config=dict(
+            image_seq_length=4,
+            vision_config=dict(
+                architecture="fastvit_mci3",
+                hidden_size=64,  # the tower's final convolution: 2 x 32
+                model_args=dict(
+                    inference_mode=True,
+                    layers=(1, 1, 1, 1, 1),
+                    embed_dims=(8, 16, 16, 32, 32),
+                ),
+            ),
+        ),
+        stages=_NO_VISION,
+        torchvision=True,
+        timm=True,
+    ),
 }
 
 
@@ -1150,7 +1184,6 @@ NOT_BUILT = {
     "inkling_mm_model": "image processor needs torchvision",
     "kimi_k25": "image processor needs torchvision",
     # a timm vision tower: timm needs torchvision
-    "fast_vlm": "timm tower (FastViTHD)",
     "gemma3n": "timm tower (MobileNetV5)",
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",

@@ -56,6 +56,7 @@ def _expected():
 def test_the_families_are_registered_and_in_the_matrix():
     assert sorted(f.name for f in TORCHVISION_FAMILIES) == NAMES
     assert NAMES == [
+        "fast_vlm",
         "lfm2_vl",
         "llama4",
         "minimax_m3_vl",
