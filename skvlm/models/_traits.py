@@ -270,6 +270,19 @@ TRAITS = {
             "sizes, not one token sequence per image"
         }
     ),
+    "gemma3n": Traits(
+        unsupported={
+            "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
+            "its stages give (channels, height, width) maps of different widths, "
+            "not one token sequence per image",
+            **dict.fromkeys(
+                ("language", "generative", "tuner"),
+                "its decoder blocks carry altup_num_inputs AltUp streams, merged "
+                "into one only after the last block, so a block's output is not "
+                "one hidden state",
+            ),
+        }
+    ),
     "molmo2": Traits(
         unsupported={
             "vision": "its processor gives each image's views (a low-res view and "

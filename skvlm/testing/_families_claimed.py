@@ -1183,12 +1183,6 @@ NOT_BUILT = {
     "inkling2_loop": "image processor needs torchvision",
     "inkling_mm_model": "image processor needs torchvision",
     "kimi_k25": "image processor needs torchvision",
-    # a timm MobileNetV5 tower: at a toy width its 84 blocks take seconds per
-    # batch here; a shallower one needs custom block_args in the config's
-    # model_args, which timm's builder fills with layer classes (functools.partial)
-    # when the model is built, so the config no longer serialises (to_json_string)
-    "gemma3n": "timm MobileNetV5 tower: a shallow toy one needs block_args that "
-    "timm fills with layer classes in the config (it no longer serialises)",
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",
     "t5gemma2": "an encoder-decoder LM",

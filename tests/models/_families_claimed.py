@@ -90,6 +90,7 @@ _ROWS = {
     # -- tvworld2 --
     "minimax_m3_vl": dict(tower=None, images="qwen"),
     "fast_vlm": dict(tower=None),
+    "gemma3n": dict(tower=None),
     "molmo2": dict(tower=None),
     "muse_glimmer": dict(tower=None, images="qwen"),
     "muse_spark": dict(tower=None, images="qwen"),
