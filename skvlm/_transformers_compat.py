@@ -101,6 +101,9 @@ class MissingVideoProcessor:
     # ``ProcessorMixin.save_pretrained`` reads this protocol attribute of every
     # sub-processor (custom-code export); the stand-in has no code to export.
     _auto_class = None
+    # Ernie 4.5-VL's ``save_pretrained`` copies its video processor's font file
+    # when ``os.path.isfile(font)``; the stand-in has none.
+    font = ""
 
     def __call__(self, *args, **kwargs):
         raise ImportError(

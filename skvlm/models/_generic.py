@@ -15,7 +15,10 @@ and the language model's decoder ``layers`` and final ``norm``.
   each tile's patches (Llama 4) is left out of ``mean`` and ``max``, and no
   ``cls`` is offered. A Pixtral tower (one sequence of the patches of every
   image, each at its own size) is split per image by ``image_sizes``
-  (:mod:`skvlm.models._pixtral`).
+  (:mod:`skvlm.models._pixtral`). Any other packed tower (Qwen-style:
+  patches of all images in one sequence, told apart by ``image_grid_thw``)
+  is split per image and put in raster patch order, window permutation
+  undone (:mod:`skvlm.models._packed`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -42,6 +45,7 @@ from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor, load_processor_without_video
+from ._packed import PackedTowerMixin
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
@@ -95,7 +99,7 @@ def _check_torchvision(path, exc, revision=None):
 
 
 class GenericImageTextAdapter(
-    PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
+    PixtralTowerMixin, PackedTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
 ):
     """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
 
@@ -181,10 +185,6 @@ class GenericImageTextAdapter(
             self.unavailable.setdefault(
                 "vision", "its vision tower has no list of blocks skvlm can find"
             )
-        elif traits.views == "packed" and not self.pixtral:
-            self.unavailable.setdefault(
-                "vision", "its tower packs the patches of all images in one sequence"
-            )
         if not hasattr(self.base, "get_image_features"):
             self.unavailable.setdefault("projector", "it has no get_image_features")
         embeddings = getattr(
@@ -197,6 +197,12 @@ class GenericImageTextAdapter(
             )
         else:
             self.has_cls = traits.class_token == "first"
+        self.packed = traits.views == "packed" and not self.pixtral
+        if self.packed:  # images at their own sizes
+            self.dynamic_resolution = True
+            reason = self.packed_unavailable()
+            if reason is not None:
+                self.unavailable.setdefault("vision", reason)
         # a class token after each view's patches (Llama 4), left out of mean/max
         self.n_suffix = int(traits.class_token == "last")
         self.stages = tuple(
@@ -268,6 +274,9 @@ class GenericImageTextAdapter(
         if pixels.dim() == 5 and views == "tokens":
             # (images, tiles, C, H, W), every image with its tiles (Perception LM)
             pixels = pixels.flatten(0, 1)
+        if views == "masked":  # real tiles marked per image (Granite-Docling)
+            real = batch["pixel_attention_mask"].bool()
+            return real.sum(-1).tolist(), pixels[real]
         if pixels.dim() != 4:
             raise ValueError(
                 f"{self.family}: stage 'vision' is not available: pixel_values has "
@@ -292,6 +301,8 @@ class GenericImageTextAdapter(
     def stack(self, stage, batch):
         if stage == "vision" and self.pixtral:
             return self.pixtral_stack(batch)
+        if stage == "vision" and self.packed:
+            return self.packed_stack(batch)
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
@@ -328,6 +339,8 @@ class GenericImageTextAdapter(
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:
             return self.pixtral_forward(batch)
+        if stage == "vision" and self.packed:
+            return self.packed_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
         return self.base(**batch, use_cache=False)

@@ -55,6 +55,26 @@ def _other_vlms(classes):
     }
 
 
+def _packed_reason(model_type):
+    """Why a packed tower's vision stage is refused, from the model class alone."""
+    from ._packed import NO_GRID
+    from ._traits import takes_patch_grid
+
+    if takes_patch_grid(_model_class(model_type)):
+        return None  # split per image by its grid (skvlm.models._packed)
+    return NO_GRID
+
+
+def _model_class(model_type):
+    """The image-text-to-text model class transformers maps ``model_type`` to."""
+    import transformers
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    return getattr(transformers, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
+
+
 def _generic_cells(model_type, generic):
     """Cells of a type only the generic adapter could serve, without loading it."""
     from transformers import CONFIG_MAPPING
@@ -75,9 +95,9 @@ def _generic_cells(model_type, generic):
     reasons = dict(traits.unsupported) if traits else {}
     tower = getattr(getattr(config, "vision_config", None), "model_type", None)
     if traits is not None and traits.views == "packed" and tower not in PACKED_TOWERS:
-        reasons.setdefault(
-            "vision", "its tower packs the patches of all images in one sequence"
-        )
+        reason = _packed_reason(model_type)
+        if reason is not None:
+            reasons.setdefault("vision", reason)
     cells = {
         stage: f"unsupported: {reasons[stage]}" if stage in reasons else "claimed"
         for stage in _STAGES

@@ -28,6 +28,8 @@ from ._base import (
 )
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor_without_video
+from ._packed import raster_gather
+from ._traits import family_traits, final_norm, resolve_path
 from ._vision import _to_device
 
 
@@ -86,8 +88,10 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.base = getattr(model, "model", model)
-        self.tower = self.base.visual
-        self.language = self.base.language_model
+        traits = family_traits(model)
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.language = resolve_path(model, traits.language)
         self.merge = self.tower.spatial_merge_size
         self.image_token_id = model.config.image_token_id
         self._special_ids = special_token_ids(processor.tokenizer) - {
@@ -97,7 +101,7 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):
         if stage == "vision":
-            return len(self.tower.blocks) + 1
+            return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
         return len(self.language.layers) + 1
@@ -107,7 +111,9 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
 
     def dim(self, stage):
         if stage == "vision":
-            return self.tower.patch_embed.proj.out_channels
+            vision = self.model.config.vision_config
+            # Qwen2-VL's vision hidden_size is the merger's output width
+            return getattr(vision, "embed_dim", None) or vision.hidden_size
         return self.model.config.get_text_config().hidden_size
 
     def format_prompt(self, prompt):
@@ -150,26 +156,15 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
         """Index that takes a packed vision tensor to raster order, and per-image lengths.
 
         The processor packs each image as (frames, rows / m, columns / m, m, m)
-        for merge size m; raster order is (frames, rows, columns).
+        for merge size m; raster order is (frames, rows, columns)
+        (:func:`skvlm.models._packed.raster_gather`, shared with the generic
+        adapter's packed towers).
         """
-        m = self.merge
-        order, lengths, offset = [], [], 0
-        for t, h, w in grid.tolist():
-            n = t * h * w
-            index = torch.arange(n).view(t, h // m, w // m, m, m).permute(0, 1, 3, 2, 4)
-            order.append(index.reshape(-1) + offset)
-            lengths.append(n)
-            offset += n
-        gather = torch.cat(order)
-        window = self._window_index(grid)
-        if window is not None:
-            # Blocks see merge blocks in window order: packed block j holds
-            # processor block window[j], so processor block b sits at argsort[b].
-            unit = m * m
-            position = torch.argsort(window.cpu())
-            unwindow = (position[:, None] * unit + torch.arange(unit)).reshape(-1)
-            gather = unwindow[gather]
-        return gather.to(grid.device), lengths
+        merges = [self.merge] * len(grid)
+        gather, lengths, _ = raster_gather(
+            grid, merges, window=self._window_index(grid)
+        )
+        return gather, lengths
 
     # -- stacks and forward passes ---------------------------------------------------
     def stack(self, stage, batch):
@@ -182,7 +177,7 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
             counts = torch.tensor(lengths, device=gather.device)
             valid = torch.arange(max(lengths), device=gather.device) < counts[:, None]
             return Stack(
-                blocks=self.tower.blocks,
+                blocks=self.vision_blocks,
                 masks=TokenMasks(valid=valid, pooled=valid),
                 unpack=unpack,
             )
@@ -193,7 +188,9 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
             self._special_ids,
         )
         return Stack(
-            blocks=self.language.layers, masks=masks, final_norm=self.language.norm
+            blocks=self.language.layers,
+            masks=masks,
+            final_norm=final_norm(self.language),
         )
 
     def forward(self, stage, batch):

@@ -21,13 +21,17 @@ overrides what cannot be derived.
   valid views given by ``image_sizes`` and ``image_grid_pinpoints``
   (LLaVA-NeXT, LLaVA-OneVision).
 - ``"packed"``: patches of all images packed in one sequence (Qwen-style,
-  Pixtral); the family's own adapter (or none) unpacks them.
+  Pixtral); the family's own adapter unpacks them, or the generic adapter
+  (:mod:`skvlm.models._pixtral`, :mod:`skvlm.models._packed`).
 - ``"tiles"``: ``pixel_values`` is (prompts, images, tiles, C, H, W), every
   image padded to the processor's ``max_image_tiles`` with the valid tiles
   marked in ``aspect_ratio_mask`` (Mllama); the family's adapter reads them.
 - ``"crops"``: (images, crops, C, H, W) padded to the batch's most crops,
   with per-crop patch masks (Phi-4-multimodal); the family's adapter reads
   the real crops.
+- ``"masked"``: (images, tiles, C, H, W) padded to the batch's most tiles,
+  with the real tiles marked in ``pixel_attention_mask`` (images, tiles)
+  (Granite-Docling); an image's tokens are those of its real tiles, in order.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -45,6 +49,7 @@ last token there, as transformers' ``generate`` extends them (Mllama's
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -79,7 +84,7 @@ class Traits:
         Path of the output projection to the vocabulary.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -123,8 +128,12 @@ _BLIP = Traits(
     language="language_model",
     lm_head="language_model.lm_head",
 )
-_PACKED = "packed: patches of all images in one sequence"
 
+_MUSE_WINDOWS = (
+    "its tower permutes single patches into attention windows (spatial_merge_size "
+    "1) while its processor packs them in merge_size x merge_size blocks: skvlm's "
+    "packed reading places windows of whole merge blocks only"
+)
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -146,23 +155,18 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
-    "glm46v": Traits(views="packed"),
     "glm5_next": Traits(views="packed"),
-    "glm4v_moe": Traits(
-        views="packed", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
-    ),
+    # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
+    "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
         unsupported={
             "vision": "its SAM tower's blocks give (height, width, channels) maps "
             "in windows, not token sequences"
         }
     ),
+    # its connector (coarse and fine routes) sits in the vision model
     "granite_docling": Traits(
-        unsupported={
-            "vision": "its processor cuts a page into padded tiles of "
-            "(images, tiles, C, H, W) with a pixel mask, not yet read by skvlm"
-        }
+        images="nested", views="masked", projector=("model.vision_model.connector",)
     ),
     "hunyuan_vl": Traits(views="packed"),
     "idefics2": Traits(images="nested", views="tokens"),
@@ -220,22 +224,14 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "qwen2_5_vl": Traits(views="packed"),
-    "qwen2_vl": Traits(views="packed"),
     "ovis2": Traits(
         unsupported={
             "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
             "after the blocks, so its blocks do not give the tower's own states"
         }
     ),
-    "ovis2_5": Traits(views="packed"),
-    "paddleocr_vl": Traits(views="packed"),
-    "qwen2_5_omni_thinker": Traits(views="packed"),
-    "qwen3_omni_moe_thinker": Traits(views="packed"),
-    "qwen3_5": Traits(views="packed", cache="recompute"),
-    "qwen3_5_moe": Traits(views="packed", cache="recompute"),
-    "qwen3_vl": Traits(views="packed"),
-    "qwen3_vl_moe": Traits(views="packed"),
+    "qwen3_5": Traits(cache="recompute"),
+    "qwen3_5_moe": Traits(cache="recompute"),
     "shieldgemma2": Traits(
         unsupported=dict.fromkeys(
             ("vision", "projector", "language", "generative", "tuner"),
@@ -244,12 +240,9 @@ TRAITS = {
         )
     ),
     "smolvlm": Traits(images="nested"),
-    "cosmos3_edge": Traits(views="packed"),
-    "exaone4_5": Traits(views="packed"),
-    "hyperclovax_vision_v2": Traits(views="packed"),
-    "llava_onevision1_5": Traits(views="packed"),
+    # a class token before each image's patches (its tower's cls_embeddings)
+    "llava_onevision1_5": Traits(class_token="first"),
     "qwen4_exp": Traits(
-        views="packed",
         cache="recompute",
         unsupported={
             **dict.fromkeys(
@@ -260,7 +253,44 @@ TRAITS = {
             )
         },
     ),
-    "video_llama_3": Traits(views="packed"),
+    # -- recipes2 --
+    "deepseek_ocr2": Traits(
+        # the learned separator after each image's tokens is projector output
+        projector=("model.multi_modal_projector", "model.view_separator"),
+        unsupported={
+            "vision": "its SAM tower's blocks give (height, width, channels) maps "
+            "in windows, and a second encoder reads them with learned queries, "
+            "so no one stack of token sequences is the tower's"
+        },
+    ),
+    # its MoE blocks route each token by modality: moe_mm_token_type_ids
+    "ernie4_5_vl_moe": Traits(
+        projector=("model.resampler_model",),
+        token_inputs=("moe_mm_token_type_ids",),
+    ),
+    "granite4_vision": Traits(
+        views="anyres",
+        projector=(
+            "model.layerwise_projectors",
+            "model.spatial_projectors",
+            "model.image_newline",
+        ),
+        unsupported={
+            "projector": "its Q-Formers give one set of image vectors per target "
+            "decoder layer (deepstack and spatial groups, added inside the language "
+            "model), and the image positions of its input are zeros, so no one "
+            "sequence is the projector's output"
+        },
+    ),
+    "pp_chart2table": Traits(
+        # its processor does not expand the image; the chat template writes
+        # <img>, the <imgpad> tokens and </img>
+        placeholder="<img>",
+        unsupported={
+            "vision": "its SAM tower's blocks give (height, width, channels) maps "
+            "in windows, not token sequences"
+        },
+    ),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
     "fast_vlm": Traits(
@@ -292,10 +322,14 @@ TRAITS = {
         }
     ),
     "muse_glimmer": Traits(
-        views="packed", projector=("model.vision_adapter", "model.vision_projection")
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
     ),
     "muse_spark": Traits(
-        views="packed", projector=("model.vision_adapter", "model.vision_projection")
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
     ),
     # a timm tower: its blocks are the timm model's
     "perception_lm": Traits(
@@ -406,6 +440,21 @@ def _is_block_list(node):
     return isinstance(node, torch.nn.ModuleList) and len(node) > 0
 
 
+def takes_patch_grid(model_cls):
+    """Whether ``model_cls.get_image_features`` takes a per-image patch grid.
+
+    A ``*grid_thw`` argument (frames, rows, columns per image) is how
+    transformers' packed towers (Qwen-style: patches of every image in one
+    sequence) are told the images apart, so such a model has
+    ``views="packed"`` whatever its family.
+    """
+    method = getattr(model_cls, "get_image_features", None)
+    if method is None:
+        return False
+    names = inspect.signature(method).parameters
+    return any(name.endswith("grid_thw") for name in names)
+
+
 def derive_traits(model, declared=None):
     """Fill the unset fields of ``declared`` from the model's structure.
 
@@ -421,7 +470,9 @@ def derive_traits(model, declared=None):
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
         ``lm_head`` found under transformers' usual names (None where absent),
-        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS`.
+        and ``views="packed"`` for a tower of :data:`PACKED_TOWERS` or a model
+        whose ``get_image_features`` takes a patch grid
+        (:func:`takes_patch_grid`).
     """
     traits = declared or Traits()
     vision = traits.vision or _first(model, _VISION_NAMES)
@@ -445,7 +496,9 @@ def derive_traits(model, declared=None):
     tower_type = getattr(
         getattr(model.config, "vision_config", None), "model_type", None
     )
-    if views == "rows" and tower_type in PACKED_TOWERS:
+    if views == "rows" and (
+        tower_type in PACKED_TOWERS or takes_patch_grid(type(model))
+    ):
         views = "packed"
     return replace(
         traits,

@@ -2,7 +2,8 @@
 
 One builder, :func:`make_tiny_vlm`, reads a short :class:`Recipe` per model
 type: the family's own config class with every sub-config at its defaults,
-shrunk to toy sizes (:data:`SMALL`: every size key the sub-config has), the
+shrunk to toy sizes (:data:`SMALL`: every size key the sub-config has; a
+sub-config's own sub-configs likewise, DeepSeek-OCR-2's SAM and encoder), the
 family's processor class over an offline word-level tokenizer that holds the
 family's special tokens, and a PIL image processor (the family's own where
 transformers has one, else one whose outputs the model takes). A recipe names
@@ -194,6 +195,10 @@ _CLIP_TOWER = dict(
 )
 
 _NO_VISION = ("projector", "language")  # TRAITS says why
+# Qwen2.5-VL's windowed attention at toy size: windows of 2 x 2 merge blocks
+# (32 px), which the test images (up to 64 px) exceed, so the blocks see
+# their patches permuted; block 2 attends over the whole image.
+_WINDOWS = dict(window_size=32, fullatt_block_indexes=[2])
 
 
 def _qwen_like(
@@ -202,7 +207,8 @@ def _qwen_like(
     """A family with Qwen2-VL's packed patches and special tokens.
 
     ``temporal``: frames per patch (1 where the tower has no temporal patch);
-    ``mrope``: whether its language model takes M-RoPE positions.
+    ``mrope``: whether its language model takes M-RoPE positions. Its packed
+    tower is read per image (``skvlm.models._packed``): all three stages.
     """
     pixels = dict(_QWEN_PIXELS, temporal_patch_size=temporal)
     config = _merge(
@@ -224,7 +230,6 @@ def _qwen_like(
             "ids": dict(_QWEN_IDS, vision_end_token_id="<|vision_end|>"),
             "template": _chatml("<|vision_start|><|image_pad|><|vision_end|>"),
             "video": {"video_processor_type": video, **pixels},
-            "stages": _NO_VISION,
             "config": config,
             **kwargs,
         },
@@ -263,6 +268,42 @@ _OMNI_AUDIO = dict(
     output_dim=32,
 )
 _TILES = dict(_SQUARE, crop_to_patches=True, min_patches=1, max_patches=4)
+
+# -- recipes2 --
+_GRANITE_TOKENS = ("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>")
+
+
+def _granite_chat(image):
+    return (
+        "{% for message in messages %}<|start_of_role|>{{ message['role'] }}"
+        "<|end_of_role|>{% for item in message['content'] %}"
+        "{% if item['type'] == 'image' %}" + image + "{% elif item['type'] == 'text' %}"
+        "{{ item['text'] }}{% endif %}{% endfor %}<|end_of_text|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>"
+        "{% endif %}"
+    )
+
+
+_GRANITE_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
+# A SAM tower (GOT-OCR2's) at toy width, patches of 8 px; two stride-2
+# convolutions after it bring a side of n patches to n / 4 tokens
+_SAM = dict(
+    output_channels=16,
+    window_size=4,
+    global_attn_indexes=[],
+    mlp_dim=64,
+    patch_size=8,
+    initializer_range=0.02,  # SAM's default (1e-10) gives all-zero features
+)
+_ERNIE_PIXELS = dict(_QWEN_PIXELS, temporal_patch_size=1)
+_GLM_OCR = dict(
+    _GLM,
+    processor_class="Glm46VProcessor",
+    config=dict(
+        text_config=dict(rope_parameters=dict(_QWEN_ROPE, partial_rotary_factor=1.0)),
+        vision_config=dict(spatial_merge_size=2, temporal_patch_size=2),
+    ),
+)
 
 _MUSE_PIXELS = dict(
     patch_size=8, merge_size=2, temporal_patch_size=2, max_image_tokens=64
@@ -364,6 +405,12 @@ CLAIMED_RECIPES = {
     "ovis2_5": _qwen_like(
         "Ovis2_5ImageProcessorPil",
         temporal=1,
+        config=dict(
+            vision_config=dict(
+                window_size=32,
+                layer_types=["window_attention", "window_attention", "full_attention"],
+            )
+        ),
         template=_chatml("<|image_pad|>"),  # the processor adds the boundaries
         named={
             "image_token": "<|image_pad|>",
@@ -396,7 +443,7 @@ CLAIMED_RECIPES = {
         template=_chatml("<|vision_bos|><|IMAGE|><|vision_eos|>"),
         mrope=True,
         config=dict(
-            vision_config=dict(window_size=16, fullatt_block_indexes=[2]),
+            vision_config=_WINDOWS,
             audio_config=_OMNI_AUDIO,
         ),
     ),
@@ -441,12 +488,14 @@ CLAIMED_RECIPES = {
         torchvision=True,
     ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
-    "exaone4_5": _qwen_like(),
-    "hyperclovax_vision_v2": _qwen_like(),
+    "exaone4_5": _qwen_like(config=dict(vision_config=_WINDOWS)),
+    "hyperclovax_vision_v2": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "llava_onevision1_5": _qwen_like(temporal=1),
     # the classifiers read the language stage, which it cannot offer (TRAITS)
     "qwen4_exp": _qwen_like(
-        video="Qwen3VLVideoProcessor", stages=("projector",), classifiers=False
+        video="Qwen3VLVideoProcessor",
+        stages=("vision", "projector"),
+        classifiers=False,
     ),
     "video_llama_3": _qwen_like("VideoLlama3ImageProcessorPil", temporal=1),
     "aria": Recipe(
@@ -546,16 +595,7 @@ CLAIMED_RECIPES = {
         eos="<|im_end|>",
         pad="<|endoftext|>",
         ids={"image_token_id": "<imgpad>"},
-        config=dict(
-            vision_config=dict(
-                output_channels=16,
-                window_size=4,
-                global_attn_indexes=[],
-                mlp_dim=64,
-                image_size=512,
-                patch_size=8,
-            ),
-        ),
+        config=dict(vision_config=dict(_SAM, image_size=512)),
         stages=_NO_VISION,
     ),
     "llava_next_video": Recipe(
@@ -611,7 +651,6 @@ CLAIMED_RECIPES = {
             "vision_start_token_id": "<|IMAGE_START|>",
         },
         config=dict(text_config=dict(rope_parameters=_QWEN_ROPE)),
-        stages=_NO_VISION,
     ),
     "qwen3_5_moe": Recipe(
         ("Qwen2VLImageProcessorPil", _QWEN_PIXELS),
@@ -648,6 +687,141 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=_CLIP_TOWER, vision_feature_layer=-2),
         **_LLAVA_TOKENS,
     ),
+    # -- recipes2 --
+    # Cosmos 3's vision-language part is Qwen3-VL's, and its checkpoints use
+    # Qwen/Qwen3-VL-8B-Instruct's processor files: Qwen3VLProcessor
+    "cosmos3_omni": _qwen_like(
+        processor_class="Qwen3VLProcessor",
+        video="Qwen3VLVideoProcessor",
+        mrope=True,
+        config=dict(
+            vision_config=dict(num_position_embeddings=64, deepstack_visual_indexes=[1])
+        ),
+    ),
+    # SAM at 384 px: 48 x 48 patches, 12 x 12 tokens, the count of its
+    # learned queries for that size (144), then the view separator; no crops
+    "deepseek_ocr2": Recipe(
+        (
+            "DeepseekOcr2ImageProcessorPil",
+            dict(
+                size={"height": 384, "width": 384}, tile_size=384, crop_to_patches=False
+            ),
+        ),
+        named={"image_token": "<image>"},
+        bos="<s>",
+        ids={"image_token_id": "<image>"},
+        processor=dict(patch_size=8, downsample_ratio=4),
+        config=dict(
+            text_config=dict(
+                mlp_layer_types=["dense", "sparse", "sparse"], n_shared_experts=1
+            ),
+            vision_config=dict(
+                sam_config=dict(_SAM, image_size=384, downsample_channels=[16, 32])
+            ),
+        ),
+        stages=_NO_VISION,
+    ),
+    "ernie4_5_vl_moe": Recipe(
+        ("Ernie4_5_VLMoeImageProcessorPil", _ERNIE_PIXELS),
+        named={
+            "image_token": "<|IMAGE_PLACEHOLDER|>",
+            "image_start_token": "<|IMAGE_START|>",
+            "image_end_token": "<|IMAGE_END|>",
+            "video_token": "<|VIDEO_PLACEHOLDER|>",
+            "video_start_token": "<|VIDEO_START|>",
+            "video_end_token": "<|VIDEO_END|>",
+        },
+        bos="<s>",
+        ids=dict(
+            image_token_id="<|IMAGE_PLACEHOLDER|>",
+            image_start_token_id="<|IMAGE_START|>",
+            image_end_token_id="<|IMAGE_END|>",
+            video_token_id="<|VIDEO_PLACEHOLDER|>",
+            video_start_token_id="<|VIDEO_START|>",
+            video_end_token_id="<|VIDEO_END|>",
+        ),
+        template=_chatml("<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>"),
+        config=dict(
+            text_config=dict(
+                moe_intermediate_size=[32, 16],
+                moe_k=2,
+                moe_num_experts=4,
+                moe_num_shared_experts=1,
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                # height and width sections equal (its pre-rotated layout)
+                rope_parameters=dict(_QWEN_ROPE, mrope_section=[1, 1, 2]),
+            ),
+            vision_config=dict(spatial_merge_size=2),
+        ),
+        specials=CHATML,
+        video={
+            "video_processor_type": "Ernie4_5_VLMoeVideoProcessor",
+            **_ERNIE_PIXELS,
+            "draw_on_frames": False,
+        },
+    ),
+    # zai-org/GLM-OCR's preprocessor_config names Glm46VProcessor (with
+    # Glm46VImageProcessor); GLM-GA's model is GLM-4.6V's, with its own image
+    # processor under the same processor class
+    "glm_ocr": Recipe(("Glm46VImageProcessorPil", _QWEN_PIXELS), **_GLM_OCR),
+    "glmga": Recipe(("GlmgaImageProcessorPil", _QWEN_PIXELS), **_GLM_OCR),
+    # LLaVA-NeXT tiles; Q-Formers over fixed vision layers feed chosen decoder
+    # layers (one deepstack pair, four spatial groups); Q-Former heads are the
+    # tower's width // 64, so the tower is 64 wide
+    "granite4_vision": Recipe(
+        (
+            "LlavaNextImageProcessorPil",
+            dict(_CLIP_PIXELS[1], image_grid_pinpoints=_GRANITE_PINPOINTS),
+        ),
+        specials=("<image>", *_GRANITE_TOKENS),
+        eos="<|end_of_text|>",
+        ids={"image_token_index": "<image>"},
+        processor=dict(_LLAVA_TOKENS["processor"], downsample_rate="1/2"),
+        template=_granite_chat("<image>\n"),
+        config=dict(
+            vision_config=dict(_CLIP_TOWER, hidden_size=64),
+            text_config=dict(num_hidden_layers=5),
+            image_grid_pinpoints=_GRANITE_PINPOINTS,
+            downsample_rate="1/2",
+            deepstack_layer_map=[[-2, 0]],
+            spatial_target_layers=[1, 2, 3, 4],
+            projector_dropout=0.0,
+            vision_feature_layer=-2,
+        ),
+        stages=("vision", "language"),
+    ),
+    # up to 4 tiles of 32 px and a global view; 4 tokens per tile (coarse route)
+    "granite_docling": Recipe(
+        (
+            "GraniteDoclingImageProcessorPil",
+            dict(size={"height": 32, "width": 32}, max_patches=4),
+        ),
+        named={"image_token": "<image>"},
+        specials=(
+            *_GRANITE_TOKENS,
+            "<fake_token_around_image>",
+            "<global-img>",
+            *(f"<row_{i}_col_{j}>" for i in range(1, 5) for j in range(1, 5)),
+        ),
+        eos="<|end_of_text|>",
+        ids={"image_token_id": "<image>"},
+        processor=dict(image_seq_len=4),
+        template=_granite_chat("<image>"),
+        config=dict(vision_config=dict(scale_factor=2, deepstack_visual_indexes=[1])),
+    ),
+    # its processor does not expand the image: the chat template writes
+    # <img>, 64 <imgpad> and </img> (SAM at 256 px: 32 x 32 patches, 8 x 8
+    # tokens; the real one writes 256 for 1024 px)
+    "pp_chart2table": Recipe(
+        ("PPChart2TableImageProcessorPil", {"size": {"height": 256, "width": 256}}),
+        specials=(*CHATML, "<img>", "</img>", "<imgpad>"),
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        ids={"image_token_id": "<imgpad>"},
+        template=_chatml("<img>{{ '<imgpad>' * 64 }}</img>"),
+        config=dict(vision_config=dict(_SAM, image_size=256)),
+        stages=_NO_VISION,
+    ),
     # -- tvworld2 --
     # image processors that exist only with torchvision: the processor's files
     # are written from its config (_written_processor)
@@ -676,7 +850,6 @@ CLAIMED_RECIPES = {
             vision_config=dict(temporal_patch_size=2, spatial_merge_size=2),
         ),
         video={"video_processor_type": "MiniMaxM3VLVideoProcessor", **_QWEN_PIXELS},
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "muse_glimmer": Recipe(
@@ -1008,10 +1181,26 @@ def _written_processor(path, model_type, recipe, tokenizer):
 
 
 def _shrunk(sub):
-    """The sub-config's type and the toy sizes of the keys it has."""
+    """The sub-config's type and the toy sizes of the keys it has; its own
+    sub-configs (DeepSeek-OCR-2's SAM and encoder) shrunk the same way."""
     out = {"model_type": sub.model_type}
     for key, value in SMALL.items():
         if key in sub.to_dict():
+            out[key] = value
+    for key in getattr(type(sub), "sub_configs", {}):
+        nested = getattr(sub, key, None)
+        if hasattr(nested, "to_dict"):
+            out[key] = _shrunk(nested)
+    return out
+
+
+def _deep_merge(base, overrides):
+    """Copy ``base`` with ``overrides``; dict values merge key by key, at any depth."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
             out[key] = value
     return out
 
@@ -1045,7 +1234,7 @@ def _config_kwargs(config_cls, recipe, tokenizer, overrides):
     kwargs.update({key: ids(token) for key, token in recipe.ids.items()})
     if "vocab_size" in config_cls().to_dict():
         kwargs["vocab_size"] = len(tokenizer)
-    return _merge(_merge(kwargs, recipe.config), overrides)
+    return _deep_merge(_deep_merge(kwargs, recipe.config), overrides)
 
 
 def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
@@ -1186,23 +1375,12 @@ NOT_BUILT = {
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",
     "t5gemma2": "an encoder-decoder LM",
-    # no processor class mapped to the type
-    "cosmos3_omni": "no processor class mapped to it",
-    "glm_ocr": "no processor class mapped to it",
-    "glmga": "no processor class mapped to it",
     # a tiny build was tried and needs more than the common recipe
     "cohere_compass": "its layer-type rope parameters (KeyError 'full_attention')",
     "lfm3_vl": "its layer-type rope parameters (KeyError 'full_attention')",
     "glm5_next": "its language model fails on the tiny config (attention shapes)",
-    "granite_docling": "two-route (coarse and fine) tiled connector",
     "hunyuan_vl": "language stage differs from HF by 3e-5 in padded batches",
     "hy_v4_vl": "multi-head latent attention rope sizes",
-    "pp_chart2table": "its chat template writes the image tokens itself",
     # more than the common recipe
-    "deepseek_ocr2": "its vision config nests two (SAM and encoder) the common "
-    "recipe does not shrink",
     "dots3_note": "latent attention and per-layer MoE lists in three sub-configs",
-    "ernie4_5_vl_moe": "its processor saves its video processor's font, which "
-    "needs the torchvision video processor",
-    "granite4_vision": "a Q-Former projector over fixed deep vision layers",
 }

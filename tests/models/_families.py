@@ -378,9 +378,10 @@ def _new(
     reference=None,
     images=None,
     marks=(),
+    vision=VISION,
 ):
     poolings = {
-        "vision": (("cls",) if has_cls else ()) + VISION,
+        "vision": (("cls",) if has_cls else ()) + vision,
         "projector": PROJECTOR,
         "language": LANGUAGE,
     }

@@ -1,6 +1,7 @@
 """The rows of the families built from a recipe (``skvlm.testing.make_tiny_vlm``).
 
-Per model type, what the HF reference (``_references.generic_reference``) needs:
+Per model type, what the HF reference (``_references.generic_reference``, or
+``_references_packed.packed_reference`` for a packed tower) needs:
 the path of the vision tower (None where skvlm offers no vision stage),
 whether the processor takes one image list per prompt, whether the tower's
 tokens start with a CLS, and the images (sizes chosen so that batches pad).
@@ -14,6 +15,40 @@ import torch
 from skvlm.testing import TINY_MODELS
 
 from ._references import generic_reference, qwen_reference
+from ._references_packed import packed_reference
+
+#: Packed towers: their paths (the tower from the model, its blocks from the
+#: tower) and what ``packed_reference`` needs to know of their order.
+PACKED = {
+    "cosmos3_edge": dict(tower="model.visual", blocks="encoder.layers"),
+    "exaone4_5": dict(tower="model.visual", blocks="blocks"),
+    "hyperclovax_vision_v2": dict(tower="model.vision_model", blocks="blocks"),
+    "llava_onevision1_5": dict(tower="model.visual", blocks="blocks"),
+    "ovis2_5": dict(tower="model.vision_tower", blocks="layers"),
+    # its processor packs the patches row by row (no merge blocks)
+    "paddleocr_vl": dict(
+        tower="model.visual",
+        blocks="vision_model.encoder.layers",
+        merge=1,
+        placeholder="<|IMAGE_PLACEHOLDER|>",
+    ),
+    "qwen2_5_omni_thinker": dict(tower="model.visual", blocks="blocks"),
+    "qwen3_omni_moe_thinker": dict(tower="model.visual", blocks="blocks"),
+    "qwen4_exp": dict(tower="model.visual", blocks="blocks"),
+    "video_llama_3": dict(tower="model.vision_model", blocks="encoder.layers"),
+    # -- tvworld2 --
+    "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
+}
+#: Windowed towers (Qwen2.5-VL's window attention): the module, from the
+#: tower, whose output they permute into window order.
+WINDOWED = {
+    "exaone4_5": "patch_embed",
+    "hyperclovax_vision_v2": "patch_embed",
+    "ovis2_5": "embeddings",
+    "qwen2_5_omni_thinker": "patch_embed",
+}
+#: Towers with a class token before each image's patches.
+PACKED_CLS = {"llava_onevision1_5"}
 
 
 def _timm_tower(model):
@@ -66,29 +101,49 @@ _ROWS = {
     "lfm2_vl": dict(tower=None, nested=True),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
-    "paddleocr_vl": dict(
-        tower=None, images="qwen", placeholder="<|IMAGE_PLACEHOLDER|>"
-    ),
     # served by the Qwen3-VL adapter: its packed tower unpacked per image
     "qwen3_5_moe": dict(tower=None, images="qwen", reference=qwen_reference),
     "video_llava": dict(tower="model.image_tower", has_cls=True),
-    # Qwen2-VL's processing: packed patches, no vision stage
-    **dict.fromkeys(
-        [
-            "cosmos3_edge",
-            "exaone4_5",
-            "hyperclovax_vision_v2",
-            "llava_onevision1_5",
-            "ovis2_5",
-            "qwen2_5_omni_thinker",
-            "qwen3_omni_moe_thinker",
-            "qwen4_exp",
-            "video_llama_3",
-        ],
-        dict(tower=None, images="qwen"),
-    ),
+    # Qwen-style packed towers, read per image by the generic adapter
+    **{
+        name: dict(
+            tower=None,
+            images="qwen",
+            has_cls=name in PACKED_CLS,
+            # positions where raster, merge-block and window orders differ
+            vision=("mean", "max", 0, 3, 4, 7, 13, -1),
+            reference=partial(
+                packed_reference,
+                has_cls=name in PACKED_CLS,
+                embed=WINDOWED.get(name),
+                **tower,
+            ),
+        )
+        for name, tower in PACKED.items()
+    },
+    # -- recipes2 --
+    # packed towers too (Qwen3-VL's, ERNIE 4.5-VL's, GLM-V's), read per image
+    **{
+        name: dict(
+            tower=None,
+            images="qwen",
+            vision=("mean", "max", 0, 3, 4, 7, 13, -1),
+            reference=partial(packed_reference, tower=tower, blocks="blocks"),
+        )
+        for name, tower in {
+            "cosmos3_omni": "model.visual",
+            "ernie4_5_vl_moe": "model.vision_tower",
+            "glm_ocr": "model.visual",
+            "glmga": "model.visual",
+        }.items()
+    },
+    "deepseek_ocr2": dict(tower=None),
+    # LLaVA-NeXT views: each image's base view and tiles, each CLS left out
+    "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
+    # its real tiles (and global view), one padded batch row per image
+    "granite_docling": dict(tower="model.vision_model", nested=True),
+    "pp_chart2table": dict(tower=None),
     # -- tvworld2 --
-    "minimax_m3_vl": dict(tower=None, images="qwen"),
     "fast_vlm": dict(tower=None),
     "gemma3n": dict(tower=None),
     "molmo2": dict(tower=None),

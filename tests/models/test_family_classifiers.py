@@ -177,8 +177,9 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         # the vision tower never trains (train_vision=False); projectors named
         # after it (Qwen's merger, LightOnOCR's vision_projection, Mistral
         # Large 4's vision_language_adapter, Gemma 4's embed_vision, HyperCLOVA
-        # X's vision_projector, DeepSeek-VL's aligner, Muse's vision_adapter,
-        # Molmo 2's image_pooling_2d and image_projector, as saved) do
+        # X's vision_projector, DeepSeek-VL's aligner, Granite-Docling's
+        # connector in its vision model, Muse's vision_adapter, Molmo 2's
+        # image_pooling_2d and image_projector, as saved) do
         projectors = (
             "merger",
             "vision_projection",
@@ -186,6 +187,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "embed_vision",
             "vision_projector",
             "aligner",
+            "vision_model.connector",
             "vision_adapter",
             "image_pooling_2d",
             "image_projector",

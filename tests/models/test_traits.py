@@ -1,4 +1,5 @@
-"""Traits derived from transformers' structure: a Pixtral tower packs, whatever the family."""
+"""Traits derived from transformers' structure: a Pixtral tower, or a get_image_features
+taking a patch grid, packs, whatever the family."""
 
 import pytest
 from transformers import AutoModelForImageTextToText
@@ -28,3 +29,21 @@ def test_a_pixtral_tower_is_packed(built, name, views, blocks):
     else:
         assert traits.vision == "model.vision_tower"
         assert traits.projector == ("model.multi_modal_projector",)
+
+
+@pytest.mark.parametrize(
+    "name", ["qwen2_vl", "qwen3_vl", "glm46v", "exaone4_5", "video_llama_3"]
+)
+def test_a_patch_grid_argument_makes_a_tower_packed(built, name):
+    # none of these declares its views: a *grid_thw argument of
+    # get_image_features is what tells packed towers apart
+    from skvlm.models import TRAITS
+
+    assert TRAITS.get(name) is None or TRAITS[name].views == "rows"
+    model = AutoModelForImageTextToText.from_pretrained(built.path(name))
+    assert family_traits(model).views == "packed"
+
+
+def test_a_tower_without_patch_grid_keeps_its_rows(built):
+    model = AutoModelForImageTextToText.from_pretrained(built.path("gemma3"))
+    assert family_traits(model).views == "rows"

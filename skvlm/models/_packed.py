@@ -1,0 +1,197 @@
+"""Packed vision towers (Qwen-style), unpacked per image, for the generic adapter.
+
+A packed tower takes the patches of every image of a batch as one
+(patches, dim) tensor, with attention kept within each image, and is told the
+images apart by a patch grid per image (``image_grid_thw``: frames, rows,
+columns). Qwen2-VL's tower is one (its own adapter, :mod:`skvlm.models._qwen`);
+so are the towers of Cosmos3-Edge, EXAONE 4.5, HyperCLOVA X Vision v2,
+LLaVA-OneVision-1.5, Ovis2.5, PaddleOCR-VL, the Qwen2.5-Omni and Qwen3-Omni
+thinkers and VideoLLaMA3, which the generic adapter serves through
+:class:`PackedTowerMixin` with nothing written per family. What it needs is
+read off the model:
+
+- the grid: the argument of ``get_image_features`` named ``*grid_thw``
+  (an image has ``t * h * w`` patches);
+- the order of an image's patches: the processor packs them merge block by
+  merge block (``(t, h / m, w / m, m, m)``) for the tower's merge size ``m``:
+  a per-image ``*merge_sizes`` argument of ``get_image_features`` where it
+  has one (VideoLLaMA3), else the tower's ``spatial_merge_size`` (1, that is
+  raster order, for a tower without one: PaddleOCR-VL);
+- windows: a tower with a ``window_size`` (Qwen2.5-VL's windowed attention:
+  EXAONE 4.5, HyperCLOVA X, Ovis2.5, Qwen2.5-Omni) permutes the merge blocks
+  into window order before its first block and back only after its last, so
+  every intermediate state is window-permuted; the permutation is
+  transformers' own (:func:`skvlm._transformers_compat.vision_window_index`);
+- class tokens: a tower whose traits say ``class_token="first"``
+  (LLaVA-OneVision-1.5) puts one before each frame's patches.
+
+Vision entries: entry 0 is the input of the first block, entry k the output of
+block k (the tower's own ``output_hidden_states``, before any final norm or
+merger), split per image and put in **raster patch order** (frames, then rows,
+then columns of the image's patch grid; a class token first, where the tower
+has one), whatever order the tower computes them in. ``mean`` and ``max`` pool
+the image's own patches (never a class token, another image's patches or
+padding); an int position counts the image's tokens in that order; ``cls``
+is the class token where there is one. The tower runs as
+``get_image_features`` runs it (its input layout, its extra arguments), and
+the pass stops after the deepest block asked for.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .._transformers_compat import vision_window_index
+from ..pooling import TokenMasks, pad_tokens
+from ._base import Stack
+
+__all__ = ["NO_GRID", "PackedTowerMixin", "raster_gather"]
+
+#: Why the vision stage of a packed tower without a per-image patch grid is refused.
+NO_GRID = (
+    "its tower packs the patches of all images in one sequence and "
+    "get_image_features takes no patch grid (*grid_thw) to split it"
+)
+
+
+def raster_gather(grid, merges, *, window=None, n_prefix=0):
+    """Index taking a packed tower's tokens to raster order, per image.
+
+    Parameters
+    ----------
+    grid : torch.Tensor of shape (n_images, 3)
+        Each image's patch grid (frames, rows, columns).
+    merges : sequence of int
+        Each image's merge size m: the processor packs an image's patches as
+        (frames, rows / m, columns / m, m, m).
+    window : torch.Tensor or None
+        The merge-block permutation the tower's blocks see (packed block j
+        holds processor block ``window[j]``), or None.
+    n_prefix : int, default=0
+        Class tokens the tower puts before each frame's patches.
+
+    Returns
+    -------
+    gather : torch.Tensor
+        ``packed[gather]`` holds every image's tokens in raster order, image
+        after image (each frame's class tokens first).
+    lengths : list of int
+        Each image's number of tokens.
+    patch : torch.Tensor of bool
+        For each position of ``packed[gather]``, whether it holds a patch
+        (False on class tokens).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skvlm.models._packed import raster_gather
+    >>> gather, lengths, _ = raster_gather(torch.tensor([[1, 2, 4]]), [2])
+    >>> gather.tolist(), lengths
+    ([0, 1, 4, 5, 2, 3, 6, 7], [8])
+    """
+    if window is not None and n_prefix:
+        raise ValueError("a windowed tower with class tokens is not supported")
+    order, patch, lengths, offset = [], [], [], 0
+    for (t, h, w), m in zip(grid.tolist(), merges, strict=True):
+        within = torch.arange(h * w).view(h // m, w // m, m, m).permute(0, 2, 1, 3)
+        frame = torch.arange(n_prefix + h * w)
+        for f in range(t):
+            start = offset + f * len(frame)
+            order.append(frame[:n_prefix] + start)
+            order.append(within.reshape(-1) + start + n_prefix)
+            patch.append(frame >= n_prefix)
+        lengths.append(t * len(frame))
+        offset += lengths[-1]
+    gather = torch.cat(order)
+    if window is not None:
+        # Blocks see merge blocks in window order: packed block j holds
+        # processor block window[j], so processor block b sits at argsort[b].
+        unit = merges[0] ** 2
+        position = torch.argsort(window.cpu())
+        unwindow = (position[:, None] * unit + torch.arange(unit)).reshape(-1)
+        gather = unwindow[gather]
+    return gather.to(grid.device), lengths, torch.cat(patch)
+
+
+def _argument(method, suffix):
+    """The name of ``method``'s parameter ending in ``suffix``, or None."""
+    names = inspect.signature(method).parameters
+    return next((name for name in names if name.endswith(suffix)), None)
+
+
+class PackedTowerMixin:
+    """The vision stage of a generic-adapter family with a packed tower.
+
+    Uses the adapter's ``tower``, ``vision_blocks``, ``base`` (with
+    ``get_image_features``), ``has_cls`` and ``family``; see the module doc.
+    """
+
+    def packed_unavailable(self):
+        """Why the packed tower cannot be read per image, or None."""
+        method = getattr(self.base, "get_image_features", None)
+        if method is None or _argument(method, "grid_thw") is None:
+            return NO_GRID
+        if self.has_cls and self.packed_windowed():
+            return (
+                "its tower packs the patches of all images in one sequence, in "
+                "attention windows, with class tokens that skvlm cannot place"
+            )
+        return None
+
+    def packed_windowed(self):
+        """Whether the tower's blocks see the merge blocks in window order."""
+        return all(
+            hasattr(self.tower, name)
+            for name in ("window_size", "patch_size", "spatial_merge_size")
+        )
+
+    def _packed_inputs(self, batch):
+        method = self.base.get_image_features
+        names = inspect.signature(method).parameters
+        skip = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+        return {k: v for k, v in batch.items() if k in names and k not in skip}
+
+    def packed_layout(self, batch):
+        """``(gather, lengths, patch)`` of :func:`raster_gather` for ``batch``."""
+        method = self.base.get_image_features
+        grid = batch[_argument(method, "grid_thw")]
+        merge_key = _argument(method, "merge_sizes")
+        if merge_key is not None and merge_key in batch:
+            merges = [int(m) for m in batch[merge_key].tolist()]
+        else:
+            merges = [int(getattr(self.tower, "spatial_merge_size", 1))] * len(grid)
+        window = (
+            vision_window_index(self.tower, grid) if self.packed_windowed() else None
+        )
+        return raster_gather(grid, merges, window=window, n_prefix=int(self.has_cls))
+
+    def packed_stack(self, batch):
+        gather, lengths, patch = self.packed_layout(batch)
+        family = self.family
+
+        def unpack(hidden):
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            if len(flat) != len(gather):
+                raise ValueError(
+                    f"{family}: stage 'vision' is not available: its tower gave "
+                    f"{len(flat)} tokens for {len(gather)} patches and class tokens "
+                    "of the batch's images. Use stage='projector' or "
+                    "stage='language', and report the model id."
+                )
+            return pad_tokens(torch.split(flat[gather], lengths))[0]
+
+        device = gather.device
+        counts = torch.tensor(lengths, device=device)
+        valid = torch.arange(max(lengths), device=device) < counts[:, None]
+        pooled = valid.clone()
+        pooled[valid] = patch.to(device)
+        return Stack(
+            blocks=self.vision_blocks,
+            masks=TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls),
+            unpack=unpack,
+        )
+
+    def packed_forward(self, batch):
+        return self.base.get_image_features(**self._packed_inputs(batch))
