@@ -187,11 +187,19 @@ def _set_kv(cache, kv, repeats):
         layer.values = values.expand(repeats, *values.shape[1:])
 
 
-def _positions(prefix, n_rows, n_tokens, device):
+def _rope_axes(adapter):
+    """Rows of M-RoPE positions: one per ``mrope_section`` entry (3 by default;
+    HunyuanOCR has 4)."""
+    rope = getattr(adapter.model.config.get_text_config(), "rope_parameters", None)
+    section = rope.get("mrope_section") if isinstance(rope, dict) else None
+    return len(section) if section else 3
+
+
+def _positions(adapter, prefix, n_rows, n_tokens, device):
     if prefix.delta is None:
         return None
     pos = torch.arange(n_tokens, device=device) + prefix.length + prefix.delta
-    return pos.view(1, 1, -1).expand(3, n_rows, n_tokens)
+    return pos.view(1, 1, -1).expand(_rope_axes(adapter), n_rows, n_tokens)
 
 
 def _last_only(module):
@@ -204,7 +212,7 @@ def _step(adapter, prefix, cache, input_ids, **kwargs):
     """Run ``input_ids`` (rows, tokens) on top of the prefix; return the logits."""
     rows, tokens = input_ids.shape
     _set_kv(cache, prefix.kv, rows)
-    positions = _positions(prefix, rows, tokens, input_ids.device)
+    positions = _positions(adapter, prefix, rows, tokens, input_ids.device)
     if positions is not None:
         kwargs["position_ids"] = positions
     kwargs.update(_repeat(prefix.continued, rows, tokens))

@@ -343,7 +343,31 @@ class GenericImageTextAdapter(
             return self.packed_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
+        if self.traits.row_positions and "position_ids" not in batch:
+            batch = dict(batch, position_ids=self.row_positions(batch))
         return self.base(**batch, use_cache=False)
+
+    def row_positions(self, batch):
+        """Each row's M-RoPE positions computed alone, stacked (axes, rows, tokens).
+
+        For a family whose positions of a row depend on the rest of its batch
+        (``Traits.row_positions``); each prompt holds one image, so row ``i``
+        takes the ``i``-th row of ``image_grid_thw``.
+        """
+        method = self.base.compute_3d_position_ids
+        names = inspect.signature(method).parameters
+        ids = batch["input_ids"]
+        rows = []
+        for i in range(ids.shape[0]):
+            kwargs = {
+                key: value[i : i + 1]
+                for key, value in batch.items()
+                if key in names
+                and isinstance(value, torch.Tensor)
+                and (key == "image_grid_thw" or value.shape[:1] == ids.shape[:1])
+            }
+            rows.append(method(**kwargs))
+        return torch.cat(rows, dim=1)
 
     def image_tokens(self, batch):
         """Each image's projector tokens: a list of (tokens_i, dim)."""

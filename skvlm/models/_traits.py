@@ -105,6 +105,13 @@ class Traits:
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
+    row_positions : bool
+        Whether the model's multimodal RoPE positions of a row depend on the
+        other rows of its batch (HunYuanVL numbers its image-index axis over
+        the whole batch, not per sequence as its docs say): skvlm then
+        computes each row's positions alone with the model's own
+        ``compute_3d_position_ids``, so that a row's features do not depend
+        on the batch it is in.
     """
 
     vision: str | None = None
@@ -120,6 +127,7 @@ class Traits:
     token_inputs: tuple = ()
     class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
+    row_positions: bool = False
 
 
 _BLIP = Traits(
@@ -127,6 +135,13 @@ _BLIP = Traits(
     projector=("query_tokens", "qformer", "language_projection"),
     language="language_model",
     lm_head="language_model.lm_head",
+)
+# HY V4 VL, GLM-5 Next: a language stage no block's output gives
+_HYPER_CONNECTIONS = dict.fromkeys(
+    ("language", "generative", "tuner"),
+    "its decoder blocks carry hc_mult residual streams (hyper-connections), "
+    "mixed into one only after the last block, so a block's output is not a "
+    "hidden state",
 )
 
 _MUSE_WINDOWS = (
@@ -155,7 +170,7 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    "glm5_next": Traits(views="packed"),
+    "glm5_next": Traits(unsupported=_HYPER_CONNECTIONS),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
@@ -168,7 +183,10 @@ TRAITS = {
     "granite_docling": Traits(
         images="nested", views="masked", projector=("model.vision_model.connector",)
     ),
-    "hunyuan_vl": Traits(views="packed"),
+    "hunyuan_vl": Traits(
+        projector=("model.vision_tower.patch_merger",),
+        row_positions=True,
+    ),
     "idefics2": Traits(images="nested", views="tokens"),
     "idefics3": Traits(images="nested"),
     "instructblip": _BLIP,
@@ -290,6 +308,13 @@ TRAITS = {
             "vision": "its SAM tower's blocks give (height, width, channels) maps "
             "in windows, not token sequences"
         },
+    ),
+    # -- recipes1 --
+    "hy_v4_vl": Traits(unsupported=_HYPER_CONNECTIONS),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
+    # model class's get_image_features names no grid (the base model's does)
+    "dots3_note": Traits(
+        views="packed", projector=("model.vision_tower.merger",), cache="recompute"
     ),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),

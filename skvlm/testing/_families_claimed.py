@@ -220,7 +220,7 @@ def _qwen_like(
     )
     if temporal > 1:
         config["vision_config"]["temporal_patch_size"] = temporal
-    video = kwargs.pop("video", "Qwen2VLVideoProcessor")
+    video = kwargs.pop("video", "Qwen2VLVideoProcessor")  # None: it has none
     return Recipe(
         (image_processor, pixels),
         **{
@@ -229,7 +229,7 @@ def _qwen_like(
             "pad": "<|endoftext|>",
             "ids": dict(_QWEN_IDS, vision_end_token_id="<|vision_end|>"),
             "template": _chatml("<|vision_start|><|image_pad|><|vision_end|>"),
-            "video": {"video_processor_type": video, **pixels},
+            "video": {"video_processor_type": video, **pixels} if video else None,
             "config": config,
             **kwargs,
         },
@@ -822,6 +822,177 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=dict(_SAM, image_size=256)),
         stages=_NO_VISION,
     ),
+    # -- recipes1 --
+    # its merger turns each image's 2 x 2 blocks into a grid with a newline
+    # token per row, framed by a begin and an end token; M-RoPE over
+    # (width, height, image index)
+    "hunyuan_vl": Recipe(
+        (
+            "HunYuanVLImageProcessorPil",
+            dict(patch_size=8, merge_size=2, min_pixels=32 * 32, max_pixels=64 * 64),
+        ),
+        named={
+            "image_token": "<|hy_image|>",
+            "image_start_token": "<|hy_image_start|>",
+            "image_end_token": "<|hy_image_end|>",
+        },
+        specials=(*CHATML, "<|hy_image_newline|>"),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<|hy_image|>",
+            "im_start_id": "<|hy_image_start|>",
+            "im_end_id": "<|hy_image_end|>",
+            "im_newline_id": "<|hy_image_newline|>",
+        },
+        template=_chatml("<|hy_image_start|><|hy_image|><|hy_image_end|>"),
+        config=dict(
+            text_config=dict(
+                # HunyuanOCR's layout: (position, width, height, image index)
+                rope_parameters=dict(_QWEN_ROPE, mrope_section=[1, 1, 1, 1])
+            ),
+            vision_config=dict(max_image_size=64, min_image_size=32),
+        ),
+    ),
+    # Qwen3-VL-like (DeepStack, M-RoPE), its RoPE parameters keyed by layer type
+    "cohere_compass": Recipe(
+        ("CohereCompassImageProcessorPil", _QWEN_PIXELS),
+        specials=(
+            *CHATML,
+            "<|IMAGE_PAD|>",
+            "<|VIDEO_PAD|>",
+            "<|VISION_START|>",
+            "<|VISION_END|>",
+        ),
+        eos="<|im_end|>",
+        ids=dict(
+            image_token_id="<|IMAGE_PAD|>",
+            video_token_id="<|VIDEO_PAD|>",
+            vision_start_token_id="<|VISION_START|>",
+            vision_end_token_id="<|VISION_END|>",
+        ),
+        template=_chatml("<|VISION_START|><|IMAGE_PAD|><|VISION_END|>"),
+        config=dict(
+            text_config=dict(rope_parameters=_QWEN_ROPE),
+            vision_config=dict(
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                num_position_embeddings=64,
+                deepstack_visual_indexes=[1],
+            ),
+        ),
+    ),
+    # LFM3 language model (convolution and attention layers, RoPE per layer type)
+    "lfm3_vl": _qwen_like(),
+    # multi-head latent attention: M-RoPE over its rope slice (qk_rope_head_dim);
+    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    "hy_v4_vl": _qwen_like(
+        "HYV4VLImageProcessorPil",
+        temporal=1,
+        mrope=True,
+        video=None,
+        config=dict(
+            text_config=dict(
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=8,
+                v_head_dim=8,
+                index_topk=8,
+                index_head_dim=8,
+                index_n_heads=2,
+                hc_mult=2,
+            ),
+            vision_config=dict(max_image_size=64),
+        ),
+        stages=("vision", "projector"),
+        classifiers=False,
+    ),
+    # multi-head latent attention with a sparse-attention indexer, MoE in the
+    # language model and in the vision tower (mlp_layer_types), an audio encoder;
+    # every layer one latent-attention type (no sliding-window layers, whose
+    # sizes its config takes from a separate per-layer table). index_topk
+    # exceeds the test prompts: HF's indexer breaks ties among keys scored 0
+    # (after its ReLU) by position, so with fewer keys kept than a prompt has,
+    # a left-padded row keeps other keys than the same prompt alone
+    "dots3_note": _qwen_like(
+        temporal=1,
+        video=None,
+        specials=(
+            *CHATML,
+            "<|imgpad|>",
+            "<|video_pad|>",
+            "<|audio_comp_pad|>",
+            "<|img|>",
+            "<|endofimg|>",
+        ),
+        ids=dict(
+            image_token_id="<|imgpad|>",
+            video_token_id="<|video_pad|>",
+            audio_token_id="<|audio_comp_pad|>",
+        ),
+        template=_chatml("<|img|><|imgpad|><|endofimg|>"),
+        parts={"feature_extractor": "Dots3NoteFeatureExtractor"},
+        config=dict(
+            text_config=dict(
+                use_sliding_window=False,
+                num_key_value_heads=4,  # latent attention: one per query head
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_rope_head_dim=4,
+                qk_nope_head_dim=4,
+                v_head_dim=8,
+                index_topk=512,
+                index_head_dim=8,
+                index_n_heads=2,
+                shared_experts_intermediate_size=32,
+            ),
+            vision_config=dict(
+                mlp_layer_types=["dense", "dense", "sparse"],
+                adapter_in_dim=32,
+                adapter_out_dim=32,
+            ),
+            audio_config=dict(
+                adapter_input_size=32, adapter_out_dim=32, downsample_hidden_size=16
+            ),
+        ),
+    ),
+    # latent attention without RoPE (NoPE) beside linear (KDA) attention, its
+    # indexer pooling keys by index_kpool; hyper-connections, so the
+    # classifiers (which read the language stage) do not run (TRAITS)
+    "glm5_next": Recipe(
+        ("Glm5NextImageProcessorPil", _QWEN_PIXELS),
+        config=dict(
+            text_config=dict(
+                num_key_value_heads=4,  # latent attention: one per query head
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=0,
+                v_head_dim=8,
+                index_topk=16,
+                index_kpool=4,
+                index_head_dim=8,
+                index_n_heads=2,
+                hc_mult=2,
+                linear_head_dim=8,
+                linear_num_heads=4,
+                layer_types=[
+                    "linear_attention",
+                    "linear_attention",
+                    "indexed_attention",
+                ],
+                mlp_layer_types=["dense", "dense", "sparse"],
+            ),
+            vision_config=dict(
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                projection_intermediate_size=64,
+            ),
+        ),
+        **_GLM,
+        stages=("vision", "projector"),
+        classifiers=False,
+    ),
     # -- tvworld2 --
     # image processors that exist only with torchvision: the processor's files
     # are written from its config (_written_processor)
@@ -1234,7 +1405,30 @@ def _config_kwargs(config_cls, recipe, tokenizer, overrides):
     kwargs.update({key: ids(token) for key, token in recipe.ids.items()})
     if "vocab_size" in config_cls().to_dict():
         kwargs["vocab_size"] = len(tokenizer)
-    return _deep_merge(_deep_merge(kwargs, recipe.config), overrides)
+    return _rope_per_layer_type(
+        config_cls, _deep_merge(_deep_merge(kwargs, recipe.config), overrides)
+    )
+
+
+def _rope_per_layer_type(config_cls, kwargs):
+    """The text config's flat RoPE parameters given once per layer type, where
+    its language model reads them per layer type (its default config keys them
+    by layer type, or holds none beside its ``layer_types``)."""
+    text = kwargs.get("text_config") or {}
+    rope = text.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_type" not in rope:
+        return kwargs
+    default = config_cls().get_text_config()
+    types = getattr(default, "layer_types", None)
+    keyed = getattr(default, "rope_parameters", None)
+    if not types or not isinstance(keyed, dict) or not set(keyed) <= set(types):
+        return kwargs
+    others = {
+        k: v for k, v in text.items() if k not in ("rope_parameters", "model_type")
+    }
+    tiny = type(default)(**others).layer_types  # those of the tiny depth
+    text["rope_parameters"] = {kind: dict(rope) for kind in dict.fromkeys(tiny)}
+    return kwargs
 
 
 def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
@@ -1375,12 +1569,4 @@ NOT_BUILT = {
     # not a causal image-text-to-text model skvlm's stages read
     "diffusion_gemma": "a block-diffusion LM",
     "t5gemma2": "an encoder-decoder LM",
-    # a tiny build was tried and needs more than the common recipe
-    "cohere_compass": "its layer-type rope parameters (KeyError 'full_attention')",
-    "lfm3_vl": "its layer-type rope parameters (KeyError 'full_attention')",
-    "glm5_next": "its language model fails on the tiny config (attention shapes)",
-    "hunyuan_vl": "language stage differs from HF by 3e-5 in padded batches",
-    "hy_v4_vl": "multi-head latent attention rope sizes",
-    # more than the common recipe
-    "dots3_note": "latent attention and per-layer MoE lists in three sub-configs",
 }

@@ -134,6 +134,9 @@ def generation_batch(adapter, images, prompts, answers):
     for key, value in inputs.items():
         if key not in new and key != "position_ids":
             new[key] = value
+    if getattr(getattr(adapter, "traits", None), "row_positions", False):
+        # each row positioned alone, as the adapter's language stage does
+        new["position_ids"] = adapter.row_positions(new)
     keep = max(len(a) for a in answers) + 1
     return GenerationBatch(new, labels, keep)
 

@@ -36,6 +36,19 @@ PACKED = {
     "qwen3_omni_moe_thinker": dict(tower="model.visual", blocks="blocks"),
     "qwen4_exp": dict(tower="model.visual", blocks="blocks"),
     "video_llama_3": dict(tower="model.vision_model", blocks="encoder.layers"),
+    # -- recipes1 --
+    "cohere_compass": dict(tower="model.visual", blocks="blocks"),
+    "dots3_note": dict(tower="model.vision_tower", blocks="blocks"),
+    "glm5_next": dict(tower="model.visual", blocks="blocks"),
+    # their processors pack the patches row by row (no merge blocks)
+    "hunyuan_vl": dict(
+        tower="model.vision_tower",
+        blocks="layers",
+        merge=1,
+        placeholder="<|hy_image|>",
+    ),
+    "hy_v4_vl": dict(tower="model.vision_tower", blocks="layers", merge=1),
+    "lfm3_vl": dict(tower="model.vision_tower", blocks="layers"),
     # -- tvworld2 --
     "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
 }

@@ -5,9 +5,10 @@ vision stage is HF's own: ``get_image_features(..., output_hidden_states=True)``
 on one image at a time (nothing else in its packed sequence), its
 ``hidden_states`` taken apart here by hand:
 
-- entry 0 is the input of the first block, entry k the output of block k; where
-  HF's last entry is not the last block's output (LLaVA-OneVision-1.5 drops its
-  class token there) it is read off that block by a hook;
+- entry 0 is the input of the first block, entry k the output of block k; the
+  last is read off the last block by a hook, since HF's last entry is not always
+  its output (LLaVA-OneVision-1.5 drops its class token there, Dots 3 Note
+  gives its final norm's output);
 - a windowed tower's states are window-permuted: the permutation is recovered
   by matching entry 0 to the tower's patch embeddings before it permutes them
   (the output of its embedding module, named per family);
@@ -95,7 +96,7 @@ def packed_reference(
         hidden = [h.reshape(-1, h.shape[-1]) for h in out.hidden_states]
         # the last entry is the last block's output: HF's hidden_states[-1] is
         # the tower's last_hidden_state, after its merger (Qwen) or its final
-        # norm (ERNIE 4.5-VL's ln)
+        # norm (ERNIE 4.5-VL's ln, Dots 3 Note's norm)
         hidden[-1] = seen["last"].reshape(-1, hidden[0].shape[-1])
         if embed is not None:
             embedded = seen["embedded"].reshape(hidden[0].shape)

@@ -77,3 +77,81 @@ def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path):
     )
     with pytest.raises(ValueError, match=rf"qwen4_exp.*{re.escape(reason)}"):
         tuner.fit(built.images("qwen4_exp")[:2], ["cat", "dog"])
+
+
+# -- recipes1 --
+def test_hunyuan_vl_hf_numbers_images_over_the_batch(built):
+    # Why skvlm computes HunYuanVL's positions row by row (Traits.row_positions):
+    # HF's own get_rope_index numbers the image-index axis over the whole batch,
+    # so the image of row i gets index i, where alone it gets 0 (as its docs
+    # say: the ordinal of the image in the sequence); rows after the first then
+    # differ from the same example run alone. The family tests compare skvlm
+    # with HF one example at a time, the exact way.
+    import torch
+
+    hf = built.hf("hunyuan_vl")
+    images = built.images("hunyuan_vl")[:2]
+    text = hf.processor.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": "a"}],
+            }
+        ],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    kwargs = dict(return_tensors="pt", padding=True, return_mm_token_type_ids=True)
+    batch = hf.processor(images=images, text=[text] * 2, **kwargs)
+    names = ("input_ids", "mm_token_type_ids", "image_grid_thw", "attention_mask")
+    alone = hf.processor(images=images[1:], text=[text], **kwargs)
+    together = hf.model.model.get_rope_index(*(batch[k] for k in names))[0]
+    single = hf.model.model.get_rope_index(*(alone[k] for k in names))[0]
+    n = single.shape[-1]
+    shift = together[:, 1, -n:] - single[:, 0]  # row 1, left-padded, against alone
+    assert shift[:-1].eq(0).all()  # the other axes agree
+    assert set(shift[-1].unique().tolist()) == {0, 1}  # its image counted as the 2nd
+    with torch.no_grad():
+        batched = hf.model.model(**batch, use_cache=False).last_hidden_state[1]
+        one = hf.model.model(**alone, use_cache=False).last_hidden_state[0]
+    assert (batched[-n:] - one).abs().max() > 1e-5
+
+
+def test_hunyuan_vl_rows_are_positioned_alone_in_extraction_and_training(built):
+    # the language stage and the tuner's prompt + answer rows take, per row, the
+    # positions HF gives that row alone (its own prompt, image and answer)
+    import torch
+
+    from skvlm.models import load_adapter
+    from skvlm.tuning._batches import generation_batch
+
+    adapter = load_adapter(built.path("hunyuan_vl"), device="cpu")
+    images = built.images("hunyuan_vl")[:3]
+    prompts = [adapter.format_prompt(p) for p in ("a", "a cat", "is it a dog ?")]
+    answers = [[5], [5, 6], [7]]
+    batch = generation_batch(adapter, images, prompts, answers).inputs
+    base = adapter.model.model
+    for i, (image, prompt, answer) in enumerate(
+        zip(images, prompts, answers, strict=True)
+    ):
+        alone = generation_batch(adapter, [image], [prompt], [answer]).inputs
+        want = base.compute_3d_position_ids(
+            input_ids=alone["input_ids"],
+            image_grid_thw=alone["image_grid_thw"],
+            attention_mask=alone["attention_mask"],
+            mm_token_type_ids=alone["mm_token_type_ids"],
+        )
+        n = want.shape[-1]
+        torch.testing.assert_close(batch["position_ids"][:, i, -n:], want[:, 0])
+    with torch.no_grad():
+        prepared = adapter.prepare(images, prompts)
+        positions = adapter.row_positions(prepared)
+        hf = base.compute_3d_position_ids(
+            input_ids=prepared["input_ids"],
+            image_grid_thw=prepared["image_grid_thw"],
+            attention_mask=prepared["attention_mask"],
+            mm_token_type_ids=prepared["mm_token_type_ids"],
+        )
+    valid = prepared["attention_mask"].bool()
+    assert not torch.equal(positions[:, valid], hf[:, valid])  # HF's, batched
+    assert torch.equal(positions[:, 0], hf[:, 0])  # the first row agrees

@@ -188,6 +188,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "vision_projector",
             "aligner",
             "vision_model.connector",
+            "vision_encoder.adapter",  # Dots 3 Note's merger, as saved
             "vision_adapter",
             "image_pooling_2d",
             "image_projector",
