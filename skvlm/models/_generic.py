@@ -291,6 +291,9 @@ class GenericImageTextAdapter(
             ]
             rows = torch.cat([p[:n] for p, n in zip(pixels, counts, strict=True)])
             return counts, rows
+        if pixels.dim() == 5 and views == "tokens":
+            # (images, tiles, C, H, W), every image with its tiles (Perception LM)
+            pixels = pixels.flatten(0, 1)
         if views == "masked":  # real tiles marked per image (Granite-Docling)
             real = batch["pixel_attention_mask"].bool()
             return real.sum(-1).tolist(), pixels[real]

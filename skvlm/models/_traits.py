@@ -149,7 +149,12 @@ _BLIP = Traits(
     # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
     language_blocks=("layers", "block"),
 )
-# HY V4 VL, GLM-5 Next: a language stage no block's output gives
+
+_MUSE_WINDOWS = (
+    "its tower permutes single patches into attention windows (spatial_merge_size "
+    "1) while its processor packs them in merge_size x merge_size blocks: skvlm's "
+    "packed reading places windows of whole merge blocks only"
+)
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -334,6 +339,60 @@ TRAITS = {
                 "(block diffusion), so it gives no left-to-right probability of "
                 "an answer to score or to train on",
             ),
+        },
+    ),
+    # -- tvworld2 --
+    "minimax_m3_vl": Traits(views="packed"),
+    "fast_vlm": Traits(
+        unsupported={
+            "vision": "its timm FastViT tower is a convolutional hierarchy: its "
+            "stages give (channels, height, width) maps of different widths and "
+            "sizes, not one token sequence per image"
+        }
+    ),
+    "gemma3n": Traits(
+        unsupported={
+            "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
+            "its stages give (channels, height, width) maps of different widths, "
+            "not one token sequence per image",
+            **dict.fromkeys(
+                ("language", "generative", "tuner"),
+                "its decoder blocks carry altup_num_inputs AltUp streams, merged "
+                "into one only after the last block, so a block's output is not "
+                "one hidden state",
+            ),
+        }
+    ),
+    "molmo2": Traits(
+        unsupported={
+            "vision": "its processor gives each image's views (a low-res view and "
+            "overlapping crops) as patch sequences (views, patches, 3 * patch**2), "
+            "pooled into image tokens by index (image_token_pooling), not "
+            "(images, channels, height, width)"
+        }
+    ),
+    "muse_glimmer": Traits(
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
+    ),
+    "muse_spark": Traits(
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
+    ),
+    # a timm tower: its blocks are the timm model's
+    "perception_lm": Traits(
+        views="tokens", vision_blocks="timm_model.blocks", class_token="first"
+    ),
+    # its cache keeps the prompt in per-layer prefill buffers beside a sliding
+    # window of keys and values (reference sliding attention)
+    "unlimited_ocr": Traits(
+        cache="recompute",
+        unsupported={
+            "vision": "its tower is a SAM encoder, whose blocks give (height, "
+            "width, channels) maps in windows, then a CLIP encoder over SAM's "
+            "output: its blocks are not one token sequence per view"
         },
     ),
 }

@@ -21,6 +21,7 @@ from . import _families_encdec as encdec
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
 from . import _families_tvonly as tvo
+from . import _families_tvworld2 as tvw2
 from . import _generative as gen
 from . import _vision as vis
 
@@ -139,4 +140,10 @@ TINY_MODELS.update(
         ),
     )
     for name, recipe in claimed.CLAIMED_RECIPES.items()
+)
+# -- tvworld2 --
+# a timm tower: timm imports only with torchvision, so it runs in that world
+# (the classifiers read the language stage, which it cannot offer: TRAITS)
+TINY_MODELS["gemma3n"] = TinyModel(
+    tvw2.make_tiny_gemma3n, "vlm", ("projector",), False, torchvision=True
 )

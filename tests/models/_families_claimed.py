@@ -8,6 +8,9 @@ tokens start with a CLS, and the images (sizes chosen so that batches pad).
 """
 
 from functools import partial
+from types import SimpleNamespace
+
+import torch
 
 from skvlm.testing import TINY_MODELS
 
@@ -46,6 +49,8 @@ PACKED = {
     ),
     "hy_v4_vl": dict(tower="model.vision_tower", blocks="layers", merge=1),
     "lfm3_vl": dict(tower="model.vision_tower", blocks="layers"),
+    # -- tvworld2 --
+    "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
 }
 #: Windowed towers (Qwen2.5-VL's window attention): the module, from the
 #: tower, whose output they permute into window order.
@@ -57,6 +62,32 @@ WINDOWED = {
 }
 #: Towers with a class token before each image's patches.
 PACKED_CLS = {"llava_onevision1_5"}
+
+
+def _timm_tower(model):
+    """A timm ViT tower (``TimmWrapperModel``) with the states of transformers'
+    towers: the blocks' input, then each block's output, class token first.
+    timm's intermediates (HF's ``hidden_states`` here) are the blocks' outputs
+    as (C, H, W) maps without the class token; the states are read by hooks
+    on the blocks and their patch tokens checked against those maps."""
+    tower = model.model.vision_tower
+    blocks = tower.timm_model.blocks
+
+    def run(pixel_values, output_hidden_states):
+        seen = []
+        hooks = [blocks[0].register_forward_pre_hook(lambda _, a: seen.append(a[0]))]
+        hooks += [b.register_forward_hook(lambda *a: seen.append(a[2])) for b in blocks]
+        try:
+            maps = tower(pixel_values=pixel_values, output_hidden_states=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for state, hf in zip(seen[1:], maps.hidden_states, strict=True):
+            torch.testing.assert_close(state[:, 1:], hf.flatten(2).transpose(1, 2))
+        return SimpleNamespace(hidden_states=tuple(seen))
+
+    return run
+
 
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
@@ -140,6 +171,25 @@ _ROWS = {
             base=lambda model: model.get_encoder(),
         ),
     ),
+    # -- tvworld2 --
+    "fast_vlm": dict(tower=None),
+    "gemma3n": dict(tower=None),
+    "molmo2": dict(tower=None),
+    "muse_glimmer": dict(tower=None, images="qwen"),
+    "muse_spark": dict(tower=None, images="qwen"),
+    "perception_lm": dict(
+        tower="model.vision_tower",
+        has_cls=True,
+        reference=partial(
+            generic_reference,
+            tower=_timm_tower,
+            nested=False,
+            has_cls=True,
+            placeholder=None,
+        ),
+    ),
+    "step3p7": dict(tower="model.vision_model"),
+    "unlimited_ocr": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(

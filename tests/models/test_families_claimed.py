@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import VLMGenerativeClassifier
 from skvlm.models import support_matrix
 from skvlm.testing import TINY_MODELS, make_tiny_vlm
 from skvlm.testing._families_claimed import NOT_BUILT

@@ -192,7 +192,8 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         # after it (Qwen's merger, LightOnOCR's vision_projection, Mistral
         # Large 4's vision_language_adapter, Gemma 4's embed_vision, HyperCLOVA
         # X's vision_projector, DeepSeek-VL's aligner, Granite-Docling's
-        # connector in its vision model, as saved) do
+        # connector in its vision model, Muse's vision_adapter, Molmo 2's
+        # image_pooling_2d and image_projector, as saved) do
         projectors = (
             "merger",
             "vision_projection",
@@ -202,6 +203,9 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "aligner",
             "vision_model.connector",
             "vision_encoder.adapter",  # Dots 3 Note's merger, as saved
+            "vision_adapter",
+            "image_pooling_2d",
+            "image_projector",
         )
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train

@@ -45,17 +45,31 @@ def _expected():
         for stage in family.poolings:
             ids.add(f"test_stage_equals_hf_at_batch_1_and_4[{family.name}-{stage}]")
     for name in NAMES:
-        ids |= {
-            f"test_generative_classifier[{name}]",
-            f"test_tuner_step_per_train[{name}]",
-            f"test_registered_stages_are_the_adapters[{name}]",
-        }
+        ids.add(f"test_registered_stages_are_the_adapters[{name}]")
+        if TINY_MODELS[name].classifiers:
+            ids |= {
+                f"test_generative_classifier[{name}]",
+                f"test_tuner_step_per_train[{name}]",
+            }
     return ids
 
 
 def test_the_families_are_registered_and_in_the_matrix():
     assert sorted(f.name for f in TORCHVISION_FAMILIES) == NAMES
-    assert NAMES == ["lfm2_vl", "llama4", "phi4_multimodal"]
+    assert NAMES == [
+        "fast_vlm",
+        "gemma3n",
+        "lfm2_vl",
+        "llama4",
+        "minimax_m3_vl",
+        "molmo2",
+        "muse_glimmer",
+        "muse_spark",
+        "perception_lm",
+        "phi4_multimodal",
+        "step3p7",
+        "unlimited_ocr",
+    ]
 
 
 @pytest.mark.skipif(
@@ -108,7 +122,11 @@ def test_without_torchvision_the_error_names_family_and_fix(name, tmp_path):
 
     if is_torchvision_available():
         pytest.skip("this world has torchvision")
-    path = TINY_MODELS[name].build(tmp_path / name)
+    try:
+        path = TINY_MODELS[name].build(tmp_path / name)
+    except ImportError as error:  # a timm tower: timm needs torchvision
+        assert str(error).startswith(f"{name}: its vision tower is a timm model")
+        return
     vlm = VLMEmbeddingTransformer(path, stage="language", device="cpu")
     with pytest.raises(
         ImportError, match=rf"^{name}: its image processor .*pip install torchvision"
