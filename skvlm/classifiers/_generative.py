@@ -339,6 +339,14 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
                 f"models: skvlm does not offer their language stage ({refused}). "
                 "Train a probe on stage='projector' features instead."
             )
+        traits = getattr(adapter, "traits", None)
+        unsupported = getattr(traits, "unsupported", {}).get("generative")
+        if "language" in adapter.stages and unsupported:
+            raise ValueError(
+                f"VLMGenerativeClassifier cannot score answers of {adapter.family} "
+                f"models: {unsupported}. Train a probe on stage='language' or "
+                "'projector' features instead."
+            )
         if "language" not in adapter.stages:
             raise ValueError(
                 f"model={self.model!r} is a {adapter.family} model: it has no "

@@ -8,7 +8,8 @@ class-name tokens. Continuations are right-padded: causal attention keeps a real
 token from seeing the padding after it, and padded positions are masked out of
 the sums, so no attention mask is needed.
 
-Encoder-decoder models (Florence-2: adapters with ``encoder_decoder = True``)
+Encoder-decoder models (Florence-2, BLIP-2 and InstructBLIP with Flan-T5:
+adapters with ``encoder_decoder = True``)
 read the answer in the decoder: the encoder runs once per image over image and
 prompt, and its states are kept; the decoder runs the adapter's start tokens
 (``decoder_start_ids``: the decoder start token, then the BOS the model's
@@ -106,16 +107,10 @@ class Prefix:
 
 
 def _language_call(adapter):
-    """The module that takes ``input_ids`` + cache and returns logits."""
+    """The module that takes ``input_ids`` (+ cache, or an encoder-decoder's
+    ``encoder_outputs``) without pixels and returns logits."""
     config = adapter.model.config
     if getattr(config, "use_decoder_only_language_model", None) is not None:
-        if not config.use_decoder_only_language_model:
-            raise ValueError(
-                f"{adapter.family} with an encoder-decoder language model (Flan-T5) "
-                "is not supported by the probabilistic scorer; use "
-                "strategy='open_ended' or 'closed_set' with it, or a decoder-only "
-                "checkpoint (OPT, Vicuna)."
-            )
         return adapter.model.language_model  # BLIP's forward insists on pixels
     return adapter.model
 
@@ -287,12 +282,16 @@ def _encoder_prefix(adapter, batch, answer_ids, with_image):
             for k in ("input_ids", "attention_mask")
             if k in batch
         }
+        module = _language_call(adapter)
+    else:
+        module = adapter.model
     decoder = [*adapter.decoder_start_ids(), *answer_ids]
     ids = torch.tensor([decoder], device=adapter.device)
-    module = adapter.model
     out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
+    # BLIP keeps the language model's output one level down
+    states = getattr(out, "language_model_outputs", out).encoder_last_hidden_state
     encoder = {
-        "states": out.encoder_last_hidden_state,
+        "states": states,
         "mask": batch.get("attention_mask"),
         "decoder": decoder,
     }
@@ -306,7 +305,7 @@ def _decoder_logits(adapter, prefix, ids):
     rows = ids.shape[0]
     states = prefix.encoder["states"]
     mask = prefix.encoder["mask"]
-    return adapter.model(
+    return _language_call(adapter)(
         encoder_outputs=BaseModelOutput(
             last_hidden_state=states.expand(rows, *states.shape[1:])
         ),

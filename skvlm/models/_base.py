@@ -114,6 +114,11 @@ class Adapter:
     dynamic_resolution : bool
         Whether an image's token count depends on its size; batches of similar
         sizes then carry less padding.
+    encoder_decoder : bool
+        Whether the language model is an encoder-decoder (Florence-2's BART,
+        BLIP-2's Flan-T5): the language stage is its encoder, and generative
+        scoring and the tuner put the answer in its decoder, behind
+        :meth:`decoder_start_ids`.
     source : dict
         Set by the registry: ``model`` (as given), ``path`` (resolved),
         ``revision``.
@@ -126,6 +131,7 @@ class Adapter:
     prompt_stages: tuple = ("language",)
     auto_class = "AutoModel"  # the transformers Auto class that loads the family
     dynamic_resolution = False
+    encoder_decoder = False
 
     @classmethod
     def load_processor(cls, path, *, revision=None, model_kwargs=None):
@@ -142,6 +148,33 @@ class Adapter:
         from ._traits import family_traits
 
         return family_traits(self.model)
+
+    def decoder_start_ids(self):
+        """An encoder-decoder's decoder tokens before an answer.
+
+        Its ``decoder_start_token_id``, then the tokens the tokenizer puts in
+        front of a text (BART's ``<s>``; none for T5): HF shifts a labelled
+        answer, tokenized with its special tokens, right behind the start token.
+
+        Returns
+        -------
+        ids : list of int
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing import make_tiny_blip2_t5
+        >>> adapter = load_adapter(make_tiny_blip2_t5(tempfile.mkdtemp()), device="cpu")
+        >>> adapter.decoder_start_ids() == [adapter.processor.tokenizer.pad_token_id]
+        True
+        """
+        start = self.model.config.get_text_config().decoder_start_token_id
+        tokenizer = self.processor.tokenizer
+        framed = tokenizer("a")["input_ids"]
+        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+        lead = framed[: framed.index(bare[0])] if bare and bare[0] in framed else []
+        return [int(start), *map(int, lead)]
 
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):

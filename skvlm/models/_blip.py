@@ -33,6 +33,13 @@ class Blip2Adapter(LlavaAdapter):
     Prompt format: ``"Question: {prompt} Answer:"`` (BLIP-2's VQA format). The
     processor always puts the query tokens first, before BOS; a prompt that
     starts with ``<image>`` is used as is after dropping that placeholder.
+
+    With a Flan-T5 language model (``encoder_decoder`` is then True),
+    generative scoring reads a class name as a continuation of the T5
+    *decoder* (after its start token and the answer prefix), given the
+    encoder's states over the query tokens and the prompt, and the tuner
+    trains on the same reading; LoRA adapts the linear layers of both the
+    encoder's and the decoder's blocks.
     """
 
     family = "blip-2"
@@ -52,6 +59,7 @@ class Blip2Adapter(LlavaAdapter):
             getattr(self.tower.embeddings, "class_embedding", None) is not None
         )
         self.image_token_id = model.config.image_token_id
+        self.encoder_decoder = not model.config.use_decoder_only_language_model
         self.language_blocks, self.language_norm, self.language_problem = (
             _language_parts(model)
         )

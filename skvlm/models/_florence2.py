@@ -53,7 +53,8 @@ class Florence2Adapter(GenericImageTextAdapter):
     stages = ("vision", "projector", "language")
     fallback = False
     #: The language model is an encoder-decoder: generative scoring and the
-    #: tuner put the answer in the decoder (see :meth:`decoder_start_ids`).
+    #: tuner put the answer in the decoder, behind ``decoder_start_ids``: its
+    #: start token, then BART's ``<s>``, as Florence-2's answers were trained.
     encoder_decoder = True
 
     @classmethod
@@ -183,21 +184,6 @@ class Florence2Adapter(GenericImageTextAdapter):
             return self.tower(batch["pixel_values"])
         # The hooks stop the pass in the encoder: the decoder never runs.
         return self.base(**batch, use_cache=False)
-
-    def decoder_start_ids(self):
-        """The decoder's tokens before an answer: its start token, then BOS.
-
-        Florence-2 was trained on answers tokenized with BART's ``<s> ...
-        </s>``, which HF shifts right behind ``decoder_start_token_id``; the
-        leading special tokens are read off the tokenizer itself.
-        """
-        text = self.model.config.get_text_config()
-        start = text.decoder_start_token_id
-        tokenizer = self.processor.tokenizer
-        framed = tokenizer("a")["input_ids"]
-        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-        lead = framed[: framed.index(bare[0])] if bare and bare[0] in framed else []
-        return [int(start), *map(int, lead)]
 
 
 ADAPTERS = [Florence2Adapter]

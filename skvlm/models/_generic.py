@@ -25,7 +25,12 @@ and the language model's decoder ``layers`` and final ``norm``.
   image positions at language entry 0.
 - ``language``: entry 0 = input embeddings with the image merged in, k =
   after decoder block k, the last entry after the final norm (HF's
-  ``hidden_states``).
+  ``hidden_states``). A language model with hyper-connections (GLM-5-Next,
+  HY-V4-VL, Qwen4-Exp: its blocks carry ``streams`` residual streams, merged
+  into one only before the final norm) gives each entry but the last as its
+  streams side by side, stream 0 first (``streams`` x width features, as
+  HF's ``hidden_states`` hold them); the last entry, after the merge and the
+  final norm, has the model's width.
 
 A stage the family's structure does not allow is refused when asked for,
 naming the family, the stage and the reason.
@@ -96,6 +101,12 @@ def _check_torchvision(path, exc, revision=None):
             "is not installed (or does not import beside this torch). Install it: "
             "pip install torchvision (the build that matches your torch)."
         ) from exc
+
+
+def _concatenated_streams(hidden):
+    """(batch, tokens, streams x width): a hyper-connection block's residual
+    streams side by side, stream 0 first (a 3-D tensor is returned as is)."""
+    return hidden.flatten(2) if hidden.dim() == 4 else hidden
 
 
 class GenericImageTextAdapter(
@@ -230,6 +241,15 @@ class GenericImageTextAdapter(
             return vision.hidden_size
         return self.model.config.get_text_config().hidden_size
 
+    def dims(self, stage):
+        """Widths of the stage's entries: ``streams`` x width before the last
+        language entry where the blocks carry several residual streams."""
+        widths = super().dims(stage)
+        streams = self.traits.streams
+        if stage != "language" or streams == 1:
+            return widths
+        return (widths[0] * streams,) * (len(widths) - 1) + widths[-1:]
+
     # -- inputs ----------------------------------------------------------------
     def prepare(self, images, prompts=None):
         prompts = [None] * len(images) if prompts is None else prompts
@@ -271,6 +291,9 @@ class GenericImageTextAdapter(
             ]
             rows = torch.cat([p[:n] for p, n in zip(pixels, counts, strict=True)])
             return counts, rows
+        if pixels.dim() == 5 and views == "tokens":
+            # (images, tiles, C, H, W), every image with its tiles (Perception LM)
+            pixels = pixels.flatten(0, 1)
         if views == "masked":  # real tiles marked per image (Granite-Docling)
             real = batch["pixel_attention_mask"].bool()
             return real.sum(-1).tolist(), pixels[real]
@@ -331,7 +354,12 @@ class GenericImageTextAdapter(
             self._special_ids,
         )
         norm = final_norm(self.language)
-        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+        return Stack(
+            blocks=self.language.layers,
+            masks=masks,
+            final_norm=norm,
+            unpack=_concatenated_streams,
+        )
 
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:

@@ -116,11 +116,20 @@ def _vlm_cells(model_type, classes, tiny):
         (c for c in classes if model_type in getattr(c, "model_types", ())), None
     )
     if family is not None:
+        from ._traits import TRAITS
+
+        traits = TRAITS.get(model_type)
+        reasons = dict(traits.unsupported) if traits else {}
         cells = {
-            stage: "claimed" if stage in family.stages else "unsupported: no stage"
+            stage: f"unsupported: {reasons[stage]}"
+            if stage in reasons
+            else ("claimed" if stage in family.stages else "unsupported: no stage")
             for stage in _STAGES
         }
-        cells.update(generative="claimed", tuner="claimed")
+        for column in ("generative", "tuner"):
+            cells[column] = (
+                f"unsupported: {reasons[column]}" if column in reasons else "claimed"
+            )
     else:
         cells = _generic_cells(model_type, GenericImageTextAdapter)
     if tiny is not None:

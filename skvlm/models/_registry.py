@@ -43,6 +43,8 @@ ADAPTER_MODULES = (
     "skvlm.models._encoders",
     "skvlm.models._phi4",
     "skvlm.models._florence2",
+    "skvlm.models._t5gemma2",
+    "skvlm.models._diffusion_gemma",
     "skvlm.models._generic",
 )
 
@@ -187,6 +189,20 @@ def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None, verbo
     return adapter
 
 
+def _check_timm(config, exc):
+    """Raise the error that names the family and timm, where a timm tower is
+    why loading failed (Perception LM, FastVLM, Gemma 3n)."""
+    from transformers.utils import is_timm_available
+
+    architecture = getattr(getattr(config, "vision_config", None), "architecture", None)
+    if isinstance(architecture, str) and not is_timm_available():
+        raise ImportError(
+            f"{config.model_type}: its vision tower is the timm model "
+            f"{architecture!r}, and timm is not installed (or does not import: it "
+            "needs torchvision). Install them: pip install torchvision timm."
+        ) from exc
+
+
 def _load(model, device, dtype, model_kwargs):
     import transformers
 
@@ -205,6 +221,9 @@ def _load(model, device, dtype, model_kwargs):
         )
     except (OSError, ValueError) as exc:
         raise not_found(model, exc) from exc
+    except ImportError as exc:
+        _check_timm(config, exc)
+        raise
     if "device_map" not in model_kwargs and not _is_quantized(net):
         net = net.to(device)
     net.eval()

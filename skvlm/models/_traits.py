@@ -82,6 +82,10 @@ class Traits:
         Path of the language model, whose decoder blocks are ``layers``.
     lm_head : str or None
         Path of the output projection to the vocabulary.
+    language_blocks : tuple of str
+        Names of the lists that hold the language model's blocks, under
+        ``language`` (``"layers"``; T5's encoder and decoder: ``"block"``):
+        the blocks whose linear layers LoRA adapts.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
     views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
@@ -105,6 +109,11 @@ class Traits:
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
+    streams : int or None
+        Residual streams the language model's blocks carry (hyper-connections:
+        each block reads and writes ``streams`` copies of the hidden state,
+        merged into one only after the last block); None: derived from the
+        text config's ``hc_mult`` or ``hc_count`` (1 without).
     row_positions : bool
         Whether the model's multimodal RoPE positions of a row depend on the
         other rows of its batch (HunYuanVL numbers its image-index axis over
@@ -119,6 +128,7 @@ class Traits:
     projector: tuple | None = None
     language: str | None = None
     lm_head: str | None = None
+    language_blocks: tuple = ("layers",)
     images: str = "flat"
     views: str = "rows"
     placeholder: str | None = None
@@ -127,6 +137,7 @@ class Traits:
     token_inputs: tuple = ()
     class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
+    streams: int | None = None
     row_positions: bool = False
 
 
@@ -135,13 +146,14 @@ _BLIP = Traits(
     projector=("query_tokens", "qformer", "language_projection"),
     language="language_model",
     lm_head="language_model.lm_head",
+    # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
+    language_blocks=("layers", "block"),
 )
-# HY V4 VL, GLM-5 Next: a language stage no block's output gives
-_HYPER_CONNECTIONS = dict.fromkeys(
-    ("language", "generative", "tuner"),
-    "its decoder blocks carry hc_mult residual streams (hyper-connections), "
-    "mixed into one only after the last block, so a block's output is not a "
-    "hidden state",
+
+_MUSE_WINDOWS = (
+    "its tower permutes single patches into attention windows (spatial_merge_size "
+    "1) while its processor packs them in merge_size x merge_size blocks: skvlm's "
+    "packed reading places windows of whole merge blocks only"
 )
 
 # -- tvworld1 --
@@ -173,7 +185,6 @@ TRAITS = {
             "with patch positions, not (images, channels, height, width)"
         },
     ),
-    "glm5_next": Traits(unsupported=_HYPER_CONNECTIONS),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
@@ -263,16 +274,10 @@ TRAITS = {
     "smolvlm": Traits(images="nested"),
     # a class token before each image's patches (its tower's cls_embeddings)
     "llava_onevision1_5": Traits(class_token="first"),
-    "qwen4_exp": Traits(
-        cache="recompute",
-        unsupported={
-            **dict.fromkeys(
-                ("language", "generative", "tuner"),
-                "its decoder blocks carry 4 residual streams (hyper-connections), "
-                "mixed into one only after the last block, so a block's output is "
-                "not a hidden state",
-            )
-        },
+    "qwen4_exp": Traits(cache="recompute"),
+    # its sparse-attention indexer keeps per-layer keys beside the KV cache
+    "hy_v4_vl": Traits(
+        projector=("model.vision_tower.patch_merger",), cache="recompute"
     ),
     # -- recipes2 --
     "deepseek_ocr2": Traits(
@@ -313,11 +318,91 @@ TRAITS = {
         },
     ),
     # -- recipes1 --
-    "hy_v4_vl": Traits(unsupported=_HYPER_CONNECTIONS),
     # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
     # model class's get_image_features names no grid (the base model's does)
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"
+    ),
+    # -- encdec --
+    # Gemma encoder-decoder: LoRA and train="full" cover both stacks' "layers"
+    # (the tower under the encoder is left out as vision)
+    "t5gemma2": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model",
+        lm_head="lm_head",
+        images="nested",
+        placeholder="<start_of_image>",
+    ),
+    "diffusion_gemma": Traits(
+        vision="model.encoder.vision_tower",
+        projector=("model.encoder.embed_vision",),
+        language="model.encoder.language_model",
+        images="nested",
+        unsupported={
+            "vision": "its tower takes the images cut into patches beforehand, "
+            "with patch positions, not (images, channels, height, width)",
+            **dict.fromkeys(
+                ("generative", "tuner"),
+                "its decoder denoises blocks of masked answer tokens in parallel "
+                "(block diffusion), so it gives no left-to-right probability of "
+                "an answer to score or to train on",
+            ),
+        },
+    ),
+    # -- tvworld2 --
+    "minimax_m3_vl": Traits(views="packed"),
+    "fast_vlm": Traits(
+        unsupported={
+            "vision": "its timm FastViT tower is a convolutional hierarchy: its "
+            "stages give (channels, height, width) maps of different widths and "
+            "sizes, not one token sequence per image"
+        }
+    ),
+    "gemma3n": Traits(
+        unsupported={
+            "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
+            "its stages give (channels, height, width) maps of different widths, "
+            "not one token sequence per image",
+            **dict.fromkeys(
+                ("language", "generative", "tuner"),
+                "its decoder blocks carry altup_num_inputs AltUp streams, merged "
+                "into one only after the last block, so a block's output is not "
+                "one hidden state",
+            ),
+        }
+    ),
+    "molmo2": Traits(
+        unsupported={
+            "vision": "its processor gives each image's views (a low-res view and "
+            "overlapping crops) as patch sequences (views, patches, 3 * patch**2), "
+            "pooled into image tokens by index (image_token_pooling), not "
+            "(images, channels, height, width)"
+        }
+    ),
+    "muse_glimmer": Traits(
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
+    ),
+    "muse_spark": Traits(
+        views="packed",
+        projector=("model.vision_adapter", "model.vision_projection"),
+        unsupported={"vision": _MUSE_WINDOWS},
+    ),
+    # a timm tower: its blocks are the timm model's
+    "perception_lm": Traits(
+        views="tokens", vision_blocks="timm_model.blocks", class_token="first"
+    ),
+    # its cache keeps the prompt in per-layer prefill buffers beside a sliding
+    # window of keys and values (reference sliding attention)
+    "unlimited_ocr": Traits(
+        cache="recompute",
+        unsupported={
+            "vision": "its tower is a SAM encoder, whose blocks give (height, "
+            "width, channels) maps in windows, then a CLIP encoder over SAM's "
+            "output: its blocks are not one token sequence per view"
+        },
     ),
     # -- tvworld1 --
     "apertus1p5": Traits(
@@ -415,8 +500,17 @@ _PROJECTOR_NAMES = (
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 
 
-# The language model's final norm (LFM2 calls it embedding_norm).
-_FINAL_NORM_NAMES = ("norm", "final_layernorm", "embedding_norm")
+# The text config's count of residual streams (hyper-connections).
+_STREAM_KEYS = ("hc_mult", "hc_count")
+
+# The language model's final norm (LFM2 calls it embedding_norm; Qwen4-Exp's
+# last module is the mixer of its residual streams, normed inside).
+_FINAL_NORM_NAMES = (
+    "norm",
+    "final_layernorm",
+    "embedding_norm",
+    "hyper_connection_mixer",
+)
 
 
 def final_norm(language):
@@ -524,8 +618,15 @@ def derive_traits(model, declared=None):
         tower_type in PACKED_TOWERS or takes_patch_grid(type(model))
     ):
         views = "packed"
+    streams = traits.streams
+    if streams is None:
+        text = model.config.get_text_config()
+        streams = next(
+            (getattr(text, k) for k in _STREAM_KEYS if getattr(text, k, None)), 1
+        )
     return replace(
         traits,
+        streams=int(streams),
         views=views,
         vision=vision,
         vision_blocks=blocks,

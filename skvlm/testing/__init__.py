@@ -13,7 +13,12 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
-        "._families_encdec": ["make_tiny_florence2"],
+        "._families_encdec": [
+            "make_tiny_blip2_t5",
+            "make_tiny_florence2",
+            "make_tiny_instructblip_t5",
+            "make_tiny_t5gemma2",
+        ],
         "._families": [
             "make_tiny_aya_vision",
             "make_tiny_gemma3",
@@ -35,6 +40,7 @@ __getattr__, __dir__, __all__ = attach(
         ],
         "._families_mllama": ["make_tiny_mllama"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
+        "._families_tvworld2": ["make_tiny_gemma3n"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -1,7 +1,7 @@
 """Tiny random-init vision encoders and CLIP-style models, saved in Hugging Face layout.
 
 DINOv3 (ViT and ConvNeXt), ConvNeXt and ConvNeXt-V2, Swin and Swin-V2, Hiera,
-MLCD, AIMv2 (vision-only and CLIP-style), MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP.
+MLCD, SigLIP2's NaFlex tower, AIMv2 (vision-only and CLIP-style), MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP.
 Each is the real architecture at toy sizes with its family's processor (the
 PIL image processors, which need no torchvision) and, for the CLIP-style ones,
 its family's tokenizer class built offline (XLM-R's Unigram, BERT's WordPiece).
@@ -32,6 +32,7 @@ TESTED_ENCODER_TYPES = (
     "metaclip_2",
     "mlcd",
     "mlcd_vision_model",
+    "siglip2_vision_model",
     "swin",
     "swinv2",
 )
@@ -170,6 +171,19 @@ def _mlcd():
     return MLCDVisionModel(MLCDVisionConfig(**VISION)), _clip_image_processor()
 
 
+def _siglip2_vision():
+    """SigLIP2's NaFlex tower alone: each image resized to its own patch grid of
+    at most 16 patches, padded to 16 and masked."""
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+
+    vision = {k: v for k, v in VISION.items() if k != "image_size"}
+    config = Siglip2VisionConfig(**vision, num_patches=16)
+    processor = _image_processor(
+        "Siglip2ImageProcessorPil", patch_size=config.patch_size, max_num_patches=16
+    )
+    return Siglip2VisionModel(config), processor
+
+
 def _aimv2_vision():
     from transformers import Aimv2VisionConfig, Aimv2VisionModel
 
@@ -282,6 +296,7 @@ _BUILDERS = {
     "metaclip_2": _metaclip_2,
     "mlcd": _mlcd,
     "mlcd_vision_model": _mlcd,
+    "siglip2_vision_model": _siglip2_vision,
     "swin": lambda: _swin(1),
     "swinv2": lambda: _swin(2),
 }
@@ -302,7 +317,8 @@ def make_tiny_encoder(path, model_type, *, seed=0):
     model_type : str
         One of :data:`TESTED_ENCODER_TYPES`: ``"dinov3_vit"``,
         ``"dinov3_convnext"``, ``"convnext"``, ``"convnextv2"``, ``"swin"``,
-        ``"swinv2"``, ``"hiera"``, ``"mlcd_vision_model"``, ``"mlcd"`` (the same
+        ``"swinv2"``, ``"hiera"``, ``"siglip2_vision_model"`` (NaFlex),
+        ``"mlcd_vision_model"``, ``"mlcd"`` (the same
         model with the type DeepGlint's checkpoints write in their config),
         ``"aimv2_vision_model"`` (vision-only) or the
         CLIP-style ``"aimv2"``, ``"metaclip_2"``, ``"align"``, ``"altclip"``,

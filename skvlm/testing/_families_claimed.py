@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ._generative import _merge, _save, _tokenizer
 
@@ -84,6 +84,9 @@ class Recipe:
     torchvision : bool
         Whether its image processor exists only with torchvision: the family
         tests run in the torchvision world.
+    timm : bool
+        Whether its vision tower is a timm model (timm imports only with
+        torchvision): the checkpoint builds only where torchvision is.
 
     Examples
     --------
@@ -108,6 +111,7 @@ class Recipe:
     classifiers: bool = True
     processor_class: str | None = None
     torchvision: bool = False
+    timm: bool = False
 
 
 def _chatml(image):
@@ -298,6 +302,35 @@ _GLM_OCR = dict(
     config=dict(
         text_config=dict(rope_parameters=dict(_QWEN_ROPE, partial_rotary_factor=1.0)),
         vision_config=dict(spatial_merge_size=2, temporal_patch_size=2),
+    ),
+)
+
+_MUSE_PIXELS = dict(
+    patch_size=8, merge_size=2, temporal_patch_size=2, max_image_tokens=64
+)
+_MUSE_SPECIALS = (
+    *CHATML,
+    "<|patch|>",
+    "<|image_start|>",
+    "<|image_end|>",
+    "<|video|>",
+    "<|vid_frame_separator|>",
+    "<|vid_start|>",
+    "<|vid_end|>",
+)
+_MUSE_CONFIG = dict(
+    out_hidden_size=128,  # the tower's width times merge_size**2
+    projector_hidden_size=32,
+    text_config=dict(
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        layer_rope_theta=[10000.0, 10000.0, 0],
+        sliding_window=16,
+    ),
+    vision_config=dict(
+        pos_emb_height=4,
+        pos_emb_width=4,
+        max_position_embeddings=16,
+        layer_types=["window_attention", "window_attention", "full_attention"],
     ),
 )
 
@@ -492,11 +525,24 @@ CLAIMED_RECIPES = {
     "exaone4_5": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "hyperclovax_vision_v2": _qwen_like(config=dict(vision_config=_WINDOWS)),
     "llava_onevision1_5": _qwen_like(temporal=1),
-    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    # hyper-connections (hc_count residual streams); one attention layer
+    # (without one, HF's generate finds no attention layer in its cache)
     "qwen4_exp": _qwen_like(
         video="Qwen3VLVideoProcessor",
-        stages=("vision", "projector"),
-        classifiers=False,
+        config=dict(
+            text_config=dict(
+                layer_types=[
+                    "linear_attention",
+                    "linear_attention",
+                    "indexed_attention",
+                ],
+                indexer_n_heads=2,
+                indexer_kv_heads=1,
+                indexer_head_dim=8,
+                indexer_compress_ratio=4,
+                indexer_budget=512,  # above any prompt's length: every key kept
+            )
+        ),
     ),
     "video_llama_3": _qwen_like("VideoLlama3ImageProcessorPil", temporal=1),
     "aria": Recipe(
@@ -885,7 +931,8 @@ CLAIMED_RECIPES = {
     # LFM3 language model (convolution and attention layers, RoPE per layer type)
     "lfm3_vl": _qwen_like(),
     # multi-head latent attention: M-RoPE over its rope slice (qk_rope_head_dim);
-    # the classifiers read the language stage, which it cannot offer (TRAITS)
+    # hyper-connections (hc_mult streams); index_topk above any prompt's length,
+    # so the sparse indexer keeps every key and padding changes nothing
     "hy_v4_vl": _qwen_like(
         "HYV4VLImageProcessorPil",
         temporal=1,
@@ -898,15 +945,13 @@ CLAIMED_RECIPES = {
                 qk_nope_head_dim=8,
                 qk_rope_head_dim=8,
                 v_head_dim=8,
-                index_topk=8,
+                index_topk=512,
                 index_head_dim=8,
                 index_n_heads=2,
                 hc_mult=2,
             ),
             vision_config=dict(max_image_size=64),
         ),
-        stages=("vision", "projector"),
-        classifiers=False,
     ),
     # multi-head latent attention with a sparse-attention indexer, MoE in the
     # language model and in the vision tower (mlp_layer_types), an audio encoder;
@@ -958,8 +1003,8 @@ CLAIMED_RECIPES = {
         ),
     ),
     # latent attention without RoPE (NoPE) beside linear (KDA) attention, its
-    # indexer pooling keys by index_kpool; hyper-connections, so the
-    # classifiers (which read the language stage) do not run (TRAITS)
+    # indexer pooling keys by index_kpool (index_topk above any prompt's
+    # length); hyper-connections (hc_mult streams)
     "glm5_next": Recipe(
         ("Glm5NextImageProcessorPil", _QWEN_PIXELS),
         config=dict(
@@ -970,7 +1015,7 @@ CLAIMED_RECIPES = {
                 qk_nope_head_dim=8,
                 qk_rope_head_dim=0,
                 v_head_dim=8,
-                index_topk=16,
+                index_topk=512,
                 index_kpool=4,
                 index_head_dim=8,
                 index_n_heads=2,
@@ -991,8 +1036,290 @@ CLAIMED_RECIPES = {
             ),
         ),
         **_GLM,
-        stages=("vision", "projector"),
-        classifiers=False,
+    ),
+    # -- tvworld2 --
+    # image processors that exist only with torchvision: the processor's files
+    # are written from its config (_written_processor)
+    "minimax_m3_vl": Recipe(
+        ("MiniMaxM3VLImageProcessor", _QWEN_PIXELS),
+        specials=(
+            *CHATML,
+            "]<]image[>[",
+            "]<]video[>[",
+            "]<]start of image[>[",
+            "]<]end of image[>[",
+        ),
+        eos="<|im_end|>",
+        ids={"image_token_index": "]<]image[>[", "video_token_index": "]<]video[>["},
+        template=_chatml("]<]image[>["),
+        config=dict(
+            projector_hidden_size=32,
+            merged_hidden_size=128,
+            text_config=dict(
+                rotary_dim=4,
+                index_head_dim=8,
+                index_n_heads=2,
+                dense_intermediate_size=64,
+                shared_intermediate_size=32,
+            ),
+            vision_config=dict(temporal_patch_size=2, spatial_merge_size=2),
+        ),
+        video={"video_processor_type": "MiniMaxM3VLVideoProcessor", **_QWEN_PIXELS},
+        torchvision=True,
+    ),
+    "muse_glimmer": Recipe(
+        ("MuseGlimmerImageProcessor", _MUSE_PIXELS),
+        specials=_MUSE_SPECIALS,
+        eos="<|im_end|>",
+        ids={"image_token_id": "<|patch|>", "video_token_id": "<|video|>"},
+        template=_chatml("<|patch|>"),
+        config=_MUSE_CONFIG,
+        video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    "muse_spark": Recipe(
+        ("MuseGlimmerImageProcessor", _MUSE_PIXELS),
+        specials=(
+            *_MUSE_SPECIALS,
+            "<|audio|>",
+            "<|soft_audio_start|>",
+            "<|soft_audio_end|>",
+        ),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<|patch|>",
+            "video_token_id": "<|video|>",
+            "audio_token_id": "<|audio|>",
+        },
+        template=_chatml("<|patch|>"),
+        config=_merge(
+            _MUSE_CONFIG,
+            dict(
+                text_config=dict(
+                    mlp_layer_types=["dense", "sparse", "sparse"],
+                    moe_hidden_size=32,
+                ),
+                audio_config=dict(
+                    hidden_sizes=[8, 8, 16, 16],
+                    depths=[1, 1, 1, 1],
+                    num_hidden_layers=4,
+                    out_hidden_size=32,
+                ),
+            ),
+        ),
+        video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
+        parts={"feature_extractor": "MuseSparkFeatureExtractor"},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    "step3p7": Recipe(
+        # a 64 px global view (4 tokens after the tower's two stride-2
+        # convolutions) and 32 px local crops (1 token each)
+        (
+            "Step3p7ImageProcessor",
+            dict(
+                size={"height": 64, "width": 64},
+                patch_size=32,
+                max_image_size=128,
+                vision_patch_size=8,
+            ),
+        ),
+        specials=(
+            *CHATML,
+            "<im_patch>",
+            "<im_start>",
+            "<im_end>",
+            "<patch_start>",
+            "<patch_end>",
+            "<patch_newline>",
+        ),
+        eos="<|im_end|>",
+        ids={"image_token_id": "<im_patch>"},
+        template=_chatml("<im_patch>"),
+        config=dict(
+            vision_config=dict(
+                image_size=64, max_position_embeddings=64, mlp_ratio=2.0
+            ),
+            text_config=dict(
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                layer_types=["full_attention", "sliding_attention", "full_attention"],
+                sliding_window=16,
+                num_sliding_attention_heads=4,
+                query_pre_attn_scalar=8,
+                share_expert_dim=32,
+            ),
+        ),
+        torchvision=True,
+    ),
+    "unlimited_ocr": Recipe(
+        # a 64 px global view and 32 px local tiles: SAM (8 px patches) then
+        # two stride-2 convolutions give 2 x 2 and 1 x 1 token grids
+        (
+            "UnlimitedOcrImageProcessor",
+            dict(
+                size={"height": 64, "width": 64},
+                tile_size=32,
+                min_patches=2,
+                max_patches=4,
+                maximum_pad_value=32,
+            ),
+        ),
+        named={"image_token": "<image>"},
+        specials=CHATML,
+        bos="<s>",
+        eos="<|im_end|>",
+        ids={"image_token_id": "<image>"},
+        processor=dict(patch_size=8, downsample_ratio=4),
+        template=_chatml("<image>"),
+        config=dict(
+            vision_config=dict(
+                sam_config=dict(
+                    hidden_size=32,
+                    output_channels=16,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    image_size=64,
+                    patch_size=8,
+                    window_size=4,
+                    global_attn_indexes=[1],
+                    mlp_dim=64,
+                    downsample_channels=[32, 32],
+                ),
+                encoder_config=dict(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    image_size=16,
+                    patch_size=8,
+                ),
+            ),
+            text_config=dict(
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                layer_types=["reference_sliding_attention"] * 3,
+                sliding_window=16,
+                n_shared_experts=1,
+            ),
+        ),
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    "molmo2": Recipe(
+        # 32 px crops of 8 px patches pooled 2 x 2: a low-res view and up to 4
+        # overlapping high-res crops per image
+        (
+            "Molmo2ImageProcessor",
+            dict(
+                _SQUARE,
+                patch_size=8,
+                pooling_size=[2, 2],
+                max_crops=4,
+                overlap_margins=[1, 1],
+            ),
+        ),
+        named={"image_token": "<|image|>", "video_token": "<|video|>"},
+        specials=(
+            *CHATML,
+            "<im_patch>",
+            "<im_col>",
+            "<im_start>",
+            "<low_res_im_start>",
+            "<frame_start>",
+            "<im_end>",
+            "<frame_end>",
+            "<im_low>",
+        ),
+        eos="<|im_end|>",
+        ids=dict(
+            image_start_token_id="<im_start>",
+            low_res_image_start_token_id="<low_res_im_start>",
+            image_end_token_id="<im_end>",
+            image_patch_id="<im_patch>",
+            frame_start_token_id="<frame_start>",
+            frame_end_token_id="<frame_end>",
+        ),
+        template=_chatml("<|image|>"),
+        config=dict(
+            vision_config=dict(image_size=[32, 32], num_position_embeddings=16),
+            adapter_config=dict(vision_feature_layer=[-1, -3], text_hidden_size=32),
+            text_config=dict(additional_vocab_size=8),
+        ),
+        video={
+            "video_processor_type": "Molmo2VideoProcessor",
+            **_SQUARE,
+            "patch_size": 8,
+            "pooling_size": [2, 2],
+        },
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
+    # a timm tower (timm imports only with torchvision): a Perception Encoder
+    # ViT at toy size, built without pretrained weights. One 32 px view per
+    # image ("vanilla"): with "thumb+tile" the processor cannot stack a batch
+    # of images that give different tile counts
+    "perception_lm": Recipe(
+        (
+            "PerceptionLMImageProcessor",
+            dict(_SQUARE, tile_size=32, max_num_tiles=1, vision_input_type="vanilla"),
+        ),
+        named={"image_token": "<|image|>", "video_token": "<|video|>"},
+        specials=CHATML,
+        eos="<|im_end|>",
+        ids={"image_token_id": "<|image|>", "video_token_id": "<|video|>"},
+        processor=dict(patch_size=8, pooling_ratio=2),
+        template=_chatml("<|image|>"),
+        config=dict(
+            projector_pooling_ratio=2,
+            vision_config=dict(
+                architecture="vit_pe_core_tiny_patch16_384",
+                do_pooling=False,
+                model_args=dict(
+                    img_size=32,
+                    patch_size=8,
+                    embed_dim=32,
+                    depth=3,
+                    num_heads=4,
+                ),
+            ),
+        ),
+        video={"video_processor_type": "PerceptionLMVideoProcessor", **_SQUARE},
+        torchvision=True,
+        timm=True,
+    ),
+    # a timm FastViT tower (stride 64) at toy size: 2 x 2 tokens per 128 px image
+    "fast_vlm": Recipe(
+        (
+            "CLIPImageProcessor",
+            {
+                "size": {"shortest_edge": 128},
+                "crop_size": {"height": 128, "width": 128},
+            },
+        ),
+        specials=("<image>",),
+        bos="<s>",
+        ids={"image_token_index": "<image>"},
+        processor=dict(
+            patch_size=64,
+            vision_feature_select_strategy="full",
+            num_additional_image_tokens=0,
+        ),
+        processor_class="LlavaProcessor",
+        config=dict(
+            image_seq_length=4,
+            vision_config=dict(
+                architecture="fastvit_mci3",
+                hidden_size=64,  # the tower's final convolution: 2 x 32
+                model_args=dict(
+                    inference_mode=True,
+                    layers=(1, 1, 1, 1, 1),
+                    embed_dims=(8, 16, 16, 32, 32),
+                ),
+            ),
+        ),
+        stages=_NO_VISION,
+        torchvision=True,
+        timm=True,
     ),
     # -- tvworld1 --
     # Apertus 1.5: a VQ image tokenizer (convolutions) turns 16 x 16 px into one
@@ -1145,6 +1472,23 @@ CLAIMED_RECIPES = {
         torchvision=True,
     ),
 }
+# -- encdec --
+# DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
+# text stack is the language stage (its block-diffusion decoder is no stage).
+_GEMMA4 = CLAIMED_RECIPES["gemma4"]
+CLAIMED_RECIPES["diffusion_gemma"] = replace(
+    _GEMMA4,
+    config=dict(
+        _GEMMA4.config,
+        text_config=dict(
+            _GEMMA4.config["text_config"],
+            num_experts=4,
+            top_k_experts=2,
+            moe_intermediate_size=32,
+        ),
+    ),
+    classifiers=False,
+)
 
 
 def _tokenizer_for(recipe):
@@ -1198,6 +1542,7 @@ def _processor_for(model_type, recipe, tokenizer):
 def _written_processor(path, model_type, recipe, tokenizer):
     """The processor's files written from its config, for an image processor
     that exists only with torchvision (so the build needs none)."""
+    import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     from ._families_tvonly import _write_processor, _Written
@@ -1210,6 +1555,10 @@ def _written_processor(path, model_type, recipe, tokenizer):
         "image_processor": {"image_processor_type": name, **kwargs},
         **{key: {f"{key}_type": part} for key, part in recipe.parts.items()},
     }
+    for key, part in recipe.parts.items():  # other sub-processors, at defaults
+        saved = getattr(transformers, part)().to_dict()
+        saved.pop("processor_class", None)
+        config[key] = saved
     _write_processor(path, tokenizer, config, recipe.template)
     return _Written()
 
@@ -1355,6 +1704,14 @@ def make_tiny_vlm(path, model_type, *, seed=0, **overrides):
             f"{sorted(CLAIMED_RECIPES)}."
         )
     recipe = CLAIMED_RECIPES[model_type]
+    if recipe.timm:
+        from transformers.utils import is_timm_available
+
+        if not is_timm_available():
+            raise ImportError(
+                f"{model_type}: its vision tower is a timm model, and timm is not "
+                "importable here (it needs torchvision): pip install torchvision timm."
+            )
     tokenizer = _tokenizer_for(recipe)
     if recipe.torchvision:
         processor = _written_processor(path, model_type, recipe, tokenizer)
@@ -1397,8 +1754,8 @@ CLAIMED_ENCODERS = {
     "deit": ("DeiTImageProcessorPil", {}),
     "dinov2_with_registers": ("BitImageProcessorPil", {"num_register_tokens": 2}),
     "siglip_vision_model": ("SiglipImageProcessorPil", {}),
-    # not here: siglip2_vision_model, whose tower takes patch sequences with
-    # spatial shapes (NaFlex), not (images, C, H, W) like the others
+    # not here: siglip2_vision_model, whose NaFlex processor gives patch
+    # sequences with spatial shapes (skvlm.testing.make_tiny_encoder builds it)
 }
 _CROP = {"height": 32, "width": 32}
 
@@ -1432,20 +1789,4 @@ def make_tiny_vision_encoder(model_type):
 #: stay "claimed" in ``support_matrix()`` (untested). Families other work owns
 #: (mistral3, llava with Pixtral, mllama, llama4, phi4_multimodal, florence2)
 #: are not listed.
-NOT_BUILT = {
-    # no image processor without torchvision (none of the PIL ones gives the
-    # inputs their processor reads)
-    "minimax_m3_vl": "image processor needs torchvision",
-    "molmo2": "image processor needs torchvision",
-    "muse_glimmer": "image processor needs torchvision",
-    "muse_spark": "image processor needs torchvision",
-    "step3p7": "image processor needs torchvision",
-    "unlimited_ocr": "image processor needs torchvision",
-    # a timm vision tower: timm needs torchvision
-    "fast_vlm": "timm tower (FastViTHD)",
-    "gemma3n": "timm tower (MobileNetV5)",
-    "perception_lm": "timm tower (Perception Encoder); image processor needs torchvision",
-    # not a causal image-text-to-text model skvlm's stages read
-    "diffusion_gemma": "a block-diffusion LM",
-    "t5gemma2": "an encoder-decoder LM",
-}
+NOT_BUILT = {}

@@ -1,19 +1,37 @@
-"""Tiny random-init checkpoints of encoder-decoder image-text families: Florence-2.
+"""Tiny random-init checkpoints of encoder-decoder image-text families.
 
-Same recipe as :mod:`skvlm.testing._families`: the real architecture at toy
-size (DaViT tower, projector, BART language model), the family's real
-processor class with an offline word-level tokenizer that adds BOS and EOS
-around a text as BART's does, saved with ``save_pretrained``.
+Florence-2 (DaViT tower, projector, BART language model), BLIP-2 and
+InstructBLIP with a Flan-T5 language model. Same recipe as
+:mod:`skvlm.testing._families`: the real architecture at toy size, the
+family's real processor class with an offline word-level tokenizer framed as
+the family's own (BART's ``<s> text </s>``, T5's ``text </s>``), saved with
+``save_pretrained``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast
 
-from ._generative import _builder, _merge, _save, _tokenizer
+from ._generative import (
+    _QFORMER,
+    _TEXT,
+    _VISION,
+    _builder,
+    _merge,
+    _save,
+    _tokenizer,
+)
 
-__all__ = ["make_tiny_florence2"]
+__all__ = [
+    "make_tiny_blip2_t5",
+    "make_tiny_florence2",
+    "make_tiny_instructblip_t5",
+    "make_tiny_t5gemma2",
+]
 
 #: Florence-2's image side: 64 px, four DaViT stages down to a 2 x 2 map, so
 #: 4 spatial tokens and 1 temporal token per image.
@@ -96,6 +114,9 @@ def make_tiny_florence2(path, *, seed=0, **overrides):
                 encoder_ffn_dim=64,
                 decoder_ffn_dim=64,
                 max_position_embeddings=128,
+                # BART's default 0.02 leaves the decoder's answer all but blind
+                # to the image at this width (scores equal to 1e-5 across images)
+                init_std=0.2,
                 pad_token_id=tokenizer.pad_token_id,
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
@@ -113,3 +134,202 @@ def make_tiny_florence2(path, *, seed=0, **overrides):
         processor,
         seed,
     )
+
+
+def t5_style_tokenizer(specials=()):
+    """The offline word-level tokenizer with T5's framing: ``text </s>``, no BOS,
+    ``<pad>`` (T5's decoder start token) and ``<unk>``."""
+    tokenizer = _tokenizer(
+        ["<image>", *specials], eos="</s>", pad="<pad>", padding_side="right"
+    )
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>",
+        pair="$A </s> $B </s>",
+        special_tokens=[("</s>", tokenizer.eos_token_id)],
+    )
+    return tokenizer
+
+
+def _t5_text(tokenizer):
+    """A Flan-T5 language model at toy size: gated-GELU feed-forward, untied
+    head, 3 encoder and 2 decoder blocks; the decoder starts at ``<pad>``."""
+    return dict(
+        model_type="t5",
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=3,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        is_encoder_decoder=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+@_builder("blip-2")
+def make_tiny_blip2_t5(path, *, seed=0, **overrides):
+    """Tiny BLIP-2 with a Flan-T5 language model: ViT tower, 2-layer Q-Former
+    with 4 queries, T5 encoder-decoder (3 + 2 blocks) behind a T5-style
+    tokenizer (``text </s>``)."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessorPil,
+    )
+
+    tokenizer = t5_style_tokenizer()
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        num_query_tokens=4,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                _VISION, model_type="blip_2_vision_model", initializer_range=0.02
+            ),
+            qformer_config=dict(_QFORMER, vocab_size=64),
+            text_config=_t5_text(tokenizer),
+            num_query_tokens=4,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        ),
+        overrides,
+    )
+    return _save(
+        path, Blip2ForConditionalGeneration, Blip2Config(**kwargs), processor, seed
+    )
+
+
+@_builder("instructblip")
+def make_tiny_instructblip_t5(path, *, seed=0, **overrides):
+    """Tiny InstructBLIP with a Flan-T5 language model: BLIP-2's T5 model with
+    an instruction-aware Q-Former (its own BERT-style tokenizer in
+    ``qformer_tokenizer/``)."""
+    from transformers import (
+        BlipImageProcessorPil,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+    )
+
+    tokenizer = t5_style_tokenizer()
+    qformer_tokenizer = _tokenizer(
+        ["[CLS]", "[SEP]", "[MASK]"], pad="[PAD]", unk="[UNK]", padding_side="right"
+    )
+    # BERT's "[CLS] text [SEP]" framing, as the real Q-Former tokenizer does.
+    qformer_tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[
+            (t, qformer_tokenizer.convert_tokens_to_ids(t)) for t in ("[CLS]", "[SEP]")
+        ],
+    )
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        qformer_tokenizer=qformer_tokenizer,
+        num_query_tokens=4,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                _VISION, model_type="instructblip_vision_model", initializer_range=0.02
+            ),
+            qformer_config=dict(
+                _QFORMER,
+                vocab_size=len(qformer_tokenizer),
+                pad_token_id=qformer_tokenizer.pad_token_id,
+            ),
+            text_config=_t5_text(tokenizer),
+            num_query_tokens=4,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        InstructBlipForConditionalGeneration,
+        InstructBlipConfig(**kwargs),
+        processor,
+        seed,
+    )
+
+
+@_builder("t5gemma2")
+def make_tiny_t5gemma2(path, *, seed=0, **overrides):
+    """Tiny T5Gemma 2: SigLIP tower, Gemma 3's projector (4 tokens per image),
+    a Gemma encoder (3 layers) and decoder (2 layers) with sliding-window
+    layers, Gemma 3's processor without a chat template (the encoder reads
+    ``"<start_of_image>\\n{prompt}"``)."""
+    from transformers import (
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        T5Gemma2Config,
+        T5Gemma2ForConditionalGeneration,
+    )
+
+    from ._families import _named_tokenizer
+
+    tokenizer = _named_tokenizer(
+        {
+            "boi_token": "<start_of_image>",
+            "image_token": "<image_soft_token>",
+            "eoi_token": "<end_of_image>",
+        },
+        bos="<bos>",
+        eos="<eos>",
+        pad="<pad>",
+        padding_side="left",
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        image_seq_length=4,
+    )
+    text = dict(
+        _TEXT,
+        vocab_size=len(tokenizer),
+        sliding_window=16,
+        query_pre_attn_scalar=8,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    kwargs = _merge(
+        dict(
+            encoder=dict(
+                text_config=text,
+                vision_config=dict(_VISION, model_type="siglip_vision_model"),
+                mm_tokens_per_image=4,
+                boi_token_index=tokenizer.boi_token_id,
+                eoi_token_index=tokenizer.eoi_token_id,
+                image_token_index=tokenizer.image_token_id,
+            ),
+            decoder=dict(text, num_hidden_layers=2),
+            image_token_index=tokenizer.image_token_id,
+        ),
+        overrides,
+    )
+    config = T5Gemma2Config(**kwargs)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = T5Gemma2ForConditionalGeneration(config).eval()
+        # Gemma's init leaves the projection at zero: every image token would
+        # be the same; a random one makes the projector stage testable.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("mm_input_projection_weight"):
+                    param.normal_(std=0.5)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

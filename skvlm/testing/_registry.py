@@ -21,6 +21,7 @@ from . import _families_encdec as encdec
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
 from . import _families_tvonly as tvo
+from . import _families_tvworld2 as tvw2
 from . import _generative as gen
 from . import _vision as vis
 
@@ -83,6 +84,7 @@ TINY_MODELS = {
     "metaclip_2": _encoder("metaclip_2", "clip"),
     "mlcd": _encoder("mlcd", "vision"),
     "mlcd_vision_model": _encoder("mlcd_vision_model", "vision"),
+    "siglip2_vision_model": _encoder("siglip2_vision_model", "vision"),
     "swin": _encoder("swin", "vision"),
     "swinv2": _encoder("swinv2", "vision"),
     "aya_vision": TinyModel(fam.make_tiny_aya_vision, "vlm", _ALL),
@@ -117,9 +119,9 @@ TINY_MODELS = {
     "qwen3_vl": TinyModel(gen.make_tiny_qwen3_vl, "vlm", _ALL),
     "qwen3_vl_moe": TinyModel(fam.make_tiny_qwen3_vl_moe, "vlm", _ALL),
     "siglip": TinyModel(vis.make_tiny_siglip, "clip", _CLIP),
-    # its tiny tokenizer knows too few words for zero-shot prompts
-    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP, classifiers=False),
+    "siglip2": TinyModel(vis.make_tiny_siglip2, "clip", _CLIP),
     "smolvlm": TinyModel(gen.make_tiny_smolvlm, "vlm", _ALL),
+    "t5gemma2": TinyModel(encdec.make_tiny_t5gemma2, "vlm", _ALL),
     "vipllava": TinyModel(fam.make_tiny_vipllava, "vlm", _ALL),
     "vit": TinyModel(vis.make_tiny_vit, "vision", ("vision",)),
 }
@@ -138,4 +140,10 @@ TINY_MODELS.update(
         ),
     )
     for name, recipe in claimed.CLAIMED_RECIPES.items()
+)
+# -- tvworld2 --
+# a timm tower: timm imports only with torchvision, so it runs in that world
+# (the classifiers read the language stage, which it cannot offer: TRAITS)
+TINY_MODELS["gemma3n"] = TinyModel(
+    tvw2.make_tiny_gemma3n, "vlm", ("projector",), False, torchvision=True
 )

@@ -141,6 +141,41 @@ def make_tiny_siglip(path, *, seed=0, vision=None, text=None):
     return _save(model, SiglipProcessor(image_processor, tokenizer), path)
 
 
+def siglip2_tokenizer():
+    """SigLIP2's own tokenizer class (Gemma's BPE, lowercased) over the tiny words.
+
+    Each word of the tiny vocabulary is one token, with Gemma's ``▁`` (space)
+    in front when a space precedes it, built by merges that grow it letter by
+    letter (those of ``▁`` words ranked first, so a word after a space always
+    becomes its ``▁`` token). Unknown letters fall back to ``<unk>``.
+
+    Examples
+    --------
+    >>> from skvlm.testing._vision import siglip2_tokenizer
+    >>> siglip2_tokenizer().tokenize("A photo of a red car.")
+    ['a', '▁photo', '▁of', '▁a', '▁red', '▁car', '.']
+    """
+    from transformers import Siglip2Tokenizer
+
+    from ._tokenizer import BASE_WORDS
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for char in sorted({c for word in BASE_WORDS for c in word} | {"▁"}):
+        vocab.setdefault(char, len(vocab))
+    spaced, bare = [], []
+    for word in BASE_WORDS:
+        for token, merges in (("▁" + word, spaced), (word, bare)):
+            for end in range(2, len(token) + 1):
+                merge = (token[: end - 1], token[end - 1])
+                if merge not in merges:
+                    merges.append(merge)
+                vocab.setdefault(token[:end], len(vocab))
+    merges = sorted(spaced, key=lambda m: len(m[0])) + sorted(
+        bare, key=lambda m: len(m[0])
+    )
+    return Siglip2Tokenizer(vocab=vocab, merges=merges)
+
+
 def make_tiny_siglip2(path, *, seed=0, vision=None, text=None, max_num_patches=16):
     """Build a tiny random-init SigLIP2 (NaFlex) model with its processor and save it.
 
@@ -177,7 +212,7 @@ def make_tiny_siglip2(path, *, seed=0, vision=None, text=None, max_num_patches=1
         Siglip2Processor,
     )
 
-    tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
+    tokenizer = siglip2_tokenizer()
     vision_config = {**VISION, "num_patches": max_num_patches, **(vision or {})}
     vision_config.pop("image_size", None)
     config = Siglip2Config(

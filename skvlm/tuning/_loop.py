@@ -406,6 +406,14 @@ class Loop:
 
     def _train_mode(self, on):
         self.model.train(on)
+        if on:
+            # a frozen normalisation layer with running statistics (the batch
+            # norms of a convolutional tower: FastVLM's FastViT) keeps them: in
+            # train mode it would update them and use the batch's own
+            for module in self.model.modules():
+                frozen = not any(p.requires_grad for p in module.parameters())
+                if frozen and getattr(module, "running_mean", None) is not None:
+                    module.eval()
 
     # -- the loop ------------------------------------------------------------------------
     def run(self):

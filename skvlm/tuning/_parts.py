@@ -36,12 +36,16 @@ class Parts:
         Modules or parameters between the vision tower and the language model.
     vision : tuple of str
         The vision tower; projector names inside it are not counted as vision.
+    blocks : tuple of str
+        Names of the lists of the language model's blocks (``"layers"``;
+        T5's ``"block"``).
     """
 
     language: str
     lm_head: str
     projector: tuple
     vision: tuple
+    blocks: tuple = ("layers",)
 
 
 def _parts_of(traits):
@@ -51,6 +55,7 @@ def _parts_of(traits):
         traits.lm_head or "lm_head",
         tuple(traits.projector or ()),
         (traits.vision,) if traits.vision else (),
+        tuple(traits.language_blocks),
     )
 
 
@@ -88,15 +93,6 @@ def family_parts(adapter, quantized=False):
         )
     parts = _parts_of(traits)
     net = adapter.model
-    config = net.config
-    if getattr(config, "use_decoder_only_language_model", True) is False:
-        raise ValueError(
-            f"This {family} checkpoint has an encoder-decoder language model "
-            f"({type(net.language_model).__name__}); VLMClassificationTuner trains "
-            "decoder-only language models (answer tokens after the prompt), as the "
-            "probabilistic scorer reads them. Use a decoder-only checkpoint (OPT, "
-            "Vicuna)."
-        )
     is_quantized = getattr(net, "is_quantized", False) or getattr(
         net, "hf_quantizer", None
     )
@@ -158,14 +154,20 @@ def lora_target_regex(net, parts, target_modules=None):
     parts : Parts
     target_modules : list of str or None
         Leaf names (``"q_proj"``, ``"v_proj"``...) to adapt; None takes every
-        linear layer inside the language model's decoder blocks.
+        linear layer inside the language model's blocks (an encoder-decoder's:
+        its encoder's and its decoder's).
 
     Returns
     -------
     pattern : str
         Matches full module names, as peft's ``re.fullmatch`` reads it.
     """
-    block = re.compile(re.escape(parts.language) + r"\.(?:.*\.)?layers\.\d+\.")
+    lists = "|".join(map(re.escape, parts.blocks))
+    # a tower inside the language model (T5Gemma 2's encoder) is not adapted
+    outside = "".join(rf"(?!{re.escape(v)}\.)" for v in parts.vision)
+    block = re.compile(
+        outside + re.escape(parts.language) + rf"\.(?:.*\.)?(?:{lists})\.\d+\."
+    )
     leaves = sorted(
         {
             name.rsplit(".", 1)[-1]

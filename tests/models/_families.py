@@ -17,6 +17,7 @@ from transformers.utils import is_torchvision_available
 from skvlm.testing import (
     make_tiny_aya_vision,
     make_tiny_blip2,
+    make_tiny_blip2_t5,
     make_tiny_clip,
     make_tiny_florence2,
     make_tiny_gemma3,
@@ -24,6 +25,7 @@ from skvlm.testing import (
     make_tiny_idefics2,
     make_tiny_idefics3,
     make_tiny_instructblip,
+    make_tiny_instructblip_t5,
     make_tiny_internvl,
     make_tiny_janus,
     make_tiny_lighton_ocr,
@@ -45,6 +47,7 @@ from skvlm.testing import (
     make_tiny_siglip,
     make_tiny_siglip2,
     make_tiny_smolvlm,
+    make_tiny_t5gemma2,
     make_tiny_vipllava,
     make_tiny_vit,
     random_images,
@@ -60,34 +63,19 @@ from ._references import (
     generic_reference,
     idefics_reference,
     instructblip_reference,
+    instructblip_t5_reference,
     llava_next_reference,
     llava_reference,
     paligemma_reference,
     pixtral_reference,
     qwen_reference,
+    t5gemma2_reference,
     vision_tower_reference,
 )
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
-
-
-T5_TEXT = dict(
-    model_type="t5",
-    d_model=32,
-    d_ff=64,
-    num_layers=3,
-    num_decoder_layers=1,
-    num_heads=4,
-    d_kv=8,
-    decoder_start_token_id=0,
-    is_encoder_decoder=True,
-)
-
-
-def make_tiny_blip2_t5(path):
-    return make_tiny_blip2(path, text_config=T5_TEXT)
 
 
 # -- the families -------------------------------------------------------------------------
@@ -244,7 +232,7 @@ def _idefics(name, build):
 
 def _blip(name, family, build, reference, language_blocks):
     return Family(
-        model_type="blip-2" if name.startswith("blip2") else name,
+        model_type=family,
         name=name,
         family=family,
         build=build,
@@ -326,6 +314,13 @@ FAMILIES = [
         make_tiny_instructblip,
         instructblip_reference,
         _first("language_model", "model", "layers"),
+    ),
+    _blip(
+        "instructblip_t5",
+        "instructblip",
+        make_tiny_instructblip_t5,
+        instructblip_t5_reference,
+        _first("language_model", "encoder", "block"),
     ),
     Family(
         name="paligemma",
@@ -530,6 +525,10 @@ NEW_FAMILIES.append(
             "language": LANGUAGE,
         },
     )
+)
+# T5Gemma 2: the language stage is the Gemma encoder over image and prompt
+NEW_FAMILIES.append(
+    _new("t5gemma2", make_tiny_t5gemma2, tower=None, reference=t5gemma2_reference)
 )
 
 # Families whose image processor transformers ships only with torchvision: their

@@ -8,10 +8,13 @@ tokens start with a CLS, and the images (sizes chosen so that batches pad).
 """
 
 from functools import partial
+from types import SimpleNamespace
+
+import torch
 
 from skvlm.testing import TINY_MODELS
 
-from ._references import qwen_reference
+from ._references import generic_reference, qwen_reference
 from ._references_packed import packed_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
@@ -46,6 +49,8 @@ PACKED = {
     ),
     "hy_v4_vl": dict(tower="model.vision_tower", blocks="layers", merge=1),
     "lfm3_vl": dict(tower="model.vision_tower", blocks="layers"),
+    # -- tvworld2 --
+    "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
 }
 #: Windowed towers (Qwen2.5-VL's window attention): the module, from the
 #: tower, whose output they permute into window order.
@@ -57,6 +62,32 @@ WINDOWED = {
 }
 #: Towers with a class token before each image's patches.
 PACKED_CLS = {"llava_onevision1_5"}
+
+
+def _timm_tower(model):
+    """A timm ViT tower (``TimmWrapperModel``) with the states of transformers'
+    towers: the blocks' input, then each block's output, class token first.
+    timm's intermediates (HF's ``hidden_states`` here) are the blocks' outputs
+    as (C, H, W) maps without the class token; the states are read by hooks
+    on the blocks and their patch tokens checked against those maps."""
+    tower = model.model.vision_tower
+    blocks = tower.timm_model.blocks
+
+    def run(pixel_values, output_hidden_states):
+        seen = []
+        hooks = [blocks[0].register_forward_pre_hook(lambda _, a: seen.append(a[0]))]
+        hooks += [b.register_forward_hook(lambda *a: seen.append(a[2])) for b in blocks]
+        try:
+            maps = tower(pixel_values=pixel_values, output_hidden_states=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for state, hf in zip(seen[1:], maps.hidden_states, strict=True):
+            torch.testing.assert_close(state[:, 1:], hf.flatten(2).transpose(1, 2))
+        return SimpleNamespace(hidden_states=tuple(seen))
+
+    return run
+
 
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
@@ -125,6 +156,40 @@ _ROWS = {
     # its real tiles (and global view), one padded batch row per image
     "granite_docling": dict(tower="model.vision_model", nested=True),
     "pp_chart2table": dict(tower=None),
+    # -- encdec --
+    # the auto-regressive encoder: HF's own get_encoder() is the reference's base
+    "diffusion_gemma": dict(
+        tower=None,
+        nested=True,
+        reference=partial(
+            generic_reference,
+            tower=None,
+            nested=True,
+            has_cls=False,
+            placeholder="<image>",
+            projector=True,
+            base=lambda model: model.get_encoder(),
+        ),
+    ),
+    # -- tvworld2 --
+    "fast_vlm": dict(tower=None),
+    "gemma3n": dict(tower=None),
+    "molmo2": dict(tower=None),
+    "muse_glimmer": dict(tower=None, images="qwen"),
+    "muse_spark": dict(tower=None, images="qwen"),
+    "perception_lm": dict(
+        tower="model.vision_tower",
+        has_cls=True,
+        reference=partial(
+            generic_reference,
+            tower=_timm_tower,
+            nested=False,
+            has_cls=True,
+            placeholder=None,
+        ),
+    ),
+    "step3p7": dict(tower="model.vision_model"),
+    "unlimited_ocr": dict(tower=None),
     # -- tvworld1 --
     **dict.fromkeys(
         ["apertus1p5", "inkling2", "inkling2_loop", "inkling_mm_model"],

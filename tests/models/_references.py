@@ -311,6 +311,18 @@ def instructblip_reference(path, images, prompts):
     )
 
 
+def instructblip_t5_reference(path, images, prompts):
+    # For an encoder-decoder LM, the language stage is the encoder.
+    return _blip_reference(
+        path,
+        images,
+        prompts,
+        text_of=str,
+        states_of=_t5_encoder_states,
+        qformer_text=DEFAULT_PROMPT,
+    )
+
+
 # -- PaliGemma ---------------------------------------------------------------------------
 def paligemma_inputs(processor, image, prompt):
     inputs = processor(images=[image], text=["<image>" + prompt], return_tensors="pt")
@@ -528,20 +540,31 @@ def _flat_features(output):
 
 
 def generic_reference(
-    path, images, prompts, *, tower, nested, has_cls, placeholder, projector=True
+    path,
+    images,
+    prompts,
+    *,
+    tower,
+    nested,
+    has_cls,
+    placeholder,
+    projector=True,
+    base=None,
 ):
     """Language: HF's ``hidden_states``; projector: ``get_image_features``
     flattened (the vectors that fill the image positions, in order); vision:
     the tower's ``hidden_states`` on the image's tiles, tile after tile, each
-    tile's CLS (if any) left out of ``mean``/``max``."""
+    tile's CLS (if any) left out of ``mean``/``max``. ``base(model)`` is the
+    module both are read from (default: ``model.model``)."""
     hf = HF(path)
     model, processor = hf.model, hf.processor
+    core = model.model if base is None else base(model)
     config = model.config
     token_id = getattr(config, "image_token_id", None)
     if token_id is None:
         token_id = config.image_token_index
     special = _special_ids(processor.tokenizer, token_id)
-    image_features = getattr(model.model, "get_image_features", None)
+    image_features = getattr(core, "get_image_features", None)
     image_names = inspect.signature(image_features).parameters if image_features else ()
     examples = []
     for image, prompt in zip(images, prompts, strict=True):
@@ -552,7 +575,7 @@ def generic_reference(
         else:
             text = f"{placeholder}\n{prompt}"
         extra = {}
-        if "mm_token_type_ids" in inspect.signature(model.model.forward).parameters:
+        if "mm_token_type_ids" in inspect.signature(core.forward).parameters:
             extra["return_mm_token_type_ids"] = True
         inputs = dict(
             processor(
@@ -564,7 +587,7 @@ def generic_reference(
         )
         inputs.pop("labels", None)
         with torch.no_grad():
-            language = model.model(
+            language = core(
                 **inputs, output_hidden_states=True, use_cache=False
             ).hidden_states
             kwargs = {
@@ -573,9 +596,7 @@ def generic_reference(
                 if k in image_names and k not in ("input_ids", "attention_mask")
             }
             features = (
-                _flat_features(model.model.get_image_features(**kwargs))
-                if projector
-                else None
+                _flat_features(core.get_image_features(**kwargs)) if projector else None
             )
             pixels = inputs.get("pixel_values", inputs.get("pixel_values_images"))
             if tower is not None:  # a family whose vision stage skvlm offers
@@ -600,7 +621,9 @@ def generic_reference(
                 {
                     **stages,
                     "language": Tokens(
-                        [_np(h[0]) for h in language],
+                        # a hyper-connection model's (tokens, streams, width)
+                        # states, streams side by side
+                        [_np(h[0].flatten(1)) for h in language],
                         image=image_mask,
                         text=text_mask,
                     ),
@@ -646,6 +669,49 @@ def florence2_reference(path, images, prompts):
                     ),
                 },
                 facts={"decoder_entries": len(out.decoder_hidden_states)},
+            )
+        )
+    return examples
+
+
+# -- T5Gemma 2: SigLIP tower, Gemma 3's projector, Gemma encoder-decoder -----------------
+def t5gemma2_reference(path, images, prompts):
+    """Vision: the SigLIP tower's ``hidden_states`` (no CLS); projector:
+    ``get_image_features``; language: the encoder's ``encoder_hidden_states``
+    over ``"<start_of_image>\\n{prompt}"`` (the decoder is not the stage)."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    token_id = model.config.image_token_index
+    special = _special_ids(processor.tokenizer, token_id)
+    start = torch.tensor([[model.config.decoder.bos_token_id]])
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        text = f"<start_of_image>\n{prompt}"
+        inputs = processor(images=[[image]], text=[text], return_tensors="pt")
+        with torch.no_grad():
+            vision = (
+                model.get_encoder()
+                .vision_tower(
+                    pixel_values=inputs["pixel_values"], output_hidden_states=True
+                )
+                .hidden_states
+            )
+            features = model.get_image_features(inputs["pixel_values"]).pooler_output
+            out = model(**inputs, decoder_input_ids=start, output_hidden_states=True)
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        examples.append(
+            Example(
+                {
+                    "vision": Tokens([_np(h[0]) for h in vision]),
+                    "projector": Tokens([_np(features[0])]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in out.encoder_hidden_states],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
             )
         )
     return examples

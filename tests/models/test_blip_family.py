@@ -107,3 +107,27 @@ def test_language_model_head_and_t5_decoder_never_run(blip2, blip2_t5, images, e
         for handle in handles:
             handle.remove()
     assert ran == []
+
+
+@pytest.mark.parametrize("name", ["blip2_t5", "instructblip_t5"])
+def test_flan_t5_lora_adapts_the_encoder_and_decoder_blocks(built, name):
+    # by default every linear layer of both T5 stacks' blocks (attention,
+    # cross-attention, gated feed-forward), nothing outside them
+    from skvlm.tuning._parts import family_parts, make_trainable
+
+    adapter = load_adapter(built.path(name), device="cpu")
+    trainable = make_trainable(adapter, family_parts(adapter), train="lora")
+    adapted = {
+        n.removeprefix("base_model.model.").split(".lora_A.")[0]
+        for n in trainable.params
+        if ".lora_A." in n
+    }
+    t5 = built.hf(name).model.language_model
+    expected = {
+        f"language_model.{stack}.block.{n}"
+        for stack in ("encoder", "decoder")
+        for n, module in getattr(t5, stack).block.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    assert adapted == expected
+    assert any(".EncDecAttention." in n for n in adapted)

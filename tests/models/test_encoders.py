@@ -1,7 +1,8 @@
 """Vision encoders and CLIP-style models against transformers' own outputs.
 
-DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, MLCD, AIMv2, MetaCLIP 2,
-ALIGN, AltCLIP and Chinese-CLIP: every stage and pooling equals HF's
+DINOv3 (ViT, ConvNeXt), ConvNeXt(-V2), Swin(-V2), Hiera, MLCD, SigLIP2's NaFlex
+tower (its padding masked), AIMv2, MetaCLIP 2, ALIGN, AltCLIP and Chinese-CLIP:
+every stage and pooling equals HF's
 ``output_hidden_states`` / ``pooler_output`` / ``get_image_features``, pooled by
 hand here, at batch sizes 1 and 4; the CLIP-style ones classify zero-shot with
 exactly HF's ``logits_per_image``. Each tiny checkpoint and its HF reference is
@@ -44,6 +45,8 @@ KINDS = {
     "deit": (2, True, False),
     "dinov2_with_registers": (3, True, False),
     "siglip_vision_model": (0, False, False),
+    # NaFlex: patch sequences padded to a budget, with a mask and grid shapes
+    "siglip2_vision_model": (0, False, False),
 }
 #: the adapter family serving each type, where it is not the type itself
 FAMILIES = {
@@ -55,6 +58,7 @@ FAMILIES = {
     "deit": "vision-encoder",
     "dinov2_with_registers": "vision-encoder",
     "siglip_vision_model": "siglip",
+    "siglip2_vision_model": "siglip2",
     "mlcd_vision_model": "mlcd",
     "convnextv2": "convnext",
     "swinv2": "swin",
@@ -77,10 +81,17 @@ class Reference:
         model = AutoModel.from_pretrained(path).eval()
         processor = load_processor(path)
         image_processor = getattr(processor, "image_processor", processor)
-        pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
+        inputs = image_processor(images=images, return_tensors="pt")
+        pixels = inputs["pixel_values"]
+        # NaFlex (SigLIP2): each image's patches padded to a budget, masked
+        naflex = {
+            k: inputs[k]
+            for k in ("pixel_attention_mask", "spatial_shapes")
+            if k in inputs
+        }
         tower = getattr(model, "vision_model", model)
         with torch.no_grad():
-            out = tower(pixel_values=pixels, output_hidden_states=True)
+            out = tower(pixel_values=pixels, output_hidden_states=True, **naflex)
             self.projected = (
                 _np(model.get_image_features(pixel_values=pixels).pooler_output)
                 if KINDS[model_type][2]
@@ -103,12 +114,20 @@ class Reference:
         ]
         self.pooler = None if out.pooler_output is None else _np(out.pooler_output)
         self.n_prefix, self.has_cls, _ = KINDS[model_type]
+        mask = naflex.get("pixel_attention_mask")
+        self.valid = None if mask is None else mask.bool().numpy()
 
     def pool(self, layer, pooling):
         """(n_images, width) of entry ``layer``, pooled as documented."""
         if pooling == "pooler":
             return self.pooler
         hidden = self.states[layer]
+        if self.valid is not None:  # each image's own patches, padding left out
+            rows = [h[v] for h, v in zip(hidden, self.valid, strict=True)]
+            if isinstance(pooling, int):
+                return np.stack([r[pooling] for r in rows])
+            reduce = np.mean if pooling == "mean" else np.max
+            return np.stack([reduce(r, axis=0) for r in rows])
         if pooling == "cls":
             return hidden[:, 0]
         if isinstance(pooling, int):

@@ -88,6 +88,28 @@ def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path, na
         tuner.fit(built.images(name)[:2], ["cat", "dog"])
 
 
+@pytest.mark.parametrize(
+    "name, streams", [("glm5_next", 2), ("hy_v4_vl", 2), ("qwen4_exp", 4)]
+)
+def test_hyper_connection_entries_hold_every_stream(built, name, streams):
+    # before the last language entry, a block's output is its residual streams
+    # side by side (the family tests compare them with HF's hidden_states);
+    # the last entry is after their merge and the final norm
+    from skvlm.models import load_adapter
+
+    adapter = load_adapter(built.path(name), device="cpu")
+    config = adapter.model.config.get_text_config()
+    width = config.hidden_size
+    dims = adapter.dims("language")
+    assert adapter.traits.streams == streams
+    assert dims == (streams * width,) * config.num_hidden_layers + (width,)
+    X = pd.DataFrame({"image": built.images(name)[:2], "prompt": ["a", "b"]})
+    vlm = VLMEmbeddingTransformer(
+        built.path(name), stage="language", layer=[0, -1], pooling="mean", device="cpu"
+    )
+    assert vlm.fit_transform(X).shape == (2, streams * width + width)
+
+
 # -- recipes1 --
 def test_hunyuan_vl_hf_numbers_images_over_the_batch(built):
     # Why skvlm computes HunYuanVL's positions row by row (Traits.row_positions):
@@ -164,3 +186,29 @@ def test_hunyuan_vl_rows_are_positioned_alone_in_extraction_and_training(built):
     valid = prepared["attention_mask"].bool()
     assert not torch.equal(positions[:, valid], hf[:, valid])  # HF's, batched
     assert torch.equal(positions[:, 0], hf[:, 0])  # the first row agrees
+
+
+# -- encdec --
+@pytest.mark.parametrize("column", ["generative", "tuner"])
+def test_a_block_diffusion_model_refuses_to_score_or_train(
+    built, matrix, column, tmp_path
+):
+    # DiffusionGemma's language stage is served (its encoder), but its decoder
+    # gives no left-to-right probability of an answer
+    from skvlm.tuning import VLMClassificationTuner
+
+    name = "diffusion_gemma"
+    reason = matrix.loc[name, column].removeprefix("unsupported: ")
+    assert "block diffusion" in reason
+    if column == "generative":
+        estimator = VLMGenerativeClassifier(
+            built.path(name), class_names=["cat", "dog"], device="cpu"
+        )
+        y = [0, 1]
+    else:
+        estimator = VLMClassificationTuner(
+            built.path(name), class_names=["cat", "dog"], output_dir=tmp_path
+        )
+        y = ["cat", "dog"]
+    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
+        estimator.fit(built.images(name)[:2], y)

@@ -39,10 +39,11 @@ CLASSIFIED = sorted(
 )
 #: Those the tuner trains (the others' traits refuse it, and say why).
 TUNED = [name for name in CLASSIFIED if "tuner" not in _refused(name)]
-#: Tiny checkpoints of a tested model type with another tower (their type's
-#: row of the support matrix is one of CLASSIFIED already): LLaVA with a
-#: Pixtral tower.
-VARIANTS = ["llava_pixtral"]
+#: Tiny checkpoints of a tested model type with another tower or language
+#: model (their type's row of the support matrix is one of CLASSIFIED
+#: already): LLaVA with a Pixtral tower, BLIP-2 and InstructBLIP with Flan-T5
+#: (an encoder-decoder: the class names are the decoder's).
+VARIANTS = ["llava_pixtral", "blip2_t5", "instructblip_t5"]
 #: (the encoders' own zero-shot tests run the others: test_encoders.py)
 ZERO_SHOT = sorted(
     name
@@ -80,24 +81,35 @@ def images():
 
 
 def _naive_encoder_decoder_scores(adapter, images):
-    """HF's own loss on labels that keep only the class tokens; the decoder reads
-    the answer as the tokenizer frames it (``<s> ... </s>``), shifted right
-    behind the decoder start token, as HF builds it from unmasked labels."""
+    """HF's own loss on labels that keep only the class tokens. BART and T5: the
+    decoder reads the answer as the tokenizer frames it (``<s> ... </s>``,
+    ``... </s>``), shifted right behind the decoder start token, as HF builds it
+    from unmasked labels. T5Gemma 2 (no ``decoder_start_token_id``): the bare
+    answer, shifted right behind the decoder's BOS by HF's own
+    ``prepare_decoder_input_ids_from_labels`` (its ``generate`` starts there
+    too)."""
     tokenizer = adapter.processor.tokenizer
-    decoder_start = adapter.model.config.get_text_config().decoder_start_token_id
+    text = adapter.model.config.get_text_config()
+    decoder_start = getattr(text, "decoder_start_token_id", None)
+    framing = decoder_start is not None
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
-    lead = tokenizer(ANSWER)["input_ids"].index(answer[0])
+    lead = tokenizer(ANSWER)["input_ids"].index(answer[0]) if framing else 0
     out = np.zeros((len(images), len(NAMES)))
     for i, image in enumerate(images):
         batch = dict(adapter.prepare([image], [adapter.format_prompt(PROMPT)]))
         for c, name in enumerate(NAMES):
-            labels = tokenizer(f"{ANSWER} {name}")["input_ids"]
+            labels = tokenizer(f"{ANSWER} {name}", add_special_tokens=framing)
+            labels = labels["input_ids"]
             target = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
             n_target = len(target["input_ids"]) - len(answer)
             start = lead + len(answer)
             masked = [-100] * len(labels)
             masked[start : start + n_target] = labels[start : start + n_target]
-            decoder = torch.tensor([[decoder_start, *labels[:-1]]])
+            if framing:
+                decoder = torch.tensor([[decoder_start, *labels[:-1]]])
+            else:  # HF's own shift, of the unmasked labels (the prefix is read)
+                shift = adapter.model.prepare_decoder_input_ids_from_labels
+                decoder = shift(torch.tensor([labels]))
             with torch.no_grad():
                 loss = adapter.model(
                     **batch, decoder_input_ids=decoder, labels=torch.tensor([masked])
@@ -108,7 +120,9 @@ def _naive_encoder_decoder_scores(adapter, images):
 
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
-    if adapter.model.config.is_encoder_decoder:
+    config = adapter.model.config
+    # InstructBLIP's own config does not say so; its Flan-T5 text config does
+    if config.is_encoder_decoder or config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
     tokenizer = adapter.processor.tokenizer
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
@@ -145,7 +159,7 @@ def _naive_scores(path, images):
                     value = torch.cat([value, fill.to(value.dtype)], dim=1)
                 full[key] = value
             with torch.no_grad():
-                logits = adapter.model(**full).logits[0].float()
+                logits = adapter.model(**full, use_cache=False).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
             start = n + len(answer)
             out[i, c] = sum(logp[start - 1 + k, t].item() for k, t in enumerate(target))
@@ -205,7 +219,8 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
         # after it (Qwen's merger, LightOnOCR's vision_projection, Mistral
         # Large 4's vision_language_adapter, Gemma 4's embed_vision, HyperCLOVA
         # X's vision_projector, DeepSeek-VL's aligner, Granite-Docling's
-        # connector in its vision model, as saved) do
+        # connector in its vision model, Muse's vision_adapter, Molmo 2's
+        # image_pooling_2d and image_projector, as saved) do
         projectors = (
             "merger",
             "vision_projection",
@@ -215,6 +230,9 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "aligner",
             "vision_model.connector",
             "vision_encoder.adapter",  # Dots 3 Note's merger, as saved
+            "vision_adapter",
+            "image_pooling_2d",
+            "image_projector",
             "vision_embedder",  # Gemma 4 unified's embed_vision, as saved
         )
         tower = [k for k in changed if "vision" in k]

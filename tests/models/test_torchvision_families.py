@@ -96,7 +96,7 @@ def _keyword(names, among=ALL):
 def test_the_families_are_registered_and_in_the_matrix():
     assert sorted(f.name for f in TORCHVISION_FAMILIES) == NAMES
     recipes = {name for name, recipe in CLAIMED_RECIPES.items() if recipe.torchvision}
-    assert set(NAMES) == {"llama4", "phi4_multimodal"} | recipes
+    assert {"llama4", "phi4_multimodal"} | recipes <= set(NAMES)
     assert sorted(name for chunk in CHUNKS for name in chunk) == NAMES
 
 
@@ -159,7 +159,11 @@ def test_without_torchvision_the_error_names_family_and_fix(name, tmp_path):
 
     if is_torchvision_available():
         pytest.skip("this world has torchvision")
-    path = TINY_MODELS[name].build(tmp_path / name)
+    try:
+        path = TINY_MODELS[name].build(tmp_path / name)
+    except ImportError as error:  # a timm tower: timm needs torchvision
+        assert str(error).startswith(f"{name}: its vision tower is a timm model")
+        return
     vlm = VLMEmbeddingTransformer(path, stage="language", device="cpu")
     with pytest.raises(
         ImportError, match=rf"^{name}: its image processor .*pip install torchvision"

@@ -197,33 +197,48 @@ def test_the_copy_shares_frozen_weights_and_owns_what_trains(family_paths):
     assert copy[projector].dtype == torch.float32 and copy[projector].requires_grad
 
 
-# -- an encoder-decoder language model (Florence-2): the answer is the decoder's ----------
-@pytest.fixture(scope="module")
-def florence2(tmp_path_factory):
-    from skvlm.testing import make_tiny_florence2
+# -- an encoder-decoder language model (Florence-2's BART, BLIP-2's and InstructBLIP's
+# Flan-T5): the answer is the decoder's ----------------------------------------------
+@pytest.fixture(
+    scope="module", params=["florence2", "blip2_t5", "instructblip_t5", "t5gemma2"]
+)
+def encoder_decoder(request, tmp_path_factory):
+    from skvlm import testing
 
-    return load_adapter(
-        make_tiny_florence2(tmp_path_factory.mktemp("florence2")), device="cpu"
-    )
+    build = getattr(testing, f"make_tiny_{request.param}")
+    return load_adapter(build(tmp_path_factory.mktemp(request.param)), device="cpu")
 
 
-def test_encoder_decoder_loss_equals_hf_labels_loss(florence2):
-    # HF's reading of a labelled answer: the tokenizer frames it (<s> ... </s>),
-    # the decoder reads it shifted right behind the decoder start token; the
-    # loss skips the <s> (the tuner scores the answer and its EOS).
-    adapter = florence2
+def test_encoder_decoder_loss_equals_hf_labels_loss(encoder_decoder):
+    # HF's reading of a labelled answer: the tokenizer frames it (BART: <s> ...
+    # </s>; T5: ... </s>), the decoder reads it shifted right behind the
+    # decoder start token; the loss skips a leading <s> (the tuner scores the
+    # answer and its EOS).
+    adapter = encoder_decoder
     tokenizer = adapter.processor.tokenizer
     images, prompts = _inputs(adapter)
     answers = answer_ids(tokenizer, ANSWERS)
     batch = generation_batch(adapter, images, prompts, answers)
-    start = adapter.model.config.get_text_config().decoder_start_token_id
-    framed = [tokenizer(a)["input_ids"] for a in ANSWERS]
+    start = getattr(
+        adapter.model.config.get_text_config(), "decoder_start_token_id", None
+    )
+    if start is None:
+        # T5Gemma 2: the bare answer and EOS, shifted by HF's own method
+        framed = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+        framed = [ids + [tokenizer.eos_token_id] for ids in framed]
+    else:
+        framed = [tokenizer(a)["input_ids"] for a in ANSWERS]
     width = max(len(f) for f in framed)
     labels = torch.full((len(framed), width), -100)
     decoder = torch.full((len(framed), width), tokenizer.pad_token_id)
-    for i, ids in enumerate(framed):
-        labels[i, 1 : len(ids)] = torch.tensor(ids[1:])  # all but the leading <s>
-        decoder[i, : len(ids)] = torch.tensor([start, *ids[:-1]])
+    for i, (answer, ids) in enumerate(zip(ANSWERS, framed, strict=True)):
+        lead = ids.index(tokenizer(answer, add_special_tokens=False)["input_ids"][0])
+        labels[i, lead : len(ids)] = torch.tensor(ids[lead:])  # no leading <s>
+        if start is None:
+            shift = adapter.model.prepare_decoder_input_ids_from_labels
+            decoder[i, : len(ids)] = shift(torch.tensor([ids]))[0]
+        else:
+            decoder[i, : len(ids)] = torch.tensor([start, *ids[:-1]])
     inputs = adapter.prepare(images, prompts)
     with torch.no_grad():
         loss_sum, n_tokens = generation_loss_sum(adapter.model, batch)
@@ -239,13 +254,22 @@ def test_encoder_decoder_loss_equals_hf_labels_loss(florence2):
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_encoder_decoder_pooled_site_is_the_encoders_last_state(florence2, pooling):
-    adapter = florence2
+def test_encoder_decoder_pooled_site_is_the_encoders_last_state(
+    encoder_decoder, pooling
+):
+    adapter = encoder_decoder
     images, prompts = _inputs(adapter)
     inputs = dict(adapter.prepare(images, prompts))
+    start = adapter.decoder_start_ids()[0]  # any decoder token: not the stage
     with torch.no_grad():
         got = pooled_site(adapter, inputs, pooling)
-        hidden = adapter.model(**inputs, use_cache=False).encoder_last_hidden_state
+        out = adapter.model(
+            **inputs,
+            decoder_input_ids=torch.full((len(images), 1), start),
+            use_cache=False,
+        )
+    # BLIP keeps its language model's outputs one level down
+    hidden = getattr(out, "language_model_outputs", out).encoder_last_hidden_state
     mask = inputs["attention_mask"].bool()
     for i in range(len(images)):
         rows = hidden[i][mask[i]]

@@ -109,23 +109,6 @@ def test_a_model_that_cannot_answer_is_refused(tmp_path, images, clip_path):
         _tuner(str(clip_path), tmp_path).fit(images, Y4)
 
 
-def test_an_encoder_decoder_language_model_is_refused(tmp_path, images):
-    from skvlm.testing import make_tiny_blip2
-
-    t5 = dict(
-        model_type="t5",
-        d_model=32,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        d_kv=8,
-    )
-    path = make_tiny_blip2(tmp_path / "blip_t5", text_config=t5)
-    with pytest.raises(ValueError, match="encoder-decoder"):
-        _tuner(str(path), tmp_path).fit(images, Y4)
-
-
 # -- what trains -----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("train", "train_vision", "changed"),
