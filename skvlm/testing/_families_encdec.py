@@ -25,6 +25,7 @@ from ._generative import (
     _save,
     _tokenizer,
 )
+from ._vision import no_zero_weights
 
 __all__ = [
     "make_tiny_blip2_t5",
@@ -330,6 +331,7 @@ def make_tiny_t5gemma2(path, *, seed=0, **overrides):
             for name, param in model.named_parameters():
                 if name.endswith("mm_input_projection_weight"):
                     param.normal_(std=0.5)
+        no_zero_weights(model)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

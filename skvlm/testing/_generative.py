@@ -16,6 +16,7 @@ from tokenizers import processors
 
 from ..models import MissingVideoProcessor, without_video_processor
 from ._tokenizer import make_tokenizer
+from ._vision import no_zero_weights
 
 __all__ = [
     "GENERATIVE_FAMILIES",
@@ -181,7 +182,7 @@ def _save(path, model_cls, config, processor, seed):
     # Seeded init without reseeding the caller's global generator.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config).eval()
+        model = no_zero_weights(model_cls(config).eval())
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
