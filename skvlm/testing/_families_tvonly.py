@@ -17,6 +17,7 @@ import torch
 
 from ._families import _named_tokenizer
 from ._generative import _TEXT, _builder, _merge, _save
+from ._vision import no_zero_weights
 
 __all__ = ["make_tiny_llama4", "make_tiny_phi4_multimodal"]
 
@@ -241,5 +242,6 @@ def make_tiny_phi4_multimodal(path, *, seed=0, **overrides):
         for name, param in tower.encoder.named_parameters():
             if name.endswith("weight") and param.dim() == 2:
                 param.mul_(0.02)
+    no_zero_weights(model)
     model.save_pretrained(path)
     return path

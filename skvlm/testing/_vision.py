@@ -31,9 +31,29 @@ def _seeded(seed):
     torch.manual_seed(seed)
 
 
+def no_zero_weights(model, std=0.02):
+    """Draw every all-zero weight of ``model`` (2-D and up) from N(0, std).
+
+    transformers initialises some weights at zero (Gemma's projector matrix,
+    class and register tokens, relative position tables, GRN gains): in a
+    random-init test model they would make a stage's output, or every image's
+    part of it, the same whatever the input, so a test could not tell a right
+    vector from a wrong one. A trained checkpoint has none of them at zero.
+    Draws from torch's global generator (the builders seed it).
+    """
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2 and param.is_floating_point() and not param.any():
+                param.normal_(std=std)
+    return model
+
+
 def _save(model, processor, path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    no_zero_weights(model)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
