@@ -332,22 +332,18 @@ class VLMGenerativeClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator
         names = class_texts(self.class_names, classes)
         check_no_match(self.no_match, classes)
         adapter = self._adapter()
-        refused = getattr(adapter, "unavailable", {}).get("language")
-        if "language" not in adapter.stages and refused:
-            raise ValueError(
-                f"VLMGenerativeClassifier cannot score answers of {adapter.family} "
-                f"models: skvlm does not offer their language stage ({refused}). "
-                "Train a probe on stage='projector' features instead."
-            )
         traits = getattr(adapter, "traits", None)
         unsupported = getattr(traits, "unsupported", {}).get("generative")
-        if "language" in adapter.stages and unsupported:
+        if unsupported:
             raise ValueError(
                 f"VLMGenerativeClassifier cannot score answers of {adapter.family} "
-                f"models: {unsupported}. Train a probe on stage='language' or "
-                "'projector' features instead."
+                f"models: {unsupported}. Train a probe on the features of a stage "
+                f"it offers ({', '.join(adapter.stages)}) instead."
             )
-        if "language" not in adapter.stages:
+        # It reads the model's logits, not a stage's hidden states: a language
+        # stage refused for its hidden states (loop blocks) still answers.
+        has_language = "language" in getattr(adapter, "unavailable", {})
+        if "language" not in adapter.stages and not has_language:
             raise ValueError(
                 f"model={self.model!r} is a {adapter.family} model: it has no "
                 "language model, so it can neither generate nor score an answer. "

@@ -434,11 +434,9 @@ TRAITS = {
         projector=("model.vision_tower.merger",),
         unsupported={
             "vision": _INKLING2_TOWER,
-            **dict.fromkeys(
-                ("language", "generative", "tuner"),
-                "its decoder runs its loop blocks several times (loop_num_passes), "
-                "so one block gives several hidden states, not one",
-            ),
+            # the classifier and the tuner read its logits, and do run
+            "language": "its decoder runs its loop blocks several times "
+            "(loop_num_passes), so one block gives several hidden states, not one",
         },
     ),
     "inkling_mm_model": Traits(

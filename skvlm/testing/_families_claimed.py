@@ -1417,7 +1417,6 @@ CLAIMED_RECIPES = {
         ),
         processor_class="Inkling2Processor",
         stages=("projector",),  # TRAITS says why
-        classifiers=False,
     ),
     "inkling_mm_model": _inkling(
         "InklingImageProcessor",

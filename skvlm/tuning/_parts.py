@@ -84,7 +84,11 @@ def family_parts(adapter, quantized=False):
             f"{traits.unsupported['tuner']}. Use VLMGenerativeClassifier, or a "
             "probe on its features."
         )
-    if "language" not in adapter.stages or traits is None or not traits.language:
+    # the answer's logits, not the language stage's hidden states: a language
+    # stage refused for its hidden states still trains
+    refused = getattr(adapter, "unavailable", {})
+    answers = "language" in adapter.stages or "language" in refused
+    if not answers or traits is None or not traits.language:
         raise ValueError(
             f"VLMClassificationTuner fine-tunes generative VLMs that answer in text; "
             f"the model is a {family!r} model, which has no language model to answer "

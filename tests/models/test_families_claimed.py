@@ -55,14 +55,12 @@ def test_a_stage_it_cannot_offer_says_why(built, matrix, name, stage):
 
 
 @pytest.mark.parametrize("name", NO_LANGUAGE)
-def test_a_family_without_language_stage_refuses_the_classifier(built, matrix, name):
-    assert matrix.loc[name, "generative"].startswith("unsupported: ")
-    clf = VLMGenerativeClassifier(
-        built.path(name), class_names=["cat", "dog"], device="cpu"
-    )
-    reason = matrix.loc[name, "language"].removeprefix("unsupported: ")
-    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
-        clf.fit(built.images(name)[:2], [0, 1])
+def test_a_family_without_language_stage_still_answers(matrix, name):
+    # the classifier and the tuner read the model's logits, not a stage's
+    # hidden states (test_family_classifiers runs them on these families)
+    assert matrix.loc[name, "language"].startswith("unsupported: ")
+    assert matrix.loc[name, "generative"] == "tested"
+    assert matrix.loc[name, "tuner"] == "tested"
 
 
 def test_unknown_type_names_the_choices(tmp_path):
@@ -74,18 +72,6 @@ def test_the_types_without_a_recipe_are_claimed_untested(matrix):
     assert not set(NOT_BUILT) & set(TINY_MODELS)
     for model_type in NOT_BUILT:
         assert matrix.loc[model_type, "language"] == "claimed", model_type
-
-
-@pytest.mark.parametrize("name", NO_LANGUAGE)
-def test_the_tuner_says_why_it_cannot_train_a_family(built, matrix, tmp_path, name):
-    from skvlm.tuning import VLMClassificationTuner
-
-    reason = matrix.loc[name, "tuner"].removeprefix("unsupported: ")
-    tuner = VLMClassificationTuner(
-        built.path(name), class_names=["cat", "dog"], output_dir=tmp_path
-    )
-    with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
-        tuner.fit(built.images(name)[:2], ["cat", "dog"])
 
 
 @pytest.mark.parametrize(
