@@ -164,11 +164,6 @@ _BLIP = Traits(
     language_blocks=("layers", "block"),
 )
 
-_MUSE_WINDOWS = (
-    "its tower permutes single patches into attention windows (spatial_merge_size "
-    "1) while its processor packs them in merge_size x merge_size blocks: skvlm's "
-    "packed reading places windows of whole merge blocks only"
-)
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -386,12 +381,10 @@ TRAITS = {
     "muse_glimmer": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
-        unsupported={"vision": _MUSE_WINDOWS},
     ),
     "muse_spark": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
-        unsupported={"vision": _MUSE_WINDOWS},
     ),
     # a timm tower: its blocks are the timm model's
     "perception_lm": Traits(

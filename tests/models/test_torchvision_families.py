@@ -8,7 +8,8 @@ torchvision of ``requirements/torchvision.txt`` (``.venv/torchvision-world``,
 its compiled operators declared by the ``_torchvision_world`` plugin), as on a
 user's machine with torchvision: every stage exact against HF at batch sizes 1
 and 4, the generative classifier and one tuner step per ``train``, the
-registered stages. This test fails unless each of them ran and passed, so the
+registered stages, and, for a windowed packed tower, that the test images
+span several windows (``test_packed``). This test fails unless each of them ran and passed, so the
 support matrix's "tested" cells for these families are earned here.
 
 Without torchvision, loading them fails with an error that names the family,
@@ -27,11 +28,13 @@ from skvlm import VLMEmbeddingTransformer
 from skvlm.testing import TINY_MODELS, random_images
 
 from ._families import TORCHVISION_FAMILIES
+from ._families_claimed import WINDOWED
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = Path(sys.prefix) / "torchvision-world"
 NAMES = sorted(name for name, tiny in TINY_MODELS.items() if tiny.torchvision)
 FILES = [
+    "tests/models/test_packed.py",
     "tests/models/test_vlm_families.py",
     "tests/models/test_family_classifiers.py",
     "tests/models/test_support_matrix.py",
@@ -46,6 +49,8 @@ def _expected():
             ids.add(f"test_stage_equals_hf_at_batch_1_and_4[{family.name}-{stage}]")
     for name in NAMES:
         ids.add(f"test_registered_stages_are_the_adapters[{name}]")
+        if name in WINDOWED:
+            ids.add(f"test_the_test_images_exceed_a_window[{name}]")
         if TINY_MODELS[name].classifiers:
             ids |= {
                 f"test_generative_classifier[{name}]",
