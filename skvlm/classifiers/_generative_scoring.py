@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .._inputs import load_image
+from ..models import family_traits, resolve_path
 
 
 def continuation_ids(tokenizer, answer_prefix, names):
@@ -111,7 +112,8 @@ def _language_call(adapter):
     ``encoder_outputs``) without pixels and returns logits."""
     config = adapter.model.config
     if getattr(config, "use_decoder_only_language_model", None) is not None:
-        return adapter.model.language_model  # BLIP's forward insists on pixels
+        # BLIP's forward insists on pixels: its language model alone
+        return resolve_path(adapter.model, family_traits(adapter.model).language)
     return adapter.model
 
 

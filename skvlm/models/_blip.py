@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._base import LANGUAGE_POOLINGS, Stack, language_masks
 from ._chat import DEFAULT_PROMPT
 from ._llava import LlavaAdapter
+from ._traits import family_traits, resolve_path
 from ._vision import _to_device
 
 
@@ -53,8 +54,9 @@ class Blip2Adapter(LlavaAdapter):
         self.model = model
         self.processor = processor
         self.base = model
-        self.tower = model.vision_model
-        self.vision_blocks = self.tower.encoder.layers
+        traits = family_traits(model)
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.has_cls = (
             getattr(self.tower.embeddings, "class_embedding", None) is not None
         )
@@ -174,7 +176,7 @@ class InstructBlipAdapter(Blip2Adapter):
 
 def _language_parts(model):
     """(blocks, final norm, problem) of a BLIP model's language stack."""
-    lm = model.language_model
+    lm = resolve_path(model, family_traits(model).language)
     if not model.config.use_decoder_only_language_model:
         encoder = lm.get_encoder()
         return encoder.block, encoder.final_layer_norm, None

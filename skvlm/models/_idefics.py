@@ -24,6 +24,7 @@ from ._base import (
 )
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor_without_video
+from ._traits import family_traits, final_norm, resolve_path
 from ._vision import _to_device
 
 # Added tokens that frame the image tiles in the prompt: not prompt text.
@@ -77,8 +78,10 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
         super().__init__(model, processor)
         self.family = model.config.model_type
         self.base = getattr(model, "model", model)
-        self.tower = self.base.vision_model
-        self.language = self.base.text_model
+        traits = family_traits(model)
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.language = resolve_path(model, traits.language)
         self.image_token_id = model.config.image_token_id
         self.patch_size = model.config.vision_config.patch_size
         self._special_ids = special_token_ids(
@@ -88,7 +91,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):
         if stage == "vision":
-            return len(self.tower.encoder.layers) + 1
+            return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
         return len(self.language.layers) + 1
@@ -170,7 +173,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
 
             valid = (real[..., None] & patches).reshape(n_rows, n_tiles * n_patches)
             return Stack(
-                blocks=self.tower.encoder.layers,
+                blocks=self.vision_blocks,
                 masks=TokenMasks(valid=valid, pooled=valid),
                 unpack=unpack,
             )
@@ -181,7 +184,9 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
             self._special_ids,
         )
         return Stack(
-            blocks=self.language.layers, masks=masks, final_norm=self.language.norm
+            blocks=self.language.layers,
+            masks=masks,
+            final_norm=final_norm(self.language),
         )
 
     def _image_features(self, batch):

@@ -136,8 +136,10 @@ def _vlm_cells(model_type, classes, tiny):
         for stage in _STAGES:
             if stage in tiny.stages:
                 cells[stage] = "tested"
-        if tiny.classifiers:
-            cells.update(generative="tested", tuner="tested")
+        if tiny.classifiers:  # a column its traits refuse stays refused
+            for column in ("generative", "tuner"):
+                if not cells[column].startswith("unsupported"):
+                    cells[column] = "tested"
     cells["zero_shot"] = "n/a"
     return cells
 

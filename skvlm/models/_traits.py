@@ -164,6 +164,14 @@ _BLIP = Traits(
     language_blocks=("layers", "block"),
 )
 
+# -- tvworld1 --
+_INKLING2_TOWER = (
+    "its tower packs the patches of all images in one sequence with a class "
+    "token before each image, and its image_grid_thw counts the language "
+    "model's tokens (2 x 2 patches each), not the tower's patches, so the grid "
+    "does not split the sequence"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -398,6 +406,56 @@ TRAITS = {
             "vision": "its tower is a SAM encoder, whose blocks give (height, "
             "width, channels) maps in windows, then a CLIP encoder over SAM's "
             "output: its blocks are not one token sequence per view"
+        },
+    ),
+    # -- tvworld1 --
+    "apertus1p5": Traits(
+        unsupported={
+            "vision": "it has no vision tower: a convolutional VQ tokenizer turns "
+            "each 16 x 16 px cell into a discrete code that the language model "
+            "embeds as a word (the projector stage gives those embeddings)",
+            "tuner": "it has no projector to train: the image codes are rows of the "
+            "language model's word embeddings, shared with the text",
+        }
+    ),
+    "gemma4_unified": Traits(
+        images="nested",
+        unsupported={
+            "vision": "it has no vision tower: a patch embedding (layer norms "
+            "around one linear layer, plus position embeddings) maps each raw "
+            "pixel patch into the language model (the projector stage gives "
+            "those embeddings)"
+        },
+    ),
+    # a short convolution in every block keeps a recurrent state in the cache
+    "inkling2": Traits(
+        cache="recompute",
+        projector=("model.vision_tower.merger",),
+        unsupported={"vision": _INKLING2_TOWER},
+    ),
+    "inkling2_loop": Traits(
+        cache="recompute",
+        projector=("model.vision_tower.merger",),
+        unsupported={
+            "vision": _INKLING2_TOWER,
+            **dict.fromkeys(
+                ("language", "generative", "tuner"),
+                "its decoder runs its loop blocks several times (loop_num_passes), "
+                "so one block gives several hidden states, not one",
+            ),
+        },
+    ),
+    "inkling_mm_model": Traits(
+        cache="recompute",
+        # the whole tower maps pixels to the language model's width
+        projector=(
+            "model.vision_tower.encoder_layers",
+            "model.vision_tower.final_norm",
+        ),
+        unsupported={
+            "vision": "its tower folds each 16 px patch space-to-depth through "
+            "linear layers into one vector, with no blocks over the image's "
+            "tokens (the projector stage gives its output)"
         },
     ),
 }

@@ -24,6 +24,7 @@ from ._generative import (
     _merge,
     _save,
     _tokenizer,
+    instructblip,
 )
 from ._vision import no_zero_weights
 
@@ -214,54 +215,8 @@ def make_tiny_instructblip_t5(path, *, seed=0, **overrides):
     """Tiny InstructBLIP with a Flan-T5 language model: BLIP-2's T5 model with
     an instruction-aware Q-Former (its own BERT-style tokenizer in
     ``qformer_tokenizer/``)."""
-    from transformers import (
-        BlipImageProcessorPil,
-        InstructBlipConfig,
-        InstructBlipForConditionalGeneration,
-        InstructBlipProcessor,
-    )
-
     tokenizer = t5_style_tokenizer()
-    qformer_tokenizer = _tokenizer(
-        ["[CLS]", "[SEP]", "[MASK]"], pad="[PAD]", unk="[UNK]", padding_side="right"
-    )
-    # BERT's "[CLS] text [SEP]" framing, as the real Q-Former tokenizer does.
-    qformer_tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[
-            (t, qformer_tokenizer.convert_tokens_to_ids(t)) for t in ("[CLS]", "[SEP]")
-        ],
-    )
-    processor = InstructBlipProcessor(
-        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-        qformer_tokenizer=qformer_tokenizer,
-        num_query_tokens=4,
-    )
-    kwargs = _merge(
-        dict(
-            vision_config=dict(
-                _VISION, model_type="instructblip_vision_model", initializer_range=0.02
-            ),
-            qformer_config=dict(
-                _QFORMER,
-                vocab_size=len(qformer_tokenizer),
-                pad_token_id=qformer_tokenizer.pad_token_id,
-            ),
-            text_config=_t5_text(tokenizer),
-            num_query_tokens=4,
-            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        ),
-        overrides,
-    )
-    return _save(
-        path,
-        InstructBlipForConditionalGeneration,
-        InstructBlipConfig(**kwargs),
-        processor,
-        seed,
-    )
+    return instructblip(path, tokenizer, _t5_text, seed, overrides)
 
 
 @_builder("t5gemma2")

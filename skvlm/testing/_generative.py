@@ -775,6 +775,14 @@ def make_tiny_blip2(path, *, seed=0, **overrides):
 def make_tiny_instructblip(path, *, seed=0, **overrides):
     """Tiny InstructBLIP: BLIP-2 with an instruction-aware Q-Former (its own
     BERT-style tokenizer in ``qformer_tokenizer/``) and a Llama (Vicuna) LM."""
+    tokenizer = _llama_tokenizer([], padding_side="right")
+    return instructblip(path, tokenizer, _llama_text, seed, overrides)
+
+
+def instructblip(path, tokenizer, text_config, seed, overrides):
+    """Save a tiny InstructBLIP over ``tokenizer``; ``text_config(tokenizer)``
+    gives its language model's config (Vicuna's or Flan-T5's), sized once the
+    processor has added its image token to the tokenizer."""
     from transformers import (
         BlipImageProcessorPil,
         InstructBlipConfig,
@@ -782,7 +790,6 @@ def make_tiny_instructblip(path, *, seed=0, **overrides):
         InstructBlipProcessor,
     )
 
-    tokenizer = _llama_tokenizer([], padding_side="right")
     qformer_tokenizer = _tokenizer(
         ["[CLS]", "[SEP]", "[MASK]"], pad="[PAD]", unk="[UNK]", padding_side="right"
     )
@@ -794,9 +801,8 @@ def make_tiny_instructblip(path, *, seed=0, **overrides):
             (t, qformer_tokenizer.convert_tokens_to_ids(t)) for t in ("[CLS]", "[SEP]")
         ],
     )
-    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
     processor = InstructBlipProcessor(
-        image_processor=image_processor,
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
         tokenizer=tokenizer,
         qformer_tokenizer=qformer_tokenizer,
         num_query_tokens=4,
@@ -811,7 +817,7 @@ def make_tiny_instructblip(path, *, seed=0, **overrides):
                 vocab_size=len(qformer_tokenizer),
                 pad_token_id=qformer_tokenizer.pad_token_id,
             ),
-            text_config=_llama_text(tokenizer),
+            text_config=text_config(tokenizer),
             num_query_tokens=4,
             image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         ),

@@ -196,6 +196,20 @@ _ROWS = {
     ),
     "step3p7": dict(tower="model.vision_model"),
     "unlimited_ocr": dict(tower=None),
+    # -- tvworld1 --
+    **dict.fromkeys(
+        ["apertus1p5", "inkling2", "inkling2_loop", "inkling_mm_model"],
+        dict(tower=None),
+    ),
+    # a packed tower whose processor packs the patches row by row
+    "kimi_k25": dict(
+        tower=None,
+        vision=("mean", "max", 0, 3, 4, 7, 13, -1),
+        reference=partial(
+            packed_reference, tower="model.vision_tower", blocks="layers", merge=1
+        ),
+    ),
+    "gemma4_unified": dict(tower=None, nested=True),
 }
 CLAIMED_ROWS = {
     name: dict(

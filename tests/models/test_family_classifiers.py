@@ -6,6 +6,8 @@ open-ended and closed-set strategies run; the tuner takes one step with each
 ``train`` and changes the weights it should, never the vision tower's.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
 from skvlm.classifiers import CLIPZeroShotClassifier, VLMGenerativeClassifier
-from skvlm.models import load_adapter
+from skvlm.models import TRAITS, Traits, load_adapter
 from skvlm.testing import TESTED_ENCODER_TYPES, TINY_MODELS, random_images
 from skvlm.tuning import VLMClassificationTuner
 
@@ -23,6 +25,11 @@ NAMES = ["cat", "red car"]  # a one- and a two-token name
 ANSWER = "The photo features a"
 PROMPT = "What type of object is in this photo?"
 
+
+def _refused(model_type):
+    return TRAITS.get(model_type, Traits()).unsupported
+
+
 #: The model types whose classifiers this file runs (the support matrix's
 #: "tested" generative and tuner cells).
 CLASSIFIED = sorted(
@@ -30,6 +37,8 @@ CLASSIFIED = sorted(
     for name, tiny in TINY_MODELS.items()
     if tiny.kind == "vlm" and tiny.classifiers
 )
+#: Those the tuner trains (the others' traits refuse it, and say why).
+TUNED = [name for name in CLASSIFIED if "tuner" not in _refused(name)]
 #: Tiny checkpoints of a tested model type with another tower or language
 #: model (their type's row of the support matrix is one of CLASSIFIED
 #: already): LLaVA with a Pixtral tower, BLIP-2 and InstructBLIP with Flan-T5
@@ -41,15 +50,21 @@ ZERO_SHOT = sorted(
     for name, tiny in TINY_MODELS.items()
     if tiny.kind == "clip" and tiny.classifiers and name not in TESTED_ENCODER_TYPES
 )
+
+
 #: The same, with the torchvision-only families marked to skip outside the
 #: torchvision world (test_torchvision_families.py runs them there).
-CLASSIFIED_CASES = [
-    pytest.param(
-        name,
-        marks=(NEEDS_TORCHVISION,) if TINY_MODELS[name].torchvision else (),
-    )
-    for name in CLASSIFIED
-]
+def _cases(names):
+    return [
+        pytest.param(
+            name,
+            marks=(NEEDS_TORCHVISION,) if TINY_MODELS[name].torchvision else (),
+        )
+        for name in names
+    ]
+
+
+CLASSIFIED_CASES = _cases(CLASSIFIED)
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
 )
@@ -169,7 +184,19 @@ def _weights(path):
     return load_file(f"{path}/model.safetensors")
 
 
-@pytest.mark.parametrize("model_type", CLASSIFIED_CASES + VARIANTS)
+@pytest.mark.parametrize("model_type", _cases(sorted(set(CLASSIFIED) - set(TUNED))))
+def test_tuner_refuses_what_the_traits_refuse(built, model_type, images, tmp_path):
+    tuner = VLMClassificationTuner(
+        _path(built, model_type), class_names=NAMES, output_dir=tmp_path, device="cpu"
+    )
+    reason = _refused(model_type)["tuner"]
+    with pytest.raises(
+        ValueError, match=rf"not train {model_type} .*{re.escape(reason)}"
+    ):
+        tuner.fit(images, NAMES)
+
+
+@pytest.mark.parametrize("model_type", _cases(TUNED) + VARIANTS)
 def test_tuner_step_per_train(built, model_type, images, tmp_path):
     path = _path(built, model_type)
     base = _weights(path)
@@ -206,6 +233,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "vision_adapter",
             "image_pooling_2d",
             "image_projector",
+            "vision_embedder",  # Gemma 4 unified's embed_vision, as saved
         )
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train
