@@ -1075,7 +1075,6 @@ CLAIMED_RECIPES = {
         template=_chatml("<|patch|>"),
         config=_MUSE_CONFIG,
         video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "muse_spark": Recipe(
@@ -1110,7 +1109,6 @@ CLAIMED_RECIPES = {
         ),
         video={"video_processor_type": "MuseGlimmerVideoProcessor", **_MUSE_PIXELS},
         parts={"feature_extractor": "MuseSparkFeatureExtractor"},
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "step3p7": Recipe(
