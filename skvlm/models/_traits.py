@@ -456,6 +456,23 @@ TRAITS = {
             "tokens (the projector stage gives its output)"
         },
     ),
+    # -- vqtok --
+    # the model is its own base: the NemotronH causal LM and the RADIO tower
+    # hang off it; Mamba-2 blocks keep a recurrent state in the cache
+    "nemotron_h_omni": Traits(
+        vision="vision_model",
+        projector=("multi_modal_projector",),
+        language="language_model.model",
+        lm_head="language_model.lm_head",
+        cache="recompute",
+        unsupported={
+            "vision": "its RADIO tower packs the patches of all images in one "
+            "sequence, told apart by an image_grid_hw grid (no frames axis), with "
+            "class and register tokens before each image's patches: skvlm's "
+            "packed reader splits by a *grid_thw grid only (the projector stage "
+            "gives the tower's projected features)"
+        },
+    ),
 }
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
@@ -506,13 +523,14 @@ _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 # AltUp).
 _STREAM_KEYS = ("hc_mult", "hc_count", "altup_num_inputs")
 
-# The language model's final norm (LFM2 calls it embedding_norm; Qwen4-Exp's
+# The language model's final norm (LFM2 calls it embedding_norm, NemotronH norm_f; Qwen4-Exp's
 # last module is the mixer of its residual streams, normed inside).
 _FINAL_NORM_NAMES = (
     "norm",
     "final_layernorm",
     "embedding_norm",
     "hyper_connection_mixer",
+    "norm_f",  # NemotronH
 )
 
 

@@ -1468,6 +1468,55 @@ CLAIMED_RECIPES = {
         video={"video_processor_type": "Kimi_K25VideoProcessor"},
         torchvision=True,
     ),
+    # -- vqtok --
+    # Nemotron 3 Nano Omni: a packed RADIO tower (patches of every image in one
+    # sequence, class and register tokens first), a hybrid Mamba-2 / attention
+    # language model (NemotronH)
+    "nemotron_h_omni": Recipe(
+        (
+            "NemotronH_Omni_Reasoning_V3ImageProcessor",
+            dict(patch_size=8, min_num_patches=16, max_num_patches=64),
+        ),
+        named={
+            "image_token": "<image>",
+            "image_start_token": "<img>",
+            "image_end_token": "</img>",
+            "video_token": "<video>",
+            "audio_token": "<so_embedding>",
+        },
+        specials=(*CHATML, "<so_start>", "<so_end>"),
+        eos="<|im_end|>",
+        ids={
+            "image_token_id": "<image>",
+            "video_token_id": "<video>",
+            "audio_token_id": "<so_embedding>",
+        },
+        template=_chatml("<image>"),
+        parts={"feature_extractor": "ParakeetFeatureExtractor"},
+        config=dict(
+            vision_hidden_size=32,
+            projector_hidden_size=32,
+            vision_config=dict(
+                patch_size=8,
+                max_img_size=128,
+                num_cls_tokens=1,
+                num_registers=2,
+                video_temporal_patch_size=2,
+            ),
+            text_config=dict(
+                layers_block_type=["mamba", "attention", "moe"],
+                ssm_state_size=8,
+                mamba_num_heads=4,
+                mamba_head_dim=8,
+                n_groups=1,
+                chunk_size=16,
+                moe_shared_expert_intermediate_size=32,
+            ),
+        ),
+        video={"video_processor_type": "NemotronH_Omni_Reasoning_V3VideoProcessor"},
+        stages=_NO_VISION,
+        torchvision=True,
+    ),
 }
 # -- encdec --
 # DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
@@ -1794,5 +1843,4 @@ NOT_BUILT = {
     "minicpm_ocr": "no tiny recipe yet",
     "minicpmv4_6": "no tiny recipe yet",
     "minicpmv4_7": "no tiny recipe yet",
-    "nemotron_h_omni": "no tiny recipe yet",
 }

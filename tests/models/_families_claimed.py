@@ -210,6 +210,19 @@ _ROWS = {
         ),
     ),
     "gemma4_unified": dict(tower=None, nested=True),
+    # -- vqtok --
+    # the model is its own base (no ``model.model``)
+    "nemotron_h_omni": dict(
+        tower=None,
+        reference=partial(
+            generic_reference,
+            tower=None,
+            nested=False,
+            has_cls=False,
+            placeholder="<image>",
+            base=lambda model: model,
+        ),
+    ),
 }
 CLAIMED_ROWS = {
     name: dict(
