@@ -172,6 +172,12 @@ _INKLING2_TOWER = (
     "does not split the sequence"
 )
 
+# -- vqtok --
+_NO_PROJECTOR_TO_TRAIN = (
+    "it has no projector to train: the image codes are rows of the language "
+    "model's word embeddings, shared with the text"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -471,6 +477,17 @@ TRAITS = {
             "class and register tokens before each image's patches: skvlm's "
             "packed reader splits by a *grid_thw grid only (the projector stage "
             "gives the tower's projected features)"
+        },
+    ),
+    # a VQ-GAN turns image cells into discrete codes, read as words: the
+    # language model is the base model itself
+    "chameleon": Traits(
+        language="model",
+        unsupported={
+            "vision": "it has no vision tower: a convolutional VQ-GAN turns each "
+            "image cell into a discrete code that the language model embeds as "
+            "a word (the projector stage gives those embeddings)",
+            "tuner": _NO_PROJECTOR_TO_TRAIN,
         },
     ),
 }

@@ -195,6 +195,35 @@ _CLIP_TOWER = dict(
 )
 
 _NO_VISION = ("projector", "language")  # TRAITS says why
+
+
+# -- vqtok --
+def _chameleon_codes(n):
+    """Chameleon's image-code words: code 12 is ``IMGIMGBCZ`` (digits as A-J)."""
+    return tuple(
+        "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(k)) + "Z"
+        for k in range(n)
+    )
+
+
+def _emu3_codes(n):
+    """Emu3's image-code words: code 12 is ``<|visual token 000012|>``."""
+    return tuple(f"<|visual token {k:06d}|>" for k in range(n))
+
+
+_VQ_CODES = 64  # the tiny codebook: one word per code
+#: Toy sizes of a language model configured at the config's top level.
+_TOP_LEVEL_LM = {
+    key: SMALL[key]
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+    )
+}
 # Qwen2.5-VL's windowed attention at toy size: windows of 2 x 2 merge blocks
 # (32 px), which the test images (up to 64 px) exceed, so the blocks see
 # their patches permuted; block 2 attends over the whole image.
@@ -1517,6 +1546,37 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
+    # Chameleon: a VQ-GAN (convolutions) turns each 8 x 8 px cell of a 32 px
+    # image into a discrete code, read as a word of the language model
+    "chameleon": Recipe(
+        (
+            "ChameleonImageProcessorPil",
+            {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}},
+        ),
+        named={
+            "image_token": "<image>",
+            "boi_token": "<racm3:break>",
+            "eoi_token": "<eoss>",
+            "sep_token": "<reserved08706>",  # ends each prompt
+        },
+        specials=_chameleon_codes(_VQ_CODES),
+        bos="<s>",
+        ids={"image_token_id": "<image>"},
+        processor=dict(image_seq_length=16),
+        config=dict(
+            **_TOP_LEVEL_LM,
+            vq_config=dict(
+                resolution=32,
+                base_channels=32,  # its group norms take 32 groups
+                channel_multiplier=[1, 1, 1, 1],
+                num_res_blocks=1,
+                latent_channels=8,
+                embed_dim=8,
+                num_embeddings=_VQ_CODES,
+            ),
+        ),
+        stages=_NO_VISION,
+    ),
 }
 # -- encdec --
 # DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
@@ -1670,6 +1730,8 @@ def _config_kwargs(config_cls, recipe, tokenizer, overrides):
     )
     if "image_token_offset" in default.to_dict():
         out = _code_offsets(out, len(tokenizer))
+    if "vocabulary_map" in default.to_dict():  # -- vqtok -- Chameleon, Emu3
+        out["vocabulary_map"] = tokenizer.get_vocab()  # image codes -> words
     return out
 
 
@@ -1838,7 +1900,6 @@ def make_tiny_vision_encoder(model_type):
 NOT_BUILT = {
     # their default configs leave the image token id unset, so the support
     # matrix long took them for families without one; every checkpoint sets it
-    "chameleon": "no tiny recipe yet (a VQ image tokenizer)",
     "emu3": "no tiny recipe yet (a VQ image tokenizer)",
     "minicpm_ocr": "no tiny recipe yet",
     "minicpmv4_6": "no tiny recipe yet",

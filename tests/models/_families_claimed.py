@@ -223,6 +223,7 @@ _ROWS = {
             base=lambda model: model,
         ),
     ),
+    "chameleon": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(
