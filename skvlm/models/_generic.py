@@ -58,6 +58,7 @@ from ._packed import PackedTowerMixin
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
+from ._vq import unpadded_image_features
 
 _TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
 # The processor's name for the images' pixels (Video-LLaVA's tells images from
@@ -280,7 +281,10 @@ class GenericImageTextAdapter(
             images=images, text=texts, return_tensors="pt", padding=True, **extra
         )
         batch = {k: v for k, v in dict(batch).items() if k != "labels"}
-        return _to_device(batch, self.device, self.dtype)
+        batch = _to_device(batch, self.device, self.dtype)
+        if self.traits.unpad_images:
+            batch = unpadded_image_features(self.base, batch)
+        return batch
 
     def _image_counts(self, batch):
         return (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()
@@ -417,7 +421,10 @@ class GenericImageTextAdapter(
         method = self.base.get_image_features
         names = inspect.signature(method).parameters
         kwargs = {k: v for k, v in batch.items() if k in names and k not in _TEXT_KEYS}
-        output = method(**kwargs)
+        if "mm_encoder_outputs" in batch:  # computed image by image (_vq)
+            output = batch["mm_encoder_outputs"]["image"]
+        else:
+            output = method(**kwargs)
         features = getattr(output, "pooler_output", output)
         if isinstance(features, (list, tuple)):
             features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])

@@ -133,6 +133,12 @@ class Traits:
         computes each row's positions alone with the model's own
         ``compute_3d_position_ids``, so that a row's features do not depend
         on the batch it is in.
+    unpad_images : bool
+        Whether the processor pads a batch's images to one size (bottom and
+        right, ``image_sizes`` holding each one's own) and the image encoder
+        sees the padding (Emu3's VQ-VAE): skvlm then encodes each image cut
+        to its own size alone and passes the model those features
+        (:mod:`skvlm.models._vq`).
     """
 
     vision: str | None = None
@@ -153,6 +159,7 @@ class Traits:
     last_entry: str = "norm"
     train_pad: str | None = None
     row_positions: bool = False
+    unpad_images: bool = False
 
 
 _BLIP = Traits(
@@ -487,6 +494,16 @@ TRAITS = {
             "vision": "it has no vision tower: a convolutional VQ-GAN turns each "
             "image cell into a discrete code that the language model embeds as "
             "a word (the projector stage gives those embeddings)",
+            "tuner": _NO_PROJECTOR_TO_TRAIN,
+        },
+    ),
+    "emu3": Traits(
+        unpad_images=True,
+        unsupported={
+            "vision": "it has no vision tower: a convolutional VQ-VAE turns each "
+            "image cell into a discrete code that the language model embeds as "
+            "a word (the projector stage gives those embeddings, each row's "
+            "end-of-line word included)",
             "tuner": _NO_PROJECTOR_TO_TRAIN,
         },
     ),

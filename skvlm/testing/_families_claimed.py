@@ -1577,6 +1577,36 @@ CLAIMED_RECIPES = {
         ),
         stages=_NO_VISION,
     ),
+    # Emu3: a VQ-VAE turns each 8 x 8 px cell into a discrete code, read as a
+    # word; each row of codes ends with an end-of-line word
+    "emu3": Recipe(
+        (
+            "Emu3ImageProcessor",
+            dict(min_pixels=32 * 32, max_pixels=64 * 64, spatial_factor=8),
+        ),
+        named={
+            "image_token": "<image>",
+            "boi_token": "<|image start|>",
+            "eoi_token": "<|image end|>",
+            "image_wrapper_token": "<|image token|>",
+            "eof_token": "<|extra_201|>",
+        },
+        specials=("<|extra_200|>", *_emu3_codes(_VQ_CODES)),
+        bos="<|extra_203|>",
+        eos="<|extra_204|>",
+        ids={"image_token_id": "<image>"},
+        config=dict(
+            vq_config=dict(
+                codebook_size=_VQ_CODES,
+                base_channels=32,  # its group norms take 32 groups
+                channel_multiplier=[1, 1, 1, 1],
+                num_res_blocks=1,
+                embed_dim=4,
+                latent_channels=4,
+            ),
+        ),
+        stages=_NO_VISION,
+    ),
 }
 # -- encdec --
 # DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
@@ -1900,7 +1930,6 @@ def make_tiny_vision_encoder(model_type):
 NOT_BUILT = {
     # their default configs leave the image token id unset, so the support
     # matrix long took them for families without one; every checkpoint sets it
-    "emu3": "no tiny recipe yet (a VQ image tokenizer)",
     "minicpm_ocr": "no tiny recipe yet",
     "minicpmv4_6": "no tiny recipe yet",
     "minicpmv4_7": "no tiny recipe yet",

@@ -224,6 +224,7 @@ _ROWS = {
         ),
     ),
     "chameleon": dict(tower=None),
+    "emu3": dict(tower=None),
 }
 CLAIMED_ROWS = {
     name: dict(
