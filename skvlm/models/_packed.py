@@ -11,6 +11,7 @@ thinkers and VideoLLaMA3, which the generic adapter serves through
 read off the model:
 
 - the grid: the argument of ``get_image_features`` named ``*grid_thw``
+  (or ``*grid_hw``, rows and columns of one frame: Nemotron Omni's RADIO)
   (an image has ``t * h * w`` patches);
 - the order of an image's patches: the processor packs them merge block by
   merge block (``(t, h / m, w / m, m, m)``) for the tower's merge size ``m``:
@@ -51,6 +52,7 @@ import torch
 from .._transformers_compat import vision_window_index
 from ..pooling import TokenMasks, pad_tokens
 from ._base import Stack
+from ._traits import resolve_path
 
 __all__ = ["NO_GRID", "PackedTowerMixin", "raster_gather"]
 
@@ -131,6 +133,12 @@ def _argument(method, suffix):
     return next((name for name in names if name.endswith(suffix)), None)
 
 
+def _grid_argument(method):
+    """The patch-grid argument: ``*grid_thw`` (frames, rows, columns), or
+    ``*grid_hw`` (rows, columns: Nemotron Omni's RADIO tower)."""
+    return _argument(method, "grid_thw") or _argument(method, "grid_hw")
+
+
 class PackedTowerMixin:
     """The vision stage of a generic-adapter family with a packed tower.
 
@@ -141,7 +149,7 @@ class PackedTowerMixin:
     def packed_unavailable(self):
         """Why the packed tower cannot be read per image, or None."""
         method = getattr(self.base, "get_image_features", None)
-        if method is None or _argument(method, "grid_thw") is None:
+        if method is None or _grid_argument(method) is None:
             return NO_GRID
         if self.has_cls and self.packed_windowed():
             return (
@@ -166,7 +174,9 @@ class PackedTowerMixin:
     def packed_layout(self, batch):
         """``(gather, lengths, patch)`` of :func:`raster_gather` for ``batch``."""
         method = self.base.get_image_features
-        grid = batch[_argument(method, "grid_thw")]
+        grid = batch[_grid_argument(method)]
+        if grid.shape[-1] == 2:  # (rows, columns): one frame per image
+            grid = torch.cat([torch.ones_like(grid[:, :1]), grid], dim=1)
         merge_key = _argument(method, "merge_sizes")
         if merge_key is not None and merge_key in batch:
             merges = [int(m) for m in batch[merge_key].tolist()]
@@ -177,8 +187,17 @@ class PackedTowerMixin:
             window = vision_window_index(self.tower, grid)
             unit = int(self.tower.spatial_merge_size) ** 2
         return raster_gather(
-            grid, merges, window=window, unit=unit, n_prefix=int(self.has_cls)
+            grid, merges, window=window, unit=unit, n_prefix=self.packed_prefix()
         )
+
+    def packed_prefix(self):
+        """Tokens the tower puts before each frame's patches: one class token
+        (``has_cls``), or as many as ``Traits.prefix_tokens``' rows (RADIO's
+        class and register tokens)."""
+        path = getattr(self.traits, "prefix_tokens", None)
+        if path is None:
+            return int(self.has_cls)
+        return int(resolve_path(self.model, path).shape[0])
 
     def packed_stack(self, batch):
         gather, lengths, patch = self.packed_layout(batch)

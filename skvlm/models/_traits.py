@@ -139,6 +139,11 @@ class Traits:
         sees the padding (Emu3's VQ-VAE): skvlm then encodes each image cut
         to its own size alone and passes the model those features
         (:mod:`skvlm.models._vq`).
+    prefix_tokens : str or None
+        Path of the parameter whose rows are the tokens a packed tower puts
+        before each image's patches (RADIO's class and register tokens), the
+        first a class token; None: one class token, or none, per
+        ``class_token``.
     """
 
     vision: str | None = None
@@ -160,6 +165,7 @@ class Traits:
     train_pad: str | None = None
     row_positions: bool = False
     unpad_images: bool = False
+    prefix_tokens: str | None = None
 
 
 _BLIP = Traits(
@@ -471,20 +477,18 @@ TRAITS = {
     ),
     # -- vqtok --
     # the model is its own base: the NemotronH causal LM and the RADIO tower
-    # hang off it; Mamba-2 blocks keep a recurrent state in the cache
+    # hang off it; the tower packs every image's patches (raster order) in one
+    # sequence, a class and register tokens before each image's; Mamba-2
+    # blocks keep a recurrent state in the cache
     "nemotron_h_omni": Traits(
         vision="vision_model",
+        views="packed",
+        class_token="first",
+        prefix_tokens="vision_model.embeddings.cls_register_token",
         projector=("multi_modal_projector",),
         language="language_model.model",
         lm_head="language_model.lm_head",
         cache="recompute",
-        unsupported={
-            "vision": "its RADIO tower packs the patches of all images in one "
-            "sequence, told apart by an image_grid_hw grid (no frames axis), with "
-            "class and register tokens before each image's patches: skvlm's "
-            "packed reader splits by a *grid_thw grid only (the projector stage "
-            "gives the tower's projected features)"
-        },
     ),
     # a VQ-GAN turns image cells into discrete codes, read as words: the
     # language model is the base model itself

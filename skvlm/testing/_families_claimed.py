@@ -1543,7 +1543,6 @@ CLAIMED_RECIPES = {
             ),
         ),
         video={"video_processor_type": "NemotronH_Omni_Reasoning_V3VideoProcessor"},
-        stages=_NO_VISION,
         torchvision=True,
     ),
     # Chameleon: a VQ-GAN (convolutions) turns each 8 x 8 px cell of a 32 px

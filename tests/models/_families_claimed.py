@@ -10,11 +10,12 @@ tokens start with a CLS, and the images (sizes chosen so that batches pad).
 from functools import partial
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from skvlm.testing import TINY_MODELS
 
-from ._references import generic_reference, qwen_reference
+from ._references import HF, Tokens, _np, generic_reference, qwen_reference
 from ._references_packed import packed_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
@@ -95,6 +96,34 @@ def _timm_tower(model):
         return SimpleNamespace(hidden_states=tuple(seen))
 
     return run
+
+
+def _radio_reference(path, images, prompts):
+    """Nemotron Omni: projector and language from the model itself; vision:
+    HF's RADIO tower on each image alone (its class and register tokens
+    first, then the patches in raster order), the prefix left out of
+    ``mean``/``max``."""
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=False,
+        has_cls=False,
+        placeholder="<image>",
+        base=lambda model: model,
+    )
+    hf = HF(path)
+    tower = hf.model.vision_model
+    n_prefix = tower.config.num_cls_tokens + tower.config.num_registers
+    for image, example in zip(images, examples, strict=True):
+        pixels = dict(hf.processor.image_processor(images=[image], return_tensors="pt"))
+        with torch.no_grad():
+            states = tower(**pixels, output_hidden_states=True).hidden_states
+        states = [_np(h[0]) for h in states]
+        pooled = np.arange(len(states[0])) >= n_prefix
+        example.stages["vision"] = Tokens(states, pooled=pooled)
+    return examples
 
 
 #: model type -> keyword arguments of ``_families._new``
@@ -211,17 +240,12 @@ _ROWS = {
     ),
     "gemma4_unified": dict(tower=None, nested=True),
     # -- vqtok --
-    # the model is its own base (no ``model.model``)
+    # the model is its own base (no ``model.model``); a packed RADIO tower
     "nemotron_h_omni": dict(
         tower=None,
-        reference=partial(
-            generic_reference,
-            tower=None,
-            nested=False,
-            has_cls=False,
-            placeholder="<image>",
-            base=lambda model: model,
-        ),
+        has_cls=True,
+        vision=("mean", "max", "cls", 0, 3, 4, 7, -1),
+        reference=_radio_reference,
     ),
     "chameleon": dict(tower=None),
     "emu3": dict(tower=None),
