@@ -164,6 +164,14 @@ _INKLING2_TOWER = (
     "does not split the sequence"
 )
 
+# -- minicpm --
+_MINICPM_TOWER = (
+    "its tower packs the patches of all images in one sequence, and a "
+    "window-attention merger inside it (after block insert_layer_id) merges "
+    "2 x 2 patches, so its blocks' hidden states are not one sequence of the "
+    "same patches (the projector stage gives its merged output)"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -451,6 +459,16 @@ TRAITS = {
             "linear layers into one vector, with no blocks over the image's "
             "tokens (the projector stage gives its output)"
         },
+    ),
+    # -- minicpm --
+    **dict.fromkeys(
+        ("minicpm_ocr", "minicpmv4_6", "minicpmv4_7"),
+        # Qwen3.5's linear-attention layers keep a recurrent state in the cache
+        Traits(
+            cache="recompute",
+            projector=("model.merger",),
+            unsupported={"vision": _MINICPM_TOWER},
+        ),
     ),
 }
 

@@ -368,6 +368,56 @@ def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
 
 _INKLING2_VISION = dict(patch_size=8, posemb_grid_size=8, projection_hidden_dim=64)
 
+# -- minicpm --
+#: MiniCPM-V's tokens: the image (and video) placeholder and the markers its
+#: processor reads off the tokenizer by name.
+_MINICPM_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "image_start_token": "<image>",
+    "image_end_token": "</image>",
+    "slice_start_token": "<slice>",
+    "slice_end_token": "</slice>",
+    "image_id_start_token": "<image_id>",
+    "image_id_end_token": "</image_id>",
+}
+
+
+def _minicpm(image_processor, *, ids=None, **kwargs):
+    """A MiniCPM-V family: a packed SigLIP-style tower of 8 px patches whose
+    window-attention merger (after block 1) and final merger each merge 2 x 2
+    patches, so a 32 px view gives one image token; the Qwen3.5 hybrid
+    language model (linear-attention layers, then a full-attention one)."""
+    return Recipe(
+        (
+            image_processor,
+            dict(patch_size=8, scale_resolution=32, slice_mode=False),
+        ),
+        named=_MINICPM_TOKENS,
+        specials=(*CHATML, *"0123456789"),
+        eos="<|im_end|>",
+        ids=dict(
+            image_token_id="<|image_pad|>",
+            video_token_id="<|video_pad|>",
+            **(ids or {}),
+        ),
+        template=_chatml("<|image_pad|>"),
+        config=dict(
+            insert_layer_id=1,
+            text_config=dict(
+                rope_parameters=_QWEN_ROPE,
+                layer_types=["linear_attention", "linear_attention", "full_attention"],
+                linear_conv_kernel_dim=4,
+                linear_key_head_dim=8,
+                linear_value_head_dim=8,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+            ),
+        ),
+        **{"stages": _NO_VISION, **kwargs},
+    )
+
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
     # Cohere's own image processor needs torchvision: GOT-OCR2's PIL one cuts
@@ -1469,6 +1519,19 @@ CLAIMED_RECIPES = {
         ),
         video={"video_processor_type": "Kimi_K25VideoProcessor"},
         torchvision=True,
+    ),
+    # -- minicpm --
+    "minicpm_ocr": _minicpm("MiniCPMOcrImageProcessor", torchvision=True),
+    "minicpmv4_6": _minicpm("MiniCPMV4_6ImageProcessorPil"),
+    "minicpmv4_7": _minicpm(
+        "MiniCPMV4_6ImageProcessorPil",
+        ids=dict(
+            image_start_id="<image>",
+            image_end_id="</image>",
+            slice_start_id="<slice>",
+            slice_end_id="</slice>",
+            newline_id="\n",
+        ),
     ),
 }
 # -- encdec --

@@ -204,6 +204,8 @@ _ROWS = {
         ),
     ),
     "gemma4_unified": dict(tower=None, nested=True),
+    # -- minicpm --
+    **dict.fromkeys(["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"], dict(tower=None)),
 }
 CLAIMED_ROWS = {
     name: dict(
