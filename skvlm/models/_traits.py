@@ -166,10 +166,12 @@ _INKLING2_TOWER = (
 
 # -- minicpm --
 _MINICPM_TOWER = (
-    "its tower packs the patches of all images in one sequence, and a "
-    "window-attention merger inside it (after block insert_layer_id) merges "
-    "2 x 2 patches, so its blocks' hidden states are not one sequence of the "
-    "same patches (the projector stage gives its merged output)"
+    "its tower packs every view of every image (the global view and each "
+    "slice) in one sequence, and its window-attention merger after block "
+    "insert_layer_id merges 2 x 2 patches in window order, so the later blocks "
+    "hold a quarter as many tokens as the earlier ones: skvlm's packed reading "
+    "(one patch grid for every block) does not follow that; the projector stage "
+    "gives the merged output"
 )
 
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.

@@ -386,15 +386,18 @@ _MINICPM_TOKENS = {
 def _minicpm(image_processor, *, ids=None, **kwargs):
     """A MiniCPM-V family: a packed SigLIP-style tower of 8 px patches whose
     window-attention merger (after block 1) and final merger each merge 2 x 2
-    patches, so a 32 px view gives one image token; the Qwen3.5 hybrid
+    patches, so a 32 px view gives one image token (four with MiniCPM-OCR's
+    "4x" downsampling); an image over 32 px is a global view and up to 4
+    slices (the real processors' default slicing); the Qwen3.5 hybrid
     language model (linear-attention layers, then a full-attention one)."""
     return Recipe(
         (
             image_processor,
-            dict(patch_size=8, scale_resolution=32, slice_mode=False),
+            dict(patch_size=8, scale_resolution=32, max_slice_nums=4),
         ),
         named=_MINICPM_TOKENS,
-        specials=(*CHATML, *"0123456789"),
+        # the image ids' digits; the newline that ends each row of slices
+        specials=(*CHATML, "\n", *"0123456789"),
         eos="<|im_end|>",
         ids=dict(
             image_token_id="<|image_pad|>",
