@@ -30,7 +30,10 @@ and the language model's decoder ``layers`` and final ``norm``.
   into one only before the final norm) gives each entry but the last as its
   streams side by side, stream 0 first (``streams`` x width features, as
   HF's ``hidden_states`` hold them); the last entry, after the merge and the
-  final norm, has the model's width.
+  final norm, has the model's width. Gemma 3n's blocks carry
+  ``altup_num_inputs`` AltUp streams the same way; as in HF's
+  ``hidden_states``, its last entry is its last block's streams, before they
+  are merged and normed (``Traits.last_entry``).
 
 A stage the family's structure does not allow is refused when asked for,
 naming the family, the stage and the reason.
@@ -39,6 +42,7 @@ naming the family, the stage and the reason.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 import torch
 
@@ -103,10 +107,19 @@ def _check_torchvision(path, exc, revision=None):
         ) from exc
 
 
-def _concatenated_streams(hidden):
-    """(batch, tokens, streams x width): a hyper-connection block's residual
-    streams side by side, stream 0 first (a 3-D tensor is returned as is)."""
-    return hidden.flatten(2) if hidden.dim() == 4 else hidden
+def _concatenated_streams(hidden, rows, tokens):
+    """(batch, tokens, streams x width): a block's residual streams side by
+    side, stream 0 first (a 3-D tensor is returned as is).
+
+    The stream axis is read off the tensor, whose batch and token axes have
+    sizes ``rows`` and ``tokens``: (batch, tokens, streams, width) for
+    hyper-connections, (streams, batch, tokens, width) for Gemma 3n's AltUp.
+    """
+    if hidden.dim() != 4:
+        return hidden
+    if hidden.shape[1:3] == (rows, tokens) and hidden.shape[:2] != (rows, tokens):
+        hidden = hidden.movedim(0, 2)
+    return hidden.flatten(2)
 
 
 class GenericImageTextAdapter(
@@ -248,6 +261,8 @@ class GenericImageTextAdapter(
         streams = self.traits.streams
         if stage != "language" or streams == 1:
             return widths
+        if self.traits.last_entry == "block":
+            return (widths[0] * streams,) * len(widths)
         return (widths[0] * streams,) * (len(widths) - 1) + widths[-1:]
 
     # -- inputs ----------------------------------------------------------------
@@ -347,18 +362,21 @@ class GenericImageTextAdapter(
                 return TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
 
             return Stack(blocks=self.vision_blocks, masks=masks, unpack=unpack)
+        ids = batch["input_ids"]
         masks = language_masks(
-            batch["input_ids"],
+            ids,
             batch["attention_mask"],
             {self.image_token_id},
             self._special_ids,
         )
-        norm = final_norm(self.language)
+        norm = final_norm(self.language) if self.traits.last_entry == "norm" else None
         return Stack(
             blocks=self.language.layers,
             masks=masks,
             final_norm=norm,
-            unpack=_concatenated_streams,
+            unpack=partial(
+                _concatenated_streams, rows=ids.shape[0], tokens=ids.shape[1]
+            ),
         )
 
     def forward(self, stage, batch):

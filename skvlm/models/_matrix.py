@@ -83,7 +83,11 @@ def _generic_cells(model_type, generic):
 
     try:
         config = CONFIG_MAPPING[model_type]()
-        supported = generic.supports(config)
+        # a default config may leave the image token unset (None) where every
+        # checkpoint sets it: the attribute is what tells
+        supported = generic.supports(config) or any(
+            hasattr(config, name) for name in ("image_token_id", "image_token_index")
+        )
     except Exception as exc:  # a config that cannot be built from defaults
         return dict.fromkeys(
             (*_STAGES, "generative", "tuner"),

@@ -18,10 +18,15 @@ read off the model:
   has one (VideoLLaMA3), else the tower's ``spatial_merge_size`` (1, that is
   raster order, for a tower without one: PaddleOCR-VL);
 - windows: a tower with a ``window_size`` (Qwen2.5-VL's windowed attention:
-  EXAONE 4.5, HyperCLOVA X, Ovis2.5, Qwen2.5-Omni) permutes the merge blocks
-  into window order before its first block and back only after its last, so
+  EXAONE 4.5, HyperCLOVA X, Ovis2.5, Qwen2.5-Omni; Muse Glimmer and Muse
+  Spark) permutes its units, ``spatial_merge_size ** 2`` patches each, into
+  window order before its first block and back only after its last, so
   every intermediate state is window-permuted; the permutation is
-  transformers' own (:func:`skvlm._transformers_compat.vision_window_index`);
+  transformers' own (:func:`skvlm._transformers_compat.vision_window_index`).
+  Qwen2.5-VL's unit is a merge block; Muse's tower (``spatial_merge_size``
+  1) permutes single patches, which its processor packs row by row (its
+  ``merge_size`` only rounds the image's size, and the tower merges 2 x 2
+  patches after its blocks);
 - class tokens: a tower whose traits say ``class_token="first"``
   (LLaVA-OneVision-1.5) puts one before each frame's patches.
 
@@ -56,7 +61,7 @@ NO_GRID = (
 )
 
 
-def raster_gather(grid, merges, *, window=None, n_prefix=0):
+def raster_gather(grid, merges, *, window=None, unit=None, n_prefix=0):
     """Index taking a packed tower's tokens to raster order, per image.
 
     Parameters
@@ -67,8 +72,13 @@ def raster_gather(grid, merges, *, window=None, n_prefix=0):
         Each image's merge size m: the processor packs an image's patches as
         (frames, rows / m, columns / m, m, m).
     window : torch.Tensor or None
-        The merge-block permutation the tower's blocks see (packed block j
-        holds processor block ``window[j]``), or None.
+        The permutation the tower's blocks see, in units of ``unit``
+        consecutive tokens of the processor's packing (packed unit j holds
+        processor unit ``window[j]``), or None.
+    unit : int or None
+        Tokens per unit the window permutation moves: the tower's own merge
+        block, ``spatial_merge_size ** 2`` (Qwen2.5-VL: 4; a tower that
+        permutes single patches, Muse Glimmer's: 1). None: ``merges[0] ** 2``.
     n_prefix : int, default=0
         Class tokens the tower puts before each frame's patches.
 
@@ -106,9 +116,9 @@ def raster_gather(grid, merges, *, window=None, n_prefix=0):
         offset += lengths[-1]
     gather = torch.cat(order)
     if window is not None:
-        # Blocks see merge blocks in window order: packed block j holds
-        # processor block window[j], so processor block b sits at argsort[b].
-        unit = merges[0] ** 2
+        # Blocks see units in window order: packed unit j holds processor
+        # unit window[j], so processor unit b sits at argsort[b].
+        unit = merges[0] ** 2 if unit is None else unit
         position = torch.argsort(window.cpu())
         unwindow = (position[:, None] * unit + torch.arange(unit)).reshape(-1)
         gather = unwindow[gather]
@@ -162,10 +172,13 @@ class PackedTowerMixin:
             merges = [int(m) for m in batch[merge_key].tolist()]
         else:
             merges = [int(getattr(self.tower, "spatial_merge_size", 1))] * len(grid)
-        window = (
-            vision_window_index(self.tower, grid) if self.packed_windowed() else None
+        window = unit = None
+        if self.packed_windowed():
+            window = vision_window_index(self.tower, grid)
+            unit = int(self.tower.spatial_merge_size) ** 2
+        return raster_gather(
+            grid, merges, window=window, unit=unit, n_prefix=int(self.has_cls)
         )
-        return raster_gather(grid, merges, window=window, n_prefix=int(self.has_cls))
 
     def packed_stack(self, batch):
         gather, lengths, patch = self.packed_layout(batch)

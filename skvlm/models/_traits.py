@@ -110,10 +110,22 @@ class Traits:
         ``stage -> reason`` for stages skvlm refuses for this family (also
         ``"generative"`` and ``"tuner"``).
     streams : int or None
-        Residual streams the language model's blocks carry (hyper-connections:
-        each block reads and writes ``streams`` copies of the hidden state,
-        merged into one only after the last block); None: derived from the
-        text config's ``hc_mult`` or ``hc_count`` (1 without).
+        Residual streams the language model's blocks carry (hyper-connections,
+        Gemma 3n's AltUp: each block reads and writes ``streams`` copies of
+        the hidden state, merged into one only after the last block); None:
+        derived from the text config's ``hc_mult``, ``hc_count`` or
+        ``altup_num_inputs`` (1 without).
+    last_entry : {"norm", "block"}
+        What the language stage's last entry is: the final norm's output
+        (``"norm"``, HF's ``hidden_states[-1]`` for most models) or the last
+        block's (``"block"``: Gemma 3n, whose ``hidden_states`` end with its
+        last block's AltUp streams, before they are merged and normed).
+    train_pad : str or None
+        The special token (its tokenizer attribute's stem: ``"bos"``) the
+        tuner puts at a padded batch's masked positions, in place of id 0:
+        Gemma 3n's pad token embeds to zeros, where its AltUp magnitude
+        ``mean(x**2) ** 0.5`` has an infinite derivative, so a batch padded
+        with it trains on NaN gradients.
     row_positions : bool
         Whether the model's multimodal RoPE positions of a row depend on the
         other rows of its batch (HunYuanVL numbers its image-index axis over
@@ -138,6 +150,8 @@ class Traits:
     class_token: str = "auto"
     unsupported: dict = field(default_factory=dict)
     streams: int | None = None
+    last_entry: str = "norm"
+    train_pad: str | None = None
     row_positions: bool = False
 
 
@@ -148,12 +162,6 @@ _BLIP = Traits(
     lm_head="language_model.lm_head",
     # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
     language_blocks=("layers", "block"),
-)
-
-_MUSE_WINDOWS = (
-    "its tower permutes single patches into attention windows (spatial_merge_size "
-    "1) while its processor packs them in merge_size x merge_size blocks: skvlm's "
-    "packed reading places windows of whole merge blocks only"
 )
 
 # -- tvworld1 --
@@ -369,18 +377,16 @@ TRAITS = {
             "sizes, not one token sequence per image"
         }
     ),
+    # AltUp streams (altup_num_inputs); HF's hidden_states end with the last
+    # block's streams, before they are merged and normed
     "gemma3n": Traits(
+        last_entry="block",
+        train_pad="bos",
         unsupported={
             "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
             "its stages give (channels, height, width) maps of different widths, "
             "not one token sequence per image",
-            **dict.fromkeys(
-                ("language", "generative", "tuner"),
-                "its decoder blocks carry altup_num_inputs AltUp streams, merged "
-                "into one only after the last block, so a block's output is not "
-                "one hidden state",
-            ),
-        }
+        },
     ),
     "molmo2": Traits(
         unsupported={
@@ -393,12 +399,10 @@ TRAITS = {
     "muse_glimmer": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
-        unsupported={"vision": _MUSE_WINDOWS},
     ),
     "muse_spark": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
-        unsupported={"vision": _MUSE_WINDOWS},
     ),
     # a timm tower: its blocks are the timm model's
     "perception_lm": Traits(
@@ -518,8 +522,9 @@ _PROJECTOR_NAMES = (
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
 
 
-# The text config's count of residual streams (hyper-connections).
-_STREAM_KEYS = ("hc_mult", "hc_count")
+# The text config's count of residual streams (hyper-connections; Gemma 3n's
+# AltUp).
+_STREAM_KEYS = ("hc_mult", "hc_count", "altup_num_inputs")
 
 # The language model's final norm (LFM2 calls it embedding_norm; Qwen4-Exp's
 # last module is the mixer of its residual streams, normed inside).

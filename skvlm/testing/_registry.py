@@ -143,7 +143,11 @@ TINY_MODELS.update(
 )
 # -- tvworld2 --
 # a timm tower: timm imports only with torchvision, so it runs in that world
-# (the classifiers read the language stage, which it cannot offer: TRAITS)
+# (no vision stage: TRAITS)
 TINY_MODELS["gemma3n"] = TinyModel(
-    tvw2.make_tiny_gemma3n, "vlm", ("projector",), False, torchvision=True
+    tvw2.make_tiny_gemma3n,
+    "vlm",
+    ("projector", "language"),
+    True,
+    torchvision=True,
 )

@@ -106,7 +106,11 @@ def generation_batch(adapter, images, prompts, answers):
     lengths = [int(mask[i].sum()) + len(answers[i]) for i in range(rows)]
     width = max(lengths)
     device = ids.device
-    new = {"input_ids": torch.zeros(rows, width, dtype=ids.dtype, device=device)}
+    fill = 0
+    train_pad = getattr(getattr(adapter, "traits", None), "train_pad", None)
+    if train_pad is not None:  # masked positions: a token that embeds to non-zero
+        fill = getattr(adapter.processor.tokenizer, f"{train_pad}_token_id")
+    new = {"input_ids": torch.full((rows, width), fill, dtype=ids.dtype, device=device)}
     aligned = [k for k in (*_ALIGNED, "token_type_ids") if k in inputs]
     names = getattr(getattr(adapter, "traits", None), "token_inputs", ())
     continued = [k for k in names if k in inputs]

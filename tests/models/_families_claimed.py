@@ -51,6 +51,11 @@ PACKED = {
     "lfm3_vl": dict(tower="model.vision_tower", blocks="layers"),
     # -- tvworld2 --
     "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
+    # -- streams --
+    # their processor packs the patches row by row; the tower permutes single
+    # patches into windows (spatial_merge_size 1) after its ln_pre
+    "muse_glimmer": dict(tower="model.vision_tower", blocks="layers", merge=1),
+    "muse_spark": dict(tower="model.vision_tower", blocks="layers", merge=1),
 }
 #: Windowed towers (Qwen2.5-VL's window attention): the module, from the
 #: tower, whose output they permute into window order.
@@ -59,6 +64,9 @@ WINDOWED = {
     "hyperclovax_vision_v2": "patch_embed",
     "ovis2_5": "embeddings",
     "qwen2_5_omni_thinker": "patch_embed",
+    # -- streams --
+    "muse_glimmer": "ln_pre",
+    "muse_spark": "ln_pre",
 }
 #: Towers with a class token before each image's patches.
 PACKED_CLS = {"llava_onevision1_5"}
@@ -175,8 +183,6 @@ _ROWS = {
     "fast_vlm": dict(tower=None),
     "gemma3n": dict(tower=None),
     "molmo2": dict(tower=None),
-    "muse_glimmer": dict(tower=None, images="qwen"),
-    "muse_spark": dict(tower=None, images="qwen"),
     "perception_lm": dict(
         tower="model.vision_tower",
         has_cls=True,

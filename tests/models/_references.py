@@ -539,6 +539,14 @@ def _flat_features(output):
     return features.reshape(-1, features.shape[-1])
 
 
+def _one_row_streams(hidden):
+    """One example's (tokens, [streams,] width) states: its row of a batch of
+    one, streams first (AltUp) or after the tokens (hyper-connections)."""
+    if hidden.dim() == 4 and hidden.shape[0] != 1:
+        return hidden[:, 0].movedim(0, 1)
+    return hidden[0]
+
+
 def generic_reference(
     path,
     images,
@@ -622,8 +630,9 @@ def generic_reference(
                     **stages,
                     "language": Tokens(
                         # a hyper-connection model's (tokens, streams, width)
-                        # states, streams side by side
-                        [_np(h[0].flatten(1)) for h in language],
+                        # states, streams side by side; Gemma 3n's AltUp
+                        # states come (streams, 1, tokens, width)
+                        [_np(_one_row_streams(h).flatten(1)) for h in language],
                         image=image_mask,
                         text=text_mask,
                     ),

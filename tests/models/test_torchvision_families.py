@@ -9,8 +9,9 @@ torchvision of ``requirements/torchvision.txt`` (``.venv/torchvision-world``,
 its compiled operators declared by the ``_torchvision_world`` plugin), as on a
 user's machine with torchvision: every stage exact against HF at batch sizes 1
 and 4, the generative classifier and one tuner step per ``train``, the
-registered stages, and the refusal (naming family, stage and reason) of each
-stage it cannot offer. The families run in two chunks (``CHUNKS``), one
+registered stages, the refusal (naming family, stage and reason) of each
+stage it cannot offer, and, for a windowed packed tower, that the test images
+span several windows (``test_packed``). The families run in two chunks (``CHUNKS``), one
 subprocess each (so pytest-xdist spreads them over its workers); a chunk fails
 unless each of its families' cases ran and passed, so the support matrix's
 "tested" cells for these families are earned here. A family enters by its
@@ -32,6 +33,7 @@ from skvlm import VLMEmbeddingTransformer
 from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS, random_images
 
 from ._families import BY_NAME, TORCHVISION_FAMILIES
+from ._families_claimed import WINDOWED
 from .test_family_classifiers import CLASSIFIED, TUNED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +42,7 @@ NAMES = sorted(name for name, tiny in TINY_MODELS.items() if tiny.torchvision)
 #: Every name a family case's id may hold.
 ALL = sorted(set(TINY_MODELS) | set(BY_NAME))
 FILES = [
+    "tests/models/test_packed.py",
     "tests/models/test_vlm_families.py",
     "tests/models/test_family_classifiers.py",
     "tests/models/test_support_matrix.py",
@@ -70,6 +73,8 @@ def _expected(names):
             ids.add(f"test_stage_equals_hf_at_batch_1_and_4[{family.name}-{stage}]")
     for name in names:
         ids.add(f"test_registered_stages_are_the_adapters[{name}]")
+        if name in WINDOWED:
+            ids.add(f"test_the_test_images_exceed_a_window[{name}]")
         stages = TINY_MODELS[name].stages
         for stage in {"vision", "projector", "language"} - set(stages):
             ids.add(f"test_a_stage_it_cannot_offer_says_why[{name}-{stage}]")

@@ -54,7 +54,11 @@ def test_stage_equals_hf_at_batch_1_and_4(built, name, stage):
     for layer, pooling in requests:
         want = expected(examples, stage, [layer], pooling)
         np.testing.assert_allclose(
-            together[(layer, pooling)], want, atol=1e-5, err_msg=f"{layer} {pooling}"
+            together[(layer, pooling)],
+            want,
+            atol=1e-5,
+            rtol=1e-6,  # float32 rounding on large values (Gemma 3n's AltUp)
+            err_msg=f"{layer} {pooling}",
         )
         one_by_one = np.concatenate([a[(layer, pooling)] for a in alone])
-        np.testing.assert_allclose(one_by_one, want, atol=1e-5)
+        np.testing.assert_allclose(one_by_one, want, atol=1e-5, rtol=1e-6)
