@@ -175,7 +175,9 @@ _INKLING2_TOWER = (
 # -- minicpm --
 _MINICPM_TOWER = (
     "its tower packs every view of every image (the global view and each "
-    "slice) in one sequence, and its window-attention merger after block "
+    "slice) in one sequence, its processor drops how many views each image has "
+    "(num_patches_per_image is among its unused_input_names), and its "
+    "window-attention merger after block "
     "insert_layer_id merges 2 x 2 patches in window order, so the later blocks "
     "hold a quarter as many tokens as the earlier ones: skvlm's packed reading "
     "(one patch grid for every block) does not follow that; the projector stage "

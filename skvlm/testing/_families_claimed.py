@@ -1857,8 +1857,5 @@ NOT_BUILT = {
     # matrix long took them for families without one; every checkpoint sets it
     "chameleon": "no tiny recipe yet (a VQ image tokenizer)",
     "emu3": "no tiny recipe yet (a VQ image tokenizer)",
-    "minicpm_ocr": "no tiny recipe yet",
-    "minicpmv4_6": "no tiny recipe yet",
-    "minicpmv4_7": "no tiny recipe yet",
     "nemotron_h_omni": "no tiny recipe yet",
 }
