@@ -104,6 +104,9 @@ class MissingVideoProcessor:
     # Ernie 4.5-VL's ``save_pretrained`` copies its video processor's font file
     # when ``os.path.isfile(font)``; the stand-in has none.
     font = ""
+    # MiniCPM-V's processors read these of their video processor at init.
+    slice_mode = False
+    downsample_mode = "16x"
 
     def __call__(self, *args, **kwargs):
         raise ImportError(

@@ -397,6 +397,59 @@ def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
 
 _INKLING2_VISION = dict(patch_size=8, posemb_grid_size=8, projection_hidden_dim=64)
 
+# -- minicpm --
+#: MiniCPM-V's tokens: the image (and video) placeholder and the markers its
+#: processor reads off the tokenizer by name.
+_MINICPM_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "image_start_token": "<image>",
+    "image_end_token": "</image>",
+    "slice_start_token": "<slice>",
+    "slice_end_token": "</slice>",
+    "image_id_start_token": "<image_id>",
+    "image_id_end_token": "</image_id>",
+}
+
+
+def _minicpm(image_processor, *, ids=None, **kwargs):
+    """A MiniCPM-V family: a packed SigLIP-style tower of 8 px patches whose
+    window-attention merger (after block 1) and final merger each merge 2 x 2
+    patches, so a 32 px view gives one image token (four with MiniCPM-OCR's
+    "4x" downsampling); an image over 32 px is a global view and up to 4
+    slices (the real processors' default slicing); the Qwen3.5 hybrid
+    language model (linear-attention layers, then a full-attention one)."""
+    return Recipe(
+        (
+            image_processor,
+            dict(patch_size=8, scale_resolution=32, max_slice_nums=4),
+        ),
+        named=_MINICPM_TOKENS,
+        # the image ids' digits; the newline that ends each row of slices
+        specials=(*CHATML, "\n", *"0123456789"),
+        eos="<|im_end|>",
+        ids=dict(
+            image_token_id="<|image_pad|>",
+            video_token_id="<|video_pad|>",
+            **(ids or {}),
+        ),
+        template=_chatml("<|image_pad|>"),
+        config=dict(
+            insert_layer_id=1,
+            text_config=dict(
+                rope_parameters=_QWEN_ROPE,
+                layer_types=["linear_attention", "linear_attention", "full_attention"],
+                linear_conv_kernel_dim=4,
+                linear_key_head_dim=8,
+                linear_value_head_dim=8,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+            ),
+        ),
+        **{"stages": _NO_VISION, **kwargs},
+    )
+
+
 #: One recipe per model type, sorted.
 CLAIMED_RECIPES = {
     # Cohere's own image processor needs torchvision: GOT-OCR2's PIL one cuts
@@ -1606,6 +1659,19 @@ CLAIMED_RECIPES = {
         ),
         stages=_NO_VISION,
     ),
+    # -- minicpm --
+    "minicpm_ocr": _minicpm("MiniCPMOcrImageProcessor", torchvision=True),
+    "minicpmv4_6": _minicpm("MiniCPMV4_6ImageProcessorPil"),
+    "minicpmv4_7": _minicpm(
+        "MiniCPMV4_6ImageProcessorPil",
+        ids=dict(
+            image_start_id="<image>",
+            image_end_id="</image>",
+            slice_start_id="<slice>",
+            slice_end_id="</slice>",
+            newline_id="\n",
+        ),
+    ),
 }
 # -- encdec --
 # DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
@@ -1926,10 +1992,4 @@ def make_tiny_vision_encoder(model_type):
 #: stay "claimed" in ``support_matrix()`` (untested). Families other work owns
 #: (mistral3, llava with Pixtral, mllama, llama4, phi4_multimodal, florence2)
 #: are not listed.
-NOT_BUILT = {
-    # their default configs leave the image token id unset, so the support
-    # matrix long took them for families without one; every checkpoint sets it
-    "minicpm_ocr": "no tiny recipe yet",
-    "minicpmv4_6": "no tiny recipe yet",
-    "minicpmv4_7": "no tiny recipe yet",
-}
+NOT_BUILT = {}

@@ -249,6 +249,8 @@ _ROWS = {
     ),
     "chameleon": dict(tower=None),
     "emu3": dict(tower=None),
+    # -- minicpm --
+    **dict.fromkeys(["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"], dict(tower=None)),
 }
 CLAIMED_ROWS = {
     name: dict(
