@@ -108,7 +108,9 @@ class Traits:
         offered for a first one only.
     unsupported : dict
         ``stage -> reason`` for stages skvlm refuses for this family (also
-        ``"generative"`` and ``"tuner"``).
+        ``"generative"`` and ``"tuner"``, and ``"tuner:projector"`` for a
+        family without a projector, which the tuner trains with
+        ``train="lora"`` or ``"full"`` only).
     streams : int or None
         Residual streams the language model's blocks carry (hyper-connections,
         Gemma 3n's AltUp: each block reads and writes ``streams`` copies of
@@ -445,8 +447,7 @@ TRAITS = {
             "vision": "it has no vision tower: a convolutional VQ tokenizer turns "
             "each 16 x 16 px cell into a discrete code that the language model "
             "embeds as a word (the projector stage gives those embeddings)",
-            "tuner": "it has no projector to train: the image codes are rows of the "
-            "language model's word embeddings, shared with the text",
+            "tuner:projector": _NO_PROJECTOR_TO_TRAIN,
         }
     ),
     "gemma4_unified": Traits(
@@ -510,7 +511,7 @@ TRAITS = {
             "vision": "it has no vision tower: a convolutional VQ-GAN turns each "
             "image cell into a discrete code that the language model embeds as "
             "a word (the projector stage gives those embeddings)",
-            "tuner": _NO_PROJECTOR_TO_TRAIN,
+            "tuner:projector": _NO_PROJECTOR_TO_TRAIN,
         },
     ),
     "emu3": Traits(
@@ -520,7 +521,7 @@ TRAITS = {
             "image cell into a discrete code that the language model embeds as "
             "a word (the projector stage gives those embeddings, each row's "
             "end-of-line word included)",
-            "tuner": _NO_PROJECTOR_TO_TRAIN,
+            "tuner:projector": _NO_PROJECTOR_TO_TRAIN,
         },
     ),
     # -- minicpm --

@@ -63,7 +63,7 @@ def _under(name, prefixes):
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def family_parts(adapter, quantized=False):
+def family_parts(adapter, quantized=False, train="lora"):
     """The :class:`Parts` of ``adapter``'s model, or an error saying why it cannot train.
 
     Parameters
@@ -71,6 +71,11 @@ def family_parts(adapter, quantized=False):
     adapter : skvlm.models.Adapter
     quantized : bool, default=False
         Whether the tuner itself loaded the base quantized (QLoRA).
+    train : {"lora", "projector", "full"}, default="lora"
+        What will train: a family whose traits say it has no projector
+        (``unsupported["tuner:projector"]``, images as codes of the word
+        embeddings) trains with ``"lora"`` (LoRA on the language model alone)
+        and ``"full"``, not with ``"projector"``.
 
     Returns
     -------
@@ -108,7 +113,13 @@ def family_parts(adapter, quantized=False):
         )
     names = {n for n, _ in net.named_parameters()}
     modules = {n for n, _ in net.named_modules()}
-    if not parts.projector:
+    none = traits.unsupported.get("tuner:projector") if traits is not None else None
+    if not parts.projector and none and train == "projector":
+        raise ValueError(
+            f"{family}: train='projector' has nothing to train: {none}. Use "
+            "train='lora' (LoRA on the language model) or train='full'."
+        )
+    if not parts.projector and not none:
         raise ValueError(
             f"{family}: skvlm found no projector module in {type(net).__name__} "
             "(train='lora' and 'projector' train it). Declare it with "

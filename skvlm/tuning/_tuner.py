@@ -559,7 +559,9 @@ USER: <image>
         device = process_device(accelerator, self.device)
         notify(callbacks, "on_fit_begin", self, n_samples=len(items))
         adapter = self._base_adapter(device, settings.quantization)
-        parts = family_parts(adapter, quantized=settings.quantization is not None)
+        parts = family_parts(
+            adapter, quantized=settings.quantization is not None, train=self.train
+        )
         # the classifier's own checks of the class names, before any training
         names_check = self._classifier(self.model, prefix, classifier_extra, device)
         names_check.set_params(calibration=None).fit(items, y)

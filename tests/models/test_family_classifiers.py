@@ -200,6 +200,7 @@ def test_tuner_refuses_what_the_traits_refuse(built, model_type, images, tmp_pat
 def test_tuner_step_per_train(built, model_type, images, tmp_path):
     path = _path(built, model_type)
     base = _weights(path)
+    none = _refused(model_type).get("tuner:projector")  # it has no projector
     for train in ("lora", "projector", "full"):
         tuner = VLMClassificationTuner(
             path,
@@ -210,7 +211,12 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             output_dir=tmp_path / train,
             random_state=0,
             device="cpu",
-        ).fit(images, NAMES)
+        )
+        if none and train == "projector":
+            with pytest.raises(ValueError, match=re.escape(none)):
+                tuner.fit(images, NAMES)
+            continue
+        tuner.fit(images, NAMES)
         assert set(tuner.predict(images)) <= set(NAMES)
         tuned = _weights(tuner.model_path_)
         changed = {k for k in base if not torch.equal(base[k], tuned[k])}
