@@ -79,7 +79,7 @@ def _generic_cells(model_type, generic):
     """Cells of a type only the generic adapter could serve, without loading it."""
     from transformers import CONFIG_MAPPING
 
-    from ._traits import PACKED_TOWERS, TRAITS
+    from ._traits import NOT_SERVED, PACKED_TOWERS, TRAITS
 
     try:
         config = CONFIG_MAPPING[model_type]()
@@ -93,9 +93,11 @@ def _generic_cells(model_type, generic):
             (*_STAGES, "generative", "tuner"),
             f"unsupported: its default config does not build ({type(exc).__name__})",
         )
-    if not supported:
-        return dict.fromkeys((*_STAGES, "generative", "tuner"), _NO_IMAGE_TOKEN)
     traits = TRAITS.get(model_type)
+    if not supported:
+        reason = NOT_SERVED.get(model_type)
+        cell = f"unsupported: {reason}" if reason else _NO_IMAGE_TOKEN
+        return dict.fromkeys((*_STAGES, "generative", "tuner"), cell)
     reasons = dict(traits.unsupported) if traits else {}
     tower = getattr(getattr(config, "vision_config", None), "model_type", None)
     if traits is not None and traits.views == "packed" and tower not in PACKED_TOWERS:

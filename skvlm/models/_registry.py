@@ -29,6 +29,7 @@ from ._loading import (
     resolve_dtype,
     resolve_model,
 )
+from ._traits import NOT_SERVED
 
 # Modules whose Adapter subclasses declare the ``model_types`` they serve. A new
 # family is one more module here.
@@ -114,6 +115,12 @@ def adapter_class(config):
     for cls in classes:
         if getattr(cls, "fallback", False) and cls.supports(config):
             return cls
+    if model_type in NOT_SERVED:
+        raise ValueError(
+            f"Model type {model_type!r} is not supported by skvlm: "
+            f"{NOT_SERVED[model_type]}. skvlm.models.support_matrix() lists what "
+            "skvlm serves."
+        )
     families = ", ".join(
         f"{family} ({'/'.join(types)})"
         for family, types in supported_families().items()

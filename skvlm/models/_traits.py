@@ -536,6 +536,50 @@ TRAITS = {
     ),
 }
 
+#: Image-text-to-text types skvlm does not serve, and why: no image
+#: placeholder in their prompts (the image sits elsewhere: cross-attention, a
+#: prefix, an encoder of its own), or no image at all. Every column says so in
+#: ``support_matrix()``, and loading one stops with the reason.
+NOT_SERVED = {
+    "blip": "BLIP (v1) captions with a text decoder that cross-attends to the "
+    "image: its prompt holds no image positions",
+    "evolla": "a protein-sequence model: it reads protein structures, not images",
+    "git": "GIT's decoder puts the image's tokens before the text itself, with "
+    "no placeholder in the prompt",
+    "idefics": "IDEFICS (v1) reads the images through cross-attention layers, "
+    "not at positions of the prompt",
+    "instructblipvideo": "a video model (frames through a Q-Former) with no image "
+    "placeholder in its prompt",
+    "kosmos-2": "it marks the image's positions with image_embeds_position_mask, "
+    "not an image token",
+    "kosmos-2.5": "it marks the image's positions with image_embeds_position_mask, "
+    "not an image token",
+    "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
+    "image-text-to-text: it has no vision part",
+    "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
+    "expert, answering with actions, not text",
+    "pi05": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
+    "expert, answering with actions, not text",
+    "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
+    "alone: no prompt holds the image",
+    "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
+    "prompt holds the image",
+    "udop": "a document encoder-decoder reading image patches beside OCR words "
+    "and their boxes, with no image placeholder",
+    "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
+    "alone: no prompt holds the image",
+}
+TRAITS.update(
+    {
+        model_type: Traits(
+            unsupported=dict.fromkeys(
+                ("vision", "projector", "language", "generative", "tuner"), reason
+            )
+        )
+        for model_type, reason in NOT_SERVED.items()
+    }
+)
+
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
 #: images of a batch into one sequence and take ``image_sizes``: a model with
 #: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a

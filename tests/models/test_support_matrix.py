@@ -1,6 +1,7 @@
 """support_matrix() agrees with the family tests, and its docs page is current."""
 
 import importlib.util
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,3 +126,19 @@ def test_a_stage_the_family_does_not_allow_says_why(built, matrix, monkeypatch):
             vlm.fit_transform(pd.Series(built.images("mllama")))
     finally:
         clear_model_cache()
+
+
+def test_types_skvlm_does_not_serve_say_why_in_matrix_and_at_load():
+    # no image placeholder in their prompts, or no image at all: each column
+    # and the loading error give the type's own reason
+    from transformers import CONFIG_MAPPING
+
+    from skvlm.models._registry import adapter_class
+    from skvlm.models._traits import NOT_SERVED
+
+    matrix = support_matrix().set_index("model_type")
+    columns = ["vision", "projector", "language", "generative", "tuner"]
+    for model_type, reason in NOT_SERVED.items():
+        assert set(matrix.loc[model_type, columns]) == {f"unsupported: {reason}"}
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            adapter_class(CONFIG_MAPPING[model_type]())
