@@ -534,6 +534,18 @@ TRAITS = {
             unsupported={"vision": _MINICPM_TOWER},
         ),
     ),
+    # -- kosmos --
+    # no image token id: image_embeds_position_mask marks the image's positions
+    # (skvlm.models._kosmos2); appended tokens are text (mask 0)
+    "kosmos-2": Traits(
+        vision="vision_model",
+        vision_blocks="model.encoder.layers",
+        projector=("image_to_text_projection",),
+        language="text_model.model",
+        lm_head="text_model.lm_head",
+        class_token="first",
+        token_inputs=("image_embeds_position_mask",),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -550,8 +562,6 @@ NOT_SERVED = {
     "not at positions of the prompt",
     "instructblipvideo": "a video model (frames through a Q-Former) with no image "
     "placeholder in its prompt",
-    "kosmos-2": "it marks the image's positions with image_embeds_position_mask, "
-    "not an image token",
     "kosmos-2.5": "it marks the image's positions with image_embeds_position_mask, "
     "not an image token",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "

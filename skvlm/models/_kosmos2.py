@@ -1,0 +1,121 @@
+"""Kosmos-2: a CLIP-like tower, a perceiver-style projection, a causal text decoder.
+
+Kosmos-2's prompts hold no image token id: its processor puts ``<image>``,
+``latent_query_num`` image positions and ``</image>`` in front of the prompt
+(after ``<s>``) and marks the image positions in
+``image_embeds_position_mask``; the model writes the projected image features
+there. skvlm reads the image's positions off that mask.
+
+Stages and layers:
+
+- ``vision``: the tower's blocks (entry 0 = the patch and class embeddings
+  after the tower's pre-norm, k = after block k: the tower's own
+  ``hidden_states``). ``cls`` is the class token; ``mean`` and ``max`` pool
+  the patches.
+- ``projector``: what ``get_image_features`` returns, one image's
+  ``latent_query_num`` tokens (the tower's output, normed and L2-normalised,
+  read by the image-to-text projection's latent queries).
+- ``language``: the text decoder's blocks: entry 0 = the scaled word
+  embeddings with the image features merged in plus the sinusoidal positions
+  (the input of the first block), k = after block k, the last entry after the
+  final layer norm (HF's ``hidden_states``). ``image_mean`` covers the masked
+  positions; ``text_mean`` the prompt's words (``<s>``, ``<image>``,
+  ``</image>``, ``<grounding>`` and the other tag tokens left out).
+
+Prompt format: the prompt as given (Kosmos-2's processor adds the image in
+front); a prompt that opens with ``<image>`` is used without it. Kosmos-2's
+grounding prompts open with ``<grounding>``, e.g. ``"<grounding>An image of"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pooling import TokenMasks
+from ._base import Stack
+from ._chat import DEFAULT_PROMPT, special_token_ids
+from ._generic import GenericImageTextAdapter
+
+_MASK = "image_embeds_position_mask"
+
+
+class Kosmos2Adapter(GenericImageTextAdapter):
+    """Kosmos-2 (``Kosmos2ForConditionalGeneration``): see the module's notes."""
+
+    family = "kosmos-2"
+    model_types = ("kosmos-2",)
+    fallback = False
+
+    @classmethod
+    def supports(cls, config):
+        return config.model_type in cls.model_types
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.family = "kosmos-2"
+        # Every token the processor adds (its tags and patch-index tokens) is
+        # a marker, not a word of the prompt.
+        tokenizer = processor.tokenizer
+        self._special_ids = special_token_ids(tokenizer) | set(
+            tokenizer.added_tokens_decoder
+        )
+
+    # -- inputs ----------------------------------------------------------------
+    def format_prompt(self, prompt):
+        """The prompt as Kosmos-2's processor takes it (it adds the image).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_adapter
+        >>> from skvlm.testing import make_tiny_kosmos2
+        >>> adapter = load_adapter(make_tiny_kosmos2(tempfile.mkdtemp()), device="cpu")
+        >>> adapter.format_prompt("<grounding>An image of")
+        '<grounding>An image of'
+        >>> adapter.format_prompt("<image>What is it?")
+        'What is it?'
+        """
+        prompt = DEFAULT_PROMPT if prompt is None else prompt
+        if self.image_token not in prompt:
+            return prompt
+        if (
+            not prompt.startswith(self.image_token)
+            or prompt.count(self.image_token) > 1
+        ):
+            raise ValueError(
+                f"prompt {prompt!r} puts {self.image_token!r} after some text; "
+                "Kosmos-2 always places the image before the prompt, so the "
+                "placeholder may only open it. Remove it or move it to the start."
+            )
+        return prompt[len(self.image_token) :]
+
+    def format_prompts(self, prompts):
+        return [self.format_prompt(p) for p in prompts]
+
+    def _image_counts(self, batch):
+        return batch[_MASK].sum(dim=1).tolist()
+
+    # -- stacks ------------------------------------------------------------------
+    def stack(self, stage, batch):
+        if stage != "language":
+            return super().stack(stage, batch)
+        ids = batch["input_ids"]
+        valid = batch["attention_mask"].bool()
+        image = batch[_MASK].bool() & valid
+        special = torch.isin(
+            ids, torch.tensor(sorted(self._special_ids), device=ids.device)
+        )
+        masks = TokenMasks(
+            valid=valid,
+            pooled=valid,
+            image=image,
+            text=valid & ~image & ~special,
+            has_cls=False,
+        )
+        norm = self.language.layer_norm
+        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+
+
+ADAPTERS = [Kosmos2Adapter]
+
+__all__ = ["Kosmos2Adapter"]
