@@ -18,6 +18,7 @@ from . import _encoders as enc
 from . import _families as fam
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
+from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
 from . import _families_tvonly as tvo
@@ -151,3 +152,5 @@ TINY_MODELS["gemma3n"] = TinyModel(
     True,
     torchvision=True,
 )
+# -- kosmos --
+TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)

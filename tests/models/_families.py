@@ -28,6 +28,7 @@ from skvlm.testing import (
     make_tiny_instructblip_t5,
     make_tiny_internvl,
     make_tiny_janus,
+    make_tiny_kosmos2,
     make_tiny_lighton_ocr,
     make_tiny_llama4,
     make_tiny_llava,
@@ -72,6 +73,7 @@ from ._references import (
     t5gemma2_reference,
     vision_tower_reference,
 )
+from ._references_kosmos import kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
@@ -529,6 +531,19 @@ NEW_FAMILIES.append(
 # T5Gemma 2: the language stage is the Gemma encoder over image and prompt
 NEW_FAMILIES.append(
     _new("t5gemma2", make_tiny_t5gemma2, tower=None, reference=t5gemma2_reference)
+)
+
+# -- kosmos --
+# Kosmos-2: no image token id, the image's positions come from
+# image_embeds_position_mask; a CLIP-like tower with a class token
+NEW_FAMILIES.append(
+    _new(
+        "kosmos-2",
+        make_tiny_kosmos2,
+        tower=None,
+        has_cls=True,
+        reference=kosmos2_reference,
+    )
 )
 
 # Families whose image processor transformers ships only with torchvision: their
