@@ -110,11 +110,24 @@ class Prefix:
 def _language_call(adapter):
     """The module that takes ``input_ids`` (+ cache, or an encoder-decoder's
     ``encoder_outputs``) without pixels and returns logits."""
+    module = getattr(adapter, "language_call", None)
+    if module is not None:  # a family whose forward insists on pixels (Kosmos-2)
+        return module
     config = adapter.model.config
     if getattr(config, "use_decoder_only_language_model", None) is not None:
         # BLIP's forward insists on pixels: its language model alone
         return resolve_path(adapter.model, family_traits(adapter.model).language)
     return adapter.model
+
+
+def _text_positions(adapter, batch):
+    """The first row's positions that hold no image features (the text-only
+    prior drops the others): the adapter's ``image_positions`` where it has
+    one (Kosmos-2 marks them in a mask), else the image token id's."""
+    positions = getattr(adapter, "image_positions", None)
+    if positions is not None:
+        return ~positions(batch)[0]
+    return batch["input_ids"][0] != adapter.image_token_id
 
 
 def _uses_mrope(adapter):
@@ -232,7 +245,7 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     if not _shares_cache(adapter):
         return _replay_prefix(adapter, batch, answer_ids, with_image), None
     if not with_image:
-        keep = batch["input_ids"][0] != adapter.image_token_id
+        keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
             for k in ("input_ids", "token_type_ids")
@@ -278,7 +291,7 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
 def _encoder_prefix(adapter, batch, answer_ids, with_image):
     """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept."""
     if not with_image:
-        keep = batch["input_ids"][0] != adapter.image_token_id
+        keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
             for k in ("input_ids", "attention_mask")
@@ -320,7 +333,7 @@ def _decoder_logits(adapter, prefix, ids):
 def _replay_prefix(adapter, batch, answer_ids, with_image):
     """A :class:`Prefix` without cache: its inputs, run again per continuation."""
     if not with_image:
-        keep = batch["input_ids"][0] != adapter.image_token_id
+        keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
             for k in ("input_ids", "token_type_ids")

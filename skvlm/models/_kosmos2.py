@@ -35,6 +35,7 @@ from ..pooling import TokenMasks
 from ._base import Stack
 from ._chat import DEFAULT_PROMPT, special_token_ids
 from ._generic import GenericImageTextAdapter
+from ._traits import resolve_path
 
 _MASK = "image_embeds_position_mask"
 
@@ -44,6 +45,7 @@ class Kosmos2Adapter(GenericImageTextAdapter):
 
     family = "kosmos-2"
     model_types = ("kosmos-2",)
+    stages = ("vision", "projector", "language")
     fallback = False
 
     @classmethod
@@ -56,6 +58,10 @@ class Kosmos2Adapter(GenericImageTextAdapter):
         # Every token the processor adds (its tags and patch-index tokens) is
         # a marker, not a word of the prompt.
         tokenizer = processor.tokenizer
+        # Its forward insists on pixels: the generative scorer runs the
+        # continuations (and the text-only prior) on the causal LM alone, the
+        # module that holds the LM head.
+        self.language_call = resolve_path(model, self.traits.lm_head.rpartition(".")[0])
         self._special_ids = special_token_ids(tokenizer) | set(
             tokenizer.added_tokens_decoder
         )
@@ -92,6 +98,10 @@ class Kosmos2Adapter(GenericImageTextAdapter):
     def format_prompts(self, prompts):
         return [self.format_prompt(p) for p in prompts]
 
+    def image_positions(self, batch):
+        """(rows, tokens) bool: the positions that hold image features."""
+        return batch[_MASK].bool()
+
     def _image_counts(self, batch):
         return batch[_MASK].sum(dim=1).tolist()
 
@@ -101,7 +111,7 @@ class Kosmos2Adapter(GenericImageTextAdapter):
             return super().stack(stage, batch)
         ids = batch["input_ids"]
         valid = batch["attention_mask"].bool()
-        image = batch[_MASK].bool() & valid
+        image = self.image_positions(batch) & valid
         special = torch.isin(
             ids, torch.tensor(sorted(self._special_ids), device=ids.device)
         )

@@ -23,8 +23,12 @@ def make_tiny_kosmos2(path, *, seed=0, **overrides):
     """Tiny Kosmos-2: CLIP-like tower (32 px images, 8 px patches, 2 blocks, a
     class token), a perceiver-style image-to-text projection to 64 latent
     queries, and a 3-block pre-norm text decoder with sinusoidal positions."""
-    from transformers import CLIPImageProcessorPil, Kosmos2Config, Kosmos2Processor
-    from transformers import Kosmos2ForConditionalGeneration
+    from transformers import (
+        CLIPImageProcessorPil,
+        Kosmos2Config,
+        Kosmos2ForConditionalGeneration,
+        Kosmos2Processor,
+    )
 
     tokenizer = _tokenizer([], bos="<s>", eos="</s>", pad="<pad>", padding_side="left")
     processor = Kosmos2Processor(
