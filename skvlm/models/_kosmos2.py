@@ -36,6 +36,7 @@ from ._base import Stack
 from ._chat import DEFAULT_PROMPT, special_token_ids
 from ._generic import GenericImageTextAdapter
 from ._traits import resolve_path
+from ._vision import _to_device
 
 _MASK = "image_embeds_position_mask"
 
@@ -100,10 +101,10 @@ class Kosmos2Adapter(GenericImageTextAdapter):
 
     def image_positions(self, batch):
         """(rows, tokens) bool: the positions that hold image features."""
-        return batch[_MASK].bool()
+        return batch[_MASK] > 0  # Kosmos-2.5 marks <image>, </image> with -1
 
     def _image_counts(self, batch):
-        return batch[_MASK].sum(dim=1).tolist()
+        return self.image_positions(batch).sum(dim=1).tolist()
 
     # -- stacks ------------------------------------------------------------------
     def stack(self, stage, batch):
@@ -126,6 +127,49 @@ class Kosmos2Adapter(GenericImageTextAdapter):
         return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
 
 
-ADAPTERS = [Kosmos2Adapter]
+class Kosmos25Adapter(Kosmos2Adapter):
+    """Kosmos-2.5 (``Kosmos2_5ForConditionalGeneration``): see the module's notes."""
 
-__all__ = ["Kosmos2Adapter"]
+    family = "kosmos-2.5"
+    model_types = ("kosmos-2.5",)
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.family = "kosmos-2.5"
+        self.has_cls = False
+
+    def prepare(self, images, prompts=None):
+        prompts = [None] * len(images) if prompts is None else prompts
+        # Its processor fills ``max_patches`` with its own default, not the
+        # image processor's; and its image-position mask assumes right padding.
+        batch = self.processor(
+            images=list(images),
+            text=self.format_prompts(prompts),
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+            max_patches=self.processor.image_processor.max_patches,
+        )
+        return _to_device(dict(batch), self.device, self.dtype)
+
+    def _patches(self, batch):
+        """(images, patches) bool: the real patches (padding rows are zeros)."""
+        return batch["flattened_patches"].abs().sum(dim=-1) != 0
+
+    def stack(self, stage, batch):
+        if stage != "vision":
+            return super().stack(stage, batch)
+        real = self._patches(batch)
+        return Stack(
+            blocks=self.vision_blocks, masks=TokenMasks(valid=real, pooled=real)
+        )
+
+    def forward(self, stage, batch):
+        if stage == "vision":
+            return self.tower(flattened_patches=batch["flattened_patches"])
+        return super().forward(stage, batch)
+
+
+ADAPTERS = [Kosmos2Adapter, Kosmos25Adapter]
+
+__all__ = ["Kosmos25Adapter", "Kosmos2Adapter"]

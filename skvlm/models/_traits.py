@@ -546,6 +546,16 @@ TRAITS = {
         class_token="first",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # a Pix2Struct-like tower over flattened patches, no class token
+    "kosmos-2.5": Traits(
+        vision="vision_model",
+        vision_blocks="encoder.layer",
+        projector=("image_to_text_projection",),
+        language="text_model.model",
+        lm_head="text_model.lm_head",
+        class_token="none",
+        token_inputs=("image_embeds_position_mask",),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -562,8 +572,6 @@ NOT_SERVED = {
     "not at positions of the prompt",
     "instructblipvideo": "a video model (frames through a Q-Former) with no image "
     "placeholder in its prompt",
-    "kosmos-2.5": "it marks the image's positions with image_embeds_position_mask, "
-    "not an image token",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
     "image-text-to-text: it has no vision part",
     "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._generative import _builder, _merge, _save, _tokenizer
 
-__all__ = ["make_tiny_kosmos2"]
+__all__ = ["make_tiny_kosmos2", "make_tiny_kosmos2_5"]
 
 #: Image positions per prompt: the tiny model's ``latent_query_num``.
 KOSMOS2_IMAGE_TOKENS = 64
@@ -67,6 +67,77 @@ def make_tiny_kosmos2(path, *, seed=0, **overrides):
         path,
         Kosmos2ForConditionalGeneration,
         Kosmos2Config(**kwargs),
+        processor,
+        seed,
+    )
+
+
+@_builder("kosmos-2.5")
+def make_tiny_kosmos2_5(path, *, seed=0, **overrides):
+    """Tiny Kosmos-2.5: Pix2Struct-like tower (at most 16 patches of 8 x 8 px
+    per image, 2 blocks, no class token), an image-to-text projection to 8
+    latent queries, and a 3-block text decoder with sinusoidal positions."""
+    from transformers import (
+        Kosmos2_5Config,
+        Kosmos2_5ForConditionalGeneration,
+        Kosmos2_5ImageProcessorPil,
+        Kosmos2_5Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    words = _tokenizer(["<image>", "</image>"], bos="<s>", eos="</s>", pad="<pad>")
+    # Kosmos-2.5's processor reads its markers off the tokenizer's named tokens
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words.backend_tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="right",
+        extra_special_tokens={
+            "boi_token": "<image>",
+            "eoi_token": "</image>",
+            "image_token": "<s>",
+        },
+    )
+    n_queries = 8
+    processor = Kosmos2_5Processor(
+        image_processor=Kosmos2_5ImageProcessorPil(
+            max_patches=16, patch_size={"height": 8, "width": 8}
+        ),
+        tokenizer=tokenizer,
+        num_image_tokens=n_queries,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                hidden_size=32,
+                patch_embed_hidden_size=8 * 8 * 3,
+                intermediate_size=64,
+                head_dim=8,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_num_patches=16,
+            ),
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                embed_dim=32,
+                ffn_dim=64,
+                layers=3,
+                attention_heads=4,
+                max_position_embeddings=512,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ),
+            latent_query_num=n_queries,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        Kosmos2_5ForConditionalGeneration,
+        Kosmos2_5Config(**kwargs),
         processor,
         seed,
     )

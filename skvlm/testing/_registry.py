@@ -154,3 +154,4 @@ TINY_MODELS["gemma3n"] = TinyModel(
 )
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
+TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)

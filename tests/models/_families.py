@@ -29,6 +29,7 @@ from skvlm.testing import (
     make_tiny_internvl,
     make_tiny_janus,
     make_tiny_kosmos2,
+    make_tiny_kosmos2_5,
     make_tiny_lighton_ocr,
     make_tiny_llama4,
     make_tiny_llava,
@@ -73,7 +74,7 @@ from ._references import (
     t5gemma2_reference,
     vision_tower_reference,
 )
-from ._references_kosmos import kosmos2_reference
+from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
@@ -543,6 +544,21 @@ NEW_FAMILIES.append(
         tower=None,
         has_cls=True,
         reference=kosmos2_reference,
+    )
+)
+# Kosmos-2.5: the same, with a Pix2Struct-like tower over flattened patches
+# (no class token; zero rows pad each image to max_patches)
+NEW_FAMILIES.append(
+    _new(
+        "kosmos-2.5",
+        make_tiny_kosmos2_5,
+        tower=None,
+        reference=kosmos2_5_reference,
+        # 16 patches of 8 x 8 at most: 16, 12, 12 and 12 real patches (the
+        # last three padded with zero rows)
+        images=lambda: random_images(
+            4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
+        ),
     )
 )
 
