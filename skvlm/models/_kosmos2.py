@@ -1,4 +1,5 @@
-"""Kosmos-2: a CLIP-like tower, a perceiver-style projection, a causal text decoder.
+"""Kosmos-2 and Kosmos-2.5: a vision tower, a perceiver-style projection, a
+causal text decoder.
 
 Kosmos-2's prompts hold no image token id: its processor puts ``<image>``,
 ``latent_query_num`` image positions and ``</image>`` in front of the prompt
@@ -25,6 +26,14 @@ Stages and layers:
 Prompt format: the prompt as given (Kosmos-2's processor adds the image in
 front); a prompt that opens with ``<image>`` is used without it. Kosmos-2's
 grounding prompts open with ``<grounding>``, e.g. ``"<grounding>An image of"``.
+
+Kosmos-2.5: its tower is Pix2Struct-like, over ``flattened_patches`` (at most
+``max_patches`` per image at its own aspect ratio, padded with zero rows):
+``vision`` pools the real patches only (no class token). Its mask marks
+``<image>`` and ``</image>`` with -1, the image positions with 1. Its
+processor fills ``max_patches`` with its own default whatever the image
+processor says and builds its mask for right padding, so skvlm passes the
+saved ``max_patches`` and pads on the right.
 """
 
 from __future__ import annotations
