@@ -18,7 +18,9 @@ and the language model's decoder ``layers`` and final ``norm``.
   (:mod:`skvlm.models._pixtral`). Any other packed tower (Qwen-style:
   patches of all images in one sequence, told apart by ``image_grid_thw``)
   is split per image and put in raster patch order, window permutation
-  undone (:mod:`skvlm.models._packed`).
+  undone (:mod:`skvlm.models._packed`). A tower that takes each image
+  already cut into patches (LFM2-VL's NaFlex tower, Gemma 4's) gives each
+  image's real patches, padding masked (:mod:`skvlm.models._patches`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -55,6 +57,7 @@ from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor, load_processor_without_video
 from ._packed import PackedTowerMixin
+from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
@@ -124,7 +127,12 @@ def _concatenated_streams(hidden, rows, tokens):
 
 
 class GenericImageTextAdapter(
-    PixtralTowerMixin, PackedTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
+    PixtralTowerMixin,
+    PackedTowerMixin,
+    PatchTowerMixin,
+    ChatPromptMixin,
+    VisionTowerMixin,
+    Adapter,
 ):
     """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
 
@@ -206,6 +214,7 @@ class GenericImageTextAdapter(
         self.pixtral = has_pixtral_tower(model)
         if self.pixtral:  # images at their own sizes
             self.dynamic_resolution = True
+        self.patch_tower = patch_tower_kind(self.tower)  # patch sequences in
         if self.vision_blocks is None:
             self.unavailable.setdefault(
                 "vision", "its vision tower has no list of blocks skvlm can find"
@@ -342,6 +351,8 @@ class GenericImageTextAdapter(
             return self.pixtral_stack(batch)
         if stage == "vision" and self.packed:
             return self.packed_stack(batch)
+        if stage == "vision" and self.patch_tower:
+            return self.patch_stack(batch)
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
@@ -388,6 +399,8 @@ class GenericImageTextAdapter(
             return self.pixtral_forward(batch)
         if stage == "vision" and self.packed:
             return self.packed_forward(batch)
+        if stage == "vision" and self.patch_tower:
+            return self.patch_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
         if self.traits.row_positions and "position_ids" not in batch:

@@ -219,13 +219,7 @@ TRAITS = {
     # BART encoder-decoder: its encoder and decoder blocks are both "layers"
     "florence2": Traits(language="model.language_model"),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
-    "gemma4": Traits(
-        images="nested",
-        unsupported={
-            "vision": "its tower takes the images cut into patches beforehand, "
-            "with patch positions, not (images, channels, height, width)"
-        },
-    ),
+    "gemma4": Traits(images="nested"),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
     "got_ocr2": Traits(
@@ -263,13 +257,7 @@ TRAITS = {
             "down_proj",
         ),
     ),
-    "lfm2_vl": Traits(
-        images="nested",
-        unsupported={
-            "vision": "its tower takes patch sequences with spatial shapes "
-            "(NaFlex), not (images, channels, height, width)"
-        },
-    ),
+    "lfm2_vl": Traits(images="nested"),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
@@ -381,8 +369,6 @@ TRAITS = {
         language="model.encoder.language_model",
         images="nested",
         unsupported={
-            "vision": "its tower takes the images cut into patches beforehand, "
-            "with patch positions, not (images, channels, height, width)",
             **dict.fromkeys(
                 ("generative", "tuner"),
                 "its decoder denoises blocks of masked answer tokens in parallel "

@@ -600,7 +600,6 @@ CLAIMED_RECIPES = {
         ids={"image_token_id": "<image>"},
         template=_chatml("<image>"),
         config=dict(projector_hidden_size=32),
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
@@ -687,7 +686,6 @@ CLAIMED_RECIPES = {
             "eoi_token_id": "<end_of_image>",
         },
         template=GEMMA_TEMPLATE.replace("BOI", "'<image_soft_token>'"),
-        stages=_NO_VISION,
     ),
     "glm4v_moe": Recipe(
         ("Glm4vImageProcessorPil", _QWEN_PIXELS),

@@ -126,6 +126,68 @@ def _radio_reference(path, images, prompts):
     return examples
 
 
+def _patch_tower_reference(path, images, prompts, *, base=None):
+    """Towers that take the images cut into patches (LFM2-VL's NaFlex SigLIP2,
+    Gemma 4's with patch positions): projector and language as
+    ``generic_reference``; vision: HF's own tower on each image alone, read by
+    hooks on its blocks (the input of the first, then each one's output) at the
+    image's real patches (those its processor marks: ``pixel_attention_mask``,
+    or positions other than (-1, -1)), in the processor's order. The hooks
+    agree with the tower's ``hidden_states`` (checked), whose last entry for
+    Gemma 4 is its pooled, padding-stripped output instead of the last block's.
+    """
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=True,
+        has_cls=False,
+        placeholder="<image>",
+        base=base,
+    )
+    hf = HF(path)
+    core = hf.model.model if base is None else base(hf.model)
+    tower = core.vision_tower
+    naflex = hasattr(tower, "vision_model")
+    blocks = (tower.vision_model if naflex else tower).encoder.layers
+    seen = []
+    for image, example in zip(images, examples, strict=True):
+        inputs = dict(
+            hf.processor.image_processor(images=[[image]], return_tensors="pt")
+        )
+        if naflex:
+            real = inputs["pixel_attention_mask"][0].bool()
+            names = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+            kwargs = {name: inputs[name] for name in names}
+        else:
+            positions = inputs["image_position_ids"]
+            real = (positions != -1).all(dim=-1)[0]
+            kwargs = dict(
+                pixel_values=inputs["pixel_values"], pixel_position_ids=positions
+            )
+        seen.clear()
+        hooks = [blocks[0].register_forward_pre_hook(lambda _, a: seen.append(a[0]))]
+        hooks += [
+            b.register_forward_hook(
+                lambda *a: seen.append(a[2][0] if isinstance(a[2], tuple) else a[2])
+            )
+            for b in blocks
+        ]
+        try:
+            with torch.no_grad():
+                hidden = tower(**kwargs, output_hidden_states=True).hidden_states
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert len(seen) == len(hidden) == len(blocks) + 1
+        agree = len(hidden) if naflex else len(hidden) - 1
+        for state, hf_state in zip(seen[:agree], hidden[:agree], strict=True):
+            torch.testing.assert_close(state, hf_state)
+        example.stages["vision"] = Tokens([_np(h[0][real]) for h in seen])
+    return examples
+
+
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
     "aria": dict(tower="model.vision_tower"),
@@ -134,7 +196,7 @@ _ROWS = {
     "deepseek_vl_hybrid": dict(
         tower="model.vision_model", placeholder="<image_placeholder>"
     ),
-    "gemma4": dict(tower=None, nested=True),
+    "gemma4": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "glm46v": dict(
         tower=None,
         images="qwen",
@@ -148,7 +210,7 @@ _ROWS = {
         reference=partial(qwen_reference, tokenizer_specials=True),
     ),
     "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
-    "lfm2_vl": dict(tower=None, nested=True),
+    "lfm2_vl": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
     # served by the Qwen3-VL adapter: its packed tower unpacked per image
@@ -199,13 +261,7 @@ _ROWS = {
         tower=None,
         nested=True,
         reference=partial(
-            generic_reference,
-            tower=None,
-            nested=True,
-            has_cls=False,
-            placeholder="<image>",
-            projector=True,
-            base=lambda model: model.get_encoder(),
+            _patch_tower_reference, base=lambda model: model.get_encoder()
         ),
     ),
     # -- tvworld2 --
