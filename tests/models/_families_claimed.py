@@ -149,13 +149,13 @@ def _patch_tower_reference(path, images, prompts, *, base=None):
     hf = HF(path)
     core = hf.model.model if base is None else base(hf.model)
     tower = core.vision_tower
-    naflex = hasattr(tower, "vision_model")
-    blocks = (tower.vision_model if naflex else tower).encoder.layers
+    blocks = getattr(tower, "vision_model", tower).encoder.layers
     seen = []
     for image, example in zip(images, examples, strict=True):
         inputs = dict(
             hf.processor.image_processor(images=[[image]], return_tensors="pt")
         )
+        naflex = "spatial_shapes" in inputs
         if naflex:
             real = inputs["pixel_attention_mask"][0].bool()
             names = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
