@@ -13,7 +13,9 @@ Their processors flatten every image into a sequence of patches,
   Gemma 4): each patch's (x, y) in ``image_position_ids``, padding at
   (-1, -1); the processor lays the patches row by row.
 
-Each prompt holds one image, so row ``i`` of the tower's input is image ``i``.
+Each prompt holds one image, so row ``i`` of the tower's input is image ``i``;
+a batch whose processor cut images into several rows (LFM2-VL's
+``do_image_splitting``: tiles and a thumbnail) is refused with that reason.
 The vision stage's entry 0 is the input of the first block (the patch
 embeddings with their position embeddings), entry k the output of block k (the
 tower's own ``output_hidden_states``), each holding the image's real patches
@@ -53,12 +55,26 @@ class PatchTowerMixin:
             return naflex_valid(batch)
         return (batch["image_position_ids"] != -1).all(dim=-1)
 
+    def patch_rows(self, batch):
+        """Refuse a batch whose tower rows are not one per image (tiles)."""
+        rows, images = batch["pixel_values"].shape[0], batch["input_ids"].shape[0]
+        if rows != images:
+            raise ValueError(
+                f"{self.family}: stage 'vision' is not available for this batch: "
+                f"its processor cut the {images} images into {rows} tower rows "
+                "(tiles), which skvlm does not map back to images for this tower. "
+                "Load the processor with do_image_splitting=False (one row per "
+                "image), or use stage='projector' or 'language'."
+            )
+
     def patch_stack(self, batch):
+        self.patch_rows(batch)
         return self.tower_stack(
             self.vision_blocks, n_prefix=0, has_cls=False, valid=self.patch_valid(batch)
         )
 
     def patch_forward(self, batch):
+        self.patch_rows(batch)
         if self.patch_tower == "naflex":
             return self.tower(**naflex_inputs(batch))
         return self.tower(
