@@ -1397,7 +1397,6 @@ CLAIMED_RECIPES = {
                 ),
             ),
         ),
-        stages=_NO_VISION,
         torchvision=True,
         timm=True,
     ),
