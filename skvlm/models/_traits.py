@@ -228,12 +228,6 @@ TRAITS = {
     ),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
-    "got_ocr2": Traits(
-        unsupported={
-            "vision": "its SAM tower's blocks give (height, width, channels) maps "
-            "in windows, not token sequences"
-        }
-    ),
     # its connector (coarse and fine routes) sits in the vision model
     "granite_docling": Traits(
         images="nested", views="masked", projector=("model.vision_model.connector",)
@@ -353,10 +347,6 @@ TRAITS = {
         # its processor does not expand the image; the chat template writes
         # <img>, the <imgpad> tokens and </img>
         placeholder="<img>",
-        unsupported={
-            "vision": "its SAM tower's blocks give (height, width, channels) maps "
-            "in windows, not token sequences"
-        },
     ),
     # -- recipes1 --
     # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
