@@ -53,9 +53,11 @@ from .._transformers_compat import (
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin, special_token_ids
+from ._encoders import map_stack, per_entry_masks
 from ._loading import load_processor, load_processor_without_video
 from ._packed import PackedTowerMixin
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
+from ._timm_stages import timm_stages
 from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
 from ._vq import unpadded_image_features
@@ -202,6 +204,9 @@ class GenericImageTextAdapter(
         }
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.vision_widths = ()  # a timm hierarchy's entries' widths
+        if self.vision_blocks is None:
+            self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)
         self.pixtral = has_pixtral_tower(model)
         if self.pixtral:  # images at their own sizes
@@ -250,6 +255,8 @@ class GenericImageTextAdapter(
         return ("mean", "max")
 
     def dim(self, stage):
+        if stage == "vision" and self.vision_widths:
+            return self.vision_widths[-1]
         if stage == "vision":
             vision = getattr(self.model.config, "vision_config", None)
             return vision.hidden_size
@@ -258,6 +265,8 @@ class GenericImageTextAdapter(
     def dims(self, stage):
         """Widths of the stage's entries: ``streams`` x width before the last
         language entry where the blocks carry several residual streams."""
+        if stage == "vision" and self.vision_widths:
+            return self.vision_widths
         widths = super().dims(stage)
         streams = self.traits.streams
         if stage != "language" or streams == 1:
@@ -342,6 +351,8 @@ class GenericImageTextAdapter(
             return self.pixtral_stack(batch)
         if stage == "vision" and self.packed:
             return self.packed_stack(batch)
+        if stage == "vision" and self.vision_widths:
+            return map_stack(self.vision_blocks)
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
@@ -385,6 +396,11 @@ class GenericImageTextAdapter(
                 _concatenated_streams, rows=ids.shape[0], tokens=ids.shape[1]
             ),
         )
+
+    def capture(self, batch, stage, layers, read, *, need_outputs=False):
+        if stage == "vision" and self.vision_widths:
+            read = per_entry_masks(read)
+        return super().capture(batch, stage, layers, read, need_outputs=need_outputs)
 
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:

@@ -384,23 +384,11 @@ TRAITS = {
     ),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
-    "fast_vlm": Traits(
-        unsupported={
-            "vision": "its timm FastViT tower is a convolutional hierarchy: its "
-            "stages give (channels, height, width) maps of different widths and "
-            "sizes, not one token sequence per image"
-        }
-    ),
     # AltUp streams (altup_num_inputs); HF's hidden_states end with the last
     # block's streams, before they are merged and normed
     "gemma3n": Traits(
         last_entry="block",
         train_pad="bos",
-        unsupported={
-            "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
-            "its stages give (channels, height, width) maps of different widths, "
-            "not one token sequence per image",
-        },
     ),
     "molmo2": Traits(
         unsupported={

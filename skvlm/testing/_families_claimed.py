@@ -1395,7 +1395,6 @@ CLAIMED_RECIPES = {
                 ),
             ),
         ),
-        stages=_NO_VISION,
         torchvision=True,
         timm=True,
     ),

@@ -126,6 +126,35 @@ def _radio_reference(path, images, prompts):
     return examples
 
 
+def _timm_stages_reference(path, images, prompts, *, stem, skip=0):
+    """A timm convolutional tower (FastViT; Gemma 3n's toy ResNet): projector and
+    language as ``generic_reference``; vision from timm itself, on each image
+    alone: entry 0 the ``stem(timm_model, pixels)`` map, then timm's own
+    ``forward_intermediates`` (one map per ``feature_info`` entry, the first
+    ``skip`` of them the stem's, left out), each (C, H, W) map as H*W tokens
+    of width C, row by row."""
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=False,
+        has_cls=False,
+        placeholder="<image>",
+    )
+    hf = HF(path)
+    timm_model = hf.model.model.vision_tower.timm_model
+    for image, example in zip(images, examples, strict=True):
+        pixels = hf.processor.image_processor(images=[image], return_tensors="pt")
+        pixels = pixels["pixel_values"]
+        with torch.no_grad():
+            maps = timm_model.forward_intermediates(pixels, intermediates_only=True)
+            maps = [stem(timm_model, pixels), *maps[skip:]]
+        states = [_np(m[0].flatten(1).transpose(0, 1)) for m in maps]
+        example.stages["vision"] = Tokens(states)
+    return examples
+
+
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
     "aria": dict(tower="model.vision_tower"),
@@ -217,8 +246,20 @@ _ROWS = {
         ),
     ),
     # -- tvworld2 --
-    "fast_vlm": dict(tower=None),
-    "gemma3n": dict(tower=None),
+    # timm's stages: FastViT's after its stem; the toy ResNet's after its
+    # max-pooled stem, timm listing the stem's activation first
+    "fast_vlm": dict(
+        tower=None,
+        reference=partial(_timm_stages_reference, stem=lambda t, x: t.stem(x)),
+    ),
+    "gemma3n": dict(
+        tower=None,
+        reference=partial(
+            _timm_stages_reference,
+            stem=lambda t, x: t.maxpool(t.act1(t.bn1(t.conv1(x)))),
+            skip=1,
+        ),
+    ),
     "molmo2": dict(tower=None),
     "perception_lm": dict(
         tower="model.vision_tower",
