@@ -369,12 +369,15 @@ class GenericImageTextAdapter(
             n_prefix = int(self.has_cls)
             if all(c == 1 for c in counts) and not self.n_suffix:
                 return self.tower_stack(
-                    self.vision_blocks, n_prefix=n_prefix, has_cls=self.has_cls
+                    self.vision_blocks,
+                    n_prefix=n_prefix,
+                    has_cls=self.has_cls,
+                    unpack=_raster_tokens,
                 )
 
             def unpack(hidden):
                 per_image = hidden.split(counts)
-                return pad_tokens([h.flatten(0, 1) for h in per_image])[0]
+                return pad_tokens([h.flatten(0, -2) for h in per_image])[0]
 
             def masks(hidden):
                 tokens = hidden.shape[1]
@@ -471,3 +474,9 @@ class GenericImageTextAdapter(
         if stage != "projector":
             return super().extract(batch, stage, requests)
         return pool_token_lists([self.image_tokens(batch)], requests)
+
+
+def _raster_tokens(hidden):
+    """A block's output as (batch, tokens, dim): a (batch, height, width, dim)
+    map (SAM's windowed blocks un-partition their windows) row by row."""
+    return hidden.flatten(1, -2)

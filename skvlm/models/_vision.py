@@ -41,8 +41,11 @@ def _to_device(batch, device, dtype):
 class VisionTowerMixin:
     """Shared helpers for stacks read off a ViT-style vision tower."""
 
-    def tower_stack(self, blocks, *, n_prefix, has_cls, valid=None, final_norm=None):
-        """A :class:`Stack` whose masks exclude ``n_prefix`` leading special tokens."""
+    def tower_stack(
+        self, blocks, *, n_prefix, has_cls, valid=None, final_norm=None, unpack=None
+    ):
+        """A :class:`Stack` whose masks exclude ``n_prefix`` leading special tokens
+        (``unpack``: how a block's output becomes (batch, tokens, dim))."""
 
         def masks(hidden):
             batch, tokens = hidden.shape[:2]
@@ -54,7 +57,9 @@ class VisionTowerMixin:
             pooled[:, :n_prefix] = False
             return TokenMasks(valid=valid, pooled=pooled, has_cls=has_cls)
 
-        return Stack(blocks=blocks, masks=masks, final_norm=final_norm)
+        if unpack is None:
+            return Stack(blocks=blocks, masks=masks, final_norm=final_norm)
+        return Stack(blocks=blocks, masks=masks, final_norm=final_norm, unpack=unpack)
 
 
 class CLIPAdapter(VisionTowerMixin, Adapter):

@@ -723,7 +723,6 @@ CLAIMED_RECIPES = {
         pad="<|endoftext|>",
         ids={"image_token_id": "<imgpad>"},
         config=dict(vision_config=dict(_SAM, image_size=512)),
-        stages=_NO_VISION,
     ),
     "llava_next_video": Recipe(
         (
@@ -947,7 +946,6 @@ CLAIMED_RECIPES = {
         ids={"image_token_id": "<imgpad>"},
         template=_chatml("<img>{{ '<imgpad>' * 64 }}</img>"),
         config=dict(vision_config=dict(_SAM, image_size=256)),
-        stages=_NO_VISION,
     ),
     # -- recipes1 --
     # its merger turns each image's 2 x 2 blocks into a grid with a newline

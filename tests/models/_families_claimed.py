@@ -238,7 +238,13 @@ _ROWS = {
         images="qwen",
         reference=partial(qwen_reference, tokenizer_specials=True),
     ),
-    "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
+    # SAM towers: (height, width, channels) maps, read row by row; positions
+    # where row and column order differ
+    "got_ocr2": dict(
+        tower="model.vision_tower",
+        placeholder="<imgpad>",
+        vision=("mean", "max", 0, 3, 13, -1),
+    ),
     "lfm2_vl": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
@@ -283,7 +289,9 @@ _ROWS = {
     "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
     # its real tiles (and global view), one padded batch row per image
     "granite_docling": dict(tower="model.vision_model", nested=True),
-    "pp_chart2table": dict(tower=None),
+    "pp_chart2table": dict(
+        tower="model.vision_tower", vision=("mean", "max", 0, 3, 13, -1)
+    ),
     # -- encdec --
     # the auto-regressive encoder: HF's own get_encoder() is the reference's base
     "diffusion_gemma": dict(
