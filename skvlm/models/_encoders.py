@@ -114,6 +114,30 @@ def _as_tokens(hidden):
     return hidden
 
 
+def map_stack(blocks):
+    """A :class:`Stack` over ``blocks`` whose entries may be (C, H, W) maps."""
+
+    def masks(hidden):
+        batch_size, tokens = hidden.shape[:2]
+        return TokenMasks.full(batch_size, tokens, hidden.device)
+
+    return Stack(blocks=blocks, masks=masks, unpack=_as_tokens)
+
+
+def per_entry_masks(read):
+    """``read`` given each entry's own all-true masks.
+
+    A hierarchy's entries differ in token count; none is padded, so each one's
+    masks are all-true over its own tokens.
+    """
+
+    def read_entry(layer, hidden, masks):
+        full = TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
+        return read(layer, hidden, full)
+
+    return read_entry
+
+
 class HierarchicalAdapter(Adapter):
     """Encoders whose stages change resolution and width (see the module's notes).
 
@@ -152,21 +176,11 @@ class HierarchicalAdapter(Adapter):
         )
 
     def stack(self, stage, batch):
-        def masks(hidden):
-            batch_size, tokens = hidden.shape[:2]
-            return TokenMasks.full(batch_size, tokens, hidden.device)
-
-        return Stack(blocks=self.blocks, masks=masks, unpack=_as_tokens)
+        return map_stack(self.blocks)
 
     def capture(self, batch, stage, layers, read, *, need_outputs=False):
-        # Entries differ in token count; none is padded, so each one's masks
-        # are all-true over its own tokens.
-        def read_entry(layer, hidden, masks):
-            full = TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
-            return read(layer, hidden, full)
-
         return super().capture(
-            batch, stage, layers, read_entry, need_outputs=need_outputs
+            batch, stage, layers, per_entry_masks(read), need_outputs=need_outputs
         )
 
     def forward(self, stage, batch):

@@ -18,7 +18,9 @@ and the language model's decoder ``layers`` and final ``norm``.
   (:mod:`skvlm.models._pixtral`). Any other packed tower (Qwen-style:
   patches of all images in one sequence, told apart by ``image_grid_thw``)
   is split per image and put in raster patch order, window permutation
-  undone (:mod:`skvlm.models._packed`).
+  undone (:mod:`skvlm.models._packed`). A tower that takes each image
+  already cut into patches (LFM2-VL's NaFlex tower, Gemma 4's) gives each
+  image's real patches, padding masked (:mod:`skvlm.models._patches`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -53,9 +55,12 @@ from .._transformers_compat import (
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chat import ChatPromptMixin, special_token_ids
+from ._encoders import map_stack, per_entry_masks
 from ._loading import load_processor, load_processor_without_video
 from ._packed import PackedTowerMixin
+from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
+from ._timm_stages import timm_stages
 from ._traits import family_traits, final_norm, resolve_path
 from ._vision import VisionTowerMixin, _to_device
 from ._vq import unpadded_image_features
@@ -124,7 +129,12 @@ def _concatenated_streams(hidden, rows, tokens):
 
 
 class GenericImageTextAdapter(
-    PixtralTowerMixin, PackedTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
+    PixtralTowerMixin,
+    PackedTowerMixin,
+    PatchTowerMixin,
+    ChatPromptMixin,
+    VisionTowerMixin,
+    Adapter,
 ):
     """Any ``AutoModelForImageTextToText`` model, its parts found by its traits.
 
@@ -202,10 +212,14 @@ class GenericImageTextAdapter(
         }
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.vision_widths = ()  # a timm hierarchy's entries' widths
+        if self.vision_blocks is None:
+            self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)
         self.pixtral = has_pixtral_tower(model)
         if self.pixtral:  # images at their own sizes
             self.dynamic_resolution = True
+        self.patch_tower = patch_tower_kind(self.tower)  # patch sequences in
         if self.vision_blocks is None:
             self.unavailable.setdefault(
                 "vision", "its vision tower has no list of blocks skvlm can find"
@@ -250,6 +264,8 @@ class GenericImageTextAdapter(
         return ("mean", "max")
 
     def dim(self, stage):
+        if stage == "vision" and self.vision_widths:
+            return self.vision_widths[-1]
         if stage == "vision":
             vision = getattr(self.model.config, "vision_config", None)
             return vision.hidden_size
@@ -258,6 +274,8 @@ class GenericImageTextAdapter(
     def dims(self, stage):
         """Widths of the stage's entries: ``streams`` x width before the last
         language entry where the blocks carry several residual streams."""
+        if stage == "vision" and self.vision_widths:
+            return self.vision_widths
         widths = super().dims(stage)
         streams = self.traits.streams
         if stage != "language" or streams == 1:
@@ -342,17 +360,24 @@ class GenericImageTextAdapter(
             return self.pixtral_stack(batch)
         if stage == "vision" and self.packed:
             return self.packed_stack(batch)
+        if stage == "vision" and self.patch_tower:
+            return self.patch_stack(batch)
+        if stage == "vision" and self.vision_widths:
+            return map_stack(self.vision_blocks)
         if stage == "vision":
             counts, _ = self._views(batch)
             n_prefix = int(self.has_cls)
             if all(c == 1 for c in counts) and not self.n_suffix:
                 return self.tower_stack(
-                    self.vision_blocks, n_prefix=n_prefix, has_cls=self.has_cls
+                    self.vision_blocks,
+                    n_prefix=n_prefix,
+                    has_cls=self.has_cls,
+                    unpack=_raster_tokens,
                 )
 
             def unpack(hidden):
                 per_image = hidden.split(counts)
-                return pad_tokens([h.flatten(0, 1) for h in per_image])[0]
+                return pad_tokens([h.flatten(0, -2) for h in per_image])[0]
 
             def masks(hidden):
                 tokens = hidden.shape[1]
@@ -383,11 +408,18 @@ class GenericImageTextAdapter(
             ),
         )
 
+    def capture(self, batch, stage, layers, read, *, need_outputs=False):
+        if stage == "vision" and self.vision_widths:
+            read = per_entry_masks(read)
+        return super().capture(batch, stage, layers, read, need_outputs=need_outputs)
+
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:
             return self.pixtral_forward(batch)
         if stage == "vision" and self.packed:
             return self.packed_forward(batch)
+        if stage == "vision" and self.patch_tower:
+            return self.patch_forward(batch)
         if stage == "vision":
             return self.tower(pixel_values=self._views(batch)[1])
         if self.traits.row_positions and "position_ids" not in batch:
@@ -442,3 +474,9 @@ class GenericImageTextAdapter(
         if stage != "projector":
             return super().extract(batch, stage, requests)
         return pool_token_lists([self.image_tokens(batch)], requests)
+
+
+def _raster_tokens(hidden):
+    """A block's output as (batch, tokens, dim): a (batch, height, width, dim)
+    map (SAM's windowed blocks un-partition their windows) row by row."""
+    return hidden.flatten(1, -2)

@@ -219,21 +219,9 @@ TRAITS = {
     # BART encoder-decoder: its encoder and decoder blocks are both "layers"
     "florence2": Traits(language="model.language_model"),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
-    "gemma4": Traits(
-        images="nested",
-        unsupported={
-            "vision": "its tower takes the images cut into patches beforehand, "
-            "with patch positions, not (images, channels, height, width)"
-        },
-    ),
+    "gemma4": Traits(images="nested"),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
     "glm4v_moe": Traits(lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")),
-    "got_ocr2": Traits(
-        unsupported={
-            "vision": "its SAM tower's blocks give (height, width, channels) maps "
-            "in windows, not token sequences"
-        }
-    ),
     # its connector (coarse and fine routes) sits in the vision model
     "granite_docling": Traits(
         images="nested", views="masked", projector=("model.vision_model.connector",)
@@ -263,13 +251,7 @@ TRAITS = {
             "down_proj",
         ),
     ),
-    "lfm2_vl": Traits(
-        images="nested",
-        unsupported={
-            "vision": "its tower takes patch sequences with spatial shapes "
-            "(NaFlex), not (images, channels, height, width)"
-        },
-    ),
+    "lfm2_vl": Traits(images="nested"),
     "llava_next": Traits(views="anyres"),
     "llava_next_video": Traits(views="anyres"),
     "llava_onevision": Traits(views="anyres"),
@@ -325,9 +307,10 @@ TRAITS = {
         # the learned separator after each image's tokens is projector output
         projector=("model.multi_modal_projector", "model.view_separator"),
         unsupported={
-            "vision": "its SAM tower's blocks give (height, width, channels) maps "
-            "in windows, and a second encoder reads them with learned queries, "
-            "so no one stack of token sequences is the tower's"
+            "vision": "its tower is a SAM encoder, then a second encoder over "
+            "SAM's tokens followed by learned queries (the queries' outputs are "
+            "the tower's); HF's hidden_states of the tower are the second "
+            "encoder's only, so no one stack of its blocks gives them"
         },
     ),
     # its MoE blocks route each token by modality: moe_mm_token_type_ids
@@ -353,10 +336,6 @@ TRAITS = {
         # its processor does not expand the image; the chat template writes
         # <img>, the <imgpad> tokens and </img>
         placeholder="<img>",
-        unsupported={
-            "vision": "its SAM tower's blocks give (height, width, channels) maps "
-            "in windows, not token sequences"
-        },
     ),
     # -- recipes1 --
     # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
@@ -381,8 +360,6 @@ TRAITS = {
         language="model.encoder.language_model",
         images="nested",
         unsupported={
-            "vision": "its tower takes the images cut into patches beforehand, "
-            "with patch positions, not (images, channels, height, width)",
             **dict.fromkeys(
                 ("generative", "tuner"),
                 "its decoder denoises blocks of masked answer tokens in parallel "
@@ -393,23 +370,11 @@ TRAITS = {
     ),
     # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
-    "fast_vlm": Traits(
-        unsupported={
-            "vision": "its timm FastViT tower is a convolutional hierarchy: its "
-            "stages give (channels, height, width) maps of different widths and "
-            "sizes, not one token sequence per image"
-        }
-    ),
     # AltUp streams (altup_num_inputs); HF's hidden_states end with the last
     # block's streams, before they are merged and normed
     "gemma3n": Traits(
         last_entry="block",
         train_pad="bos",
-        unsupported={
-            "vision": "its timm MobileNetV5 tower is a convolutional hierarchy: "
-            "its stages give (channels, height, width) maps of different widths, "
-            "not one token sequence per image",
-        },
     ),
     "molmo2": Traits(
         unsupported={
@@ -436,9 +401,10 @@ TRAITS = {
     "unlimited_ocr": Traits(
         cache="recompute",
         unsupported={
-            "vision": "its tower is a SAM encoder, whose blocks give (height, "
-            "width, channels) maps in windows, then a CLIP encoder over SAM's "
-            "output: its blocks are not one token sequence per view"
+            "vision": "its tower is a SAM encoder, then a CLIP encoder over SAM's "
+            "output, and gives both side by side (CLIP's patch tokens and SAM's, "
+            "channel by channel); HF's hidden_states of the tower are the CLIP "
+            "encoder's only, so no one stack of its blocks gives them"
         },
     ),
     # -- tvworld1 --

@@ -41,8 +41,11 @@ def _to_device(batch, device, dtype):
 class VisionTowerMixin:
     """Shared helpers for stacks read off a ViT-style vision tower."""
 
-    def tower_stack(self, blocks, *, n_prefix, has_cls, valid=None, final_norm=None):
-        """A :class:`Stack` whose masks exclude ``n_prefix`` leading special tokens."""
+    def tower_stack(
+        self, blocks, *, n_prefix, has_cls, valid=None, final_norm=None, unpack=None
+    ):
+        """A :class:`Stack` whose masks exclude ``n_prefix`` leading special tokens
+        (``unpack``: how a block's output becomes (batch, tokens, dim))."""
 
         def masks(hidden):
             batch, tokens = hidden.shape[:2]
@@ -54,7 +57,9 @@ class VisionTowerMixin:
             pooled[:, :n_prefix] = False
             return TokenMasks(valid=valid, pooled=pooled, has_cls=has_cls)
 
-        return Stack(blocks=blocks, masks=masks, final_norm=final_norm)
+        if unpack is None:
+            return Stack(blocks=blocks, masks=masks, final_norm=final_norm)
+        return Stack(blocks=blocks, masks=masks, final_norm=final_norm, unpack=unpack)
 
 
 class CLIPAdapter(VisionTowerMixin, Adapter):
@@ -183,6 +188,21 @@ class SiglipAdapter(CLIPAdapter):
         return pooled
 
 
+def naflex_inputs(batch):
+    """A SigLIP2 (NaFlex) tower's inputs: each image's patch sequence, padded to
+    the batch's patch budget, its real patches marked, and its patch grid."""
+    return {
+        "pixel_values": batch["pixel_values"],
+        "pixel_attention_mask": batch["pixel_attention_mask"],
+        "spatial_shapes": batch["spatial_shapes"],
+    }
+
+
+def naflex_valid(batch):
+    """Which of a NaFlex batch's patch positions hold an image's real patches."""
+    return batch["pixel_attention_mask"].bool()
+
+
 class Siglip2Adapter(SiglipAdapter):
     """SigLIP2 (NaFlex): variable patch grids padded to a fixed budget, masked."""
 
@@ -191,16 +211,14 @@ class Siglip2Adapter(SiglipAdapter):
     raster_stages = ()  # NaFlex grids vary per image
 
     def vision_inputs(self, batch):
-        return {
-            "pixel_values": batch["pixel_values"],
-            "pixel_attention_mask": batch["pixel_attention_mask"],
-            "spatial_shapes": batch["spatial_shapes"],
-        }
+        return naflex_inputs(batch)
 
     def stack(self, stage, batch):
-        valid = batch["pixel_attention_mask"].bool()
         return self.tower_stack(
-            self.tower.encoder.layers, n_prefix=0, has_cls=False, valid=valid
+            self.tower.encoder.layers,
+            n_prefix=0,
+            has_cls=False,
+            valid=naflex_valid(batch),
         )
 
 

@@ -600,7 +600,6 @@ CLAIMED_RECIPES = {
         ids={"image_token_id": "<image>"},
         template=_chatml("<image>"),
         config=dict(projector_hidden_size=32),
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "cosmos3_edge": _qwen_like("Cosmos3EdgeImageProcessorPil", temporal=1, mrope=True),
@@ -687,7 +686,6 @@ CLAIMED_RECIPES = {
             "eoi_token_id": "<end_of_image>",
         },
         template=GEMMA_TEMPLATE.replace("BOI", "'<image_soft_token>'"),
-        stages=_NO_VISION,
     ),
     "glm4v_moe": Recipe(
         ("Glm4vImageProcessorPil", _QWEN_PIXELS),
@@ -725,7 +723,6 @@ CLAIMED_RECIPES = {
         pad="<|endoftext|>",
         ids={"image_token_id": "<imgpad>"},
         config=dict(vision_config=dict(_SAM, image_size=512)),
-        stages=_NO_VISION,
     ),
     "llava_next_video": Recipe(
         (
@@ -949,7 +946,6 @@ CLAIMED_RECIPES = {
         ids={"image_token_id": "<imgpad>"},
         template=_chatml("<img>{{ '<imgpad>' * 64 }}</img>"),
         config=dict(vision_config=dict(_SAM, image_size=256)),
-        stages=_NO_VISION,
     ),
     # -- recipes1 --
     # its merger turns each image's 2 x 2 blocks into a grid with a newline
@@ -1397,7 +1393,6 @@ CLAIMED_RECIPES = {
                 ),
             ),
         ),
-        stages=_NO_VISION,
         torchvision=True,
         timm=True,
     ),

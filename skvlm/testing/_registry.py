@@ -144,11 +144,11 @@ TINY_MODELS.update(
 )
 # -- tvworld2 --
 # a timm tower: timm imports only with torchvision, so it runs in that world
-# (no vision stage: TRAITS)
+# (its vision stage: the timm tower's stages, skvlm.models._timm_stages)
 TINY_MODELS["gemma3n"] = TinyModel(
     tvw2.make_tiny_gemma3n,
     "vlm",
-    ("projector", "language"),
+    ("vision", "projector", "language"),
     True,
     torchvision=True,
 )

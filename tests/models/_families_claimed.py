@@ -126,6 +126,97 @@ def _radio_reference(path, images, prompts):
     return examples
 
 
+def _timm_stages_reference(path, images, prompts, *, stem, skip=0):
+    """A timm convolutional tower (FastViT; Gemma 3n's toy ResNet): projector and
+    language as ``generic_reference``; vision from timm itself, on each image
+    alone: entry 0 the ``stem(timm_model, pixels)`` map, then timm's own
+    ``forward_intermediates`` (one map per ``feature_info`` entry, the first
+    ``skip`` of them the stem's, left out), each (C, H, W) map as H*W tokens
+    of width C, row by row."""
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=False,
+        has_cls=False,
+        placeholder="<image>",
+    )
+    hf = HF(path)
+    timm_model = hf.model.model.vision_tower.timm_model
+    for image, example in zip(images, examples, strict=True):
+        pixels = hf.processor.image_processor(images=[image], return_tensors="pt")
+        pixels = pixels["pixel_values"]
+        with torch.no_grad():
+            maps = timm_model.forward_intermediates(pixels, intermediates_only=True)
+            maps = [stem(timm_model, pixels), *maps[skip:]]
+        states = [_np(m[0].flatten(1).transpose(0, 1)) for m in maps]
+        example.stages["vision"] = Tokens(states)
+    return examples
+
+
+def _patch_tower_reference(path, images, prompts, *, base=None):
+    """Towers that take the images cut into patches (LFM2-VL's NaFlex SigLIP2,
+    Gemma 4's with patch positions): projector and language as
+    ``generic_reference``; vision: HF's own tower on each image alone, read by
+    hooks on its blocks (the input of the first, then each one's output) at the
+    image's real patches (those its processor marks: ``pixel_attention_mask``,
+    or positions other than (-1, -1)), in the processor's order. The hooks
+    agree with the tower's ``hidden_states`` (checked), whose last entry for
+    Gemma 4 is its pooled, padding-stripped output instead of the last block's.
+    """
+    examples = generic_reference(
+        path,
+        images,
+        prompts,
+        tower=None,
+        nested=True,
+        has_cls=False,
+        placeholder="<image>",
+        base=base,
+    )
+    hf = HF(path)
+    core = hf.model.model if base is None else base(hf.model)
+    tower = core.vision_tower
+    blocks = getattr(tower, "vision_model", tower).encoder.layers
+    seen = []
+    for image, example in zip(images, examples, strict=True):
+        inputs = dict(
+            hf.processor.image_processor(images=[[image]], return_tensors="pt")
+        )
+        naflex = "spatial_shapes" in inputs
+        if naflex:
+            real = inputs["pixel_attention_mask"][0].bool()
+            names = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+            kwargs = {name: inputs[name] for name in names}
+        else:
+            positions = inputs["image_position_ids"]
+            real = (positions != -1).all(dim=-1)[0]
+            kwargs = dict(
+                pixel_values=inputs["pixel_values"], pixel_position_ids=positions
+            )
+        seen.clear()
+        hooks = [blocks[0].register_forward_pre_hook(lambda _, a: seen.append(a[0]))]
+        hooks += [
+            b.register_forward_hook(
+                lambda *a: seen.append(a[2][0] if isinstance(a[2], tuple) else a[2])
+            )
+            for b in blocks
+        ]
+        try:
+            with torch.no_grad():
+                hidden = tower(**kwargs, output_hidden_states=True).hidden_states
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert len(seen) == len(hidden) == len(blocks) + 1
+        agree = len(hidden) if naflex else len(hidden) - 1
+        for state, hf_state in zip(seen[:agree], hidden[:agree], strict=True):
+            torch.testing.assert_close(state, hf_state)
+        example.stages["vision"] = Tokens([_np(h[0][real]) for h in seen])
+    return examples
+
+
 #: model type -> keyword arguments of ``_families._new``
 _ROWS = {
     "aria": dict(tower="model.vision_tower"),
@@ -134,7 +225,7 @@ _ROWS = {
     "deepseek_vl_hybrid": dict(
         tower="model.vision_model", placeholder="<image_placeholder>"
     ),
-    "gemma4": dict(tower=None, nested=True),
+    "gemma4": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "glm46v": dict(
         tower=None,
         images="qwen",
@@ -147,8 +238,14 @@ _ROWS = {
         images="qwen",
         reference=partial(qwen_reference, tokenizer_specials=True),
     ),
-    "got_ocr2": dict(tower=None, placeholder="<imgpad>"),
-    "lfm2_vl": dict(tower=None, nested=True),
+    # SAM towers: (height, width, channels) maps, read row by row; positions
+    # where row and column order differ
+    "got_ocr2": dict(
+        tower="model.vision_tower",
+        placeholder="<imgpad>",
+        vision=("mean", "max", 0, 3, 13, -1),
+    ),
+    "lfm2_vl": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
     "ovis2": dict(tower=None),
     # served by the Qwen3-VL adapter: its packed tower unpacked per image
@@ -192,25 +289,33 @@ _ROWS = {
     "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
     # its real tiles (and global view), one padded batch row per image
     "granite_docling": dict(tower="model.vision_model", nested=True),
-    "pp_chart2table": dict(tower=None),
+    "pp_chart2table": dict(
+        tower="model.vision_tower", vision=("mean", "max", 0, 3, 13, -1)
+    ),
     # -- encdec --
     # the auto-regressive encoder: HF's own get_encoder() is the reference's base
     "diffusion_gemma": dict(
         tower=None,
         nested=True,
         reference=partial(
-            generic_reference,
-            tower=None,
-            nested=True,
-            has_cls=False,
-            placeholder="<image>",
-            projector=True,
-            base=lambda model: model.get_encoder(),
+            _patch_tower_reference, base=lambda model: model.get_encoder()
         ),
     ),
     # -- tvworld2 --
-    "fast_vlm": dict(tower=None),
-    "gemma3n": dict(tower=None),
+    # timm's stages: FastViT's after its stem; the toy ResNet's after its
+    # max-pooled stem, timm listing the stem's activation first
+    "fast_vlm": dict(
+        tower=None,
+        reference=partial(_timm_stages_reference, stem=lambda t, x: t.stem(x)),
+    ),
+    "gemma3n": dict(
+        tower=None,
+        reference=partial(
+            _timm_stages_reference,
+            stem=lambda t, x: t.maxpool(t.act1(t.bn1(t.conv1(x)))),
+            skip=1,
+        ),
+    ),
     "molmo2": dict(tower=None),
     "perception_lm": dict(
         tower="model.vision_tower",

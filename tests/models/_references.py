@@ -620,8 +620,10 @@ def generic_reference(
             assert image_mask.sum() == len(features)
             stages["projector"] = Tokens([_np(features)])
         if vision is not None:
-            per_tile = vision.hidden_states[0].shape[1]
+            # a SAM tower's states are (tiles, height, width, channels) maps:
+            # flattened row by row, as token sequences are
             states = [_np(h.reshape(-1, h.shape[-1])) for h in vision.hidden_states]
+            per_tile = len(states[0]) // len(pixels)
             pooled = np.arange(len(states[0])) % per_tile >= int(has_cls)
             stages["vision"] = Tokens(states, pooled=pooled)
         examples.append(

@@ -202,3 +202,51 @@ def test_a_block_diffusion_model_refuses_to_score_or_train(
         y = ["cat", "dog"]
     with pytest.raises(ValueError, match=rf"{name}.*{re.escape(reason)}"):
         estimator.fit(built.images(name)[:2], y)
+
+
+# -- naflex --
+@pytest.mark.parametrize(
+    "name", [pytest.param("lfm2_vl", marks=BY_NAME["lfm2_vl"].marks)]
+)
+def test_lfm2_vl_tiles_pool_per_image(built, extract, tmp_path, name):
+    # With do_image_splitting a large image becomes tiles and a thumbnail, one
+    # tower row each; its vision tokens are the real patches of all its rows,
+    # in order, as HF's own tower gives them on that image alone.
+    import json
+    import shutil
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ._references import HF
+
+    path = tmp_path / name
+    shutil.copytree(built.path(name), path)
+    config = json.loads((path / "processor_config.json").read_text())
+    config["image_processor"]["do_image_splitting"] = True
+    (path / "processor_config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for h, w in [(90, 200), (40, 30), (120, 120), (64, 48)]
+    ]
+    hf = HF(path)
+    tower = hf.model.model.vision_tower
+    rows = []
+    expected = {"mean": [], "max": []}
+    for image in images:
+        inputs = dict(
+            hf.processor.image_processor(images=[[image]], return_tensors="pt")
+        )
+        real = inputs["pixel_attention_mask"].bool()
+        rows.append(len(real))
+        with torch.no_grad():
+            state = tower(**inputs, output_hidden_states=True).hidden_states[2]
+        tokens = state[real].numpy()  # every row's real patches, row after row
+        expected["mean"].append(tokens.mean(0))
+        expected["max"].append(tokens.max(0))
+    assert rows[0] > 2 and rows[1] == 1  # tiles and a thumbnail; one row
+    for pooling, want in expected.items():
+        got = extract(path, "vision", pooling, images, layer=2, batch_size=4)
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-4, atol=1e-5)
