@@ -4,6 +4,9 @@ The encoder reads the image and the prompt left to right, as Gemma 4 does,
 and hands only its KV cache to the decoder, which denoises blocks of masked
 answer tokens in parallel. skvlm reads the encoder:
 
+- ``vision``: the tower's blocks over each image's real patches, in the
+  processor's row-by-row order (:mod:`skvlm.models._patches`, as Gemma 4's).
+  ``mean`` and ``max``.
 - ``projector``: one entry, the image tokens the encoder receives
   (``get_image_features``: Gemma 4's tower, pooled, then ``embed_vision``).
   ``mean`` and ``max``.
@@ -12,10 +15,9 @@ answer tokens in parallel. skvlm reads the encoder:
   layer k, the last entry after the final norm (HF's ``hidden_states`` of
   the encoder). The decoder never runs.
 
-Refused, with the reasons in :data:`skvlm.models.TRAITS`: ``vision`` (the
-tower takes patches cut beforehand, with their positions, as Gemma 4's),
-generative scoring and the tuner (a block-diffusion decoder gives no
-left-to-right probability of an answer to score or to train on).
+Refused, with the reasons in :data:`skvlm.models.TRAITS`: generative
+scoring and the tuner (a block-diffusion decoder gives no left-to-right
+probability of an answer to score or to train on).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class DiffusionGemmaAdapter(GenericImageTextAdapter):
     >>> from skvlm.testing import make_tiny_vlm
     >>> path = make_tiny_vlm(tempfile.mkdtemp(), "diffusion_gemma")
     >>> load_adapter(path, device="cpu").stages
-    ('projector', 'language')
+    ('vision', 'projector', 'language')
     """
 
     family = "diffusion_gemma"
