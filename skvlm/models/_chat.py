@@ -72,3 +72,26 @@ def special_token_ids(tokenizer, pattern=None):
         ):
             ids.add(token_id)
     return ids
+
+
+def image_first_prompt(prompt, image_token, name):
+    """``prompt`` for a processor that puts the image before it (Florence-2,
+    Kosmos-2): ``None`` is the default prompt, a leading ``image_token`` is
+    dropped, one anywhere else is an error naming the model ``name``.
+
+    Examples
+    --------
+    >>> from skvlm.models._chat import image_first_prompt
+    >>> image_first_prompt("<image>What is it?", "<image>", "Florence-2")
+    'What is it?'
+    """
+    prompt = DEFAULT_PROMPT if prompt is None else prompt
+    if image_token not in prompt:
+        return prompt
+    if not prompt.startswith(image_token) or prompt.count(image_token) > 1:
+        raise ValueError(
+            f"prompt {prompt!r} puts {image_token!r} after some text; "
+            f"{name} always places the image before the prompt, so the "
+            "placeholder may only open it. Remove it or move it to the start."
+        )
+    return prompt[len(image_token) :]

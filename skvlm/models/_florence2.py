@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from ..pooling import TokenMasks
 from ._base import Stack, language_masks
-from ._chat import DEFAULT_PROMPT
+from ._chat import image_first_prompt
 from ._encoders import _as_tokens
 from ._generic import GenericImageTextAdapter
 from ._vision import _to_device
@@ -115,19 +115,7 @@ class Florence2Adapter(GenericImageTextAdapter):
         >>> adapter.format_prompt("<image>What is it?")
         'What is it?'
         """
-        prompt = DEFAULT_PROMPT if prompt is None else prompt
-        if self.image_token not in prompt:
-            return prompt
-        if (
-            not prompt.startswith(self.image_token)
-            or prompt.count(self.image_token) > 1
-        ):
-            raise ValueError(
-                f"prompt {prompt!r} puts {self.image_token!r} after some text; "
-                "Florence-2 always places the image before the prompt, so the "
-                "placeholder may only open it. Remove it or move it to the start."
-            )
-        return prompt[len(self.image_token) :]
+        return image_first_prompt(prompt, self.image_token, "Florence-2")
 
     def format_prompts(self, prompts):
         return [self.format_prompt(p) for p in prompts]
