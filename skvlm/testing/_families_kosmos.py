@@ -48,17 +48,7 @@ def make_tiny_kosmos2(path, *, seed=0, **overrides):
                 image_size=32,
                 patch_size=8,
             ),
-            text_config=dict(
-                vocab_size=len(tokenizer),
-                embed_dim=32,
-                ffn_dim=64,
-                layers=3,
-                attention_heads=4,
-                max_position_embeddings=512,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            ),
+            text_config=_text_config(tokenizer),
             latent_query_num=KOSMOS2_IMAGE_TOKENS,
         ),
         overrides,
@@ -69,6 +59,21 @@ def make_tiny_kosmos2(path, *, seed=0, **overrides):
         Kosmos2Config(**kwargs),
         processor,
         seed,
+    )
+
+
+def _text_config(tokenizer):
+    """The tiny text decoder of both Kosmos models (3 blocks, width 32)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        embed_dim=32,
+        ffn_dim=64,
+        layers=3,
+        attention_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -119,17 +124,7 @@ def make_tiny_kosmos2_5(path, *, seed=0, **overrides):
                 num_attention_heads=4,
                 max_num_patches=16,
             ),
-            text_config=dict(
-                vocab_size=len(tokenizer),
-                embed_dim=32,
-                ffn_dim=64,
-                layers=3,
-                attention_heads=4,
-                max_position_embeddings=512,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            ),
+            text_config=_text_config(tokenizer),
             latent_query_num=n_queries,
         ),
         overrides,
