@@ -206,6 +206,11 @@ def _rope_axes(adapter):
 
 
 def _positions(adapter, prefix, n_rows, n_tokens, device):
+    if prefix.delta is None and getattr(adapter, "text_positions", False):
+        # the cache holds tokens that input_ids do not (GIT's image): count
+        # the text's, as HF's generate does
+        pos = torch.arange(n_tokens, device=device) + prefix.length
+        return pos.view(1, -1).expand(n_rows, n_tokens)
     if prefix.delta is None:
         return None
     pos = torch.arange(n_tokens, device=device) + prefix.length + prefix.delta

@@ -209,12 +209,15 @@ _MINICPM_TOWER = (
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
+    # its processor puts the image (|SPEAKER| per patch) before the prompt
+    # itself (skvlm.models._fuyu)
     "fuyu": Traits(
-        unsupported=dict.fromkeys(
-            ("vision", "projector", "language", "generative", "tuner"),
-            "FuyuProcessor puts the image in front of every prompt itself, so a "
-            "prompt holds no placeholder skvlm can check",
-        )
+        projector=("model.vision_embed_tokens",),
+        unsupported={
+            "vision": "it has no vision tower: one linear layer embeds each raw "
+            "pixel patch into the language model (the projector stage gives "
+            "those embeddings)"
+        },
     ),
     # BART encoder-decoder: its encoder and decoder blocks are both "layers"
     "florence2": Traits(language="model.language_model"),
@@ -522,6 +525,18 @@ TRAITS = {
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # -- prefix --
+    # the decoder puts the image's tokens before the text's itself, with no
+    # image token in input_ids (skvlm.models._git); its blocks are post-norm
+    "git": Traits(
+        vision="git.image_encoder",
+        vision_blocks="vision_model.encoder.layers",
+        projector=("git.visual_projection",),
+        language="git.encoder",
+        language_blocks=("layer",),
+        lm_head="output",
+        class_token="first",
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -532,8 +547,6 @@ NOT_SERVED = {
     "blip": "BLIP (v1) captions with a text decoder that cross-attends to the "
     "image: its prompt holds no image positions",
     "evolla": "a protein-sequence model: it reads protein structures, not images",
-    "git": "GIT's decoder puts the image's tokens before the text itself, with "
-    "no placeholder in the prompt",
     "idefics": "IDEFICS (v1) reads the images through cross-attention layers, "
     "not at positions of the prompt",
     "instructblipvideo": "a video model (frames through a Q-Former) with no image "

@@ -21,6 +21,7 @@ from . import _families_encdec as encdec
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
+from . import _families_prefix as prefix
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
 from . import _generative as gen
@@ -155,3 +156,9 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- prefix --
+TINY_MODELS["git"] = TinyModel(prefix.make_tiny_git, "vlm", _ALL)
+# no vision tower; its processor needs torchvision in transformers 5.25
+TINY_MODELS["fuyu"] = TinyModel(
+    prefix.make_tiny_fuyu, "vlm", ("projector", "language"), torchvision=True
+)

@@ -20,7 +20,9 @@ from skvlm.testing import (
     make_tiny_blip2_t5,
     make_tiny_clip,
     make_tiny_florence2,
+    make_tiny_fuyu,
     make_tiny_gemma3,
+    make_tiny_git,
     make_tiny_glm4v,
     make_tiny_idefics2,
     make_tiny_idefics3,
@@ -76,6 +78,7 @@ from ._references import (
 )
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
+from ._references_prefix import fuyu_reference, git_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
@@ -609,4 +612,27 @@ def _claimed(name, *, build, tower, torchvision, images=None, **kwargs):
 _CLAIMED = [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
 TORCHVISION_FAMILIES += [f for f in _CLAIMED if NEEDS_TORCHVISION in f.marks]
 NEW_FAMILIES += _CLAIMED
+# -- prefix --
+# GIT: the decoder puts the image's tokens (CLS and patches) before the text's,
+# none of them in input_ids
+NEW_FAMILIES.append(
+    _new("git", make_tiny_git, tower=None, has_cls=True, reference=git_reference)
+)
+# Fuyu: no tower (vision refused); its processor puts one |SPEAKER| per patch
+# before the prompt; images at their own aspect ratio: 16, 18, 12 and 20
+# patches of 8 x 8 px. Its processor works with torchvision only (5.25).
+_FUYU = _new(
+    "fuyu",
+    make_tiny_fuyu,
+    tower=None,
+    reference=fuyu_reference,
+    stages=("projector", "language"),
+    images=lambda: random_images(
+        4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
+    ),
+    marks=(NEEDS_TORCHVISION,),
+)
+NEW_FAMILIES.append(_FUYU)
+TORCHVISION_FAMILIES.append(_FUYU)
+
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

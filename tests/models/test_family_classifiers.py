@@ -160,6 +160,8 @@ def _naive_scores(path, images):
                 full[key] = value
             with torch.no_grad():
                 logits = adapter.model(**full, use_cache=False).logits[0].float()
+            # GIT's logits cover its image tokens too, before the text's
+            logits = logits[-full["input_ids"].shape[1] :]
             logp = torch.log_softmax(logits, dim=-1)
             start = n + len(answer)
             out[i, c] = sum(logp[start - 1 + k, t].item() for k, t in enumerate(target))
