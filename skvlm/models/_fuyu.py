@@ -51,6 +51,7 @@ class FuyuAdapter(GenericImageTextAdapter):
 
     family = "fuyu"
     model_types = ("fuyu",)
+    stages = ("projector", "language")
     fallback = False
 
     @classmethod

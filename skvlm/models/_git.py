@@ -53,6 +53,7 @@ class GitAdapter(GenericImageTextAdapter):
 
     family = "git"
     model_types = ("git",)
+    stages = ("vision", "projector", "language")
     fallback = False
     #: The model's cache holds the image's tokens, which ``input_ids`` do not:
     #: the generative scorer positions continuations by the text's length (as

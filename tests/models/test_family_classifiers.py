@@ -242,6 +242,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "image_pooling_2d",
             "image_projector",
             "vision_embedder",  # Gemma 4 unified's embed_vision, as saved
+            "vision_embed_tokens",  # Fuyu's patch embedding, its projector
         )
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train
