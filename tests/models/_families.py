@@ -619,7 +619,7 @@ NEW_FAMILIES.append(
     _new("git", make_tiny_git, tower=None, has_cls=True, reference=git_reference)
 )
 # Fuyu: no tower (vision refused); its processor puts one |SPEAKER| per patch
-# before the prompt; images at their own aspect ratio: 16, 18, 12 and 20
+# before the prompt; images at their own aspect ratio: 16, 18, 8 and 24
 # patches of 8 x 8 px. Its processor works with torchvision only (5.25).
 _FUYU = _new(
     "fuyu",
