@@ -79,7 +79,7 @@ class FuyuAdapter(GenericImageTextAdapter):
         markers = {tokenizer.convert_tokens_to_ids(t) for t in _MARKERS}
         # the row ends are words of the vocabulary, not image positions
         self._special_ids |= {*processor.image_token_ids, *markers}
-        self._special_ids -= {self.image_token_id, tokenizer.unk_token_id}
+        self._special_ids.discard(self.image_token_id)
 
     # -- inputs ----------------------------------------------------------------
     def format_prompt(self, prompt):
