@@ -73,7 +73,7 @@ class GitAdapter(GenericImageTextAdapter):
         self.projection = resolve_path(model, traits.projector[0])
         self.image_token = "<image>"  # only ever dropped from a prompt's start
         self.unavailable = dict(traits.unsupported)
-        self.stages = ("vision", "projector", "language")
+        self.stages = type(self).stages  # its projector is no get_image_features
 
     # -- inputs ----------------------------------------------------------------
     def format_prompt(self, prompt):
@@ -144,10 +144,12 @@ class GitAdapter(GenericImageTextAdapter):
         def masks(hidden):
             # the model's own count of image tokens: what it put before the text
             n_image = hidden.shape[1] - ids.shape[1]
-            image = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=ids.device)
-            image[:, :n_image] = True
-            valid = torch.cat([image[:, :n_image], mask], dim=1)
-            text = torch.cat([~image[:, :n_image], mask & ~special], dim=1)
+            first = torch.ones(
+                ids.shape[0], n_image, dtype=torch.bool, device=ids.device
+            )
+            valid = torch.cat([first, mask], dim=1)
+            image = torch.cat([first, torch.zeros_like(mask)], dim=1)
+            text = torch.cat([~first, mask & ~special], dim=1)
             return TokenMasks(
                 valid=valid, pooled=valid, image=image, text=text, has_cls=False
             )
