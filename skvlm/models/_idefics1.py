@@ -43,9 +43,13 @@ Stages and layers:
   ``<fake_token_around_image>`` and other special tokens left out).
 
 Generative scoring: the cross-attention layers keep nothing in the cache
-(transformers refuses one there), so a continuation needs the image again;
-the probabilistic scorer runs the prompt with each class name appended, one
-full pass per class and image (``Traits.cache="recompute"``).
+(transformers refuses one there), so every pass over the cached prompt needs
+the image again. The probabilistic scorer caches the prompt once per image
+and hands each pass over it the image's states as the cross-attention layers
+read them (:meth:`IdeficsAdapter.held_inputs`: the resampler's latents as
+``perceiver_embeddings``, or the tower's output as
+``image_encoder_embeddings``), as transformers' own ``generate`` does; the
+tower runs once more per image for that, not once per class.
 
 Tuning: ``train="projector"`` trains what IDEFICS itself trained between its
 frozen tower and language model: the resampler and the gated
@@ -146,12 +150,29 @@ class IdeficsAdapter(GenericImageTextAdapter):
         return [1] * pixels.shape[0], pixels.flatten(0, 1)
 
     # -- stages ------------------------------------------------------------------
+    def _image_states(self, batch):
+        """(images, tokens, dim): the image states the cross-attention reads."""
+        states = self.tower(pixel_values=self._views(batch)[1]).last_hidden_state
+        return states if self.resampler is None else self.resampler(states)
+
     def image_tokens(self, batch):
         """Each image's tokens as the cross-attention layers read them."""
-        states = self.tower(pixel_values=self._views(batch)[1]).last_hidden_state
-        if self.resampler is not None:
-            states = self.resampler(states)
-        return list(states)
+        return list(self._image_states(batch))
+
+    def held_inputs(self, batch):
+        """What a pass over the cached prompt of ``batch`` needs again.
+
+        The cross-attention layers keep nothing in the cache: the image's
+        states, under the name IDEFICS's forward takes them (the resampler's
+        output is ``perceiver_embeddings``, the tower's
+        ``image_encoder_embeddings``), as its ``generate`` passes them.
+        """
+        name = (
+            "image_encoder_embeddings"
+            if self.resampler is None
+            else "perceiver_embeddings"
+        )
+        return {name: self._image_states(batch)}
 
 
 ADAPTERS = [IdeficsAdapter]

@@ -524,13 +524,13 @@ TRAITS = {
     ),
     # -- idefics1 --
     # IDEFICS v1 (skvlm.models._idefics1): the image enters through gated
-    # cross-attention layers, whose cache transformers refuses; the projector
-    # the tuner trains is what IDEFICS trained (cross-attention + resampler;
-    # the resampler last: the adapter's projector stage reads it there)
+    # cross-attention layers (which keep nothing in the cache: the adapter's
+    # held_inputs give each cached pass the image again); the projector the
+    # tuner trains is what IDEFICS trained (cross-attention + resampler; the
+    # resampler last: the adapter's projector stage reads it there)
     "idefics": Traits(
         projector=("model.gated_cross_attn_layers", "model.perceiver_resampler"),
         language="model",
-        cache="recompute",
         token_inputs=("image_attention_mask",),
     ),
 }

@@ -1,7 +1,9 @@
 """IDEFICS (v1) beyond the family matrix (test_vlm_families.py).
 
 Its processor takes a prompt as a list of text and images; skvlm cuts the
-prompt at its ``<image>`` placeholder. A checkpoint without the perceiver
+prompt at its ``<image>`` placeholder. The probabilistic scorer caches the
+prompt and hands each pass over the cache the image's states (its
+cross-attention layers cache nothing). A checkpoint without the perceiver
 resampler (``use_resampler=False``) gives the tower's output as its projector
 stage, which is what its cross-attention layers read; the tuner then trains
 the cross-attention layers as its projector.
@@ -11,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from skvlm.classifiers import VLMGenerativeClassifier
+from skvlm.classifiers._generative_scoring import image_prefix
 from skvlm.models import load_adapter
 from skvlm.testing import make_tiny_idefics
 from skvlm.tuning import VLMClassificationTuner
 
 from ._references import expected
 from ._references_idefics1 import idefics1_reference
+from .test_family_classifiers import ANSWER, NAMES, PROMPT, _naive_scores
 
 NAME = "idefics"
 
@@ -91,3 +96,24 @@ def test_without_resampler_projector_training_trains_cross_attention(
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
     assert changed
     assert all(k.startswith("model.gated_cross_attn_layers.") for k in changed)
+
+
+@pytest.mark.parametrize("resampler", [True, False])
+def test_scorer_reuses_the_cached_prompt(built, no_resampler, resampler):
+    """One cached prompt per image, the image's states held for every pass
+    over it; the scores equal HF's full passes, one per class."""
+    path = str(built.path(NAME)) if resampler else no_resampler
+    adapter = load_adapter(path, device="cpu")
+    images = built.images(NAME)[:2]
+    text = adapter.format_prompt(PROMPT)
+    with torch.inference_mode():
+        prefix, _ = image_prefix(adapter, images[0], text, [])
+    assert prefix.replay is None and prefix.kv is not None
+    name = "perceiver_embeddings" if resampler else "image_encoder_embeddings"
+    assert list(prefix.held) == [name]
+    clf = VLMGenerativeClassifier(
+        path, class_names=NAMES, device="cpu", answer_prefix=ANSWER, prompt=PROMPT
+    ).fit(images, [0, 1])
+    np.testing.assert_allclose(
+        clf.decision_function(images), _naive_scores(path, images), atol=1e-4
+    )
