@@ -50,6 +50,8 @@ ADAPTER_MODULES = (
     "skvlm.models._git",
     "skvlm.models._fuyu",
     "skvlm.models._generic",
+    # -- idefics1 --
+    "skvlm.models._idefics1",
 )
 
 _CACHE: dict[tuple, Adapter] = {}
