@@ -142,14 +142,14 @@ class HierarchicalAdapter(Adapter):
     subclasses give ``widths`` (the width of every entry, 0..L).
     """
 
+    stages = ("vision",)
+    positions = False
+    prompt_stages = ()
+
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.tower = encoder_tower(model, self.traits)
         self.blocks = resolve_path(self.tower, self.traits.vision_blocks)
-
-    stages = ("vision",)
-    positions = False
-    prompt_stages = ()
 
     def n_layers(self, stage):
         return len(self.blocks) + 1 if stage == "vision" else 1

@@ -77,7 +77,7 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
         self.tower = encoder_tower(model, self.traits)
         self.vision_config = getattr(model.config, "vision_config", model.config)
         # a vision-only checkpoint (clip_vision_model) has no projection
-        self.projection = resolve_path(model, (self.traits.projector or (None,))[0])
+        self.projection = resolve_path(model, next(iter(self.traits.projector), None))
         has_projection = self.projection is not None
         self.stages = ("vision", "projector") if has_projection else ("vision",)
 

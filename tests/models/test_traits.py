@@ -93,7 +93,7 @@ OWN_WORDS = frozenset(
 HANDLES = frozenset(
     """
     base decoder embeddings encoder head inner language lm model module net
-    projector tower vision
+    projector tower
     """.split()
 )
 #: reviewed exceptions, ``(path, name) -> why it is not a module path``: a public
