@@ -142,10 +142,17 @@ def _uses_mrope(adapter):
     A model that keeps ``rope_deltas`` but whose rotary embedding has no
     ``mrope_section`` (EXAONE 4.5: 1-D positions) does not.
     """
-    if not hasattr(getattr(adapter.model, "model", None), "rope_deltas"):
+    if not hasattr(_base_model(adapter), "rope_deltas"):
         return False
     rope = getattr(adapter.model.config.get_text_config(), "rope_parameters", None)
     return not isinstance(rope, dict) or "mrope_section" in rope
+
+
+def _base_model(adapter):
+    """The base model inside the adapter's model (its traits' ``base``), or None
+    where the model is its own base."""
+    path = adapter.traits.base
+    return resolve_path(adapter.model, path) if path else None
 
 
 def _kv(cache):
@@ -272,7 +279,7 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     delta = None
     if _uses_mrope(adapter):
         # set by the pass that just ran (a pass without image has none)
-        deltas = adapter.model.model.rope_deltas if with_image else None
+        deltas = _base_model(adapter).rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
     continued = _continued(adapter, batch) if with_image else {}
     held = getattr(adapter, "held_inputs", None)
