@@ -68,12 +68,11 @@ class GitAdapter(GenericImageTextAdapter):
         super().__init__(model, processor)
         self.family = "git"
         traits = self.traits
-        # the model that takes the pixels and runs the decoder (GitModel)
-        self.base = resolve_path(model, traits.language.rpartition(".")[0])
         self.projection = resolve_path(model, traits.projector[0])
         self.image_token = "<image>"  # only ever dropped from a prompt's start
+        # its projector is no get_image_features: the visual projection
         self.unavailable = dict(traits.unsupported)
-        self.stages = type(self).stages  # its projector is no get_image_features
+        self.stages = type(self).stages
 
     # -- inputs ----------------------------------------------------------------
     def format_prompt(self, prompt):
@@ -120,18 +119,6 @@ class GitAdapter(GenericImageTextAdapter):
         return torch.zeros_like(batch["input_ids"], dtype=torch.bool)
 
     # -- stacks ------------------------------------------------------------------
-    def n_layers(self, stage):
-        if stage == "language":
-            return len(self._language_blocks()) + 1
-        return super().n_layers(stage)
-
-    def _language_blocks(self):
-        return next(
-            blocks
-            for name in self.traits.language_blocks
-            if (blocks := getattr(self.language, name, None)) is not None
-        )
-
     def stack(self, stage, batch):
         if stage != "language":
             return super().stack(stage, batch)
@@ -154,7 +141,7 @@ class GitAdapter(GenericImageTextAdapter):
                 valid=valid, pooled=valid, image=image, text=text, has_cls=False
             )
 
-        return Stack(blocks=self._language_blocks(), masks=masks)
+        return Stack(blocks=self.language_blocks, masks=masks)
 
     def image_tokens(self, batch):
         """Each image's projector tokens: a list of (tokens, dim)."""

@@ -583,6 +583,7 @@ TRAITS = {
     # the decoder puts the image's tokens before the text's itself, with no
     # image token in input_ids (skvlm.models._git); its blocks are post-norm
     "git": Traits(
+        base="git",
         vision="git.image_encoder",
         vision_blocks="vision_model.encoder.layers",
         projector=("git.visual_projection",),
