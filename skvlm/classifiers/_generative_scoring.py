@@ -499,7 +499,9 @@ def generate_answers(
             images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
-            out = adapter.model.generate(
+            # an adapter whose model's generate needs its own framing (BLIP)
+            generate = getattr(adapter, "generate", None) or adapter.model.generate
+            out = generate(
                 **batch,
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
