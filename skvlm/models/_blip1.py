@@ -270,8 +270,10 @@ class InstructBlipVideoAdapter(InstructBlipAdapter):
             )
         return _to_device(batch, self.device, self.dtype)
 
-    def vision_pixels(self, batch):
-        return batch["pixel_values"][:, 0]  # the frames are the same image
+    def forward(self, stage, batch):
+        if stage == "vision":  # one frame: the four are the same image
+            return self.tower(pixel_values=batch["pixel_values"][:, 0])
+        return super().forward(stage, batch)
 
     def image_tokens(self, batch):
         features = self.model.get_video_features(**self._qformer_inputs(batch))
