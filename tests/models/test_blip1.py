@@ -1,0 +1,90 @@
+"""BLIP (v1): what it cannot offer says why; its prompts read as HF's generate
+reads them, on either padding side.
+
+The stages themselves are compared with HF in the family matrix
+(``test_vlm_families.py``), the classifier and the tuner in
+``test_family_classifiers.py``; InstructBLIP-Video's run in the torchvision
+world (``test_torchvision_families.py``).
+"""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import VLMGenerativeClassifier
+from skvlm.models import TRAITS, load_adapter, support_matrix
+
+PROMPTS = ["a picture of", "a cat", "describe the object in this picture ."]
+
+
+@pytest.fixture(scope="module")
+def path(built):
+    return built.path("blip")
+
+
+@pytest.fixture(scope="module")
+def images(built):
+    return built.images("blip")[:3]
+
+
+def test_projector_is_refused_with_its_reason(path, images):
+    reason = TRAITS["blip"].unsupported["projector"]
+    row = support_matrix().set_index("model_type").loc["blip"]
+    assert row["projector"] == f"unsupported: {reason}"
+    assert row[["vision", "language", "generative", "tuner"]].tolist() == ["tested"] * 4
+    vlm = VLMEmbeddingTransformer(path, stage="projector", device="cpu")
+    with pytest.raises(
+        ValueError, match=rf"stage='projector'.*blip.*{re.escape(reason)}"
+    ):
+        vlm.fit_transform(images)
+
+
+def test_image_mean_is_refused_with_its_reason(path, images):
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    vlm = VLMEmbeddingTransformer(
+        path, stage="language", pooling="image_mean", device="cpu"
+    )
+    with pytest.raises(ValueError, match="pooling='image_mean'.*cross-attention"):
+        vlm.fit_transform(X)
+
+
+def test_left_padding_gives_the_same_rows(path, images, monkeypatch):
+    # BLIP's positions are learned and counted from the first token: the rows
+    # carry their own positions, so the padding side changes nothing
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    vlm = VLMEmbeddingTransformer(
+        path, stage="language", layer=[0, -1], pooling="mean", device="cpu"
+    )
+    right = vlm.fit_transform(X)
+    tokenizer = load_adapter(path, device="cpu").processor.tokenizer
+    monkeypatch.setattr(tokenizer, "padding_side", "left")
+    np.testing.assert_allclose(vlm.transform(X), right, atol=1e-5)
+
+
+def test_answers_are_hfs_own_generate(path, images):
+    # HF's generate on the processor's own unpadded output, one image at a time
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    want = []
+    for image, prompt in zip(images, PROMPTS, strict=True):
+        inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=3)
+        # it read [DEC] + the prompt without its closing [SEP]
+        new = out[0, inputs["input_ids"].shape[1] - 1 :]
+        want.append(processor.decode(new, skip_special_tokens=True).strip())
+    clf = VLMGenerativeClassifier(
+        path,
+        class_names=["cat", "car"],
+        strategy="open_ended",
+        max_new_tokens=3,
+        batch_size=3,
+        device="cpu",
+    ).fit(images, [0, 1, 0])
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    assert clf.generate(X) == want
