@@ -79,13 +79,11 @@ class BlipAdapter(VisionTowerMixin, Adapter):
     --------
     >>> import tempfile
     >>> from skvlm.models import load_adapter
-    >>> from skvlm.testing import make_tiny_blip
+    >>> from skvlm.testing import make_tiny_blip, random_images
     >>> adapter = load_adapter(make_tiny_blip(tempfile.mkdtemp()), device="cpu")
     >>> adapter.stages, adapter.n_layers("language")
     (('vision', 'language'), 4)
-    >>> batch = adapter.prepare(
-    ...     [__import__("PIL.Image").Image.new("RGB", (32, 32))], ["a picture of"]
-    ... )
+    >>> batch = adapter.prepare(random_images(1), ["a picture of"])
     >>> adapter.processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
     ['[DEC]', 'a', 'picture', 'of']
     """
