@@ -2,9 +2,10 @@
 positions, or a video made of the image.
 
 **BLIP** (``BlipForConditionalGeneration``): a ViT tower and a BERT-style text
-decoder whose every block cross-attends to the tower's last states. The prompt
-holds no image positions, and there is no projector between tower and
-decoder (the cross-attention layers read the tower's states as they are).
+decoder whose every block cross-attends to the tower's output (its
+``last_hidden_state``: the last block's states after the post-layernorm). The
+prompt holds no image positions, and there is no projector between tower and
+decoder (the cross-attention layers read the tower's output as it is).
 
 - ``vision``: the ViT tower. Entry 0 = the embeddings (CLS + patch tokens
   with position embeddings), entry k = after block k, no post-layernorm on

@@ -208,7 +208,8 @@ _MINICPM_TOWER = (
 # -- blip1 --
 _BLIP1_NO_PROJECTOR = (
     "it has no projector: its text decoder's cross-attention layers read the "
-    "vision tower's last states as they are (stage='vision' gives them)"
+    "vision tower's output (its last_hidden_state) as it is (stage='vision' "
+    "gives the tower's blocks)"
 )
 
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.

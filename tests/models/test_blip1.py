@@ -17,7 +17,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import VLMGenerativeClassifier
-from skvlm.models import TRAITS, load_adapter, support_matrix
+from skvlm.models import TRAITS, load_adapter
+from skvlm.models._matrix import _vlm_cells
+from skvlm.models._registry import adapter_classes
+from skvlm.testing import TINY_MODELS
+from skvlm.tuning._batches import answer_ids, generation_batch, generation_loss_sum
 
 PROMPTS = ["a picture of", "a cat", "describe the object in this picture ."]
 
@@ -33,10 +37,14 @@ def images(built):
 
 
 def test_projector_is_refused_with_its_reason(path, images):
+    # the support matrix's cells of the type (test_support_matrix checks
+    # that support_matrix() is made of them)
     reason = TRAITS["blip"].unsupported["projector"]
-    row = support_matrix().set_index("model_type").loc["blip"]
-    assert row["projector"] == f"unsupported: {reason}"
-    assert row[["vision", "language", "generative", "tuner"]].tolist() == ["tested"] * 4
+    cells = _vlm_cells("blip", adapter_classes(), TINY_MODELS["blip"])
+    assert cells["projector"] == f"unsupported: {reason}"
+    assert [cells[c] for c in ("vision", "language", "generative", "tuner")] == [
+        "tested"
+    ] * 4
     vlm = VLMEmbeddingTransformer(path, stage="projector", device="cpu")
     with pytest.raises(
         ValueError, match=rf"stage='projector'.*blip.*{re.escape(reason)}"
@@ -88,3 +96,33 @@ def test_answers_are_hfs_own_generate(path, images):
     ).fit(images, [0, 1, 0])
     X = pd.DataFrame({"image": images, "prompt": PROMPTS})
     assert clf.generate(X) == want
+
+
+def test_training_rows_give_hfs_own_loss(path, images):
+    # the tuner's rows, left-padded to the longest answer with their own
+    # positions, give each answer the loss HF computes on its row alone
+    # ([DEC] prompt answer [SEP], labels on the answer)
+    adapter = load_adapter(path, device="cpu")
+    tokenizer = adapter.processor.tokenizer
+    answers = answer_ids(tokenizer, ["cat", "red car"])
+    texts = ["a cat", "a picture of"]  # rows of 5 and 7 tokens
+    prompts = [adapter.format_prompt(p) for p in texts]
+    rows = generation_batch(adapter, images[:2], prompts, answers)
+    assert rows.inputs["attention_mask"][0, 0] == 0  # a padded row
+    with torch.no_grad():
+        total, n = generation_loss_sum(adapter.model, rows)
+    want = []
+    for image, prompt, answer in zip(images[:2], texts, answers, strict=True):
+        inputs = adapter.processor(images=[image], text=[prompt], return_tensors="pt")
+        ids = inputs["input_ids"][0].tolist()
+        ids = [adapter.model.config.text_config.bos_token_id, *ids[1:-1], *answer]
+        labels = [-100] * (len(ids) - len(answer)) + answer
+        with torch.no_grad():
+            loss = adapter.model(
+                pixel_values=inputs["pixel_values"],
+                input_ids=torch.tensor([ids]),
+                labels=torch.tensor([labels]),
+            ).loss
+        want.append(float(loss) * len(answer))
+    assert n == sum(len(a) for a in answers)
+    np.testing.assert_allclose(float(total), sum(want), rtol=1e-5)
