@@ -340,10 +340,13 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
             if k in batch
         }
     continued = _continued(adapter, batch) if with_image else {}
+    module = adapter.model if with_image else _language_call(adapter)
+    if with_image and hasattr(adapter, "replay_inputs"):
+        # the image encoded once, its states handed to each pass (BLIP)
+        module, batch = adapter.replay_inputs(batch)
     if answer_ids:
         ids = torch.tensor([answer_ids], device=adapter.device)
         batch = _extend(batch, ids, continued)
-    module = adapter.model if with_image else _language_call(adapter)
     logits = module(**batch, use_cache=False, **_last_only(module)).logits
     return Prefix(
         None,

@@ -27,12 +27,13 @@ The prompt is used as given (a caption's start such as ``"a picture of"``
 suits the captioning checkpoints best); a prompt that opens with ``<image>``
 is used without it. Rows are padded on the tokenizer's side and carry their
 own ``position_ids`` (BLIP's positions are learned and counted from the first
-token), so padding never changes a row. Generative scoring runs the whole
-model again for each class (``Traits.cache="recompute"``: the decoder's
-cache holds cross-attention states beside its own keys and values, which the
-shared-prefix scorer does not reuse), at the cost of one pass of the tower and
-the decoder per class and image; its text-only prior is the decoder without
-its cross-attention. Generation is HF's own ``generate``.
+token), so padding never changes a row. Generative scoring encodes the image
+once and runs the text decoder again over the prompt for each class
+(``Traits.cache="recompute"``: the decoder's cache holds cross-attention
+states beside its own keys and values, which the shared-prefix scorer does not
+reuse), at the cost of one decoder pass over prompt and class per class and
+image; its text-only prior is the decoder without its cross-attention.
+Generation is HF's own ``generate``.
 
 **InstructBLIP-Video** (``InstructBlipVideoForConditionalGeneration``):
 InstructBLIP for videos. Its processor writes ``num_query_tokens`` x 4
@@ -203,6 +204,23 @@ class BlipAdapter(VisionTowerMixin, Adapter):
         if stage == "vision":
             return self.tower(pixel_values=batch["pixel_values"])
         return self.model(**batch, use_cache=False)
+
+    def replay_inputs(self, batch):
+        """What the generative scorer runs again for each class: the text
+        decoder, given the tower's output computed once.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            The text decoder (with its LM head).
+        inputs : dict
+            ``input_ids``, ``attention_mask`` and the image's
+            ``encoder_hidden_states`` (the tower's ``last_hidden_state``, as
+            BLIP's forward hands it over).
+        """
+        states = self.tower(pixel_values=batch["pixel_values"]).last_hidden_state
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+        return self.language_call, dict(inputs, encoder_hidden_states=states)
 
     def generate(self, *, input_ids, attention_mask, pixel_values, **kwargs):
         """HF's ``generate`` on prepared rows (left-padded): the prompt, then

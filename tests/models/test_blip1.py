@@ -126,3 +126,32 @@ def test_training_rows_give_hfs_own_loss(path, images):
         want.append(float(loss) * len(answer))
     assert n == sum(len(a) for a in answers)
     np.testing.assert_allclose(float(total), sum(want), rtol=1e-5)
+
+
+def test_text_prior_is_the_decoder_without_the_image(path, images):
+    # HF's own text decoder, no encoder states (its blocks then skip their
+    # cross-attention), over [DEC] prompt answer class
+    names, answer, prompt = ["cat", "red car"], "a photo of a", "a picture of"
+    clf = VLMGenerativeClassifier(
+        path,
+        class_names=names,
+        calibration="text_prior",
+        answer_prefix=answer,
+        prompt=prompt,
+        device="cpu",
+    ).fit(images[:2], [0, 1])
+    adapter = load_adapter(path, device="cpu")
+    tokenizer = adapter.processor.tokenizer
+    bos = adapter.model.config.text_config.bos_token_id
+    prefix = tokenizer(f"{prompt} {answer}", add_special_tokens=False)["input_ids"]
+    want = []
+    for name in names:
+        full = tokenizer(f"{prompt} {answer} {name}", add_special_tokens=False)
+        ids = [bos, *full["input_ids"]]
+        target = ids[1 + len(prefix) :]
+        with torch.no_grad():
+            logits = adapter.model.text_decoder(input_ids=torch.tensor([ids])).logits
+        logp = torch.log_softmax(logits[0].float(), dim=-1)
+        start = 1 + len(prefix)
+        want.append(sum(float(logp[start - 1 + k, t]) for k, t in enumerate(target)))
+    np.testing.assert_allclose(clf.prior_, want, atol=1e-4)
