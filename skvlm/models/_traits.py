@@ -529,6 +529,17 @@ TRAITS = {
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # -- idefics1 --
+    # IDEFICS v1 (skvlm.models._idefics1): the image enters through gated
+    # cross-attention layers (which keep nothing in the cache: the adapter's
+    # held_inputs give each cached pass the image again); the projector the
+    # tuner trains is what IDEFICS trained (cross-attention + resampler; the
+    # resampler last: the adapter's projector stage reads it there)
+    "idefics": Traits(
+        projector=("model.gated_cross_attn_layers", "model.perceiver_resampler"),
+        language="model",
+        token_inputs=("image_attention_mask",),
+    ),
     # -- blip1 --
     # BLIP (v1): a text decoder whose blocks cross-attend to the tower's last
     # states (skvlm.models._blip1); BERT keeps its blocks in encoder.layer
@@ -558,8 +569,6 @@ NOT_SERVED = {
     "evolla": "a protein-sequence model: it reads protein structures, not images",
     "git": "GIT's decoder puts the image's tokens before the text itself, with "
     "no placeholder in the prompt",
-    "idefics": "IDEFICS (v1) reads the images through cross-attention layers, "
-    "not at positions of the prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
     "image-text-to-text: it has no vision part",
     "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
