@@ -224,6 +224,13 @@ _MINICPM_TOWER = (
     "gives the merged output"
 )
 
+# -- blip1 --
+_BLIP1_NO_PROJECTOR = (
+    "it has no projector: its text decoder's cross-attention layers read the "
+    "vision tower's output (its last_hidden_state) as it is (stage='vision' "
+    "gives the tower's blocks)"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -576,6 +583,25 @@ TRAITS = {
     "dinov3_convnext": Traits(vision_blocks="model.stages"),
     **dict.fromkeys(("swin", "swinv2"), Traits(vision_blocks="encoder.layers")),
     "align": Traits(vision_blocks="encoder.blocks"),
+    # -- blip1 --
+    # BLIP (v1): a text decoder whose blocks cross-attend to the tower's last
+    # states (skvlm.models._blip1); BERT keeps its blocks in encoder.layer
+    "blip": Traits(
+        vision="vision_model",
+        vision_blocks="encoder.layers",
+        projector=(),
+        language="text_decoder.bert",
+        language_blocks=("encoder.layer",),
+        lm_head="text_decoder.cls",
+        # its cache holds cross-attention states beside the keys and values
+        cache="recompute",
+        unsupported={
+            "projector": _BLIP1_NO_PROJECTOR,
+            "tuner:projector": _BLIP1_NO_PROJECTOR,
+        },
+    ),
+    # an image is a still video of 4 frames (skvlm.models._blip1)
+    "instructblipvideo": _BLIP,
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -583,13 +609,9 @@ TRAITS = {
 #: prefix, an encoder of its own), or no image at all. Every column says so in
 #: ``support_matrix()``, and loading one stops with the reason.
 NOT_SERVED = {
-    "blip": "BLIP (v1) captions with a text decoder that cross-attends to the "
-    "image: its prompt holds no image positions",
     "evolla": "a protein-sequence model: it reads protein structures, not images",
     "git": "GIT's decoder puts the image's tokens before the text itself, with "
     "no placeholder in the prompt",
-    "instructblipvideo": "a video model (frames through a Q-Former) with no image "
-    "placeholder in its prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
     "image-text-to-text: it has no vision part",
     "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "

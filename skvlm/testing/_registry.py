@@ -16,6 +16,7 @@ from functools import partial
 
 from . import _encoders as enc
 from . import _families as fam
+from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
 from . import _families_idefics1 as idefics1
@@ -158,3 +159,9 @@ TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
 # -- idefics1 --
 TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
+# -- blip1 --
+# BLIP (v1): no projector (its decoder cross-attends to the tower's states)
+TINY_MODELS["blip"] = TinyModel(blip1.make_tiny_blip, "vlm", ("vision", "language"))
+TINY_MODELS["instructblipvideo"] = TinyModel(
+    blip1.make_tiny_instructblipvideo, "vlm", _ALL, torchvision=True
+)

@@ -16,6 +16,7 @@ from transformers.utils import is_torchvision_available
 
 from skvlm.testing import (
     make_tiny_aya_vision,
+    make_tiny_blip,
     make_tiny_blip2,
     make_tiny_blip2_t5,
     make_tiny_clip,
@@ -27,6 +28,7 @@ from skvlm.testing import (
     make_tiny_idefics3,
     make_tiny_instructblip,
     make_tiny_instructblip_t5,
+    make_tiny_instructblipvideo,
     make_tiny_internvl,
     make_tiny_janus,
     make_tiny_kosmos2,
@@ -75,6 +77,7 @@ from ._references import (
     t5gemma2_reference,
     vision_tower_reference,
 )
+from ._references_blip1 import blip_reference, instructblipvideo_reference
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
@@ -577,6 +580,20 @@ NEW_FAMILIES.append(
     )
 )
 
+# -- blip1 --
+# BLIP (v1): the text decoder cross-attends to the image (no image positions,
+# so no image_mean) and there is no projector; its rows hold the prompt alone
+NEW_FAMILIES.append(
+    replace(
+        _new("blip", make_tiny_blip, tower=None, reference=blip_reference),
+        poolings={
+            "vision": ("cls", *VISION),
+            # "[DEC] a cat": 3 tokens, the shortest prompt
+            "language": ("last", "mean", "max", "text_mean", 0, 2, -2),
+        },
+    )
+)
+
 # Families whose image processor transformers ships only with torchvision: their
 # cases skip here and run in the torchvision world (test_torchvision_families.py).
 NEEDS_TORCHVISION = pytest.mark.skipif(
@@ -605,6 +622,19 @@ TORCHVISION_FAMILIES = [
         marks=(NEEDS_TORCHVISION,),
     ),
 ]
+# -- blip1 --
+# InstructBLIP-Video: its video processor needs torchvision; each image a
+# still video of 4 frames
+TORCHVISION_FAMILIES.append(
+    _new(
+        "instructblipvideo",
+        make_tiny_instructblipvideo,
+        tower=None,
+        has_cls=True,
+        reference=instructblipvideo_reference,
+        marks=(NEEDS_TORCHVISION,),
+    )
+)
 NEW_FAMILIES += TORCHVISION_FAMILIES
 
 
