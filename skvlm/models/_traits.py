@@ -279,12 +279,9 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "ovis2": Traits(
-        unsupported={
-            "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
-            "after the blocks, so its blocks do not give the tower's own states"
-        }
-    ),
+    # its vision entries are its blocks' (the last, the last block's output:
+    # HF's last hidden state is after the final norm and the 2 x 2 merge)
+    "ovis2": Traits(views="tokens"),
     "qwen3_5": Traits(cache="recompute"),
     "qwen3_5_moe": Traits(cache="recompute"),
     "shieldgemma2": Traits(
