@@ -284,13 +284,8 @@ TRAITS = {
     "ovis2": Traits(views="tokens"),
     "qwen3_5": Traits(cache="recompute"),
     "qwen3_5_moe": Traits(cache="recompute"),
-    "shieldgemma2": Traits(
-        unsupported=dict.fromkeys(
-            ("vision", "projector", "language", "generative", "tuner"),
-            "ShieldGemma2Processor turns each image into one prompt per safety "
-            "policy and ignores the prompt given, so its rows are not the images",
-        )
-    ),
+    # Gemma 3 inside an image classifier (skvlm.models._shieldgemma2)
+    "shieldgemma2": Traits(images="nested", placeholder="<start_of_image>"),
     "smolvlm": Traits(images="nested"),
     # a class token before each image's patches (its tower's cls_embeddings)
     "llava_onevision1_5": Traits(class_token="first"),

@@ -6,6 +6,7 @@ vision stage is HF's own tower, run on one image at a time.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._references import HF, Tokens, _np, generic_reference
@@ -48,4 +49,55 @@ def ovis2_reference(path, images, prompts):
         hidden[-1] = last
         example.stages["vision"] = Tokens([_np(h.reshape(-1, width)) for h in hidden])
         example.facts["views"] = views
+    return examples
+
+
+def shieldgemma2_reference(path, images, prompts):
+    """ShieldGemma 2 as HF runs it: ``ShieldGemma2ForImageClassification``
+    (its weights as the checkpoint holds them) and ``ShieldGemma2Processor``,
+    each prompt given to it as the one policy to check (``custom_policies``),
+    so HF builds the prompt with its own chat template. Vision: the tower's
+    ``hidden_states``; projector: ``get_image_features``; language: the Gemma 3
+    model's ``hidden_states``, all of the Gemma 3 model inside the classifier;
+    ``facts["ids"]``: the prompt's token ids."""
+    from transformers import AutoModelForImageClassification, AutoProcessor
+
+    from ._references import Example, _special_ids
+
+    classifier = AutoModelForImageClassification.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    core = classifier.model.model  # the Gemma 3 model inside the classifier
+    token_id = classifier.config.image_token_id
+    special = _special_ids(processor.tokenizer, token_id)
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        inputs = processor(
+            images=[image],
+            custom_policies={"asked": prompt},
+            policies=["asked"],
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            language = core(**inputs, output_hidden_states=True, use_cache=False)
+            features = core.get_image_features(inputs["pixel_values"]).pooler_output
+            vision = core.vision_tower(
+                pixel_values=inputs["pixel_values"], output_hidden_states=True
+            ).hidden_states
+        ids = inputs["input_ids"][0].numpy()
+        image_mask = ids == token_id
+        text_mask = ~image_mask & ~np.isin(ids, sorted(special))
+        examples.append(
+            Example(
+                {
+                    "vision": Tokens([_np(h[0]) for h in vision]),
+                    "projector": Tokens([_np(features[0])]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in language.hidden_states],
+                        image=image_mask,
+                        text=text_mask,
+                    ),
+                },
+                facts={"ids": ids},
+            )
+        )
     return examples
