@@ -193,17 +193,6 @@ _NO_PROJECTOR_TO_TRAIN = (
     "model's word embeddings, shared with the text"
 )
 
-# -- minicpm --
-_MINICPM_TOWER = (
-    "its tower packs every view of every image (the global view and each "
-    "slice) in one sequence, its processor drops how many views each image has "
-    "(num_patches_per_image is among its unused_input_names), and its "
-    "window-attention merger after block "
-    "insert_layer_id merges 2 x 2 patches in window order, so the later blocks "
-    "hold a quarter as many tokens as the earlier ones: skvlm's packed reading "
-    "(one patch grid for every block) does not follow that; the projector stage "
-    "gives the merged output"
-)
 
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
@@ -485,12 +474,10 @@ TRAITS = {
     # -- minicpm --
     **dict.fromkeys(
         ("minicpm_ocr", "minicpmv4_6", "minicpmv4_7"),
-        # Qwen3.5's linear-attention layers keep a recurrent state in the cache
-        Traits(
-            cache="recompute",
-            projector=("model.merger",),
-            unsupported={"vision": _MINICPM_TOWER},
-        ),
+        # Qwen3.5's linear-attention layers keep a recurrent state in the cache;
+        # the tower packs every view of every image (skvlm.models._packed),
+        # its blocks after insert_layer_id hold a 2 x 2 merged grid
+        Traits(cache="recompute", projector=("model.merger",), views="packed"),
     ),
     # -- kosmos --
     # no image token id: image_embeds_position_mask marks the image's positions

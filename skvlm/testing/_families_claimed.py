@@ -446,7 +446,7 @@ def _minicpm(image_processor, *, ids=None, **kwargs):
                 linear_num_value_heads=4,
             ),
         ),
-        **{"stages": _NO_VISION, **kwargs},
+        **kwargs,
     )
 
 

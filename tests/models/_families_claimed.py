@@ -17,7 +17,7 @@ from skvlm.testing import TINY_MODELS
 
 from ._references import HF, Tokens, _np, generic_reference, qwen_reference
 from ._references_packed import packed_reference
-from ._references_towers1 import ovis2_reference
+from ._references_towers1 import minicpm_reference, ovis2_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
 #: tower) and what ``packed_reference`` needs to know of their order.
@@ -358,7 +358,16 @@ _ROWS = {
     "chameleon": dict(tower=None),
     "emu3": dict(tower=None),
     # -- minicpm --
-    **dict.fromkeys(["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"], dict(tower=None)),
+    # every view of every image packed; blocks after insert_layer_id hold a
+    # 2 x 2 merged grid (towers1)
+    **dict.fromkeys(
+        ["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"],
+        dict(
+            tower=None,
+            vision=("mean", "max", 0, 3, 4, 7, -1),
+            reference=minicpm_reference,
+        ),
+    ),
 }
 CLAIMED_ROWS = {
     name: dict(

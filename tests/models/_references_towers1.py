@@ -101,3 +101,52 @@ def shieldgemma2_reference(path, images, prompts):
             )
         )
     return examples
+
+
+def minicpm_reference(path, images, prompts):
+    """MiniCPM-V: ``get_image_features(..., output_hidden_states=True)`` on one
+    image at a time (its views alone in the packed sequence: the global view,
+    then the slices, each row by row). Entries up to the output of block
+    ``insert_layer_id`` hold every view's patches; after it (unless the
+    ``"4x"`` mode skips it) the tower's window merger has merged 2 x 2
+    patches, so later entries hold a quarter as many tokens, which its merger
+    reads as each view's halved grid row by row. HF's last entry is after the
+    tower's final norm: the stack's last is the last block's output, read off
+    that block by a hook and checked to give HF's once normed."""
+    examples = generic_reference(
+        path, images, prompts, tower=None, nested=False, has_cls=False, placeholder=None
+    )
+    hf = HF(path)
+    core = hf.model.model
+    tower = core.vision_tower
+    config = tower.config
+    merged_after = (
+        config.insert_layer_id if hf.model.config.downsample_mode != "4x" else None
+    )
+    seen = []
+    for image, example in zip(images, examples, strict=True):
+        pixels = hf.processor.image_processor(images=[image], return_tensors="pt")
+        sizes = pixels["target_sizes"]
+        seen.clear()
+        hook = tower.encoder.layers[-1].register_forward_hook(
+            lambda module, args, output: seen.append(output)
+        )
+        try:
+            with torch.no_grad():
+                hidden = list(
+                    core.get_image_features(
+                        pixels["pixel_values"], sizes, output_hidden_states=True
+                    ).hidden_states
+                )
+        finally:
+            hook.remove()
+        (last,) = seen
+        torch.testing.assert_close(tower.post_layernorm(last), hidden[-1])
+        hidden[-1] = last
+        patches = int(sizes.prod(-1).sum())
+        for k, state in enumerate(hidden):
+            merged = merged_after is not None and k > merged_after + 1
+            assert state.shape[1] == (patches // 4 if merged else patches), k
+        example.stages["vision"] = Tokens([_np(h[0]) for h in hidden])
+        example.facts["views"] = len(sizes)
+    return examples
