@@ -96,6 +96,11 @@ class Prefix:
         The family's ``Traits.token_inputs`` at the prefix's last token,
         shape (1, 1, ...): every appended token takes that value (Mllama's
         ``cross_attention_mask``: which image tiles a token reads).
+    held : dict
+        Inputs other than tokens that every pass over the cache needs again,
+        batch 1, expanded over the rows: the adapter's ``held_inputs(batch)``
+        where it has one (IDEFICS's image states: its cross-attention layers
+        keep nothing in the cache).
     """
 
     kv: list | None
@@ -105,6 +110,7 @@ class Prefix:
     replay: dict | None = None
     encoder: dict | None = None
     continued: dict = field(default_factory=dict)
+    held: dict = field(default_factory=dict)
 
 
 def _language_call(adapter):
@@ -226,6 +232,7 @@ def _step(adapter, prefix, cache, input_ids, **kwargs):
     if positions is not None:
         kwargs["position_ids"] = positions
     kwargs.update(_repeat(prefix.continued, rows, tokens))
+    kwargs.update({k: v.expand(rows, *v.shape[1:]) for k, v in prefix.held.items()})
     out = _language_call(adapter)(
         input_ids=input_ids, cache=cache, use_cache=True, **kwargs
     )
@@ -263,12 +270,15 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
         deltas = adapter.model.model.rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
     continued = _continued(adapter, batch) if with_image else {}
+    held = getattr(adapter, "held_inputs", None)
+    held = held(batch) if held is not None and with_image else {}
     prefix = Prefix(
         _kv(cache),
         batch["input_ids"].shape[1],
         out.logits[0, -1],
         delta,
         continued=continued,
+        held=held,
     )
     if prefix.kv is None:
         # A hybrid cache (recurrent state): replay the prefix for each class.
@@ -284,6 +294,7 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
             logits[0, -1],
             delta,
             continued=continued,
+            held=held,
         )
     return prefix, cache
 

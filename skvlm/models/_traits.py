@@ -501,6 +501,17 @@ TRAITS = {
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # -- idefics1 --
+    # IDEFICS v1 (skvlm.models._idefics1): the image enters through gated
+    # cross-attention layers (which keep nothing in the cache: the adapter's
+    # held_inputs give each cached pass the image again); the projector the
+    # tuner trains is what IDEFICS trained (cross-attention + resampler; the
+    # resampler last: the adapter's projector stage reads it there)
+    "idefics": Traits(
+        projector=("model.gated_cross_attn_layers", "model.perceiver_resampler"),
+        language="model",
+        token_inputs=("image_attention_mask",),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -513,8 +524,6 @@ NOT_SERVED = {
     "evolla": "a protein-sequence model: it reads protein structures, not images",
     "git": "GIT's decoder puts the image's tokens before the text itself, with "
     "no placeholder in the prompt",
-    "idefics": "IDEFICS (v1) reads the images through cross-attention layers, "
-    "not at positions of the prompt",
     "instructblipvideo": "a video model (frames through a Q-Former) with no image "
     "placeholder in its prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
