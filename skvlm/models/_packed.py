@@ -50,8 +50,8 @@ block k (the tower's own ``output_hidden_states``, before any final norm or
 merger), split per image and put in **raster patch order** (frames, then rows,
 then columns of the image's patch grid; a class token first, where the tower
 has one), whatever order the tower computes them in; an image of several
-views holds its views' tokens view after view, in the processor's order. ``mean`` and ``max`` pool
-the image's own patches (never a class token, another image's patches or
+views holds its views' tokens view after view, in the processor's order.
+``mean`` and ``max`` pool the image's own patches (never a class token, another image's patches or
 padding); an int position counts the image's tokens in that order; ``cls``
 is the class token where there is one. The tower runs as
 ``get_image_features`` runs it (its input layout, its extra arguments), and
@@ -284,6 +284,16 @@ class PackedTowerMixin:
         layouts = {}  # per token count: an entry's gather, lengths and masks
         current = {}
 
+        def add(found):
+            gather, lengths, patch = found
+            device = gather.device
+            counts = torch.tensor(lengths, device=device)
+            valid = torch.arange(max(lengths), device=device) < counts[:, None]
+            pooled = valid.clone()
+            pooled[valid] = patch.to(device)
+            masks = TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
+            layouts[len(gather)] = (gather, lengths, masks)
+
         def layout(tokens):
             if tokens not in layouts:
                 found = self.packed_layout(batch, tokens)
@@ -295,17 +305,10 @@ class PackedTowerMixin:
                         "of them. Use stage='projector' or stage='language', and "
                         "report the model id."
                     )
-                gather, lengths, patch = found
-                device = gather.device
-                counts = torch.tensor(lengths, device=device)
-                valid = torch.arange(max(lengths), device=device) < counts[:, None]
-                pooled = valid.clone()
-                pooled[valid] = patch.to(device)
-                masks = TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
-                layouts[tokens] = (gather, lengths, masks)
+                add(found)
             return layouts[tokens]
 
-        layout(len(self.packed_layout(batch)[0]))  # views checked before the pass
+        add(self.packed_layout(batch))  # the views are checked before the pass
 
         def unpack(hidden):
             flat = hidden.reshape(-1, hidden.shape[-1])
