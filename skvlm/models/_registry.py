@@ -48,6 +48,7 @@ ADAPTER_MODULES = (
     "skvlm.models._diffusion_gemma",
     "skvlm.models._kosmos2",
     "skvlm.models._blip1",
+    "skvlm.models._shieldgemma2",
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",

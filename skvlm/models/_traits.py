@@ -212,17 +212,6 @@ _NO_PROJECTOR_TO_TRAIN = (
     "model's word embeddings, shared with the text"
 )
 
-# -- minicpm --
-_MINICPM_TOWER = (
-    "its tower packs every view of every image (the global view and each "
-    "slice) in one sequence, its processor drops how many views each image has "
-    "(num_patches_per_image is among its unused_input_names), and its "
-    "window-attention merger after block "
-    "insert_layer_id merges 2 x 2 patches in window order, so the later blocks "
-    "hold a quarter as many tokens as the earlier ones: skvlm's packed reading "
-    "(one patch grid for every block) does not follow that; the projector stage "
-    "gives the merged output"
-)
 
 # -- blip1 --
 _BLIP1_NO_PROJECTOR = (
@@ -306,21 +295,13 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "ovis2": Traits(
-        unsupported={
-            "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
-            "after the blocks, so its blocks do not give the tower's own states"
-        }
-    ),
+    # its vision entries are its blocks' (the last, the last block's output:
+    # HF's last hidden state is after the final norm and the 2 x 2 merge)
+    "ovis2": Traits(views="tokens"),
     "qwen3_5": Traits(cache="recompute"),
     "qwen3_5_moe": Traits(cache="recompute"),
-    "shieldgemma2": Traits(
-        unsupported=dict.fromkeys(
-            ("vision", "projector", "language", "generative", "tuner"),
-            "ShieldGemma2Processor turns each image into one prompt per safety "
-            "policy and ignores the prompt given, so its rows are not the images",
-        )
-    ),
+    # Gemma 3 inside an image classifier (skvlm.models._shieldgemma2)
+    "shieldgemma2": Traits(images="nested", placeholder="<start_of_image>"),
     "smolvlm": Traits(images="nested"),
     # a class token before each image's patches (its tower's cls_embeddings)
     "llava_onevision1_5": Traits(class_token="first"),
@@ -520,12 +501,10 @@ TRAITS = {
     # -- minicpm --
     **dict.fromkeys(
         ("minicpm_ocr", "minicpmv4_6", "minicpmv4_7"),
-        # Qwen3.5's linear-attention layers keep a recurrent state in the cache
-        Traits(
-            cache="recompute",
-            projector=("model.merger",),
-            unsupported={"vision": _MINICPM_TOWER},
-        ),
+        # Qwen3.5's linear-attention layers keep a recurrent state in the cache;
+        # the tower packs every view of every image (skvlm.models._packed),
+        # its blocks after insert_layer_id hold a 2 x 2 merged grid
+        Traits(cache="recompute", projector=("model.merger",), views="packed"),
     ),
     # -- kosmos --
     # no image token id: image_embeds_position_mask marks the image's positions

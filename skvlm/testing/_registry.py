@@ -23,6 +23,7 @@ from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
+from . import _families_towers1 as tw1
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
 from . import _generative as gen
@@ -157,6 +158,8 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- towers1 --
+TINY_MODELS["shieldgemma2"] = TinyModel(tw1.make_tiny_shieldgemma2, "vlm", _ALL)
 # -- idefics1 --
 TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
 # -- blip1 --

@@ -49,6 +49,7 @@ from skvlm.testing import (
     make_tiny_qwen3_5,
     make_tiny_qwen3_vl,
     make_tiny_qwen3_vl_moe,
+    make_tiny_shieldgemma2,
     make_tiny_siglip,
     make_tiny_siglip2,
     make_tiny_smolvlm,
@@ -81,6 +82,7 @@ from ._references_blip1 import blip_reference, instructblipvideo_reference
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
+from ._references_towers1 import shieldgemma2_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
@@ -564,6 +566,19 @@ NEW_FAMILIES.append(
         images=lambda: random_images(
             4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
         ),
+    )
+)
+
+# -- towers1 --
+# ShieldGemma 2: Gemma 3 inside an image classifier; HF's own processor builds
+# each prompt as a policy check (the prompt passed as its one custom policy)
+NEW_FAMILIES.append(
+    _new(
+        "shieldgemma2",
+        make_tiny_shieldgemma2,
+        tower=None,
+        nested=True,
+        reference=shieldgemma2_reference,
     )
 )
 
