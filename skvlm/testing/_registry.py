@@ -23,8 +23,8 @@ from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
-from . import _families_towers1 as tw1
 from . import _families_prefix as prefix
+from . import _families_towers1 as tw1
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
 from . import _generative as gen

@@ -84,8 +84,8 @@ from ._references_blip1 import blip_reference, instructblipvideo_reference
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
-from ._references_towers1 import shieldgemma2_reference
 from ._references_prefix import fuyu_reference, git_reference
+from ._references_towers1 import shieldgemma2_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
