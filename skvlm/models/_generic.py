@@ -20,7 +20,13 @@ and the language model's decoder ``layers`` and final ``norm``.
   is split per image and put in raster patch order, window permutation
   undone (:mod:`skvlm.models._packed`). A tower that takes each image
   already cut into patches (LFM2-VL's NaFlex tower, Gemma 4's) gives each
-  image's real patches, padding masked (:mod:`skvlm.models._patches`).
+  image's real patches, padding masked (:mod:`skvlm.models._patches`). A
+  tower of encoders run one after the other (a SAM encoder, then a second
+  encoder: DeepSeek-OCR-2, Unlimited-OCR; a tuple of block lists in its
+  traits) gives SAM's entries, then the second encoder's blocks', in one
+  layer index space (:mod:`skvlm.models._chained`). A processor that gives
+  each image's views as patch sequences (Molmo 2, ``views="sequences"``)
+  gives each image's tokens over all its views, view after view.
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -35,7 +41,9 @@ and the language model's decoder ``layers`` and final ``norm``.
   final norm, has the model's width. Gemma 3n's blocks carry
   ``altup_num_inputs`` AltUp streams the same way; as in HF's
   ``hidden_states``, its last entry is its last block's streams, before they
-  are merged and normed (``Traits.last_entry``).
+  are merged and normed (``Traits.last_entry``). A decoder that runs its loop
+  blocks several times per pass (Inkling 2 loop) gives one entry per block
+  execution, as HF's ``hidden_states`` do (:mod:`skvlm.models._loops`).
 
 A stage the family's structure does not allow is refused when asked for,
 naming the family, the stage and the reason.
@@ -54,9 +62,11 @@ from .._transformers_compat import (
 )
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
+from ._chained import chained_stack, chained_tower
 from ._chat import ChatPromptMixin, special_token_ids
 from ._encoders import map_stack, per_entry_masks
 from ._loading import load_processor, load_processor_without_video
+from ._loops import block_executions
 from ._packed import PackedTowerMixin
 from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
@@ -213,7 +223,14 @@ class GenericImageTextAdapter(
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.vision_widths = ()  # a timm hierarchy's entries' widths
-        if self.vision_blocks is None:
+        # encoders run one after the other (SAM, then a second encoder)
+        self.chained = isinstance(traits.vision_blocks, tuple)
+        self.vision_norm = None
+        if self.chained and self.tower is not None:
+            self.vision_blocks, self.vision_widths, self.vision_norm = chained_tower(
+                self.tower, traits.vision_blocks
+            )
+        if self.vision_blocks is None and not self.chained:
             self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)
         self.pixtral = has_pixtral_tower(model)
@@ -248,13 +265,20 @@ class GenericImageTextAdapter(
             s for s in ("vision", "projector", "language") if s not in self.unavailable
         )
 
+    @property
+    def language_blocks(self):
+        """The language model's block executions in a pass, in order: one
+        entry each (a decoder loop runs blocks again, :mod:`skvlm.models._loops`)."""
+        text = self.model.config.get_text_config()
+        return block_executions(self.language.layers, text)
+
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):
         if stage == "vision":
             return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
-        return len(self.language.layers) + 1
+        return len(self.language_blocks) + 1
 
     def poolings(self, stage, layer):
         if stage == "language":
@@ -334,6 +358,8 @@ class GenericImageTextAdapter(
         if views == "masked":  # real tiles marked per image (Granite-Docling)
             real = batch["pixel_attention_mask"].bool()
             return real.sum(-1).tolist(), pixels[real]
+        if views == "sequences":  # each view a patch sequence (Molmo 2)
+            return batch["image_num_crops"].tolist(), pixels
         if pixels.dim() != 4:
             raise ValueError(
                 f"{self.family}: stage 'vision' is not available: pixel_values has "
@@ -362,6 +388,8 @@ class GenericImageTextAdapter(
             return self.packed_stack(batch)
         if stage == "vision" and self.patch_tower:
             return self.patch_stack(batch)
+        if stage == "vision" and self.chained:
+            return chained_stack(self.vision_blocks, self.vision_norm)
         if stage == "vision" and self.vision_widths:
             return map_stack(self.vision_blocks)
         if stage == "vision":
@@ -400,7 +428,7 @@ class GenericImageTextAdapter(
         )
         norm = final_norm(self.language) if self.traits.last_entry == "norm" else None
         return Stack(
-            blocks=self.language.layers,
+            blocks=self.language_blocks,
             masks=masks,
             final_norm=norm,
             unpack=partial(

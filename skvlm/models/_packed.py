@@ -12,7 +12,10 @@ read off the model:
 
 - the grid: the argument of ``get_image_features`` named ``*grid_thw``
   (or ``*grid_hw``, rows and columns of one frame: Nemotron Omni's RADIO)
-  (an image has ``t * h * w`` patches);
+  (an image has ``t * h * w`` patches); a grid that counts the language
+  model's image tokens (``Traits.grid_unit="token"``, Inkling 2: each token
+  ``m x m`` patches of the tower's ``spatial_merge_size`` m, packed token by
+  token) is scaled to patches;
 - the order of an image's patches: the processor packs them merge block by
   merge block (``(t, h / m, w / m, m, m)``) for the tower's merge size ``m``:
   a per-image ``*merge_sizes`` argument of ``get_image_features`` where it
@@ -180,6 +183,12 @@ class PackedTowerMixin:
         merge_key = _argument(method, "merge_sizes")
         if merge_key is not None and merge_key in batch:
             merges = [int(m) for m in batch[merge_key].tolist()]
+        elif getattr(self.traits, "grid_unit", "patch") == "token":
+            # the grid counts language tokens of m x m patches, packed token
+            # by token (Inkling 2)
+            m = int(self.tower.config.spatial_merge_size)
+            grid = grid * grid.new_tensor([1, m, m])
+            merges = [m] * len(grid)
         else:
             merges = [int(getattr(self.tower, "spatial_merge_size", 1))] * len(grid)
         window = unit = None
