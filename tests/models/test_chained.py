@@ -41,3 +41,26 @@ def test_every_layer_of_both_encoders_equals_hf(built):
             rtol=1e-6,
             err_msg=f"{layer} {pooling}",
         )
+
+
+def test_widths_and_final_norm_are_read_off_the_encoders():
+    from torch import nn
+
+    from skvlm.models._chained import chained_tower
+
+    def block(width):
+        return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+
+    tower = nn.Module()
+    tower.first = nn.Module()
+    tower.first.layers = nn.ModuleList([block(8), block(8)])
+    tower.second = nn.Module()
+    tower.second.layers = nn.ModuleList([block(12)])
+    tower.second.norm = nn.LayerNorm(12)
+    blocks, widths, norm = chained_tower(tower, ("first.layers", "second.layers"))
+    assert len(blocks) == 3 and widths == (8, 8, 8, 12)
+    assert norm is tower.second.norm
+    # no norm beside the last list; a missing list: not a chained tower
+    del tower.second.norm
+    assert chained_tower(tower, ("first.layers", "second.layers"))[2] is None
+    assert chained_tower(tower, ("first.layers", "third.layers")) == (None, (), None)
