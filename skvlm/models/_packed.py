@@ -183,7 +183,7 @@ class PackedTowerMixin:
         merge_key = _argument(method, "merge_sizes")
         if merge_key is not None and merge_key in batch:
             merges = [int(m) for m in batch[merge_key].tolist()]
-        elif getattr(self.traits, "grid_unit", "patch") == "token":
+        elif self.traits.grid_unit == "token":
             # the grid counts language tokens of m x m patches, packed token
             # by token (Inkling 2)
             m = int(self.tower.config.spatial_merge_size)
