@@ -48,6 +48,8 @@ ADAPTER_MODULES = (
     "skvlm.models._diffusion_gemma",
     "skvlm.models._kosmos2",
     "skvlm.models._generic",
+    # -- idefics1 --
+    "skvlm.models._idefics1",
 )
 
 _CACHE: dict[tuple, Adapter] = {}

@@ -22,6 +22,7 @@ from skvlm.testing import (
     make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
+    make_tiny_idefics,
     make_tiny_idefics2,
     make_tiny_idefics3,
     make_tiny_instructblip,
@@ -74,6 +75,7 @@ from ._references import (
     t5gemma2_reference,
     vision_tower_reference,
 )
+from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
@@ -559,6 +561,19 @@ NEW_FAMILIES.append(
         images=lambda: random_images(
             4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
         ),
+    )
+)
+
+# -- idefics1 --
+# IDEFICS (v1): the image enters through gated cross-attention layers; a
+# CLIP-like tower with a class token, a perceiver resampler
+NEW_FAMILIES.append(
+    _new(
+        "idefics",
+        make_tiny_idefics,
+        tower=None,
+        has_cls=True,
+        reference=idefics1_reference,
     )
 )
 
