@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._inputs import load_image
-from ..models import family_traits, resolve_path
+from ..models import family_traits, resolve_path, text_ids
 
 
 def continuation_ids(tokenizer, answer_prefix, names):
@@ -58,7 +58,7 @@ def continuation_ids(tokenizer, answer_prefix, names):
     """
 
     def ids(text):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return text_ids(tokenizer, text)
 
     prefix_ids = ids(answer_prefix) if answer_prefix else []
     continuations = []
@@ -294,7 +294,7 @@ def _encoder_prefix(adapter, batch, answer_ids, with_image):
         keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
-            for k in ("input_ids", "attention_mask")
+            for k in ("input_ids", "attention_mask", "bbox")  # UDOP's word boxes
             if k in batch
         }
         module = _language_call(adapter)
@@ -305,9 +305,11 @@ def _encoder_prefix(adapter, batch, answer_ids, with_image):
     out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
     # BLIP keeps the language model's output one level down
     states = getattr(out, "language_model_outputs", out).encoder_last_hidden_state
+    # UDOP's encoder appends the image's patches to the words: its own mask
+    mask_of = getattr(adapter, "encoder_attention_mask", None)
     encoder = {
         "states": states,
-        "mask": batch.get("attention_mask"),
+        "mask": batch.get("attention_mask") if mask_of is None else mask_of(batch),
         "decoder": decoder,
     }
     return Prefix(None, len(decoder), out.logits[0, -1], None, encoder=encoder)
@@ -320,11 +322,14 @@ def _decoder_logits(adapter, prefix, ids):
     rows = ids.shape[0]
     states = prefix.encoder["states"]
     mask = prefix.encoder["mask"]
+    mask = None if mask is None else mask.expand(rows, -1)
+    outputs = BaseModelOutput(last_hidden_state=states.expand(rows, *states.shape[1:]))
+    if hasattr(adapter, "encoder_attention_mask"):
+        # UDOP's decoder reads the encoder's mask off its outputs
+        outputs.attention_mask = mask
     return _language_call(adapter)(
-        encoder_outputs=BaseModelOutput(
-            last_hidden_state=states.expand(rows, *states.shape[1:])
-        ),
-        attention_mask=None if mask is None else mask.expand(rows, -1),
+        encoder_outputs=outputs,
+        attention_mask=mask,
         decoder_input_ids=ids,
         use_cache=False,
     ).logits

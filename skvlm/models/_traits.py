@@ -179,6 +179,13 @@ _BLIP = Traits(
     language_blocks=("layers", "block"),
 )
 
+# -- udop --
+_UDOP_NO_PROJECTOR = (
+    "it has no projector: a convolution embeds the image's patches straight "
+    "at the encoder's width, and the encoder reads them beside the words (the "
+    "vision stage's entry 0)"
+)
+
 # -- tvworld1 --
 _INKLING2_TOWER = (
     "its tower packs the patches of all images in one sequence with a class "
@@ -522,6 +529,19 @@ TRAITS = {
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # -- udop --
+    # one T5 encoder over the prompt's words and the image's patches
+    # (skvlm.models._udop); the tuner's language model is that encoder
+    "udop": Traits(
+        vision="patch_embed",
+        language="encoder",
+        lm_head="lm_head",
+        language_blocks=("block",),
+        unsupported={
+            "projector": _UDOP_NO_PROJECTOR,
+            "tuner:projector": _UDOP_NO_PROJECTOR,
+        },
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -548,8 +568,6 @@ NOT_SERVED = {
     "alone: no prompt holds the image",
     "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
     "prompt holds the image",
-    "udop": "a document encoder-decoder reading image patches beside OCR words "
-    "and their boxes, with no image placeholder",
     "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
     "alone: no prompt holds the image",
 }

@@ -23,6 +23,7 @@ from . import _families_mllama as mllama
 from . import _families_pixtral as pix
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
+from . import _families_udop as udop
 from . import _generative as gen
 from . import _vision as vis
 
@@ -155,3 +156,5 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- udop --
+TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .._inputs import load_image
+from ..models import text_ids
 from ..pooling import pool
 
 #: The file of a run that holds the ``cross_entropy`` head.
@@ -51,7 +52,7 @@ def answer_ids(tokenizer, answers):
     eos = tokenizer.eos_token_id
     out = []
     for answer in answers:
-        ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        ids = text_ids(tokenizer, answer)
         out.append(ids + ([eos] if eos is not None else []))
     return out
 

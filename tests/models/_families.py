@@ -50,6 +50,7 @@ from skvlm.testing import (
     make_tiny_siglip2,
     make_tiny_smolvlm,
     make_tiny_t5gemma2,
+    make_tiny_udop,
     make_tiny_vipllava,
     make_tiny_vit,
     random_images,
@@ -77,6 +78,7 @@ from ._references import (
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
+from ._references_udop import udop_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -559,6 +561,18 @@ NEW_FAMILIES.append(
         images=lambda: random_images(
             4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
         ),
+    )
+)
+# -- udop --
+# UDOP: one encoder over the prompt's words and the image's patches; its
+# vision stage is that encoder at the patch positions, no projector
+NEW_FAMILIES.append(
+    _new(
+        "udop",
+        make_tiny_udop,
+        tower=None,
+        stages=("vision", "language"),
+        reference=udop_reference,
     )
 )
 
