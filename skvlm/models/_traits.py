@@ -78,8 +78,10 @@ class Traits:
         one stack, in that order).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
-    language : str or None
-        Path of the language model, whose decoder blocks are ``layers``.
+    language : str, tuple of str or None
+        Path of the language model, whose decoder blocks are ``layers``; for
+        the tuner, a tuple of the paths of an encoder-decoder's two stacks
+        where no one module holds both (UDOP's ``encoder`` and ``decoder``).
     lm_head : str or None
         Path of the output projection to the vocabulary.
     language_blocks : tuple of str
@@ -151,7 +153,7 @@ class Traits:
     vision: str | None = None
     vision_blocks: str | None = None
     projector: tuple | None = None
-    language: str | None = None
+    language: str | tuple | None = None
     lm_head: str | None = None
     language_blocks: tuple = ("layers",)
     images: str = "flat"
@@ -531,10 +533,10 @@ TRAITS = {
     ),
     # -- udop --
     # one T5 encoder over the prompt's words and the image's patches
-    # (skvlm.models._udop); the tuner's language model is that encoder
+    # (skvlm.models._udop); the tuner adapts the encoder and the decoder
     "udop": Traits(
         vision="patch_embed",
-        language="encoder",
+        language=("encoder", "decoder"),
         lm_head="lm_head",
         language_blocks=("block",),
         unsupported={
