@@ -48,6 +48,7 @@ ADAPTER_MODULES = (
     "skvlm.models._diffusion_gemma",
     "skvlm.models._kosmos2",
     "skvlm.models._udop",
+    "skvlm.models._formulanet",
     "skvlm.models._generic",
 )
 

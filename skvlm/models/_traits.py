@@ -143,6 +143,10 @@ class Traits:
         sees the padding (Emu3's VQ-VAE): skvlm then encodes each image cut
         to its own size alone and passes the model those features
         (:mod:`skvlm.models._vq`).
+    language_norm : str or None
+        Path, under the language stack, of its final norm where the stack's
+        adapter reads it by name (UDOP's encoder: ``final_layer_norm``;
+        PP-FormulaNet's decoder: ``layer_norm``).
     prefix_tokens : str or None
         Path of the parameter whose rows are the tokens a packed tower puts
         before each image's patches (RADIO's class and register tokens), the
@@ -170,6 +174,7 @@ class Traits:
     row_positions: bool = False
     unpad_images: bool = False
     prefix_tokens: str | None = None
+    language_norm: str | None = None
 
 
 _BLIP = Traits(
@@ -539,10 +544,21 @@ TRAITS = {
         language=("encoder", "decoder"),
         lm_head="lm_head",
         language_blocks=("block",),
+        language_norm="final_layer_norm",
         unsupported={
             "projector": _UDOP_NO_PROJECTOR,
             "tuner:projector": _UDOP_NO_PROJECTOR,
         },
+    ),
+    # an image encoder with the projector inside it, and a decoder that
+    # cross-attends to the projector's output (skvlm.models._formulanet)
+    "pp_formulanet": Traits(
+        vision="model.encoder",
+        vision_blocks="layers",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model.decoder",
+        lm_head="lm_head",
+        language_norm="layer_norm",
     ),
 }
 
@@ -568,8 +584,6 @@ NOT_SERVED = {
     "expert, answering with actions, not text",
     "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
     "alone: no prompt holds the image",
-    "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
-    "prompt holds the image",
     "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
     "alone: no prompt holds the image",
 }

@@ -56,6 +56,7 @@ import torch
 from ..pooling import TokenMasks
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack
 from ._chat import DEFAULT_PROMPT, special_token_ids
+from ._traits import resolve_path
 from ._vision import _to_device
 
 #: The box of a prompt word: on no place of the page (UDOP's tokenizer gives
@@ -121,7 +122,8 @@ class UdopAdapter(Adapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.encoder = model.get_encoder()
-        self.blocks = self.encoder.block
+        self.blocks = resolve_path(self.encoder, self.traits.language_blocks[0])
+        self.norm = resolve_path(self.encoder, self.traits.language_norm)
         self.unavailable = dict(self.traits.unsupported)
         self.grid = model.config.image_size // model.config.patch_size
         self.image_token = "<image>"  # a leading one in a prompt is dropped
@@ -214,15 +216,14 @@ class UdopAdapter(Adapter):
         return _to_device(batch, self.device, self.dtype)
 
     # -- token positions -------------------------------------------------------
-    def encoder_attention_mask(self, batch):
-        """The mask of the encoder's sequence (words, then patch slots), as
-        HF's encoder returns it; the words' mask for a batch without pixels."""
-        if "pixel_values" not in batch:
-            return batch["attention_mask"]
-        patches = kept_patches(batch["bbox"], self.grid)
-        return torch.cat(
-            [batch["attention_mask"], patches.to(batch["attention_mask"].dtype)], 1
-        )
+    def encoder_outputs(self, batch):
+        """The encoder's output, as the model's ``encoder_outputs`` takes it.
+
+        Generative scoring runs the encoder once per image and keeps this:
+        UDOP's decoder reads the mask of the encoder's sequence (words, then
+        patch slots) off it, not off the words' ``attention_mask``.
+        """
+        return self.encoder(**batch)
 
     def image_positions(self, batch):
         """Image positions among ``input_ids``: none (the patches follow them)."""
@@ -232,7 +233,7 @@ class UdopAdapter(Adapter):
     def stack(self, stage, batch):
         n_words = batch["input_ids"].shape[1]
         patches = kept_patches(batch["bbox"], self.grid)
-        norm = self.encoder.final_layer_norm
+        norm = self.norm
         if stage == "vision":
             masks = TokenMasks(valid=patches, pooled=patches, has_cls=False)
             return Stack(

@@ -158,3 +158,6 @@ TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
 # -- udop --
 TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))
+TINY_MODELS["pp_formulanet"] = TinyModel(
+    udop.make_tiny_pp_formulanet, "vlm", _ALL, torchvision=True
+)

@@ -311,6 +311,14 @@ def make_trainable(
             net, parts, targets if targets is not None else adapter.traits.lora_targets
         )
         config = LoraConfig(**kwargs)
+        text = net.config.get_text_config()
+        if not hasattr(net.config, "tie_word_embeddings") and hasattr(
+            text, "tie_word_embeddings"
+        ):
+            # peft asks the model for its input embeddings unless the top
+            # config says the weights are untied: PP-FormulaNet says so in its
+            # text config only, and its model has no get_input_embeddings
+            net.config.tie_word_embeddings = text.tie_word_embeddings
         with warnings.catch_warnings():
             # peft reads a property transformers has deprecated (harmless)
             warnings.filterwarnings("ignore", category=FutureWarning)

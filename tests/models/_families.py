@@ -41,6 +41,7 @@ from skvlm.testing import (
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_phi4_multimodal,
+    make_tiny_pp_formulanet,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -78,7 +79,7 @@ from ._references import (
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
-from ._references_udop import udop_reference
+from ._references_udop import pp_formulanet_reference, udop_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -602,6 +603,23 @@ TORCHVISION_FAMILIES = [
             4, seed=5, sizes=((40, 100), (64, 64), (30, 64), (50, 50))
         ),
         marks=(NEEDS_TORCHVISION,),
+    ),
+    # -- udop --
+    # PP-FormulaNet: the encoder reads the image alone; the prompt is the
+    # decoder's, which cross-attends to the projector (no image positions)
+    replace(
+        _new(
+            "pp_formulanet",
+            make_tiny_pp_formulanet,
+            tower=None,
+            reference=pp_formulanet_reference,
+            marks=(NEEDS_TORCHVISION,),
+        ),
+        poolings={
+            "vision": VISION,
+            "projector": PROJECTOR,
+            "language": tuple(p for p in LANGUAGE if p != "image_mean"),
+        },
     ),
 ]
 NEW_FAMILIES += TORCHVISION_FAMILIES

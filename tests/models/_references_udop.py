@@ -1,4 +1,5 @@
-"""UDOP's reference: HF's own ``encoder_hidden_states``, tokens told apart by hand.
+"""UDOP's and PP-FormulaNet's references: HF's own hidden states, tokens told
+apart by hand.
 
 UDOP's encoder reads the prompt's words (each with the box ``[0, 0, 0, 0]``),
 then the image's patches that no word's box centre covers, zero-padded back
@@ -14,7 +15,7 @@ import torch
 
 from ._references import HF, Example, Tokens, _np
 
-__all__ = ["udop_reference"]
+__all__ = ["pp_formulanet_reference", "udop_reference"]
 
 
 def udop_reference(path, images, prompts):
@@ -57,6 +58,46 @@ def udop_reference(path, images, prompts):
                     "language": Tokens(language, image=image_mask, text=text_mask),
                 },
                 facts={"patches": n_patches},
+            )
+        )
+    return examples
+
+
+def pp_formulanet_reference(path, images, prompts):
+    """Vision: the encoder's ``encoder_hidden_states``, each (height, width)
+    map read row by row; projector: the encoder's ``pooler_output`` (what the
+    decoder cross-attends to); language: ``decoder_hidden_states`` over
+    ``</s> <s>`` (the decoder start token, then BOS, as HF's
+    ``shift_tokens_right`` makes of a labelled ``<s> ... </s>``) and the
+    prompt's tokens."""
+    hf = HF(path)
+    model, processor = hf.model, hf.processor
+    tokenizer = processor.tokenizer
+    start = [model.config.text_config.decoder_start_token_id, tokenizer.bos_token_id]
+    examples = []
+    for image, prompt in zip(images, prompts, strict=True):
+        inputs = processor(images=[image], return_tensors="pt")
+        ids = start + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model(
+                **inputs,
+                decoder_input_ids=torch.tensor([ids]),
+                output_hidden_states=True,
+            )
+            features = model.get_encoder()(**inputs).pooler_output
+        text = np.arange(len(ids)) >= len(start)
+        text &= ~np.isin(ids, sorted(hf.specials))
+        examples.append(
+            Example(
+                {
+                    "vision": Tokens(
+                        [_np(h[0].flatten(0, 1)) for h in out.encoder_hidden_states]
+                    ),
+                    "projector": Tokens([_np(features[0])]),
+                    "language": Tokens(
+                        [_np(h[0]) for h in out.decoder_hidden_states], text=text
+                    ),
+                }
             )
         )
     return examples

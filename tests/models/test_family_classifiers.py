@@ -128,9 +128,38 @@ def _naive_encoder_decoder_scores(adapter, images):
     return out
 
 
+def _naive_decoder_prompt_scores(adapter, images):
+    """A model whose processor takes no text (PP-FormulaNet: the encoder reads
+    the image alone): HF's logits over the decoder's ``</s> <s>`` (its start
+    token, then BOS, as HF's ``shift_tokens_right`` makes of a labelled
+    ``<s> ... </s>``), the prompt, the answer prefix and the class name."""
+    tokenizer = adapter.processor.tokenizer
+    start = [
+        adapter.model.config.get_text_config().decoder_start_token_id,
+        tokenizer.bos_token_id,
+    ]
+    prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        pixels = adapter.processor(images=[image], return_tensors="pt")
+        for c, name in enumerate(NAMES):
+            joint = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
+            target = joint["input_ids"][len(answer) :]
+            ids = torch.tensor([start + prompt + answer + target])
+            with torch.no_grad():
+                logits = adapter.model(**pixels, decoder_input_ids=ids).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            first = len(start) + len(prompt) + len(answer)
+            out[i, c] = sum(logp[first - 1 + k, t].item() for k, t in enumerate(target))
+    return out
+
+
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
     config = adapter.model.config
+    if "text" not in inspect.signature(adapter.processor.__call__).parameters:
+        return _naive_decoder_prompt_scores(adapter, images)
     # InstructBLIP's own config does not say so; its Flan-T5 text config does
     if config.is_encoder_decoder or config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
