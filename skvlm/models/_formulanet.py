@@ -50,7 +50,7 @@ from ..pooling import TokenMasks
 from ._base import Adapter, Stack, pool_token_lists
 from ._chat import special_token_ids, text_ids
 from ._generic import GenericImageTextAdapter, _raster_tokens
-from ._traits import resolve_path
+from ._traits import final_norm, language_layers, resolve_path
 from ._vision import _to_device
 
 #: The language stage's poolings: no image positions in the decoder.
@@ -84,8 +84,8 @@ class PPFormulaNetAdapter(Adapter):
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.decoder = resolve_path(model, traits.language)
-        self.decoder_blocks = resolve_path(self.decoder, traits.language_blocks[0])
-        self.decoder_norm = resolve_path(self.decoder, traits.language_norm)
+        self.decoder_blocks = language_layers(self.decoder, traits)
+        self.decoder_norm = final_norm(self.decoder, traits.language_norm)
         self.unavailable = dict(traits.unsupported)
         self.image_token = "<image>"  # a leading one in a prompt is dropped
         self.image_token_id = None  # the image is cross-attended to

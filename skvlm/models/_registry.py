@@ -47,9 +47,13 @@ ADAPTER_MODULES = (
     "skvlm.models._t5gemma2",
     "skvlm.models._diffusion_gemma",
     "skvlm.models._kosmos2",
+    "skvlm.models._blip1",
+    "skvlm.models._shieldgemma2",
     "skvlm.models._udop",
     "skvlm.models._formulanet",
     "skvlm.models._generic",
+    # -- idefics1 --
+    "skvlm.models._idefics1",
 )
 
 _CACHE: dict[tuple, Adapter] = {}

@@ -56,7 +56,7 @@ import torch
 from ..pooling import TokenMasks
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack
 from ._chat import DEFAULT_PROMPT, special_token_ids
-from ._traits import resolve_path
+from ._traits import final_norm, language_layers
 from ._vision import _to_device
 
 #: The box of a prompt word: on no place of the page (UDOP's tokenizer gives
@@ -122,8 +122,8 @@ class UdopAdapter(Adapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.encoder = model.get_encoder()
-        self.blocks = resolve_path(self.encoder, self.traits.language_blocks[0])
-        self.norm = resolve_path(self.encoder, self.traits.language_norm)
+        self.blocks = language_layers(self.encoder, self.traits)
+        self.norm = final_norm(self.encoder, self.traits.language_norm)
         self.unavailable = dict(self.traits.unsupported)
         self.grid = model.config.image_size // model.config.patch_size
         self.image_token = "<image>"  # a leading one in a prompt is dropped
