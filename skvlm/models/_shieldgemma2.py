@@ -74,7 +74,11 @@ class ShieldGemma2Adapter(GenericImageTextAdapter):
         )
 
     def __init__(self, model, processor):
-        # the classifier's Gemma 3 model: its logits are the vocabulary's
-        gemma3 = model if hasattr(model, "lm_head") else model.base_model
+        from transformers import ShieldGemma2ForImageClassification
+
+        # the classifier's Gemma 3 model: its logits are the vocabulary's (a
+        # tuned model is saved as that Gemma 3 model alone)
+        classifier = isinstance(model, ShieldGemma2ForImageClassification)
+        gemma3 = model.base_model if classifier else model
         super().__init__(gemma3, processor)
         self.family = "shieldgemma2"

@@ -32,6 +32,11 @@ overrides what cannot be derived.
 - ``"masked"``: (images, tiles, C, H, W) padded to the batch's most tiles,
   with the real tiles marked in ``pixel_attention_mask`` (images, tiles)
   (Granite-Docling); an image's tokens are those of its real tiles, in order.
+- ``"sequences"``: (views, patches, channels * patch**2), each view a
+  sequence of patches the tower embeds itself, every view of one size, the
+  views of each image in a row, counted per image in ``image_num_crops``
+  (Molmo 2: a low-resolution view, then overlapping crops); an image's tokens
+  are those of all its views, in order.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -77,7 +82,8 @@ class Traits:
     vision_blocks : str, tuple of str or None
         Path, from the tower, of its list of transformer blocks; a tuple for a
         tower of several encoders run one after the other (their blocks make
-        one stack, in that order).
+        one stack, in that order: Mllama's adapter; in the generic adapter,
+        :mod:`skvlm.models._chained`).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
     language : str, tuple of str or None
@@ -92,7 +98,8 @@ class Traits:
         the blocks whose linear layers LoRA adapts.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked", \
+"sequences"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -162,6 +169,11 @@ class Traits:
         Names, under a language stack (the language model, or the encoder
         of an encoder-decoder), of its final norm, the first present taken;
         None: transformers' usual names (:func:`final_norm`).
+    grid_unit : {"patch", "token"}
+        What a packed tower's patch grid (``*grid_thw``) counts: the tower's
+        patches (``"patch"``, Qwen-style), or the language model's image
+        tokens (``"token"``, Inkling 2: each token ``spatial_merge_size``
+        x ``spatial_merge_size`` patches, packed token by token).
     """
 
     vision: str | None = None
@@ -187,6 +199,7 @@ class Traits:
     base: str | None = None
     vision_head: str | None = None
     language_norm: tuple | None = None
+    grid_unit: str = "patch"
 
 
 _BLIP = Traits(
@@ -205,14 +218,6 @@ _UDOP_NO_PROJECTOR = (
     "it has no projector: a convolution embeds the image's patches straight "
     "at the encoder's width, and the encoder reads them beside the words (the "
     "vision stage's entry 0)"
-)
-
-# -- tvworld1 --
-_INKLING2_TOWER = (
-    "its tower packs the patches of all images in one sequence with a class "
-    "token before each image, and its image_grid_thw counts the language "
-    "model's tokens (2 x 2 patches each), not the tower's patches, so the grid "
-    "does not split the sequence"
 )
 
 # -- vqtok --
@@ -323,12 +328,8 @@ TRAITS = {
     "deepseek_ocr2": Traits(
         # the learned separator after each image's tokens is projector output
         projector=("model.multi_modal_projector", "model.view_separator"),
-        unsupported={
-            "vision": "its tower is a SAM encoder, then a second encoder over "
-            "SAM's tokens followed by learned queries (the queries' outputs are "
-            "the tower's); HF's hidden_states of the tower are the second "
-            "encoder's only, so no one stack of its blocks gives them"
-        },
+        # SAM's blocks, then the second encoder's (skvlm.models._chained)
+        vision_blocks=("sam_encoder.layers", "vision_encoder.layers"),
     ),
     # its MoE blocks route each token by modality: moe_mm_token_type_ids
     "ernie4_5_vl_moe": Traits(
@@ -393,14 +394,9 @@ TRAITS = {
         last_entry="block",
         train_pad="bos",
     ),
-    "molmo2": Traits(
-        unsupported={
-            "vision": "its processor gives each image's views (a low-res view and "
-            "overlapping crops) as patch sequences (views, patches, 3 * patch**2), "
-            "pooled into image tokens by index (image_token_pooling), not "
-            "(images, channels, height, width)"
-        }
-    ),
+    # each image's views (a low-res view, then overlapping crops) as patch
+    # sequences, image_num_crops views per image
+    "molmo2": Traits(views="sequences"),
     "muse_glimmer": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
@@ -417,12 +413,8 @@ TRAITS = {
     # window of keys and values (reference sliding attention)
     "unlimited_ocr": Traits(
         cache="recompute",
-        unsupported={
-            "vision": "its tower is a SAM encoder, then a CLIP encoder over SAM's "
-            "output, and gives both side by side (CLIP's patch tokens and SAM's, "
-            "channel by channel); HF's hidden_states of the tower are the CLIP "
-            "encoder's only, so no one stack of its blocks gives them"
-        },
+        # SAM's blocks, then the CLIP encoder's (skvlm.models._chained)
+        vision_blocks=("sam_encoder.layers", "vision_encoder.encoder.layers"),
     ),
     # -- tvworld1 --
     "apertus1p5": Traits(
@@ -443,20 +435,14 @@ TRAITS = {
         },
     ),
     # a short convolution in every block keeps a recurrent state in the cache
-    "inkling2": Traits(
-        cache="recompute",
-        projector=("model.vision_tower.merger",),
-        unsupported={"vision": _INKLING2_TOWER},
-    ),
-    "inkling2_loop": Traits(
-        cache="recompute",
-        projector=("model.vision_tower.merger",),
-        unsupported={
-            "vision": _INKLING2_TOWER,
-            # the classifier and the tuner read its logits, and do run
-            "language": "its decoder runs its loop blocks several times "
-            "(loop_num_passes), so one block gives several hidden states, not one",
-        },
+    # its packed tower's image_grid_thw counts language tokens (2 x 2 patches)
+    **dict.fromkeys(
+        ("inkling2", "inkling2_loop"),
+        Traits(
+            cache="recompute",
+            projector=("model.vision_tower.merger",),
+            grid_unit="token",
+        ),
     ),
     "inkling_mm_model": Traits(
         cache="recompute",
