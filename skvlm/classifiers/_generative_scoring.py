@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._inputs import load_image
-from ..models import family_traits, resolve_path
+from ..models import family_traits, resolve_path, text_ids
 
 
 def continuation_ids(tokenizer, answer_prefix, names):
@@ -58,7 +58,7 @@ def continuation_ids(tokenizer, answer_prefix, names):
     """
 
     def ids(text):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return text_ids(tokenizer, text)
 
     prefix_ids = ids(answer_prefix) if answer_prefix else []
     continuations = []
@@ -90,7 +90,8 @@ class Prefix:
         inputs of the prefix, run again with each continuation appended.
     encoder : dict or None
         Set instead of ``kv`` for encoder-decoder models: the encoder's
-        ``states`` (1, tokens, dim), its attention ``mask`` and the
+        ``states`` (1, tokens, dim) and its attention ``mask``, or the
+        adapter's own encoder ``outputs`` (UDOP, PP-FormulaNet), and the
         ``decoder`` ids before the class tokens.
     continued : dict
         The family's ``Traits.token_inputs`` at the prefix's last token,
@@ -312,19 +313,41 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
 
 
 def _encoder_prefix(adapter, batch, answer_ids, with_image):
-    """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept."""
+    """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept.
+
+    The decoder starts with the adapter's ``decoder_start_ids``, or, where the
+    prompt is the decoder's (PP-FormulaNet, whose encoder reads the image
+    alone), with the ``decoder_input_ids`` its ``prepare`` gives. An adapter
+    with an ``encoder_outputs(batch)`` method (UDOP, PP-FormulaNet) gives the
+    encoder's output as its model's ``encoder_outputs`` argument reads it.
+    """
+    batch = dict(batch)
+    lead = batch.pop("decoder_input_ids", None)
+    batch.pop("decoder_attention_mask", None)
     if not with_image:
         keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
-            for k in ("input_ids", "attention_mask")
+            for k in ("input_ids", "attention_mask", "bbox")  # UDOP's word boxes
             if k in batch
         }
         module = _language_call(adapter)
     else:
         module = adapter.model
-    decoder = [*adapter.decoder_start_ids(), *answer_ids]
+    start = adapter.decoder_start_ids() if lead is None else lead[0].tolist()
+    decoder = [*start, *answer_ids]
     ids = torch.tensor([decoder], device=adapter.device)
+    encode = getattr(adapter, "encoder_outputs", None)
+    if encode is not None:
+        outputs = encode(batch)
+        out = module(
+            encoder_outputs=outputs,
+            decoder_input_ids=ids,
+            use_cache=False,
+            **_last_only(module),
+        )
+        encoder = {"outputs": outputs, "decoder": decoder}
+        return Prefix(None, len(decoder), out.logits[0, -1], None, encoder=encoder)
     out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
     # BLIP keeps the language model's output one level down
     states = getattr(out, "language_model_outputs", out).encoder_last_hidden_state
@@ -341,6 +364,18 @@ def _decoder_logits(adapter, prefix, ids):
     from transformers.modeling_outputs import BaseModelOutput
 
     rows = ids.shape[0]
+    kept = prefix.encoder.get("outputs")
+    if kept is not None:  # the adapter's own encoder output, its tensors expanded
+        outputs = type(kept)(
+            **{
+                key: value.expand(rows, *value.shape[1:])
+                for key, value in kept.items()
+                if isinstance(value, torch.Tensor)
+            }
+        )
+        return _language_call(adapter)(
+            encoder_outputs=outputs, decoder_input_ids=ids, use_cache=False
+        ).logits
     states = prefix.encoder["states"]
     mask = prefix.encoder["mask"]
     return _language_call(adapter)(
@@ -525,25 +560,41 @@ def generate_answers(
             images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
-            # an adapter whose model's generate needs its own framing (BLIP)
-            generate = getattr(adapter, "generate", None) or adapter.model.generate
-            out = generate(
-                **batch,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            ids = batch["input_ids"]
-            if out.shape[1] >= ids.shape[1] and torch.equal(
-                out[:, : ids.shape[1]], ids
-            ):
-                out = out[:, ids.shape[1] :]  # decoder-only LMs echo the prompt
-            answers.extend(
-                a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
-            )
+            answers.extend(_generate(adapter, batch, max_new_tokens))
             if on_batch is not None:
                 on_batch(stop, len(items), list(range(start, stop)))
     return answers
+
+
+def _generate(adapter, batch, max_new_tokens):
+    """Greedy answers of one prepared batch.
+
+    A prompt that is the decoder's (PP-FormulaNet: ``prepare`` gives its
+    ``decoder_input_ids``, padded on the right) is continued row by row, so
+    that no answer follows padding.
+    """
+    tokenizer = adapter.processor.tokenizer
+    if "decoder_input_ids" in batch and batch["decoder_input_ids"].shape[0] > 1:
+        answers = []
+        mask = batch["decoder_attention_mask"].bool()
+        for i in range(mask.shape[0]):
+            row = {k: v[i : i + 1] for k, v in batch.items()}
+            row["decoder_input_ids"] = row["decoder_input_ids"][:, mask[i]]
+            row["decoder_attention_mask"] = row["decoder_attention_mask"][:, mask[i]]
+            answers.extend(_generate(adapter, row, max_new_tokens))
+        return answers
+    # an adapter whose model's generate needs its own framing (BLIP)
+    generate = getattr(adapter, "generate", None) or adapter.model.generate
+    out = generate(
+        **batch,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    ids = batch.get("input_ids", batch.get("decoder_input_ids"))
+    if out.shape[1] >= ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids):
+        out = out[:, ids.shape[1] :]  # the prompt echoed (decoder-only LMs)
+    return [a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
 @contextlib.contextmanager

@@ -51,6 +51,8 @@ ADAPTER_MODULES = (
     "skvlm.models._shieldgemma2",
     "skvlm.models._git",
     "skvlm.models._fuyu",
+    "skvlm.models._udop",
+    "skvlm.models._formulanet",
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",

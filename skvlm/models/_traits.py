@@ -86,8 +86,10 @@ class Traits:
         :mod:`skvlm.models._chained`).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
-    language : str or None
-        Path of the language model, whose decoder blocks are ``layers``.
+    language : str, tuple of str or None
+        Path of the language model, whose decoder blocks are ``layers``; for
+        the tuner, a tuple of the paths of an encoder-decoder's two stacks
+        where no one module holds both (UDOP's ``encoder`` and ``decoder``).
     lm_head : str or None
         Path of the output projection to the vocabulary.
     language_blocks : tuple of str
@@ -177,7 +179,7 @@ class Traits:
     vision: str | None = None
     vision_blocks: str | None = None
     projector: tuple | None = None
-    language: str | None = None
+    language: str | tuple | None = None
     lm_head: str | None = None
     language_blocks: tuple = ("layers",)
     images: str = "flat"
@@ -209,6 +211,13 @@ _BLIP = Traits(
     language_blocks=("layers", "block"),
     # Vicuna's final norm; OPT's decoder and T5's encoder call it final_layer_norm
     language_norm=("norm", "final_layer_norm"),
+)
+
+# -- udop --
+_UDOP_NO_PROJECTOR = (
+    "it has no projector: a convolution embeds the image's patches straight "
+    "at the encoder's width, and the encoder reads them beside the words (the "
+    "vision stage's entry 0)"
 )
 
 # -- vqtok --
@@ -583,6 +592,30 @@ TRAITS = {
         lm_head="output",
         class_token="first",
     ),
+    # -- udop --
+    # one T5 encoder over the prompt's words and the image's patches
+    # (skvlm.models._udop); the tuner adapts the encoder and the decoder
+    "udop": Traits(
+        vision="patch_embed",
+        language=("encoder", "decoder"),
+        lm_head="lm_head",
+        language_blocks=("block",),
+        language_norm=("final_layer_norm",),
+        unsupported={
+            "projector": _UDOP_NO_PROJECTOR,
+            "tuner:projector": _UDOP_NO_PROJECTOR,
+        },
+    ),
+    # an image encoder with the projector inside it, and a decoder that
+    # cross-attends to the projector's output (skvlm.models._formulanet)
+    "pp_formulanet": Traits(
+        vision="model.encoder",
+        vision_blocks="layers",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model.decoder",
+        lm_head="lm_head",
+        language_norm=("layer_norm",),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -599,10 +632,6 @@ NOT_SERVED = {
     "expert, answering with actions, not text",
     "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
     "alone: no prompt holds the image",
-    "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
-    "prompt holds the image",
-    "udop": "a document encoder-decoder reading image patches beside OCR words "
-    "and their boxes, with no image placeholder",
     "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
     "alone: no prompt holds the image",
 }

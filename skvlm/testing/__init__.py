@@ -47,6 +47,7 @@ __getattr__, __dir__, __all__ = attach(
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._families_tvworld2": ["make_tiny_gemma3n"],
         "._families_towers1": ["make_tiny_shieldgemma2"],
+        "._families_udop": ["make_tiny_pp_formulanet", "make_tiny_udop"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -27,6 +27,7 @@ from . import _families_prefix as prefix
 from . import _families_towers1 as tw1
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
+from . import _families_udop as udop
 from . import _generative as gen
 from . import _vision as vis
 
@@ -174,4 +175,9 @@ TINY_MODELS["git"] = TinyModel(prefix.make_tiny_git, "vlm", _ALL)
 # no vision tower; its processor needs torchvision in transformers 5.25
 TINY_MODELS["fuyu"] = TinyModel(
     prefix.make_tiny_fuyu, "vlm", ("projector", "language"), torchvision=True
+)
+# -- udop --
+TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))
+TINY_MODELS["pp_formulanet"] = TinyModel(
+    udop.make_tiny_pp_formulanet, "vlm", _ALL, torchvision=True
 )

@@ -46,6 +46,7 @@ from skvlm.testing import (
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_phi4_multimodal,
+    make_tiny_pp_formulanet,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -56,6 +57,7 @@ from skvlm.testing import (
     make_tiny_siglip2,
     make_tiny_smolvlm,
     make_tiny_t5gemma2,
+    make_tiny_udop,
     make_tiny_vipllava,
     make_tiny_vit,
     random_images,
@@ -87,6 +89,7 @@ from ._references_mllama import mllama_reference
 from ._references_prefix import fuyu_reference, git_reference
 from ._references_towers1 import shieldgemma2_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
+from ._references_udop import pp_formulanet_reference, udop_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -571,6 +574,18 @@ NEW_FAMILIES.append(
         ),
     )
 )
+# -- udop --
+# UDOP: one encoder over the prompt's words and the image's patches; its
+# vision stage is that encoder at the patch positions, no projector
+NEW_FAMILIES.append(
+    _new(
+        "udop",
+        make_tiny_udop,
+        tower=None,
+        stages=("vision", "language"),
+        reference=udop_reference,
+    )
+)
 
 # -- towers1 --
 # ShieldGemma 2: Gemma 3 inside an image classifier; HF's own processor builds
@@ -638,6 +653,23 @@ TORCHVISION_FAMILIES = [
             4, seed=5, sizes=((40, 100), (64, 64), (30, 64), (50, 50))
         ),
         marks=(NEEDS_TORCHVISION,),
+    ),
+    # -- udop --
+    # PP-FormulaNet: the encoder reads the image alone; the prompt is the
+    # decoder's, which cross-attends to the projector (no image positions)
+    replace(
+        _new(
+            "pp_formulanet",
+            make_tiny_pp_formulanet,
+            tower=None,
+            reference=pp_formulanet_reference,
+            marks=(NEEDS_TORCHVISION,),
+        ),
+        poolings={
+            "vision": VISION,
+            "projector": PROJECTOR,
+            "language": tuple(p for p in LANGUAGE if p != "image_mean"),
+        },
     ),
 ]
 # -- blip1 --
