@@ -205,6 +205,13 @@ _MINICPM_TOWER = (
     "gives the merged output"
 )
 
+# -- encdec2 --
+_NO_CONNECTOR = (
+    "nothing stands between its encoder and its decoder: the decoder "
+    "cross-attends to the encoder's last hidden state, after the encoder's "
+    "final layer norm (the vision stage's last entry is the state before it)"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -522,6 +529,28 @@ TRAITS = {
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
     ),
+    # -- encdec2 --
+    # encoder-decoders whose encoder reads the image alone; the prompt is the
+    # decoder's prefix (skvlm.models._decoder_prefix)
+    "pix2struct": Traits(
+        vision="encoder",
+        vision_blocks="encoder.layer",
+        projector=(),
+        language="decoder",
+        lm_head="decoder.lm_head",
+        language_blocks=("layer",),
+        class_token="none",
+        unsupported=dict.fromkeys(("projector", "tuner:projector"), _NO_CONNECTOR),
+    ),
+    # a checkpoint without enc_to_dec_proj refuses its projector (the adapter
+    # says why); the decoder's blocks: TrOCR's and MBart's "layers", BERT's
+    # "layer", GPT-2's "h"
+    "vision-encoder-decoder": Traits(
+        vision="encoder",
+        projector=("enc_to_dec_proj",),
+        language="decoder",
+        language_blocks=("layers", "layer", "h"),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -544,14 +573,10 @@ NOT_SERVED = {
     "expert, answering with actions, not text",
     "pi05": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
     "expert, answering with actions, not text",
-    "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
-    "alone: no prompt holds the image",
     "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
     "prompt holds the image",
     "udop": "a document encoder-decoder reading image patches beside OCR words "
     "and their boxes, with no image placeholder",
-    "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
-    "alone: no prompt holds the image",
 }
 TRAITS.update(
     {
@@ -630,6 +655,37 @@ def final_norm(language):
             getattr(language, name)
             for name in _FINAL_NORM_NAMES
             if getattr(language, name, None) is not None
+        ),
+        None,
+    )
+
+
+# -- encdec2 --
+# The final norm of a decoder, on the module that holds its blocks
+# (Pix2Struct's text model, MBart's decoder, GPT-2's transformer); TrOCR's and
+# BERT's decoders have none.
+_DECODER_NORM_NAMES = ("final_layer_norm", "layer_norm", "ln_f", "norm")
+
+
+def decoder_stack(decoder, names):
+    """(owner, blocks): the first module under ``decoder`` (itself included)
+    that holds a non-empty list of blocks under one of ``names``; (None, None)
+    if none does."""
+    for _, module in decoder.named_modules():
+        for name in names:
+            blocks = getattr(module, name, None)
+            if _is_block_list(blocks):
+                return module, blocks
+    return None, None
+
+
+def decoder_final_norm(owner):
+    """The final norm of the module that holds a decoder's blocks, or None."""
+    return next(
+        (
+            getattr(owner, name)
+            for name in _DECODER_NORM_NAMES
+            if isinstance(getattr(owner, name, None), torch.nn.Module)
         ),
         None,
     )

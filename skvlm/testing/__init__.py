@@ -39,6 +39,10 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_mistral_large4",
         ],
         "._families_kosmos": ["make_tiny_kosmos2", "make_tiny_kosmos2_5"],
+        "._families_encdec2": [
+            "make_tiny_pix2struct",
+            "make_tiny_vision_encoder_decoder",
+        ],
         "._families_mllama": ["make_tiny_mllama"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._families_tvworld2": ["make_tiny_gemma3n"],

@@ -18,6 +18,7 @@ from . import _encoders as enc
 from . import _families as fam
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
+from . import _families_encdec2 as encdec2
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
@@ -155,3 +156,12 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- encdec2 --
+# encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
+# projector
+TINY_MODELS["pix2struct"] = TinyModel(
+    encdec2.make_tiny_pix2struct, "vlm", ("vision", "language")
+)
+TINY_MODELS["vision-encoder-decoder"] = TinyModel(
+    encdec2.make_tiny_vision_encoder_decoder, "vlm", _ALL
+)

@@ -1,0 +1,140 @@
+"""Tiny encoder-decoders whose encoder reads the image alone.
+
+Pix2Struct (a Pix2Struct vision encoder over flattened patches, a T5-style
+text decoder) and ``vision-encoder-decoder`` (a ViT encoder, a TrOCR decoder
+of another width, so the model holds its ``enc_to_dec_proj``). Same recipe
+as :mod:`skvlm.testing._families`: the real architecture at toy size, the
+family's real processor class (``Pix2StructProcessor``, ``TrOCRProcessor``)
+with the offline word-level tokenizer, saved with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+from ._families_encdec import bart_style_tokenizer, t5_style_tokenizer
+from ._generative import _builder, _merge, _save
+
+__all__ = ["make_tiny_pix2struct", "make_tiny_vision_encoder_decoder"]
+
+#: The tiny Pix2Struct's patch budget per image (8 x 8 px patches).
+PIX2STRUCT_MAX_PATCHES = 16
+
+
+@_builder("pix2struct")
+def make_tiny_pix2struct(path, *, seed=0, **overrides):
+    """Tiny Pix2Struct (captioning, ``is_vqa=False``): a 2-block vision encoder
+    over at most 16 patches of 8 x 8 px per image (each at its own aspect
+    ratio, padded with zero rows), a 2-block T5-style decoder that starts at
+    ``<pad>``, and a T5-style tokenizer (``text </s>``)."""
+    from transformers import (
+        Pix2StructConfig,
+        Pix2StructForConditionalGeneration,
+        Pix2StructImageProcessorPil,
+        Pix2StructProcessor,
+    )
+
+    tokenizer = t5_style_tokenizer()
+    processor = Pix2StructProcessor(
+        image_processor=Pix2StructImageProcessorPil(
+            max_patches=PIX2STRUCT_MAX_PATCHES,
+            patch_size={"height": 8, "width": 8},
+            is_vqa=False,
+        ),
+        tokenizer=tokenizer,
+    )
+    kwargs = _merge(
+        dict(
+            vision_config=dict(
+                hidden_size=32,
+                patch_embed_hidden_size=8 * 8 * 3,
+                d_ff=64,
+                d_kv=8,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                seq_len=PIX2STRUCT_MAX_PATCHES,
+                relative_attention_num_buckets=8,
+            ),
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=32,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                decoder_start_token_id=tokenizer.pad_token_id,
+                # T5's 1.0 init gives the decoder a usable spread at this width
+                initializer_factor=1.0,
+            ),
+            decoder_start_token_id=tokenizer.pad_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            is_vqa=False,
+        ),
+        overrides,
+    )
+    return _save(
+        path,
+        Pix2StructForConditionalGeneration,
+        Pix2StructConfig(**kwargs),
+        processor,
+        seed,
+    )
+
+
+@_builder("vision-encoder-decoder")
+def make_tiny_vision_encoder_decoder(path, *, seed=0, **overrides):
+    """Tiny vision-encoder-decoder in TrOCR's style: a ViT encoder (32 px
+    images, 8 px patches, a class token, width 32, 2 blocks), a TrOCR decoder
+    of width 48 (2 blocks, learned positions) that cross-attends to the
+    encoder through ``enc_to_dec_proj`` (32 -> 48), starting at ``</s>``, and
+    a BART-style tokenizer (``<s> text </s>``) in a ``TrOCRProcessor``."""
+    from transformers import (
+        TrOCRConfig,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
+
+    tokenizer = bart_style_tokenizer()
+    processor = TrOCRProcessor(
+        image_processor=ViTImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    encoder = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = dict(
+        vocab_size=len(tokenizer),
+        d_model=48,
+        decoder_layers=2,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        use_learned_position_embeddings=True,
+        layernorm_embedding=True,
+        init_std=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+    )
+    kwargs = _merge(dict(encoder=encoder, decoder=decoder), overrides)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        ViTConfig(**kwargs.pop("encoder")), TrOCRConfig(**kwargs.pop("decoder"))
+    )
+    config.decoder_start_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    for key, value in kwargs.items():
+        setattr(config, key, value)
+    return _save(path, VisionEncoderDecoderModel, config, processor, seed)
