@@ -13,7 +13,10 @@ adapters with ``encoder_decoder = True``)
 read the answer in the decoder: the encoder runs once per image over image and
 prompt, and its states are kept; the decoder runs the adapter's start tokens
 (``decoder_start_ids``: the decoder start token, then the BOS the model's
-answers were trained behind), the answer prefix and each class's tokens, in
+answers were trained behind; where the prompt is the decoder's prefix,
+Pix2Struct and vision-encoder-decoder, whose encoder reads the image alone:
+the batch's ``decoder_input_ids``, the start token and the prompt), the
+answer prefix and each class's tokens, in
 batched passes that cross-attend to those states expanded over the batch (a
 view). The decoder is re-run from its start for each batch of classes: it is
 short, and the costly part, the encoder over the image tokens, runs once.
@@ -288,8 +291,30 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     return prefix, cache
 
 
+def _decoder_prompt(adapter, batch):
+    """The decoder's ids before the answer, taken out of ``batch``: the first
+    row's ``decoder_input_ids`` where the prompt is the decoder's prefix
+    (Pix2Struct, vision-encoder-decoder: the start token, then the prompt),
+    else the adapter's start tokens."""
+    ids = batch.pop("decoder_input_ids", None)
+    mask = batch.pop("decoder_attention_mask", None)
+    if ids is None:
+        return list(adapter.decoder_start_ids())
+    row = ids[0] if mask is None else ids[0][mask[0].bool()]
+    return [int(i) for i in row]
+
+
 def _encoder_prefix(adapter, batch, answer_ids, with_image):
     """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept."""
+    if not with_image and "input_ids" not in batch:
+        raise ValueError(
+            f"{adapter.family}: calibration='text_prior' needs the model to read "
+            "the prompt without the image, but its encoder reads the image alone "
+            "(the prompt is the decoder's prefix, which cross-attends to the "
+            "image). Use calibration='prior' (the mean score over the fitted "
+            "images) or None."
+        )
+    prompt = _decoder_prompt(adapter, batch)
     if not with_image:
         keep = _text_positions(adapter, batch)
         batch = {
@@ -300,7 +325,7 @@ def _encoder_prefix(adapter, batch, answer_ids, with_image):
         module = _language_call(adapter)
     else:
         module = adapter.model
-    decoder = [*adapter.decoder_start_ids(), *answer_ids]
+    decoder = [*prompt, *answer_ids]
     ids = torch.tensor([decoder], device=adapter.device)
     out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
     # BLIP keeps the language model's output one level down
@@ -499,23 +524,43 @@ def generate_answers(
             images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
-            out = adapter.model.generate(
-                **batch,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            ids = batch["input_ids"]
-            if out.shape[1] >= ids.shape[1] and torch.equal(
-                out[:, : ids.shape[1]], ids
-            ):
-                out = out[:, ids.shape[1] :]  # decoder-only LMs echo the prompt
-            answers.extend(
-                a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
-            )
+            for rows in _decoder_rows(batch):
+                out = adapter.model.generate(
+                    **rows,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                # decoder-only LMs echo the prompt; encoder-decoders whose
+                # prompt is the decoder's prefix echo that prefix
+                ids = rows.get("decoder_input_ids", rows.get("input_ids"))
+                if out.shape[1] >= ids.shape[1] and torch.equal(
+                    out[:, : ids.shape[1]], ids
+                ):
+                    out = out[:, ids.shape[1] :]
+                answers.extend(
+                    a.strip()
+                    for a in tokenizer.batch_decode(out, skip_special_tokens=True)
+                )
             if on_batch is not None:
                 on_batch(stop, len(items), list(range(start, stop)))
     return answers
+
+
+def _decoder_rows(batch):
+    """``batch``, or its rows one at a time where the decoder's prefixes
+    (Pix2Struct, vision-encoder-decoder: the prompt) differ in length:
+    ``generate`` would continue the right padding of the shorter ones."""
+    mask = batch.get("decoder_attention_mask")
+    if mask is None or bool(mask.all()):
+        return [batch]
+    rows = []
+    for i, n in enumerate(mask.sum(dim=1).tolist()):
+        row = {k: v[i : i + 1] for k, v in batch.items()}
+        for key in ("decoder_input_ids", "decoder_attention_mask"):
+            row[key] = row[key][:, :n]
+        rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager

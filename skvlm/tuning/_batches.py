@@ -7,9 +7,10 @@ position and the language-model head runs on the last few positions only.
 An encoder-decoder model (Florence-2: adapters with ``encoder_decoder = True``)
 takes the prompt rows as they are in its encoder, and the answer in its
 decoder, behind the adapter's ``decoder_start_ids`` (the decoder start token
-and BOS, as HF shifts a labelled answer right); decoder rows are
-right-padded. A head row (``objective="cross_entropy"``) is the prompt alone;
-its site is the language model's last hidden state (after the final norm; an
+and BOS, as HF shifts a labelled answer right; where the prompt is the
+decoder's prefix, Pix2Struct and vision-encoder-decoder: behind the start
+token and the prompt); decoder rows are right-padded. A head row
+(``objective="cross_entropy"``) is the prompt alone; its site is the language model's last hidden state (after the final norm; an
 encoder-decoder's: its encoder's), pooled over the prompt's valid tokens.
 """
 
@@ -146,15 +147,21 @@ def generation_batch(adapter, images, prompts, answers):
 
 
 def _decoder_batch(adapter, images, prompts, answers):
-    """Encoder rows of the prompts; decoder rows of start tokens + answer."""
+    """Encoder rows of the prompts; decoder rows of start tokens + answer (where
+    the prompt is the decoder's prefix: each row's prefix + answer)."""
     inputs = dict(adapter.prepare(images, prompts))
-    start = adapter.decoder_start_ids()
-    device = inputs["input_ids"].device
-    width = len(start) + max(len(a) for a in answers)
+    prefix = inputs.pop("decoder_input_ids", None)
+    prefix_mask = inputs.pop("decoder_attention_mask", None)
+    if prefix is None:
+        starts = [adapter.decoder_start_ids()] * len(answers)
+    else:  # Pix2Struct, vision-encoder-decoder: the start token and the prompt
+        starts = [row[m.bool()].tolist() for row, m in zip(prefix, prefix_mask)]
+    device = adapter.device
+    width = max(len(s) + len(a) for s, a in zip(starts, answers, strict=True))
     pad = adapter.processor.tokenizer.pad_token_id or 0
     decoder = torch.full((len(answers), width), pad, dtype=torch.long, device=device)
     labels = torch.full_like(decoder, IGNORE)
-    for i, answer in enumerate(answers):
+    for i, (start, answer) in enumerate(zip(starts, answers, strict=True)):
         row = torch.tensor([*start, *answer], dtype=torch.long, device=device)
         decoder[i, : len(row)] = row
         labels[i, len(start) : len(row)] = row[len(start) :]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from skvlm.classifiers import CLIPZeroShotClassifier, VLMGenerativeClassifier
 from skvlm.models import TRAITS, Traits, load_adapter
@@ -118,9 +118,46 @@ def _naive_encoder_decoder_scores(adapter, images):
     return out
 
 
+def _naive_decoder_prefix_scores(path, images):
+    """Pix2Struct and vision-encoder-decoder: the encoder reads the image alone
+    and the prompt is the decoder's prefix. HF's logits over the decoder
+    sequence ``decoder_start_token_id``, the prompt's ids, the answer's, the
+    class name's (the tokenizer's, no special tokens), one pass per class."""
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    tokenizer = processor.tokenizer
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    answer = ids(ANSWER)
+    prefix = [model.config.decoder_start_token_id, *ids(PROMPT), *answer]
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        if model.config.model_type == "pix2struct":
+            pixels = processor(
+                images=[image],
+                return_tensors="pt",
+                max_patches=processor.image_processor.max_patches,
+            )
+        else:
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+        for c, name in enumerate(NAMES):
+            target = ids(f"{ANSWER} {name}")[len(answer) :]
+            decoder = torch.tensor([prefix + target[:-1]])
+            with torch.no_grad():
+                logits = model(**pixels, decoder_input_ids=decoder).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            start = len(prefix) - 1
+            out[i, c] = sum(logp[start + k, t].item() for k, t in enumerate(target))
+    return out
+
+
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
     config = adapter.model.config
+    if getattr(adapter, "decoder_prefix", False):
+        return _naive_decoder_prefix_scores(path, images)
     # InstructBLIP's own config does not say so; its Flan-T5 text config does
     if config.is_encoder_decoder or config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
