@@ -155,7 +155,9 @@ def _decoder_batch(adapter, images, prompts, answers):
     if prefix is None:
         starts = [adapter.decoder_start_ids()] * len(answers)
     else:  # Pix2Struct, vision-encoder-decoder: the start token and the prompt
-        starts = [row[m.bool()].tolist() for row, m in zip(prefix, prefix_mask)]
+        starts = [
+            row[m.bool()].tolist() for row, m in zip(prefix, prefix_mask, strict=True)
+        ]
     device = adapter.device
     width = max(len(s) + len(a) for s, a in zip(starts, answers, strict=True))
     pad = adapter.processor.tokenizer.pad_token_id or 0

@@ -1,0 +1,151 @@
+"""Pix2Struct and vision-encoder-decoder: the prompt is the decoder's prefix.
+
+The stages themselves run in the family matrix (``test_vlm_families.py``) and
+the classifiers in ``test_family_classifiers.py``; here: what the prefix is,
+what these families refuse and why, and generation over prompts of different
+lengths, each against transformers' own outputs.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import VLMGenerativeClassifier
+from skvlm.models import load_adapter
+from skvlm.testing import make_tiny_vision_encoder_decoder, random_images
+from skvlm.tuning import VLMClassificationTuner
+
+FAMILIES = ["pix2struct", "vision-encoder-decoder"]
+PROMPTS = ["a cat", "describe the object in this picture ."]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return random_images(2, seed=3, sizes=((32, 32), (24, 64)))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_prefix_is_start_token_then_prompt(built, name, images):
+    path = built.path(name)
+    adapter = load_adapter(path, device="cpu")
+    batch = adapter.prepare(images, PROMPTS)
+    config = AutoModelForImageTextToText.from_pretrained(path).config
+    tokenizer = AutoProcessor.from_pretrained(path).tokenizer
+    ids, mask = batch["decoder_input_ids"], batch["decoder_attention_mask"]
+    for row, prompt in enumerate(PROMPTS):
+        want = [config.decoder_start_token_id]
+        want += tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        assert ids[row, : len(want)].tolist() == want
+        assert mask[row].tolist() == [1] * len(want) + [0] * (ids.shape[1] - len(want))
+    assert "input_ids" not in batch  # the encoder reads no text
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_ragged_prompts_generate_as_hf_does_row_by_row(built, name, images):
+    path = built.path(name)
+    clf = VLMGenerativeClassifier(
+        path,
+        class_names=["cat", "dog"],
+        strategy="open_ended",
+        max_new_tokens=3,
+        batch_size=2,
+        device="cpu",
+    ).fit(images, [0, 1])
+    answers = clf._generate(list(images), PROMPTS)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    tokenizer = processor.tokenizer
+    want = []
+    for image, prompt in zip(images, PROMPTS, strict=True):
+        if name == "pix2struct":
+            pixels = processor(
+                images=[image],
+                return_tensors="pt",
+                max_patches=processor.image_processor.max_patches,
+            )
+        else:
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+        # transformers' generate puts the start token before the prompt itself
+        prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(
+                **pixels,
+                decoder_input_ids=prompt_ids["input_ids"],
+                do_sample=False,
+                max_new_tokens=3,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = out[0, 1 + prompt_ids["input_ids"].shape[1] :]
+        want.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+    assert answers == want
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_text_prior_is_refused_with_the_reason(built, name, images):
+    clf = VLMGenerativeClassifier(
+        built.path(name),
+        class_names=["cat", "dog"],
+        calibration="text_prior",
+        device="cpu",
+    )
+    with pytest.raises(ValueError, match="encoder reads the image alone"):
+        clf.fit(images, [0, 1])
+
+
+def test_pix2struct_refuses_a_projector(built, images):
+    vlm = VLMEmbeddingTransformer(
+        built.path("pix2struct"), stage="projector", device="cpu"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"stage='projector' is not available for the pix2struct model.*"
+        r"nothing stands between its encoder and its decoder",
+    ):
+        vlm.fit(images)
+
+
+@pytest.fixture(scope="module")
+def same_width(tmp_path_factory):
+    """A vision-encoder-decoder whose encoder has the decoder's width: no
+    enc_to_dec_proj (as trocr-base: the decoder's cross_attention_hidden_size)."""
+    path = tmp_path_factory.mktemp("ved_same_width")
+    return make_tiny_vision_encoder_decoder(path, encoder={"hidden_size": 48})
+
+
+def test_without_enc_to_dec_proj_the_projector_is_refused(same_width, images, tmp_path):
+    model = AutoModelForImageTextToText.from_pretrained(same_width)
+    assert not hasattr(model, "enc_to_dec_proj")  # transformers made none
+    vlm = VLMEmbeddingTransformer(same_width, stage="projector", device="cpu")
+    with pytest.raises(ValueError, match=r"vision-encoder-decoder.*no enc_to_dec_proj"):
+        vlm.fit(images)
+    tuner = VLMClassificationTuner(
+        same_width,
+        train="projector",
+        class_names=["cat", "dog"],
+        output_dir=tmp_path / "projector",
+        device="cpu",
+    )
+    with pytest.raises(ValueError, match="no enc_to_dec_proj"):
+        tuner.fit(images, ["cat", "dog"])
+    # the language stage still equals HF's decoder states
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    got = VLMEmbeddingTransformer(
+        same_width, stage="language", pooling="last", device="cpu"
+    ).fit_transform(X)
+    processor = AutoProcessor.from_pretrained(same_width)
+    want = []
+    for image, prompt in zip(images, PROMPTS, strict=True):
+        pixels = processor.image_processor(images=[image], return_tensors="pt")
+        ids = [model.config.decoder_start_token_id]
+        ids += processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.eval()(
+                **pixels,
+                decoder_input_ids=torch.tensor([ids]),
+                output_hidden_states=True,
+            )
+        want.append(out.decoder_hidden_states[-1][0, -1].numpy())
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
