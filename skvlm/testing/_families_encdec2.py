@@ -19,12 +19,39 @@ __all__ = ["make_tiny_pix2struct", "make_tiny_vision_encoder_decoder"]
 PIX2STRUCT_MAX_PATCHES = 16
 
 
-@_builder("pix2struct")
-def make_tiny_pix2struct(path, *, seed=0, **overrides):
-    """Tiny Pix2Struct (captioning, ``is_vqa=False``): a 2-block vision encoder
-    over at most 16 patches of 8 x 8 px per image (each at its own aspect
-    ratio, padded with zero rows), a 2-block T5-style decoder that starts at
-    ``<pad>``, and a T5-style tokenizer (``text </s>``)."""
+def make_tiny_pix2struct(path, *, seed=0, vqa=False, **overrides):
+    """Tiny Pix2Struct: a 2-block vision encoder over at most 16 patches of
+    8 x 8 px per image (each at its own aspect ratio, padded with zero rows),
+    a 2-block T5-style decoder that starts at ``<pad>``, and a T5-style
+    tokenizer (``text </s>``).
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (created if missing).
+    seed : int, default=0
+        Seed of the random init: the same seed gives the same weights.
+    vqa : bool, default=False
+        Build a VQA checkpoint (``is_vqa``), whose processor renders the
+        prompt as a header onto the image with transformers' font (fetched
+        from the Hub, or its cache); the default is a captioning one.
+    **overrides
+        Keyword arguments of ``Pix2StructConfig``, replacing the tiny
+        defaults; ``vision_config`` and ``text_config`` dicts merge key by key.
+
+    Returns
+    -------
+    path : Path
+        The directory, holding config, weights, processor and tokenizer.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoConfig
+    >>> from skvlm.testing import make_tiny_pix2struct
+    >>> AutoConfig.from_pretrained(make_tiny_pix2struct(tempfile.mkdtemp())).model_type
+    'pix2struct'
+    """
     from transformers import (
         Pix2StructConfig,
         Pix2StructForConditionalGeneration,
@@ -37,7 +64,7 @@ def make_tiny_pix2struct(path, *, seed=0, **overrides):
         image_processor=Pix2StructImageProcessorPil(
             max_patches=PIX2STRUCT_MAX_PATCHES,
             patch_size={"height": 8, "width": 8},
-            is_vqa=False,
+            is_vqa=vqa,
         ),
         tokenizer=tokenizer,
     )
@@ -71,7 +98,7 @@ def make_tiny_pix2struct(path, *, seed=0, **overrides):
             decoder_start_token_id=tokenizer.pad_token_id,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            is_vqa=False,
+            is_vqa=vqa,
         ),
         overrides,
     )

@@ -6,6 +6,9 @@ what these families refuse and why, and generation over prompts of different
 lengths, each against transformers' own outputs.
 """
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,3 +152,78 @@ def test_without_enc_to_dec_proj_the_projector_is_refused(same_width, images, tm
             )
         want.append(out.decoder_hidden_states[-1][0, -1].numpy())
     np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
+
+
+def _a_font():
+    """A TrueType font file of this machine (DejaVu Sans), or None."""
+    candidates = [Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    try:
+        import matplotlib
+
+        candidates.append(Path(matplotlib.get_data_path(), "fonts/ttf/DejaVuSans.ttf"))
+    except ImportError:
+        pass
+    return next((p for p in candidates if p.exists()), None)
+
+
+@pytest.fixture
+def font_cache(tmp_path, monkeypatch):
+    """transformers' Pix2Struct font (the Hub's ``ybelkada/fonts``), served from
+    a Hub cache holding a local TrueType font, offline."""
+    import huggingface_hub.constants
+
+    font = _a_font()
+    if font is None:
+        pytest.skip("no TrueType font on this machine")
+    repo = tmp_path / "hub" / "models--ybelkada--fonts"
+    revision = "0" * 40
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    shutil.copy(font, repo / "snapshots" / revision / "Arial.TTF")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub")
+    )
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_pix2struct_vqa_reads_the_prompt_in_the_image(font_cache, tmp_path, images):
+    # A VQA checkpoint's processor renders the prompt onto the image: the
+    # vision stage reads it, and the decoder's prefix is its start token alone.
+    from skvlm.testing import make_tiny_pix2struct
+
+    path = make_tiny_pix2struct(tmp_path / "vqa", vqa=True)
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    vision = VLMEmbeddingTransformer(
+        path, stage="vision", pooling="mean", device="cpu"
+    ).fit_transform(X)
+    language = VLMEmbeddingTransformer(
+        path, stage="language", pooling="last", device="cpu"
+    ).fit_transform(X)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    want_vision, want_language = [], []
+    for image, prompt in zip(images, PROMPTS, strict=True):
+        inputs = processor(
+            images=[image],
+            text=[prompt],
+            return_tensors="pt",
+            max_patches=processor.image_processor.max_patches,
+        )
+        assert "decoder_input_ids" not in inputs  # the header is in the image
+        with torch.no_grad():
+            out = model(
+                **inputs,
+                decoder_input_ids=torch.tensor([[model.config.decoder_start_token_id]]),
+                output_hidden_states=True,
+            )
+        real = inputs["attention_mask"][0].bool()
+        want_vision.append(out.encoder_hidden_states[-1][0][real].mean(0).numpy())
+        want_language.append(out.decoder_hidden_states[-1][0, -1].numpy())
+    np.testing.assert_allclose(vision, np.stack(want_vision), atol=1e-5)
+    np.testing.assert_allclose(language, np.stack(want_language), atol=1e-5)
+    # the prompt changes what the encoder sees
+    other = VLMEmbeddingTransformer(
+        path, stage="vision", pooling="mean", prompt="is it a dog ?", device="cpu"
+    ).fit_transform(images)
+    assert not np.allclose(other, vision, atol=1e-3)
