@@ -11,7 +11,7 @@ with the offline word-level tokenizer, saved with ``save_pretrained``.
 from __future__ import annotations
 
 from ._families_encdec import bart_style_tokenizer, t5_style_tokenizer
-from ._generative import _builder, _merge, _save
+from ._generative import _merge, _save
 
 __all__ = ["make_tiny_pix2struct", "make_tiny_vision_encoder_decoder"]
 
@@ -111,15 +111,78 @@ def make_tiny_pix2struct(path, *, seed=0, vqa=False, **overrides):
     )
 
 
-@_builder("vision-encoder-decoder")
-def make_tiny_vision_encoder_decoder(path, *, seed=0, **overrides):
+#: The tiny decoders a vision-encoder-decoder can have: their config class
+#: and their keyword arguments (width 48, 2 blocks, cross-attention).
+_DECODERS = {
+    "trocr": (
+        "TrOCRConfig",
+        dict(
+            d_model=48,
+            decoder_layers=2,
+            decoder_attention_heads=4,
+            decoder_ffn_dim=64,
+            max_position_embeddings=64,
+            use_learned_position_embeddings=True,
+            layernorm_embedding=True,
+            init_std=0.2,
+        ),
+    ),
+    "gpt2": (
+        "GPT2Config",
+        dict(n_embd=48, n_layer=2, n_head=4, n_positions=64, add_cross_attention=True),
+    ),
+    "bert": (
+        "BertConfig",
+        dict(
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            is_decoder=True,
+            add_cross_attention=True,
+        ),
+    ),
+}
+
+
+def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrides):
     """Tiny vision-encoder-decoder in TrOCR's style: a ViT encoder (32 px
-    images, 8 px patches, a class token, width 32, 2 blocks), a TrOCR decoder
-    of width 48 (2 blocks, learned positions) that cross-attends to the
-    encoder through ``enc_to_dec_proj`` (32 -> 48), starting at ``</s>``, and
-    a BART-style tokenizer (``<s> text </s>``) in a ``TrOCRProcessor``."""
+    images, 8 px patches, a class token, width 32, 2 blocks), a decoder of
+    width 48 (2 blocks) that cross-attends to the encoder through
+    ``enc_to_dec_proj`` (32 -> 48) and starts at ``</s>``, and a BART-style
+    tokenizer (``<s> text </s>``) in a ``TrOCRProcessor``.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (created if missing).
+    seed : int, default=0
+        Seed of the random init: the same seed gives the same weights.
+    decoder : {"trocr", "gpt2", "bert"}, default="trocr"
+        The decoder: TrOCR's (learned positions, no final norm), GPT-2 (a
+        final ``ln_f``) or BERT (a causal BERT with cross-attention).
+    **overrides
+        ``encoder`` and ``decoder_config`` dicts update the encoder's
+        (``ViTConfig``) and the decoder's config keyword arguments; other
+        keys are set on the ``VisionEncoderDecoderConfig``.
+
+    Returns
+    -------
+    path : Path
+        The directory, holding config, weights, processor and tokenizer.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoConfig
+    >>> from skvlm.testing import make_tiny_vision_encoder_decoder
+    >>> path = make_tiny_vision_encoder_decoder(tempfile.mkdtemp(), decoder="gpt2")
+    >>> AutoConfig.from_pretrained(path).decoder.model_type
+    'gpt2'
+    """
+    import transformers
     from transformers import (
-        TrOCRConfig,
         TrOCRProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
@@ -140,24 +203,19 @@ def make_tiny_vision_encoder_decoder(path, *, seed=0, **overrides):
         image_size=32,
         patch_size=8,
     )
-    decoder = dict(
+    config_class, text = _DECODERS[decoder]
+    text = dict(
+        text,
         vocab_size=len(tokenizer),
-        d_model=48,
-        decoder_layers=2,
-        decoder_attention_heads=4,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        use_learned_position_embeddings=True,
-        layernorm_embedding=True,
-        init_std=0.2,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.eos_token_id,
     )
-    kwargs = _merge(dict(encoder=encoder, decoder=decoder), overrides)
+    kwargs = _merge(dict(encoder=encoder, decoder_config=text), overrides)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
-        ViTConfig(**kwargs.pop("encoder")), TrOCRConfig(**kwargs.pop("decoder"))
+        ViTConfig(**kwargs.pop("encoder")),
+        getattr(transformers, config_class)(**kwargs.pop("decoder_config")),
     )
     config.decoder_start_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id

@@ -227,3 +227,49 @@ def test_pix2struct_vqa_reads_the_prompt_in_the_image(font_cache, tmp_path, imag
         path, stage="vision", pooling="mean", prompt="is it a dog ?", device="cpu"
     ).fit_transform(images)
     assert not np.allclose(other, vision, atol=1e-3)
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "bert"])
+def test_other_decoders(decoder, images, tmp_path):
+    # GPT-2 (a final ln_f, Conv1D linear layers) and a causal BERT (no final
+    # norm) behind the ViT: the language stage equals HF's decoder states, and
+    # LoRA's default targets (every linear layer of the decoder's blocks) train
+    path = make_tiny_vision_encoder_decoder(tmp_path / decoder, decoder=decoder)
+    X = pd.DataFrame({"image": images, "prompt": PROMPTS})
+    layers = [0, 1, -1]
+    got = VLMEmbeddingTransformer(
+        path, stage="language", layer=layers, pooling="mean", device="cpu"
+    ).fit_transform(X)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    want = []
+    for image, prompt in zip(images, PROMPTS, strict=True):
+        ids = [model.config.decoder_start_token_id]
+        ids += processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model(
+                **processor.image_processor(images=[image], return_tensors="pt"),
+                decoder_input_ids=torch.tensor([ids]),
+                output_hidden_states=True,
+            )
+        states = out.decoder_hidden_states
+        want.append(np.concatenate([states[k][0].mean(0).numpy() for k in layers]))
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
+    tuner = VLMClassificationTuner(
+        path,
+        train="lora",
+        class_names=["cat", "dog"],
+        batch_size=2,
+        max_iter=2,  # the first step is the warmup's, at lr 0
+        output_dir=tmp_path / "lora",
+        random_state=0,
+        device="cpu",
+    ).fit(images, ["cat", "dog"])
+    tuned = AutoModelForImageTextToText.from_pretrained(tuner.model_path_)
+    before = model.state_dict()
+    changed = {
+        k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])
+    }
+    # LoRA merged into the decoder's blocks; the projector trains beside it
+    assert any(k.startswith("decoder.") for k in changed)
+    assert {k.split(".")[0] for k in changed} == {"decoder", "enc_to_dec_proj"}
