@@ -883,6 +883,8 @@ CLAIMED_RECIPES = {
         video={
             "video_processor_type": "Ernie4_5_VLMoeVideoProcessor",
             **_ERNIE_PIXELS,
+            # its video processor refuses any other (baidu's checkpoints: 2)
+            "temporal_patch_size": 2,
             "draw_on_frames": False,
         },
     ),
