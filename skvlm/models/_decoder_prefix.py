@@ -19,7 +19,8 @@ Stages and layers:
   padded with zero rows, which the encoder masks), no class token, as
   Kosmos-2.5's tower (:class:`~skvlm.models._kosmos2.FlattenedPatchesMixin`).
   ``vision-encoder-decoder``: the encoder's own vision adapter (ViT, DeiT,
-  Swin...), with the poolings it offers alone (``cls`` for a ViT).
+  Swin...; Donut's Swin as a Swin), with the poolings it offers alone
+  (``cls`` for a ViT); an encoder skvlm has no adapter for refuses it.
 - ``projector``: ``vision-encoder-decoder`` with an ``enc_to_dec_proj`` (an
   encoder and a decoder of different widths, and no
   ``cross_attention_hidden_size``): one entry, the encoder's last hidden
@@ -50,6 +51,7 @@ reading, the answer in the decoder behind the prompt. ``calibration=
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import torch
 
@@ -59,6 +61,10 @@ from ._chat import image_first_prompt, special_token_ids
 from ._kosmos2 import FlattenedPatchesMixin
 from ._traits import decoder_final_norm, decoder_stack, family_traits, resolve_path
 from ._vision import _to_device
+
+#: Encoder types read by the vision adapter of another type, whose layout and
+#: ``hidden_states`` they copy (Donut's Swin is Swin's code).
+SAME_LAYOUT = {"donut-swin": "swin"}
 
 #: The language stage's poolings: no position of the decoder holds the image.
 PREFIX_POOLINGS = ("last", "mean", "max", "text_mean")
@@ -262,11 +268,17 @@ class VisionEncoderDecoderAdapter(DecoderPrefixAdapter):
         from ._registry import adapter_class
 
         image_processor = getattr(processor, "image_processor", processor)
-        self.vision = adapter_class(self.tower.config)(self.tower, image_processor)
-        if "vision" not in self.vision.stages:
+        encoder_type = self.tower.config.model_type
+        layout = SimpleNamespace(model_type=SAME_LAYOUT.get(encoder_type, encoder_type))
+        try:
+            self.vision = adapter_class(layout)(self.tower, image_processor)
+        except ValueError:
+            self.vision = None
+        if self.vision is None or "vision" not in self.vision.stages:
             self.unavailable["vision"] = (
-                f"its encoder ({type(self.tower).__name__}) has no vision stage skvlm "
-                "reads"
+                f"skvlm has no vision adapter for its encoder ({encoder_type!r}, "
+                f"{type(self.tower).__name__}); the language stage still reads "
+                "the decoder"
             )
         self.projector = resolve_path(model, (self.traits.projector or (None,))[0])
         self.stages = tuple(

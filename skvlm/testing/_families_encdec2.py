@@ -131,6 +131,21 @@ _DECODERS = {
         "GPT2Config",
         dict(n_embd=48, n_layer=2, n_head=4, n_positions=64, add_cross_attention=True),
     ),
+    "mbart": (
+        "MBartConfig",
+        dict(
+            d_model=32,
+            decoder_layers=2,
+            decoder_attention_heads=4,
+            decoder_ffn_dim=64,
+            encoder_layers=0,
+            max_position_embeddings=64,
+            scale_embedding=True,
+            is_decoder=True,
+            add_cross_attention=True,
+            init_std=0.2,
+        ),
+    ),
     "bert": (
         "BertConfig",
         dict(
@@ -146,12 +161,17 @@ _DECODERS = {
 }
 
 
-def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrides):
+def make_tiny_vision_encoder_decoder(
+    path, *, seed=0, decoder="trocr", encoder="vit", **overrides
+):
     """Tiny vision-encoder-decoder in TrOCR's style: a ViT encoder (32 px
     images, 8 px patches, a class token, width 32, 2 blocks), a decoder of
     width 48 (2 blocks) that cross-attends to the encoder through
     ``enc_to_dec_proj`` (32 -> 48) and starts at ``</s>``, and a BART-style
-    tokenizer (``<s> text </s>``) in a ``TrOCRProcessor``.
+    tokenizer (``<s> text </s>``) in a ``TrOCRProcessor``. Or in Donut's
+    style (``encoder="donut-swin"``, ``decoder="mbart"``): a two-stage Swin
+    encoder of final width 32, an MBart decoder of the same width (no
+    ``enc_to_dec_proj``) and a ``DonutProcessor``.
 
     Parameters
     ----------
@@ -159,13 +179,16 @@ def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrid
         Directory to write (created if missing).
     seed : int, default=0
         Seed of the random init: the same seed gives the same weights.
-    decoder : {"trocr", "gpt2", "bert"}, default="trocr"
+    decoder : {"trocr", "gpt2", "bert", "mbart"}, default="trocr"
         The decoder: TrOCR's (learned positions, no final norm), GPT-2 (a
-        final ``ln_f``) or BERT (a causal BERT with cross-attention).
+        final ``ln_f``), BERT (a causal BERT with cross-attention) or MBart
+        (width 32, a final ``layer_norm``).
+    encoder : {"vit", "donut-swin"}, default="vit"
+        The encoder: ViT, or Donut's Swin (with Donut's image processor).
     **overrides
-        ``encoder`` and ``decoder_config`` dicts update the encoder's
-        (``ViTConfig``) and the decoder's config keyword arguments; other
-        keys are set on the ``VisionEncoderDecoderConfig``.
+        ``encoder_config`` and ``decoder_config`` dicts update the encoder's
+        and the decoder's config keyword arguments; other keys are set on the
+        ``VisionEncoderDecoderConfig``.
 
     Returns
     -------
@@ -183,6 +206,9 @@ def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrid
     """
     import transformers
     from transformers import (
+        DonutImageProcessorPil,
+        DonutProcessor,
+        DonutSwinConfig,
         TrOCRProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
@@ -191,18 +217,35 @@ def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrid
     )
 
     tokenizer = bart_style_tokenizer()
-    processor = TrOCRProcessor(
-        image_processor=ViTImageProcessorPil(size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-    )
-    encoder = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
+    if encoder == "donut-swin":
+        processor = DonutProcessor(
+            image_processor=DonutImageProcessorPil(size={"height": 32, "width": 32}),
+            tokenizer=tokenizer,
+        )
+        encoder_class = DonutSwinConfig
+        encoder_kwargs = dict(
+            image_size=32,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1],
+            num_heads=[2, 4],
+            window_size=4,
+            drop_path_rate=0.0,
+        )
+    else:
+        processor = TrOCRProcessor(
+            image_processor=ViTImageProcessorPil(size={"height": 32, "width": 32}),
+            tokenizer=tokenizer,
+        )
+        encoder_class = ViTConfig
+        encoder_kwargs = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        )
     config_class, text = _DECODERS[decoder]
     text = dict(
         text,
@@ -212,9 +255,9 @@ def make_tiny_vision_encoder_decoder(path, *, seed=0, decoder="trocr", **overrid
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.eos_token_id,
     )
-    kwargs = _merge(dict(encoder=encoder, decoder_config=text), overrides)
+    kwargs = _merge(dict(encoder_config=encoder_kwargs, decoder_config=text), overrides)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
-        ViTConfig(**kwargs.pop("encoder")),
+        encoder_class(**kwargs.pop("encoder_config")),
         getattr(transformers, config_class)(**kwargs.pop("decoder_config")),
     )
     config.decoder_start_token_id = tokenizer.eos_token_id

@@ -115,7 +115,7 @@ def same_width(tmp_path_factory):
     """A vision-encoder-decoder whose encoder has the decoder's width: no
     enc_to_dec_proj (as trocr-base: the decoder's cross_attention_hidden_size)."""
     path = tmp_path_factory.mktemp("ved_same_width")
-    return make_tiny_vision_encoder_decoder(path, encoder={"hidden_size": 48})
+    return make_tiny_vision_encoder_decoder(path, encoder_config={"hidden_size": 48})
 
 
 def test_without_enc_to_dec_proj_the_projector_is_refused(same_width, images, tmp_path):
@@ -229,20 +229,22 @@ def test_pix2struct_vqa_reads_the_prompt_in_the_image(font_cache, tmp_path, imag
     assert not np.allclose(other, vision, atol=1e-3)
 
 
-@pytest.mark.parametrize("decoder", ["gpt2", "bert"])
-def test_other_decoders(decoder, images, tmp_path):
-    # GPT-2 (a final ln_f, Conv1D linear layers) and a causal BERT (no final
-    # norm) behind the ViT: the language stage equals HF's decoder states, and
-    # LoRA's default targets (every linear layer of the decoder's blocks) train
-    path = make_tiny_vision_encoder_decoder(tmp_path / decoder, decoder=decoder)
+@pytest.mark.parametrize(
+    "decoder, encoder", [("gpt2", "vit"), ("bert", "vit"), ("mbart", "donut-swin")]
+)
+def test_other_decoders_and_encoders(decoder, encoder, images, tmp_path):
+    # GPT-2 (a final ln_f, Conv1D linear layers), a causal BERT (no final
+    # norm) and Donut's MBart (a final layer_norm) behind a ViT or Donut's
+    # Swin (read as Swin): both stages equal HF's states; LoRA's default
+    # targets (every linear layer of the decoder's blocks) train GPT-2's Conv1D
+    path = make_tiny_vision_encoder_decoder(
+        tmp_path / decoder, decoder=decoder, encoder=encoder
+    )
     X = pd.DataFrame({"image": images, "prompt": PROMPTS})
     layers = [0, 1, -1]
-    got = VLMEmbeddingTransformer(
-        path, stage="language", layer=layers, pooling="mean", device="cpu"
-    ).fit_transform(X)
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = AutoProcessor.from_pretrained(path)
-    want = []
+    want = {"vision": [], "language": []}
     for image, prompt in zip(images, PROMPTS, strict=True):
         ids = [model.config.decoder_start_token_id]
         ids += processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -252,9 +254,22 @@ def test_other_decoders(decoder, images, tmp_path):
                 decoder_input_ids=torch.tensor([ids]),
                 output_hidden_states=True,
             )
-        states = out.decoder_hidden_states
-        want.append(np.concatenate([states[k][0].mean(0).numpy() for k in layers]))
-    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
+        for stage, states in (
+            ("vision", out.encoder_hidden_states),
+            ("language", out.decoder_hidden_states),
+        ):
+            # a ViT's class token is left out of mean
+            start = 1 if stage == "vision" and encoder == "vit" else 0
+            want[stage].append(
+                np.concatenate([states[k][0][start:].mean(0).numpy() for k in layers])
+            )
+    for stage in ("vision", "language"):
+        got = VLMEmbeddingTransformer(
+            path, stage=stage, layer=layers, pooling="mean", device="cpu"
+        ).fit_transform(X)
+        np.testing.assert_allclose(got, np.stack(want[stage]), atol=1e-5)
+    if decoder != "gpt2":
+        return  # their blocks' nn.Linear layers: as TrOCR's, which the family tests train
     tuner = VLMClassificationTuner(
         path,
         train="lora",
@@ -270,6 +285,7 @@ def test_other_decoders(decoder, images, tmp_path):
     changed = {
         k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])
     }
-    # LoRA merged into the decoder's blocks; the projector trains beside it
+    # LoRA merged into the decoder's blocks; the projector, where there is
+    # one, trains beside it
     assert any(k.startswith("decoder.") for k in changed)
-    assert {k.split(".")[0] for k in changed} == {"decoder", "enc_to_dec_proj"}
+    assert {k.split(".")[0] for k in changed} <= {"decoder", "enc_to_dec_proj"}
