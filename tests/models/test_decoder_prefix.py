@@ -289,3 +289,28 @@ def test_other_decoders_and_encoders(decoder, encoder, images, tmp_path):
     # one, trains beside it
     assert any(k.startswith("decoder.") for k in changed)
     assert {k.split(".")[0] for k in changed} <= {"decoder", "enc_to_dec_proj"}
+
+
+def test_an_encoder_without_adapter_refuses_the_vision_stage(tmp_path, images):
+    from transformers import (
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTMSNConfig,
+    )
+
+    path = make_tiny_vision_encoder_decoder(tmp_path / "msn")
+    config = AutoModelForImageTextToText.from_pretrained(path).config
+    encoder = ViTMSNConfig(**{**config.encoder.to_dict(), "model_type": "vit_msn"})
+    msn = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        encoder, config.decoder
+    )
+    msn.decoder_start_token_id = config.decoder_start_token_id
+    msn.pad_token_id = config.pad_token_id
+    VisionEncoderDecoderModel(msn).save_pretrained(path)
+    adapter = load_adapter(path, device="cpu")
+    assert adapter.stages == ("projector", "language")
+    vlm = VLMEmbeddingTransformer(path, stage="vision", device="cpu")
+    with pytest.raises(
+        ValueError, match=r"no vision adapter for its encoder \('vit_msn'"
+    ):
+        vlm.fit(images)
