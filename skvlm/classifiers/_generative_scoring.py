@@ -99,6 +99,11 @@ class Prefix:
         The family's ``Traits.token_inputs`` at the prefix's last token,
         shape (1, 1, ...): every appended token takes that value (Mllama's
         ``cross_attention_mask``: which image tiles a token reads).
+    held : dict
+        Inputs other than tokens that every pass over the cache needs again,
+        batch 1, expanded over the rows: the adapter's ``held_inputs(batch)``
+        where it has one (IDEFICS's image states: its cross-attention layers
+        keep nothing in the cache).
     """
 
     kv: list | None
@@ -108,6 +113,7 @@ class Prefix:
     replay: dict | None = None
     encoder: dict | None = None
     continued: dict = field(default_factory=dict)
+    held: dict = field(default_factory=dict)
 
 
 def _language_call(adapter):
@@ -139,10 +145,17 @@ def _uses_mrope(adapter):
     A model that keeps ``rope_deltas`` but whose rotary embedding has no
     ``mrope_section`` (EXAONE 4.5: 1-D positions) does not.
     """
-    if not hasattr(getattr(adapter.model, "model", None), "rope_deltas"):
+    if not hasattr(_base_model(adapter), "rope_deltas"):
         return False
     rope = getattr(adapter.model.config.get_text_config(), "rope_parameters", None)
     return not isinstance(rope, dict) or "mrope_section" in rope
+
+
+def _base_model(adapter):
+    """The base model inside the adapter's model (its traits' ``base``), or None
+    where the model is its own base."""
+    path = adapter.traits.base
+    return resolve_path(adapter.model, path) if path else None
 
 
 def _kv(cache):
@@ -229,6 +242,7 @@ def _step(adapter, prefix, cache, input_ids, **kwargs):
     if positions is not None:
         kwargs["position_ids"] = positions
     kwargs.update(_repeat(prefix.continued, rows, tokens))
+    kwargs.update({k: v.expand(rows, *v.shape[1:]) for k, v in prefix.held.items()})
     out = _language_call(adapter)(
         input_ids=input_ids, cache=cache, use_cache=True, **kwargs
     )
@@ -263,15 +277,18 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     delta = None
     if _uses_mrope(adapter):
         # set by the pass that just ran (a pass without image has none)
-        deltas = adapter.model.model.rope_deltas if with_image else None
+        deltas = _base_model(adapter).rope_deltas if with_image else None
         delta = int(deltas.reshape(-1)[0]) if deltas is not None else 0
     continued = _continued(adapter, batch) if with_image else {}
+    held = getattr(adapter, "held_inputs", None)
+    held = held(batch) if held is not None and with_image else {}
     prefix = Prefix(
         _kv(cache),
         batch["input_ids"].shape[1],
         out.logits[0, -1],
         delta,
         continued=continued,
+        held=held,
     )
     if prefix.kv is None:
         # A hybrid cache (recurrent state): replay the prefix for each class.
@@ -287,6 +304,7 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
             logits[0, -1],
             delta,
             continued=continued,
+            held=held,
         )
     return prefix, cache
 

@@ -68,6 +68,6 @@ __getattr__, __dir__, __all__ = attach(
             "without_video_processor",
         ],
         "._registry": ["adapter_class"],
-        "._traits": ["resolve_path"],
+        "._traits": ["kwargs_target", "resolve_path"],
     },
 )

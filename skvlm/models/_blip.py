@@ -5,7 +5,13 @@ from __future__ import annotations
 from ._base import LANGUAGE_POOLINGS, Stack, language_masks
 from ._chat import DEFAULT_PROMPT
 from ._llava import LlavaAdapter
-from ._traits import family_traits, resolve_path
+from ._traits import (
+    family_traits,
+    final_norm,
+    has_class_token,
+    language_layers,
+    resolve_path,
+)
 from ._vision import _to_device
 
 
@@ -57,9 +63,7 @@ class Blip2Adapter(LlavaAdapter):
         traits = family_traits(model)
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
-        self.has_cls = (
-            getattr(self.tower.embeddings, "class_embedding", None) is not None
-        )
+        self.has_cls = has_class_token(self.tower)
         self.image_token_id = model.config.image_token_id
         self.encoder_decoder = not model.config.use_decoder_only_language_model
         self.language_blocks, self.language_norm, self.language_problem = (
@@ -176,17 +180,21 @@ class InstructBlipAdapter(Blip2Adapter):
 
 def _language_parts(model):
     """(blocks, final norm, problem) of a BLIP model's language stack."""
-    lm = resolve_path(model, family_traits(model).language)
+    traits = family_traits(model)
+    lm = resolve_path(model, traits.language)
+    # the T5 encoder; OPT's decoder (OPTModel keeps its blocks in .decoder), LLaMA's model
+    if model.config.use_decoder_only_language_model:
+        stack = lm.get_decoder()
+    else:
+        stack = lm.get_encoder()
+    blocks = language_layers(stack, traits)
+    norm = final_norm(stack, traits.language_norm)
     if not model.config.use_decoder_only_language_model:
-        encoder = lm.get_encoder()
-        return encoder.block, encoder.final_layer_norm, None
-    base = lm.base_model
-    base = getattr(base, "decoder", base)  # OPTModel keeps its blocks in .decoder
-    norm = getattr(base, "norm", None)
-    if norm is None:
-        norm = getattr(base, "final_layer_norm", None)
+        return blocks, norm, None
+    text = model.config.get_text_config()
     problem = None
-    if getattr(base, "project_out", None) is not None:
+    # OPT projects its last hidden state to word_embed_proj_dim (project_out)
+    if getattr(text, "word_embed_proj_dim", text.hidden_size) != text.hidden_size:
         problem = (
             f"The language model ({type(lm).__name__}) projects its last hidden state "
             "to another width (project_out), so its layers do not share one width; "
@@ -194,4 +202,4 @@ def _language_parts(model):
             "(every released BLIP-2/InstructBLIP checkpoint). Use stage='vision' or "
             "'projector'."
         )
-    return base.layers, norm, problem
+    return blocks, norm, problem

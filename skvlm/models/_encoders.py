@@ -20,9 +20,12 @@ different place at every resolution.
 
 from __future__ import annotations
 
+import torch
+
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack
-from ._vision import CLIPAdapter, GenericVisionAdapter, _to_device
+from ._traits import resolve_path
+from ._vision import CLIPAdapter, GenericVisionAdapter, _to_device, encoder_tower
 
 
 # -- ViT-like towers -------------------------------------------------------------------
@@ -67,15 +70,8 @@ class Aimv2Adapter(CLIPAdapter):
     model_types = ("aimv2", "aimv2_vision_model")
     has_cls = False
 
-    def __init__(self, model, processor):
-        Adapter.__init__(self, model, processor)
-        self.tower = getattr(model, "vision_model", model)
-        self.vision_config = getattr(model.config, "vision_config", model.config)
-        projection = getattr(model, "visual_projection", None)
-        self.stages = ("vision", "projector") if projection is not None else ("vision",)
-
     def _has_pooler(self):
-        return bool(getattr(self.tower, "use_head", False))
+        return resolve_path(self.tower, self.traits.vision_head) is not None
 
     def logit_params(self):
         # AIMv2 clamps its learned log-scale before exponentiating it.
@@ -141,14 +137,19 @@ def per_entry_masks(read):
 class HierarchicalAdapter(Adapter):
     """Encoders whose stages change resolution and width (see the module's notes).
 
-    Subclasses give ``tower`` (the module called with ``pixel_values``),
-    ``blocks`` (the modules whose outputs are entries 1..L) and ``widths`` (the
-    width of every entry, 0..L).
+    ``tower`` (the module called with ``pixel_values``) and ``blocks`` (the
+    modules whose outputs are entries 1..L) come from the family's traits;
+    subclasses give ``widths`` (the width of every entry, 0..L).
     """
 
     stages = ("vision",)
     positions = False
     prompt_stages = ()
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.tower = encoder_tower(model, self.traits)
+        self.blocks = resolve_path(self.tower, self.traits.vision_blocks)
 
     def n_layers(self, stage):
         return len(self.blocks) + 1 if stage == "vision" else 1
@@ -201,8 +202,6 @@ class ConvNextAdapter(HierarchicalAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model
-        self.blocks = model.encoder.stages
         sizes = list(model.config.hidden_sizes)
         self.widths = [sizes[0], *sizes]
 
@@ -220,8 +219,6 @@ class DINOv3ConvNextAdapter(HierarchicalAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model
-        self.blocks = model.model.stages
         self.widths = [model.config.num_channels, *model.config.hidden_sizes]
 
 
@@ -238,8 +235,6 @@ class SwinAdapter(HierarchicalAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model
-        self.blocks = model.encoder.layers
         config = model.config
         n = len(config.depths)
         self.widths = [config.embed_dim] + [
@@ -260,8 +255,6 @@ class HieraAdapter(HierarchicalAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model
-        self.blocks = model.encoder.stages
         config = model.config
         self.widths = [config.embed_dim] + [
             int(config.embed_dim * config.embed_dim_multiplier**i)
@@ -288,10 +281,10 @@ class AlignAdapter(HierarchicalAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.tower = model.vision_model
-        self.blocks = self.tower.encoder.blocks
-        self.widths = [self.tower.embeddings.convolution.out_channels] + [
-            block.projection.project_conv.out_channels for block in self.blocks
+        # EfficientNet blocks: the first convolution of the first block reads
+        # the stem's output, the last convolution of each block writes its own
+        self.widths = [_convolutions(self.blocks[0])[0].in_channels] + [
+            _convolutions(block)[-1].out_channels for block in self.blocks
         ]
 
     def extract(self, batch, stage, requests):
@@ -302,6 +295,10 @@ class AlignAdapter(HierarchicalAdapter):
 
     def logit_params(self):
         return 1.0 / float(self.model.temperature.detach()), 0.0
+
+
+def _convolutions(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 ADAPTERS = [

@@ -42,6 +42,7 @@ from ._base import Stack, language_masks
 from ._chat import image_first_prompt
 from ._encoders import _as_tokens
 from ._generic import GenericImageTextAdapter
+from ._traits import final_norm, language_layers
 from ._vision import _to_device
 
 
@@ -72,6 +73,7 @@ class Florence2Adapter(GenericImageTextAdapter):
             widths += [config.embed_dim[stage]] * depth
         self.widths = widths
         self.encoder = self.language.get_encoder()
+        self.encoder_blocks = language_layers(self.encoder, self.traits)
         self.stages = type(self).stages
         self.unavailable = {}
         self.has_cls = False
@@ -79,7 +81,7 @@ class Florence2Adapter(GenericImageTextAdapter):
     # -- what the stages offer -------------------------------------------------
     def n_layers(self, stage):
         if stage == "language":
-            return len(self.encoder.layers) + 1
+            return len(self.encoder_blocks) + 1
         return super().n_layers(stage)
 
     def poolings(self, stage, layer):
@@ -148,8 +150,8 @@ class Florence2Adapter(GenericImageTextAdapter):
                 {self.image_token_id},
                 self._special_ids,
             )
-            norm = getattr(self.encoder, "layer_norm", None)  # mBART-style only
-            return Stack(blocks=self.encoder.layers, masks=masks, final_norm=norm)
+            norm = final_norm(self.encoder, self.traits.language_norm)
+            return Stack(blocks=self.encoder_blocks, masks=masks, final_norm=norm)
         return super().stack(stage, batch)
 
     def capture(self, batch, stage, layers, read, *, need_outputs=False):

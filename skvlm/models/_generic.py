@@ -61,7 +61,13 @@ from ._packed import PackedTowerMixin
 from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._timm_stages import timm_stages
-from ._traits import family_traits, final_norm, resolve_path
+from ._traits import (
+    family_traits,
+    final_norm,
+    has_class_token,
+    language_layers,
+    resolve_path,
+)
 from ._vision import VisionTowerMixin, _to_device
 from ._vq import unpadded_image_features
 
@@ -194,7 +200,7 @@ class GenericImageTextAdapter(
         super().__init__(model, processor)
         self.family = model.config.model_type
         self.traits = traits = family_traits(model)
-        self.base = getattr(model, "model", model)
+        self.base = resolve_path(model, traits.base)
         self.language = resolve_path(model, traits.language)
         if self.language is None:
             raise ValueError(
@@ -203,6 +209,7 @@ class GenericImageTextAdapter(
                 "'layers' under the names skvlm looks for. Add a Traits(language=...) "
                 "entry for it in skvlm.models.TRAITS, or report the model id."
             )
+        self.language_blocks = language_layers(self.language, traits)
         self.image_token_id = _image_token_id(model.config)
         self.image_token = traits.placeholder or (
             getattr(processor, "image_token", None) or "<image>"
@@ -226,14 +233,8 @@ class GenericImageTextAdapter(
             )
         if not hasattr(self.base, "get_image_features"):
             self.unavailable.setdefault("projector", "it has no get_image_features")
-        embeddings = getattr(
-            resolve_path(self.tower, "vision_model") or self.tower, "embeddings", None
-        )
         if traits.class_token == "auto":
-            self.has_cls = any(
-                getattr(embeddings, attr, None) is not None
-                for attr in ("class_embedding", "cls_token")
-            )
+            self.has_cls = has_class_token(self.tower)
         else:
             self.has_cls = traits.class_token == "first"
         self.packed = traits.views == "packed" and not self.pixtral
@@ -254,7 +255,7 @@ class GenericImageTextAdapter(
             return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
-        return len(self.language.layers) + 1
+        return len(self.language_blocks) + 1
 
     def poolings(self, stage, layer):
         if stage == "language":
@@ -398,9 +399,13 @@ class GenericImageTextAdapter(
             {self.image_token_id},
             self._special_ids,
         )
-        norm = final_norm(self.language) if self.traits.last_entry == "norm" else None
+        norm = (
+            final_norm(self.language, self.traits.language_norm)
+            if self.traits.last_entry == "norm"
+            else None
+        )
         return Stack(
-            blocks=self.language.layers,
+            blocks=self.language_blocks,
             masks=masks,
             final_norm=norm,
             unpack=partial(

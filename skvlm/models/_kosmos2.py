@@ -44,7 +44,7 @@ from ..pooling import TokenMasks
 from ._base import Stack
 from ._chat import image_first_prompt, special_token_ids
 from ._generic import GenericImageTextAdapter
-from ._traits import resolve_path
+from ._traits import final_norm, resolve_path
 from ._vision import _to_device
 
 _MASK = "image_embeds_position_mask"
@@ -120,8 +120,8 @@ class Kosmos2Adapter(GenericImageTextAdapter):
             text=valid & ~image & ~special,
             has_cls=False,
         )
-        norm = self.language.layer_norm
-        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+        norm = final_norm(self.language, self.traits.language_norm)
+        return Stack(blocks=self.language_blocks, masks=masks, final_norm=norm)
 
 
 class FlattenedPatchesMixin:

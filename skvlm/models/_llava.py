@@ -24,13 +24,8 @@ from ._base import (
 )
 from ._chat import ChatPromptMixin, special_token_ids
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
-from ._traits import resolve_path
+from ._traits import final_norm, has_class_token, language_layers, resolve_path
 from ._vision import VisionTowerMixin, _to_device
-
-
-def _inner_tower(tower):
-    """The module holding ``embeddings`` and ``encoder`` (towers nest it in v4 layout)."""
-    return getattr(tower, "vision_model", tower)
 
 
 class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter):
@@ -74,18 +69,17 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.base = getattr(model, "model", model)
         traits = self.traits
+        self.base = resolve_path(model, traits.base)
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
-        inner = _inner_tower(self.tower)
-        embeddings = getattr(inner, "embeddings", None)
-        self.has_cls = getattr(embeddings, "class_embedding", None) is not None
+        self.has_cls = has_class_token(self.tower)
         self.packed = has_pixtral_tower(model)
         if self.packed:  # a Pixtral tower: images at their own sizes
             self.dynamic_resolution = True
             self.raster_stages = ()
         self.language = resolve_path(model, traits.language)
+        self.language_blocks = language_layers(self.language, traits)
         self.image_token_id = model.config.image_token_id
         token = getattr(processor, "image_token", None)
         if isinstance(token, str) and token:
@@ -97,7 +91,7 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
             return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
-        return len(self.language.layers) + 1
+        return len(self.language_blocks) + 1
 
     def poolings(self, stage, layer):
         if stage == "language":
@@ -148,8 +142,8 @@ class LlavaAdapter(PixtralTowerMixin, ChatPromptMixin, VisionTowerMixin, Adapter
             {self.image_token_id},
             self.special_ids(),
         )
-        norm = getattr(self.language, "norm", None)
-        return Stack(blocks=self.language.layers, masks=masks, final_norm=norm)
+        norm = final_norm(self.language, self.traits.language_norm)
+        return Stack(blocks=self.language_blocks, masks=masks, final_norm=norm)
 
     def vision_pixels(self, batch):
         return batch["pixel_values"]

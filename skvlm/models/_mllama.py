@@ -78,7 +78,7 @@ class MllamaAdapter(GenericImageTextAdapter):
             return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
-        return len(self.language.layers) + 1
+        return len(self.language_blocks) + 1
 
     def poolings(self, stage, layer):
         if stage == "language":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._chat import DEFAULT_PROMPT
 from ._llava import LlavaAdapter
+from ._traits import resolve_path
 
 
 class PaliGemmaAdapter(LlavaAdapter):
@@ -39,7 +40,7 @@ class PaliGemmaAdapter(LlavaAdapter):
     raster_stages = ()
 
     def _tower_has_pooler(self):
-        return getattr(self.tower, "head", None) is not None
+        return resolve_path(self.tower, self.traits.vision_head) is not None
 
     def format_prompt(self, prompt):
         """``"<image>" + prompt``; a prompt that has ``<image>`` is used as is.

@@ -29,7 +29,7 @@ from ._base import (
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor_without_video
 from ._packed import raster_gather
-from ._traits import family_traits, final_norm, resolve_path
+from ._traits import family_traits, final_norm, language_layers, resolve_path
 from ._vision import _to_device
 
 
@@ -87,11 +87,12 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        self.base = getattr(model, "model", model)
         traits = family_traits(model)
+        self.base = resolve_path(model, traits.base)
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.language = resolve_path(model, traits.language)
+        self.language_blocks = language_layers(self.language, traits)
         self.merge = self.tower.spatial_merge_size
         self.image_token_id = model.config.image_token_id
         self._special_ids = special_token_ids(processor.tokenizer) - {
@@ -104,7 +105,7 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
             return len(self.vision_blocks) + 1
         if stage == "projector":
             return 1
-        return len(self.language.layers) + 1
+        return len(self.language_blocks) + 1
 
     def poolings(self, stage, layer):
         return LANGUAGE_POOLINGS if stage == "language" else TOKEN_POOLINGS
@@ -188,9 +189,9 @@ class Qwen2VLAdapter(ChatPromptMixin, Adapter):
             self._special_ids,
         )
         return Stack(
-            blocks=self.language.layers,
+            blocks=self.language_blocks,
             masks=masks,
-            final_norm=final_norm(self.language),
+            final_norm=final_norm(self.language, self.traits.language_norm),
         )
 
     def forward(self, stage, batch):

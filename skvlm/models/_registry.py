@@ -49,6 +49,8 @@ ADAPTER_MODULES = (
     "skvlm.models._kosmos2",
     "skvlm.models._decoder_prefix",
     "skvlm.models._generic",
+    # -- idefics1 --
+    "skvlm.models._idefics1",
 )
 
 _CACHE: dict[tuple, Adapter] = {}

@@ -31,7 +31,7 @@ import torch
 
 from ._base import Stack, language_masks
 from ._generic import GenericImageTextAdapter
-from ._traits import final_norm
+from ._traits import final_norm, language_layers
 from ._vision import _to_device
 
 
@@ -61,15 +61,16 @@ class T5Gemma2Adapter(GenericImageTextAdapter):
             module
             for module in model.get_encoder().children()
             if module is not tower
-            and isinstance(getattr(module, "layers", None), torch.nn.ModuleList)
+            and isinstance(language_layers(module, self.traits), torch.nn.ModuleList)
         )
+        self.encoder_blocks = language_layers(self.encoder, self.traits)
         self.stages = tuple(
             s for s in ("vision", "projector", "language") if s not in self.unavailable
         )
 
     def n_layers(self, stage):
         if stage == "language":
-            return len(self.encoder.layers) + 1
+            return len(self.encoder_blocks) + 1
         return super().n_layers(stage)
 
     def dim(self, stage):
@@ -99,7 +100,9 @@ class T5Gemma2Adapter(GenericImageTextAdapter):
             self._special_ids,
         )
         return Stack(
-            blocks=self.encoder.layers, masks=masks, final_norm=final_norm(self.encoder)
+            blocks=self.encoder_blocks,
+            masks=masks,
+            final_norm=final_norm(self.encoder, self.traits.language_norm),
         )
 
     def decoder_start_ids(self):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._traits import resolve_path
+from ._traits import TIMM_MODEL, resolve_path
 
 __all__ = ["timm_stages"]
 
@@ -71,7 +71,7 @@ def timm_stages(tower):
     >>> len(stages), widths
     (1, (4, 8))
     """
-    model = resolve_path(tower, "timm_model") if tower is not None else None
+    model = resolve_path(tower, TIMM_MODEL) if tower is not None else None
     info = getattr(model, "feature_info", None)
     if not isinstance(info, (list, tuple)):
         return None, ()

@@ -56,6 +56,7 @@ import torch
 
 __all__ = [
     "PACKED_TOWERS",
+    "TIMM_MODEL",
     "TRAITS",
     "Traits",
     "derive_traits",
@@ -71,7 +72,8 @@ class Traits:
     Attributes
     ----------
     vision : str or None
-        Path of the vision tower.
+        Path of the vision tower (``""``: the model itself, a vision-only
+        encoder).
     vision_blocks : str, tuple of str or None
         Path, from the tower, of its list of transformer blocks; a tuple for a
         tower of several encoders run one after the other (their blocks make
@@ -146,6 +148,18 @@ class Traits:
         before each image's patches (RADIO's class and register tokens), the
         first a class token; None: one class token, or none, per
         ``class_token``.
+    base : str or None
+        Path of the base model, whose forward the stages run and whose
+        ``get_image_features`` gives the projector stage (``""``: the model
+        itself); derived: ``"model"`` where the model has one.
+    vision_head : str or None
+        Path, from the tower, of the module that pools the tower's last
+        state into its pooled output (SigLIP's and AIMv2's attention-pooling
+        ``head``, ViT's ``pooler``); derived, None where the tower has none.
+    language_norm : tuple of str or None
+        Names, under a language stack (the language model, or the encoder
+        of an encoder-decoder), of its final norm, the first present taken;
+        None: transformers' usual names (:func:`final_norm`).
     """
 
     vision: str | None = None
@@ -168,6 +182,9 @@ class Traits:
     row_positions: bool = False
     unpad_images: bool = False
     prefix_tokens: str | None = None
+    base: str | None = None
+    vision_head: str | None = None
+    language_norm: tuple | None = None
 
 
 _BLIP = Traits(
@@ -177,6 +194,8 @@ _BLIP = Traits(
     lm_head="language_model.lm_head",
     # OPT and Vicuna keep their blocks in "layers", Flan-T5 (both stacks) in "block"
     language_blocks=("layers", "block"),
+    # Vicuna's final norm; OPT's decoder and T5's encoder call it final_layer_norm
+    language_norm=("norm", "final_layer_norm"),
 )
 
 # -- tvworld1 --
@@ -224,7 +243,8 @@ TRAITS = {
         )
     ),
     # BART encoder-decoder: its encoder and decoder blocks are both "layers"
-    "florence2": Traits(language="model.language_model"),
+    # (mBART-style encoders end with a layer_norm, BART's with none)
+    "florence2": Traits(language="model.language_model", language_norm=("layer_norm",)),
     "gemma3": Traits(images="nested", placeholder="<start_of_image>"),
     "gemma4": Traits(images="nested"),
     # peft maps its MLP targets onto the fused expert weights (no LoRA dropout there)
@@ -518,6 +538,7 @@ TRAITS = {
         lm_head="text_model.lm_head",
         class_token="first",
         token_inputs=("image_embeds_position_mask",),
+        language_norm=("layer_norm",),
     ),
     # a Pix2Struct-like tower over flattened patches, no class token
     "kosmos-2.5": Traits(
@@ -528,7 +549,40 @@ TRAITS = {
         lm_head="text_model.lm_head",
         class_token="none",
         token_inputs=("image_embeds_position_mask",),
+        language_norm=("layer_norm",),
     ),
+    # -- idefics1 --
+    # IDEFICS v1 (skvlm.models._idefics1): the image enters through gated
+    # cross-attention layers (which keep nothing in the cache: the adapter's
+    # held_inputs give each cached pass the image again); the projector the
+    # tuner trains is what IDEFICS trained (cross-attention + resampler; the
+    # resampler last: the adapter's projector stage reads it there)
+    "idefics": Traits(
+        projector=("model.gated_cross_attn_layers", "model.perceiver_resampler"),
+        language="model",
+        token_inputs=("image_attention_mask",),
+    ),
+    # -- names --
+    # Vision encoders and CLIP-style models (skvlm.models._vision, _encoders):
+    # the tower is derived (``vision_model``), its blocks and pooling head too;
+    # CLIP-style models project the pooled output
+    **dict.fromkeys(
+        ("clip", "metaclip_2", "altclip", "chinese_clip", "aimv2"),
+        Traits(projector=("visual_projection",)),
+    ),
+    # vision-only checkpoints are the tower itself
+    **dict.fromkeys(
+        ("clip_vision_model", "chinese_clip_vision_model", "aimv2_vision_model"),
+        Traits(vision="", projector=("visual_projection",)),
+    ),
+    **dict.fromkeys(("siglip_vision_model", "siglip2_vision_model"), Traits(vision="")),
+    # hierarchical encoders: their stages (ALIGN: its EfficientNet blocks)
+    **dict.fromkeys(
+        ("convnext", "convnextv2", "hiera"), Traits(vision_blocks="encoder.stages")
+    ),
+    "dinov3_convnext": Traits(vision_blocks="model.stages"),
+    **dict.fromkeys(("swin", "swinv2"), Traits(vision_blocks="encoder.layers")),
+    "align": Traits(vision_blocks="encoder.blocks"),
     # -- encdec2 --
     # encoder-decoders whose encoder reads the image alone; the prompt is the
     # decoder's prefix (skvlm.models._decoder_prefix)
@@ -563,8 +617,6 @@ NOT_SERVED = {
     "evolla": "a protein-sequence model: it reads protein structures, not images",
     "git": "GIT's decoder puts the image's tokens before the text itself, with "
     "no placeholder in the prompt",
-    "idefics": "IDEFICS (v1) reads the images through cross-attention layers, "
-    "not at positions of the prompt",
     "instructblipvideo": "a video model (frames through a Q-Former) with no image "
     "placeholder in its prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
@@ -631,6 +683,8 @@ _PROJECTOR_NAMES = (
     "multi_modal_projector",
 )
 _LANGUAGE_NAMES = ("model.language_model", "model.text_model", "language_model")
+_BASE_NAME = "model"
+_HEAD_NAMES = ("head", "pooler")
 
 
 # The text config's count of residual streams (hyper-connections; Gemma 3n's
@@ -648,12 +702,16 @@ _FINAL_NORM_NAMES = (
 )
 
 
-def final_norm(language):
-    """The final norm module of a language model, or None."""
+def final_norm(language, names=None):
+    """The final norm module of a language stack, or None.
+
+    ``names``: where to look (``Traits.language_norm``), the first present
+    taken; None: transformers' usual names.
+    """
     return next(
         (
             getattr(language, name)
-            for name in _FINAL_NORM_NAMES
+            for name in names or _FINAL_NORM_NAMES
             if getattr(language, name, None) is not None
         ),
         None,
@@ -691,6 +749,62 @@ def decoder_final_norm(owner):
     )
 
 
+def language_layers(stack, traits):
+    """The list of a language stack's blocks: its first list named in
+    ``traits.language_blocks`` (``layers``; T5's ``block``), or None."""
+    return next(
+        (
+            blocks
+            for name in traits.language_blocks
+            if (blocks := resolve_path(stack, name)) is not None
+        ),
+        None,
+    )
+
+
+# Where a ViT-style tower keeps its embeddings (CLIP-style towers nest the
+# transformer in ``vision_model``), and the learned tokens before its patches.
+_INNER_TOWER = "vision_model"
+_EMBEDDINGS = "embeddings"
+_CLASS_TOKEN_NAMES = ("class_embedding", "cls_token")
+_EXTRA_PREFIX_NAMES = ("distillation_token",)  # DeiT
+
+
+def tower_embeddings(tower):
+    """The embeddings module of a ViT-style tower, or None."""
+    inner = resolve_path(tower, _INNER_TOWER)
+    return resolve_path(tower if inner is None else inner, _EMBEDDINGS)
+
+
+def has_class_token(tower):
+    """Whether a ViT-style tower's embeddings put a class token first."""
+    embeddings = tower_embeddings(tower)
+    return any(
+        getattr(embeddings, name, None) is not None for name in _CLASS_TOKEN_NAMES
+    )
+
+
+def extra_prefix_tokens(tower):
+    """How many learned tokens other than the class token and registers (DeiT's
+    distillation token) a ViT-style tower puts before its patches."""
+    embeddings = tower_embeddings(tower)
+    return sum(hasattr(embeddings, name) for name in _EXTRA_PREFIX_NAMES)
+
+
+# The sub-model to which a model's forward passes its keyword arguments on
+# (BLIP-2 and InstructBLIP: their language model).
+_KWARGS_TARGET = "language_model"
+
+
+def kwargs_target(model):
+    """The sub-model ``model``'s forward passes its keyword arguments to, or None."""
+    return resolve_path(model, _KWARGS_TARGET)
+
+
+#: Where a timm-backed tower (``TimmWrapperModel``) keeps the timm model.
+TIMM_MODEL = "timm_model"
+
+
 def resolve_path(root, path):
     """The module or parameter at dotted ``path`` under ``root``, or None.
 
@@ -699,6 +813,8 @@ def resolve_path(root, path):
     """
     if path is None:
         return None
+    if path == "":
+        return root
     if isinstance(path, tuple):
         lists = [resolve_path(root, p) for p in path]
         if any(blocks is None for blocks in lists):
@@ -754,12 +870,15 @@ def derive_traits(model, declared=None):
     traits : Traits
         With ``vision``, ``vision_blocks``, ``projector``, ``language`` and
         ``lm_head`` found under transformers' usual names (None where absent),
+        ``base`` and ``vision_head`` likewise,
         and ``views="packed"`` for a tower of :data:`PACKED_TOWERS` or a model
         whose ``get_image_features`` takes a patch grid
         (:func:`takes_patch_grid`).
     """
     traits = declared or Traits()
-    vision = traits.vision or _first(model, _VISION_NAMES)
+    vision = traits.vision
+    if vision is None:
+        vision = _first(model, _VISION_NAMES)
     blocks = traits.vision_blocks
     if blocks is None and vision is not None:
         blocks = _first(resolve_path(model, vision), _BLOCK_NAMES, _is_block_list)
@@ -776,6 +895,13 @@ def derive_traits(model, declared=None):
         lambda node: _is_block_list(getattr(node, "layers", None)),
     )
     lm_head = traits.lm_head or ("lm_head" if hasattr(model, "lm_head") else None)
+    base = traits.base
+    if base is None:
+        base = _BASE_NAME if resolve_path(model, _BASE_NAME) is not None else ""
+    vision_head = traits.vision_head
+    if vision_head is None:
+        tower = model if vision is None else resolve_path(model, vision)
+        vision_head = _first(tower, _HEAD_NAMES)
     views = traits.views
     tower_type = getattr(
         getattr(model.config, "vision_config", None), "model_type", None
@@ -799,6 +925,8 @@ def derive_traits(model, declared=None):
         projector=projector,
         language=language,
         lm_head=lm_head,
+        base=base,
+        vision_head=vision_head,
     )
 
 

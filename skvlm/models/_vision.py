@@ -15,6 +15,7 @@ import torch
 
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack
+from ._traits import extra_prefix_tokens, has_class_token, resolve_path
 
 
 def _to_device(batch, device, dtype):
@@ -73,11 +74,12 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        # a vision-only checkpoint (clip_vision_model) is the tower itself
-        self.tower = getattr(model, "vision_model", model)
+        self.tower = encoder_tower(model, self.traits)
         self.vision_config = getattr(model.config, "vision_config", model.config)
-        projection = getattr(model, "visual_projection", None)
-        self.stages = ("vision", "projector") if projection is not None else ("vision",)
+        # a vision-only checkpoint (clip_vision_model) has no projection
+        self.projection = resolve_path(model, next(iter(self.traits.projector), None))
+        has_projection = self.projection is not None
+        self.stages = ("vision", "projector") if has_projection else ("vision",)
 
     def n_layers(self, stage):
         return self.vision_config.num_hidden_layers + 1 if stage == "vision" else 1
@@ -111,8 +113,12 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
 
     def stack(self, stage, batch):
         return self.tower_stack(
-            self.tower.encoder.layers, n_prefix=int(self.has_cls), has_cls=self.has_cls
+            self.vision_blocks, n_prefix=int(self.has_cls), has_cls=self.has_cls
         )
+
+    @property
+    def vision_blocks(self):
+        return resolve_path(self.tower, self.traits.vision_blocks)
 
     def forward(self, stage, batch):
         return self.tower(**self.vision_inputs(batch))
@@ -127,7 +133,7 @@ class CLIPAdapter(VisionTowerMixin, Adapter):
         return {(0, "pooler"): self.project(outputs.pooler_output).float()}
 
     def project(self, pooled):
-        return self.model.visual_projection(pooled)
+        return self.projection(pooled)
 
     # -- the text side, for zero-shot classification --------------------------------
     text_padding = "longest"
@@ -170,12 +176,12 @@ class SiglipAdapter(CLIPAdapter):
 
     def __init__(self, model, processor):
         Adapter.__init__(self, model, processor)
-        self.tower = getattr(model, "vision_model", model)  # or vision-only
+        self.tower = encoder_tower(model, self.traits)  # or vision-only
         self.vision_config = getattr(model.config, "vision_config", model.config)
         self.stages = ("vision", "projector") if self._has_pooler() else ("vision",)
 
     def _has_pooler(self):
-        return getattr(self.tower, "head", None) is not None
+        return resolve_path(self.tower, self.traits.vision_head) is not None
 
     # SigLIP was trained on text padded to the full length; so is its zero-shot use.
     text_padding = "max_length"
@@ -215,7 +221,7 @@ class Siglip2Adapter(SiglipAdapter):
 
     def stack(self, stage, batch):
         return self.tower_stack(
-            self.tower.encoder.layers,
+            self.vision_blocks,
             n_prefix=0,
             has_cls=False,
             valid=naflex_valid(batch),
@@ -241,14 +247,15 @@ class GenericVisionAdapter(VisionTowerMixin, Adapter):
         super().__init__(model, processor)
         config = model.config
         self.blocks = _find_blocks(model, config.num_hidden_layers)
-        self.has_cls = _has_cls(model)
+        self.has_cls = has_class_token(model)
         self.n_prefix = int(self.has_cls) + int(
             getattr(config, "num_register_tokens", 0) or 0
         )
-        if hasattr(model.embeddings, "distillation_token"):
-            self.n_prefix += 1  # DeiT's distillation token is not a patch
+        # DeiT's distillation token is not a patch
+        self.n_prefix += extra_prefix_tokens(model)
         self.has_pooler = config.model_type.startswith("dinov2") or (
-            getattr(model, "pooler", None) is not None
+            resolve_path(encoder_tower(model, self.traits), self.traits.vision_head)
+            is not None
         )
 
     def n_layers(self, stage):
@@ -289,6 +296,8 @@ def _find_blocks(model, n_blocks):
     )
 
 
-def _has_cls(model):
-    embeddings = getattr(model, "embeddings", None)
-    return getattr(embeddings, "cls_token", None) is not None
+def encoder_tower(model, traits):
+    """An encoder's vision tower: its traits' ``vision``, or the model itself
+    (a vision-only checkpoint, a ViT)."""
+    tower = resolve_path(model, traits.vision)
+    return model if tower is None else tower

@@ -44,6 +44,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_vision_encoder_decoder",
         ],
         "._families_mllama": ["make_tiny_mllama"],
+        "._families_idefics1": ["make_tiny_idefics"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._families_tvworld2": ["make_tiny_gemma3n"],
         "._generative": [

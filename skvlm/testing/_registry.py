@@ -19,6 +19,7 @@ from . import _families as fam
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
 from . import _families_encdec2 as encdec2
+from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
@@ -156,6 +157,8 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- idefics1 --
+TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
 # -- encdec2 --
 # encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
 # projector

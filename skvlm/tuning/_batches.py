@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .._inputs import load_image
+from ..models import kwargs_target
 from ..pooling import pool
 
 #: The file of a run that holds the ``cross_entropy`` head.
@@ -177,7 +178,7 @@ def _accepts_logits_to_keep(runner):
     if "logits_to_keep" in inspect.signature(net.forward).parameters:
         return True
     # BLIP-2 / InstructBLIP pass their keyword arguments on to the language model
-    language = getattr(net, "language_model", None)
+    language = kwargs_target(net)
     return language is not None and "logits_to_keep" in (
         inspect.signature(language.forward).parameters
     )

@@ -45,14 +45,14 @@ class Parts:
     lm_head: str
     projector: tuple
     vision: tuple
-    blocks: tuple = ("layers",)
+    blocks: tuple
 
 
 def _parts_of(traits):
     """The :class:`Parts` named by a family's traits (``skvlm.models.Traits``)."""
     return Parts(
         traits.language,
-        traits.lm_head or "lm_head",
+        traits.lm_head or "",  # "": none (matches no parameter)
         tuple(traits.projector or ()),
         (traits.vision,) if traits.vision else (),
         tuple(traits.language_blocks),

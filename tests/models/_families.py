@@ -22,6 +22,7 @@ from skvlm.testing import (
     make_tiny_florence2,
     make_tiny_gemma3,
     make_tiny_glm4v,
+    make_tiny_idefics,
     make_tiny_idefics2,
     make_tiny_idefics3,
     make_tiny_instructblip,
@@ -80,6 +81,7 @@ from ._references_encdec2 import (
     pix2struct_reference,
     vision_encoder_decoder_reference,
 )
+from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
@@ -568,6 +570,18 @@ NEW_FAMILIES.append(
     )
 )
 
+# -- idefics1 --
+# IDEFICS (v1): the image enters through gated cross-attention layers; a
+# CLIP-like tower with a class token, a perceiver resampler
+NEW_FAMILIES.append(
+    _new(
+        "idefics",
+        make_tiny_idefics,
+        tower=None,
+        has_cls=True,
+        reference=idefics1_reference,
+    )
+)
 # -- encdec2 --
 # Encoder-decoders whose encoder reads the image alone: the prompt is the
 # decoder's prefix (its start token, then the prompt), no position holds the
