@@ -59,7 +59,7 @@ from ..pooling import TokenMasks
 from ._base import Adapter, Stack, pool_token_lists
 from ._chat import image_first_prompt, special_token_ids
 from ._kosmos2 import FlattenedPatchesMixin
-from ._traits import decoder_final_norm, decoder_stack, family_traits, resolve_path
+from ._traits import decoder_stack, family_traits, final_norm, resolve_path
 from ._vision import _to_device
 
 #: Encoder types read by the vision adapter of another type, whose layout and
@@ -97,7 +97,7 @@ class DecoderPrefixAdapter(Adapter):
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.decoder = resolve_path(model, traits.language)
         owner, self.decoder_blocks = decoder_stack(self.decoder, traits.language_blocks)
-        self.decoder_norm = decoder_final_norm(owner)
+        self.decoder_norm = final_norm(owner, traits.language_norm)
         self.tokenizer = processor.tokenizer
         self._special_ids = special_token_ids(self.tokenizer)
         self.unavailable = dict(traits.unsupported)

@@ -593,18 +593,23 @@ TRAITS = {
         language="decoder",
         lm_head="decoder.lm_head",
         language_blocks=("layer",),
+        language_norm=("final_layer_norm",),
         class_token="none",
         unsupported=dict.fromkeys(("projector", "tuner:projector"), _NO_CONNECTOR),
     ),
     # a checkpoint without enc_to_dec_proj refuses its projector (the adapter
     # says why); the decoder's blocks: TrOCR's and MBart's "layers", BERT's
-    # "layer", GPT-2's "h"
+    # "layer", GPT-2's "h"; its final norm, on the module holding them: MBart's
+    # "layer_norm", GPT-2's "ln_f" (TrOCR's and BERT's decoders have none)
     "vision-encoder-decoder": Traits(
         vision="encoder",
         projector=("enc_to_dec_proj",),
         language="decoder",
         language_blocks=("layers", "layer", "h"),
+        language_norm=("layer_norm", "ln_f"),
     ),
+    # Donut's encoder: Swin's code under another type (read by Swin's adapter)
+    "donut-swin": Traits(vision_blocks="encoder.layers"),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -719,12 +724,6 @@ def final_norm(language, names=None):
 
 
 # -- encdec2 --
-# The final norm of a decoder, on the module that holds its blocks
-# (Pix2Struct's text model, MBart's decoder, GPT-2's transformer); TrOCR's and
-# BERT's decoders have none.
-_DECODER_NORM_NAMES = ("final_layer_norm", "layer_norm", "ln_f", "norm")
-
-
 def decoder_stack(decoder, names):
     """(owner, blocks): the first module under ``decoder`` (itself included)
     that holds a non-empty list of blocks under one of ``names``; (None, None)
@@ -735,18 +734,6 @@ def decoder_stack(decoder, names):
             if _is_block_list(blocks):
                 return module, blocks
     return None, None
-
-
-def decoder_final_norm(owner):
-    """The final norm of the module that holds a decoder's blocks, or None."""
-    return next(
-        (
-            getattr(owner, name)
-            for name in _DECODER_NORM_NAMES
-            if isinstance(getattr(owner, name, None), torch.nn.Module)
-        ),
-        None,
-    )
 
 
 def language_layers(stack, traits):
