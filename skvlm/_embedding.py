@@ -506,9 +506,12 @@ class VLMEmbeddingTransformer(ImageInputMixin, TransformerMixin, BaseEstimator):
             ok = pooling in names or (is_position(pooling) and adapter.positions)
             if not ok:
                 extra = ", or an int token position" if adapter.positions else ""
+                # a pooling the family cannot give says why (BLIP's image_mean)
+                reason = getattr(adapter, "refused_poolings", {}).get(pooling)
                 raise ValueError(
                     f"pooling={pooling!r} is not available at stage {self.stage!r}, "
-                    f"layer {layer} of the {adapter.family} model; available: "
-                    f"{', '.join(map(repr, names))}{extra}."
+                    f"layer {layer} of the {adapter.family} model"
+                    + (f" ({reason})" if reason else "")
+                    + f"; available: {', '.join(map(repr, names))}{extra}."
                 )
         return int(pooling) if is_position(pooling) else pooling

@@ -383,10 +383,13 @@ def _replay_prefix(adapter, batch, answer_ids, with_image):
             if k in batch
         }
     continued = _continued(adapter, batch) if with_image else {}
+    module = adapter.model if with_image else _language_call(adapter)
+    if with_image and hasattr(adapter, "replay_inputs"):
+        # the image encoded once, its states handed to each pass (BLIP)
+        module, batch = adapter.replay_inputs(batch)
     if answer_ids:
         ids = torch.tensor([answer_ids], device=adapter.device)
         batch = _extend(batch, ids, continued)
-    module = adapter.model if with_image else _language_call(adapter)
     logits = module(**batch, use_cache=False, **_last_only(module)).logits
     return Prefix(
         None,
@@ -542,8 +545,10 @@ def generate_answers(
             images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
+            # an adapter whose model's generate needs its own framing (BLIP)
+            generate = getattr(adapter, "generate", None) or adapter.model.generate
             for rows in _decoder_rows(batch):
-                out = adapter.model.generate(
+                out = generate(
                     **rows,
                     do_sample=False,
                     max_new_tokens=max_new_tokens,

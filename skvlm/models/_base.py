@@ -71,12 +71,17 @@ class Stack:
     unpack : callable
         Turns a captured tensor into (batch, tokens, dim); identity by default
         (Qwen's packed vision tensors need more).
+    entry_masks : bool
+        Whether ``masks`` (a callable) is asked again for every entry, right
+        after ``unpack``: for stacks whose entries differ in token layout (a
+        packed tower that merges its tokens between blocks).
     """
 
     blocks: Sequence[torch.nn.Module]
     masks: TokenMasks | Callable
     final_norm: torch.nn.Module | None = None
     unpack: Callable = field(default=lambda h: h)
+    entry_masks: bool = False
 
     def __len__(self):
         return len(self.blocks) + 1
@@ -330,9 +335,13 @@ class Adapter:
             if tensor is None:
                 raise TypeError(f"{self.family}: no hidden states reached layer 0.")
             hidden = stack.unpack(tensor)
-            if callable(state["masks"]):
-                state["masks"] = state["masks"](hidden)
-            results[layer] = read(layer, hidden, state["masks"])
+            if stack.entry_masks:
+                masks = stack.masks(hidden)
+            else:
+                if callable(state["masks"]):
+                    state["masks"] = state["masks"](hidden)
+                masks = state["masks"]
+            results[layer] = read(layer, hidden, masks)
             if layer == deepest and not need_outputs:
                 raise stop
 

@@ -54,6 +54,7 @@ class Blip2Adapter(LlavaAdapter):
     raster_stages = ()
     prompt_format = "Question: {prompt} Answer:"
     prompted_projector = False  # whether the Q-Former reads the prompt
+    token_id_name = "image_token_id"  # the config's id of the query positions
 
     def __init__(self, model, processor):
         # LlavaAdapter.__init__ reads LLaVA's module names; BLIP's differ.
@@ -64,7 +65,7 @@ class Blip2Adapter(LlavaAdapter):
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.has_cls = has_class_token(self.tower)
-        self.image_token_id = model.config.image_token_id
+        self.image_token_id = getattr(model.config, self.token_id_name)
         self.encoder_decoder = not model.config.use_decoder_only_language_model
         self.language_blocks, self.language_norm, self.language_problem = (
             _language_parts(model)

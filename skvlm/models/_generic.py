@@ -16,9 +16,10 @@ and the language model's decoder ``layers`` and final ``norm``.
   ``cls`` is offered. A Pixtral tower (one sequence of the patches of every
   image, each at its own size) is split per image by ``image_sizes``
   (:mod:`skvlm.models._pixtral`). Any other packed tower (Qwen-style:
-  patches of all images in one sequence, told apart by ``image_grid_thw``)
-  is split per image and put in raster patch order, window permutation
-  undone (:mod:`skvlm.models._packed`). A tower that takes each image
+  patches of all images in one sequence, told apart by ``image_grid_thw``;
+  MiniCPM-V's, every view of every image told apart by ``target_sizes``,
+  its later blocks on a merged grid) is split per image and put in raster
+  patch order, window permutation undone (:mod:`skvlm.models._packed`). A tower that takes each image
   already cut into patches (LFM2-VL's NaFlex tower, Gemma 4's) gives each
   image's real patches, padding masked (:mod:`skvlm.models._patches`).
 - ``projector``: what ``get_image_features`` returns, split per image exactly

@@ -11,8 +11,22 @@ thinkers and VideoLLaMA3, which the generic adapter serves through
 read off the model:
 
 - the grid: the argument of ``get_image_features`` named ``*grid_thw``
-  (or ``*grid_hw``, rows and columns of one frame: Nemotron Omni's RADIO)
+  (or ``*grid_hw``, rows and columns of one frame: Nemotron Omni's RADIO;
+  or ``target_sizes``, rows and columns of each view: MiniCPM-V)
   (an image has ``t * h * w`` patches);
+- views: a grid of more rows than the batch has images (MiniCPM-V packs
+  every view of every image: a global view, then the slices) is split into
+  images by their image tokens: each view gives the language model
+  ``patches / r`` tokens for one ratio ``r`` over the batch (MiniCPM-V: 16,
+  or 4 in its "4x" mode), and an image's views are the next ones, in order,
+  that make up its row's count of image tokens;
+- merged entries: a tower that merges its tokens between blocks (MiniCPM-V's
+  window-attention merger after block ``insert_layer_id`` merges 2 x 2
+  patches, in raster order of the merged grid: its merger and the model's
+  read them so) gives its later entries a coarser grid; each entry's grid is
+  read off its own token count (``s`` x ``s`` patches merged into one token:
+  every view's grid divided by ``s``), for a tower that packs its patches
+  row by row, without windows or class tokens;
 - the order of an image's patches: the processor packs them merge block by
   merge block (``(t, h / m, w / m, m, m)``) for the tower's merge size ``m``:
   a per-image ``*merge_sizes`` argument of ``get_image_features`` where it
@@ -35,8 +49,9 @@ Vision entries: entry 0 is the input of the first block, entry k the output of
 block k (the tower's own ``output_hidden_states``, before any final norm or
 merger), split per image and put in **raster patch order** (frames, then rows,
 then columns of the image's patch grid; a class token first, where the tower
-has one), whatever order the tower computes them in. ``mean`` and ``max`` pool
-the image's own patches (never a class token, another image's patches or
+has one), whatever order the tower computes them in; an image of several
+views holds its views' tokens view after view, in the processor's order.
+``mean`` and ``max`` pool the image's own patches (never a class token, another image's patches or
 padding); an int position counts the image's tokens in that order; ``cls``
 is the class token where there is one. The tower runs as
 ``get_image_features`` runs it (its input layout, its extra arguments), and
@@ -135,8 +150,27 @@ def _argument(method, suffix):
 
 def _grid_argument(method):
     """The patch-grid argument: ``*grid_thw`` (frames, rows, columns), or
-    ``*grid_hw`` (rows, columns: Nemotron Omni's RADIO tower)."""
-    return _argument(method, "grid_thw") or _argument(method, "grid_hw")
+    ``*grid_hw`` (rows, columns: Nemotron Omni's RADIO tower), or
+    ``target_sizes`` (rows, columns of each view: MiniCPM-V)."""
+    return (
+        _argument(method, "grid_thw")
+        or _argument(method, "grid_hw")
+        or _argument(method, "target_sizes")
+    )
+
+
+def _merge_scale(grid, tokens):
+    """``s`` such that ``tokens`` is every view's (frames, rows / s, columns /
+    s) grid, s > 1; None if no such ``s``."""
+    patches = int(grid.prod(-1).sum())
+    if tokens <= 0 or patches % tokens:
+        return None
+    scale = round((patches // tokens) ** 0.5)
+    if scale < 2 or scale * scale * tokens != patches:
+        return None
+    if bool((grid[:, 1:] % scale).any()):
+        return None
+    return scale
 
 
 class PackedTowerMixin:
@@ -171,12 +205,18 @@ class PackedTowerMixin:
         skip = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
         return {k: v for k, v in batch.items() if k in names and k not in skip}
 
-    def packed_layout(self, batch):
-        """``(gather, lengths, patch)`` of :func:`raster_gather` for ``batch``."""
+    def packed_layout(self, batch, tokens=None):
+        """``(gather, lengths, patch)`` of :func:`raster_gather` for ``batch``,
+        one length per image (its views together).
+
+        ``tokens``: the number of tokens of the entry read, when it may hold
+        a merged grid (see the module doc); None where it cannot be read so.
+        """
         method = self.base.get_image_features
         grid = batch[_grid_argument(method)]
         if grid.shape[-1] == 2:  # (rows, columns): one frame per image
             grid = torch.cat([torch.ones_like(grid[:, :1]), grid], dim=1)
+        views = self.packed_views(batch, grid)
         merge_key = _argument(method, "merge_sizes")
         if merge_key is not None and merge_key in batch:
             merges = [int(m) for m in batch[merge_key].tolist()]
@@ -186,9 +226,49 @@ class PackedTowerMixin:
         if self.packed_windowed():
             window = vision_window_index(self.tower, grid)
             unit = int(self.tower.spatial_merge_size) ** 2
-        return raster_gather(
-            grid, merges, window=window, unit=unit, n_prefix=self.packed_prefix()
+        n_prefix = self.packed_prefix()
+        if tokens is not None and tokens != int((grid.prod(-1) + n_prefix).sum()):
+            scale = _merge_scale(grid, tokens)
+            if scale is None or window is not None or n_prefix or set(merges) != {1}:
+                return None
+            grid = torch.cat([grid[:, :1], grid[:, 1:] // scale], dim=1)
+        gather, lengths, patch = raster_gather(
+            grid, merges, window=window, unit=unit, n_prefix=n_prefix
         )
+        ends = torch.tensor(views).cumsum(0).tolist()
+        lengths = [
+            sum(lengths[end - n : end]) for n, end in zip(views, ends, strict=True)
+        ]
+        return gather, lengths, patch
+
+    def packed_views(self, batch, grid):
+        """Rows of the patch grid per image: one each, or, where the grid has
+        more rows than the batch has images, each image's views (see the
+        module doc)."""
+        n_images = batch["input_ids"].shape[0]
+        if len(grid) == n_images:
+            return [1] * n_images
+        tokens = self._image_counts(batch)
+        patches = grid.prod(-1).tolist()
+        total = sum(tokens)
+        ratio = sum(patches) // total if total else 0
+        views, done = [], 0
+        for count in tokens:
+            start, got = done, 0
+            while got < count and done < len(patches):
+                got += patches[done] // ratio
+                done += 1
+            if got != count:
+                break
+            views.append(done - start)
+        if ratio == 0 or len(views) != n_images or done != len(patches):
+            raise ValueError(
+                f"{self.family}: stage 'vision' is not available: its "
+                f"{len(patches)} views do not map back to the {n_images} images "
+                "by their image tokens. Use stage='projector' or stage='language', "
+                "and report the model id."
+            )
+        return views
 
     def packed_prefix(self):
         """Tokens the tower puts before each frame's patches: one class token
@@ -200,29 +280,46 @@ class PackedTowerMixin:
         return int(resolve_path(self.model, path).shape[0])
 
     def packed_stack(self, batch):
-        gather, lengths, patch = self.packed_layout(batch)
         family = self.family
+        layouts = {}  # per token count: an entry's gather, lengths and masks
+        current = {}
+
+        def add(found):
+            gather, lengths, patch = found
+            device = gather.device
+            counts = torch.tensor(lengths, device=device)
+            valid = torch.arange(max(lengths), device=device) < counts[:, None]
+            pooled = valid.clone()
+            pooled[valid] = patch.to(device)
+            masks = TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls)
+            layouts[len(gather)] = (gather, lengths, masks)
+
+        def layout(tokens):
+            if tokens not in layouts:
+                found = self.packed_layout(batch, tokens)
+                if found is None or len(found[0]) != tokens:
+                    raise ValueError(
+                        f"{family}: stage 'vision' is not available: its tower "
+                        f"gave {tokens} tokens, which are not the patches and "
+                        "class tokens of the batch's images, nor a merged grid "
+                        "of them. Use stage='projector' or stage='language', and "
+                        "report the model id."
+                    )
+                add(found)
+            return layouts[tokens]
+
+        add(self.packed_layout(batch))  # the views are checked before the pass
 
         def unpack(hidden):
             flat = hidden.reshape(-1, hidden.shape[-1])
-            if len(flat) != len(gather):
-                raise ValueError(
-                    f"{family}: stage 'vision' is not available: its tower gave "
-                    f"{len(flat)} tokens for {len(gather)} patches and class tokens "
-                    "of the batch's images. Use stage='projector' or "
-                    "stage='language', and report the model id."
-                )
+            gather, lengths, current["masks"] = layout(len(flat))
             return pad_tokens(torch.split(flat[gather], lengths))[0]
 
-        device = gather.device
-        counts = torch.tensor(lengths, device=device)
-        valid = torch.arange(max(lengths), device=device) < counts[:, None]
-        pooled = valid.clone()
-        pooled[valid] = patch.to(device)
         return Stack(
             blocks=self.vision_blocks,
-            masks=TokenMasks(valid=valid, pooled=pooled, has_cls=self.has_cls),
+            masks=lambda hidden: current["masks"],
             unpack=unpack,
+            entry_masks=True,
         )
 
     def packed_forward(self, batch):

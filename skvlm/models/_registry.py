@@ -47,6 +47,8 @@ ADAPTER_MODULES = (
     "skvlm.models._t5gemma2",
     "skvlm.models._diffusion_gemma",
     "skvlm.models._kosmos2",
+    "skvlm.models._blip1",
+    "skvlm.models._shieldgemma2",
     "skvlm.models._decoder_prefix",
     "skvlm.models._generic",
     # -- idefics1 --

@@ -212,16 +212,12 @@ _NO_PROJECTOR_TO_TRAIN = (
     "model's word embeddings, shared with the text"
 )
 
-# -- minicpm --
-_MINICPM_TOWER = (
-    "its tower packs every view of every image (the global view and each "
-    "slice) in one sequence, its processor drops how many views each image has "
-    "(num_patches_per_image is among its unused_input_names), and its "
-    "window-attention merger after block "
-    "insert_layer_id merges 2 x 2 patches in window order, so the later blocks "
-    "hold a quarter as many tokens as the earlier ones: skvlm's packed reading "
-    "(one patch grid for every block) does not follow that; the projector stage "
-    "gives the merged output"
+
+# -- blip1 --
+_BLIP1_NO_PROJECTOR = (
+    "it has no projector: its text decoder's cross-attention layers read the "
+    "vision tower's output (its last_hidden_state) as it is (stage='vision' "
+    "gives the tower's blocks)"
 )
 
 # -- encdec2 --
@@ -306,21 +302,13 @@ TRAITS = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
     "qianfan_ocr": Traits(placeholder="<image>", views="tokens"),
-    "ovis2": Traits(
-        unsupported={
-            "vision": "its tower's last state merges 2 x 2 tokens (hidden_stride) "
-            "after the blocks, so its blocks do not give the tower's own states"
-        }
-    ),
+    # its vision entries are its blocks' (the last, the last block's output:
+    # HF's last hidden state is after the final norm and the 2 x 2 merge)
+    "ovis2": Traits(views="tokens"),
     "qwen3_5": Traits(cache="recompute"),
     "qwen3_5_moe": Traits(cache="recompute"),
-    "shieldgemma2": Traits(
-        unsupported=dict.fromkeys(
-            ("vision", "projector", "language", "generative", "tuner"),
-            "ShieldGemma2Processor turns each image into one prompt per safety "
-            "policy and ignores the prompt given, so its rows are not the images",
-        )
-    ),
+    # Gemma 3 inside an image classifier (skvlm.models._shieldgemma2)
+    "shieldgemma2": Traits(images="nested", placeholder="<start_of_image>"),
     "smolvlm": Traits(images="nested"),
     # a class token before each image's patches (its tower's cls_embeddings)
     "llava_onevision1_5": Traits(class_token="first"),
@@ -520,12 +508,10 @@ TRAITS = {
     # -- minicpm --
     **dict.fromkeys(
         ("minicpm_ocr", "minicpmv4_6", "minicpmv4_7"),
-        # Qwen3.5's linear-attention layers keep a recurrent state in the cache
-        Traits(
-            cache="recompute",
-            projector=("model.merger",),
-            unsupported={"vision": _MINICPM_TOWER},
-        ),
+        # Qwen3.5's linear-attention layers keep a recurrent state in the cache;
+        # the tower packs every view of every image (skvlm.models._packed),
+        # its blocks after insert_layer_id hold a 2 x 2 merged grid
+        Traits(cache="recompute", projector=("model.merger",), views="packed"),
     ),
     # -- kosmos --
     # no image token id: image_embeds_position_mask marks the image's positions
@@ -583,6 +569,25 @@ TRAITS = {
     "dinov3_convnext": Traits(vision_blocks="model.stages"),
     **dict.fromkeys(("swin", "swinv2"), Traits(vision_blocks="encoder.layers")),
     "align": Traits(vision_blocks="encoder.blocks"),
+    # -- blip1 --
+    # BLIP (v1): a text decoder whose blocks cross-attend to the tower's last
+    # states (skvlm.models._blip1); BERT keeps its blocks in encoder.layer
+    "blip": Traits(
+        vision="vision_model",
+        vision_blocks="encoder.layers",
+        projector=(),
+        language="text_decoder.bert",
+        language_blocks=("encoder.layer",),
+        lm_head="text_decoder.cls",
+        # its cache holds cross-attention states beside the keys and values
+        cache="recompute",
+        unsupported={
+            "projector": _BLIP1_NO_PROJECTOR,
+            "tuner:projector": _BLIP1_NO_PROJECTOR,
+        },
+    ),
+    # an image is a still video of 4 frames (skvlm.models._blip1)
+    "instructblipvideo": _BLIP,
     # -- encdec2 --
     # encoder-decoders whose encoder reads the image alone; the prompt is the
     # decoder's prefix (skvlm.models._decoder_prefix)
@@ -617,13 +622,9 @@ TRAITS = {
 #: prefix, an encoder of its own), or no image at all. Every column says so in
 #: ``support_matrix()``, and loading one stops with the reason.
 NOT_SERVED = {
-    "blip": "BLIP (v1) captions with a text decoder that cross-attends to the "
-    "image: its prompt holds no image positions",
     "evolla": "a protein-sequence model: it reads protein structures, not images",
     "git": "GIT's decoder puts the image's tokens before the text itself, with "
     "no placeholder in the prompt",
-    "instructblipvideo": "a video model (frames through a Q-Former) with no image "
-    "placeholder in its prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
     "image-text-to-text: it has no vision part",
     "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "

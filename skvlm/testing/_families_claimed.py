@@ -446,7 +446,7 @@ def _minicpm(image_processor, *, ids=None, **kwargs):
                 linear_num_value_heads=4,
             ),
         ),
-        **{"stages": _NO_VISION, **kwargs},
+        **kwargs,
     )
 
 
@@ -740,7 +740,8 @@ CLAIMED_RECIPES = {
         **_LLAVA_TOKENS,
     ),
     "ovis2": Recipe(
-        ("Ovis2ImageProcessorPil", dict(_SQUARE, crop_to_patches=False)),
+        # a global view, then up to 4 tiles (crop_to_patches)
+        ("Ovis2ImageProcessorPil", dict(_SQUARE, crop_to_patches=True, max_patches=4)),
         specials=(
             *CHATML,
             "<image>",
@@ -765,7 +766,6 @@ CLAIMED_RECIPES = {
         processor=dict(image_seq_length=4),
         template=_chatml("<image>"),
         config=dict(hidden_size=32, vision_config=dict(vocab_size=64, hidden_stride=2)),
-        stages=_NO_VISION,
     ),
     "paddleocr_vl": Recipe(
         ("PaddleOCRVLImageProcessorPil", dict(_QWEN_PIXELS, temporal_patch_size=1)),

@@ -16,6 +16,7 @@ from functools import partial
 
 from . import _encoders as enc
 from . import _families as fam
+from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
 from . import _families_encdec2 as encdec2
@@ -23,6 +24,7 @@ from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
+from . import _families_towers1 as tw1
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
 from . import _generative as gen
@@ -157,8 +159,16 @@ TINY_MODELS["gemma3n"] = TinyModel(
 # -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
+# -- towers1 --
+TINY_MODELS["shieldgemma2"] = TinyModel(tw1.make_tiny_shieldgemma2, "vlm", _ALL)
 # -- idefics1 --
 TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
+# -- blip1 --
+# BLIP (v1): no projector (its decoder cross-attends to the tower's states)
+TINY_MODELS["blip"] = TinyModel(blip1.make_tiny_blip, "vlm", ("vision", "language"))
+TINY_MODELS["instructblipvideo"] = TinyModel(
+    blip1.make_tiny_instructblipvideo, "vlm", _ALL, torchvision=True
+)
 # -- encdec2 --
 # encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
 # projector

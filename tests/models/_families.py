@@ -16,6 +16,7 @@ from transformers.utils import is_torchvision_available
 
 from skvlm.testing import (
     make_tiny_aya_vision,
+    make_tiny_blip,
     make_tiny_blip2,
     make_tiny_blip2_t5,
     make_tiny_clip,
@@ -27,6 +28,7 @@ from skvlm.testing import (
     make_tiny_idefics3,
     make_tiny_instructblip,
     make_tiny_instructblip_t5,
+    make_tiny_instructblipvideo,
     make_tiny_internvl,
     make_tiny_janus,
     make_tiny_kosmos2,
@@ -48,6 +50,7 @@ from skvlm.testing import (
     make_tiny_qwen3_5,
     make_tiny_qwen3_vl,
     make_tiny_qwen3_vl_moe,
+    make_tiny_shieldgemma2,
     make_tiny_siglip,
     make_tiny_siglip2,
     make_tiny_smolvlm,
@@ -77,6 +80,7 @@ from ._references import (
     t5gemma2_reference,
     vision_tower_reference,
 )
+from ._references_blip1 import blip_reference, instructblipvideo_reference
 from ._references_encdec2 import (
     pix2struct_reference,
     vision_encoder_decoder_reference,
@@ -84,6 +88,7 @@ from ._references_encdec2 import (
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
+from ._references_towers1 import shieldgemma2_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
@@ -570,6 +575,19 @@ NEW_FAMILIES.append(
     )
 )
 
+# -- towers1 --
+# ShieldGemma 2: Gemma 3 inside an image classifier; HF's own processor builds
+# each prompt as a policy check (the prompt passed as its one custom policy)
+NEW_FAMILIES.append(
+    _new(
+        "shieldgemma2",
+        make_tiny_shieldgemma2,
+        tower=None,
+        nested=True,
+        reference=shieldgemma2_reference,
+    )
+)
+
 # -- idefics1 --
 # IDEFICS (v1): the image enters through gated cross-attention layers; a
 # CLIP-like tower with a class token, a perceiver resampler
@@ -618,6 +636,20 @@ NEW_FAMILIES += [
     ),
 ]
 
+# -- blip1 --
+# BLIP (v1): the text decoder cross-attends to the image (no image positions,
+# so no image_mean) and there is no projector; its rows hold the prompt alone
+NEW_FAMILIES.append(
+    replace(
+        _new("blip", make_tiny_blip, tower=None, reference=blip_reference),
+        poolings={
+            "vision": ("cls", *VISION),
+            # "[DEC] a cat": 3 tokens, the shortest prompt
+            "language": ("last", "mean", "max", "text_mean", 0, 2, -2),
+        },
+    )
+)
+
 # Families whose image processor transformers ships only with torchvision: their
 # cases skip here and run in the torchvision world (test_torchvision_families.py).
 NEEDS_TORCHVISION = pytest.mark.skipif(
@@ -646,6 +678,19 @@ TORCHVISION_FAMILIES = [
         marks=(NEEDS_TORCHVISION,),
     ),
 ]
+# -- blip1 --
+# InstructBLIP-Video: its video processor needs torchvision; each image a
+# still video of 4 frames
+TORCHVISION_FAMILIES.append(
+    _new(
+        "instructblipvideo",
+        make_tiny_instructblipvideo,
+        tower=None,
+        has_cls=True,
+        reference=instructblipvideo_reference,
+        marks=(NEEDS_TORCHVISION,),
+    )
+)
 NEW_FAMILIES += TORCHVISION_FAMILIES
 
 

@@ -17,6 +17,7 @@ from skvlm.testing import TINY_MODELS
 
 from ._references import HF, Tokens, _np, generic_reference, qwen_reference
 from ._references_packed import packed_reference
+from ._references_towers1 import minicpm_reference, ovis2_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
 #: tower) and what ``packed_reference`` needs to know of their order.
@@ -247,7 +248,9 @@ _ROWS = {
     ),
     "lfm2_vl": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
-    "ovis2": dict(tower=None),
+    # -- towers1 --: its blocks' states over each image's views (last entry:
+    # the last block's, before the final norm and the 2 x 2 merge)
+    "ovis2": dict(tower=None, reference=ovis2_reference),
     # served by the Qwen3-VL adapter: its packed tower unpacked per image
     "qwen3_5_moe": dict(tower=None, images="qwen", reference=qwen_reference),
     "video_llava": dict(tower="model.image_tower", has_cls=True),
@@ -355,7 +358,16 @@ _ROWS = {
     "chameleon": dict(tower=None),
     "emu3": dict(tower=None),
     # -- minicpm --
-    **dict.fromkeys(["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"], dict(tower=None)),
+    # every view of every image packed; blocks after insert_layer_id hold a
+    # 2 x 2 merged grid (towers1)
+    **dict.fromkeys(
+        ["minicpm_ocr", "minicpmv4_6", "minicpmv4_7"],
+        dict(
+            tower=None,
+            vision=("mean", "max", 0, 3, 4, 7, -1),
+            reference=minicpm_reference,
+        ),
+    ),
 }
 CLAIMED_ROWS = {
     name: dict(

@@ -17,8 +17,14 @@ import torch
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm._transformers_compat import vision_window_index
-from skvlm.models import TRAITS, Traits, clear_model_cache, support_matrix
-from skvlm.models._packed import raster_gather
+from skvlm.models import (
+    TRAITS,
+    Traits,
+    clear_model_cache,
+    load_adapter,
+    support_matrix,
+)
+from skvlm.models._packed import _merge_scale, raster_gather
 from skvlm.testing import TINY_MODELS
 
 from ._families import NEEDS_TORCHVISION
@@ -124,3 +130,36 @@ def test_a_packed_tower_without_grid_is_refused(built, monkeypatch):
             vlm.fit_transform(pd.Series(built.images("aria")))
     finally:
         clear_model_cache()
+
+
+# -- towers1 --
+# MiniCPM-V: every view of every image packed, and a merger between blocks
+MINICPM = ["minicpmv4_6", "minicpmv4_7"]
+
+
+def test_merge_scale_of_an_entry():
+    grid = torch.tensor([[1, 4, 4], [1, 8, 4]])  # 48 patches
+    assert _merge_scale(grid, 12) == 2  # every view's grid halved
+    assert _merge_scale(grid, 3) == 4
+    assert _merge_scale(grid, 48) is None  # not merged
+    assert _merge_scale(grid, 10) is None
+    assert _merge_scale(torch.tensor([[1, 2, 6]]), 3) == 2
+    assert _merge_scale(torch.tensor([[1, 3, 4]]), 3) is None  # 3 rows: no halves
+
+
+@pytest.mark.parametrize("name", MINICPM)
+def test_the_test_images_have_views_and_merged_entries(built, name):
+    # otherwise the view split and the merged grid go untested
+    examples = built.reference(name)
+    assert max(example.facts["views"] for example in examples) > 1
+    states = examples[0].stages["vision"].states
+    assert 4 * len(states[-1]) == len(states[0])
+
+
+def test_views_that_do_not_make_up_the_images_are_refused(built):
+    adapter = load_adapter(built.path("minicpmv4_6"), device="cpu")
+    images = built.images("minicpmv4_6")
+    batch = dict(adapter.prepare(images, ["a"] * len(images)))
+    batch["target_sizes"] = batch["target_sizes"][:-1]  # one view too few
+    with pytest.raises(ValueError, match=r"minicpmv4_6: stage 'vision'.*views do not"):
+        adapter.extract(batch, "vision", [(0, "mean")])
