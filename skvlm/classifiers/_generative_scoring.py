@@ -13,7 +13,10 @@ adapters with ``encoder_decoder = True``)
 read the answer in the decoder: the encoder runs once per image over image and
 prompt, and its states are kept; the decoder runs the adapter's start tokens
 (``decoder_start_ids``: the decoder start token, then the BOS the model's
-answers were trained behind), the answer prefix and each class's tokens, in
+answers were trained behind; where the prompt is the decoder's prefix,
+Pix2Struct and vision-encoder-decoder, whose encoder reads the image alone:
+the batch's ``decoder_input_ids``, the start token and the prompt), the
+answer prefix and each class's tokens, in
 batched passes that cross-attend to those states expanded over the batch (a
 view). The decoder is re-run from its start for each batch of classes: it is
 short, and the costly part, the encoder over the image tokens, runs once.
@@ -312,18 +315,39 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     return prefix, cache
 
 
+def _decoder_prompt(adapter, batch):
+    """The decoder's ids before the answer, taken out of ``batch``: the first
+    row's ``decoder_input_ids`` where the prompt is the decoder's prefix
+    (Pix2Struct, vision-encoder-decoder: the start token, then the prompt),
+    else the adapter's start tokens."""
+    ids = batch.pop("decoder_input_ids", None)
+    mask = batch.pop("decoder_attention_mask", None)
+    if ids is None:
+        return list(adapter.decoder_start_ids())
+    row = ids[0] if mask is None else ids[0][mask[0].bool()]
+    return [int(i) for i in row]
+
+
 def _encoder_prefix(adapter, batch, answer_ids, with_image):
     """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept.
 
     The decoder starts with the adapter's ``decoder_start_ids``, or, where the
-    prompt is the decoder's (PP-FormulaNet, whose encoder reads the image
-    alone), with the ``decoder_input_ids`` its ``prepare`` gives. An adapter
-    with an ``encoder_outputs(batch)`` method (UDOP, PP-FormulaNet) gives the
-    encoder's output as its model's ``encoder_outputs`` argument reads it.
+    prompt is the decoder's (Pix2Struct, vision-encoder-decoder, PP-FormulaNet:
+    their encoders read the image alone), with the ``decoder_input_ids`` its
+    ``prepare`` gives. An adapter with an ``encoder_outputs(batch)`` method
+    (UDOP, PP-FormulaNet) gives the encoder's output as its model's
+    ``encoder_outputs`` argument reads it.
     """
+    if not with_image and "input_ids" not in batch:
+        raise ValueError(
+            f"{adapter.family}: calibration='text_prior' needs the model to read "
+            "the prompt without the image, but its encoder reads the image alone "
+            "(the prompt is the decoder's prefix, which cross-attends to the "
+            "image). Use calibration='prior' (the mean score over the fitted "
+            "images) or None."
+        )
     batch = dict(batch)
-    lead = batch.pop("decoder_input_ids", None)
-    batch.pop("decoder_attention_mask", None)
+    prompt = _decoder_prompt(adapter, batch)
     if not with_image:
         keep = _text_positions(adapter, batch)
         batch = {
@@ -334,8 +358,7 @@ def _encoder_prefix(adapter, batch, answer_ids, with_image):
         module = _language_call(adapter)
     else:
         module = adapter.model
-    start = adapter.decoder_start_ids() if lead is None else lead[0].tolist()
-    decoder = [*start, *answer_ids]
+    decoder = [*prompt, *answer_ids]
     ids = torch.tensor([decoder], device=adapter.device)
     encode = getattr(adapter, "encoder_outputs", None)
     if encode is not None:
@@ -567,34 +590,44 @@ def generate_answers(
 
 
 def _generate(adapter, batch, max_new_tokens):
-    """Greedy answers of one prepared batch.
-
-    A prompt that is the decoder's (PP-FormulaNet: ``prepare`` gives its
-    ``decoder_input_ids``, padded on the right) is continued row by row, so
-    that no answer follows padding.
-    """
+    """Greedy answers of one prepared batch (its rows one at a time where the
+    decoder's prefixes differ in length: see :func:`_decoder_rows`)."""
     tokenizer = adapter.processor.tokenizer
-    if "decoder_input_ids" in batch and batch["decoder_input_ids"].shape[0] > 1:
-        answers = []
-        mask = batch["decoder_attention_mask"].bool()
-        for i in range(mask.shape[0]):
-            row = {k: v[i : i + 1] for k, v in batch.items()}
-            row["decoder_input_ids"] = row["decoder_input_ids"][:, mask[i]]
-            row["decoder_attention_mask"] = row["decoder_attention_mask"][:, mask[i]]
-            answers.extend(_generate(adapter, row, max_new_tokens))
-        return answers
     # an adapter whose model's generate needs its own framing (BLIP)
     generate = getattr(adapter, "generate", None) or adapter.model.generate
-    out = generate(
-        **batch,
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    ids = batch.get("input_ids", batch.get("decoder_input_ids"))
-    if out.shape[1] >= ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids):
-        out = out[:, ids.shape[1] :]  # the prompt echoed (decoder-only LMs)
-    return [a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    answers = []
+    for rows in _decoder_rows(batch):
+        out = generate(
+            **rows,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        # decoder-only LMs echo the prompt; encoder-decoders whose prompt is
+        # the decoder's prefix echo that prefix
+        ids = rows.get("decoder_input_ids", rows.get("input_ids"))
+        if out.shape[1] >= ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids):
+            out = out[:, ids.shape[1] :]
+        answers.extend(
+            a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
+        )
+    return answers
+
+
+def _decoder_rows(batch):
+    """``batch``, or its rows one at a time where the decoder's prefixes
+    (the prompt of Pix2Struct, vision-encoder-decoder, PP-FormulaNet) differ in
+    length: ``generate`` would continue the right padding of the shorter ones."""
+    mask = batch.get("decoder_attention_mask")
+    if mask is None or bool(mask.all()):
+        return [batch]
+    rows = []
+    for i, n in enumerate(mask.sum(dim=1).tolist()):
+        row = {k: v[i : i + 1] for k, v in batch.items()}
+        for key in ("decoder_input_ids", "decoder_attention_mask"):
+            row[key] = row[key][:, :n]
+        rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager

@@ -53,6 +53,7 @@ ADAPTER_MODULES = (
     "skvlm.models._fuyu",
     "skvlm.models._udop",
     "skvlm.models._formulanet",
+    "skvlm.models._decoder_prefix",
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",

@@ -234,6 +234,13 @@ _BLIP1_NO_PROJECTOR = (
     "gives the tower's blocks)"
 )
 
+# -- encdec2 --
+_NO_CONNECTOR = (
+    "nothing stands between its encoder and its decoder: the decoder "
+    "cross-attends to the encoder's last hidden state, after the encoder's "
+    "final layer norm (the vision stage's last entry is the state before it)"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
@@ -616,6 +623,33 @@ TRAITS = {
         lm_head="lm_head",
         language_norm=("layer_norm",),
     ),
+    # -- encdec2 --
+    # encoder-decoders whose encoder reads the image alone; the prompt is the
+    # decoder's prefix (skvlm.models._decoder_prefix)
+    "pix2struct": Traits(
+        vision="encoder",
+        vision_blocks="encoder.layer",
+        projector=(),
+        language="decoder",
+        lm_head="decoder.lm_head",
+        language_blocks=("layer",),
+        language_norm=("final_layer_norm",),
+        class_token="none",
+        unsupported=dict.fromkeys(("projector", "tuner:projector"), _NO_CONNECTOR),
+    ),
+    # a checkpoint without enc_to_dec_proj refuses its projector (the adapter
+    # says why); the decoder's blocks: TrOCR's and MBart's "layers", BERT's
+    # "layer", GPT-2's "h"; its final norm, on the module holding them: MBart's
+    # "layer_norm", GPT-2's "ln_f" (TrOCR's and BERT's decoders have none)
+    "vision-encoder-decoder": Traits(
+        vision="encoder",
+        projector=("enc_to_dec_proj",),
+        language="decoder",
+        language_blocks=("layers", "layer", "h"),
+        language_norm=("layer_norm", "ln_f"),
+    ),
+    # Donut's encoder: Swin's code under another type (read by Swin's adapter)
+    "donut-swin": Traits(vision_blocks="encoder.layers"),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -630,10 +664,6 @@ NOT_SERVED = {
     "expert, answering with actions, not text",
     "pi05": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
     "expert, answering with actions, not text",
-    "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
-    "alone: no prompt holds the image",
-    "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
-    "alone: no prompt holds the image",
 }
 TRAITS.update(
     {
@@ -721,6 +751,19 @@ def final_norm(language, names=None):
         ),
         None,
     )
+
+
+# -- encdec2 --
+def decoder_stack(decoder, names):
+    """(owner, blocks): the first module under ``decoder`` (itself included)
+    that holds a non-empty list of blocks under one of ``names``; (None, None)
+    if none does."""
+    for _, module in decoder.named_modules():
+        for name in names:
+            blocks = getattr(module, name, None)
+            if _is_block_list(blocks):
+                return module, blocks
+    return None, None
 
 
 def language_layers(stack, traits):

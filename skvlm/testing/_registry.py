@@ -19,6 +19,7 @@ from . import _families as fam
 from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
+from . import _families_encdec2 as encdec2
 from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
@@ -180,4 +181,13 @@ TINY_MODELS["fuyu"] = TinyModel(
 TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))
 TINY_MODELS["pp_formulanet"] = TinyModel(
     udop.make_tiny_pp_formulanet, "vlm", _ALL, torchvision=True
+)
+# -- encdec2 --
+# encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
+# projector
+TINY_MODELS["pix2struct"] = TinyModel(
+    encdec2.make_tiny_pix2struct, "vlm", ("vision", "language")
+)
+TINY_MODELS["vision-encoder-decoder"] = TinyModel(
+    encdec2.make_tiny_vision_encoder_decoder, "vlm", _ALL
 )

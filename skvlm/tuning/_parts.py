@@ -167,6 +167,23 @@ def parameter_groups(net, parts):
     return groups
 
 
+def _is_linear(module):
+    """A linear layer peft adapts: ``nn.Linear``, or transformers' ``Conv1D``
+    (GPT-2's linear layers, weights stored transposed)."""
+    from transformers import Conv1D
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def _transposed(net, pattern):
+    """Whether every layer ``pattern`` matches is a ``Conv1D`` (peft then
+    needs ``fan_in_fan_out=True``)."""
+    from transformers import Conv1D
+
+    chosen = [m for n, m in net.named_modules() if re.fullmatch(pattern, n)]
+    return bool(chosen) and all(isinstance(m, Conv1D) for m in chosen)
+
+
 def lora_target_regex(net, parts, target_modules=None):
     """The peft ``target_modules`` regex: linear layers of the language model's blocks.
 
@@ -197,7 +214,7 @@ def lora_target_regex(net, parts, target_modules=None):
         {
             name.rsplit(".", 1)[-1]
             for name, module in net.named_modules()
-            if isinstance(module, torch.nn.Linear) and block.match(name)
+            if _is_linear(module) and block.match(name)
         }
     )
     if not leaves:
@@ -310,6 +327,8 @@ def make_trainable(
         kwargs["target_modules"] = lora_target_regex(
             net, parts, targets if targets is not None else adapter.traits.lora_targets
         )
+        if _transposed(net, kwargs["target_modules"]):  # GPT-2's Conv1D layers
+            kwargs.setdefault("fan_in_fan_out", True)
         config = LoraConfig(**kwargs)
         text = net.config.get_text_config()
         if not hasattr(net.config, "tie_word_embeddings") and hasattr(

@@ -47,6 +47,7 @@ from skvlm.testing import (
     make_tiny_paligemma,
     make_tiny_phi4_multimodal,
     make_tiny_pp_formulanet,
+    make_tiny_pix2struct,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -59,6 +60,7 @@ from skvlm.testing import (
     make_tiny_t5gemma2,
     make_tiny_udop,
     make_tiny_vipllava,
+    make_tiny_vision_encoder_decoder,
     make_tiny_vit,
     random_images,
 )
@@ -83,6 +85,10 @@ from ._references import (
     vision_tower_reference,
 )
 from ._references_blip1 import blip_reference, instructblipvideo_reference
+from ._references_encdec2 import (
+    pix2struct_reference,
+    vision_encoder_decoder_reference,
+)
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
@@ -612,6 +618,41 @@ NEW_FAMILIES.append(
         reference=idefics1_reference,
     )
 )
+# -- encdec2 --
+# Encoder-decoders whose encoder reads the image alone: the prompt is the
+# decoder's prefix (its start token, then the prompt), no position holds the
+# image (no image_mean); "a cat" is 3 tokens with the start token
+PREFIX_LANGUAGE = ("last", "mean", "max", "text_mean", 0, 2, -2)
+NEW_FAMILIES += [
+    replace(
+        _new(
+            "pix2struct",
+            make_tiny_pix2struct,
+            tower=None,
+            stages=("vision", "language"),
+            reference=pix2struct_reference,
+            # 16 patches of 8 x 8 at most: 16, 12, 12 and 12 real patches
+            images=lambda: random_images(
+                4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
+            ),
+        ),
+        poolings={"vision": VISION, "language": PREFIX_LANGUAGE},
+    ),
+    replace(
+        _new(
+            "vision-encoder-decoder",
+            make_tiny_vision_encoder_decoder,
+            tower=None,
+            has_cls=True,
+            reference=vision_encoder_decoder_reference,
+        ),
+        poolings={
+            "vision": ("cls",) + VISION,
+            "projector": PROJECTOR,
+            "language": PREFIX_LANGUAGE,
+        },
+    ),
+]
 
 # -- blip1 --
 # BLIP (v1): the text decoder cross-attends to the image (no image positions,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from skvlm.classifiers import CLIPZeroShotClassifier, VLMGenerativeClassifier
 from skvlm.models import TRAITS, Traits, load_adapter
@@ -128,6 +128,40 @@ def _naive_encoder_decoder_scores(adapter, images):
     return out
 
 
+def _naive_decoder_prefix_scores(path, images):
+    """Pix2Struct and vision-encoder-decoder: the encoder reads the image alone
+    and the prompt is the decoder's prefix. HF's logits over the decoder
+    sequence ``decoder_start_token_id``, the prompt's ids, the answer's, the
+    class name's (the tokenizer's, no special tokens), one pass per class."""
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    tokenizer = processor.tokenizer
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    answer = ids(ANSWER)
+    prefix = [model.config.decoder_start_token_id, *ids(PROMPT), *answer]
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        if model.config.model_type == "pix2struct":
+            pixels = processor(
+                images=[image],
+                return_tensors="pt",
+                max_patches=processor.image_processor.max_patches,
+            )
+        else:
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+        for c, name in enumerate(NAMES):
+            target = ids(f"{ANSWER} {name}")[len(answer) :]
+            decoder = torch.tensor([prefix + target[:-1]])
+            with torch.no_grad():
+                logits = model(**pixels, decoder_input_ids=decoder).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            start = len(prefix) - 1
+            out[i, c] = sum(logp[start + k, t].item() for k, t in enumerate(target))
+
+
 def _naive_decoder_prompt_scores(adapter, images):
     """A model whose processor takes no text (PP-FormulaNet: the encoder reads
     the image alone): HF's logits over the decoder's ``</s> <s>`` (its start
@@ -158,6 +192,8 @@ def _naive_decoder_prompt_scores(adapter, images):
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
     config = adapter.model.config
+    if getattr(adapter, "decoder_prefix", False):
+        return _naive_decoder_prefix_scores(path, images)
     if "text" not in inspect.signature(adapter.processor.__call__).parameters:
         return _naive_decoder_prompt_scores(adapter, images)
     # InstructBLIP's own config does not say so; its Flan-T5 text config does
