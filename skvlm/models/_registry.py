@@ -52,6 +52,8 @@ ADAPTER_MODULES = (
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",
+    # -- backbones1 --
+    "skvlm.models._backbones",
 )
 
 _CACHE: dict[tuple, Adapter] = {}

@@ -1,0 +1,133 @@
+"""One adapter for the convolutional and hierarchical image backbones.
+
+ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
+LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer's and GLPN's
+encoders and timm models (``timm_wrapper``, ``timm_backbone``): models whose
+``output_hidden_states`` are (batch, C, H, W) feature maps or (batch, tokens,
+dim) sequences, one per block or stage. Nothing about them is written per
+type: the vision stage is read off the model's own outputs.
+
+Entry k of the vision stage is HF's ``hidden_states[k]`` (whatever the model
+puts first: the stem's output for ResNet, the first block's output for
+MobileNet V1). Where the model's ``last_hidden_state`` is wider than its last
+hidden state (a final 1x1 convolution: MobileNet V2, MobileViT, EfficientNet),
+it is one more, last entry, the map the model's pooled output pools. A map of
+C channels on an H x W grid is H*W tokens of width C, row by row; ``mean`` and
+``max`` reduce over all of them (global average and max pooling), ``pooler``
+(last entry only, where the model has one of that entry's width) is the
+model's own pooled output. The number of entries and their widths are learnt
+from one forward pass of a blank image, the first time they are asked.
+
+DPT's ViT encoder is served as the ViT-like towers are (CLS, then patches).
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from ..pooling import TokenMasks
+from ._encoders import HierarchicalAdapter, _as_tokens
+
+#: The model types served here, every one tested on a tiny checkpoint
+#: (``skvlm.testing.make_tiny_backbone``).
+BACKBONE_TYPES = (
+    "bit",
+    "efficientnet",
+    "focalnet",
+    "glpn",
+    "levit",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilevit",
+    "mobilevitv2",
+    "poolformer",
+    "pvt",
+    "regnet",
+    "resnet",
+    "segformer",
+    "swiftformer",
+    "timm_backbone",
+    "timm_wrapper",
+)
+
+
+class BackboneAdapter(HierarchicalAdapter):
+    """Convolutional and hierarchical backbones (see the module's notes).
+
+    The family is the model type itself.
+    """
+
+    family = "backbone"
+    model_types = BACKBONE_TYPES
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.family = model.config.model_type
+        self._layout = None
+
+    # -- the layout, from one pass of a blank image ---------------------------------
+    def _entries(self, outputs):
+        hidden = getattr(outputs, "hidden_states", None)
+        if hidden is None:  # a backbone's output: its feature maps
+            hidden = outputs.feature_maps
+        entries = list(hidden)
+        last = getattr(outputs, "last_hidden_state", None)
+        if last is not None and _width(last) != _width(entries[-1]):
+            entries.append(last)
+        return entries
+
+    def _pooled(self, outputs):
+        pooled = getattr(outputs, "pooler_output", None)
+        return None if pooled is None else pooled.flatten(1)
+
+    @property
+    def layout(self):
+        """``(widths of the entries, whether a pooler of the last one exists)``."""
+        if self._layout is None:
+            import torch
+
+            batch = self.prepare([Image.new("RGB", (64, 64))])
+            with torch.no_grad():
+                outputs = self.forward("vision", batch)
+            widths = [_width(h) for h in self._entries(outputs)]
+            pooled = self._pooled(outputs)
+            has_pooler = pooled is not None and pooled.shape[-1] == widths[-1]
+            self._layout = (widths, has_pooler)
+        return self._layout
+
+    @property
+    def widths(self):
+        return self.layout[0]
+
+    def n_layers(self, stage):
+        return len(self.widths)
+
+    def poolings(self, stage, layer):
+        last = layer == self.n_layers(stage) - 1
+        return ("mean", "max", "pooler") if last and self.layout[1] else ("mean", "max")
+
+    # -- computing -------------------------------------------------------------------
+    def forward(self, stage, batch):
+        return self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True)
+
+    def capture(self, batch, stage, layers, read, *, need_outputs=False):
+        outputs = self.forward(stage, batch)
+        entries = self._entries(outputs)
+        results = {}
+        for layer in sorted(set(layers)):
+            hidden = _as_tokens(entries[layer])
+            masks = TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
+            results[layer] = read(layer, hidden, masks)
+        return results, outputs
+
+    def pooler(self, stage, batch, outputs):
+        return self._pooled(outputs)
+
+
+def _width(hidden):
+    return int(hidden.shape[1] if hidden.dim() == 4 else hidden.shape[-1])
+
+
+ADAPTERS = [BackboneAdapter]
+
+__all__ = ["BACKBONE_TYPES", "BackboneAdapter"]

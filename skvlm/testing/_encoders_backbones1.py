@@ -1,0 +1,220 @@
+"""Tiny random-init convolutional and hierarchical backbones, saved in HF layout.
+
+ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
+LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer, GLPN and DPT, each
+the real architecture at toy sizes with its family's PIL image processor; and
+timm models (``timm_wrapper``, ``timm_backbone``), which import only where
+torchvision is installed. Served by :class:`skvlm.models.BackboneAdapter`
+(DPT: by the ViT-like towers' adapter).
+"""
+
+from __future__ import annotations
+
+from ._vision import _save, _seeded
+
+SIZE = 32
+_CROP = {"height": SIZE, "width": SIZE}
+_STAGES = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+_SEGFORMER = dict(
+    depths=[1, 1, 1, 1],
+    sr_ratios=[8, 4, 2, 1],
+    hidden_sizes=[8, 16, 24, 32],
+    num_attention_heads=[1, 1, 2, 2],
+    decoder_hidden_size=16,
+)
+
+
+def _processor(name, **kwargs):
+    import transformers
+
+    return getattr(transformers, name)(**kwargs)
+
+
+def _cropping(name, size=SIZE):
+    return _processor(
+        name,
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+    )
+
+
+def _square(name, size=SIZE):
+    return _processor(name, size={"height": size, "width": size})
+
+
+#: model type -> (config kwargs, image processor factory)
+_RECIPES = {
+    "resnet": (
+        dict(embedding_size=8, layer_type="basic", **_STAGES),
+        lambda: _processor("ConvNextImageProcessorPil", size={"shortest_edge": SIZE}),
+    ),
+    "regnet": (
+        dict(embedding_size=8, groups_width=8, **_STAGES),
+        lambda: _processor("ConvNextImageProcessorPil", size={"shortest_edge": SIZE}),
+    ),
+    "bit": (
+        dict(embedding_size=8, num_groups=2, **_STAGES),
+        lambda: _cropping("BitImageProcessorPil"),
+    ),
+    # three blocks; the top 1x1 convolution widens to round(1280 * 0.025) = 32
+    "efficientnet": (
+        dict(
+            image_size=SIZE,
+            width_coefficient=0.025,
+            depth_coefficient=1.0,
+            in_channels=[320, 320, 640],
+            out_channels=[320, 640, 960],
+            kernel_sizes=[3, 3, 5],
+            strides=[1, 2, 2],
+            num_block_repeats=[1, 1, 1],
+            expand_ratios=[1, 2, 2],
+            hidden_dim=32,
+        ),
+        lambda: _square("EfficientNetImageProcessorPil"),
+    ),
+    "mobilenet_v1": (
+        dict(image_size=SIZE, depth_multiplier=0.25, min_depth=4),
+        lambda: _cropping("MobileNetV1ImageProcessorPil"),
+    ),
+    "mobilenet_v2": (
+        dict(image_size=SIZE, depth_multiplier=0.25, min_depth=4),
+        lambda: _cropping("MobileNetV2ImageProcessorPil"),
+    ),
+    "mobilevit": (
+        dict(
+            image_size=SIZE,
+            hidden_sizes=[16, 24, 32],
+            neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+            num_attention_heads=2,
+            patch_size=2,
+        ),
+        lambda: _cropping("MobileViTImageProcessorPil"),
+    ),
+    "mobilevitv2": (
+        dict(image_size=64, width_multiplier=0.25),
+        lambda: _cropping("MobileViTImageProcessorPil", 64),
+    ),
+    "levit": (
+        dict(
+            image_size=64,
+            hidden_sizes=[16, 24, 32],
+            num_attention_heads=[1, 2, 2],
+            depths=[1, 1, 1],
+            key_dim=[8, 8, 8],
+            down_ops=[["Subsample", 8, 2, 4, 2, 2], ["Subsample", 8, 3, 4, 2, 2]],
+        ),
+        lambda: _cropping("LevitImageProcessorPil", 64),
+    ),
+    "pvt": (
+        dict(
+            image_size=SIZE,
+            depths=[1, 1, 1, 1],
+            sequence_reduction_ratios=[8, 4, 2, 1],
+            hidden_sizes=[8, 16, 24, 32],
+            patch_sizes=[4, 2, 2, 2],
+            strides=[4, 2, 2, 2],
+            num_attention_heads=[1, 1, 2, 2],
+            mlp_ratios=[2, 2, 2, 2],
+        ),
+        lambda: _square("PvtImageProcessorPil"),
+    ),
+    "poolformer": (
+        dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]),
+        lambda: _cropping("PoolFormerImageProcessorPil"),
+    ),
+    "focalnet": (
+        dict(image_size=SIZE, patch_size=2, embed_dim=8, depths=[1, 1, 2, 1]),
+        lambda: _cropping("BitImageProcessorPil"),
+    ),
+    "swiftformer": (
+        dict(image_size=SIZE, depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]),
+        lambda: _square("ViTImageProcessorPil"),
+    ),
+    "segformer": (_SEGFORMER, lambda: _square("SegformerImageProcessorPil")),
+    "glpn": (_SEGFORMER, lambda: _square("SegformerImageProcessorPil")),
+    "dpt": (
+        dict(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=SIZE,
+            patch_size=8,
+        ),
+        lambda: _processor(
+            "DPTImageProcessorPil", size=_CROP, keep_aspect_ratio=False
+        ),
+    ),
+}
+#: The timm models: a ResNet of timm's registry at its smallest, random init.
+TIMM_ARCHITECTURE = "resnet10t"
+BACKBONE_BUILDERS = (*sorted(_RECIPES), "timm_backbone", "timm_wrapper")
+
+
+def _timm(model_type):
+    import transformers
+
+    if model_type == "timm_wrapper":
+        config = transformers.TimmWrapperConfig(
+            architecture=TIMM_ARCHITECTURE, num_classes=0
+        )
+        model = transformers.TimmWrapperModel(config)
+        processor = transformers.TimmWrapperImageProcessor(
+            pretrained_cfg={
+                "input_size": (3, SIZE, SIZE),
+                "crop_pct": 1.0,
+                "crop_mode": "center",
+                "interpolation": "bilinear",
+                "mean": (0.5, 0.5, 0.5),
+                "std": (0.5, 0.5, 0.5),
+            }
+        )
+        return model, processor
+    config = transformers.TimmBackboneConfig(
+        backbone=TIMM_ARCHITECTURE, out_indices=(1, 2, 3, 4)
+    )
+    return transformers.TimmBackbone(config), _square("ViTImageProcessorPil")
+
+
+def make_tiny_backbone(path, model_type, *, seed=0):
+    """Build a tiny random-init image backbone and save it.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to write (``save_pretrained`` layout). Created if missing.
+    model_type : str
+        One of :data:`BACKBONE_BUILDERS` (``"resnet"``, ``"mobilenet_v2"``,
+        ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` and
+        ``"timm_backbone"`` need timm (and so torchvision).
+    seed : int, default=0
+        Seed for the random weights, so two builds are identical.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import AutoModel
+    >>> from skvlm.testing import make_tiny_backbone
+    >>> path = make_tiny_backbone(tempfile.mkdtemp(), "resnet")
+    >>> AutoModel.from_pretrained(path).config.hidden_sizes
+    [8, 16, 24, 32]
+    """
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    if model_type not in BACKBONE_BUILDERS:
+        raise ValueError(
+            f"model_type={model_type!r} has no tiny backbone builder; choose one "
+            f"of {list(BACKBONE_BUILDERS)}."
+        )
+    _seeded(seed)
+    if model_type.startswith("timm_"):
+        model, processor = _timm(model_type)
+    else:
+        kwargs, processor = _RECIPES[model_type]
+        model = AutoModel.from_config(CONFIG_MAPPING[model_type](**kwargs))
+        processor = processor()
+    return _save(model.eval(), processor, path)
