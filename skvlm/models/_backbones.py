@@ -27,6 +27,7 @@ from PIL import Image
 
 from ..pooling import TokenMasks
 from ._encoders import HierarchicalAdapter, _as_tokens
+from ._vision import GenericVisionAdapter
 
 #: The model types served here, every one tested on a tiny checkpoint
 #: (``skvlm.testing.make_tiny_backbone``).
@@ -124,10 +125,22 @@ class BackboneAdapter(HierarchicalAdapter):
         return self._pooled(outputs)
 
 
+class DPTAdapter(GenericVisionAdapter):
+    """DPT: its ViT encoder (CLS, then patches), as the ViT-like towers.
+
+    Entry 0 is the embeddings, entry k the output of ViT block k (HF's
+    ``hidden_states``); ``pooler`` is DPT's own pooler over the normed CLS.
+    The depth neck and head are not run.
+    """
+
+    family = "dpt"
+    model_types = ("dpt",)
+
+
 def _width(hidden):
     return int(hidden.shape[1] if hidden.dim() == 4 else hidden.shape[-1])
 
 
-ADAPTERS = [BackboneAdapter]
+ADAPTERS = [BackboneAdapter, DPTAdapter]
 
-__all__ = ["BACKBONE_TYPES", "BackboneAdapter"]
+__all__ = ["BACKBONE_TYPES", "BackboneAdapter", "DPTAdapter"]

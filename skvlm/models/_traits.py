@@ -617,6 +617,57 @@ TRAITS.update(
     }
 )
 
+# -- backbones1 --
+#: Image-feature-extraction and zero-shot image types (transformers'
+#: ``MODEL_FOR_IMAGE_MAPPING_NAMES``, ``..._ZERO_SHOT_IMAGE_CLASSIFICATION_...``)
+#: skvlm does not serve, and why: ``support_matrix()`` says so, and loading one
+#: stops with the reason.
+VISION_NOT_SERVED = {
+    "dinat": "DiNAT's neighborhood attention needs the natten library, which is "
+    "not installable here: natten ships only a source distribution that builds "
+    "its kernels against CUDA, and its current API (0.21) no longer has the "
+    "natten2dqkrpb / natten2dav functions transformers' DiNAT calls",
+    "depth_pro": "a depth estimator whose encoder runs a DINOv2 tower over "
+    "overlapping patches at several scales and another over the downscaled "
+    "image: HF's hidden_states are those of the low-resolution image tower "
+    "alone, and its per-image multi-scale features are fused maps of the "
+    "depth decoder's width, not a per-block image representation; its image "
+    "processor also needs torchvision",
+    "swin2sr": "a super-resolution network: its image processor does not "
+    "resize (it pads each image to a multiple of the window size), so images "
+    "of different sizes cannot share a batch, and its states are per-pixel "
+    "features of the low-resolution input at every block, not an image "
+    "representation",
+}
+#: Placeholder reasons for the types the ``backbones2`` helper serves in its
+#: branch (ViT-like, video, detection and zero-shot types): drop an entry when
+#: its adapter is merged.
+AWAITING_MERGE = dict.fromkeys(
+    (
+        "clipseg",
+        "conditional_detr",
+        "dab-detr",
+        "deformable_detr",
+        "detr",
+        "ijepa",
+        "imagegpt",
+        "pixio",
+        "table-transformer",
+        "timesformer",
+        "tipsv2",
+        "tipsv2_vision_model",
+        "videomae",
+        "videoprism",
+        "videoprism_vision_model",
+        "vit_mae",
+        "vit_msn",
+        "vitdet",
+        "vivit",
+        "yolos",
+    ),
+    "served by the backbones2 branch's adapters, not merged into this one",
+)
+
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
 #: images of a batch into one sequence and take ``image_sizes``: a model with
 #: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a

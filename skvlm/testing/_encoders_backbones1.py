@@ -141,9 +141,7 @@ _RECIPES = {
             image_size=SIZE,
             patch_size=8,
         ),
-        lambda: _processor(
-            "DPTImageProcessorPil", size=_CROP, keep_aspect_ratio=False
-        ),
+        lambda: _processor("DPTImageProcessorPil", size=_CROP, keep_aspect_ratio=False),
     ),
 }
 #: The timm models: a ResNet of timm's registry at its smallest, random init.

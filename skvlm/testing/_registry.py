@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from . import _encoders as enc
+from . import _encoders_backbones1 as bb1
 from . import _families as fam
 from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
@@ -167,4 +168,19 @@ TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
 TINY_MODELS["blip"] = TinyModel(blip1.make_tiny_blip, "vlm", ("vision", "language"))
 TINY_MODELS["instructblipvideo"] = TinyModel(
     blip1.make_tiny_instructblipvideo, "vlm", _ALL, torchvision=True
+)
+# -- backbones1 --
+# convolutional and hierarchical backbones (skvlm.models.BackboneAdapter) and
+# DPT's ViT encoder; timm's models import only with torchvision
+TINY_MODELS.update(
+    (
+        t,
+        TinyModel(
+            partial(bb1.make_tiny_backbone, model_type=t),
+            "vision",
+            ("vision",),
+            torchvision=t.startswith("timm_"),
+        ),
+    )
+    for t in bb1.BACKBONE_BUILDERS
 )
