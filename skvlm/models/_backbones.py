@@ -2,7 +2,7 @@
 
 ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
 LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer's and GLPN's
-encoders and timm models (``timm_wrapper``, ``timm_backbone``): models whose
+encoders and timm's models (``timm_wrapper``): models whose
 ``output_hidden_states`` are (batch, C, H, W) feature maps or (batch, tokens,
 dim) sequences, one per block or stage. Nothing about them is written per
 type: the vision stage is read off the model's own outputs.
@@ -47,7 +47,6 @@ BACKBONE_TYPES = (
     "resnet",
     "segformer",
     "swiftformer",
-    "timm_backbone",
     "timm_wrapper",
 )
 
@@ -68,9 +67,7 @@ class BackboneAdapter(HierarchicalAdapter):
 
     # -- the layout, from one pass of a blank image ---------------------------------
     def _entries(self, outputs):
-        hidden = getattr(outputs, "hidden_states", None)
-        if hidden is None:  # a backbone's output: its feature maps
-            hidden = outputs.feature_maps
+        hidden = outputs.hidden_states
         entries = list(hidden)
         last = getattr(outputs, "last_hidden_state", None)
         if last is not None and _width(last) != _width(entries[-1]):

@@ -633,6 +633,11 @@ VISION_NOT_SERVED = {
     "alone, and its per-image multi-scale features are fused maps of the "
     "depth decoder's width, not a per-block image representation; its image "
     "processor also needs torchvision",
+    "timm_backbone": "TimmBackbone.from_pretrained takes its argument for a timm "
+    "model name and loads timm's pretrained weights for it (a saved "
+    "directory's config and weights are ignored), so no checkpoint of this "
+    "type loads offline; it is the backbone inside detection models. Load a "
+    "timm model as timm_wrapper (TimmWrapperModel), which skvlm serves",
     "swin2sr": "a super-resolution network: its image processor does not "
     "resize (it pads each image to a multiple of the window size), so images "
     "of different sizes cannot share a batch, and its states are per-pixel "

@@ -3,8 +3,8 @@
 ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
 LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer, GLPN and DPT, each
 the real architecture at toy sizes with its family's PIL image processor; and
-timm models (``timm_wrapper``, ``timm_backbone``), which import only where
-torchvision is installed. Served by :class:`skvlm.models.BackboneAdapter`
+timm's models (``timm_wrapper``), which import only where torchvision is
+installed. Served by :class:`skvlm.models.BackboneAdapter`
 (DPT: by the ViT-like towers' adapter).
 """
 
@@ -146,32 +146,28 @@ _RECIPES = {
 }
 #: The timm models: a ResNet of timm's registry at its smallest, random init.
 TIMM_ARCHITECTURE = "resnet10t"
-BACKBONE_BUILDERS = (*sorted(_RECIPES), "timm_backbone", "timm_wrapper")
+BACKBONE_BUILDERS = (*sorted(_RECIPES), "timm_wrapper")
 
 
-def _timm(model_type):
+def _timm_wrapper():
     import transformers
 
-    if model_type == "timm_wrapper":
-        config = transformers.TimmWrapperConfig(
-            architecture=TIMM_ARCHITECTURE, num_classes=0
-        )
-        model = transformers.TimmWrapperModel(config)
-        processor = transformers.TimmWrapperImageProcessor(
-            pretrained_cfg={
-                "input_size": (3, SIZE, SIZE),
-                "crop_pct": 1.0,
-                "crop_mode": "center",
-                "interpolation": "bilinear",
-                "mean": (0.5, 0.5, 0.5),
-                "std": (0.5, 0.5, 0.5),
-            }
-        )
-        return model, processor
-    config = transformers.TimmBackboneConfig(
-        backbone=TIMM_ARCHITECTURE, out_indices=(1, 2, 3, 4)
+    # timm keeps its preprocessing in the model's config (``pretrained_cfg``),
+    # where TimmWrapperImageProcessor reads it
+    pretrained_cfg = {
+        "input_size": (3, SIZE, SIZE),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "interpolation": "bilinear",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "num_classes": 0,
+    }
+    config = transformers.TimmWrapperConfig(
+        architecture=TIMM_ARCHITECTURE, num_classes=0, pretrained_cfg=pretrained_cfg
     )
-    return transformers.TimmBackbone(config), _square("ViTImageProcessorPil")
+    model = transformers.TimmWrapperModel(config)
+    return model, transformers.TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg)
 
 
 def make_tiny_backbone(path, model_type, *, seed=0):
@@ -183,8 +179,8 @@ def make_tiny_backbone(path, model_type, *, seed=0):
         Directory to write (``save_pretrained`` layout). Created if missing.
     model_type : str
         One of :data:`BACKBONE_BUILDERS` (``"resnet"``, ``"mobilenet_v2"``,
-        ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` and
-        ``"timm_backbone"`` need timm (and so torchvision).
+        ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` needs timm (and so
+        torchvision).
     seed : int, default=0
         Seed for the random weights, so two builds are identical.
 
@@ -209,8 +205,8 @@ def make_tiny_backbone(path, model_type, *, seed=0):
             f"of {list(BACKBONE_BUILDERS)}."
         )
     _seeded(seed)
-    if model_type.startswith("timm_"):
-        model, processor = _timm(model_type)
+    if model_type == "timm_wrapper":
+        model, processor = _timm_wrapper()
     else:
         kwargs, processor = _RECIPES[model_type]
         model = AutoModel.from_config(CONFIG_MAPPING[model_type](**kwargs))
