@@ -178,7 +178,7 @@ def make_tiny_backbone(path, model_type, *, seed=0):
     path : str or Path
         Directory to write (``save_pretrained`` layout). Created if missing.
     model_type : str
-        One of :data:`BACKBONE_BUILDERS` (``"resnet"``, ``"mobilenet_v2"``,
+        One of ``skvlm.testing.BACKBONE_BUILDERS`` (``"resnet"``, ``"mobilenet_v2"``,
         ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` needs timm (and so
         torchvision).
     seed : int, default=0
