@@ -38,9 +38,9 @@ the same table, and :func:`skvlm.models.support_matrix` returns it.
 - **unsupported: reason**, or **n/a** (the cell means nothing for this kind).
 
 Where transformers ships a family's image processor only with torchvision
-(Llama 4, Phi-4-multimodal; timm's models), its cells are tested with torchvision, in a
-subprocess of the suite; without torchvision those families do not load, and
-the error says so (see :doc:`families`).
+(Llama 4, Phi-4-multimodal, Depth Pro; timm's models), its cells are tested
+with torchvision, in a subprocess of the suite; without torchvision those
+families do not load, and the error says so (see :doc:`families`).
 
 See :doc:`families` for what the family traits are and how tiled images are
 pooled.

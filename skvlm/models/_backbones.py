@@ -2,16 +2,18 @@
 
 ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
 LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer's and GLPN's
-encoders and timm's models (``timm_wrapper``): models whose
-``output_hidden_states`` are (batch, C, H, W) feature maps or (batch, tokens,
-dim) sequences, one per block or stage. Nothing about them is written per
-type: the vision stage is read off the model's own outputs.
+encoders, Depth Pro's image tower and timm's models (``timm_wrapper``):
+models whose ``output_hidden_states`` are (batch, C, H, W) feature maps or
+(batch, tokens, dim) sequences, one per block or stage. Nothing about them
+is written per type: the vision stage is read off the model's own outputs.
 
 Entry k of the vision stage is HF's ``hidden_states[k]`` (whatever the model
 puts first: the stem's output for ResNet, the first block's output for
-MobileNet V1). Where the model's ``last_hidden_state`` is wider than its last
-hidden state (a final 1x1 convolution: MobileNet V2, MobileViT, EfficientNet),
-it is one more, last entry, the map the model's pooled output pools. A map of
+MobileNet V1; for Depth Pro, its DINOv2 image tower's states over the
+downscaled image, CLS token first, pooled with its patches). Where the
+model's ``last_hidden_state`` is wider than its last hidden state (a final
+1x1 convolution: MobileNet V2, MobileViT, EfficientNet), it is one more,
+last entry, the map the model's pooled output pools. A map of
 C channels on an H x W grid is H*W tokens of width C, row by row; ``mean`` and
 ``max`` reduce over all of them (global average and max pooling), ``pooler``
 (last entry only, where the model has one of that entry's width) is the
@@ -33,6 +35,7 @@ from ._vision import GenericVisionAdapter
 #: (``skvlm.testing.make_tiny_backbone``).
 BACKBONE_TYPES = (
     "bit",
+    "depth_pro",
     "efficientnet",
     "focalnet",
     "glpn",

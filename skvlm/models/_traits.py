@@ -627,12 +627,6 @@ VISION_NOT_SERVED = {
     "not installable here: natten ships only a source distribution that builds "
     "its kernels against CUDA, and its current API (0.21) no longer has the "
     "natten2dqkrpb / natten2dav functions transformers' DiNAT calls",
-    "depth_pro": "a depth estimator whose encoder runs a DINOv2 tower over "
-    "overlapping patches at several scales and another over the downscaled "
-    "image: HF's hidden_states are those of the low-resolution image tower "
-    "alone, and its per-image multi-scale features are fused maps of the "
-    "depth decoder's width, not a per-block image representation; its image "
-    "processor also needs torchvision",
     "timm_backbone": "TimmBackbone.from_pretrained takes its argument for a timm "
     "model name and loads timm's pretrained weights for it (a saved "
     "directory's config and weights are ignored), so no checkpoint of this "

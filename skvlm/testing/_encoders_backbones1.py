@@ -144,9 +144,34 @@ _RECIPES = {
         lambda: _processor("DPTImageProcessorPil", size=_CROP, keep_aspect_ratio=False),
     ),
 }
+# Depth Pro: a DINOv2 image tower over the image downscaled to 32 x 32, beside
+# a patch tower over 32 x 32 patches of the 64 x 64 input at two scales
+_DINOV2 = {
+    "model_type": "dinov2",
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "image_size": SIZE,
+    "patch_size": 8,
+}
+_DEPTH_PRO = dict(
+    fusion_hidden_size=16,
+    patch_size=SIZE,
+    intermediate_hook_ids=[1, 0],
+    intermediate_feature_dims=[8, 8],
+    scaled_images_ratios=[0.5, 1.0],
+    scaled_images_overlap_ratios=[0.0, 0.25],
+    scaled_images_feature_dims=[16, 16],
+    image_model_config=_DINOV2,
+    patch_model_config=_DINOV2,
+    fov_model_config=_DINOV2,
+)
+#: Types whose image processor transformers ships only with torchvision.
+NEEDS_TORCHVISION = ("depth_pro", "timm_wrapper")
 #: The timm models: a ResNet of timm's registry at its smallest, random init.
 TIMM_ARCHITECTURE = "resnet10t"
-BACKBONE_BUILDERS = (*sorted(_RECIPES), "timm_wrapper")
+BACKBONE_BUILDERS = (*sorted(_RECIPES), "depth_pro", "timm_wrapper")
 
 
 def _timm_wrapper():
@@ -179,8 +204,8 @@ def make_tiny_backbone(path, model_type, *, seed=0):
         Directory to write (``save_pretrained`` layout). Created if missing.
     model_type : str
         One of ``skvlm.testing.BACKBONE_BUILDERS`` (``"resnet"``, ``"mobilenet_v2"``,
-        ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` needs timm (and so
-        torchvision).
+        ``"segformer"``, ``"dpt"``...); ``"timm_wrapper"`` needs timm, and
+        ``"depth_pro"`` its image processor, which need torchvision.
     seed : int, default=0
         Seed for the random weights, so two builds are identical.
 
@@ -207,6 +232,9 @@ def make_tiny_backbone(path, model_type, *, seed=0):
     _seeded(seed)
     if model_type == "timm_wrapper":
         model, processor = _timm_wrapper()
+    elif model_type == "depth_pro":
+        model = AutoModel.from_config(CONFIG_MAPPING[model_type](**_DEPTH_PRO))
+        processor = _square("DepthProImageProcessor", 2 * SIZE)
     else:
         kwargs, processor = _RECIPES[model_type]
         model = AutoModel.from_config(CONFIG_MAPPING[model_type](**kwargs))

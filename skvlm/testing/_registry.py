@@ -179,7 +179,7 @@ TINY_MODELS.update(
             partial(bb1.make_tiny_backbone, model_type=t),
             "vision",
             ("vision",),
-            torchvision=t.startswith("timm_"),
+            torchvision=t in bb1.NEEDS_TORCHVISION,
         ),
     )
     for t in bb1.BACKBONE_BUILDERS

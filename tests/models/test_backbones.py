@@ -1,12 +1,14 @@
 """Convolutional and hierarchical backbones against transformers' own outputs.
 
 ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2), LeViT,
-PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer, GLPN (served by
-``BackboneAdapter``) and DPT's ViT encoder: every entry of the vision stage is
+PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer, GLPN, Depth Pro's image
+tower (served by ``BackboneAdapter``) and DPT's ViT encoder: every entry of the vision stage is
 HF's ``hidden_states[k]`` (plus, where the model ends in a wider 1x1
 convolution, its ``last_hidden_state``), pooled by hand here (a map's tokens are
 its positions), and ``pooler`` HF's ``pooler_output``, at batch sizes 1 and 4.
-timm's models (``timm_wrapper``) run the same case in the torchvision world. The types skvlm refuses say why, in the matrix and at load.
+timm's models (``timm_wrapper``) and Depth Pro (its image processor) run the
+same case in the torchvision world. The types skvlm refuses say why, in the
+matrix and at load.
 Each tiny checkpoint and its HF reference is built once per test session.
 """
 
@@ -24,7 +26,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_MAPPING_NAMES,
     MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 )
-from transformers.utils import is_timm_available
+from transformers.utils import is_torchvision_available
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.models import adapter_class, load_processor, support_matrix
@@ -54,14 +56,15 @@ POOLED = {
     "resnet",
     "timm_wrapper",
 }
-TIMM = ("timm_wrapper",)
+#: types whose image processor (depth_pro) or model (timm) needs torchvision
+TORCHVISION = ("depth_pro", "timm_wrapper")
 TYPES = [t for t in BACKBONE_BUILDERS if t != "dpt"]
 LAYERS = [-1, 0, 1]
 #: float32 tolerance: a batch of 1 and one of 4 take different convolution
 #: kernels, whose sums round differently (values up to about 5 here)
 TOL = dict(atol=1e-5, rtol=5e-5)
-needs_timm = pytest.mark.skipif(
-    not is_timm_available(), reason="timm imports only with torchvision"
+needs_torchvision = pytest.mark.skipif(
+    not is_torchvision_available(), reason="runs in the torchvision world"
 )
 
 
@@ -128,7 +131,10 @@ def _vlm(ref, **params):
 
 @pytest.mark.parametrize(
     "model_type",
-    [pytest.param(t, marks=(needs_timm,) if t in TIMM else ()) for t in TYPES],
+    [
+        pytest.param(t, marks=(needs_torchvision,) if t in TORCHVISION else ())
+        for t in TYPES
+    ],
 )
 def test_backbone_vision_stage_equals_hf(backbones, model_type):
     ref = backbones[model_type]
@@ -204,9 +210,7 @@ def test_every_image_type_is_a_row_with_a_status():
             assert cell in ("tested", "claimed"), (model_type, cell)
 
 
-@pytest.mark.parametrize(
-    "model_type", ["dinat", "depth_pro", "swin2sr", "timm_backbone", "vit_mae"]
-)
+@pytest.mark.parametrize("model_type", ["dinat", "swin2sr", "timm_backbone", "vit_mae"])
 def test_a_refused_type_says_why_at_load(model_type):
     from skvlm.models._traits import AWAITING_MERGE, VISION_NOT_SERVED
 
@@ -219,10 +223,10 @@ def test_a_refused_type_says_why_at_load(model_type):
 
 
 @pytest.mark.skipif(
-    is_timm_available() or not (WORLD / "torchvision").is_dir(),
-    reason="runs the timm cases in the torchvision world, from outside it",
+    is_torchvision_available() or not (WORLD / "torchvision").is_dir(),
+    reason="runs the torchvision cases in the torchvision world, from outside it",
 )
-def test_timm_models_pass_in_the_torchvision_world():
+def test_torchvision_backbones_pass_in_the_torchvision_world():
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -243,7 +247,7 @@ def test_timm_models_pass_in_the_torchvision_world():
             "-rs",
             "tests/models/test_backbones.py",
             "-k",
-            "timm_wrapper",
+            "timm_wrapper or depth_pro",
         ],
         cwd=ROOT,
         env=env,
@@ -252,4 +256,4 @@ def test_timm_models_pass_in_the_torchvision_world():
         timeout=900,
     )
     assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-    assert "1 passed" in child.stdout, child.stdout[-2000:]
+    assert "2 passed" in child.stdout, child.stdout[-2000:]
