@@ -624,14 +624,16 @@ TRAITS.update(
 #: stops with the reason.
 VISION_NOT_SERVED = {
     "dinat": "DiNAT's neighborhood attention needs the natten library, which is "
-    "not installable here: natten ships only a source distribution that builds "
-    "its kernels against CUDA, and its current API (0.21) no longer has the "
-    "natten2dqkrpb / natten2dav functions transformers' DiNAT calls",
+    "not installable here: its registry release (0.21.7) is a source "
+    "distribution only, with no wheel for this platform, and that release no "
+    "longer has the natten2dqkrpb / natten2dav functions transformers' DiNAT "
+    "calls",
     "timm_backbone": "TimmBackbone.from_pretrained takes its argument for a timm "
-    "model name and loads timm's pretrained weights for it (a saved "
-    "directory's config and weights are ignored), so no checkpoint of this "
-    "type loads offline; it is the backbone inside detection models. Load a "
-    "timm model as timm_wrapper (TimmWrapperModel), which skvlm serves",
+    "model name and builds that model with timm's own pretrained weights (a "
+    "saved directory's config and weights are ignored), so a timm_backbone "
+    "checkpoint cannot be loaded from its files; it is the backbone inside "
+    "detection models. Load a timm model as timm_wrapper (TimmWrapperModel), "
+    "which skvlm serves",
     "swin2sr": "a super-resolution network: its image processor does not "
     "resize (it pads each image to a multiple of the window size), so images "
     "of different sizes cannot share a batch, and its states are per-pixel "
