@@ -2,7 +2,8 @@
 
 ResNet, RegNet, BiT, EfficientNet, MobileNet V1/V2, MobileViT (V1, V2),
 LeViT, PVT, PoolFormer, FocalNet, SwiftFormer, SegFormer's and GLPN's
-encoders, Depth Pro's image tower and timm's models (``timm_wrapper``):
+encoders, Depth Pro's image tower, Swin2SR's body and timm's models
+(``timm_wrapper``):
 models whose ``output_hidden_states`` are (batch, C, H, W) feature maps or
 (batch, tokens, dim) sequences, one per block or stage. Nothing about them
 is written per type: the vision stage is read off the model's own outputs.
@@ -50,6 +51,7 @@ BACKBONE_TYPES = (
     "resnet",
     "segformer",
     "swiftformer",
+    "swin2sr",
     "timm_wrapper",
 )
 

@@ -634,11 +634,6 @@ VISION_NOT_SERVED = {
     "checkpoint cannot be loaded from its files; it is the backbone inside "
     "detection models. Load a timm model as timm_wrapper (TimmWrapperModel), "
     "which skvlm serves",
-    "swin2sr": "a super-resolution network: its image processor does not "
-    "resize (it pads each image to a multiple of the window size), so images "
-    "of different sizes cannot share a batch, and its states are per-pixel "
-    "features of the low-resolution input at every block, not an image "
-    "representation",
 }
 #: Placeholder reasons for the types the ``backbones2`` helper serves in its
 #: branch (ViT-like, video, detection and zero-shot types): drop an entry when

@@ -131,7 +131,21 @@ _RECIPES = {
         lambda: _square("ViTImageProcessorPil"),
     ),
     "segformer": (_SEGFORMER, lambda: _square("SegformerImageProcessorPil")),
-    "glpn": (_SEGFORMER, lambda: _square("SegformerImageProcessorPil")),
+    # GLPN's and Swin2SR's processors keep each image's size (GLPN rounds it
+    # down to a multiple of 32, Swin2SR pads it to a multiple of 8)
+    "glpn": (_SEGFORMER, lambda: _processor("GLPNImageProcessorPil")),
+    "swin2sr": (
+        dict(
+            image_size=SIZE,
+            patch_size=1,
+            embed_dim=8,
+            depths=[1, 2],
+            num_heads=[2, 2],
+            window_size=4,
+            upscale=2,
+        ),
+        lambda: _processor("Swin2SRImageProcessorPil", size_divisor=8),
+    ),
     "dpt": (
         dict(
             hidden_size=16,
