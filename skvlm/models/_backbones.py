@@ -26,11 +26,13 @@ DPT's ViT encoder is served as the ViT-like towers are (CLS, then patches).
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from PIL import Image
 
 from ..pooling import TokenMasks
 from ._encoders import HierarchicalAdapter, _as_tokens
-from ._vision import GenericVisionAdapter
+from ._vision import GenericVisionAdapter, _to_device
 
 #: The model types served here, every one tested on a tiny checkpoint
 #: (``skvlm.testing.make_tiny_backbone``).
@@ -87,8 +89,6 @@ class BackboneAdapter(HierarchicalAdapter):
     def layout(self):
         """``(widths of the entries, whether a pooler of the last one exists)``."""
         if self._layout is None:
-            import torch
-
             batch = self.prepare([Image.new("RGB", (64, 64))])
             with torch.no_grad():
                 outputs = self.forward("vision", batch)
@@ -110,10 +110,41 @@ class BackboneAdapter(HierarchicalAdapter):
         return ("mean", "max", "pooler") if last and self.layout[1] else ("mean", "max")
 
     # -- computing -------------------------------------------------------------------
+    def prepare(self, images, prompts=None):
+        """Pixel values of the batch; one tensor per image where their sizes differ.
+
+        GLPN's and Swin2SR's processors keep each image's size (rounded to a
+        multiple of 32, padded to a multiple of 8): such a batch runs image by
+        image, so any batch gives the same vectors as each image alone.
+        """
+        processor = getattr(self.processor, "image_processor", self.processor)
+        pixels = processor(images=images)["pixel_values"]
+        pixels = [torch.as_tensor(np.ascontiguousarray(p)) for p in pixels]
+        if len({tuple(p.shape) for p in pixels}) == 1:
+            return _to_device(
+                {"pixel_values": torch.stack(pixels)}, self.device, self.dtype
+            )
+        return {
+            "pixel_list": [
+                _to_device({"pixel_values": p[None]}, self.device, self.dtype)
+                for p in pixels
+            ]
+        }
+
     def forward(self, stage, batch):
         return self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True)
 
     def capture(self, batch, stage, layers, read, *, need_outputs=False):
+        if "pixel_list" in batch:  # images of different sizes, one at a time
+            parts = [
+                self.capture(one, stage, layers, read, need_outputs=need_outputs)
+                for one in batch["pixel_list"]
+            ]
+            results = {
+                layer: _concatenate([part[0][layer] for part in parts])
+                for layer in parts[0][0]
+            }
+            return results, [part[1] for part in parts]
         outputs = self.forward(stage, batch)
         entries = self._entries(outputs)
         results = {}
@@ -124,7 +155,16 @@ class BackboneAdapter(HierarchicalAdapter):
         return results, outputs
 
     def pooler(self, stage, batch, outputs):
+        if isinstance(outputs, list):
+            return torch.cat([self._pooled(one) for one in outputs])
         return self._pooled(outputs)
+
+
+def _concatenate(values):
+    """Per-image ``read`` results joined along the batch (tensors, or dicts of them)."""
+    if isinstance(values[0], dict):
+        return {key: torch.cat([v[key] for v in values]) for key in values[0]}
+    return torch.cat(values)
 
 
 class DPTAdapter(GenericVisionAdapter):

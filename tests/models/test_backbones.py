@@ -60,8 +60,8 @@ POOLED = {
 TORCHVISION = ("depth_pro", "timm_wrapper")
 TYPES = [t for t in BACKBONE_BUILDERS if t != "dpt"]
 LAYERS = [-1, 0, 1]
-#: types whose image processor keeps each image's size: a batch holds images
-#: of one size
+#: types whose image processor keeps each image's size: batched on images of
+#: one size, and image by image on images of different sizes
 ONE_SIZE = {"glpn", "swin2sr"}
 #: float32 tolerance: a batch of 1 and one of 4 take different convolution
 #: kernels, whose sums round differently (values up to about 5 here)
@@ -165,6 +165,29 @@ def test_backbone_vision_stage_equals_hf(backbones, model_type):
         np.testing.assert_allclose(
             got.fit_transform(ref.images), ref.pooler, **TOL, err_msg="pooler"
         )
+
+
+@pytest.mark.parametrize("model_type", sorted(ONE_SIZE))
+def test_images_of_different_sizes_equal_hf_image_by_image(backbones, model_type):
+    # their processors keep each image's size: HF runs each image alone
+    ref = backbones[model_type]
+    images = random_images(4, seed=3, sizes=((64, 96), (96, 64), (64, 64)))
+    model = AutoModel.from_pretrained(ref.path).eval()
+    processor = load_processor(ref.path)
+    expected = {"mean": [], "max": []}
+    for image in images:
+        pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            states = model(pixel_values=pixels, output_hidden_states=True).hidden_states
+        for pooling, reduce in (("mean", np.mean), ("max", np.max)):
+            expected[pooling].append(
+                np.concatenate(
+                    [reduce(_np(_tokens(states[k])), axis=1) for k in LAYERS], 1
+                )
+            )
+    for pooling, rows in expected.items():
+        vlm = _vlm(ref, layer=LAYERS, pooling=pooling, batch_size=4)
+        np.testing.assert_allclose(vlm.fit_transform(images), np.vstack(rows), **TOL)
 
 
 def test_dpt_is_its_vit_encoder(backbones):
