@@ -22,8 +22,10 @@ Support matrix
 ==============
 
 What skvlm serves for every image-text-to-text model type of the installed
-transformers ({version}), and for the model types of its vision-encoder and
-CLIP-style adapters, per stage, classifier and tuner. ``skvlm families`` prints
+transformers ({version}), for the model types of its vision-encoder and
+CLIP-style adapters, and for every type of transformers' image
+feature-extraction and zero-shot image-classification mappings, per stage,
+classifier and tuner. ``skvlm families`` prints
 the same table, and :func:`skvlm.models.support_matrix` returns it.
 
 - **tested**: a tiny checkpoint of the type is built by the test suite; the
@@ -36,9 +38,9 @@ the same table, and :func:`skvlm.models.support_matrix` returns it.
 - **unsupported: reason**, or **n/a** (the cell means nothing for this kind).
 
 Where transformers ships a family's image processor only with torchvision
-(Llama 4, Phi-4-multimodal), its cells are tested with torchvision, in a
-subprocess of the suite; without torchvision those families do not load, and
-the error says so (see :doc:`families`).
+(Llama 4, Phi-4-multimodal, Depth Pro; timm's models), its cells are tested
+with torchvision, in a subprocess of the suite; without torchvision those
+families do not load, and the error says so (see :doc:`families`).
 
 See :doc:`families` for what the family traits are and how tiled images are
 pooled.

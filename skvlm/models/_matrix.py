@@ -168,12 +168,58 @@ def _vision_cells(kind, tiny):
     return cells
 
 
+# -- backbones1 --
+def _image_types():
+    """``{model_type: kind}`` of transformers' image-feature-extraction and
+    zero-shot image-classification mappings."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_MAPPING_NAMES,
+        MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    kinds = dict.fromkeys(MODEL_FOR_IMAGE_MAPPING_NAMES, "vision")
+    kinds.update(
+        dict.fromkeys(MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES, "clip")
+    )
+    return kinds
+
+
+def _unserved_vision_rows(listed):
+    """Rows of the image types no adapter serves, each with its reason."""
+    from ._traits import AWAITING_MERGE, VISION_NOT_SERVED
+
+    rows = []
+    for model_type, kind in sorted(_image_types().items()):
+        if model_type in listed:
+            continue
+        reason = VISION_NOT_SERVED.get(model_type) or AWAITING_MERGE.get(
+            model_type, "no adapter serves it"
+        )
+        cell = f"unsupported: {reason}"
+        clip = kind == "clip"
+        rows.append(
+            {
+                "model_type": model_type,
+                "kind": kind,
+                "vision": cell,
+                "projector": cell if clip else "n/a",
+                "language": "n/a",
+                "zero_shot": cell if clip else "n/a",
+                "generative": "n/a",
+                "tuner": "n/a",
+            }
+        )
+    return rows
+
+
 def support_matrix():
     """What skvlm serves for every model type of the installed transformers.
 
     One row per model type of transformers' image-text-to-text mapping and of
     skvlm's other VLM adapters (``kind="vlm"``), and per model type of skvlm's vision-encoder and
-    CLIP-style adapters (``"vision"``, ``"clip"``). Columns ``vision``,
+    CLIP-style adapters and of transformers' image-feature-extraction and
+    zero-shot image-classification mappings (``"vision"``, ``"clip"``; the
+    types no adapter serves say why in every cell). Columns ``vision``,
     ``projector`` and ``language`` (the stages), ``zero_shot``, ``generative``
     (``VLMGenerativeClassifier``) and ``tuner`` (``VLMClassificationTuner``)
     hold ``"tested"`` (the family tests run it on a tiny checkpoint, exact
@@ -214,6 +260,9 @@ def support_matrix():
     for model_type, kind in sorted(vision.items(), key=lambda kv: (kv[1], kv[0])):
         cells = _vision_cells(kind, TINY_MODELS.get(model_type))
         rows.append({"model_type": model_type, "kind": kind, **cells})
+    # -- backbones1 --
+    listed = {row["model_type"] for row in rows}
+    rows += _unserved_vision_rows(listed)
     matrix = pd.DataFrame(rows, columns=list(COLUMNS))
     order = {"vlm": 0, "clip": 1, "vision": 2}
     return matrix.sort_values(

@@ -676,6 +676,53 @@ TRAITS.update(
     }
 )
 
+# -- backbones1 --
+#: Image-feature-extraction and zero-shot image types (transformers'
+#: ``MODEL_FOR_IMAGE_MAPPING_NAMES``, ``..._ZERO_SHOT_IMAGE_CLASSIFICATION_...``)
+#: skvlm does not serve, and why: ``support_matrix()`` says so, and loading one
+#: stops with the reason.
+VISION_NOT_SERVED = {
+    "dinat": "DiNAT's neighborhood attention needs the natten library, which is "
+    "not installable here: its registry release (0.21.7) is a source "
+    "distribution only, with no wheel for this platform, and that release no "
+    "longer has the natten2dqkrpb / natten2dav functions transformers' DiNAT "
+    "calls",
+    "timm_backbone": "TimmBackbone.from_pretrained takes its argument for a timm "
+    "model name and builds that model with timm's own pretrained weights (a "
+    "saved directory's config and weights are ignored), so a timm_backbone "
+    "checkpoint cannot be loaded from its files; it is the backbone inside "
+    "detection models. Load a timm model as timm_wrapper (TimmWrapperModel), "
+    "which skvlm serves",
+}
+#: Placeholder reasons for the types the ``backbones2`` helper serves in its
+#: branch (ViT-like, video, detection and zero-shot types): drop an entry when
+#: its adapter is merged.
+AWAITING_MERGE = dict.fromkeys(
+    (
+        "clipseg",
+        "conditional_detr",
+        "dab-detr",
+        "deformable_detr",
+        "detr",
+        "ijepa",
+        "imagegpt",
+        "pixio",
+        "table-transformer",
+        "timesformer",
+        "tipsv2",
+        "tipsv2_vision_model",
+        "videomae",
+        "videoprism",
+        "videoprism_vision_model",
+        "vit_mae",
+        "vit_msn",
+        "vitdet",
+        "vivit",
+        "yolos",
+    ),
+    "served by the backbones2 branch's adapters, not merged into this one",
+)
+
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
 #: images of a batch into one sequence and take ``image_sizes``: a model with
 #: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a

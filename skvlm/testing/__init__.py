@@ -13,6 +13,8 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
+        # -- backbones1 --
+        "._encoders_backbones1": ["BACKBONE_BUILDERS", "make_tiny_backbone"],
         "._families_encdec": [
             "make_tiny_blip2_t5",
             "make_tiny_florence2",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from . import _encoders as enc
+from . import _encoders_backbones1 as bb1
 from . import _families as fam
 from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
@@ -190,4 +191,19 @@ TINY_MODELS["pix2struct"] = TinyModel(
 )
 TINY_MODELS["vision-encoder-decoder"] = TinyModel(
     encdec2.make_tiny_vision_encoder_decoder, "vlm", _ALL
+)
+# -- backbones1 --
+# convolutional and hierarchical backbones (skvlm.models.BackboneAdapter) and
+# DPT's ViT encoder; timm's models and Depth Pro's processor need torchvision
+TINY_MODELS.update(
+    (
+        t,
+        TinyModel(
+            partial(bb1.make_tiny_backbone, model_type=t),
+            "vision",
+            ("vision",),
+            torchvision=t in bb1.NEEDS_TORCHVISION,
+        ),
+    )
+    for t in bb1.BACKBONE_BUILDERS
 )
