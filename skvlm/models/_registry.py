@@ -52,6 +52,8 @@ ADAPTER_MODULES = (
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",
+    # -- backbones2 --
+    "skvlm.models._backbones2",
 )
 
 _CACHE: dict[tuple, Adapter] = {}

@@ -580,7 +580,12 @@ TRAITS = {
         },
     ),
     # an image is a still video of 4 frames (skvlm.models._blip1)
-    "instructblipvideo": _BLIP,
+    "instructblipvideo": _BLIP,    # -- backbones2 --
+    # ViT-like backbones and video encoders (skvlm.models._backbones2); the
+    # others' blocks and heads are derived. ViTDet's entries are maps, its
+    # blocks one list; ImageGPT's last hidden state carries its final layernorm
+    "vitdet": Traits(vision_blocks="encoder.layer"),
+    "imagegpt": Traits(language_norm=("ln_f",)),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image

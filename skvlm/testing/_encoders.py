@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ._encoders_backbones2 import BUILDERS as BACKBONES2_BUILDERS
 from ._families_claimed import CLAIMED_ENCODERS, make_tiny_vision_encoder
 from ._tokenizer import BASE_WORDS, make_tokenizer
 from ._vision import TEXT, VISION, _save, _seeded
@@ -305,6 +306,9 @@ _BUILDERS.update(
     {t: partial(make_tiny_vision_encoder, t) for t in sorted(CLAIMED_ENCODERS)}
 )
 TESTED_ENCODER_TYPES += tuple(sorted(CLAIMED_ENCODERS))
+# -- backbones2 --: ViT-like backbones and still-video encoders
+# (tests/models/test_backbones2.py)
+_BUILDERS.update(BACKBONES2_BUILDERS)
 
 
 def make_tiny_encoder(path, model_type, *, seed=0):

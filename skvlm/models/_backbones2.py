@@ -1,0 +1,172 @@
+"""Adapters for more ViT-like backbones and video encoders (read on still images).
+
+Vision stage, for every type here: entry 0 is the input of the first block,
+entry k the output of block k, exactly HF's ``output_hidden_states`` (ImageGPT:
+the last entry carries its final layernorm, as HF's does). What each pooling
+covers:
+
+- I-JEPA: patches only (no CLS): ``mean``/``max`` over every patch.
+- ViT-MAE: read with its random masking off (``mask_ratio`` 0 and the patches
+  kept in raster order), so every patch is read, in place; ``cls`` is its CLS,
+  ``mean``/``max`` over the patches.
+- ViT-MSN: ``cls``; ``mean``/``max`` over the patches.
+- Pixio: ``n_cls_tokens`` class tokens first; ``cls`` is the first,
+  ``mean``/``max`` over the patches, ``pooler`` the model's own mean of its
+  class tokens after the final layernorm.
+- TIPSv2 (vision tower): CLS, then register tokens, then patches; ``pooler``
+  is the layernormed CLS.
+- YOLOS: CLS, patches, then the detection tokens; ``mean``/``max`` over the
+  patches only, integer positions count every token (``-1`` is the last
+  detection token), ``pooler`` is YOLOS' pooler over the CLS.
+- ViTDet: windowed blocks whose entries are (C, H, W) maps, read as H*W
+  tokens row by row; ``mean``/``max`` over all of them (no CLS, no pooler).
+- ImageGPT: one token per pixel, its color cluster (the processor's
+  ``clusters``); ``mean``/``max`` over every pixel token of a block, the
+  linear probe of the iGPT paper (mean over a middle block).
+- VideoMAE, TimeSformer: an image is a still video of ``config.num_frames``
+  identical frames (the number the model's position and time embeddings are
+  built for); ``mean``/``max`` over every (frame, patch) token, TimeSformer's
+  ``cls`` its CLS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pooling import TokenMasks
+from ._encoders import HierarchicalAdapter
+from ._traits import final_norm
+from ._vision import GenericVisionAdapter, _to_device
+
+
+class ViTLikeAdapter(GenericVisionAdapter):
+    """I-JEPA (no CLS), ViT-MSN (CLS): one token per patch after the prefix."""
+
+    family = "vit-like"
+    model_types = ("ijepa", "vit_msn")
+
+
+class PooledViTAdapter(GenericVisionAdapter):
+    """TIPSv2's vision tower and Pixio: a pooled output computed in the forward."""
+
+    family = "vit-pooled"
+    model_types = ("tipsv2_vision_model", "pixio")
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        # Pixio puts several class tokens first (its pooled output is their mean)
+        self.n_prefix += max(int(getattr(model.config, "n_cls_tokens", 1)) - 1, 0)
+        self.has_pooler = True
+
+
+class ViTMAEAdapter(GenericVisionAdapter):
+    """ViT-MAE, every patch read in raster order (its pre-training masking off)."""
+
+    family = "vit_mae"
+    model_types = ("vit_mae",)
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        # MAE's checkpoints keep their pre-training ratio (0.75): the masking
+        # reads it at each pass, so at 0 every patch is kept
+        model.config.mask_ratio = 0.0
+
+    def forward(self, stage, batch):
+        pixels = batch["pixel_values"]
+        patch = self.model.config.patch_size
+        n = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch)
+        # increasing noise keeps the patches in their own order
+        noise = torch.arange(n, device=pixels.device, dtype=torch.float32)
+        return self.model(pixel_values=pixels, noise=noise.expand(pixels.shape[0], n))
+
+
+class YolosAdapter(GenericVisionAdapter):
+    """YOLOS: CLS, patches, then detection tokens, left out of mean and max."""
+
+    family = "yolos"
+    model_types = ("yolos",)
+    raster_stages = ()
+
+    def stack(self, stage, batch):
+        n_detection = self.model.config.num_detection_tokens
+        n_prefix = self.n_prefix
+
+        def masks(hidden):
+            masks = TokenMasks.full(
+                hidden.shape[0],
+                hidden.shape[1],
+                hidden.device,
+                n_prefix=n_prefix,
+                has_cls=True,
+            )
+            masks.pooled[:, hidden.shape[1] - n_detection :] = False
+            return masks
+
+        from ._base import Stack
+
+        return Stack(blocks=self.blocks, masks=masks)
+
+
+class VitDetAdapter(HierarchicalAdapter):
+    """ViTDet: every entry a (C, H, W) map of one width (no CLS, no pooler)."""
+
+    family = "vitdet"
+    model_types = ("vitdet",)
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.widths = [model.config.hidden_size] * (len(self.blocks) + 1)
+
+    def poolings(self, stage, layer):
+        return ("mean", "max")
+
+
+class ImageGPTAdapter(GenericVisionAdapter):
+    """ImageGPT: pixel tokens (color clusters), causal blocks, final layernorm last."""
+
+    family = "imagegpt"
+    model_types = ("imagegpt",)
+    raster_stages = ()
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.has_cls = False
+        self.n_prefix = 0
+        self.has_pooler = False
+        self.norm = final_norm(model, self.traits.language_norm)
+
+    def stack(self, stage, batch):
+        stack = super().stack(stage, batch)
+        stack.final_norm = self.norm
+        return stack
+
+    def forward(self, stage, batch):
+        return self.model(input_ids=batch["input_ids"])
+
+
+class StillVideoAdapter(GenericVisionAdapter):
+    """VideoMAE, TimeSformer: an image is a still video of ``num_frames`` frames."""
+
+    family = "still-video"
+    model_types = ("videomae", "timesformer")
+    raster_stages = ()
+
+    def prepare(self, images, prompts=None):
+        frames = int(self.model.config.num_frames)
+        batch = self.processor(
+            [[image] * frames for image in images], return_tensors="pt"
+        )
+        return _to_device(dict(batch), self.device, self.dtype)
+
+
+ADAPTERS = [
+    ViTLikeAdapter,
+    PooledViTAdapter,
+    ViTMAEAdapter,
+    YolosAdapter,
+    VitDetAdapter,
+    ImageGPTAdapter,
+    StillVideoAdapter,
+]
+
+__all__ = [cls.__name__ for cls in ADAPTERS]

@@ -1,0 +1,130 @@
+"""Tiny random-init ViT-like backbones and video encoders (helper backbones2).
+
+I-JEPA, ViT-MAE, ViT-MSN, ViTDet, Pixio, TIPSv2's vision tower, YOLOS,
+ImageGPT, VideoMAE and TimeSformer: each the real architecture at toy sizes
+with its family's PIL image processor (no torchvision needed), saved in
+Hugging Face layout for ``make_tiny_encoder``.
+"""
+
+from __future__ import annotations
+
+from ._vision import VISION
+
+IMAGE_SIZE = VISION["image_size"]
+_NO_MLP = {k: v for k, v in VISION.items() if k != "intermediate_size"}
+
+
+def _processor(name, **kwargs):
+    import transformers
+
+    return getattr(transformers, name)(**kwargs)
+
+
+def _square(name="ViTImageProcessorPil"):
+    return _processor(name, size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+
+
+def _model(model_name, config_name, **config):
+    import transformers
+
+    cfg = getattr(transformers, config_name)(**config)
+    return getattr(transformers, model_name)(cfg)
+
+
+def _ijepa():
+    return _model("IJepaModel", "IJepaConfig", **VISION), _square()
+
+
+def _vit_mae():
+    # saved with MAE's pre-training mask ratio, as the hub's checkpoints are:
+    # the adapter reads every patch whatever the config says
+    model = _model("ViTMAEModel", "ViTMAEConfig", **VISION, mask_ratio=0.75)
+    return model, _square()
+
+
+def _vit_msn():
+    return _model("ViTMSNModel", "ViTMSNConfig", **VISION), _square()
+
+
+def _vitdet():
+    # block 1 attends within 2x2 windows, the others globally with relative
+    # positions, as ViTDet's backbones alternate them
+    model = _model(
+        "VitDetModel",
+        "VitDetConfig",
+        **_NO_MLP,
+        window_size=2,
+        window_block_indices=[1],
+        use_relative_position_embeddings=True,
+    )
+    return model, _square()
+
+
+def _pixio():
+    model = _model("PixioModel", "PixioConfig", **_NO_MLP, n_cls_tokens=4)
+    processor = _processor(
+        "BitImageProcessorPil",
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    return model, processor
+
+
+def _tipsv2_vision():
+    # TIPSv2's own image processor needs torchvision; it resizes, rescales
+    # and normalises as ViT's PIL one does
+    model = _model("Tipsv2VisionModel", "Tipsv2VisionConfig", **_NO_MLP)
+    return model, _square()
+
+
+def _yolos():
+    config = {**VISION, "image_size": [IMAGE_SIZE, IMAGE_SIZE]}
+    model = _model("YolosModel", "YolosConfig", **config, num_detection_tokens=3)
+    return model, _square("YolosImageProcessorPil")
+
+
+def _imagegpt():
+    import numpy as np
+
+    # 16 color clusters; 8x8 images: 64 pixel tokens
+    clusters = np.random.default_rng(0).uniform(-1, 1, size=(16, 3)).round(4)
+    model = _model(
+        "ImageGPTModel",
+        "ImageGPTConfig",
+        vocab_size=len(clusters) + 1,
+        n_positions=64,
+        n_embd=32,
+        n_layer=3,
+        n_head=4,
+    )
+    processor = _processor(
+        "ImageGPTImageProcessorPil",
+        clusters=clusters.tolist(),
+        size={"height": 8, "width": 8},
+    )
+    return model, processor
+
+
+def _video(model_name, config_name, **extra):
+    # two frames: the least a tubelet of two frames (VideoMAE) can read
+    model = _model(model_name, config_name, **VISION, num_frames=2, **extra)
+    processor = _processor(
+        "VideoMAEImageProcessorPil",
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    return model, processor
+
+
+BUILDERS = {
+    "ijepa": _ijepa,
+    "vit_mae": _vit_mae,
+    "vit_msn": _vit_msn,
+    "vitdet": _vitdet,
+    "pixio": _pixio,
+    "tipsv2_vision_model": _tipsv2_vision,
+    "yolos": _yolos,
+    "imagegpt": _imagegpt,
+    "videomae": lambda: _video("VideoMAEModel", "VideoMAEConfig", tubelet_size=2),
+    "timesformer": lambda: _video("TimesformerModel", "TimesformerConfig"),
+}
