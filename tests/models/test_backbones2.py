@@ -1,0 +1,159 @@
+"""ViT-like backbones and still-video encoders against transformers' own outputs.
+
+I-JEPA, ViT-MAE (its masking off), ViT-MSN, ViTDet, Pixio, TIPSv2's vision
+tower, YOLOS, ImageGPT, VideoMAE and TimeSformer: every vision entry and
+pooling equals HF's ``output_hidden_states`` / ``pooler_output``, pooled by
+hand here over the tokens the docs name, at batch sizes 1 and 4. Each tiny
+checkpoint and its reference is built once per test session.
+"""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from skvlm import VLMEmbeddingTransformer
+from skvlm.models import load_processor
+from skvlm.testing import make_tiny_encoder, random_images
+from skvlm.testing._registry import TINY_MODELS
+
+#: model type -> (leading special tokens, trailing special tokens, has a CLS
+#: token, has a pooled output, family); leading None: (C, H, W) maps
+KINDS = {
+    "ijepa": (0, 0, False, False, "vit-like"),
+    "vit_msn": (1, 0, True, False, "vit-like"),
+    "vit_mae": (1, 0, True, False, "vit_mae"),
+    "pixio": (4, 0, True, True, "vit-pooled"),  # four class tokens
+    "tipsv2_vision_model": (2, 0, True, True, "vit-pooled"),  # CLS, a register
+    "yolos": (1, 3, True, True, "yolos"),  # three detection tokens last
+    "vitdet": (None, 0, False, False, "vitdet"),
+    "imagegpt": (0, 0, False, False, "imagegpt"),
+    "videomae": (0, 0, False, False, "still-video"),
+    "timesformer": (1, 0, True, False, "still-video"),
+}
+LAYERS = [-1, 0, 1]
+
+
+def _np(tensor):
+    return tensor.detach().float().numpy()
+
+
+class Reference:
+    """A tiny checkpoint and what transformers alone computes from it."""
+
+    def __init__(self, path, model_type, images):
+        self.path = path
+        self.images = images
+        kwargs = {}
+        if model_type == "vit_mae":  # every patch kept (the checkpoint says 0.75)
+            kwargs["mask_ratio"] = 0.0
+        model = AutoModel.from_pretrained(path, **kwargs).eval()
+        processor = load_processor(path)
+        if model_type in ("videomae", "timesformer"):
+            frames = model.config.num_frames
+            inputs = processor([[im] * frames for im in images], return_tensors="pt")
+        else:
+            inputs = processor(images=images, return_tensors="pt")
+        inputs = {k: v for k, v in inputs.items() if k != "pixel_mask"}
+        if model_type == "vit_mae":  # increasing noise: the patches in order
+            n = inputs["pixel_values"].shape[-1] // model.config.patch_size
+            inputs["noise"] = torch.arange(n * n, dtype=torch.float32).expand(
+                len(images), -1
+            )
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True)
+        self.states = [
+            _np(h.flatten(2).transpose(1, 2) if h.dim() == 4 else h)
+            for h in out.hidden_states
+        ]
+        pooler = getattr(out, "pooler_output", None)
+        self.pooler = None if pooler is None else _np(pooler)
+        self.n_prefix, self.n_suffix, self.has_cls, self.has_pooler, self.family = (
+            KINDS[model_type]
+        )
+
+    def pool(self, layer, pooling):
+        hidden = self.states[layer]
+        if pooling == "cls":
+            return hidden[:, 0]
+        if isinstance(pooling, int):  # every token counts, special ones too
+            return hidden[:, pooling]
+        patches = hidden[:, self.n_prefix or 0 : hidden.shape[1] - self.n_suffix]
+        return patches.mean(1) if pooling == "mean" else patches.max(1)
+
+    def expected(self, layers, pooling):
+        return np.concatenate([self.pool(k, pooling) for k in layers], axis=1)
+
+
+class Backbones:
+    def __init__(self, tmp_path_factory):
+        self._tmp = tmp_path_factory
+        self._refs = {}
+        self.images = random_images(4, seed=7)
+
+    def __getitem__(self, model_type):
+        if model_type not in self._refs:
+            path = make_tiny_encoder(self._tmp.mktemp(model_type), model_type)
+            self._refs[model_type] = Reference(path, model_type, self.images)
+        return self._refs[model_type]
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory):
+    return Backbones(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _poolings(model_type):
+    n_prefix, _, has_cls, _, _ = KINDS[model_type]
+    names = (("cls",) if has_cls else ()) + ("mean", "max")
+    if n_prefix is not None:
+        names += (0, -1)
+    return names
+
+
+def _vlm(ref, **params):
+    return VLMEmbeddingTransformer(ref.path, stage="vision", device="cpu", **params)
+
+
+def test_every_type_is_registered():
+    for model_type in KINDS:
+        assert TINY_MODELS[model_type].stages == ("vision",)
+
+
+@pytest.mark.parametrize("model_type", sorted(KINDS))
+def test_vision_sites_equal_hf(backbones, model_type):
+    ref = backbones[model_type]
+    for pooling in _poolings(model_type):
+        for batch_size in (1, 4):
+            vlm = _vlm(ref, layer=LAYERS, pooling=pooling, batch_size=batch_size)
+            got = vlm.fit_transform(ref.images)
+            assert vlm.family_ == ref.family
+            np.testing.assert_allclose(
+                got,
+                ref.expected(LAYERS, pooling),
+                atol=1e-5,
+                err_msg=f"pooling={pooling!r} batch_size={batch_size}",
+            )
+    if not ref.has_pooler:
+        with pytest.raises(ValueError, match="pooling='pooler' is not available"):
+            _vlm(ref, pooling="pooler").fit_transform(ref.images)
+        return
+    for batch_size in (1, 4):
+        got = _vlm(ref, pooling="pooler", batch_size=batch_size)
+        np.testing.assert_allclose(got.fit_transform(ref.images), ref.pooler, atol=1e-5)
+
+
+def test_vit_mae_reads_every_patch_in_place(backbones):
+    # 16 patches and the CLS, not the quarter MAE's pre-training keeps
+    ref = backbones["vit_mae"]
+    assert ref.states[0].shape[1] == 17
+    got = _vlm(ref, layer=1, pooling=-1).fit_transform(ref.images)
+    np.testing.assert_allclose(got, ref.states[1][:, -1], atol=1e-5)
