@@ -16,6 +16,7 @@ from skvlm.models import TRAITS, Traits, clear_model_cache, load_adapter, suppor
 from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS
 
 from ._families import BY_NAME, FAMILIES, NEEDS_TORCHVISION, NEW_FAMILIES
+from .test_backbones2 import KINDS as BACKBONES2_KINDS
 from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
 from .test_family_classifiers import CLASSIFIED, TUNED, ZERO_SHOT
@@ -52,6 +53,7 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     covered |= {(t, "tuner") for t in TUNED}
     covered |= {(t, "zero_shot") for t in ZERO_SHOT}
     covered |= {(t, "vision") for t in ENCODER_KINDS}
+    covered |= {(t, "vision") for t in BACKBONES2_KINDS}  # -- backbones2 --
     covered |= {(t, c) for t in ENCODER_CLIP_STYLE for c in ("projector", "zero_shot")}
     tested = {
         (row["model_type"], column)
@@ -68,7 +70,7 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
         pytest.param(
             t, marks=(NEEDS_TORCHVISION,) if TINY_MODELS[t].torchvision else ()
         )
-        for t in sorted(set(TINY_MODELS) - set(ENCODER_KINDS))
+        for t in sorted(set(TINY_MODELS) - set(ENCODER_KINDS) - set(BACKBONES2_KINDS))
     ],
 )
 def test_registered_stages_are_the_adapters(built, model_type):
