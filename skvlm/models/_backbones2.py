@@ -36,7 +36,7 @@ import torch
 from ..pooling import TokenMasks
 from ._encoders import HierarchicalAdapter
 from ._traits import final_norm
-from ._vision import GenericVisionAdapter, _to_device
+from ._vision import CLIPAdapter, GenericVisionAdapter, _to_device
 
 
 class ViTLikeAdapter(GenericVisionAdapter):
@@ -159,6 +159,44 @@ class StillVideoAdapter(GenericVisionAdapter):
         return _to_device(dict(batch), self.device, self.dtype)
 
 
+class CLIPSegAdapter(CLIPAdapter):
+    """CLIPSeg's CLIP: its vision tower, projection and zero-shot logits (the
+    segmentation decoder is not read)."""
+
+    family = "clipseg"
+    model_types = ("clipseg",)
+
+
+class Tipsv2Adapter(CLIPAdapter):
+    """TIPSv2: CLS and register tokens, then patches; no projection.
+
+    ``pooler`` and the projector stage are the layernormed CLS (its image
+    embedding); zero-shot logits are cosine similarities divided by the learned
+    temperature. Text is padded to the full length, as its processor does.
+    """
+
+    family = "tipsv2"
+    model_types = ("tipsv2",)
+    text_padding = "max_length"
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.stages = ("vision", "projector")
+
+    def stack(self, stage, batch):
+        n_prefix = 1 + int(self.vision_config.num_register_tokens)
+        return self.tower_stack(self.vision_blocks, n_prefix=n_prefix, has_cls=True)
+
+    def dim(self, stage):
+        return self.vision_config.hidden_size
+
+    def project(self, pooled):
+        return pooled
+
+    def logit_params(self):
+        return 1.0 / float(self.model.temperature.detach()), 0.0
+
+
 ADAPTERS = [
     ViTLikeAdapter,
     PooledViTAdapter,
@@ -167,6 +205,8 @@ ADAPTERS = [
     VitDetAdapter,
     ImageGPTAdapter,
     StillVideoAdapter,
+    CLIPSegAdapter,
+    Tipsv2Adapter,
 ]
 
 __all__ = [cls.__name__ for cls in ADAPTERS]

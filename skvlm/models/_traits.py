@@ -586,6 +586,8 @@ TRAITS = {
     # blocks one list; ImageGPT's last hidden state carries its final layernorm
     "vitdet": Traits(vision_blocks="encoder.layer"),
     "imagegpt": Traits(language_norm=("ln_f",)),
+    # CLIPSeg's CLIP projects the pooled output as CLIP does
+    "clipseg": Traits(projector=("visual_projection",)),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image

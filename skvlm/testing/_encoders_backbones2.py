@@ -8,7 +8,8 @@ Hugging Face layout for ``make_tiny_encoder``.
 
 from __future__ import annotations
 
-from ._vision import VISION
+from ._tokenizer import make_tokenizer
+from ._vision import TEXT, VISION
 
 IMAGE_SIZE = VISION["image_size"]
 _NO_MLP = {k: v for k, v in VISION.items() if k != "intermediate_size"}
@@ -116,6 +117,55 @@ def _video(model_name, config_name, **extra):
     return model, processor
 
 
+def _text(tokenizer, **extra):
+    return {
+        **TEXT,
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        **extra,
+    }
+
+
+def _with_ends(tokenizer):
+    """``tokenizer`` putting its BOS and EOS around each text, as CLIP's does
+    (CLIP's text tower pools at the EOS)."""
+    from tokenizers.processors import TemplateProcessing
+
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
+    )
+    return tokenizer
+
+
+def _clipseg():
+    from transformers import CLIPSegConfig, CLIPSegModel, CLIPSegProcessor
+
+    tokenizer = _with_ends(
+        make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    )
+    text = _text(
+        tokenizer,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = CLIPSegConfig(vision_config=VISION, text_config=text, projection_dim=16)
+    return CLIPSegModel(config), CLIPSegProcessor(_square(), tokenizer)
+
+
+def _tipsv2():
+    from transformers import Tipsv2Config, Tipsv2Model, Tipsv2Processor
+
+    # TIPSv2's own image processor needs torchvision; ViT's PIL one resizes,
+    # rescales and normalises the same way. Its text tower pools the masked
+    # tokens, so the tokenizer's padding side does not matter.
+    tokenizer = make_tokenizer(bos_token=None, eos_token="</s>")
+    text = {**_text(tokenizer), "hidden_size": 32}
+    config = Tipsv2Config(vision_config=_NO_MLP, text_config=text)
+    return Tipsv2Model(config), Tipsv2Processor(_square(), tokenizer)
+
+
 BUILDERS = {
     "ijepa": _ijepa,
     "vit_mae": _vit_mae,
@@ -127,4 +177,6 @@ BUILDERS = {
     "imagegpt": _imagegpt,
     "videomae": lambda: _video("VideoMAEModel", "VideoMAEConfig", tubelet_size=2),
     "timesformer": lambda: _video("TimesformerModel", "TimesformerConfig"),
+    "clipseg": _clipseg,
+    "tipsv2": _tipsv2,
 }

@@ -133,7 +133,10 @@ TINY_MODELS = {
 # vision towers built the same way (make_tiny_encoder).
 TINY_MODELS.update((t, _encoder(t, "vision")) for t in claimed.CLAIMED_ENCODERS)
 # -- backbones2 --
-TINY_MODELS.update((t, _encoder(t, "vision")) for t in enc.BACKBONES2_BUILDERS)
+TINY_MODELS.update(
+    (t, _encoder(t, "clip" if t in ("clipseg", "tipsv2") else "vision"))
+    for t in enc.BACKBONES2_BUILDERS
+)
 TINY_MODELS.update(
     (
         name,

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModel
 
 from skvlm import VLMEmbeddingTransformer
+from skvlm.classifiers import CLIPZeroShotClassifier
 from skvlm.models import load_processor
 from skvlm.testing import make_tiny_encoder, random_images
 from skvlm.testing._registry import TINY_MODELS
@@ -30,7 +31,12 @@ KINDS = {
     "imagegpt": (0, 0, False, False, "imagegpt"),
     "videomae": (0, 0, False, False, "still-video"),
     "timesformer": (1, 0, True, False, "still-video"),
+    # CLIP-style: the vision tower's states; projector and zero-shot too
+    "clipseg": (1, 0, True, True, "clipseg"),
+    "tipsv2": (2, 0, True, True, "tipsv2"),  # CLS, a register
 }
+CLIP_STYLE = ["clipseg", "tipsv2"]
+CLASSES = ["cat", "dog", "red car"]
 LAYERS = [-1, 0, 1]
 
 
@@ -60,8 +66,20 @@ class Reference:
             inputs["noise"] = torch.arange(n * n, dtype=torch.float32).expand(
                 len(images), -1
             )
+        tower = getattr(model, "vision_model", model)
         with torch.no_grad():
-            out = model(**inputs, output_hidden_states=True)
+            out = tower(**inputs, output_hidden_states=True)
+            if model_type in CLIP_STYLE:
+                self.projected = _np(model.get_image_features(**inputs).pooler_output)
+                # TIPSv2's processor pads its texts to the full length itself
+                padding = {} if model_type == "tipsv2" else {"padding": True}
+                both = processor(
+                    text=[f"a photo of a {name}." for name in CLASSES],
+                    images=images,
+                    return_tensors="pt",
+                    **padding,
+                )
+                self.logits = _np(model(**both).logits_per_image)
         self.states = [
             _np(h.flatten(2).transpose(1, 2) if h.dim() == 4 else h)
             for h in out.hidden_states
@@ -125,7 +143,8 @@ def _vlm(ref, **params):
 
 def test_every_type_is_registered():
     for model_type in KINDS:
-        assert TINY_MODELS[model_type].stages == ("vision",)
+        stages = ("vision", "projector") if model_type in CLIP_STYLE else ("vision",)
+        assert TINY_MODELS[model_type].stages == stages
 
 
 @pytest.mark.parametrize("model_type", sorted(KINDS))
@@ -157,3 +176,30 @@ def test_vit_mae_reads_every_patch_in_place(backbones):
     assert ref.states[0].shape[1] == 17
     got = _vlm(ref, layer=1, pooling=-1).fit_transform(ref.images)
     np.testing.assert_allclose(got, ref.states[1][:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", CLIP_STYLE)
+def test_projector_is_hfs_image_features(backbones, model_type):
+    ref = backbones[model_type]
+    for batch_size in (1, 4):
+        vlm = VLMEmbeddingTransformer(
+            ref.path, stage="projector", device="cpu", batch_size=batch_size
+        )
+        np.testing.assert_allclose(
+            vlm.fit_transform(ref.images), ref.projected, atol=1e-5
+        )
+        assert vlm.pooling_ == "pooler"
+
+
+@pytest.mark.parametrize("model_type", CLIP_STYLE)
+def test_zero_shot_logits_are_hfs(backbones, model_type):
+    ref = backbones[model_type]
+    clf = CLIPZeroShotClassifier(
+        ref.path, class_names=CLASSES, templates=["a photo of a {}."], device="cpu"
+    )
+    clf.fit(ref.images[:3], [0, 1, 2])
+    np.testing.assert_allclose(
+        clf.decision_function(ref.images), ref.logits, rtol=1e-4, atol=1e-4
+    )
+    expected = torch.softmax(torch.tensor(ref.logits), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(ref.images), expected, atol=1e-5)

@@ -16,6 +16,7 @@ from skvlm.models import TRAITS, Traits, clear_model_cache, load_adapter, suppor
 from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS
 
 from ._families import BY_NAME, FAMILIES, NEEDS_TORCHVISION, NEW_FAMILIES
+from .test_backbones2 import CLIP_STYLE as BACKBONES2_CLIP
 from .test_backbones2 import KINDS as BACKBONES2_KINDS
 from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
@@ -54,6 +55,7 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     covered |= {(t, "zero_shot") for t in ZERO_SHOT}
     covered |= {(t, "vision") for t in ENCODER_KINDS}
     covered |= {(t, "vision") for t in BACKBONES2_KINDS}  # -- backbones2 --
+    covered |= {(t, c) for t in BACKBONES2_CLIP for c in ("projector", "zero_shot")}
     covered |= {(t, c) for t in ENCODER_CLIP_STYLE for c in ("projector", "zero_shot")}
     tested = {
         (row["model_type"], column)
