@@ -23,7 +23,7 @@ covers:
 - ImageGPT: one token per pixel, its color cluster (the processor's
   ``clusters``); ``mean``/``max`` over every pixel token of a block, the
   linear probe of the iGPT paper (mean over a middle block).
-- VideoMAE, TimeSformer: an image is a still video of ``config.num_frames``
+- VideoMAE, TimeSformer, ViViT: an image is a still video of ``config.num_frames``
   identical frames (the number the model's position and time embeddings are
   built for); ``mean``/``max`` over every (frame, patch) token, TimeSformer's
   ``cls`` its CLS.
@@ -145,10 +145,10 @@ class ImageGPTAdapter(GenericVisionAdapter):
 
 
 class StillVideoAdapter(GenericVisionAdapter):
-    """VideoMAE, TimeSformer: an image is a still video of ``num_frames`` frames."""
+    """VideoMAE, TimeSformer, ViViT: an image is a still video of ``num_frames`` frames."""
 
     family = "still-video"
-    model_types = ("videomae", "timesformer")
+    model_types = ("videomae", "timesformer", "vivit")
     raster_stages = ()
 
     def prepare(self, images, prompts=None):

@@ -1,8 +1,8 @@
 """Tiny random-init ViT-like backbones and video encoders (helper backbones2).
 
 I-JEPA, ViT-MAE, ViT-MSN, ViTDet, Pixio, TIPSv2's vision tower, YOLOS,
-ImageGPT, VideoMAE and TimeSformer: each the real architecture at toy sizes
-with its family's PIL image processor (no torchvision needed), saved in
+ImageGPT, VideoMAE, TimeSformer and ViViT, CLIPSeg and TIPSv2: each the real architecture at toy sizes
+with its family's PIL or NumPy image processor (no torchvision needed), saved in
 Hugging Face layout for ``make_tiny_encoder``.
 """
 
@@ -117,6 +117,24 @@ def _video(model_name, config_name, **extra):
     return model, processor
 
 
+def _vivit():
+    # transformers files ViViT's processor under its torchvision backend, yet
+    # it is a NumPy one that runs without torchvision
+    model = _model(
+        "VivitModel",
+        "VivitConfig",
+        **{k: v for k, v in VISION.items() if k != "patch_size"},
+        num_frames=2,
+        tubelet_size=[2, VISION["patch_size"], VISION["patch_size"]],
+    )
+    processor = _processor(
+        "VivitImageProcessor",
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    return model, processor
+
+
 def _text(tokenizer, **extra):
     return {
         **TEXT,
@@ -177,6 +195,7 @@ BUILDERS = {
     "imagegpt": _imagegpt,
     "videomae": lambda: _video("VideoMAEModel", "VideoMAEConfig", tubelet_size=2),
     "timesformer": lambda: _video("TimesformerModel", "TimesformerConfig"),
+    "vivit": _vivit,
     "clipseg": _clipseg,
     "tipsv2": _tipsv2,
 }

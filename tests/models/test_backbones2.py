@@ -1,7 +1,7 @@
 """ViT-like backbones and still-video encoders against transformers' own outputs.
 
 I-JEPA, ViT-MAE (its masking off), ViT-MSN, ViTDet, Pixio, TIPSv2's vision
-tower, YOLOS, ImageGPT, VideoMAE and TimeSformer: every vision entry and
+tower, YOLOS, ImageGPT, VideoMAE, TimeSformer, ViViT, CLIPSeg and TIPSv2: every vision entry and
 pooling equals HF's ``output_hidden_states`` / ``pooler_output``, pooled by
 hand here over the tokens the docs name, at batch sizes 1 and 4. Each tiny
 checkpoint and its reference is built once per test session.
@@ -31,6 +31,7 @@ KINDS = {
     "imagegpt": (0, 0, False, False, "imagegpt"),
     "videomae": (0, 0, False, False, "still-video"),
     "timesformer": (1, 0, True, False, "still-video"),
+    "vivit": (1, 0, True, True, "still-video"),
     # CLIP-style: the vision tower's states; projector and zero-shot too
     "clipseg": (1, 0, True, True, "clipseg"),
     "tipsv2": (2, 0, True, True, "tipsv2"),  # CLS, a register
@@ -55,7 +56,7 @@ class Reference:
             kwargs["mask_ratio"] = 0.0
         model = AutoModel.from_pretrained(path, **kwargs).eval()
         processor = load_processor(path)
-        if model_type in ("videomae", "timesformer"):
+        if model_type in ("videomae", "timesformer", "vivit"):
             frames = model.config.num_frames
             inputs = processor([[im] * frames for im in images], return_tensors="pt")
         else:
