@@ -31,11 +31,14 @@ covers:
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from ..pooling import TokenMasks
+from ._base import Adapter, Stack
 from ._encoders import HierarchicalAdapter
-from ._traits import final_norm
+from ._traits import DETR_BACKBONE, final_norm, resolve_path
 from ._vision import CLIPAdapter, GenericVisionAdapter, _to_device
 
 
@@ -101,8 +104,6 @@ class YolosAdapter(GenericVisionAdapter):
             )
             masks.pooled[:, hidden.shape[1] - n_detection :] = False
             return masks
-
-        from ._base import Stack
 
         return Stack(blocks=self.blocks, masks=masks)
 
@@ -197,6 +198,83 @@ class Tipsv2Adapter(CLIPAdapter):
         return 1.0 / float(self.model.temperature.detach()), 0.0
 
 
+class DetrEncoderAdapter(Adapter):
+    """DETR-style detectors: the transformer encoder over the backbone's map.
+
+    Entry 0 is the encoder's input (the backbone's last map, projected to the
+    encoder's width and flattened row by row), entry k the output of encoder
+    layer k, exactly HF's ``encoder_hidden_states``. ``mean``/``max`` cover the
+    map's positions that hold the image (DETR's own padding mask); integer
+    positions count those only. Each image is padded to the processor's
+    ``longest_edge`` square (``pad_size``), so that its features do not depend
+    on the other images of its batch (the backbone's convolutions see the
+    padding). The decoder and its object queries are not read.
+    """
+
+    family = "detr"
+    model_types = ("detr", "conditional_detr", "dab-detr", "table-transformer")
+    stages = ("vision",)
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        self.blocks = resolve_path(model, self.traits.vision_blocks)
+        self.backbone = resolve_path(model, DETR_BACKBONE)
+        self._local = threading.local()
+
+    def n_layers(self, stage):
+        return len(self.blocks) + 1
+
+    def poolings(self, stage, layer):
+        return ("mean", "max")
+
+    def default_pooling(self, stage):
+        return "mean"
+
+    def dim(self, stage):
+        return self.model.config.hidden_size
+
+    def prepare(self, images, prompts=None):
+        processor = getattr(self.processor, "image_processor", self.processor)
+        longest = getattr(processor, "size", {}).get("longest_edge")
+        kwargs = {"pad_size": {"height": longest, "width": longest}} if longest else {}
+        batch = processor(images=images, return_tensors="pt", **kwargs)
+        return _to_device(dict(batch), self.device, self.dtype)
+
+    def stack(self, stage, batch):
+        # the backbone's padding mask of this thread's pass (see forward)
+        self._local.masks = masks_seen = []
+
+        def masks(hidden):
+            valid = masks_seen[-1].flatten(1).to(hidden.device)
+            return TokenMasks(valid=valid, pooled=valid.clone())
+
+        return Stack(blocks=self.blocks, masks=masks)
+
+    def forward(self, stage, batch):
+        local = self._local
+
+        def keep_mask(module, args, output):
+            local.masks.append(_last_mask(output))
+
+        handle = self.backbone.register_forward_hook(keep_mask)
+        try:
+            return self.model(
+                pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]
+            )
+        finally:
+            handle.remove()
+
+
+def _last_mask(output):
+    """The last (batch, H, W) boolean mask in a backbone's nested output."""
+    if isinstance(output, torch.Tensor):
+        return output if output.dtype == torch.bool and output.dim() == 3 else None
+    if isinstance(output, (list, tuple)):
+        found = [m for m in map(_last_mask, output) if m is not None]
+        return found[-1] if found else None
+    return None
+
+
 ADAPTERS = [
     ViTLikeAdapter,
     PooledViTAdapter,
@@ -207,6 +285,7 @@ ADAPTERS = [
     StillVideoAdapter,
     CLIPSegAdapter,
     Tipsv2Adapter,
+    DetrEncoderAdapter,
 ]
 
 __all__ = [cls.__name__ for cls in ADAPTERS]

@@ -588,6 +588,12 @@ TRAITS = {
     "imagegpt": Traits(language_norm=("ln_f",)),
     # CLIPSeg's CLIP projects the pooled output as CLIP does
     "clipseg": Traits(projector=("visual_projection",)),
+    # DETR-style detectors: the vision stage is the transformer encoder over
+    # the backbone's flattened map (DETR_BACKBONE gives its padding masks)
+    **dict.fromkeys(
+        ("detr", "conditional_detr", "dab-detr", "table-transformer"),
+        Traits(vision="", vision_blocks="encoder.layers"),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -752,6 +758,10 @@ def kwargs_target(model):
     """The sub-model ``model``'s forward passes its keyword arguments to, or None."""
     return resolve_path(model, _KWARGS_TARGET)
 
+
+#: Where a DETR-style detector keeps its convolutional backbone, whose output
+#: holds each feature map's padding mask (skvlm.models._backbones2).
+DETR_BACKBONE = "backbone"
 
 #: Where a timm-backed tower (``TimmWrapperModel``) keeps the timm model.
 TIMM_MODEL = "timm_model"

@@ -135,6 +135,38 @@ def _vivit():
     return model, processor
 
 
+# A ResNet backbone of two stages (transformers' own, not timm's)
+_RESNET = dict(
+    model_type="resnet",
+    embedding_size=8,
+    hidden_sizes=[8, 16],
+    depths=[1, 1],
+    layer_type="basic",
+    out_features=["stage2"],
+)
+
+
+def _detector(model_name, config_name, width="d_model"):
+    config = {
+        "use_timm_backbone": False,
+        "backbone_config": _RESNET,
+        width: 16,
+        "encoder_layers": 3,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 32,
+        "decoder_ffn_dim": 32,
+        "num_queries": 5,
+    }
+    # images keep their aspect (shortest edge 32, longest 64), so that a
+    # batch's images differ in size and DETR pads them
+    processor = _processor(
+        "DetrImageProcessorPil", size={"shortest_edge": 32, "longest_edge": 64}
+    )
+    return _model(model_name, config_name, **config), processor
+
+
 def _text(tokenizer, **extra):
     return {
         **TEXT,
@@ -197,5 +229,13 @@ BUILDERS = {
     "timesformer": lambda: _video("TimesformerModel", "TimesformerConfig"),
     "vivit": _vivit,
     "clipseg": _clipseg,
+    "detr": lambda: _detector("DetrModel", "DetrConfig"),
+    "conditional_detr": lambda: _detector(
+        "ConditionalDetrModel", "ConditionalDetrConfig"
+    ),
+    "dab-detr": lambda: _detector("DabDetrModel", "DabDetrConfig", "hidden_size"),
+    "table-transformer": lambda: _detector(
+        "TableTransformerModel", "TableTransformerConfig"
+    ),
     "tipsv2": _tipsv2,
 }

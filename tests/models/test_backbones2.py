@@ -143,6 +143,8 @@ def _vlm(ref, **params):
 
 
 def test_every_type_is_registered():
+    for model_type in DETECTORS:
+        assert TINY_MODELS[model_type].stages == ("vision",)
     for model_type in KINDS:
         stages = ("vision", "projector") if model_type in CLIP_STYLE else ("vision",)
         assert TINY_MODELS[model_type].stages == stages
@@ -204,3 +206,79 @@ def test_zero_shot_logits_are_hfs(backbones, model_type):
     )
     expected = torch.softmax(torch.tensor(ref.logits), dim=1).numpy()
     np.testing.assert_allclose(clf.predict_proba(ref.images), expected, atol=1e-5)
+
+
+# -- DETR-style detectors: the transformer encoder over the backbone's map ------------
+DETECTORS = ["conditional_detr", "dab-detr", "detr", "table-transformer"]
+
+
+class DetectorReference:
+    """Each image alone through HF's model, padded to the ``longest_edge`` square
+    as the docs say; the tokens that hold the image from DETR's own rule (the
+    pixel mask, nearest-resized to the map)."""
+
+    def __init__(self, path, images):
+        self.path = path
+        self.images = images
+        model = AutoModel.from_pretrained(path).eval()
+        processor = load_processor(path)
+        side = processor.size["longest_edge"]
+        self.states, self.valid = [], []
+        for image in images:
+            inputs = processor(
+                images=[image],
+                return_tensors="pt",
+                pad_size={"height": side, "width": side},
+            )
+            with torch.no_grad():
+                out = model(**inputs, output_hidden_states=True)
+            states = [_np(h[0]) for h in out.encoder_hidden_states]
+            n = int(round(states[0].shape[0] ** 0.5))  # a square map
+            mask = torch.nn.functional.interpolate(
+                inputs["pixel_mask"][None].float(), size=(n, n)
+            )
+            self.states.append(states)
+            self.valid.append(mask.bool().flatten().numpy())
+
+    def expected(self, layers, pooling):
+        reduce = np.mean if pooling == "mean" else np.max
+        return np.stack(
+            [
+                np.concatenate([reduce(s[k][v], axis=0) for k in layers])
+                for s, v in zip(self.states, self.valid, strict=True)
+            ]
+        )
+
+
+@pytest.fixture(scope="session")
+def detectors(tmp_path_factory, backbones):
+    refs = {}
+
+    def get(model_type):
+        if model_type not in refs:
+            path = make_tiny_encoder(tmp_path_factory.mktemp(model_type), model_type)
+            refs[model_type] = DetectorReference(path, backbones.images)
+        return refs[model_type]
+
+    return get
+
+
+@pytest.mark.parametrize("model_type", DETECTORS)
+def test_detector_encoder_equals_hf(detectors, model_type):
+    ref = detectors(model_type)
+    # the images differ in aspect: each one is padded, by its own amount
+    assert not any(v.all() for v in ref.valid)
+    assert len({int(v.sum()) for v in ref.valid}) >= 3
+    for pooling in ("mean", "max"):
+        for batch_size in (1, 4):
+            vlm = _vlm(ref, layer=LAYERS, pooling=pooling, batch_size=batch_size)
+            got = vlm.fit_transform(ref.images)
+            assert vlm.family_ == "detr"
+            np.testing.assert_allclose(
+                got,
+                ref.expected(LAYERS, pooling),
+                atol=1e-5,
+                err_msg=f"pooling={pooling!r} batch_size={batch_size}",
+            )
+    with pytest.raises(ValueError, match="pooling='pooler' is not available"):
+        _vlm(ref, pooling="pooler").fit_transform(ref.images)
