@@ -38,7 +38,7 @@ import torch
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack
 from ._encoders import HierarchicalAdapter
-from ._traits import DETR_BACKBONE, final_norm, resolve_path
+from ._traits import DETR_ENCODER, final_norm, resolve_path
 from ._vision import CLIPAdapter, GenericVisionAdapter, _to_device
 
 
@@ -202,23 +202,30 @@ class DetrEncoderAdapter(Adapter):
     """DETR-style detectors: the transformer encoder over the backbone's map.
 
     Entry 0 is the encoder's input (the backbone's last map, projected to the
-    encoder's width and flattened row by row), entry k the output of encoder
+    encoder's width and flattened row by row; Deformable DETR: each of its
+    feature levels so, one after the other), entry k the output of encoder
     layer k, exactly HF's ``encoder_hidden_states``. ``mean``/``max`` cover the
-    map's positions that hold the image (DETR's own padding mask); integer
-    positions count those only. Each image is padded to the processor's
+    positions that hold the image (the detector's own padding mask, the one
+    its encoder is given); integer positions count those only. Each image is padded to the processor's
     ``longest_edge`` square (``pad_size``), so that its features do not depend
     on the other images of its batch (the backbone's convolutions see the
     padding). The decoder and its object queries are not read.
     """
 
     family = "detr"
-    model_types = ("detr", "conditional_detr", "dab-detr", "table-transformer")
+    model_types = (
+        "detr",
+        "conditional_detr",
+        "dab-detr",
+        "table-transformer",
+        "deformable_detr",
+    )
     stages = ("vision",)
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
         self.blocks = resolve_path(model, self.traits.vision_blocks)
-        self.backbone = resolve_path(model, DETR_BACKBONE)
+        self.encoder = resolve_path(model, DETR_ENCODER)
         self._local = threading.local()
 
     def n_layers(self, stage):
@@ -241,11 +248,11 @@ class DetrEncoderAdapter(Adapter):
         return _to_device(dict(batch), self.device, self.dtype)
 
     def stack(self, stage, batch):
-        # the backbone's padding mask of this thread's pass (see forward)
+        # the encoder's padding mask of this thread's pass (see forward)
         self._local.masks = masks_seen = []
 
         def masks(hidden):
-            valid = masks_seen[-1].flatten(1).to(hidden.device)
+            valid = masks_seen[-1].to(hidden.device)
             return TokenMasks(valid=valid, pooled=valid.clone())
 
         return Stack(blocks=self.blocks, masks=masks)
@@ -253,26 +260,17 @@ class DetrEncoderAdapter(Adapter):
     def forward(self, stage, batch):
         local = self._local
 
-        def keep_mask(module, args, output):
-            local.masks.append(_last_mask(output))
+        def keep_mask(module, args, kwargs):
+            # (batch, tokens), True where the map holds the image
+            local.masks.append(kwargs["attention_mask"].bool())
 
-        handle = self.backbone.register_forward_hook(keep_mask)
+        handle = self.encoder.register_forward_pre_hook(keep_mask, with_kwargs=True)
         try:
             return self.model(
                 pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]
             )
         finally:
             handle.remove()
-
-
-def _last_mask(output):
-    """The last (batch, H, W) boolean mask in a backbone's nested output."""
-    if isinstance(output, torch.Tensor):
-        return output if output.dtype == torch.bool and output.dim() == 3 else None
-    if isinstance(output, (list, tuple)):
-        found = [m for m in map(_last_mask, output) if m is not None]
-        return found[-1] if found else None
-    return None
 
 
 ADAPTERS = [

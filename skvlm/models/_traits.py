@@ -580,7 +580,7 @@ TRAITS = {
         },
     ),
     # an image is a still video of 4 frames (skvlm.models._blip1)
-    "instructblipvideo": _BLIP,    # -- backbones2 --
+    "instructblipvideo": _BLIP,  # -- backbones2 --
     # ViT-like backbones and video encoders (skvlm.models._backbones2); the
     # others' blocks and heads are derived. ViTDet's entries are maps, its
     # blocks one list; ImageGPT's last hidden state carries its final layernorm
@@ -589,9 +589,15 @@ TRAITS = {
     # CLIPSeg's CLIP projects the pooled output as CLIP does
     "clipseg": Traits(projector=("visual_projection",)),
     # DETR-style detectors: the vision stage is the transformer encoder over
-    # the backbone's flattened map (DETR_BACKBONE gives its padding masks)
+    # the backbone's flattened map (DETR_ENCODER: where its padding mask goes)
     **dict.fromkeys(
-        ("detr", "conditional_detr", "dab-detr", "table-transformer"),
+        (
+            "detr",
+            "conditional_detr",
+            "dab-detr",
+            "table-transformer",
+            "deformable_detr",
+        ),
         Traits(vision="", vision_blocks="encoder.layers"),
     ),
 }
@@ -759,9 +765,9 @@ def kwargs_target(model):
     return resolve_path(model, _KWARGS_TARGET)
 
 
-#: Where a DETR-style detector keeps its convolutional backbone, whose output
-#: holds each feature map's padding mask (skvlm.models._backbones2).
-DETR_BACKBONE = "backbone"
+#: Where a DETR-style detector keeps its transformer encoder, which is given
+#: the padding mask of its flattened maps (skvlm.models._backbones2).
+DETR_ENCODER = "encoder"
 
 #: Where a timm-backed tower (``TimmWrapperModel``) keeps the timm model.
 TIMM_MODEL = "timm_model"

@@ -146,7 +146,13 @@ _RESNET = dict(
 )
 
 
-def _detector(model_name, config_name, width="d_model"):
+def _detector(model_name, config_name, width="d_model", **extra):
+    # the family's own PIL processor (DAB-DETR's checkpoints use DETR's)
+    name = {
+        "ConditionalDetrModel": "ConditionalDetr",
+        "DeformableDetrModel": "DeformableDetr",
+    }
+    processor_name = name.get(model_name, "Detr") + "ImageProcessorPil"
     config = {
         "use_timm_backbone": False,
         "backbone_config": _RESNET,
@@ -158,11 +164,12 @@ def _detector(model_name, config_name, width="d_model"):
         "encoder_ffn_dim": 32,
         "decoder_ffn_dim": 32,
         "num_queries": 5,
+        **extra,
     }
     # images keep their aspect (shortest edge 32, longest 64), so that a
     # batch's images differ in size and DETR pads them
     processor = _processor(
-        "DetrImageProcessorPil", size={"shortest_edge": 32, "longest_edge": 64}
+        processor_name, size={"shortest_edge": 32, "longest_edge": 64}
     )
     return _model(model_name, config_name, **config), processor
 
@@ -232,6 +239,22 @@ BUILDERS = {
     "detr": lambda: _detector("DetrModel", "DetrConfig"),
     "conditional_detr": lambda: _detector(
         "ConditionalDetrModel", "ConditionalDetrConfig"
+    ),
+    # three backbone levels and a fourth made from the last (its GroupNorms
+    # have 32 groups: 64 channels give a 1x1 map two values a group)
+    "deformable_detr": lambda: _detector(
+        "DeformableDetrModel",
+        "DeformableDetrConfig",
+        backbone_config={
+            **_RESNET,
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 1, 1, 1],
+            "out_features": ["stage2", "stage3", "stage4"],
+        },
+        d_model=64,
+        num_feature_levels=4,
+        encoder_n_points=2,
+        decoder_n_points=2,
     ),
     "dab-detr": lambda: _detector("DabDetrModel", "DabDetrConfig", "hidden_size"),
     "table-transformer": lambda: _detector(

@@ -209,7 +209,22 @@ def test_zero_shot_logits_are_hfs(backbones, model_type):
 
 
 # -- DETR-style detectors: the transformer encoder over the backbone's map ------------
-DETECTORS = ["conditional_detr", "dab-detr", "detr", "table-transformer"]
+DETECTORS = [
+    "conditional_detr",
+    "dab-detr",
+    "deformable_detr",
+    "detr",
+    "table-transformer",
+]
+
+
+def _first_side(tokens):
+    """The first level's side of square maps halving down to 1 that hold
+    ``tokens`` in all (64 + 16 + 4 + 1 = 85 -> 8)."""
+    side = 1
+    while sum((side >> i) ** 2 for i in range(side.bit_length())) < tokens:
+        side *= 2
+    return side
 
 
 class DetectorReference:
@@ -222,23 +237,36 @@ class DetectorReference:
         self.images = images
         model = AutoModel.from_pretrained(path).eval()
         processor = load_processor(path)
-        side = processor.size["longest_edge"]
+        longest = processor.size["longest_edge"]
         self.states, self.valid = [], []
         for image in images:
             inputs = processor(
                 images=[image],
                 return_tensors="pt",
-                pad_size={"height": side, "width": side},
+                pad_size={"height": longest, "width": longest},
             )
             with torch.no_grad():
                 out = model(**inputs, output_hidden_states=True)
             states = [_np(h[0]) for h in out.encoder_hidden_states]
-            n = int(round(states[0].shape[0] ** 0.5))  # a square map
-            mask = torch.nn.functional.interpolate(
-                inputs["pixel_mask"][None].float(), size=(n, n)
-            )
+            # square maps, of one side or (Deformable DETR) halving level by
+            # level down to 1
+            sides, left = [], states[0].shape[0]
+            while left:
+                side = int(round(left**0.5)) if not sides else sides[-1] // 2
+                if not sides and model.config.model_type == "deformable_detr":
+                    side = _first_side(left)
+                sides.append(side)
+                left -= side * side
+            masks = [
+                torch.nn.functional.interpolate(
+                    inputs["pixel_mask"][None].float(), size=(side, side)
+                )
+                .bool()
+                .flatten()
+                for side in sides
+            ]
             self.states.append(states)
-            self.valid.append(mask.bool().flatten().numpy())
+            self.valid.append(torch.cat(masks).numpy())
 
     def expected(self, layers, pooling):
         reduce = np.mean if pooling == "mean" else np.max
