@@ -48,6 +48,7 @@ __all__ = [
     "MissingVideoProcessor",
     "load_processor_without_torchvision",
     "load_processor_without_video",
+    "pil_image_processor_fails",
     "pixtral_processor_class",
     "processor_class_without_video",
     "torchvision_available",
@@ -319,6 +320,37 @@ def pixtral_processor_class():
     if torchvision_available():
         return transformers.PixtralProcessor
     return _pixtral_processor_pil()
+
+
+# -- Fuyu's PIL image processor ----------------------------------------------------
+# 5.25: ``FuyuProcessor`` asks its image processor for torch tensors and hands
+# them to its ``patchify_image``, which ``FuyuImageProcessorPil`` writes for numpy
+# arrays (``ndarray.transpose(0, 1, 3, 2, 4)``): without torchvision the
+# processor fails on every image. Probed, not versioned, so that a release that
+# fixes it just works.
+@functools.cache
+def pil_image_processor_fails(model_type):
+    """Why ``model_type``'s processor fails on every image without torchvision
+    (its PIL image processor cannot take what the processor hands it), or None.
+
+    None with torchvision, and for every type but Fuyu's.
+    """
+    if model_type != "fuyu" or torchvision_available():
+        return None
+    import torch
+
+    try:
+        from transformers import FuyuImageProcessorPil
+
+        FuyuImageProcessorPil().patchify_image(torch.zeros(1, 3, 30, 30))
+    except ImportError:
+        return None
+    except (TypeError, AttributeError):
+        return (
+            "FuyuImageProcessorPil, whose patchify_image takes numpy arrays, "
+            "while FuyuProcessor hands it torch tensors"
+        )
+    return None
 
 
 def load_processor_without_torchvision(path, **kwargs):

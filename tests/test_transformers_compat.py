@@ -170,3 +170,21 @@ def test_stand_in_equals_transformers_own_processor(with_torchvision, name, key,
         np.testing.assert_array_equal(ours[field].numpy(), theirs[field], err_msg=field)
     difference = np.abs(ours["pixel_values"].numpy() - theirs["pixel_values"]).max()
     assert difference <= atol
+
+
+def test_fuyu_processor_fails_without_torchvision_as_the_probe_says(tmp_path):
+    """transformers 5.25's FuyuProcessor hands torch tensors to the PIL image
+    processor's numpy patchify: every image fails without torchvision."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    from skvlm._transformers_compat import pil_image_processor_fails
+    from skvlm.testing import make_tiny_fuyu
+
+    if is_torchvision_available():
+        pytest.skip("this world has torchvision")
+    assert pil_image_processor_fails("llava") is None
+    assert "FuyuImageProcessorPil" in pil_image_processor_fails("fuyu")
+    processor = AutoProcessor.from_pretrained(make_tiny_fuyu(tmp_path))
+    with pytest.raises(TypeError):
+        processor(images=random_images(1), text=["a cat"], return_tensors="pt")

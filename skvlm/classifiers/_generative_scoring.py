@@ -13,7 +13,10 @@ adapters with ``encoder_decoder = True``)
 read the answer in the decoder: the encoder runs once per image over image and
 prompt, and its states are kept; the decoder runs the adapter's start tokens
 (``decoder_start_ids``: the decoder start token, then the BOS the model's
-answers were trained behind), the answer prefix and each class's tokens, in
+answers were trained behind; where the prompt is the decoder's prefix,
+Pix2Struct and vision-encoder-decoder, whose encoder reads the image alone:
+the batch's ``decoder_input_ids``, the start token and the prompt), the
+answer prefix and each class's tokens, in
 batched passes that cross-attend to those states expanded over the batch (a
 view). The decoder is re-run from its start for each batch of classes: it is
 short, and the costly part, the encoder over the image tokens, runs once.
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from .._inputs import load_image
-from ..models import family_traits, resolve_path
+from ..models import family_traits, resolve_path, text_ids
 
 
 def continuation_ids(tokenizer, answer_prefix, names):
@@ -58,7 +61,7 @@ def continuation_ids(tokenizer, answer_prefix, names):
     """
 
     def ids(text):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return text_ids(tokenizer, text)
 
     prefix_ids = ids(answer_prefix) if answer_prefix else []
     continuations = []
@@ -90,7 +93,8 @@ class Prefix:
         inputs of the prefix, run again with each continuation appended.
     encoder : dict or None
         Set instead of ``kv`` for encoder-decoder models: the encoder's
-        ``states`` (1, tokens, dim), its attention ``mask`` and the
+        ``states`` (1, tokens, dim) and its attention ``mask``, or the
+        adapter's own encoder ``outputs`` (UDOP, PP-FormulaNet), and the
         ``decoder`` ids before the class tokens.
     continued : dict
         The family's ``Traits.token_inputs`` at the prefix's last token,
@@ -219,6 +223,11 @@ def _rope_axes(adapter):
 
 
 def _positions(adapter, prefix, n_rows, n_tokens, device):
+    if prefix.delta is None and getattr(adapter, "text_positions", False):
+        # the cache holds tokens that input_ids do not (GIT's image): count
+        # the text's, as HF's generate does
+        pos = torch.arange(n_tokens, device=device) + prefix.length
+        return pos.view(1, -1).expand(n_rows, n_tokens)
     if prefix.delta is None:
         return None
     pos = torch.arange(n_tokens, device=device) + prefix.length + prefix.delta
@@ -306,20 +315,62 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     return prefix, cache
 
 
+def _decoder_prompt(adapter, batch):
+    """The decoder's ids before the answer, taken out of ``batch``: the first
+    row's ``decoder_input_ids`` where the prompt is the decoder's prefix
+    (Pix2Struct, vision-encoder-decoder: the start token, then the prompt),
+    else the adapter's start tokens."""
+    ids = batch.pop("decoder_input_ids", None)
+    mask = batch.pop("decoder_attention_mask", None)
+    if ids is None:
+        return list(adapter.decoder_start_ids())
+    row = ids[0] if mask is None else ids[0][mask[0].bool()]
+    return [int(i) for i in row]
+
+
 def _encoder_prefix(adapter, batch, answer_ids, with_image):
-    """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept."""
+    """A :class:`Prefix` of an encoder-decoder model: its encoder states, kept.
+
+    The decoder starts with the adapter's ``decoder_start_ids``, or, where the
+    prompt is the decoder's (Pix2Struct, vision-encoder-decoder, PP-FormulaNet:
+    their encoders read the image alone), with the ``decoder_input_ids`` its
+    ``prepare`` gives. An adapter with an ``encoder_outputs(batch)`` method
+    (UDOP, PP-FormulaNet) gives the encoder's output as its model's
+    ``encoder_outputs`` argument reads it.
+    """
+    if not with_image and "input_ids" not in batch:
+        raise ValueError(
+            f"{adapter.family}: calibration='text_prior' needs the model to read "
+            "the prompt without the image, but its encoder reads the image alone "
+            "(the prompt is the decoder's prefix, which cross-attends to the "
+            "image). Use calibration='prior' (the mean score over the fitted "
+            "images) or None."
+        )
+    batch = dict(batch)
+    prompt = _decoder_prompt(adapter, batch)
     if not with_image:
         keep = _text_positions(adapter, batch)
         batch = {
             k: batch[k][0][keep][None]
-            for k in ("input_ids", "attention_mask")
+            for k in ("input_ids", "attention_mask", "bbox")  # UDOP's word boxes
             if k in batch
         }
         module = _language_call(adapter)
     else:
         module = adapter.model
-    decoder = [*adapter.decoder_start_ids(), *answer_ids]
+    decoder = [*prompt, *answer_ids]
     ids = torch.tensor([decoder], device=adapter.device)
+    encode = getattr(adapter, "encoder_outputs", None)
+    if encode is not None:
+        outputs = encode(batch)
+        out = module(
+            encoder_outputs=outputs,
+            decoder_input_ids=ids,
+            use_cache=False,
+            **_last_only(module),
+        )
+        encoder = {"outputs": outputs, "decoder": decoder}
+        return Prefix(None, len(decoder), out.logits[0, -1], None, encoder=encoder)
     out = module(**batch, decoder_input_ids=ids, use_cache=False, **_last_only(module))
     # BLIP keeps the language model's output one level down
     states = getattr(out, "language_model_outputs", out).encoder_last_hidden_state
@@ -336,6 +387,18 @@ def _decoder_logits(adapter, prefix, ids):
     from transformers.modeling_outputs import BaseModelOutput
 
     rows = ids.shape[0]
+    kept = prefix.encoder.get("outputs")
+    if kept is not None:  # the adapter's own encoder output, its tensors expanded
+        outputs = type(kept)(
+            **{
+                key: value.expand(rows, *value.shape[1:])
+                for key, value in kept.items()
+                if isinstance(value, torch.Tensor)
+            }
+        )
+        return _language_call(adapter)(
+            encoder_outputs=outputs, decoder_input_ids=ids, use_cache=False
+        ).logits
     states = prefix.encoder["states"]
     mask = prefix.encoder["mask"]
     return _language_call(adapter)(
@@ -520,25 +583,51 @@ def generate_answers(
             images = [load(x, start + i) for i, x in enumerate(items[start:stop])]
             batch = dict(adapter.prepare(images, texts[start:stop]))
             batch.pop("position_ids", None)  # generate derives them from the mask
-            # an adapter whose model's generate needs its own framing (BLIP)
-            generate = getattr(adapter, "generate", None) or adapter.model.generate
-            out = generate(
-                **batch,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            ids = batch["input_ids"]
-            if out.shape[1] >= ids.shape[1] and torch.equal(
-                out[:, : ids.shape[1]], ids
-            ):
-                out = out[:, ids.shape[1] :]  # decoder-only LMs echo the prompt
-            answers.extend(
-                a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
-            )
+            answers.extend(_generate(adapter, batch, max_new_tokens))
             if on_batch is not None:
                 on_batch(stop, len(items), list(range(start, stop)))
     return answers
+
+
+def _generate(adapter, batch, max_new_tokens):
+    """Greedy answers of one prepared batch (its rows one at a time where the
+    decoder's prefixes differ in length: see :func:`_decoder_rows`)."""
+    tokenizer = adapter.processor.tokenizer
+    # an adapter whose model's generate needs its own framing (BLIP)
+    generate = getattr(adapter, "generate", None) or adapter.model.generate
+    answers = []
+    for rows in _decoder_rows(batch):
+        out = generate(
+            **rows,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        # decoder-only LMs echo the prompt; encoder-decoders whose prompt is
+        # the decoder's prefix echo that prefix
+        ids = rows.get("decoder_input_ids", rows.get("input_ids"))
+        if out.shape[1] >= ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids):
+            out = out[:, ids.shape[1] :]
+        answers.extend(
+            a.strip() for a in tokenizer.batch_decode(out, skip_special_tokens=True)
+        )
+    return answers
+
+
+def _decoder_rows(batch):
+    """``batch``, or its rows one at a time where the decoder's prefixes
+    (the prompt of Pix2Struct, vision-encoder-decoder, PP-FormulaNet) differ in
+    length: ``generate`` would continue the right padding of the shorter ones."""
+    mask = batch.get("decoder_attention_mask")
+    if mask is None or bool(mask.all()):
+        return [batch]
+    rows = []
+    for i, n in enumerate(mask.sum(dim=1).tolist()):
+        row = {k: v[i : i + 1] for k, v in batch.items()}
+        for key in ("decoder_input_ids", "decoder_attention_mask"):
+            row[key] = row[key][:, :n]
+        rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ __getattr__, __dir__, __all__ = attach(
     # What skvlm's other packages (extraction, estimators, testing) use from
     # here; reachable as attributes, not part of the public API.
     internal={
+        "._chat": ["text_ids"],
         "._base": [
             "LANGUAGE_POOLINGS",
             "TOKEN_POOLINGS",

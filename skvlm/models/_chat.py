@@ -74,6 +74,30 @@ def special_token_ids(tokenizer, pattern=None):
     return ids
 
 
+def text_ids(tokenizer, text):
+    """Ids of plain ``text``, without special tokens.
+
+    A layout tokenizer (UDOP's, LayoutLM's: its ``__call__`` takes word
+    ``boxes``) reads ``text`` as words with boxes; plain text, such as an
+    answer for the decoder, goes through its ``text_target``.
+
+    Examples
+    --------
+    >>> from skvlm.models._chat import text_ids
+    >>> from skvlm.testing import make_tokenizer
+    >>> tokenizer = make_tokenizer()
+    >>> text_ids(tokenizer, "a cat") == tokenizer("a cat", add_special_tokens=False)[
+    ...     "input_ids"
+    ... ]
+    True
+    """
+    import inspect
+
+    if "boxes" in inspect.signature(tokenizer.__call__).parameters:
+        return list(tokenizer(text_target=text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def image_first_prompt(prompt, image_token, name):
     """``prompt`` for a processor that puts the image before it (Florence-2,
     Kosmos-2): ``None`` is the default prompt, a leading ``image_token`` is

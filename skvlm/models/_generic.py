@@ -21,7 +21,13 @@ and the language model's decoder ``layers`` and final ``norm``.
   its later blocks on a merged grid) is split per image and put in raster
   patch order, window permutation undone (:mod:`skvlm.models._packed`). A tower that takes each image
   already cut into patches (LFM2-VL's NaFlex tower, Gemma 4's) gives each
-  image's real patches, padding masked (:mod:`skvlm.models._patches`).
+  image's real patches, padding masked (:mod:`skvlm.models._patches`). A
+  tower of encoders run one after the other (a SAM encoder, then a second
+  encoder: DeepSeek-OCR-2, Unlimited-OCR; a tuple of block lists in its
+  traits) gives SAM's entries, then the second encoder's blocks', in one
+  layer index space (:mod:`skvlm.models._chained`). A processor that gives
+  each image's views as patch sequences (Molmo 2, ``views="sequences"``)
+  gives each image's tokens over all its views, view after view.
 - ``projector``: what ``get_image_features`` returns, split per image exactly
   as the language model receives it (the features fill the image-token
   positions in order), so an image's projector tokens are the vectors at its
@@ -36,7 +42,9 @@ and the language model's decoder ``layers`` and final ``norm``.
   final norm, has the model's width. Gemma 3n's blocks carry
   ``altup_num_inputs`` AltUp streams the same way; as in HF's
   ``hidden_states``, its last entry is its last block's streams, before they
-  are merged and normed (``Traits.last_entry``).
+  are merged and normed (``Traits.last_entry``). A decoder that runs its loop
+  blocks several times per pass (Inkling 2 loop) gives one entry per block
+  execution, as HF's ``hidden_states`` do (:mod:`skvlm.models._loops`).
 
 A stage the family's structure does not allow is refused when asked for,
 naming the family, the stage and the reason.
@@ -55,9 +63,11 @@ from .._transformers_compat import (
 )
 from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
+from ._chained import chained_stack, chained_tower
 from ._chat import ChatPromptMixin, special_token_ids
 from ._encoders import map_stack, per_entry_masks
 from ._loading import load_processor, load_processor_without_video
+from ._loops import block_executions
 from ._packed import PackedTowerMixin
 from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
@@ -210,7 +220,11 @@ class GenericImageTextAdapter(
                 "'layers' under the names skvlm looks for. Add a Traits(language=...) "
                 "entry for it in skvlm.models.TRAITS, or report the model id."
             )
-        self.language_blocks = language_layers(self.language, traits)
+        # one entry per block execution: a decoder loop runs blocks again
+        # (skvlm.models._loops)
+        self.language_blocks = block_executions(
+            language_layers(self.language, traits), model.config.get_text_config()
+        )
         self.image_token_id = _image_token_id(model.config)
         self.image_token = traits.placeholder or (
             getattr(processor, "image_token", None) or "<image>"
@@ -221,7 +235,14 @@ class GenericImageTextAdapter(
         self.tower = resolve_path(model, traits.vision)
         self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
         self.vision_widths = ()  # a timm hierarchy's entries' widths
-        if self.vision_blocks is None:
+        # encoders run one after the other (SAM, then a second encoder)
+        self.chained = isinstance(traits.vision_blocks, tuple)
+        self.vision_norm = None
+        if self.chained and self.tower is not None:
+            self.vision_blocks, self.vision_widths, self.vision_norm = chained_tower(
+                self.tower, traits.vision_blocks
+            )
+        if self.vision_blocks is None and not self.chained:
             self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)
         self.pixtral = has_pixtral_tower(model)
@@ -336,6 +357,8 @@ class GenericImageTextAdapter(
         if views == "masked":  # real tiles marked per image (Granite-Docling)
             real = batch["pixel_attention_mask"].bool()
             return real.sum(-1).tolist(), pixels[real]
+        if views == "sequences":  # each view a patch sequence (Molmo 2)
+            return batch["image_num_crops"].tolist(), pixels
         if pixels.dim() != 4:
             raise ValueError(
                 f"{self.family}: stage 'vision' is not available: pixel_values has "
@@ -364,6 +387,8 @@ class GenericImageTextAdapter(
             return self.packed_stack(batch)
         if stage == "vision" and self.patch_tower:
             return self.patch_stack(batch)
+        if stage == "vision" and self.chained:
+            return chained_stack(self.vision_blocks, self.vision_norm)
         if stage == "vision" and self.vision_widths:
             return map_stack(self.vision_blocks)
         if stage == "vision":

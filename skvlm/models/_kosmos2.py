@@ -124,7 +124,28 @@ class Kosmos2Adapter(GenericImageTextAdapter):
         return Stack(blocks=self.language_blocks, masks=masks, final_norm=norm)
 
 
-class Kosmos25Adapter(Kosmos2Adapter):
+class FlattenedPatchesMixin:
+    """The vision stage of a Pix2Struct-like tower over ``flattened_patches``
+    (Kosmos-2.5, Pix2Struct): each image is at most ``max_patches`` rows of
+    (row, column, pixels) at its own aspect ratio, padded with zero rows,
+    which the tower masks; the stack pools the real patches only (no class
+    token). Needs ``self.tower`` and ``self.vision_blocks``."""
+
+    def real_patches(self, batch):
+        """(images, patches) bool: the real patches (padding rows are zeros)."""
+        return batch["flattened_patches"].abs().sum(dim=-1) != 0
+
+    def flattened_stack(self, batch):
+        real = self.real_patches(batch)
+        return Stack(
+            blocks=self.vision_blocks, masks=TokenMasks(valid=real, pooled=real)
+        )
+
+    def flattened_forward(self, batch):
+        return self.tower(flattened_patches=batch["flattened_patches"])
+
+
+class Kosmos25Adapter(FlattenedPatchesMixin, Kosmos2Adapter):
     """Kosmos-2.5 (``Kosmos2_5ForConditionalGeneration``): see the module's notes."""
 
     family = "kosmos-2.5"
@@ -149,24 +170,17 @@ class Kosmos25Adapter(Kosmos2Adapter):
         )
         return _to_device(dict(batch), self.device, self.dtype)
 
-    def _patches(self, batch):
-        """(images, patches) bool: the real patches (padding rows are zeros)."""
-        return batch["flattened_patches"].abs().sum(dim=-1) != 0
-
     def stack(self, stage, batch):
         if stage != "vision":
             return super().stack(stage, batch)
-        real = self._patches(batch)
-        return Stack(
-            blocks=self.vision_blocks, masks=TokenMasks(valid=real, pooled=real)
-        )
+        return self.flattened_stack(batch)
 
     def forward(self, stage, batch):
         if stage == "vision":
-            return self.tower(flattened_patches=batch["flattened_patches"])
+            return self.flattened_forward(batch)
         return super().forward(stage, batch)
 
 
 ADAPTERS = [Kosmos2Adapter, Kosmos25Adapter]
 
-__all__ = ["Kosmos25Adapter", "Kosmos2Adapter"]
+__all__ = ["FlattenedPatchesMixin", "Kosmos25Adapter", "Kosmos2Adapter"]

@@ -13,7 +13,10 @@ read off the model:
 - the grid: the argument of ``get_image_features`` named ``*grid_thw``
   (or ``*grid_hw``, rows and columns of one frame: Nemotron Omni's RADIO;
   or ``target_sizes``, rows and columns of each view: MiniCPM-V)
-  (an image has ``t * h * w`` patches);
+  (an image has ``t * h * w`` patches); a grid that counts the language
+  model's image tokens (``Traits.grid_unit="token"``, Inkling 2: each token
+  ``m x m`` patches of the tower's ``spatial_merge_size`` m, packed token by
+  token) is scaled to patches;
 - views: a grid of more rows than the batch has images (MiniCPM-V packs
   every view of every image: a global view, then the slices) is split into
   images by their image tokens: each view gives the language model
@@ -220,6 +223,12 @@ class PackedTowerMixin:
         merge_key = _argument(method, "merge_sizes")
         if merge_key is not None and merge_key in batch:
             merges = [int(m) for m in batch[merge_key].tolist()]
+        elif self.traits.grid_unit == "token":
+            # the grid counts language tokens of m x m patches, packed token
+            # by token (Inkling 2)
+            m = int(self.tower.config.spatial_merge_size)
+            grid = grid * grid.new_tensor([1, m, m])
+            merges = [m] * len(grid)
         else:
             merges = [int(getattr(self.tower, "spatial_merge_size", 1))] * len(grid)
         window = unit = None

@@ -49,6 +49,11 @@ ADAPTER_MODULES = (
     "skvlm.models._kosmos2",
     "skvlm.models._blip1",
     "skvlm.models._shieldgemma2",
+    "skvlm.models._git",
+    "skvlm.models._fuyu",
+    "skvlm.models._udop",
+    "skvlm.models._formulanet",
+    "skvlm.models._decoder_prefix",
     "skvlm.models._generic",
     # -- idefics1 --
     "skvlm.models._idefics1",

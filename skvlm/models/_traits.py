@@ -32,6 +32,11 @@ overrides what cannot be derived.
 - ``"masked"``: (images, tiles, C, H, W) padded to the batch's most tiles,
   with the real tiles marked in ``pixel_attention_mask`` (images, tiles)
   (Granite-Docling); an image's tokens are those of its real tiles, in order.
+- ``"sequences"``: (views, patches, channels * patch**2), each view a
+  sequence of patches the tower embeds itself, every view of one size, the
+  views of each image in a row, counted per image in ``image_num_crops``
+  (Molmo 2: a low-resolution view, then overlapping crops); an image's tokens
+  are those of all its views, in order.
 
 ``cache`` values: ``"kv"`` (a cache with per-layer keys and values: the
 probabilistic scorer runs the prefix once and reuses it for every class),
@@ -77,11 +82,14 @@ class Traits:
     vision_blocks : str, tuple of str or None
         Path, from the tower, of its list of transformer blocks; a tuple for a
         tower of several encoders run one after the other (their blocks make
-        one stack, in that order).
+        one stack, in that order: Mllama's adapter; in the generic adapter,
+        :mod:`skvlm.models._chained`).
     projector : tuple of str or None
         Paths of the modules (or parameters) between tower and language model.
-    language : str or None
-        Path of the language model, whose decoder blocks are ``layers``.
+    language : str, tuple of str or None
+        Path of the language model, whose decoder blocks are ``layers``; for
+        the tuner, a tuple of the paths of an encoder-decoder's two stacks
+        where no one module holds both (UDOP's ``encoder`` and ``decoder``).
     lm_head : str or None
         Path of the output projection to the vocabulary.
     language_blocks : tuple of str
@@ -90,7 +98,8 @@ class Traits:
         the blocks whose linear layers LoRA adapts.
     images : {"flat", "nested"}
         How the processor takes the images of a batch.
-    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked"}
+    views : {"rows", "tokens", "anyres", "packed", "tiles", "crops", "masked", \
+"sequences"}
         How the rows of ``pixel_values`` map back to images.
     placeholder : str or None
         The text that stands for the image in a prompt (default: the
@@ -160,12 +169,17 @@ class Traits:
         Names, under a language stack (the language model, or the encoder
         of an encoder-decoder), of its final norm, the first present taken;
         None: transformers' usual names (:func:`final_norm`).
+    grid_unit : {"patch", "token"}
+        What a packed tower's patch grid (``*grid_thw``) counts: the tower's
+        patches (``"patch"``, Qwen-style), or the language model's image
+        tokens (``"token"``, Inkling 2: each token ``spatial_merge_size``
+        x ``spatial_merge_size`` patches, packed token by token).
     """
 
     vision: str | None = None
     vision_blocks: str | None = None
     projector: tuple | None = None
-    language: str | None = None
+    language: str | tuple | None = None
     lm_head: str | None = None
     language_blocks: tuple = ("layers",)
     images: str = "flat"
@@ -185,6 +199,7 @@ class Traits:
     base: str | None = None
     vision_head: str | None = None
     language_norm: tuple | None = None
+    grid_unit: str = "patch"
 
 
 _BLIP = Traits(
@@ -198,12 +213,11 @@ _BLIP = Traits(
     language_norm=("norm", "final_layer_norm"),
 )
 
-# -- tvworld1 --
-_INKLING2_TOWER = (
-    "its tower packs the patches of all images in one sequence with a class "
-    "token before each image, and its image_grid_thw counts the language "
-    "model's tokens (2 x 2 patches each), not the tower's patches, so the grid "
-    "does not split the sequence"
+# -- udop --
+_UDOP_NO_PROJECTOR = (
+    "it has no projector: a convolution embeds the image's patches straight "
+    "at the encoder's width, and the encoder reads them beside the words (the "
+    "vision stage's entry 0)"
 )
 
 # -- vqtok --
@@ -220,16 +234,26 @@ _BLIP1_NO_PROJECTOR = (
     "gives the tower's blocks)"
 )
 
+# -- encdec2 --
+_NO_CONNECTOR = (
+    "nothing stands between its encoder and its decoder: the decoder "
+    "cross-attends to the encoder's last hidden state, after the encoder's "
+    "final layer norm (the vision stage's last entry is the state before it)"
+)
+
 #: Per model type, what :func:`derive_traits` cannot find alone. One line each.
 TRAITS = {
     "aya_vision": Traits(views="tokens"),
     "blip-2": _BLIP,
+    # its processor puts the image (|SPEAKER| per patch) before the prompt
+    # itself (skvlm.models._fuyu)
     "fuyu": Traits(
-        unsupported=dict.fromkeys(
-            ("vision", "projector", "language", "generative", "tuner"),
-            "FuyuProcessor puts the image in front of every prompt itself, so a "
-            "prompt holds no placeholder skvlm can check",
-        )
+        projector=("model.vision_embed_tokens",),
+        unsupported={
+            "vision": "it has no vision tower: one linear layer embeds each raw "
+            "pixel patch into the language model (the projector stage gives "
+            "those embeddings)"
+        },
     ),
     # BART encoder-decoder: its encoder and decoder blocks are both "layers"
     # (mBART-style encoders end with a layer_norm, BART's with none)
@@ -314,12 +338,8 @@ TRAITS = {
     "deepseek_ocr2": Traits(
         # the learned separator after each image's tokens is projector output
         projector=("model.multi_modal_projector", "model.view_separator"),
-        unsupported={
-            "vision": "its tower is a SAM encoder, then a second encoder over "
-            "SAM's tokens followed by learned queries (the queries' outputs are "
-            "the tower's); HF's hidden_states of the tower are the second "
-            "encoder's only, so no one stack of its blocks gives them"
-        },
+        # SAM's blocks, then the second encoder's (skvlm.models._chained)
+        vision_blocks=("sam_encoder.layers", "vision_encoder.layers"),
     ),
     # its MoE blocks route each token by modality: moe_mm_token_type_ids
     "ernie4_5_vl_moe": Traits(
@@ -384,14 +404,9 @@ TRAITS = {
         last_entry="block",
         train_pad="bos",
     ),
-    "molmo2": Traits(
-        unsupported={
-            "vision": "its processor gives each image's views (a low-res view and "
-            "overlapping crops) as patch sequences (views, patches, 3 * patch**2), "
-            "pooled into image tokens by index (image_token_pooling), not "
-            "(images, channels, height, width)"
-        }
-    ),
+    # each image's views (a low-res view, then overlapping crops) as patch
+    # sequences, image_num_crops views per image
+    "molmo2": Traits(views="sequences"),
     "muse_glimmer": Traits(
         views="packed",
         projector=("model.vision_adapter", "model.vision_projection"),
@@ -408,12 +423,8 @@ TRAITS = {
     # window of keys and values (reference sliding attention)
     "unlimited_ocr": Traits(
         cache="recompute",
-        unsupported={
-            "vision": "its tower is a SAM encoder, then a CLIP encoder over SAM's "
-            "output, and gives both side by side (CLIP's patch tokens and SAM's, "
-            "channel by channel); HF's hidden_states of the tower are the CLIP "
-            "encoder's only, so no one stack of its blocks gives them"
-        },
+        # SAM's blocks, then the CLIP encoder's (skvlm.models._chained)
+        vision_blocks=("sam_encoder.layers", "vision_encoder.encoder.layers"),
     ),
     # -- tvworld1 --
     "apertus1p5": Traits(
@@ -434,20 +445,14 @@ TRAITS = {
         },
     ),
     # a short convolution in every block keeps a recurrent state in the cache
-    "inkling2": Traits(
-        cache="recompute",
-        projector=("model.vision_tower.merger",),
-        unsupported={"vision": _INKLING2_TOWER},
-    ),
-    "inkling2_loop": Traits(
-        cache="recompute",
-        projector=("model.vision_tower.merger",),
-        unsupported={
-            "vision": _INKLING2_TOWER,
-            # the classifier and the tuner read its logits, and do run
-            "language": "its decoder runs its loop blocks several times "
-            "(loop_num_passes), so one block gives several hidden states, not one",
-        },
+    # its packed tower's image_grid_thw counts language tokens (2 x 2 patches)
+    **dict.fromkeys(
+        ("inkling2", "inkling2_loop"),
+        Traits(
+            cache="recompute",
+            projector=("model.vision_tower.merger",),
+            grid_unit="token",
+        ),
     ),
     "inkling_mm_model": Traits(
         cache="recompute",
@@ -580,7 +585,72 @@ TRAITS = {
         },
     ),
     # an image is a still video of 4 frames (skvlm.models._blip1)
-    "instructblipvideo": _BLIP,  # -- backbones2 --
+    "instructblipvideo": _BLIP,
+    # -- prefix --
+    # the decoder puts the image's tokens before the text's itself, with no
+    # image token in input_ids (skvlm.models._git); its blocks are post-norm
+    "git": Traits(
+        base="git",
+        vision="git.image_encoder",
+        vision_blocks="vision_model.encoder.layers",
+        projector=("git.visual_projection",),
+        language="git.encoder",
+        language_blocks=("layer",),
+        lm_head="output",
+        class_token="first",
+    ),
+    # -- udop --
+    # one T5 encoder over the prompt's words and the image's patches
+    # (skvlm.models._udop); the tuner adapts the encoder and the decoder
+    "udop": Traits(
+        vision="patch_embed",
+        language=("encoder", "decoder"),
+        lm_head="lm_head",
+        language_blocks=("block",),
+        language_norm=("final_layer_norm",),
+        unsupported={
+            "projector": _UDOP_NO_PROJECTOR,
+            "tuner:projector": _UDOP_NO_PROJECTOR,
+        },
+    ),
+    # an image encoder with the projector inside it, and a decoder that
+    # cross-attends to the projector's output (skvlm.models._formulanet)
+    "pp_formulanet": Traits(
+        vision="model.encoder",
+        vision_blocks="layers",
+        projector=("model.encoder.multi_modal_projector",),
+        language="model.decoder",
+        lm_head="lm_head",
+        language_norm=("layer_norm",),
+    ),
+    # -- encdec2 --
+    # encoder-decoders whose encoder reads the image alone; the prompt is the
+    # decoder's prefix (skvlm.models._decoder_prefix)
+    "pix2struct": Traits(
+        vision="encoder",
+        vision_blocks="encoder.layer",
+        projector=(),
+        language="decoder",
+        lm_head="decoder.lm_head",
+        language_blocks=("layer",),
+        language_norm=("final_layer_norm",),
+        class_token="none",
+        unsupported=dict.fromkeys(("projector", "tuner:projector"), _NO_CONNECTOR),
+    ),
+    # a checkpoint without enc_to_dec_proj refuses its projector (the adapter
+    # says why); the decoder's blocks: TrOCR's and MBart's "layers", BERT's
+    # "layer", GPT-2's "h"; its final norm, on the module holding them: MBart's
+    # "layer_norm", GPT-2's "ln_f" (TrOCR's and BERT's decoders have none)
+    "vision-encoder-decoder": Traits(
+        vision="encoder",
+        projector=("enc_to_dec_proj",),
+        language="decoder",
+        language_blocks=("layers", "layer", "h"),
+        language_norm=("layer_norm", "ln_f"),
+    ),
+    # Donut's encoder: Swin's code under another type (read by Swin's adapter)
+    "donut-swin": Traits(vision_blocks="encoder.layers"),
+    # -- backbones2 --
     # ViT-like backbones and video encoders (skvlm.models._backbones2); the
     # others' blocks and heads are derived. ViTDet's entries are maps, its
     # blocks one list; ImageGPT's last hidden state carries its final layernorm
@@ -608,22 +678,12 @@ TRAITS = {
 #: ``support_matrix()``, and loading one stops with the reason.
 NOT_SERVED = {
     "evolla": "a protein-sequence model: it reads protein structures, not images",
-    "git": "GIT's decoder puts the image's tokens before the text itself, with "
-    "no placeholder in the prompt",
     "mistral4": "transformers maps a text-only causal LM (Mistral4ForCausalLM) to "
     "image-text-to-text: it has no vision part",
     "pi0": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
     "expert, answering with actions, not text",
     "pi05": "a robot-action model: a PaliGemma VLM inside a flow-matching action "
     "expert, answering with actions, not text",
-    "pix2struct": "an encoder-decoder whose encoder reads the image's patches "
-    "alone: no prompt holds the image",
-    "pp_formulanet": "an encoder-decoder whose encoder reads the image alone: no "
-    "prompt holds the image",
-    "udop": "a document encoder-decoder reading image patches beside OCR words "
-    "and their boxes, with no image placeholder",
-    "vision-encoder-decoder": "an encoder-decoder whose encoder reads the image "
-    "alone: no prompt holds the image",
 }
 TRAITS.update(
     {
@@ -711,6 +771,19 @@ def final_norm(language, names=None):
         ),
         None,
     )
+
+
+# -- encdec2 --
+def decoder_stack(decoder, names):
+    """(owner, blocks): the first module under ``decoder`` (itself included)
+    that holds a non-empty list of blocks under one of ``names``; (None, None)
+    if none does."""
+    for _, module in decoder.named_modules():
+        for name in names:
+            blocks = getattr(module, name, None)
+            if _is_block_list(blocks):
+                return module, blocks
+    return None, None
 
 
 def language_layers(stack, traits):

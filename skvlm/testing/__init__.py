@@ -41,11 +41,17 @@ __getattr__, __dir__, __all__ = attach(
         "._families_kosmos": ["make_tiny_kosmos2", "make_tiny_kosmos2_5"],
         # -- blip1 --
         "._families_blip1": ["make_tiny_blip", "make_tiny_instructblipvideo"],
+        "._families_encdec2": [
+            "make_tiny_pix2struct",
+            "make_tiny_vision_encoder_decoder",
+        ],
+        "._families_prefix": ["make_tiny_fuyu", "make_tiny_git"],
         "._families_mllama": ["make_tiny_mllama"],
         "._families_idefics1": ["make_tiny_idefics"],
         "._families_tvonly": ["make_tiny_llama4", "make_tiny_phi4_multimodal"],
         "._families_tvworld2": ["make_tiny_gemma3n"],
         "._families_towers1": ["make_tiny_shieldgemma2"],
+        "._families_udop": ["make_tiny_pp_formulanet", "make_tiny_udop"],
         "._generative": [
             "GENERATIVE_FAMILIES",
             "make_tiny_blip2",

@@ -845,7 +845,6 @@ CLAIMED_RECIPES = {
                 sam_config=dict(_SAM, image_size=384, downsample_channels=[16, 32])
             ),
         ),
-        stages=_NO_VISION,
     ),
     "ernie4_5_vl_moe": Recipe(
         ("Ernie4_5_VLMoeImageProcessorPil", _ERNIE_PIXELS),
@@ -1280,7 +1279,6 @@ CLAIMED_RECIPES = {
                 n_shared_experts=1,
             ),
         ),
-        stages=_NO_VISION,
         torchvision=True,
     ),
     "molmo2": Recipe(
@@ -1329,7 +1327,6 @@ CLAIMED_RECIPES = {
             "patch_size": 8,
             "pooling_size": [2, 2],
         },
-        stages=_NO_VISION,
         torchvision=True,
     ),
     # a timm tower (timm imports only with torchvision): a Perception Encoder
@@ -1481,7 +1478,11 @@ CLAIMED_RECIPES = {
         stages=_NO_VISION,
         torchvision=True,
     ),
-    "inkling2": _inkling("Inkling2ImageProcessor", vision=_INKLING2_VISION),
+    "inkling2": _inkling(
+        "Inkling2ImageProcessor",
+        vision=_INKLING2_VISION,
+        stages=("vision", "projector", "language"),
+    ),
     "inkling2_loop": _inkling(
         "Inkling2ImageProcessor",
         vision=_INKLING2_VISION,
@@ -1493,7 +1494,9 @@ CLAIMED_RECIPES = {
             loop_gate_rank=4,
         ),
         processor_class="Inkling2Processor",
-        stages=("projector",),  # TRAITS says why
+        # its language stage: one entry per block execution (loop blocks
+        # run loop_num_passes times), as HF's hidden_states
+        stages=("vision", "projector", "language"),
     ),
     "inkling_mm_model": _inkling(
         "InklingImageProcessor",

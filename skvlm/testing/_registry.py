@@ -19,13 +19,16 @@ from . import _families as fam
 from . import _families_blip1 as blip1
 from . import _families_claimed as claimed
 from . import _families_encdec as encdec
+from . import _families_encdec2 as encdec2
 from . import _families_idefics1 as idefics1
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
+from . import _families_prefix as prefix
 from . import _families_towers1 as tw1
 from . import _families_tvonly as tvo
 from . import _families_tvworld2 as tvw2
+from . import _families_udop as udop
 from . import _generative as gen
 from . import _vision as vis
 
@@ -172,4 +175,24 @@ TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
 TINY_MODELS["blip"] = TinyModel(blip1.make_tiny_blip, "vlm", ("vision", "language"))
 TINY_MODELS["instructblipvideo"] = TinyModel(
     blip1.make_tiny_instructblipvideo, "vlm", _ALL, torchvision=True
+)
+# -- prefix --
+TINY_MODELS["git"] = TinyModel(prefix.make_tiny_git, "vlm", _ALL)
+# no vision tower; its processor needs torchvision in transformers 5.25
+TINY_MODELS["fuyu"] = TinyModel(
+    prefix.make_tiny_fuyu, "vlm", ("projector", "language"), torchvision=True
+)
+# -- udop --
+TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))
+TINY_MODELS["pp_formulanet"] = TinyModel(
+    udop.make_tiny_pp_formulanet, "vlm", _ALL, torchvision=True
+)
+# -- encdec2 --
+# encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
+# projector
+TINY_MODELS["pix2struct"] = TinyModel(
+    encdec2.make_tiny_pix2struct, "vlm", ("vision", "language")
+)
+TINY_MODELS["vision-encoder-decoder"] = TinyModel(
+    encdec2.make_tiny_vision_encoder_decoder, "vlm", _ALL
 )

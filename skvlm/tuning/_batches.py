@@ -7,9 +7,10 @@ position and the language-model head runs on the last few positions only.
 An encoder-decoder model (Florence-2: adapters with ``encoder_decoder = True``)
 takes the prompt rows as they are in its encoder, and the answer in its
 decoder, behind the adapter's ``decoder_start_ids`` (the decoder start token
-and BOS, as HF shifts a labelled answer right); decoder rows are
-right-padded. A head row (``objective="cross_entropy"``) is the prompt alone;
-its site is the language model's last hidden state (after the final norm; an
+and BOS, as HF shifts a labelled answer right; where the prompt is the
+decoder's prefix, Pix2Struct and vision-encoder-decoder: behind the start
+token and the prompt); decoder rows are right-padded. A head row
+(``objective="cross_entropy"``) is the prompt alone; its site is the language model's last hidden state (after the final norm; an
 encoder-decoder's: its encoder's), pooled over the prompt's valid tokens.
 """
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .._inputs import load_image
-from ..models import kwargs_target
+from ..models import kwargs_target, text_ids
 from ..pooling import pool
 
 #: The file of a run that holds the ``cross_entropy`` head.
@@ -52,7 +53,7 @@ def answer_ids(tokenizer, answers):
     eos = tokenizer.eos_token_id
     out = []
     for answer in answers:
-        ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        ids = text_ids(tokenizer, answer)
         out.append(ids + ([eos] if eos is not None else []))
     return out
 
@@ -147,18 +148,30 @@ def generation_batch(adapter, images, prompts, answers):
 
 
 def _decoder_batch(adapter, images, prompts, answers):
-    """Encoder rows of the prompts; decoder rows of start tokens + answer."""
+    """Encoder rows of the prompts; decoder rows of start tokens + answer.
+
+    Where the prompt is the decoder's (PP-FormulaNet: ``prepare`` gives its
+    ``decoder_input_ids``, start token included), a decoder row is that
+    prompt's valid tokens, then the answer.
+    """
     inputs = dict(adapter.prepare(images, prompts))
-    start = adapter.decoder_start_ids()
-    device = inputs["input_ids"].device
-    width = len(start) + max(len(a) for a in answers)
+    prompted = inputs.pop("decoder_input_ids", None)
+    valid = inputs.pop("decoder_attention_mask", None)
+    if prompted is None:
+        leads = [adapter.decoder_start_ids()] * len(answers)
+    else:
+        leads = [
+            row[keep.bool()].tolist() for row, keep in zip(prompted, valid, strict=True)
+        ]
+    device = next(v.device for v in inputs.values() if isinstance(v, torch.Tensor))
+    width = max(len(lead) + len(a) for lead, a in zip(leads, answers, strict=True))
     pad = adapter.processor.tokenizer.pad_token_id or 0
     decoder = torch.full((len(answers), width), pad, dtype=torch.long, device=device)
     labels = torch.full_like(decoder, IGNORE)
-    for i, answer in enumerate(answers):
-        row = torch.tensor([*start, *answer], dtype=torch.long, device=device)
+    for i, (lead, answer) in enumerate(zip(leads, answers, strict=True)):
+        row = torch.tensor([*lead, *answer], dtype=torch.long, device=device)
         decoder[i, : len(row)] = row
-        labels[i, len(start) : len(row)] = row[len(start) :]
+        labels[i, len(lead) : len(row)] = row[len(lead) :]
     inputs["decoder_input_ids"] = decoder
     # logits at decoder position t predict label t + 1, as for decoder rows
     return GenerationBatch(inputs, labels, width)

@@ -28,8 +28,10 @@ class Parts:
 
     Attributes
     ----------
-    language : str
-        The language model's decoder (its blocks sit under ``language.*layers.N``).
+    language : str or tuple of str
+        The language model's decoder (its blocks sit under ``language.*layers.N``);
+        a tuple where an encoder-decoder's two stacks sit under no one module
+        (UDOP's ``encoder`` and ``decoder``).
     lm_head : str
         The output projection to the vocabulary (trained by ``train="full"``).
     projector : tuple of str
@@ -41,7 +43,7 @@ class Parts:
         T5's ``"block"``).
     """
 
-    language: str
+    language: str | tuple
     lm_head: str
     projector: tuple
     vision: tuple
@@ -57,6 +59,11 @@ def _parts_of(traits):
         (traits.vision,) if traits.vision else (),
         tuple(traits.language_blocks),
     )
+
+
+def _language_prefixes(parts):
+    language = parts.language
+    return tuple(language) if isinstance(language, tuple) else (language,)
 
 
 def _under(name, prefixes):
@@ -125,12 +132,12 @@ def family_parts(adapter, quantized=False, train="lora"):
             "(train='lora' and 'projector' train it). Declare it with "
             "Traits(projector=(...,)) in skvlm.models.TRAITS, or report the model id."
         )
-    for prefix in (parts.language, *parts.projector[:1]):
+    for prefix in (*_language_prefixes(parts), *parts.projector[:1]):
         if prefix not in modules and not any(_under(n, [prefix]) for n in names):
             raise ValueError(
                 f"{type(net).__name__} has no module {prefix!r}, where skvlm expects "
                 f"the {family} family's "
-                f"{'language model' if prefix == parts.language else 'projector'}; "
+                f"{'projector' if prefix in parts.projector else 'language model'}; "
                 "this checkpoint's layout is not one VLMClassificationTuner knows. "
                 "Please report it with the model id."
             )
@@ -152,12 +159,29 @@ def parameter_groups(net, parts):
         elif _under(name, parts.vision):
             # before language: Phi-4-multimodal's tower sits inside its LM module
             key = "vision"
-        elif _under(name, [parts.language]):
+        elif _under(name, _language_prefixes(parts)):
             key = "language"
         else:
             key = "other"
         groups[key][name] = param
     return groups
+
+
+def _is_linear(module):
+    """A linear layer peft adapts: ``nn.Linear``, or transformers' ``Conv1D``
+    (GPT-2's linear layers, weights stored transposed)."""
+    from transformers import Conv1D
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def _transposed(net, pattern):
+    """Whether every layer ``pattern`` matches is a ``Conv1D`` (peft then
+    needs ``fan_in_fan_out=True``)."""
+    from transformers import Conv1D
+
+    chosen = [m for n, m in net.named_modules() if re.fullmatch(pattern, n)]
+    return bool(chosen) and all(isinstance(m, Conv1D) for m in chosen)
 
 
 def lora_target_regex(net, parts, target_modules=None):
@@ -181,13 +205,16 @@ def lora_target_regex(net, parts, target_modules=None):
     # a tower inside the language model (T5Gemma 2's encoder) is not adapted
     outside = "".join(rf"(?!{re.escape(v)}\.)" for v in parts.vision)
     block = re.compile(
-        outside + re.escape(parts.language) + rf"\.(?:.*\.)?(?:{lists})\.\d+\."
+        outside
+        + "(?:"
+        + "|".join(map(re.escape, _language_prefixes(parts)))
+        + rf")\.(?:.*\.)?(?:{lists})\.\d+\."
     )
     leaves = sorted(
         {
             name.rsplit(".", 1)[-1]
             for name, module in net.named_modules()
-            if isinstance(module, torch.nn.Linear) and block.match(name)
+            if _is_linear(module) and block.match(name)
         }
     )
     if not leaves:
@@ -300,7 +327,17 @@ def make_trainable(
         kwargs["target_modules"] = lora_target_regex(
             net, parts, targets if targets is not None else adapter.traits.lora_targets
         )
+        if _transposed(net, kwargs["target_modules"]):  # GPT-2's Conv1D layers
+            kwargs.setdefault("fan_in_fan_out", True)
         config = LoraConfig(**kwargs)
+        text = net.config.get_text_config()
+        if not hasattr(net.config, "tie_word_embeddings") and hasattr(
+            text, "tie_word_embeddings"
+        ):
+            # peft asks the model for its input embeddings unless the top
+            # config says the weights are untied: PP-FormulaNet says so in its
+            # text config only, and its model has no get_input_embeddings
+            net.config.tie_word_embeddings = text.tie_word_embeddings
         with warnings.catch_warnings():
             # peft reads a property transformers has deprecated (harmless)
             warnings.filterwarnings("ignore", category=FutureWarning)

@@ -21,7 +21,9 @@ from skvlm.testing import (
     make_tiny_blip2_t5,
     make_tiny_clip,
     make_tiny_florence2,
+    make_tiny_fuyu,
     make_tiny_gemma3,
+    make_tiny_git,
     make_tiny_glm4v,
     make_tiny_idefics,
     make_tiny_idefics2,
@@ -44,6 +46,8 @@ from skvlm.testing import (
     make_tiny_mllama,
     make_tiny_paligemma,
     make_tiny_phi4_multimodal,
+    make_tiny_pix2struct,
+    make_tiny_pp_formulanet,
     make_tiny_qwen2_5_vl,
     make_tiny_qwen2_vl,
     make_tiny_qwen3_5,
@@ -54,7 +58,9 @@ from skvlm.testing import (
     make_tiny_siglip2,
     make_tiny_smolvlm,
     make_tiny_t5gemma2,
+    make_tiny_udop,
     make_tiny_vipllava,
+    make_tiny_vision_encoder_decoder,
     make_tiny_vit,
     random_images,
 )
@@ -79,11 +85,17 @@ from ._references import (
     vision_tower_reference,
 )
 from ._references_blip1 import blip_reference, instructblipvideo_reference
+from ._references_encdec2 import (
+    pix2struct_reference,
+    vision_encoder_decoder_reference,
+)
 from ._references_idefics1 import idefics1_reference
 from ._references_kosmos import kosmos2_5_reference, kosmos2_reference
 from ._references_mllama import mllama_reference
+from ._references_prefix import fuyu_reference, git_reference
 from ._references_towers1 import shieldgemma2_reference
 from ._references_tvonly import llama4_reference, phi4_multimodal_reference
+from ._references_udop import pp_formulanet_reference, udop_reference
 
 LANGUAGE = ("last", "mean", "max", "image_mean", "text_mean", 0, 3, -2)
 
@@ -568,6 +580,18 @@ NEW_FAMILIES.append(
         ),
     )
 )
+# -- udop --
+# UDOP: one encoder over the prompt's words and the image's patches; its
+# vision stage is that encoder at the patch positions, no projector
+NEW_FAMILIES.append(
+    _new(
+        "udop",
+        make_tiny_udop,
+        tower=None,
+        stages=("vision", "language"),
+        reference=udop_reference,
+    )
+)
 
 # -- towers1 --
 # ShieldGemma 2: Gemma 3 inside an image classifier; HF's own processor builds
@@ -594,6 +618,41 @@ NEW_FAMILIES.append(
         reference=idefics1_reference,
     )
 )
+# -- encdec2 --
+# Encoder-decoders whose encoder reads the image alone: the prompt is the
+# decoder's prefix (its start token, then the prompt), no position holds the
+# image (no image_mean); "a cat" is 3 tokens with the start token
+PREFIX_LANGUAGE = ("last", "mean", "max", "text_mean", 0, 2, -2)
+NEW_FAMILIES += [
+    replace(
+        _new(
+            "pix2struct",
+            make_tiny_pix2struct,
+            tower=None,
+            stages=("vision", "language"),
+            reference=pix2struct_reference,
+            # 16 patches of 8 x 8 at most: 16, 12, 12 and 12 real patches
+            images=lambda: random_images(
+                4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
+            ),
+        ),
+        poolings={"vision": VISION, "language": PREFIX_LANGUAGE},
+    ),
+    replace(
+        _new(
+            "vision-encoder-decoder",
+            make_tiny_vision_encoder_decoder,
+            tower=None,
+            has_cls=True,
+            reference=vision_encoder_decoder_reference,
+        ),
+        poolings={
+            "vision": ("cls",) + VISION,
+            "projector": PROJECTOR,
+            "language": PREFIX_LANGUAGE,
+        },
+    ),
+]
 
 # -- blip1 --
 # BLIP (v1): the text decoder cross-attends to the image (no image positions,
@@ -636,6 +695,23 @@ TORCHVISION_FAMILIES = [
         ),
         marks=(NEEDS_TORCHVISION,),
     ),
+    # -- udop --
+    # PP-FormulaNet: the encoder reads the image alone; the prompt is the
+    # decoder's, which cross-attends to the projector (no image positions)
+    replace(
+        _new(
+            "pp_formulanet",
+            make_tiny_pp_formulanet,
+            tower=None,
+            reference=pp_formulanet_reference,
+            marks=(NEEDS_TORCHVISION,),
+        ),
+        poolings={
+            "vision": VISION,
+            "projector": PROJECTOR,
+            "language": tuple(p for p in LANGUAGE if p != "image_mean"),
+        },
+    ),
 ]
 # -- blip1 --
 # InstructBLIP-Video: its video processor needs torchvision; each image a
@@ -669,4 +745,27 @@ def _claimed(name, *, build, tower, torchvision, images=None, **kwargs):
 _CLAIMED = [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
 TORCHVISION_FAMILIES += [f for f in _CLAIMED if NEEDS_TORCHVISION in f.marks]
 NEW_FAMILIES += _CLAIMED
+# -- prefix --
+# GIT: the decoder puts the image's tokens (CLS and patches) before the text's,
+# none of them in input_ids
+NEW_FAMILIES.append(
+    _new("git", make_tiny_git, tower=None, has_cls=True, reference=git_reference)
+)
+# Fuyu: no tower (vision refused); its processor puts one |SPEAKER| per patch
+# before the prompt; images at their own aspect ratio: 16, 18, 8 and 24
+# patches of 8 x 8 px. Its processor works with torchvision only (5.25).
+_FUYU = _new(
+    "fuyu",
+    make_tiny_fuyu,
+    tower=None,
+    reference=fuyu_reference,
+    stages=("projector", "language"),
+    images=lambda: random_images(
+        4, seed=5, sizes=((32, 32), (24, 64), (64, 24), (40, 56))
+    ),
+    marks=(NEEDS_TORCHVISION,),
+)
+NEW_FAMILIES.append(_FUYU)
+TORCHVISION_FAMILIES.append(_FUYU)
+
 BY_NAME = {family.name: family for family in FAMILIES + NEW_FAMILIES}

@@ -18,6 +18,7 @@ from skvlm.testing import TINY_MODELS
 from ._references import HF, Tokens, _np, generic_reference, qwen_reference
 from ._references_packed import packed_reference
 from ._references_towers1 import minicpm_reference, ovis2_reference
+from ._references_towers2 import sam_then_encoder_reference, views_reference
 
 #: Packed towers: their paths (the tower from the model, its blocks from the
 #: tower) and what ``packed_reference`` needs to know of their order.
@@ -287,7 +288,12 @@ _ROWS = {
             "glmga": "model.visual",
         }.items()
     },
-    "deepseek_ocr2": dict(tower=None),
+    # -- towers2 -- SAM's blocks, then the second encoder's, on the global view
+    "deepseek_ocr2": dict(
+        tower=None,
+        vision=("mean", "max", 0, 13, 200, -1),
+        reference=sam_then_encoder_reference,
+    ),
     # LLaVA-NeXT views: each image's base view and tiles, each CLS left out
     "granite4_vision": dict(tower="model.vision_tower", has_cls=True),
     # its real tiles (and global view), one padded batch row per image
@@ -319,7 +325,10 @@ _ROWS = {
             skip=1,
         ),
     ),
-    "molmo2": dict(tower=None),
+    # -- towers2 -- every view's patches (low-res view first), view after view
+    "molmo2": dict(
+        tower=None, vision=("mean", "max", 0, 5, 20, -1), reference=views_reference
+    ),
     "perception_lm": dict(
         tower="model.vision_tower",
         has_cls=True,
@@ -332,11 +341,31 @@ _ROWS = {
         ),
     ),
     "step3p7": dict(tower="model.vision_model"),
-    "unlimited_ocr": dict(tower=None),
+    # -- towers2 -- SAM's blocks, then the CLIP encoder's, on the global view
+    "unlimited_ocr": dict(
+        tower=None,
+        vision=("mean", "max", 0, 3, -1),
+        reference=sam_then_encoder_reference,
+    ),
     # -- tvworld1 --
+    **dict.fromkeys(["apertus1p5", "inkling_mm_model"], dict(tower=None)),
+    # -- towers2 --
+    # a packed tower, a class token before each image; its grid counts the
+    # language model's tokens (2 x 2 patches, packed token by token)
     **dict.fromkeys(
-        ["apertus1p5", "inkling2", "inkling2_loop", "inkling_mm_model"],
-        dict(tower=None),
+        ["inkling2", "inkling2_loop"],
+        dict(
+            tower=None,
+            has_cls=True,
+            vision=("mean", "max", 0, 3, 4, 7, 13, -1),
+            reference=partial(
+                packed_reference,
+                tower="model.vision_tower",
+                blocks="layers",
+                has_cls=True,
+                token_grid=True,
+            ),
+        ),
     ),
     # a packed tower whose processor packs the patches row by row
     "kimi_k25": dict(

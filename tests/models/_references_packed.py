@@ -49,10 +49,13 @@ def packed_reference(
     merge=2,
     embed=None,
     has_cls=False,
+    token_grid=False,
 ):
     """``tower``, ``blocks``: paths of the vision tower (from the loaded model)
     and of its blocks (from the tower); ``embed``: the path, from the tower, of
-    the module whose output the windowed tower permutes (None: no windows)."""
+    the module whose output the windowed tower permutes (None: no windows);
+    ``token_grid``: the processor's grid counts merged tokens of ``merge`` x
+    ``merge`` patches (Inkling 2's tower docs), not patches."""
     examples = generic_reference(
         path,
         images,
@@ -72,6 +75,8 @@ def packed_reference(
     for image, example in zip(images, examples, strict=True):
         pixels = dict(hf.processor.image_processor(images=[image], return_tensors="pt"))
         grid = pixels["image_grid_thw"]
+        if token_grid:
+            grid = grid * torch.tensor([1, merge, merge])
         seen = {}
         handles = [
             last_block.register_forward_hook(

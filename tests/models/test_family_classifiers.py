@@ -6,13 +6,14 @@ open-ended and closed-set strategies run; the tuner takes one step with each
 ``train`` and changes the weights it should, never the vision tower's.
 """
 
+import inspect
 import re
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from skvlm.classifiers import CLIPZeroShotClassifier, VLMGenerativeClassifier
 from skvlm.models import TRAITS, Traits, load_adapter
@@ -80,6 +81,15 @@ def images():
     return random_images(2, seed=1)
 
 
+def _tokens(tokenizer, text, **kwargs):
+    """The tokenizer's encoding of plain ``text``: a layout tokenizer's (UDOP's:
+    it takes word ``boxes``) through its ``text_target``, as HF documents for
+    decoder targets."""
+    if "boxes" in inspect.signature(tokenizer.__call__).parameters:
+        return tokenizer(text_target=text, **kwargs)
+    return tokenizer(text, **kwargs)
+
+
 def _naive_encoder_decoder_scores(adapter, images):
     """HF's own loss on labels that keep only the class tokens. BART and T5: the
     decoder reads the answer as the tokenizer frames it (``<s> ... </s>``,
@@ -92,15 +102,15 @@ def _naive_encoder_decoder_scores(adapter, images):
     text = adapter.model.config.get_text_config()
     decoder_start = getattr(text, "decoder_start_token_id", None)
     framing = decoder_start is not None
-    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
-    lead = tokenizer(ANSWER)["input_ids"].index(answer[0]) if framing else 0
+    answer = _tokens(tokenizer, ANSWER, add_special_tokens=False)["input_ids"]
+    lead = _tokens(tokenizer, ANSWER)["input_ids"].index(answer[0]) if framing else 0
     out = np.zeros((len(images), len(NAMES)))
     for i, image in enumerate(images):
         batch = dict(adapter.prepare([image], [adapter.format_prompt(PROMPT)]))
         for c, name in enumerate(NAMES):
-            labels = tokenizer(f"{ANSWER} {name}", add_special_tokens=framing)
+            labels = _tokens(tokenizer, f"{ANSWER} {name}", add_special_tokens=framing)
             labels = labels["input_ids"]
-            target = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
+            target = _tokens(tokenizer, f"{ANSWER} {name}", add_special_tokens=False)
             n_target = len(target["input_ids"]) - len(answer)
             start = lead + len(answer)
             masked = [-100] * len(labels)
@@ -118,9 +128,74 @@ def _naive_encoder_decoder_scores(adapter, images):
     return out
 
 
+def _naive_decoder_prefix_scores(path, images):
+    """Pix2Struct and vision-encoder-decoder: the encoder reads the image alone
+    and the prompt is the decoder's prefix. HF's logits over the decoder
+    sequence ``decoder_start_token_id``, the prompt's ids, the answer's, the
+    class name's (the tokenizer's, no special tokens), one pass per class."""
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    tokenizer = processor.tokenizer
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    answer = ids(ANSWER)
+    prefix = [model.config.decoder_start_token_id, *ids(PROMPT), *answer]
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        if model.config.model_type == "pix2struct":
+            pixels = processor(
+                images=[image],
+                return_tensors="pt",
+                max_patches=processor.image_processor.max_patches,
+            )
+        else:
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+        for c, name in enumerate(NAMES):
+            target = ids(f"{ANSWER} {name}")[len(answer) :]
+            decoder = torch.tensor([prefix + target[:-1]])
+            with torch.no_grad():
+                logits = model(**pixels, decoder_input_ids=decoder).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            start = len(prefix) - 1
+            out[i, c] = sum(logp[start + k, t].item() for k, t in enumerate(target))
+
+
+def _naive_decoder_prompt_scores(adapter, images):
+    """A model whose processor takes no text (PP-FormulaNet: the encoder reads
+    the image alone): HF's logits over the decoder's ``</s> <s>`` (its start
+    token, then BOS, as HF's ``shift_tokens_right`` makes of a labelled
+    ``<s> ... </s>``), the prompt, the answer prefix and the class name."""
+    tokenizer = adapter.processor.tokenizer
+    start = [
+        adapter.model.config.get_text_config().decoder_start_token_id,
+        tokenizer.bos_token_id,
+    ]
+    prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    out = np.zeros((len(images), len(NAMES)))
+    for i, image in enumerate(images):
+        pixels = adapter.processor(images=[image], return_tensors="pt")
+        for c, name in enumerate(NAMES):
+            joint = tokenizer(f"{ANSWER} {name}", add_special_tokens=False)
+            target = joint["input_ids"][len(answer) :]
+            ids = torch.tensor([start + prompt + answer + target])
+            with torch.no_grad():
+                logits = adapter.model(**pixels, decoder_input_ids=ids).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            first = len(start) + len(prompt) + len(answer)
+            out[i, c] = sum(logp[first - 1 + k, t].item() for k, t in enumerate(target))
+    return out
+
+
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
     config = adapter.model.config
+    if getattr(adapter, "decoder_prefix", False):
+        return _naive_decoder_prefix_scores(path, images)
+    if "text" not in inspect.signature(adapter.processor.__call__).parameters:
+        return _naive_decoder_prompt_scores(adapter, images)
     # InstructBLIP's own config does not say so; its Flan-T5 text config does
     if config.is_encoder_decoder or config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
@@ -160,6 +235,8 @@ def _naive_scores(path, images):
                 full[key] = value
             with torch.no_grad():
                 logits = adapter.model(**full, use_cache=False).logits[0].float()
+            # GIT's logits cover its image tokens too, before the text's
+            logits = logits[-full["input_ids"].shape[1] :]
             logp = torch.log_softmax(logits, dim=-1)
             start = n + len(answer)
             out[i, c] = sum(logp[start - 1 + k, t].item() for k, t in enumerate(target))
@@ -243,6 +320,7 @@ def test_tuner_step_per_train(built, model_type, images, tmp_path):
             "image_pooling_2d",
             "image_projector",
             "vision_embedder",  # Gemma 4 unified's embed_vision, as saved
+            "vision_embed_tokens",  # Fuyu's patch embedding, its projector
         )
         tower = [k for k in changed if "vision" in k]
         assert not [k for k in tower if not any(p in k for p in projectors)], train

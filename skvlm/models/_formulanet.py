@@ -1,0 +1,215 @@
+"""PP-FormulaNet: an image encoder, a projector, and a text decoder that
+cross-attends to the projected image.
+
+PP-FormulaNet reads a formula's image and writes its LaTeX. Its encoder
+reads the image alone (its processor takes no text), so no prompt holds the
+image: the prompt is the *decoder's*, the tokens it has read before the
+answer.
+
+Prompt format: the decoder's start tokens, then the prompt's tokens (the
+tokenizer's, without special tokens). The start tokens are
+``decoder_start_token_id`` (``</s>``) and the tokenizer's ``<s>``: HF's
+``shift_tokens_right`` turns a labelled ``<s> ... </s>`` into that
+beginning (see :meth:`~skvlm.models.Adapter.decoder_start_ids`).
+PP-FormulaNet was trained with no prompt, so the default prompt is empty:
+the decoder reads its start tokens alone (a prompt of ``None`` or ``""``).
+Any other prompt is a forced beginning of the answer, as ``generate`` would
+continue it. Decoder rows are padded on the right (the decoder's learned
+positions count from its first token).
+
+Stages and layers:
+
+- ``vision``: the SAM-style encoder's blocks (windowed attention, a few
+  global blocks). Entry 0 = the patch embeddings plus the absolute position
+  embeddings (the input of the first block), entry k = after block k:
+  exactly HF's encoder ``hidden_states``. Each entry is a (height, width)
+  map of patches, read row by row as tokens; ``mean`` and ``max`` pool them.
+  The neck (two convolutions and layer norms after the last block) is not an
+  entry: it is the first part of what the projector gets.
+- ``projector``: one entry, what the decoder cross-attends to (the encoder's
+  ``pooler_output``: the neck, two stride-2 convolutions and two linear
+  layers; a 1/16 of the patches). ``mean`` and ``max``.
+- ``language``: the decoder over the prompt, cross-attending to the
+  projector's tokens: entry 0 = the scaled token embeddings plus the learned
+  positions after the embedding layer norm (the input of the first block),
+  entry k = after decoder block k, the last entry after the final layer norm
+  (HF's ``decoder_hidden_states``). ``last`` is the prompt's last token
+  (``<s>``, with the default prompt), ``text_mean`` the prompt's tokens
+  (the start tokens left out). No image positions: the image reaches every
+  position through cross-attention.
+
+Generative scoring and the tuner read the class name as a continuation of
+the decoder, after the start tokens and the prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pooling import TokenMasks
+from ._base import Adapter, Stack, pool_token_lists
+from ._chat import special_token_ids, text_ids
+from ._generic import GenericImageTextAdapter, _raster_tokens
+from ._traits import final_norm, language_layers, resolve_path
+from ._vision import _to_device
+
+#: The language stage's poolings: no image positions in the decoder.
+DECODER_POOLINGS = ("last", "mean", "max", "text_mean")
+
+
+class PPFormulaNetAdapter(Adapter):
+    """PP-FormulaNet (``PPFormulaNetForConditionalGeneration``): see the module's notes."""
+
+    family = "pp_formulanet"
+    model_types = ("pp_formulanet",)
+    stages = ("vision", "projector", "language")
+    fallback = False
+    auto_class = "AutoModelForImageTextToText"
+    encoder_decoder = True
+
+    @classmethod
+    def supports(cls, config):
+        return config.model_type in cls.model_types
+
+    @classmethod
+    def load_processor(cls, path, *, revision=None, model_kwargs=None):
+        """The processor; without torchvision, an error that names it and the fix."""
+        return GenericImageTextAdapter.load_processor(
+            path, revision=revision, model_kwargs=model_kwargs
+        )
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        traits = self.traits
+        self.tower = resolve_path(model, traits.vision)
+        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+        self.decoder = resolve_path(model, traits.language)
+        self.decoder_blocks = language_layers(self.decoder, traits)
+        self.decoder_norm = final_norm(self.decoder, traits.language_norm)
+        self.unavailable = dict(traits.unsupported)
+        self.image_token = "<image>"  # a leading one in a prompt is dropped
+        self.image_token_id = None  # the image is cross-attended to
+        self._special_ids = special_token_ids(processor.tokenizer)
+        self._text = model.config.get_text_config()
+
+    # -- what the stages offer -------------------------------------------------
+    def n_layers(self, stage):
+        if stage == "vision":
+            return len(self.vision_blocks) + 1
+        if stage == "projector":
+            return 1
+        return len(self.decoder_blocks) + 1
+
+    def poolings(self, stage, layer):
+        return DECODER_POOLINGS if stage == "language" else ("mean", "max")
+
+    def dim(self, stage):
+        if stage == "vision":
+            return self.tower.config.hidden_size
+        return self._text.d_model
+
+    def default_pooling(self, stage):
+        return "last" if stage == "language" else "mean"
+
+    # -- inputs ----------------------------------------------------------------
+    def format_prompt(self, prompt):
+        """The text the decoder reads after its start tokens (``None``: none).
+
+        A leading ``<image>`` is dropped (the encoder reads the image alone).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from skvlm.models import load_config
+        >>> from skvlm.models._formulanet import PPFormulaNetAdapter
+        >>> from skvlm.testing import make_tiny_pp_formulanet
+        >>> config = load_config(make_tiny_pp_formulanet(tempfile.mkdtemp()))
+        >>> config.text_config.decoder_start_token_id  # </s>, then <s>
+        2
+        >>> PPFormulaNetAdapter.stages
+        ('vision', 'projector', 'language')
+        """
+        prompt = "" if prompt is None else prompt
+        if prompt.startswith(self.image_token):
+            prompt = prompt[len(self.image_token) :]
+        if self.image_token in prompt:
+            raise ValueError(
+                f"prompt {prompt!r} holds {self.image_token!r}; PP-FormulaNet's "
+                "encoder reads the image alone and its prompt is the decoder's "
+                "text. Remove it."
+            )
+        return prompt
+
+    def format_prompts(self, prompts):
+        return [self.format_prompt(p) for p in prompts]
+
+    def prepare(self, images, prompts=None):
+        prompts = [None] * len(images) if prompts is None else prompts
+        pixels = self.processor.image_processor(
+            images=list(images), return_tensors="pt"
+        )
+        start = self.decoder_start_ids()
+        tokenizer = self.processor.tokenizer
+        rows = [
+            start + text_ids(tokenizer, text) if text else list(start)
+            for text in self.format_prompts(prompts)
+        ]
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), int(tokenizer.pad_token_id))
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        batch = {
+            "pixel_values": pixels["pixel_values"],
+            "decoder_input_ids": ids,
+            "decoder_attention_mask": mask,
+        }
+        return _to_device(batch, self.device, self.dtype)
+
+    # -- stacks and forward passes ---------------------------------------------
+    def stack(self, stage, batch):
+        if stage == "vision":
+
+            def masks(hidden):
+                return TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
+
+            return Stack(blocks=self.vision_blocks, masks=masks, unpack=_raster_tokens)
+        valid = batch["decoder_attention_mask"].bool()
+        text = valid.clone()
+        text[:, : len(self.decoder_start_ids())] = False  # the start tokens
+        special = torch.isin(
+            batch["decoder_input_ids"],
+            torch.tensor(sorted(self._special_ids), device=valid.device),
+        )
+        masks = TokenMasks(
+            valid=valid, pooled=valid, text=text & ~special, has_cls=False
+        )
+        return Stack(
+            blocks=self.decoder_blocks, masks=masks, final_norm=self.decoder_norm
+        )
+
+    def forward(self, stage, batch):
+        if stage == "vision":
+            return self.tower(pixel_values=batch["pixel_values"])
+        return self.model(**batch, use_cache=False)
+
+    def encoder_outputs(self, batch):
+        """The encoder's output, as the model's ``encoder_outputs`` takes it
+        (the decoder cross-attends to its ``pooler_output``)."""
+        return self.tower(pixel_values=batch["pixel_values"])
+
+    def image_tokens(self, batch):
+        """Each image's projector tokens: a list of (tokens, dim)."""
+        features = self.encoder_outputs(batch).pooler_output
+        return list(features)
+
+    def extract(self, batch, stage, requests):
+        if stage != "projector":
+            return super().extract(batch, stage, requests)
+        return pool_token_lists([self.image_tokens(batch)], requests)
+
+
+ADAPTERS = [PPFormulaNetAdapter]
+
+__all__ = ["PPFormulaNetAdapter"]
