@@ -17,7 +17,9 @@ covers:
   is the layernormed CLS.
 - YOLOS: CLS, patches, then the detection tokens; ``mean``/``max`` over the
   patches only, integer positions count every token (``-1`` is the last
-  detection token), ``pooler`` is YOLOS' pooler over the CLS.
+  detection token), ``pooler`` is YOLOS' pooler over the CLS. YOLOS has no
+  attention mask: images its processor pads to the batch's largest see the
+  padding.
 - ViTDet: windowed blocks whose entries are (C, H, W) maps, read as H*W
   tokens row by row; ``mean``/``max`` over all of them (no CLS, no pooler).
 - ImageGPT: one token per pixel, its color cluster (the processor's

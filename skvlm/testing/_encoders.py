@@ -326,7 +326,10 @@ def make_tiny_encoder(path, model_type, *, seed=0):
         model with the type DeepGlint's checkpoints write in their config),
         ``"aimv2_vision_model"`` (vision-only) or the
         CLIP-style ``"aimv2"``, ``"metaclip_2"``, ``"align"``, ``"altclip"``,
-        ``"chinese_clip"``.
+        ``"chinese_clip"``, or one of the ViT-like backbones, still-video
+        encoders, detectors and CLIP-style models of
+        ``tests/models/test_backbones2.py`` (``"ijepa"``, ``"vit_mae"``,
+        ``"yolos"``, ``"videomae"``, ``"detr"``, ``"clipseg"``, ``"tipsv2"``...).
     seed : int, default=0
         Seed for the random weights, so two builds are identical.
 
