@@ -25,10 +25,14 @@ covers:
 - ImageGPT: one token per pixel, its color cluster (the processor's
   ``clusters``); ``mean``/``max`` over every pixel token of a block, the
   linear probe of the iGPT paper (mean over a middle block).
-- VideoMAE, TimeSformer, ViViT: an image is a still video of ``config.num_frames``
-  identical frames (the number the model's position and time embeddings are
-  built for); ``mean``/``max`` over every (frame, patch) token, TimeSformer's
-  ``cls`` its CLS.
+- VideoMAE, TimeSformer, ViViT: an image is a still video of
+  ``config.num_frames`` identical frames (the number the model's position and
+  time embeddings are built for); ``mean``/``max`` over every (frame, patch)
+  token (tubelets of two frames for VideoMAE and ViViT), ``cls`` TimeSformer's
+  and ViViT's CLS, ``pooler`` ViViT's pooler over its CLS.
+- CLIPSeg, TIPSv2: CLIP-style (projector stage and zero-shot too).
+- DETR, Conditional DETR, DAB-DETR, Table Transformer, Deformable DETR: the
+  transformer encoder over the backbone's map (:class:`DetrEncoderAdapter`).
 """
 
 from __future__ import annotations
