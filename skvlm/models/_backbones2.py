@@ -18,8 +18,8 @@ covers:
 - YOLOS: CLS, patches, then the detection tokens; ``mean``/``max`` over the
   patches only, integer positions count every token (``-1`` is the last
   detection token), ``pooler`` is YOLOS' pooler over the CLS. YOLOS has no
-  attention mask: images its processor pads to the batch's largest see the
-  padding.
+  attention mask, so a batch its processor padded (images of different
+  sizes) runs image by image, each at its own size.
 - ViTDet: windowed blocks whose entries are (C, H, W) maps, read as H*W
   tokens row by row; ``mean``/``max`` over all of them (no CLS, no pooler).
 - ImageGPT: one token per pixel, its color cluster (the processor's
@@ -112,6 +112,20 @@ class YolosAdapter(GenericVisionAdapter):
             return masks
 
         return Stack(blocks=self.blocks, masks=masks)
+
+    def extract(self, batch, stage, requests):
+        # YOLOS attends to every patch, padding too: a batch its processor
+        # padded (images of different sizes) runs image by image, each cut
+        # to its own size, as it would run alone
+        mask = batch.get("pixel_mask")
+        if mask is None or bool(mask.all()):
+            return super().extract(batch, stage, requests)
+        parts = []
+        for i in range(mask.shape[0]):
+            height, width = int(mask[i, :, 0].sum()), int(mask[i, 0].sum())
+            pixels = batch["pixel_values"][i : i + 1, :, :height, :width]
+            parts.append(super().extract({"pixel_values": pixels}, stage, requests))
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 class VitDetAdapter(HierarchicalAdapter):

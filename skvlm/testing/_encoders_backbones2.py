@@ -81,7 +81,11 @@ def _tipsv2_vision():
 def _yolos():
     config = {**VISION, "image_size": [IMAGE_SIZE, IMAGE_SIZE]}
     model = _model("YolosModel", "YolosConfig", **config, num_detection_tokens=3)
-    return model, _square("YolosImageProcessorPil")
+    # images keep their aspect, so that a batch's differ in size and pad
+    processor = _processor(
+        "YolosImageProcessorPil", size={"shortest_edge": 32, "longest_edge": 64}
+    )
+    return model, processor
 
 
 def _imagegpt():

@@ -45,6 +45,23 @@ def _np(tensor):
     return tensor.detach().float().numpy()
 
 
+def _one_by_one(model, images, processor):
+    """HF's states and pooled output of each image run alone, unpadded: per
+    layer a list of (tokens, dim) arrays, one per image (their sizes, so their
+    token counts, differ), and the (n_images, dim) pooled outputs."""
+    outs = []
+    for image in images:
+        inputs = processor(images=[image], return_tensors="pt")
+        outs.append(
+            model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
+        )
+    states = [
+        [_np(o.hidden_states[k][0]) for o in outs]
+        for k in range(len(outs[0].hidden_states))
+    ]
+    return states, np.concatenate([_np(o.pooler_output) for o in outs])
+
+
 class Reference:
     """A tiny checkpoint and what transformers alone computes from it."""
 
@@ -81,24 +98,30 @@ class Reference:
                     **padding,
                 )
                 self.logits = _np(model(**both).logits_per_image)
+        # per layer, one (tokens, dim) array per image
         self.states = [
-            _np(h.flatten(2).transpose(1, 2) if h.dim() == 4 else h)
+            list(_np(h.flatten(2).transpose(1, 2) if h.dim() == 4 else h))
             for h in out.hidden_states
         ]
         pooler = getattr(out, "pooler_output", None)
         self.pooler = None if pooler is None else _np(pooler)
+        if model_type == "yolos":  # images of different sizes: each alone
+            with torch.no_grad():
+                self.states, self.pooler = _one_by_one(model, images, processor)
         self.n_prefix, self.n_suffix, self.has_cls, self.has_pooler, self.family = (
             KINDS[model_type]
         )
 
     def pool(self, layer, pooling):
-        hidden = self.states[layer]
+        return np.stack([self._pool(h, pooling) for h in self.states[layer]])
+
+    def _pool(self, hidden, pooling):
         if pooling == "cls":
-            return hidden[:, 0]
+            return hidden[0]
         if isinstance(pooling, int):  # every token counts, special ones too
-            return hidden[:, pooling]
-        patches = hidden[:, self.n_prefix or 0 : hidden.shape[1] - self.n_suffix]
-        return patches.mean(1) if pooling == "mean" else patches.max(1)
+            return hidden[pooling]
+        patches = hidden[self.n_prefix or 0 : hidden.shape[0] - self.n_suffix]
+        return patches.mean(0) if pooling == "mean" else patches.max(0)
 
     def expected(self, layers, pooling):
         return np.concatenate([self.pool(k, pooling) for k in layers], axis=1)
@@ -173,12 +196,20 @@ def test_vision_sites_equal_hf(backbones, model_type):
         np.testing.assert_allclose(got.fit_transform(ref.images), ref.pooler, atol=1e-5)
 
 
+def test_yolos_runs_a_padded_batch_image_by_image(backbones):
+    # the test images differ in processed size: their batch is padded (the
+    # exactness above is against each image run alone)
+    ref = backbones["yolos"]
+    inputs = load_processor(ref.path)(images=ref.images, return_tensors="pt")
+    assert not inputs["pixel_mask"].all()
+
+
 def test_vit_mae_reads_every_patch_in_place(backbones):
     # 16 patches and the CLS, not the quarter MAE's pre-training keeps
     ref = backbones["vit_mae"]
-    assert ref.states[0].shape[1] == 17
+    assert ref.states[0][0].shape[0] == 17
     got = _vlm(ref, layer=1, pooling=-1).fit_transform(ref.images)
-    np.testing.assert_allclose(got, ref.states[1][:, -1], atol=1e-5)
+    np.testing.assert_allclose(got, ref.pool(1, -1), atol=1e-5)
 
 
 @pytest.mark.parametrize("model_type", CLIP_STYLE)
