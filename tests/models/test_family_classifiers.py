@@ -160,6 +160,7 @@ def _naive_decoder_prefix_scores(path, images):
             logp = torch.log_softmax(logits.float(), dim=-1)
             start = len(prefix) - 1
             out[i, c] = sum(logp[start + k, t].item() for k, t in enumerate(target))
+    return out
 
 
 def _naive_decoder_prompt_scores(adapter, images):
