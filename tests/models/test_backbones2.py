@@ -341,3 +341,21 @@ def test_detector_encoder_equals_hf(detectors, model_type):
             )
     with pytest.raises(ValueError, match="pooling='pooler' is not available"):
         _vlm(ref, pooling="pooler").fit_transform(ref.images)
+
+
+def test_a_timm_backbone_without_timm_names_family_and_fix(detectors, tmp_path):
+    # DETR's hub checkpoints build their ResNet with timm (which needs
+    # torchvision); the tiny ones use transformers' own ResNet
+    import json
+    import shutil
+
+    from transformers.utils import is_timm_available
+
+    if is_timm_available():
+        pytest.skip("this world has timm")
+    path = shutil.copytree(detectors("detr").path, tmp_path / "detr")
+    config = json.loads((path / "config.json").read_text())
+    config["backbone_config"] = {"model_type": "timm_backbone", "backbone": "resnet50"}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ImportError, match=r"^detr: .*'resnet50'.*pip install"):
+        VLMEmbeddingTransformer(path, stage="vision", device="cpu").fit()
