@@ -59,6 +59,8 @@ ADAPTER_MODULES = (
     "skvlm.models._idefics1",
     # -- backbones1 --
     "skvlm.models._backbones",
+    # -- backbones2 --
+    "skvlm.models._backbones2",
 )
 
 _CACHE: dict[tuple, Adapter] = {}
@@ -216,10 +218,18 @@ def load_adapter(model, *, device="auto", dtype="auto", model_kwargs=None, verbo
 
 def _check_timm(config, exc):
     """Raise the error that names the family and timm, where a timm tower is
-    why loading failed (Perception LM, FastVLM, Gemma 3n)."""
+    why loading failed (Perception LM, FastVLM, Gemma 3n, DETR's hub
+    checkpoints)."""
     from transformers.utils import is_timm_available
 
     architecture = getattr(getattr(config, "vision_config", None), "architecture", None)
+    # -- backbones2 --: a DETR-style detector's backbone may be a timm model
+    backbone = getattr(config, "backbone_config", None)
+    if (
+        architecture is None
+        and getattr(backbone, "model_type", None) == "timm_backbone"
+    ):
+        architecture = getattr(backbone, "backbone", None)
     if isinstance(architecture, str) and not is_timm_available():
         raise ImportError(
             f"{config.model_type}: its vision tower is the timm model "

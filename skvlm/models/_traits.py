@@ -650,6 +650,26 @@ TRAITS = {
     ),
     # Donut's encoder: Swin's code under another type (read by Swin's adapter)
     "donut-swin": Traits(vision_blocks="encoder.layers"),
+    # -- backbones2 --
+    # ViT-like backbones and video encoders (skvlm.models._backbones2); the
+    # others' blocks and heads are derived. ViTDet's entries are maps, its
+    # blocks one list; ImageGPT's last hidden state carries its final layernorm
+    "vitdet": Traits(vision_blocks="encoder.layer"),
+    "imagegpt": Traits(language_norm=("ln_f",)),
+    # CLIPSeg's CLIP projects the pooled output as CLIP does
+    "clipseg": Traits(projector=("visual_projection",)),
+    # DETR-style detectors: the vision stage is the transformer encoder over
+    # the backbone's flattened map (DETR_ENCODER: where its padding mask goes)
+    **dict.fromkeys(
+        (
+            "detr",
+            "conditional_detr",
+            "dab-detr",
+            "table-transformer",
+            "deformable_detr",
+        ),
+        Traits(vision="", vision_blocks="encoder.layers"),
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -694,33 +714,11 @@ VISION_NOT_SERVED = {
     "detection models. Load a timm model as timm_wrapper (TimmWrapperModel), "
     "which skvlm serves",
 }
-#: Placeholder reasons for the types the ``backbones2`` helper serves in its
-#: branch (ViT-like, video, detection and zero-shot types): drop an entry when
-#: its adapter is merged.
+#: Placeholder reasons for types a helper branch serves, not merged yet (the
+#: lead empties it before the stop).
 AWAITING_MERGE = dict.fromkeys(
-    (
-        "clipseg",
-        "conditional_detr",
-        "dab-detr",
-        "deformable_detr",
-        "detr",
-        "ijepa",
-        "imagegpt",
-        "pixio",
-        "table-transformer",
-        "timesformer",
-        "tipsv2",
-        "tipsv2_vision_model",
-        "videomae",
-        "videoprism",
-        "videoprism_vision_model",
-        "vit_mae",
-        "vit_msn",
-        "vitdet",
-        "vivit",
-        "yolos",
-    ),
-    "served by the backbones2 branch's adapters, not merged into this one",
+    ("videoprism", "videoprism_vision_model"),
+    "served by the videoprism branch's adapter, not merged into this one",
 )
 
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
@@ -864,6 +862,10 @@ def kwargs_target(model):
     """The sub-model ``model``'s forward passes its keyword arguments to, or None."""
     return resolve_path(model, _KWARGS_TARGET)
 
+
+#: Where a DETR-style detector keeps its transformer encoder, which is given
+#: the padding mask of its flattened maps (skvlm.models._backbones2).
+DETR_ENCODER = "encoder"
 
 #: Where a timm-backed tower (``TimmWrapperModel``) keeps the timm model.
 TIMM_MODEL = "timm_model"

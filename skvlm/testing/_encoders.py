@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ._encoders_backbones2 import BUILDERS as BACKBONES2_BUILDERS
 from ._families_claimed import CLAIMED_ENCODERS, make_tiny_vision_encoder
 from ._tokenizer import BASE_WORDS, make_tokenizer
 from ._vision import TEXT, VISION, _save, _seeded
@@ -305,6 +306,9 @@ _BUILDERS.update(
     {t: partial(make_tiny_vision_encoder, t) for t in sorted(CLAIMED_ENCODERS)}
 )
 TESTED_ENCODER_TYPES += tuple(sorted(CLAIMED_ENCODERS))
+# -- backbones2 --: ViT-like backbones and still-video encoders
+# (tests/models/test_backbones2.py)
+_BUILDERS.update(BACKBONES2_BUILDERS)
 
 
 def make_tiny_encoder(path, model_type, *, seed=0):
@@ -322,7 +326,10 @@ def make_tiny_encoder(path, model_type, *, seed=0):
         model with the type DeepGlint's checkpoints write in their config),
         ``"aimv2_vision_model"`` (vision-only) or the
         CLIP-style ``"aimv2"``, ``"metaclip_2"``, ``"align"``, ``"altclip"``,
-        ``"chinese_clip"``.
+        ``"chinese_clip"``, or one of the ViT-like backbones, still-video
+        encoders, detectors and CLIP-style models of
+        ``tests/models/test_backbones2.py`` (``"ijepa"``, ``"vit_mae"``,
+        ``"yolos"``, ``"videomae"``, ``"detr"``, ``"clipseg"``, ``"tipsv2"``...).
     seed : int, default=0
         Seed for the random weights, so two builds are identical.
 

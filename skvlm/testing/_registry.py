@@ -136,6 +136,11 @@ TINY_MODELS = {
 # The families built from a recipe (skvlm.testing.make_tiny_vlm), and the
 # vision towers built the same way (make_tiny_encoder).
 TINY_MODELS.update((t, _encoder(t, "vision")) for t in claimed.CLAIMED_ENCODERS)
+# -- backbones2 --
+TINY_MODELS.update(
+    (t, _encoder(t, "clip" if t in ("clipseg", "tipsv2") else "vision"))
+    for t in enc.BACKBONES2_BUILDERS
+)
 TINY_MODELS.update(
     (
         name,

@@ -17,6 +17,9 @@ from skvlm.testing import CLAIMED_RECIPES, TINY_MODELS
 
 from ._families import BY_NAME, FAMILIES, NEEDS_TORCHVISION, NEW_FAMILIES
 from .test_backbones import TYPES as BACKBONE_TYPES
+from .test_backbones2 import CLIP_STYLE as BACKBONES2_CLIP
+from .test_backbones2 import DETECTORS
+from .test_backbones2 import KINDS as BACKBONES2_KINDS
 from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
 from .test_family_classifiers import CLASSIFIED, TUNED, ZERO_SHOT
@@ -54,6 +57,8 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     covered |= {(t, "zero_shot") for t in ZERO_SHOT}
     covered |= {(t, "vision") for t in ENCODER_KINDS}
     covered |= {(t, "vision") for t in (*BACKBONE_TYPES, "dpt")}
+    covered |= {(t, "vision") for t in [*BACKBONES2_KINDS, *DETECTORS]}  # backbones2
+    covered |= {(t, c) for t in BACKBONES2_CLIP for c in ("projector", "zero_shot")}
     covered |= {(t, c) for t in ENCODER_CLIP_STYLE for c in ("projector", "zero_shot")}
     tested = {
         (row["model_type"], column)
@@ -71,7 +76,11 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
             t, marks=(NEEDS_TORCHVISION,) if TINY_MODELS[t].torchvision else ()
         )
         for t in sorted(
-            set(TINY_MODELS) - set(ENCODER_KINDS) - {*BACKBONE_TYPES, "dpt"}
+            set(TINY_MODELS)
+            - set(ENCODER_KINDS)
+            - {*BACKBONE_TYPES, "dpt"}
+            - set(BACKBONES2_KINDS)
+            - set(DETECTORS)
         )
     ],
 )
