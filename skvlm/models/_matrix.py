@@ -186,15 +186,13 @@ def _image_types():
 
 def _unserved_vision_rows(listed):
     """Rows of the image types no adapter serves, each with its reason."""
-    from ._traits import AWAITING_MERGE, VISION_NOT_SERVED
+    from ._traits import VISION_NOT_SERVED
 
     rows = []
     for model_type, kind in sorted(_image_types().items()):
         if model_type in listed:
             continue
-        reason = VISION_NOT_SERVED.get(model_type) or AWAITING_MERGE.get(
-            model_type, "no adapter serves it"
-        )
+        reason = VISION_NOT_SERVED.get(model_type, "no adapter serves it")
         cell = f"unsupported: {reason}"
         clip = kind == "clip"
         rows.append(

@@ -29,7 +29,7 @@ from ._loading import (
     resolve_dtype,
     resolve_model,
 )
-from ._traits import AWAITING_MERGE, NOT_SERVED, VISION_NOT_SERVED
+from ._traits import NOT_SERVED, VISION_NOT_SERVED
 
 # Modules whose Adapter subclasses declare the ``model_types`` they serve. A new
 # family is one more module here.
@@ -61,6 +61,8 @@ ADAPTER_MODULES = (
     "skvlm.models._backbones",
     # -- backbones2 --
     "skvlm.models._backbones2",
+    # -- videoprism --
+    "skvlm.models._videoprism",
 )
 
 _CACHE: dict[tuple, Adapter] = {}
@@ -135,7 +137,7 @@ def adapter_class(config):
             f"{NOT_SERVED[model_type]}. skvlm.models.support_matrix() lists what "
             "skvlm serves."
         )
-    refused = VISION_NOT_SERVED.get(model_type) or AWAITING_MERGE.get(model_type)
+    refused = VISION_NOT_SERVED.get(model_type)
     if refused:
         raise ValueError(
             f"Model type {model_type!r} is not supported by skvlm (stage 'vision'): "

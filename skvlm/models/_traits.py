@@ -670,6 +670,18 @@ TRAITS = {
         ),
         Traits(vision="", vision_blocks="encoder.layers"),
     ),
+    # -- videoprism --
+    # VideoPrism: a spatial encoder (per frame), then a temporal encoder (per
+    # patch), read as one stack (skvlm.models._videoprism); its projector is
+    # the video model's attention-pooled, normalized embedding
+    "videoprism": Traits(
+        vision="video_model.vision_model",
+        vision_blocks=("spatial_layers", "temporal_layers"),
+        projector=("video_model",),
+    ),
+    "videoprism_vision_model": Traits(
+        vision="", vision_blocks=("spatial_layers", "temporal_layers")
+    ),
 }
 
 #: Image-text-to-text types skvlm does not serve, and why: no image
@@ -714,13 +726,6 @@ VISION_NOT_SERVED = {
     "detection models. Load a timm model as timm_wrapper (TimmWrapperModel), "
     "which skvlm serves",
 }
-#: Placeholder reasons for types a helper branch serves, not merged yet (the
-#: lead empties it before the stop).
-AWAITING_MERGE = dict.fromkeys(
-    ("videoprism", "videoprism_vision_model"),
-    "served by the videoprism branch's adapter, not merged into this one",
-)
-
 #: Vision towers (by their config's ``model_type``) that pack the patches of all
 #: images of a batch into one sequence and take ``image_sizes``: a model with
 #: one has ``views="packed"`` whatever its family (Mistral 3, LLaVA with a

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 
 from ._encoders_backbones2 import BUILDERS as BACKBONES2_BUILDERS
+from ._encoders_videoprism import BUILDERS as VIDEOPRISM_BUILDERS
 from ._families_claimed import CLAIMED_ENCODERS, make_tiny_vision_encoder
 from ._tokenizer import BASE_WORDS, make_tokenizer
 from ._vision import TEXT, VISION, _save, _seeded
@@ -309,6 +310,9 @@ TESTED_ENCODER_TYPES += tuple(sorted(CLAIMED_ENCODERS))
 # -- backbones2 --: ViT-like backbones and still-video encoders
 # (tests/models/test_backbones2.py)
 _BUILDERS.update(BACKBONES2_BUILDERS)
+# -- videoprism --: VideoPrism, its video processor needs torchvision
+# (tests/models/test_videoprism.py)
+_BUILDERS.update(VIDEOPRISM_BUILDERS)
 
 
 def make_tiny_encoder(path, model_type, *, seed=0):

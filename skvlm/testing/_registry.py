@@ -212,3 +212,17 @@ TINY_MODELS.update(
     )
     for t in bb1.BACKBONE_BUILDERS
 )
+# -- videoprism --
+# VideoPrism read on still videos; its video processor needs torchvision
+TINY_MODELS.update(
+    (
+        t,
+        TinyModel(
+            partial(enc.make_tiny_encoder, model_type=t),
+            kind,
+            _CLIP if kind == "clip" else ("vision",),
+            torchvision=True,
+        ),
+    )
+    for t, kind in (("videoprism", "clip"), ("videoprism_vision_model", "vision"))
+)

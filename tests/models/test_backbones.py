@@ -219,7 +219,7 @@ def test_every_backbone_is_registered_as_tested():
 
 
 def test_every_image_type_is_a_row_with_a_status():
-    from skvlm.models._traits import AWAITING_MERGE, VISION_NOT_SERVED
+    from skvlm.models._traits import VISION_NOT_SERVED
 
     matrix = support_matrix().set_index("model_type")
     image_types = set(MODEL_FOR_IMAGE_MAPPING_NAMES) | set(
@@ -232,17 +232,17 @@ def test_every_image_type_is_a_row_with_a_status():
             continue
         cell = row["vision"]
         if cell.startswith("unsupported: "):
-            reason = VISION_NOT_SERVED.get(model_type) or AWAITING_MERGE[model_type]
+            reason = VISION_NOT_SERVED[model_type]
             assert cell == f"unsupported: {reason}"
         else:
             assert cell in ("tested", "claimed"), (model_type, cell)
 
 
-@pytest.mark.parametrize("model_type", ["dinat", "timm_backbone", "vit_mae"])
+@pytest.mark.parametrize("model_type", ["dinat", "timm_backbone"])
 def test_a_refused_type_says_why_at_load(model_type):
-    from skvlm.models._traits import AWAITING_MERGE, VISION_NOT_SERVED
+    from skvlm.models._traits import VISION_NOT_SERVED
 
-    reason = VISION_NOT_SERVED.get(model_type) or AWAITING_MERGE[model_type]
+    reason = VISION_NOT_SERVED[model_type]
     with pytest.raises(
         ValueError, match=rf"{re.escape(repr(model_type))}.*stage 'vision'.*"
     ) as error:
