@@ -333,7 +333,10 @@ def make_tiny_encoder(path, model_type, *, seed=0):
         ``"chinese_clip"``, or one of the ViT-like backbones, still-video
         encoders, detectors and CLIP-style models of
         ``tests/models/test_backbones2.py`` (``"ijepa"``, ``"vit_mae"``,
-        ``"yolos"``, ``"videomae"``, ``"detr"``, ``"clipseg"``, ``"tipsv2"``...).
+        ``"yolos"``, ``"videomae"``, ``"detr"``, ``"clipseg"``, ``"tipsv2"``...),
+        or ``"videoprism"`` / ``"videoprism_vision_model"``
+        (``tests/models/test_videoprism.py``; their video processor needs
+        torchvision).
     seed : int, default=0
         Seed for the random weights, so two builds are identical.
 
