@@ -291,26 +291,60 @@ def test_other_decoders_and_encoders(decoder, encoder, images, tmp_path):
     assert {k.split(".")[0] for k in changed} <= {"decoder", "enc_to_dec_proj"}
 
 
-def test_an_encoder_without_adapter_refuses_the_vision_stage(tmp_path, images):
-    from transformers import (
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTMSNConfig,
+def _with_encoder(path, encoder_config):
+    """The tiny vision-encoder-decoder at ``path`` rebuilt around another encoder."""
+    from transformers import VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    config = AutoModelForImageTextToText.from_pretrained(path).config
+    joint = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        encoder_config, config.decoder
     )
+    joint.decoder_start_token_id = config.decoder_start_token_id
+    joint.pad_token_id = config.pad_token_id
+    VisionEncoderDecoderModel(joint).save_pretrained(path)
+    return config
+
+
+def test_the_encoder_is_read_by_its_own_types_adapter(tmp_path, images):
+    from transformers import ViTMSNConfig
 
     path = make_tiny_vision_encoder_decoder(tmp_path / "msn")
     config = AutoModelForImageTextToText.from_pretrained(path).config
-    encoder = ViTMSNConfig(**{**config.encoder.to_dict(), "model_type": "vit_msn"})
-    msn = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
-        encoder, config.decoder
+    _with_encoder(path, ViTMSNConfig(**{**config.encoder.to_dict()}))
+    adapter = load_adapter(path, device="cpu")
+    assert adapter.stages == ("vision", "projector", "language")
+    got = VLMEmbeddingTransformer(
+        path, stage="vision", layer=1, pooling="cls", device="cpu"
+    ).fit_transform(images)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    pixels = AutoProcessor.from_pretrained(path).image_processor(
+        images=list(images), return_tensors="pt"
     )
-    msn.decoder_start_token_id = config.decoder_start_token_id
-    msn.pad_token_id = config.pad_token_id
-    VisionEncoderDecoderModel(msn).save_pretrained(path)
+    with torch.no_grad():
+        states = model.encoder(**pixels, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(got, states[1][:, 0].numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_an_encoder_without_adapter_refuses_the_vision_stage(tmp_path, images):
+    # a vision type transformers does not ship (registered through its public
+    # Auto API, as a new family would be): skvlm has no adapter for it
+    from transformers import AutoConfig, AutoModel, ViTConfig, ViTModel
+
+    class NovelConfig(ViTConfig):
+        model_type = "skvlm_novel_encoder"
+
+    class NovelModel(ViTModel):
+        config_class = NovelConfig
+
+    AutoConfig.register("skvlm_novel_encoder", NovelConfig, exist_ok=True)
+    AutoModel.register(NovelConfig, NovelModel, exist_ok=True)
+    path = make_tiny_vision_encoder_decoder(tmp_path / "novel")
+    config = AutoModelForImageTextToText.from_pretrained(path).config
+    _with_encoder(path, NovelConfig(**config.encoder.to_dict()))
     adapter = load_adapter(path, device="cpu")
     assert adapter.stages == ("projector", "language")
     vlm = VLMEmbeddingTransformer(path, stage="vision", device="cpu")
     with pytest.raises(
-        ValueError, match=r"no vision adapter for its encoder \('vit_msn'"
+        ValueError, match=r"no vision adapter for its encoder \('skvlm_novel_encoder'"
     ):
         vlm.fit(images)
