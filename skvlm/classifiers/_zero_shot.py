@@ -246,6 +246,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         self.class_texts_ = texts
         self.class_embeddings_ = embeddings.cpu().numpy()
         self.logit_scale_, self.logit_bias_ = adapter.logit_params()
+        # image vectors per image: BLIP-2's retrieval model gives one per query
+        self.image_queries_ = getattr(adapter, "image_queries", 1)
         self._probability = adapter.probability
         notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
@@ -259,6 +261,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
     def _class_scores(self, X):
         """The model's logits of each image against each class."""
         images = self._embedder_for_transform().transform(X)
+        queries = getattr(self, "image_queries_", 1)
+        if queries > 1:
+            # an image is several query vectors; its score is the best query's
+            vectors = images.reshape(len(images), queries, -1)
+            vectors = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+            cosines = (vectors @ self.class_embeddings_.T).max(axis=1)
+            return self.logit_scale_ * cosines + self.logit_bias_
         return self.logit_scale_ * images @ self.class_embeddings_.T + self.logit_bias_
 
     # -- internals -------------------------------------------------------------------
