@@ -64,7 +64,7 @@ class BlipRetrievalAdapter(CLIPAdapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         traits = self.traits
-        self.text_projection = resolve_path(model, traits.projector[1])
+        self.text_out = resolve_path(model, traits.projector[1])
         self.text_tower = resolve_path(model, traits.language)
 
     @property
@@ -101,7 +101,7 @@ class BlipRetrievalAdapter(CLIPAdapter):
                 input_ids=tokens["input_ids"].to(self.device),
                 attention_mask=tokens["attention_mask"].to(self.device),
             ).last_hidden_state
-            chunks.append(self.text_projection(states[:, 0]).float())
+            chunks.append(self.text_out(states[:, 0]).float())
         return torch.cat(chunks)
 
     def logit_params(self):
@@ -129,10 +129,10 @@ class Blip2RetrievalAdapter(BlipRetrievalAdapter):
     def __init__(self, model, processor):
         super().__init__(model, processor)
         traits = self.traits
-        self.query_tokens = resolve_path(model, traits.projector[2])
+        self.queries = resolve_path(model, traits.projector[2])
         self.text_embeddings = resolve_path(model, traits.projector[3])
         #: image vectors per image in the joint space (one per query)
-        self.image_queries = self.query_tokens.shape[1]
+        self.image_queries = self.queries.shape[1]
 
     def dim(self, stage):
         if stage == "projector":
@@ -143,7 +143,7 @@ class Blip2RetrievalAdapter(BlipRetrievalAdapter):
         if stage != "projector":
             return CLIPAdapter.extract(self, batch, stage, requests)
         states = self.tower(**self.vision_inputs(batch)).last_hidden_state
-        queries = self.query_tokens.expand(states.shape[0], -1, -1)
+        queries = self.queries.expand(states.shape[0], -1, -1)
         mask = torch.ones(states.shape[:-1], dtype=torch.long, device=states.device)
         out = self.text_tower(
             query_embeds=queries,
@@ -171,8 +171,8 @@ class Blip2RetrievalAdapter(BlipRetrievalAdapter):
                 query_length=0,
                 attention_mask=tokens["attention_mask"].to(self.device),
             ).last_hidden_state
-            states = states.to(self.text_projection.weight.dtype)
-            chunks.append(self.text_projection(states[:, 0]).float())
+            states = states.to(self.text_out.weight.dtype)
+            chunks.append(self.text_out(states[:, 0]).float())
         return torch.cat(chunks)
 
 
