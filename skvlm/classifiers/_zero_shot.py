@@ -99,6 +99,9 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         ``exp(logit_scale)`` of the model.
     logit_bias_ : float
         The model's logit bias (SigLIP), 0 for CLIP.
+    image_queries_ : int
+        Image vectors per image in the joint space: 1, or BLIP-2's retrieval
+        model's query count (an image's logit is then its best query's).
 
     Notes
     -----
@@ -226,7 +229,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
                 "CLIPZeroShotClassifier needs a CLIP-style model with a text encoder "
-                "(CLIP, SigLIP, MetaCLIP 2, AIMv2, ALIGN, AltCLIP, Chinese-CLIP...); "
+                "(CLIP, SigLIP, MetaCLIP 2, AIMv2, ALIGN, AltCLIP, Chinese-CLIP, "
+                "BLIP and BLIP-2 retrieval checkpoints...); "
                 f"{self.model!r} is a {adapter.family} model."
             )
         self._embedder = embedder.fit(None)

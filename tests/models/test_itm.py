@@ -159,3 +159,11 @@ def test_support_matrix_says_zero_shot_is_tested():
     assert matrix.loc["blip", "zero_shot"] == "tested"
     assert matrix.loc["blip-2", "zero_shot"] == "tested"
     assert matrix.loc["llava", "zero_shot"] == "n/a"
+
+
+def test_a_captioning_checkpoint_is_refused_for_zero_shot(tmp_path):
+    clf = CLIPZeroShotClassifier(
+        make_tiny_blip(tmp_path), class_names=CLASSES, device="cpu"
+    )
+    with pytest.raises(ValueError, match="BLIP and BLIP-2 retrieval checkpoints"):
+        clf.fit(random_images(3), [0, 1, 2])
