@@ -37,6 +37,9 @@ the same table, and :func:`skvlm.models.support_matrix` returns it.
   allow is refused when asked for, with the family, the stage and the reason.
 - **unsupported: reason**, or **n/a** (the cell means nothing for this kind).
 
+A VLM row's ``zero_shot`` cell is that of the type's image-text retrieval
+checkpoints where skvlm serves them (BLIP, BLIP-2: see :doc:`families`).
+
 Where transformers ships a family's image processor only with torchvision
 (Llama 4, Phi-4-multimodal, Depth Pro; timm's models), its cells are tested
 with torchvision, in a subprocess of the suite; without torchvision those

@@ -99,6 +99,9 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         ``exp(logit_scale)`` of the model.
     logit_bias_ : float
         The model's logit bias (SigLIP), 0 for CLIP.
+    image_queries_ : int
+        Image vectors per image in the joint space: 1, or BLIP-2's retrieval
+        model's query count (an image's logit is then its best query's).
 
     Notes
     -----
@@ -226,7 +229,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         if not hasattr(adapter, "encode_text"):
             raise ValueError(
                 "CLIPZeroShotClassifier needs a CLIP-style model with a text encoder "
-                "(CLIP, SigLIP, MetaCLIP 2, AIMv2, ALIGN, AltCLIP, Chinese-CLIP...); "
+                "(CLIP, SigLIP, MetaCLIP 2, AIMv2, ALIGN, AltCLIP, Chinese-CLIP, "
+                "BLIP and BLIP-2 retrieval checkpoints...); "
                 f"{self.model!r} is a {adapter.family} model."
             )
         self._embedder = embedder.fit(None)
@@ -246,6 +250,8 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
         self.class_texts_ = texts
         self.class_embeddings_ = embeddings.cpu().numpy()
         self.logit_scale_, self.logit_bias_ = adapter.logit_params()
+        # image vectors per image: BLIP-2's retrieval model gives one per query
+        self.image_queries_ = getattr(adapter, "image_queries", 1)
         self._probability = adapter.probability
         notify(callbacks, "on_fit_end", self, stopped_early=False)
         return self
@@ -259,6 +265,13 @@ class CLIPZeroShotClassifier(ImageInputMixin, VLMClassifierMixin, BaseEstimator)
     def _class_scores(self, X):
         """The model's logits of each image against each class."""
         images = self._embedder_for_transform().transform(X)
+        queries = getattr(self, "image_queries_", 1)
+        if queries > 1:
+            # an image is several query vectors; its score is the best query's
+            vectors = images.reshape(len(images), queries, -1)
+            vectors = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+            cosines = (vectors @ self.class_embeddings_.T).max(axis=1)
+            return self.logit_scale_ * cosines + self.logit_bias_
         return self.logit_scale_ * images @ self.class_embeddings_.T + self.logit_bias_
 
     # -- internals -------------------------------------------------------------------

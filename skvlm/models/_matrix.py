@@ -146,8 +146,22 @@ def _vlm_cells(model_type, classes, tiny):
             for column in ("generative", "tuner"):
                 if not cells[column].startswith("unsupported"):
                     cells[column] = "tested"
-    cells["zero_shot"] = "n/a"
+    # -- itm --: zero-shot through the type's retrieval checkpoints, if served
+    cells["zero_shot"] = _retrieval_cell(model_type, classes)
     return cells
+
+
+def _retrieval_cell(model_type, classes):
+    """A VLM type's zero-shot cell: its retrieval checkpoints' (an adapter
+    chosen by architecture, skvlm.models._itm), else n/a."""
+    from ..testing import RETRIEVAL_MODELS
+
+    if model_type in RETRIEVAL_MODELS:
+        return "tested"
+    served = any(
+        getattr(c, "architectures", ()) and c.family == model_type for c in classes
+    )
+    return "claimed" if served else "n/a"
 
 
 def _vision_cells(kind, tiny):

@@ -63,6 +63,8 @@ ADAPTER_MODULES = (
     "skvlm.models._backbones2",
     # -- videoprism --
     "skvlm.models._videoprism",
+    # -- itm --
+    "skvlm.models._itm",
 )
 
 _CACHE: dict[tuple, Adapter] = {}
@@ -117,7 +119,7 @@ def supported_families():
     return {
         cls.family: tuple(cls.model_types)
         for cls in adapter_classes()
-        if not getattr(cls, "fallback", False)
+        if not getattr(cls, "fallback", False) and cls.model_types
     }
 
 
@@ -125,6 +127,12 @@ def adapter_class(config):
     """The adapter class for a model config, or an error listing the supported families."""
     model_type = getattr(config, "model_type", None)
     classes = adapter_classes()
+    # -- itm --: a checkpoint whose architecture has its own adapter (BLIP's
+    # retrieval model shares the captioner's model type)
+    architectures = set(getattr(config, "architectures", None) or ())
+    for cls in classes:
+        if architectures & set(getattr(cls, "architectures", ())):
+            return cls
     for cls in classes:
         if model_type in cls.model_types:
             return cls

@@ -1001,6 +1001,33 @@ def derive_traits(model, declared=None):
     )
 
 
+# -- itm --
+#: Image-text retrieval checkpoints, by architecture (their model type is the
+#: captioner's): served as CLIP-style models (skvlm.models._itm). ``projector``
+#: is (image projection, text projection, ...); ``language`` the text tower.
+RETRIEVAL_TRAITS = {
+    "BlipForImageTextRetrieval": Traits(
+        vision="vision_model",
+        vision_blocks="encoder.layers",
+        projector=("vision_proj", "text_proj"),
+        language="text_encoder",
+    ),
+    # the Q-Former reads the image through its queries and the text alone; its
+    # query tokens and text embeddings follow the two projections
+    "Blip2ForImageTextRetrieval": Traits(
+        vision="vision_model",
+        vision_blocks="encoder.layers",
+        projector=(
+            "vision_projection",
+            "text_projection",
+            "query_tokens",
+            "embeddings",
+        ),
+        language="qformer",
+    ),
+}
+
+
 def family_traits(model):
     """The traits of a loaded model: its type's :data:`TRAITS` entry, derived.
 

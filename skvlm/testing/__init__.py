@@ -43,6 +43,11 @@ __getattr__, __dir__, __all__ = attach(
         "._families_kosmos": ["make_tiny_kosmos2", "make_tiny_kosmos2_5"],
         # -- blip1 --
         "._families_blip1": ["make_tiny_blip", "make_tiny_instructblipvideo"],
+        # -- itm --
+        "._families_itm": [
+            "make_tiny_blip2_retrieval",
+            "make_tiny_blip_retrieval",
+        ],
         "._families_encdec2": [
             "make_tiny_pix2struct",
             "make_tiny_vision_encoder_decoder",
@@ -68,7 +73,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_smolvlm",
         ],
         "._images": ["random_images"],
-        "._registry": ["TINY_MODELS", "TinyModel"],
+        "._registry": ["RETRIEVAL_MODELS", "TINY_MODELS", "TinyModel"],
         "._tokenizer": ["make_tokenizer"],
         "._vision": [
             "make_tiny_clip",

@@ -14,7 +14,7 @@ from functools import partial
 from ._encoders_backbones2 import BUILDERS as BACKBONES2_BUILDERS
 from ._encoders_videoprism import BUILDERS as VIDEOPRISM_BUILDERS
 from ._families_claimed import CLAIMED_ENCODERS, make_tiny_vision_encoder
-from ._tokenizer import BASE_WORDS, make_tokenizer
+from ._tokenizer import BASE_WORDS, make_tokenizer, with_ends
 from ._vision import TEXT, VISION, _save, _seeded
 
 #: The model types whose every stage and pooling the test suite checks against
@@ -197,7 +197,10 @@ def _aimv2_vision():
 def _aimv2():
     from transformers import Aimv2Config, Aimv2Model, CLIPProcessor
 
-    tokenizer = make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    # AIMv2 ships CLIP's tokenizer (BOS and EOS around each text; pooled at EOS)
+    tokenizer = with_ends(
+        make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    )
     config = Aimv2Config(
         vision_config={**VISION, "use_head": True},
         text_config=_text_config(

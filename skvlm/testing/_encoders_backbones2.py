@@ -9,6 +9,7 @@ Hugging Face layout for ``make_tiny_encoder``.
 from __future__ import annotations
 
 from ._tokenizer import make_tokenizer
+from ._tokenizer import with_ends as _with_ends
 from ._vision import TEXT, VISION
 
 IMAGE_SIZE = VISION["image_size"]
@@ -185,19 +186,6 @@ def _text(tokenizer, **extra):
         "pad_token_id": tokenizer.pad_token_id,
         **extra,
     }
-
-
-def _with_ends(tokenizer):
-    """``tokenizer`` putting its BOS and EOS around each text, as CLIP's does
-    (CLIP's text tower pools at the EOS)."""
-    from tokenizers.processors import TemplateProcessing
-
-    bos, eos = tokenizer.bos_token, tokenizer.eos_token
-    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
-        single=f"{bos} $A {eos}",
-        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
-    )
-    return tokenizer
 
 
 def _clipseg():

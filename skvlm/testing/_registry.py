@@ -22,6 +22,7 @@ from . import _families_claimed as claimed
 from . import _families_encdec as encdec
 from . import _families_encdec2 as encdec2
 from . import _families_idefics1 as idefics1
+from . import _families_itm as itm
 from . import _families_kosmos as kosmos
 from . import _families_mllama as mllama
 from . import _families_pixtral as pix
@@ -33,7 +34,7 @@ from . import _families_udop as udop
 from . import _generative as gen
 from . import _vision as vis
 
-__all__ = ["TINY_MODELS", "TinyModel"]
+__all__ = ["RETRIEVAL_MODELS", "TINY_MODELS", "TinyModel"]
 
 _ALL = ("vision", "projector", "language")
 
@@ -226,3 +227,14 @@ TINY_MODELS.update(
     )
     for t, kind in (("videoprism", "clip"), ("videoprism_vision_model", "vision"))
 )
+
+# -- itm --
+#: Image-text retrieval checkpoints, by the model type they share with the
+#: captioner of :data:`TINY_MODELS`: their vision and projector stages and
+#: zero-shot classification are compared with HF's own outputs
+#: (tests/models/test_itm.py); support_matrix() reads the type's zero-shot
+#: cell here.
+RETRIEVAL_MODELS = {
+    "blip": TinyModel(itm.make_tiny_blip_retrieval, "clip", _CLIP),
+    "blip-2": TinyModel(itm.make_tiny_blip2_retrieval, "clip", _CLIP),
+}

@@ -80,3 +80,38 @@ def make_tokenizer(
         additional_special_tokens=extra_specials or None,
     )
     return tokenizer
+
+
+def with_ends(tokenizer):
+    """Make ``tokenizer`` put its BOS and EOS tokens around each text.
+
+    CLIP's tokenizer does so, and CLIP's text tower pools at the EOS token: a
+    tokenizer that adds no EOS makes the tower pool the first token, the same
+    for every text under causal attention.
+
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerFast
+        A tokenizer from :func:`make_tokenizer` with a BOS and an EOS token.
+
+    Returns
+    -------
+    tokenizer : transformers.PreTrainedTokenizerFast
+        The same tokenizer, changed in place.
+
+    Examples
+    --------
+    >>> from skvlm.testing._tokenizer import make_tokenizer, with_ends
+    >>> tok = with_ends(make_tokenizer(bos_token="<|startoftext|>",
+    ...                                eos_token="<|endoftext|>"))
+    >>> tok.convert_ids_to_tokens(tok("a cat")["input_ids"])
+    ['<|startoftext|>', 'a', 'cat', '<|endoftext|>']
+    """
+    from tokenizers.processors import TemplateProcessing
+
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
+    )
+    return tokenizer

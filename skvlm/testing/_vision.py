@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._tokenizer import make_tokenizer
+from ._tokenizer import make_tokenizer, with_ends
 
 # Sizes from ENV.md: a forward pass takes milliseconds, yet every architectural
 # feature (CLS token, several layers, heads, projections) is present.
@@ -90,7 +90,11 @@ def make_tiny_clip(path, *, seed=0, vision=None, text=None, projection_dim=16):
     """
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    tokenizer = make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    # CLIP's tokenizer puts BOS and EOS around each text; its text tower pools
+    # at the EOS (without one, every text would pool its first token).
+    tokenizer = with_ends(
+        make_tokenizer(bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    )
     config = CLIPConfig(
         vision_config={**VISION, **(vision or {})},
         text_config={

@@ -237,6 +237,8 @@ def test_zero_shot_logits_are_hfs(backbones, model_type):
     )
     expected = torch.softmax(torch.tensor(ref.logits), dim=1).numpy()
     np.testing.assert_allclose(clf.predict_proba(ref.images), expected, atol=1e-5)
+    # the classes' logits differ (equal logits would make this test unable to fail)
+    assert np.ptp(ref.logits, axis=1).min() > 1e-4
 
 
 # -- DETR-style detectors: the transformer encoder over the backbone's map ------------

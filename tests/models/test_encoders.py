@@ -229,6 +229,8 @@ def test_zero_shot_logits_are_hfs(encoders, model_type):
     np.testing.assert_allclose(logits, ref.logits, rtol=1e-4, atol=1e-4)
     expected = torch.softmax(torch.tensor(ref.logits), dim=1).numpy()
     np.testing.assert_allclose(clf.predict_proba(ref.images), expected, atol=1e-5)
+    # the classes' logits differ (equal logits would make this test unable to fail)
+    assert np.ptp(logits, axis=1).min() > 1e-4
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
 from .test_family_classifiers import CLASSIFIED, TUNED, ZERO_SHOT
 from .test_videoprism import TYPES as VIDEOPRISM_KINDS
+from .test_itm import TYPES as ITM_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 CELLS = ("vision", "projector", "language", "zero_shot", "generative", "tuner")
@@ -64,6 +65,8 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     # -- videoprism --
     covered |= {(t, "vision") for t in VIDEOPRISM_KINDS}
     covered |= {("videoprism", c) for c in ("projector", "zero_shot")}
+    # -- itm --: the retrieval checkpoints' zero-shot (test_itm.py)
+    covered |= {(t, "zero_shot") for t in ITM_TYPES}
     tested = {
         (row["model_type"], column)
         for row in matrix.to_dict("records")
