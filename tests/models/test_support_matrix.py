@@ -23,8 +23,8 @@ from .test_backbones2 import KINDS as BACKBONES2_KINDS
 from .test_encoders import CLIP_STYLE as ENCODER_CLIP_STYLE
 from .test_encoders import KINDS as ENCODER_KINDS
 from .test_family_classifiers import CLASSIFIED, TUNED, ZERO_SHOT
-from .test_videoprism import TYPES as VIDEOPRISM_KINDS
 from .test_itm import TYPES as ITM_TYPES
+from .test_videoprism import TYPES as VIDEOPRISM_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CELLS = ("vision", "projector", "language", "zero_shot", "generative", "tuner")
