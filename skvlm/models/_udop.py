@@ -221,8 +221,12 @@ class UdopAdapter(Adapter):
 
         Generative scoring runs the encoder once per image and keeps this:
         UDOP's decoder reads the mask of the encoder's sequence (words, then
-        patch slots) off it, not off the words' ``attention_mask``.
+        patch slots) off it, not off the words' ``attention_mask``. Without
+        ``pixel_values`` (the text-only prior) the word boxes are cast to float
+        here, as HF's encoder casts them itself only when it merges the patches.
         """
+        if "pixel_values" not in batch:
+            batch = {**batch, "bbox": batch["bbox"].float()}
         return self.encoder(**batch)
 
     def image_positions(self, batch):

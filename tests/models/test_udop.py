@@ -95,3 +95,49 @@ def test_lora_adapts_both_stacks_and_not_the_patch_embedding(built):
     blocks = {".".join(n.split(".")[:3]) for n in adapted}
     assert blocks == {f"{s}.block.{i}" for s in ("encoder", "decoder") for i in (0, 1)}
     assert not [n for n in trainable.params if "patch" in n]
+
+
+def test_text_prior_is_hfs_model_over_the_words_alone(built):
+    # HF's UDOP over the prompt's words (no pixels, boxes as floats: HF casts
+    # them only where it merges the patches), the decoder reading its start
+    # token, the answer prefix and each class name
+    from skvlm.classifiers import VLMGenerativeClassifier
+
+    names, answer_prefix, prompt = ["cat", "red car"], "The answer is", "What is it?"
+    clf = VLMGenerativeClassifier(
+        built.path(NAME),
+        class_names=names,
+        calibration="text_prior",
+        answer_prefix=answer_prefix,
+        prompt=prompt,
+        device="cpu",
+    ).fit(built.images(NAME)[:2], [0, 1])
+    hf = built.hf(NAME)
+    tokenizer = hf.processor.tokenizer
+    words = prompt.split()
+    text = tokenizer([words], boxes=[[[0, 0, 0, 0]] * len(words)], return_tensors="pt")
+
+    def ids(s):
+        return tokenizer(text_target=s, add_special_tokens=False)["input_ids"]
+
+    answer = ids(answer_prefix)
+    start = [hf.model.config.decoder_start_token_id, *answer]
+    want = []
+    for name in names:
+        target = ids(f"{answer_prefix} {name}")[len(answer) :]
+        with torch.no_grad():
+            logits = hf.model(
+                input_ids=text["input_ids"],
+                attention_mask=text["attention_mask"],
+                bbox=text["bbox"].float(),
+                decoder_input_ids=torch.tensor([start + target]),
+            ).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        first = len(start) - 1
+        want.append(sum(logp[first + k, t].item() for k, t in enumerate(target)))
+    torch.testing.assert_close(
+        torch.as_tensor(clf.prior_, dtype=torch.float64),
+        torch.tensor(want, dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
