@@ -261,6 +261,14 @@ def image_prefix(adapter, image, text, answer_ids, *, with_image=True):
     With ``with_image=False`` the image tokens are dropped from the processor's
     ids and no pixels reach the model (the text-only prior).
     """
+    if not with_image and hasattr(adapter, "held_inputs"):
+        raise ValueError(
+            f"{adapter.family}: calibration='text_prior' needs the model to read "
+            "the prompt without the image, but its cross-attention layers read "
+            "the image's states at every pass (its forward refuses to run "
+            "without them). Use calibration='prior' (the mean score over the "
+            "fitted images) or None."
+        )
     batch = dict(adapter.prepare([image], [text]))
     batch.pop("position_ids", None)  # batch of one: positions are 0..n-1 anyway
     if _is_encoder_decoder(adapter):

@@ -117,3 +117,17 @@ def test_scorer_reuses_the_cached_prompt(built, no_resampler, resampler):
     np.testing.assert_allclose(
         clf.decision_function(images), _naive_scores(path, images), atol=1e-4
     )
+
+
+def test_text_prior_is_refused_with_the_reason(built):
+    # HF's forward itself refuses a pass without the image's states
+    clf = VLMGenerativeClassifier(
+        built.path(NAME), class_names=NAMES, calibration="text_prior", device="cpu"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^idefics: calibration='text_prior' needs the model to read the "
+        r"prompt without the image, but its cross-attention layers read .*"
+        r"Use calibration='prior' .* or None\.$",
+    ):
+        clf.fit(built.images(NAME)[:2], [0, 1])
