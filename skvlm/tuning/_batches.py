@@ -8,10 +8,14 @@ An encoder-decoder model (Florence-2: adapters with ``encoder_decoder = True``)
 takes the prompt rows as they are in its encoder, and the answer in its
 decoder, behind the adapter's ``decoder_start_ids`` (the decoder start token
 and BOS, as HF shifts a labelled answer right; where the prompt is the
-decoder's prefix, Pix2Struct and vision-encoder-decoder: behind the start
-token and the prompt); decoder rows are right-padded. A head row
-(``objective="cross_entropy"``) is the prompt alone; its site is the language model's last hidden state (after the final norm; an
-encoder-decoder's: its encoder's), pooled over the prompt's valid tokens.
+decoder's prefix, Pix2Struct, vision-encoder-decoder and PP-FormulaNet:
+behind the start token and the prompt); decoder rows are right-padded. A
+head row (``objective="cross_entropy"``) is the prompt alone; its site is
+the last hidden state of the adapter's language stage (after the final
+norm), pooled over the prompt's valid tokens: an encoder-decoder's encoder
+where the encoder reads the prompt, its decoder over the prompt where the
+prompt is the decoder's prefix (Pix2Struct, vision-encoder-decoder,
+PP-FormulaNet).
 """
 
 from __future__ import annotations
