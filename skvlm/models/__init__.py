@@ -43,6 +43,7 @@ __getattr__, __dir__, __all__ = attach(
     # here; reachable as attributes, not part of the public API.
     internal={
         "._chat": ["text_ids"],
+        "._tokens": ["valid_position_ids"],
         "._base": [
             "LANGUAGE_POOLINGS",
             "TOKEN_POOLINGS",

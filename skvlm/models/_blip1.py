@@ -63,6 +63,7 @@ from ._base import Adapter, Stack
 from ._blip import InstructBlipAdapter
 from ._chat import image_first_prompt, special_token_ids
 from ._loading import load_processor
+from ._tokens import valid_position_ids
 from ._traits import resolve_path
 from ._vision import VisionTowerMixin, _to_device
 
@@ -179,7 +180,7 @@ class BlipAdapter(VisionTowerMixin, Adapter):
             )
             ids[i, span] = torch.tensor(row)
             mask[i, span] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = valid_position_ids(mask)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
     def image_positions(self, batch):

@@ -49,7 +49,8 @@ import torch
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack, pool_token_lists
 from ._chat import special_token_ids, text_ids
-from ._generic import GenericImageTextAdapter, _raster_tokens
+from ._generic import GenericImageTextAdapter
+from ._tokens import raster_tokens
 from ._traits import final_norm, language_layers, resolve_path
 from ._vision import _to_device
 
@@ -174,7 +175,7 @@ class PPFormulaNetAdapter(Adapter):
             def masks(hidden):
                 return TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
 
-            return Stack(blocks=self.vision_blocks, masks=masks, unpack=_raster_tokens)
+            return Stack(blocks=self.vision_blocks, masks=masks, unpack=raster_tokens)
         valid = batch["decoder_attention_mask"].bool()
         text = valid.clone()
         text[:, : len(self.decoder_start_ids())] = False  # the start tokens

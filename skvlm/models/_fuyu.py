@@ -38,7 +38,7 @@ from __future__ import annotations
 from .._transformers_compat import TRANSFORMERS_VERSION, pil_image_processor_fails
 from ._chat import image_first_prompt
 from ._generic import GenericImageTextAdapter
-from ._git import text_position_ids
+from ._tokens import valid_position_ids
 from ._vision import _to_device
 
 #: What FuyuProcessor writes after each image (``replace_image_token``) and
@@ -101,7 +101,7 @@ class FuyuAdapter(GenericImageTextAdapter):
         )
         batch = dict(batch)
         # the decoder's rotary positions count the valid tokens of each row
-        batch["position_ids"] = text_position_ids(batch["attention_mask"])
+        batch["position_ids"] = valid_position_ids(batch["attention_mask"])
         return _to_device(batch, self.device, self.dtype)
 
     def image_positions(self, batch):

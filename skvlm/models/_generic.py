@@ -72,6 +72,7 @@ from ._packed import PackedTowerMixin
 from ._patches import PatchTowerMixin, patch_tower_kind
 from ._pixtral import PixtralTowerMixin, has_pixtral_tower
 from ._timm_stages import timm_stages
+from ._tokens import raster_tokens
 from ._traits import (
     family_traits,
     final_norm,
@@ -399,7 +400,7 @@ class GenericImageTextAdapter(
                     self.vision_blocks,
                     n_prefix=n_prefix,
                     has_cls=self.has_cls,
-                    unpack=_raster_tokens,
+                    unpack=raster_tokens,
                 )
 
             def unpack(hidden):
@@ -505,9 +506,3 @@ class GenericImageTextAdapter(
         if stage != "projector":
             return super().extract(batch, stage, requests)
         return pool_token_lists([self.image_tokens(batch)], requests)
-
-
-def _raster_tokens(hidden):
-    """A block's output as (batch, tokens, dim): a (batch, height, width, dim)
-    map (SAM's windowed blocks un-partition their windows) row by row."""
-    return hidden.flatten(1, -2)

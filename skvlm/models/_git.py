@@ -39,13 +39,9 @@ from ..pooling import TokenMasks
 from ._base import Stack
 from ._chat import image_first_prompt
 from ._generic import GenericImageTextAdapter
+from ._tokens import valid_position_ids
 from ._traits import resolve_path
 from ._vision import _to_device
-
-
-def text_position_ids(mask):
-    """Positions counted over the valid tokens of each row (0 at padding)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class GitAdapter(GenericImageTextAdapter):
@@ -109,7 +105,7 @@ class GitAdapter(GenericImageTextAdapter):
         batch = {
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
-            "position_ids": text_position_ids(text["attention_mask"]),
+            "position_ids": valid_position_ids(text["attention_mask"]),
             "pixel_values": pixels["pixel_values"],
         }
         return _to_device(batch, self.device, self.dtype)

@@ -24,6 +24,7 @@ from ._base import (
 )
 from ._chat import ChatPromptMixin, special_token_ids
 from ._loading import load_processor_without_video
+from ._tokens import valid_position_ids
 from ._traits import family_traits, final_norm, language_layers, resolve_path
 from ._vision import _to_device
 
@@ -136,8 +137,7 @@ class Idefics3Adapter(ChatPromptMixin, Adapter):
         if "attention_mask" in batch:
             # Llama counts positions from the first column, padding included;
             # counting valid tokens only makes left padding invisible.
-            mask = batch["attention_mask"].long()
-            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            batch["position_ids"] = valid_position_ids(batch["attention_mask"])
         return batch
 
     def _tiles(self, batch):

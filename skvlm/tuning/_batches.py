@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .._inputs import load_image
-from ..models import kwargs_target, text_ids
+from ..models import kwargs_target, text_ids, valid_position_ids
 from ..pooling import pool
 
 #: The file of a run that holds the ``cross_entropy`` head.
@@ -140,7 +140,7 @@ def generation_batch(adapter, images, prompts, answers):
             new[key][i, start:prompt_end] = prompt
             new[key][i, prompt_end:] = prompt[-1]
     if "position_ids" in inputs:  # counted over valid tokens, as the adapter does
-        new["position_ids"] = (new["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        new["position_ids"] = valid_position_ids(new["attention_mask"])
     for key, value in inputs.items():
         if key not in new and key != "position_ids":
             new[key] = value
