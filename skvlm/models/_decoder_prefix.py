@@ -57,7 +57,7 @@ import torch
 
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack, pool_token_lists
-from ._chat import image_first_prompt, special_token_ids
+from ._chat import image_first_prompt, special_token_ids, text_ids
 from ._kosmos2 import FlattenedPatchesMixin
 from ._traits import decoder_stack, family_traits, final_norm, resolve_path
 from ._vision import _to_device
@@ -161,7 +161,7 @@ class DecoderPrefixAdapter(Adapter):
         start = self.decoder_start_ids()
         rows = []
         for text in texts:
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = text_ids(self.tokenizer, text)
             rows.append(ids if ids[:1] == start else start + ids)
         return rows
 

@@ -37,7 +37,7 @@ import torch
 
 from ..pooling import TokenMasks
 from ._base import Stack
-from ._chat import image_first_prompt
+from ._chat import image_first_prompt, text_ids
 from ._generic import GenericImageTextAdapter
 from ._tokens import valid_position_ids
 from ._traits import resolve_path
@@ -93,8 +93,7 @@ class GitAdapter(GenericImageTextAdapter):
         tokenizer = self.processor.tokenizer
         bos = self.model.config.bos_token_id
         ids = [
-            [bos, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-            for text in self.format_prompts(prompts)
+            [bos, *text_ids(tokenizer, text)] for text in self.format_prompts(prompts)
         ]
         text = tokenizer.pad(
             {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
