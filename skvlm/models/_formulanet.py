@@ -44,33 +44,25 @@ the decoder, after the start tokens and the prompt.
 
 from __future__ import annotations
 
-import torch
-
 from ..pooling import TokenMasks
 from ._base import Adapter, Stack, pool_token_lists
-from ._chat import special_token_ids, text_ids
+from ._decoder_prefix import DecoderPrefixAdapter
 from ._generic import GenericImageTextAdapter
 from ._tokens import raster_tokens
-from ._traits import final_norm, language_layers, resolve_path
-from ._vision import _to_device
-
-#: The language stage's poolings: no image positions in the decoder.
-DECODER_POOLINGS = ("last", "mean", "max", "text_mean")
 
 
-class PPFormulaNetAdapter(Adapter):
-    """PP-FormulaNet (``PPFormulaNetForConditionalGeneration``): see the module's notes."""
+class PPFormulaNetAdapter(DecoderPrefixAdapter):
+    """PP-FormulaNet (``PPFormulaNetForConditionalGeneration``): see the module's notes.
+
+    A decoder-prefix model (:mod:`skvlm.models._decoder_prefix`: the prompt
+    rows, the decoder's stack and poolings are theirs) whose decoder starts
+    with ``</s> <s>``, whose default prompt is empty, and whose vision and
+    projector stages are its SAM-style encoder's.
+    """
 
     family = "pp_formulanet"
     model_types = ("pp_formulanet",)
     stages = ("vision", "projector", "language")
-    fallback = False
-    auto_class = "AutoModelForImageTextToText"
-    encoder_decoder = True
-
-    @classmethod
-    def supports(cls, config):
-        return config.model_type in cls.model_types
 
     @classmethod
     def load_processor(cls, path, *, revision=None, model_kwargs=None):
@@ -81,36 +73,11 @@ class PPFormulaNetAdapter(Adapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        traits = self.traits
-        self.tower = resolve_path(model, traits.vision)
-        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
-        self.decoder = resolve_path(model, traits.language)
-        self.decoder_blocks = language_layers(self.decoder, traits)
-        self.decoder_norm = final_norm(self.decoder, traits.language_norm)
-        self.unavailable = dict(traits.unsupported)
-        self.image_token = "<image>"  # a leading one in a prompt is dropped
         self.image_token_id = None  # the image is cross-attended to
-        self._special_ids = special_token_ids(processor.tokenizer)
-        self._text = model.config.get_text_config()
 
-    # -- what the stages offer -------------------------------------------------
-    def n_layers(self, stage):
-        if stage == "vision":
-            return len(self.vision_blocks) + 1
-        if stage == "projector":
-            return 1
-        return len(self.decoder_blocks) + 1
-
-    def poolings(self, stage, layer):
-        return DECODER_POOLINGS if stage == "language" else ("mean", "max")
-
-    def dim(self, stage):
-        if stage == "vision":
-            return self.tower.config.hidden_size
-        return self._text.d_model
-
-    def default_pooling(self, stage):
-        return "last" if stage == "language" else "mean"
+    def decoder_start_ids(self):
+        """``decoder_start_token_id`` (``</s>``), then the tokenizer's ``<s>``."""
+        return Adapter.decoder_start_ids(self)
 
     # -- inputs ----------------------------------------------------------------
     def format_prompt(self, prompt):
@@ -141,32 +108,12 @@ class PPFormulaNetAdapter(Adapter):
             )
         return prompt
 
-    def format_prompts(self, prompts):
-        return [self.format_prompt(p) for p in prompts]
-
-    def prepare(self, images, prompts=None):
-        prompts = [None] * len(images) if prompts is None else prompts
+    def encoder_inputs(self, images, texts):
+        """The encoder's inputs: the image processor's pixels (no text)."""
         pixels = self.processor.image_processor(
             images=list(images), return_tensors="pt"
         )
-        start = self.decoder_start_ids()
-        tokenizer = self.processor.tokenizer
-        rows = [
-            start + text_ids(tokenizer, text) if text else list(start)
-            for text in self.format_prompts(prompts)
-        ]
-        width = max(len(row) for row in rows)
-        ids = torch.full((len(rows), width), int(tokenizer.pad_token_id))
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        batch = {
-            "pixel_values": pixels["pixel_values"],
-            "decoder_input_ids": ids,
-            "decoder_attention_mask": mask,
-        }
-        return _to_device(batch, self.device, self.dtype)
+        return {"pixel_values": pixels["pixel_values"]}
 
     # -- stacks and forward passes ---------------------------------------------
     def stack(self, stage, batch):
@@ -176,24 +123,12 @@ class PPFormulaNetAdapter(Adapter):
                 return TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
 
             return Stack(blocks=self.vision_blocks, masks=masks, unpack=raster_tokens)
-        valid = batch["decoder_attention_mask"].bool()
-        text = valid.clone()
-        text[:, : len(self.decoder_start_ids())] = False  # the start tokens
-        special = torch.isin(
-            batch["decoder_input_ids"],
-            torch.tensor(sorted(self._special_ids), device=valid.device),
-        )
-        masks = TokenMasks(
-            valid=valid, pooled=valid, text=text & ~special, has_cls=False
-        )
-        return Stack(
-            blocks=self.decoder_blocks, masks=masks, final_norm=self.decoder_norm
-        )
+        return super().stack(stage, batch)
 
     def forward(self, stage, batch):
         if stage == "vision":
             return self.tower(pixel_values=batch["pixel_values"])
-        return self.model(**batch, use_cache=False)
+        return super().forward(stage, batch)
 
     def encoder_outputs(self, batch):
         """The encoder's output, as the model's ``encoder_outputs`` takes it

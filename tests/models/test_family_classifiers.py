@@ -198,10 +198,10 @@ def _naive_decoder_prompt_scores(adapter, images):
 def _naive_scores(path, images):
     adapter = load_adapter(path, device="cpu")
     config = adapter.model.config
-    if getattr(adapter, "decoder_prefix", False):
-        return _naive_decoder_prefix_scores(path, images)
     if "text" not in inspect.signature(adapter.processor.__call__).parameters:
         return _naive_decoder_prompt_scores(adapter, images)
+    if getattr(adapter, "decoder_prefix", False):
+        return _naive_decoder_prefix_scores(path, images)
     # InstructBLIP's own config does not say so; its Flan-T5 text config does
     if config.is_encoder_decoder or config.get_text_config().is_encoder_decoder:
         return _naive_encoder_decoder_scores(adapter, images)
