@@ -1,5 +1,6 @@
 """Encoder-decoders whose encoder reads the image alone: Pix2Struct and
-``vision-encoder-decoder`` (TrOCR, Donut, ViT + GPT-2...).
+``vision-encoder-decoder`` (TrOCR, Donut, ViT + GPT-2...); PP-FormulaNet's
+adapter (:mod:`skvlm.models._formulanet`) builds on the same base.
 
 No prompt holds the image: the encoder reads its pixels (or patches) and
 nothing else, and the decoder cross-attends to what it gives. The prompt is
