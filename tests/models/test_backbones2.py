@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import CLIPZeroShotClassifier
-from skvlm.models import load_processor
+from skvlm.models import load_adapter, load_processor
 from skvlm.testing import make_tiny_encoder, random_images
 from skvlm.testing._registry import TINY_MODELS
 
@@ -212,6 +212,19 @@ def test_vit_mae_reads_every_patch_in_place(backbones):
     np.testing.assert_allclose(got, ref.pool(1, -1), atol=1e-5)
 
 
+def test_vit_mae_leaves_the_loaded_model_as_saved(backbones):
+    # the masking is off in skvlm's passes only: the shared model keeps its
+    # checkpoint's ratio, and a plain HF pass through it still masks
+    ref = backbones["vit_mae"]
+    adapter = load_adapter(ref.path, device="cpu")
+    _vlm(ref, layer=1, pooling="mean").fit_transform(ref.images)
+    assert adapter.model.config.mask_ratio == 0.75
+    inputs = load_processor(ref.path)(images=ref.images[:2], return_tensors="pt")
+    with torch.no_grad():
+        out = adapter.model(pixel_values=inputs["pixel_values"])
+    assert out.last_hidden_state.shape[1] == 1 + 4  # CLS + a quarter of 16
+
+
 @pytest.mark.parametrize("model_type", CLIP_STYLE)
 def test_projector_is_hfs_image_features(backbones, model_type):
     ref = backbones[model_type]
@@ -343,6 +356,43 @@ def test_detector_encoder_equals_hf(detectors, model_type):
             )
     with pytest.raises(ValueError, match="pooling='pooler' is not available"):
         _vlm(ref, pooling="pooler").fit_transform(ref.images)
+
+
+def test_detector_mask_hook_is_this_threads_only(detectors):
+    # a plain pass through the shared model in another thread, run while this
+    # thread's pass holds its hook, leaves both threads' masks alone
+    import threading
+
+    adapter = load_adapter(detectors("detr").path, device="cpu")
+    batch = adapter.prepare(detectors("detr").images[:2])
+    seen = {}
+
+    def other_thread():
+        try:
+            adapter.stack("vision", batch)  # this thread's (empty) list
+            with torch.no_grad():
+                adapter.model(
+                    pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]
+                )
+            seen["masks"] = len(adapter._local.masks)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            seen["error"] = exc
+
+    def run_other(module, args, kwargs):
+        if threading.current_thread() is threading.main_thread() and not seen:
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+
+    handle = adapter.encoder.register_forward_pre_hook(run_other, with_kwargs=True)
+    try:
+        adapter.stack("vision", batch)
+        with torch.no_grad():
+            adapter.forward("vision", batch)
+    finally:
+        handle.remove()
+    assert seen == {"masks": 0}
+    assert len(adapter._local.masks) == 1
 
 
 def test_a_timm_backbone_without_timm_names_family_and_fix(detectors, tmp_path):
