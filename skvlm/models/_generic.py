@@ -65,7 +65,7 @@ from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chained import chained_stack, chained_tower
 from ._chat import ChatPromptMixin, special_token_ids
-from ._encoders import map_stack, per_entry_masks
+from ._encoders import map_stack
 from ._loading import load_processor, load_processor_without_video
 from ._loops import block_executions
 from ._packed import PackedTowerMixin
@@ -438,11 +438,6 @@ class GenericImageTextAdapter(
                 _concatenated_streams, rows=ids.shape[0], tokens=ids.shape[1]
             ),
         )
-
-    def capture(self, batch, stage, layers, read, *, need_outputs=False):
-        if stage == "vision" and self.vision_widths:
-            read = per_entry_masks(read)
-        return super().capture(batch, stage, layers, read, need_outputs=need_outputs)
 
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:
