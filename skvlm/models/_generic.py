@@ -233,15 +233,19 @@ class GenericImageTextAdapter(
             self.image_token_id
         }
         self.tower = resolve_path(model, traits.vision)
-        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
-        self.vision_widths = ()  # a timm hierarchy's entries' widths
-        # encoders run one after the other (SAM, then a second encoder)
+        # encoders run one after the other (SAM, then a second encoder): their
+        # block lists make one stack, each entry of its encoder's width
         self.chained = isinstance(traits.vision_blocks, tuple)
         self.vision_norm = None
-        if self.chained and self.tower is not None:
-            self.vision_blocks, self.vision_widths, self.vision_norm = chained_tower(
-                self.tower, traits.vision_blocks
+        if self.chained:
+            self.vision_blocks, self.vision_widths, self.vision_norm = (
+                chained_tower(self.tower, traits.vision_blocks)
+                if self.tower is not None
+                else (None, (), None)
             )
+        else:
+            self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+            self.vision_widths = ()  # a timm hierarchy's entries' widths
         if self.vision_blocks is None and not self.chained:
             self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)

@@ -879,18 +879,19 @@ TIMM_MODEL = "timm_model"
 def resolve_path(root, path):
     """The module or parameter at dotted ``path`` under ``root``, or None.
 
-    A tuple of paths (``Traits.vision_blocks`` of a tower of several
-    encoders) resolves to the list of their blocks, in order.
+    One path: a tuple of block lists (``Traits.vision_blocks`` of a tower of
+    several encoders) is resolved list by list, where each list's width is
+    read too (:mod:`skvlm.models._chained`).
     """
     if path is None:
         return None
     if path == "":
         return root
-    if isinstance(path, tuple):
-        lists = [resolve_path(root, p) for p in path]
-        if any(blocks is None for blocks in lists):
-            return None
-        return [block for blocks in lists for block in blocks]
+    if not isinstance(path, str):
+        raise TypeError(
+            f"resolve_path takes one dotted path, not {path!r}: resolve each "
+            "path of a tuple on its own."
+        )
     node = root
     for name in path.split("."):
         node = getattr(node, name, None)
