@@ -197,11 +197,26 @@ def test_vision_sites_equal_hf(backbones, model_type):
 
 
 def test_yolos_runs_a_padded_batch_image_by_image(backbones):
-    # the test images differ in processed size: their batch is padded (the
-    # exactness above is against each image run alone)
+    # the test images differ in processed size: their batch is padded, and
+    # HF's pass over that padded batch differs from each image alone (YOLOS
+    # attends to the padding); skvlm's batch of 4 equals each image alone
     ref = backbones["yolos"]
     inputs = load_processor(ref.path)(images=ref.images, return_tensors="pt")
     assert not inputs["pixel_mask"].all()
+    model = AutoModel.from_pretrained(ref.path).eval()
+    with torch.no_grad():
+        padded = model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
+    n_detection = model.config.num_detection_tokens
+    padded_mean = np.concatenate(
+        [_np(padded.hidden_states[k][:, 1:-n_detection].mean(1)) for k in LAYERS],
+        axis=1,
+    )
+    alone = ref.expected(LAYERS, "mean")
+    assert not np.allclose(padded_mean, alone, atol=1e-3)
+    got = _vlm(ref, layer=LAYERS, pooling="mean", batch_size=4).fit_transform(
+        ref.images
+    )
+    np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
 def test_vit_mae_reads_every_patch_in_place(backbones):
