@@ -21,6 +21,11 @@ C channels on an H x W grid is H*W tokens of width C, row by row; ``mean`` and
 model's own pooled output. The number of entries and their widths are learnt
 from one forward pass of a blank image, the first time they are asked.
 
+Unlike the other adapters, these do not stop the pass after the deepest
+layer asked: the entries are the model's own ``output_hidden_states``, which
+each type produces at different points of its forward, with no list of
+blocks to hook, so the whole model runs whatever the layers.
+
 DPT's ViT encoder is served as the ViT-like towers are (CLS, then patches).
 """
 
@@ -61,7 +66,8 @@ BACKBONE_TYPES = (
 class BackboneAdapter(HierarchicalAdapter):
     """Convolutional and hierarchical backbones (see the module's notes).
 
-    The family is the model type itself.
+    The family is the model type itself. Its ``capture`` runs the whole model
+    (no early exit at the deepest layer asked: see the module's notes).
     """
 
     family = "backbone"

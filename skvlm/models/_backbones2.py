@@ -6,8 +6,9 @@ the last entry carries its final layernorm, as HF's does). What each pooling
 covers:
 
 - I-JEPA: patches only (no CLS): ``mean``/``max`` over every patch.
-- ViT-MAE: read with its random masking off (``mask_ratio`` 0 and the patches
-  kept in raster order), so every patch is read, in place; ``cls`` is its CLS,
+- ViT-MAE: read with its random masking off (``mask_ratio`` 0 in skvlm's
+  passes only, the loaded model left as saved; the patches kept in raster
+  order), so every patch is read, in place; ``cls`` is its CLS,
   ``mean``/``max`` over the patches.
 - ViT-MSN: ``cls``; ``mean``/``max`` over the patches.
 - Pixio: ``n_cls_tokens`` class tokens first; ``cls`` is the first,
@@ -37,6 +38,7 @@ covers:
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import torch
@@ -76,9 +78,16 @@ class ViTMAEAdapter(GenericVisionAdapter):
 
     def __init__(self, model, processor):
         super().__init__(model, processor)
-        # MAE's checkpoints keep their pre-training ratio (0.75): the masking
-        # reads it at each pass, so at 0 every patch is kept
-        model.config.mask_ratio = 0.0
+        # MAE's checkpoints keep their pre-training ratio (0.75), read by the
+        # embeddings' masking at each pass. The model stays as loaded: a
+        # shallow copy of its embeddings (the same weights) with a config of
+        # its own, at ratio 0, stands in for them in this adapter's passes.
+        self._embeddings = next(
+            m for m in model.modules() if hasattr(m, "random_masking")
+        )
+        self._unmasked = copy.copy(self._embeddings)
+        self._unmasked.config = copy.copy(self._embeddings.config)
+        self._unmasked.config.mask_ratio = 0.0
 
     def forward(self, stage, batch):
         pixels = batch["pixel_values"]
@@ -86,7 +95,22 @@ class ViTMAEAdapter(GenericVisionAdapter):
         n = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch)
         # increasing noise keeps the patches in their own order
         noise = torch.arange(n, device=pixels.device, dtype=torch.float32)
-        return self.model(pixel_values=pixels, noise=noise.expand(pixels.shape[0], n))
+        owner = threading.get_ident()
+        unmasked = self._unmasked
+
+        def every_patch(module, args, kwargs, output):
+            if threading.get_ident() != owner:
+                return None  # another thread's pass through the shared model
+            # its forward (not its call: the copy shares the model's hooks)
+            return unmasked.forward(*args, **kwargs)
+
+        handle = self._embeddings.register_forward_hook(every_patch, with_kwargs=True)
+        try:
+            return self.model(
+                pixel_values=pixels, noise=noise.expand(pixels.shape[0], n)
+            )
+        finally:
+            handle.remove()
 
 
 class YolosAdapter(GenericVisionAdapter):
@@ -280,7 +304,11 @@ class DetrEncoderAdapter(Adapter):
     def forward(self, stage, batch):
         local = self._local
 
+        owner = threading.get_ident()
+
         def keep_mask(module, args, kwargs):
+            if threading.get_ident() != owner:
+                return  # another thread's pass through the shared model
             # (batch, tokens), True where the map holds the image
             local.masks.append(kwargs["attention_mask"].bool())
 

@@ -74,7 +74,9 @@ class Stack:
     entry_masks : bool
         Whether ``masks`` (a callable) is asked again for every entry, right
         after ``unpack``: for stacks whose entries differ in token layout (a
-        packed tower that merges its tokens between blocks).
+        packed tower that merges its tokens between blocks, a hierarchy's
+        stages, a chained tower's encoders). Otherwise it is asked once, for
+        the first entry read, and its masks serve every entry.
     """
 
     blocks: Sequence[torch.nn.Module]

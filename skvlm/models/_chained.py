@@ -98,4 +98,6 @@ def chained_stack(blocks, norm):
     def masks(hidden):
         return TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
 
-    return Stack(blocks=blocks, masks=masks, final_norm=norm, unpack=_tokens)
+    return Stack(
+        blocks=blocks, masks=masks, final_norm=norm, unpack=_tokens, entry_masks=True
+    )

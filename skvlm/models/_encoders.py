@@ -111,27 +111,17 @@ def _as_tokens(hidden):
 
 
 def map_stack(blocks):
-    """A :class:`Stack` over ``blocks`` whose entries may be (C, H, W) maps."""
+    """A :class:`Stack` over ``blocks`` whose entries may be (C, H, W) maps.
+
+    A hierarchy's entries differ in token count; none is padded, so each
+    entry's masks are all-true over its own tokens (``entry_masks``).
+    """
 
     def masks(hidden):
         batch_size, tokens = hidden.shape[:2]
         return TokenMasks.full(batch_size, tokens, hidden.device)
 
-    return Stack(blocks=blocks, masks=masks, unpack=_as_tokens)
-
-
-def per_entry_masks(read):
-    """``read`` given each entry's own all-true masks.
-
-    A hierarchy's entries differ in token count; none is padded, so each one's
-    masks are all-true over its own tokens.
-    """
-
-    def read_entry(layer, hidden, masks):
-        full = TokenMasks.full(hidden.shape[0], hidden.shape[1], hidden.device)
-        return read(layer, hidden, full)
-
-    return read_entry
+    return Stack(blocks=blocks, masks=masks, unpack=_as_tokens, entry_masks=True)
 
 
 class HierarchicalAdapter(Adapter):
@@ -178,11 +168,6 @@ class HierarchicalAdapter(Adapter):
 
     def stack(self, stage, batch):
         return map_stack(self.blocks)
-
-    def capture(self, batch, stage, layers, read, *, need_outputs=False):
-        return super().capture(
-            batch, stage, layers, per_entry_masks(read), need_outputs=need_outputs
-        )
 
     def forward(self, stage, batch):
         return self.tower(pixel_values=batch["pixel_values"])

@@ -65,7 +65,7 @@ from ..pooling import TokenMasks, pad_tokens
 from ._base import LANGUAGE_POOLINGS, Adapter, Stack, language_masks, pool_token_lists
 from ._chained import chained_stack, chained_tower
 from ._chat import ChatPromptMixin, special_token_ids
-from ._encoders import map_stack, per_entry_masks
+from ._encoders import map_stack
 from ._loading import load_processor, load_processor_without_video
 from ._loops import block_executions
 from ._packed import PackedTowerMixin
@@ -234,15 +234,19 @@ class GenericImageTextAdapter(
             self.image_token_id
         }
         self.tower = resolve_path(model, traits.vision)
-        self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
-        self.vision_widths = ()  # a timm hierarchy's entries' widths
-        # encoders run one after the other (SAM, then a second encoder)
+        # encoders run one after the other (SAM, then a second encoder): their
+        # block lists make one stack, each entry of its encoder's width
         self.chained = isinstance(traits.vision_blocks, tuple)
         self.vision_norm = None
-        if self.chained and self.tower is not None:
-            self.vision_blocks, self.vision_widths, self.vision_norm = chained_tower(
-                self.tower, traits.vision_blocks
+        if self.chained:
+            self.vision_blocks, self.vision_widths, self.vision_norm = (
+                chained_tower(self.tower, traits.vision_blocks)
+                if self.tower is not None
+                else (None, (), None)
             )
+        else:
+            self.vision_blocks = resolve_path(self.tower, traits.vision_blocks)
+            self.vision_widths = ()  # a timm hierarchy's entries' widths
         if self.vision_blocks is None and not self.chained:
             self.vision_blocks, self.vision_widths = timm_stages(self.tower)
         self.unavailable = dict(traits.unsupported)
@@ -439,11 +443,6 @@ class GenericImageTextAdapter(
                 _concatenated_streams, rows=ids.shape[0], tokens=ids.shape[1]
             ),
         )
-
-    def capture(self, batch, stage, layers, read, *, need_outputs=False):
-        if stage == "vision" and self.vision_widths:
-            read = per_entry_masks(read)
-        return super().capture(batch, stage, layers, read, need_outputs=need_outputs)
 
     def forward(self, stage, batch):
         if stage == "vision" and self.pixtral:

@@ -146,7 +146,7 @@ def _vlm_cells(model_type, classes, tiny):
             for column in ("generative", "tuner"):
                 if not cells[column].startswith("unsupported"):
                     cells[column] = "tested"
-    # -- itm --: zero-shot through the type's retrieval checkpoints, if served
+    # zero-shot through the type's retrieval checkpoints, if served
     cells["zero_shot"] = _retrieval_cell(model_type, classes)
     return cells
 
@@ -182,7 +182,6 @@ def _vision_cells(kind, tiny):
     return cells
 
 
-# -- backbones1 --
 def _image_types():
     """``{model_type: kind}`` of transformers' image-feature-extraction and
     zero-shot image-classification mappings."""
@@ -272,7 +271,6 @@ def support_matrix():
     for model_type, kind in sorted(vision.items(), key=lambda kv: (kv[1], kv[0])):
         cells = _vision_cells(kind, TINY_MODELS.get(model_type))
         rows.append({"model_type": model_type, "kind": kind, **cells})
-    # -- backbones1 --
     listed = {row["model_type"] for row in rows}
     rows += _unserved_vision_rows(listed)
     matrix = pd.DataFrame(rows, columns=list(COLUMNS))

@@ -69,10 +69,6 @@ class MllamaAdapter(GenericImageTextAdapter):
         super().__init__(model, processor)
         self.projector = resolve_path(model, self.traits.projector[0])
         self.has_cls = True
-        # its two encoders share one width and one token layout (the tiles'),
-        # so every entry takes the tiles' masks, not a chained tower's
-        # per-entry ones (skvlm.models._chained)
-        self.vision_widths = ()
         # the generic checks (one block list, get_image_features) do not apply
         self.unavailable = dict(self.traits.unsupported)
         self.stages = tuple(s for s in type(self).stages if s not in self.unavailable)

@@ -55,15 +55,10 @@ ADAPTER_MODULES = (
     "skvlm.models._formulanet",
     "skvlm.models._decoder_prefix",
     "skvlm.models._generic",
-    # -- idefics1 --
     "skvlm.models._idefics1",
-    # -- backbones1 --
     "skvlm.models._backbones",
-    # -- backbones2 --
     "skvlm.models._backbones2",
-    # -- videoprism --
     "skvlm.models._videoprism",
-    # -- itm --
     "skvlm.models._itm",
 )
 
@@ -127,7 +122,7 @@ def adapter_class(config):
     """The adapter class for a model config, or an error listing the supported families."""
     model_type = getattr(config, "model_type", None)
     classes = adapter_classes()
-    # -- itm --: a checkpoint whose architecture has its own adapter (BLIP's
+    # a checkpoint whose architecture has its own adapter (BLIP's
     # retrieval model shares the captioner's model type)
     architectures = set(getattr(config, "architectures", None) or ())
     for cls in classes:
@@ -233,7 +228,7 @@ def _check_timm(config, exc):
     from transformers.utils import is_timm_available
 
     architecture = getattr(getattr(config, "vision_config", None), "architecture", None)
-    # -- backbones2 --: a DETR-style detector's backbone may be a timm model
+    # a DETR-style detector's backbone may be a timm model
     backbone = getattr(config, "backbone_config", None)
     if (
         architecture is None

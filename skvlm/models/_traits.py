@@ -213,28 +213,24 @@ _BLIP = Traits(
     language_norm=("norm", "final_layer_norm"),
 )
 
-# -- udop --
 _UDOP_NO_PROJECTOR = (
     "it has no projector: a convolution embeds the image's patches straight "
     "at the encoder's width, and the encoder reads them beside the words (the "
     "vision stage's entry 0)"
 )
 
-# -- vqtok --
 _NO_PROJECTOR_TO_TRAIN = (
     "it has no projector to train: the image codes are rows of the language "
     "model's word embeddings, shared with the text"
 )
 
 
-# -- blip1 --
 _BLIP1_NO_PROJECTOR = (
     "it has no projector: its text decoder's cross-attention layers read the "
     "vision tower's output (its last_hidden_state) as it is (stage='vision' "
     "gives the tower's blocks)"
 )
 
-# -- encdec2 --
 _NO_CONNECTOR = (
     "nothing stands between its encoder and its decoder: the decoder "
     "cross-attends to the encoder's last hidden state, after the encoder's "
@@ -334,7 +330,6 @@ TRAITS = {
     "hy_v4_vl": Traits(
         projector=("model.vision_tower.patch_merger",), cache="recompute"
     ),
-    # -- recipes2 --
     "deepseek_ocr2": Traits(
         # the learned separator after each image's tokens is projector output
         projector=("model.multi_modal_projector", "model.view_separator"),
@@ -365,13 +360,11 @@ TRAITS = {
         # <img>, the <imgpad> tokens and </img>
         placeholder="<img>",
     ),
-    # -- recipes1 --
     # its sparse-attention indexer keeps per-layer keys beside the KV cache; its
     # model class's get_image_features names no grid (the base model's does)
     "dots3_note": Traits(
         views="packed", projector=("model.vision_tower.merger",), cache="recompute"
     ),
-    # -- encdec --
     # Gemma encoder-decoder: LoRA and train="full" cover both stacks' "layers"
     # (the tower under the encoder is left out as vision)
     "t5gemma2": Traits(
@@ -396,7 +389,6 @@ TRAITS = {
             ),
         },
     ),
-    # -- tvworld2 --
     "minimax_m3_vl": Traits(views="packed"),
     # AltUp streams (altup_num_inputs); HF's hidden_states end with the last
     # block's streams, before they are merged and normed
@@ -426,7 +418,6 @@ TRAITS = {
         # SAM's blocks, then the CLIP encoder's (skvlm.models._chained)
         vision_blocks=("sam_encoder.layers", "vision_encoder.encoder.layers"),
     ),
-    # -- tvworld1 --
     "apertus1p5": Traits(
         unsupported={
             "vision": "it has no vision tower: a convolutional VQ tokenizer turns "
@@ -467,7 +458,6 @@ TRAITS = {
             "tokens (the projector stage gives its output)"
         },
     ),
-    # -- vqtok --
     # the model is its own base: the NemotronH causal LM and the RADIO tower
     # hang off it; the tower packs every image's patches (raster order) in one
     # sequence, a class and register tokens before each image's; Mamba-2
@@ -503,7 +493,6 @@ TRAITS = {
             "tuner:projector": _NO_PROJECTOR_TO_TRAIN,
         },
     ),
-    # -- minicpm --
     **dict.fromkeys(
         ("minicpm_ocr", "minicpmv4_6", "minicpmv4_7"),
         # Qwen3.5's linear-attention layers keep a recurrent state in the cache;
@@ -511,7 +500,6 @@ TRAITS = {
         # its blocks after insert_layer_id hold a 2 x 2 merged grid
         Traits(cache="recompute", projector=("model.merger",), views="packed"),
     ),
-    # -- kosmos --
     # no image token id: image_embeds_position_mask marks the image's positions
     # (skvlm.models._kosmos2); appended tokens are text (mask 0)
     "kosmos-2": Traits(
@@ -535,7 +523,6 @@ TRAITS = {
         token_inputs=("image_embeds_position_mask",),
         language_norm=("layer_norm",),
     ),
-    # -- idefics1 --
     # IDEFICS v1 (skvlm.models._idefics1): the image enters through gated
     # cross-attention layers (which keep nothing in the cache: the adapter's
     # held_inputs give each cached pass the image again); the projector the
@@ -546,7 +533,6 @@ TRAITS = {
         language="model",
         token_inputs=("image_attention_mask",),
     ),
-    # -- names --
     # Vision encoders and CLIP-style models (skvlm.models._vision, _encoders):
     # the tower is derived (``vision_model``), its blocks and pooling head too;
     # CLIP-style models project the pooled output
@@ -567,7 +553,6 @@ TRAITS = {
     "dinov3_convnext": Traits(vision_blocks="model.stages"),
     **dict.fromkeys(("swin", "swinv2"), Traits(vision_blocks="encoder.layers")),
     "align": Traits(vision_blocks="encoder.blocks"),
-    # -- blip1 --
     # BLIP (v1): a text decoder whose blocks cross-attend to the tower's last
     # states (skvlm.models._blip1); BERT keeps its blocks in encoder.layer
     "blip": Traits(
@@ -586,7 +571,6 @@ TRAITS = {
     ),
     # an image is a still video of 4 frames (skvlm.models._blip1)
     "instructblipvideo": _BLIP,
-    # -- prefix --
     # the decoder puts the image's tokens before the text's itself, with no
     # image token in input_ids (skvlm.models._git); its blocks are post-norm
     "git": Traits(
@@ -599,7 +583,6 @@ TRAITS = {
         lm_head="output",
         class_token="first",
     ),
-    # -- udop --
     # one T5 encoder over the prompt's words and the image's patches
     # (skvlm.models._udop); the tuner adapts the encoder and the decoder
     "udop": Traits(
@@ -623,7 +606,6 @@ TRAITS = {
         lm_head="lm_head",
         language_norm=("layer_norm",),
     ),
-    # -- encdec2 --
     # encoder-decoders whose encoder reads the image alone; the prompt is the
     # decoder's prefix (skvlm.models._decoder_prefix)
     "pix2struct": Traits(
@@ -650,7 +632,6 @@ TRAITS = {
     ),
     # Donut's encoder: Swin's code under another type (read by Swin's adapter)
     "donut-swin": Traits(vision_blocks="encoder.layers"),
-    # -- backbones2 --
     # ViT-like backbones and video encoders (skvlm.models._backbones2); the
     # others' blocks and heads are derived. ViTDet's entries are maps, its
     # blocks one list; ImageGPT's last hidden state carries its final layernorm
@@ -670,7 +651,6 @@ TRAITS = {
         ),
         Traits(vision="", vision_blocks="encoder.layers"),
     ),
-    # -- videoprism --
     # VideoPrism: a spatial encoder (per frame), then a temporal encoder (per
     # patch), read as one stack (skvlm.models._videoprism); its projector is
     # the video model's attention-pooled, normalized embedding
@@ -708,17 +688,17 @@ TRAITS.update(
     }
 )
 
-# -- backbones1 --
 #: Image-feature-extraction and zero-shot image types (transformers'
 #: ``MODEL_FOR_IMAGE_MAPPING_NAMES``, ``..._ZERO_SHOT_IMAGE_CLASSIFICATION_...``)
 #: skvlm does not serve, and why: ``support_matrix()`` says so, and loading one
 #: stops with the reason.
 VISION_NOT_SERVED = {
-    "dinat": "DiNAT's neighborhood attention needs the natten library, which is "
-    "not installable here: its registry release (0.21.7) is a source "
-    "distribution only, with no wheel for this platform, and that release no "
-    "longer has the natten2dqkrpb / natten2dav functions transformers' DiNAT "
-    "calls",
+    "dinat": "transformers' DiNAT runs its neighborhood attention through the "
+    "natten library's natten2dqkrpb / natten2dav functions, which natten's "
+    "current release (0.21.7, a source distribution only) no longer has, so "
+    "skvlm cannot run or test it. Use a hierarchical encoder skvlm serves "
+    "instead (Swin, ConvNeXt, Hiera: skvlm.models.support_matrix() lists "
+    "them)",
     "timm_backbone": "TimmBackbone.from_pretrained takes its argument for a timm "
     "model name and builds that model with timm's own pretrained weights (a "
     "saved directory's config and weights are ignored), so a timm_backbone "
@@ -803,7 +783,6 @@ def final_norm(language, names=None):
     )
 
 
-# -- encdec2 --
 def decoder_stack(decoder, names):
     """(owner, blocks): the first module under ``decoder`` (itself included)
     that holds a non-empty list of blocks under one of ``names``; (None, None)
@@ -879,18 +858,19 @@ TIMM_MODEL = "timm_model"
 def resolve_path(root, path):
     """The module or parameter at dotted ``path`` under ``root``, or None.
 
-    A tuple of paths (``Traits.vision_blocks`` of a tower of several
-    encoders) resolves to the list of their blocks, in order.
+    One path: a tuple of block lists (``Traits.vision_blocks`` of a tower of
+    several encoders) is resolved list by list, where each list's width is
+    read too (:mod:`skvlm.models._chained`).
     """
     if path is None:
         return None
     if path == "":
         return root
-    if isinstance(path, tuple):
-        lists = [resolve_path(root, p) for p in path]
-        if any(blocks is None for blocks in lists):
-            return None
-        return [block for blocks in lists for block in blocks]
+    if not isinstance(path, str):
+        raise TypeError(
+            f"resolve_path takes one dotted path, not {path!r}: resolve each "
+            "path of a tuple on its own."
+        )
     node = root
     for name in path.split("."):
         node = getattr(node, name, None)
@@ -1001,7 +981,6 @@ def derive_traits(model, declared=None):
     )
 
 
-# -- itm --
 #: Image-text retrieval checkpoints, by architecture (their model type is the
 #: captioner's): served as CLIP-style models (skvlm.models._itm). ``projector``
 #: is (image projection, text projection, ...); ``language`` the text tower.

@@ -13,7 +13,6 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._callbacks": ["KeyLog"],
         "._encoders": ["TESTED_ENCODER_TYPES", "make_tiny_encoder"],
-        # -- backbones1 --
         "._encoders_backbones1": ["BACKBONE_BUILDERS", "make_tiny_backbone"],
         "._families_encdec": [
             "make_tiny_blip2_t5",
@@ -41,9 +40,7 @@ __getattr__, __dir__, __all__ = attach(
             "make_tiny_mistral_large4",
         ],
         "._families_kosmos": ["make_tiny_kosmos2", "make_tiny_kosmos2_5"],
-        # -- blip1 --
         "._families_blip1": ["make_tiny_blip", "make_tiny_instructblipvideo"],
-        # -- itm --
         "._families_itm": [
             "make_tiny_blip2_retrieval",
             "make_tiny_blip_retrieval",

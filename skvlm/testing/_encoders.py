@@ -310,10 +310,10 @@ _BUILDERS.update(
     {t: partial(make_tiny_vision_encoder, t) for t in sorted(CLAIMED_ENCODERS)}
 )
 TESTED_ENCODER_TYPES += tuple(sorted(CLAIMED_ENCODERS))
-# -- backbones2 --: ViT-like backbones and still-video encoders
+# ViT-like backbones and still-video encoders
 # (tests/models/test_backbones2.py)
 _BUILDERS.update(BACKBONES2_BUILDERS)
-# -- videoprism --: VideoPrism, its video processor needs torchvision
+# VideoPrism, its video processor needs torchvision
 # (tests/models/test_videoprism.py)
 _BUILDERS.update(VIDEOPRISM_BUILDERS)
 

@@ -197,7 +197,6 @@ _CLIP_TOWER = dict(
 _NO_VISION = ("projector", "language")  # TRAITS says why
 
 
-# -- vqtok --
 def _chameleon_codes(n):
     """Chameleon's image-code words: code 12 is ``IMGIMGBCZ`` (digits as A-J)."""
     return tuple(
@@ -298,7 +297,6 @@ _OMNI_AUDIO = dict(
 )
 _TILES = dict(_SQUARE, crop_to_patches=True, min_patches=1, max_patches=4)
 
-# -- recipes2 --
 _GRANITE_TOKENS = ("<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>")
 
 
@@ -364,7 +362,6 @@ _MUSE_CONFIG = dict(
 )
 
 
-# -- tvworld1 --
 def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
     """An Inkling family: one image token per image patch of 16 px (2 x 2
     patches of 8 px in Inkling 2), sliding and full attention layers with
@@ -397,7 +394,6 @@ def _inkling(image_processor, *, text=None, vision=None, audio=False, **kwargs):
 
 _INKLING2_VISION = dict(patch_size=8, posemb_grid_size=8, projection_hidden_dim=64)
 
-# -- minicpm --
 #: MiniCPM-V's tokens: the image (and video) placeholder and the markers its
 #: processor reads off the tokenizer by name.
 _MINICPM_TOKENS = {
@@ -813,7 +809,6 @@ CLAIMED_RECIPES = {
         config=dict(vision_config=_CLIP_TOWER, vision_feature_layer=-2),
         **_LLAVA_TOKENS,
     ),
-    # -- recipes2 --
     # Cosmos 3's vision-language part is Qwen3-VL's, and its checkpoints use
     # Qwen/Qwen3-VL-8B-Instruct's processor files: Qwen3VLProcessor
     "cosmos3_omni": _qwen_like(
@@ -948,7 +943,6 @@ CLAIMED_RECIPES = {
         template=_chatml("<img>{{ '<imgpad>' * 64 }}</img>"),
         config=dict(vision_config=dict(_SAM, image_size=256)),
     ),
-    # -- recipes1 --
     # its merger turns each image's 2 x 2 blocks into a grid with a newline
     # token per row, framed by a begin and an end token; M-RoPE over
     # (width, height, image index)
@@ -1116,7 +1110,6 @@ CLAIMED_RECIPES = {
         ),
         **_GLM,
     ),
-    # -- tvworld2 --
     # image processors that exist only with torchvision: the processor's files
     # are written from its config (_written_processor)
     "minimax_m3_vl": Recipe(
@@ -1395,7 +1388,6 @@ CLAIMED_RECIPES = {
         torchvision=True,
         timm=True,
     ),
-    # -- tvworld1 --
     # Apertus 1.5: a VQ image tokenizer (convolutions) turns 16 x 16 px into one
     # discrete code, read as an extra token of the language model's vocabulary
     "apertus1p5": Recipe(
@@ -1550,7 +1542,6 @@ CLAIMED_RECIPES = {
         video={"video_processor_type": "Kimi_K25VideoProcessor"},
         torchvision=True,
     ),
-    # -- vqtok --
     # Nemotron 3 Nano Omni: a packed RADIO tower (patches of every image in one
     # sequence, class and register tokens first), a hybrid Mamba-2 / attention
     # language model (NemotronH)
@@ -1659,7 +1650,6 @@ CLAIMED_RECIPES = {
         ),
         stages=_NO_VISION,
     ),
-    # -- minicpm --
     "minicpm_ocr": _minicpm("MiniCPMOcrImageProcessor", torchvision=True),
     "minicpmv4_6": _minicpm("MiniCPMV4_6ImageProcessorPil"),
     "minicpmv4_7": _minicpm(
@@ -1673,7 +1663,6 @@ CLAIMED_RECIPES = {
         ),
     ),
 }
-# -- encdec --
 # DiffusionGemma: Gemma 4's processor and tower; the auto-regressive encoder's
 # text stack is the language stage (its block-diffusion decoder is no stage).
 _GEMMA4 = CLAIMED_RECIPES["gemma4"]
@@ -1825,12 +1814,11 @@ def _config_kwargs(config_cls, recipe, tokenizer, overrides):
     )
     if "image_token_offset" in default.to_dict():
         out = _code_offsets(out, len(tokenizer))
-    if "vocabulary_map" in default.to_dict():  # -- vqtok -- Chameleon, Emu3
+    if "vocabulary_map" in default.to_dict():  # Chameleon, Emu3
         out["vocabulary_map"] = tokenizer.get_vocab()  # image codes -> words
     return out
 
 
-# -- tvworld1 --
 def _code_offsets(kwargs, n_words):
     """Discrete image (and audio) codes as token ids after the tokenizer's
     words (Apertus 1.5): the vocabulary grows by each codebook."""

@@ -137,7 +137,6 @@ TINY_MODELS = {
 # The families built from a recipe (skvlm.testing.make_tiny_vlm), and the
 # vision towers built the same way (make_tiny_encoder).
 TINY_MODELS.update((t, _encoder(t, "vision")) for t in claimed.CLAIMED_ENCODERS)
-# -- backbones2 --
 TINY_MODELS.update(
     (t, _encoder(t, "clip" if t in ("clipseg", "tipsv2") else "vision"))
     for t in enc.BACKBONES2_BUILDERS
@@ -155,7 +154,6 @@ TINY_MODELS.update(
     )
     for name, recipe in claimed.CLAIMED_RECIPES.items()
 )
-# -- tvworld2 --
 # a timm tower: timm imports only with torchvision, so it runs in that world
 # (its vision stage: the timm tower's stages, skvlm.models._timm_stages)
 TINY_MODELS["gemma3n"] = TinyModel(
@@ -165,31 +163,24 @@ TINY_MODELS["gemma3n"] = TinyModel(
     True,
     torchvision=True,
 )
-# -- kosmos --
 TINY_MODELS["kosmos-2"] = TinyModel(kosmos.make_tiny_kosmos2, "vlm", _ALL)
 TINY_MODELS["kosmos-2.5"] = TinyModel(kosmos.make_tiny_kosmos2_5, "vlm", _ALL)
-# -- towers1 --
 TINY_MODELS["shieldgemma2"] = TinyModel(tw1.make_tiny_shieldgemma2, "vlm", _ALL)
-# -- idefics1 --
 TINY_MODELS["idefics"] = TinyModel(idefics1.make_tiny_idefics, "vlm", _ALL)
-# -- blip1 --
 # BLIP (v1): no projector (its decoder cross-attends to the tower's states)
 TINY_MODELS["blip"] = TinyModel(blip1.make_tiny_blip, "vlm", ("vision", "language"))
 TINY_MODELS["instructblipvideo"] = TinyModel(
     blip1.make_tiny_instructblipvideo, "vlm", _ALL, torchvision=True
 )
-# -- prefix --
 TINY_MODELS["git"] = TinyModel(prefix.make_tiny_git, "vlm", _ALL)
 # no vision tower; its processor needs torchvision in transformers 5.25
 TINY_MODELS["fuyu"] = TinyModel(
     prefix.make_tiny_fuyu, "vlm", ("projector", "language"), torchvision=True
 )
-# -- udop --
 TINY_MODELS["udop"] = TinyModel(udop.make_tiny_udop, "vlm", ("vision", "language"))
 TINY_MODELS["pp_formulanet"] = TinyModel(
     udop.make_tiny_pp_formulanet, "vlm", _ALL, torchvision=True
 )
-# -- encdec2 --
 # encoder-decoders whose prompt is the decoder's prefix; Pix2Struct has no
 # projector
 TINY_MODELS["pix2struct"] = TinyModel(
@@ -198,7 +189,6 @@ TINY_MODELS["pix2struct"] = TinyModel(
 TINY_MODELS["vision-encoder-decoder"] = TinyModel(
     encdec2.make_tiny_vision_encoder_decoder, "vlm", _ALL
 )
-# -- backbones1 --
 # convolutional and hierarchical backbones (skvlm.models.BackboneAdapter) and
 # DPT's ViT encoder; timm's models and Depth Pro's processor need torchvision
 TINY_MODELS.update(
@@ -213,7 +203,6 @@ TINY_MODELS.update(
     )
     for t in bb1.BACKBONE_BUILDERS
 )
-# -- videoprism --
 # VideoPrism read on still videos; its video processor needs torchvision
 TINY_MODELS.update(
     (
@@ -228,7 +217,6 @@ TINY_MODELS.update(
     for t, kind in (("videoprism", "clip"), ("videoprism_vision_model", "vision"))
 )
 
-# -- itm --
 #: Image-text retrieval checkpoints, by the model type they share with the
 #: captioner of :data:`TINY_MODELS`: their vision and projector stages and
 #: zero-shot classification are compared with HF's own outputs

@@ -553,7 +553,6 @@ NEW_FAMILIES.append(
     _new("t5gemma2", make_tiny_t5gemma2, tower=None, reference=t5gemma2_reference)
 )
 
-# -- kosmos --
 # Kosmos-2: no image token id, the image's positions come from
 # image_embeds_position_mask; a CLIP-like tower with a class token
 NEW_FAMILIES.append(
@@ -580,7 +579,6 @@ NEW_FAMILIES.append(
         ),
     )
 )
-# -- udop --
 # UDOP: one encoder over the prompt's words and the image's patches; its
 # vision stage is that encoder at the patch positions, no projector
 NEW_FAMILIES.append(
@@ -593,7 +591,6 @@ NEW_FAMILIES.append(
     )
 )
 
-# -- towers1 --
 # ShieldGemma 2: Gemma 3 inside an image classifier; HF's own processor builds
 # each prompt as a policy check (the prompt passed as its one custom policy)
 NEW_FAMILIES.append(
@@ -606,7 +603,6 @@ NEW_FAMILIES.append(
     )
 )
 
-# -- idefics1 --
 # IDEFICS (v1): the image enters through gated cross-attention layers; a
 # CLIP-like tower with a class token, a perceiver resampler
 NEW_FAMILIES.append(
@@ -618,7 +614,6 @@ NEW_FAMILIES.append(
         reference=idefics1_reference,
     )
 )
-# -- encdec2 --
 # Encoder-decoders whose encoder reads the image alone: the prompt is the
 # decoder's prefix (its start token, then the prompt), no position holds the
 # image (no image_mean); "a cat" is 3 tokens with the start token
@@ -654,7 +649,6 @@ NEW_FAMILIES += [
     ),
 ]
 
-# -- blip1 --
 # BLIP (v1): the text decoder cross-attends to the image (no image positions,
 # so no image_mean) and there is no projector; its rows hold the prompt alone
 NEW_FAMILIES.append(
@@ -695,7 +689,6 @@ TORCHVISION_FAMILIES = [
         ),
         marks=(NEEDS_TORCHVISION,),
     ),
-    # -- udop --
     # PP-FormulaNet: the encoder reads the image alone; the prompt is the
     # decoder's, which cross-attends to the projector (no image positions)
     replace(
@@ -713,7 +706,6 @@ TORCHVISION_FAMILIES = [
         },
     ),
 ]
-# -- blip1 --
 # InstructBLIP-Video: its video processor needs torchvision; each image a
 # still video of 4 frames
 TORCHVISION_FAMILIES.append(
@@ -745,7 +737,6 @@ def _claimed(name, *, build, tower, torchvision, images=None, **kwargs):
 _CLAIMED = [_claimed(name, **row) for name, row in CLAIMED_ROWS.items()]
 TORCHVISION_FAMILIES += [f for f in _CLAIMED if NEEDS_TORCHVISION in f.marks]
 NEW_FAMILIES += _CLAIMED
-# -- prefix --
 # GIT: the decoder puts the image's tokens (CLS and patches) before the text's,
 # none of them in input_ids
 NEW_FAMILIES.append(

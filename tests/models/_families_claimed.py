@@ -39,7 +39,6 @@ PACKED = {
     "qwen3_omni_moe_thinker": dict(tower="model.visual", blocks="blocks"),
     "qwen4_exp": dict(tower="model.visual", blocks="blocks"),
     "video_llama_3": dict(tower="model.vision_model", blocks="encoder.layers"),
-    # -- recipes1 --
     "cohere_compass": dict(tower="model.visual", blocks="blocks"),
     "dots3_note": dict(tower="model.vision_tower", blocks="blocks"),
     "glm5_next": dict(tower="model.visual", blocks="blocks"),
@@ -52,9 +51,7 @@ PACKED = {
     ),
     "hy_v4_vl": dict(tower="model.vision_tower", blocks="layers", merge=1),
     "lfm3_vl": dict(tower="model.vision_tower", blocks="layers"),
-    # -- tvworld2 --
     "minimax_m3_vl": dict(tower="model.vision_tower", blocks="layers"),
-    # -- streams --
     # their processor packs the patches row by row; the tower permutes single
     # patches into windows (spatial_merge_size 1) after its ln_pre
     "muse_glimmer": dict(tower="model.vision_tower", blocks="layers", merge=1),
@@ -67,7 +64,6 @@ WINDOWED = {
     "hyperclovax_vision_v2": "patch_embed",
     "ovis2_5": "embeddings",
     "qwen2_5_omni_thinker": "patch_embed",
-    # -- streams --
     "muse_glimmer": "ln_pre",
     "muse_spark": "ln_pre",
 }
@@ -249,7 +245,7 @@ _ROWS = {
     ),
     "lfm2_vl": dict(tower=None, nested=True, reference=_patch_tower_reference),
     "llava_next_video": dict(tower="model.vision_tower", has_cls=True),
-    # -- towers1 --: its blocks' states over each image's views (last entry:
+    # its blocks' states over each image's views (last entry:
     # the last block's, before the final norm and the 2 x 2 merge)
     "ovis2": dict(tower=None, reference=ovis2_reference),
     # served by the Qwen3-VL adapter: its packed tower unpacked per image
@@ -272,7 +268,6 @@ _ROWS = {
         )
         for name, tower in PACKED.items()
     },
-    # -- recipes2 --
     # packed towers too (Qwen3-VL's, ERNIE 4.5-VL's, GLM-V's), read per image
     **{
         name: dict(
@@ -288,7 +283,7 @@ _ROWS = {
             "glmga": "model.visual",
         }.items()
     },
-    # -- towers2 -- SAM's blocks, then the second encoder's, on the global view
+    # SAM's blocks, then the second encoder's, on the global view
     "deepseek_ocr2": dict(
         tower=None,
         vision=("mean", "max", 0, 13, 200, -1),
@@ -301,7 +296,6 @@ _ROWS = {
     "pp_chart2table": dict(
         tower="model.vision_tower", vision=("mean", "max", 0, 3, 13, -1)
     ),
-    # -- encdec --
     # the auto-regressive encoder: HF's own get_encoder() is the reference's base
     "diffusion_gemma": dict(
         tower=None,
@@ -310,7 +304,6 @@ _ROWS = {
             _patch_tower_reference, base=lambda model: model.get_encoder()
         ),
     ),
-    # -- tvworld2 --
     # timm's stages: FastViT's after its stem; the toy ResNet's after its
     # max-pooled stem, timm listing the stem's activation first
     "fast_vlm": dict(
@@ -325,7 +318,7 @@ _ROWS = {
             skip=1,
         ),
     ),
-    # -- towers2 -- every view's patches (low-res view first), view after view
+    # every view's patches (low-res view first), view after view
     "molmo2": dict(
         tower=None, vision=("mean", "max", 0, 5, 20, -1), reference=views_reference
     ),
@@ -341,15 +334,13 @@ _ROWS = {
         ),
     ),
     "step3p7": dict(tower="model.vision_model"),
-    # -- towers2 -- SAM's blocks, then the CLIP encoder's, on the global view
+    # SAM's blocks, then the CLIP encoder's, on the global view
     "unlimited_ocr": dict(
         tower=None,
         vision=("mean", "max", 0, 3, -1),
         reference=sam_then_encoder_reference,
     ),
-    # -- tvworld1 --
     **dict.fromkeys(["apertus1p5", "inkling_mm_model"], dict(tower=None)),
-    # -- towers2 --
     # a packed tower, a class token before each image; its grid counts the
     # language model's tokens (2 x 2 patches, packed token by token)
     **dict.fromkeys(
@@ -376,7 +367,6 @@ _ROWS = {
         ),
     ),
     "gemma4_unified": dict(tower=None, nested=True),
-    # -- vqtok --
     # the model is its own base (no ``model.model``); a packed RADIO tower
     "nemotron_h_omni": dict(
         tower=None,
@@ -386,7 +376,6 @@ _ROWS = {
     ),
     "chameleon": dict(tower=None),
     "emu3": dict(tower=None),
-    # -- minicpm --
     # every view of every image packed; blocks after insert_layer_id hold a
     # 2 x 2 merged grid (towers1)
     **dict.fromkeys(

@@ -274,7 +274,7 @@ def test_torchvision_backbones_pass_in_the_torchvision_world():
             "-q",
             "-rs",
             "tests/models/test_backbones.py",
-            # -- videoprism -- (its video processor needs torchvision)
+            # VideoPrism (its video processor needs torchvision)
             "tests/models/test_videoprism.py",
             "-k",
             "timm_wrapper or depth_pro or videoprism",

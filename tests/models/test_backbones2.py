@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import CLIPZeroShotClassifier
-from skvlm.models import load_processor
+from skvlm.models import load_adapter, load_processor
 from skvlm.testing import make_tiny_encoder, random_images
 from skvlm.testing._registry import TINY_MODELS
 
@@ -197,11 +197,26 @@ def test_vision_sites_equal_hf(backbones, model_type):
 
 
 def test_yolos_runs_a_padded_batch_image_by_image(backbones):
-    # the test images differ in processed size: their batch is padded (the
-    # exactness above is against each image run alone)
+    # the test images differ in processed size: their batch is padded, and
+    # HF's pass over that padded batch differs from each image alone (YOLOS
+    # attends to the padding); skvlm's batch of 4 equals each image alone
     ref = backbones["yolos"]
     inputs = load_processor(ref.path)(images=ref.images, return_tensors="pt")
     assert not inputs["pixel_mask"].all()
+    model = AutoModel.from_pretrained(ref.path).eval()
+    with torch.no_grad():
+        padded = model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
+    n_detection = model.config.num_detection_tokens
+    padded_mean = np.concatenate(
+        [_np(padded.hidden_states[k][:, 1:-n_detection].mean(1)) for k in LAYERS],
+        axis=1,
+    )
+    alone = ref.expected(LAYERS, "mean")
+    assert not np.allclose(padded_mean, alone, atol=1e-3)
+    got = _vlm(ref, layer=LAYERS, pooling="mean", batch_size=4).fit_transform(
+        ref.images
+    )
+    np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
 def test_vit_mae_reads_every_patch_in_place(backbones):
@@ -210,6 +225,19 @@ def test_vit_mae_reads_every_patch_in_place(backbones):
     assert ref.states[0][0].shape[0] == 17
     got = _vlm(ref, layer=1, pooling=-1).fit_transform(ref.images)
     np.testing.assert_allclose(got, ref.pool(1, -1), atol=1e-5)
+
+
+def test_vit_mae_leaves_the_loaded_model_as_saved(backbones):
+    # the masking is off in skvlm's passes only: the shared model keeps its
+    # checkpoint's ratio, and a plain HF pass through it still masks
+    ref = backbones["vit_mae"]
+    adapter = load_adapter(ref.path, device="cpu")
+    _vlm(ref, layer=1, pooling="mean").fit_transform(ref.images)
+    assert adapter.model.config.mask_ratio == 0.75
+    inputs = load_processor(ref.path)(images=ref.images[:2], return_tensors="pt")
+    with torch.no_grad():
+        out = adapter.model(pixel_values=inputs["pixel_values"])
+    assert out.last_hidden_state.shape[1] == 1 + 4  # CLS + a quarter of 16
 
 
 @pytest.mark.parametrize("model_type", CLIP_STYLE)
@@ -343,6 +371,43 @@ def test_detector_encoder_equals_hf(detectors, model_type):
             )
     with pytest.raises(ValueError, match="pooling='pooler' is not available"):
         _vlm(ref, pooling="pooler").fit_transform(ref.images)
+
+
+def test_detector_mask_hook_is_this_threads_only(detectors):
+    # a plain pass through the shared model in another thread, run while this
+    # thread's pass holds its hook, leaves both threads' masks alone
+    import threading
+
+    adapter = load_adapter(detectors("detr").path, device="cpu")
+    batch = adapter.prepare(detectors("detr").images[:2])
+    seen = {}
+
+    def other_thread():
+        try:
+            adapter.stack("vision", batch)  # this thread's (empty) list
+            with torch.no_grad():
+                adapter.model(
+                    pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]
+                )
+            seen["masks"] = len(adapter._local.masks)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            seen["error"] = exc
+
+    def run_other(module, args, kwargs):
+        if threading.current_thread() is threading.main_thread() and not seen:
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+
+    handle = adapter.encoder.register_forward_pre_hook(run_other, with_kwargs=True)
+    try:
+        adapter.stack("vision", batch)
+        with torch.no_grad():
+            adapter.forward("vision", batch)
+    finally:
+        handle.remove()
+    assert seen == {"masks": 0}
+    assert len(adapter._local.masks) == 1
 
 
 def test_a_timm_backbone_without_timm_names_family_and_fix(detectors, tmp_path):

@@ -272,6 +272,27 @@ def test_a_shallow_stage_runs_only_the_stages_before_it(encoders):
     assert ran == [0]
 
 
+def test_each_hierarchical_entry_gets_masks_of_its_own_tokens(encoders):
+    # the stack asks for every entry's masks itself (Stack.entry_masks): a
+    # plain Adapter.capture gives each stage masks over its own token count
+    from skvlm.models import Adapter
+
+    ref = encoders["swin"]
+    adapter = load_adapter(ref.path, device="cpu")
+    batch = adapter.prepare(ref.images[:2])
+    seen = {}
+
+    def read(layer, hidden, masks):
+        seen[layer] = (hidden.shape[1], masks.valid.shape[1], int(masks.pooled.sum()))
+
+    layers = range(adapter.n_layers("vision"))
+    with torch.no_grad():
+        Adapter.capture(adapter, batch, "vision", layers, read)
+    counts = [h.shape[1] for h in ref.states]
+    assert len(set(counts)) > 1  # the stages differ in token count
+    assert [seen[k] for k in layers] == [(n, n, 2 * n) for n in counts]
+
+
 def test_store_serves_hierarchical_layer_lists(encoders, tmp_path):
     ref = encoders["swin"]
     vlm = _vlm(ref, "vision", layer=LAYERS, pooling="max", cache=tmp_path / "s")

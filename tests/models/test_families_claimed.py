@@ -103,7 +103,6 @@ def test_hyper_connection_entries_hold_every_stream(built, name, streams):
     assert vlm.fit_transform(X).shape == (2, streams * width + width)
 
 
-# -- recipes1 --
 def test_hunyuan_vl_hf_numbers_images_over_the_batch(built):
     # Why skvlm computes HunYuanVL's positions row by row (Traits.row_positions):
     # HF's own get_rope_index numbers the image-index axis over the whole batch,
@@ -181,7 +180,6 @@ def test_hunyuan_vl_rows_are_positioned_alone_in_extraction_and_training(built):
     assert torch.equal(positions[:, 0], hf[:, 0])  # the first row agrees
 
 
-# -- encdec --
 @pytest.mark.parametrize("column", ["generative", "tuner"])
 def test_a_block_diffusion_model_refuses_to_score_or_train(
     built, matrix, column, tmp_path
@@ -207,7 +205,6 @@ def test_a_block_diffusion_model_refuses_to_score_or_train(
         estimator.fit(built.images(name)[:2], y)
 
 
-# -- naflex --
 @pytest.mark.parametrize(
     "name", [pytest.param("lfm2_vl", marks=BY_NAME["lfm2_vl"].marks)]
 )

@@ -132,7 +132,6 @@ def test_a_packed_tower_without_grid_is_refused(built, monkeypatch):
         clear_model_cache()
 
 
-# -- towers1 --
 # MiniCPM-V: every view of every image packed, and a merger between blocks
 MINICPM = ["minicpmv4_6", "minicpmv4_7"]
 

@@ -62,10 +62,9 @@ def test_tested_cells_are_exactly_what_the_family_tests_run(matrix):
     covered |= {(t, "vision") for t in [*BACKBONES2_KINDS, *DETECTORS]}  # backbones2
     covered |= {(t, c) for t in BACKBONES2_CLIP for c in ("projector", "zero_shot")}
     covered |= {(t, c) for t in ENCODER_CLIP_STYLE for c in ("projector", "zero_shot")}
-    # -- videoprism --
     covered |= {(t, "vision") for t in VIDEOPRISM_KINDS}
     covered |= {("videoprism", c) for c in ("projector", "zero_shot")}
-    # -- itm --: the retrieval checkpoints' zero-shot (test_itm.py)
+    # the retrieval checkpoints' zero-shot (test_itm.py)
     covered |= {(t, "zero_shot") for t in ITM_TYPES}
     tested = {
         (row["model_type"], column)

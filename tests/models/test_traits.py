@@ -251,3 +251,15 @@ def test_a_vit_towers_class_and_distillation_tokens_are_found(tmp_path):
     assert deit.embeddings.cls_token is not None
     assert (has_class_token(deit), extra_prefix_tokens(deit)) == (True, 1)
     assert (has_class_token(siglip), extra_prefix_tokens(siglip)) == (False, 0)
+
+
+def test_resolve_path_takes_one_path():
+    # a chained tower's tuple of block lists is resolved list by list
+    # (skvlm.models._chained), not flattened here
+    from skvlm.models import resolve_path
+
+    tower = torch.nn.Module()
+    tower.a = torch.nn.ModuleList([torch.nn.Identity()])
+    assert resolve_path(tower, "a") is tower.a
+    with pytest.raises(TypeError, match="one dotted path"):
+        resolve_path(tower, ("a", "a"))
