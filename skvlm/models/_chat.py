@@ -24,6 +24,10 @@ class ChatPromptMixin:
 
     image_token = "<image>"
     fallback_format = "{prompt}"
+    #: Whether a formatted prompt holds the image placeholder once. False for
+    #: the families whose processor puts the image in front of the prompt
+    #: itself (:func:`image_first_prompt`: Florence-2, Kosmos-2, GIT, Fuyu).
+    placeholder_in_prompt = True
 
     def format_prompt(self, prompt):
         """The text the model sees for ``prompt``; one with the placeholder is used as is.
@@ -50,8 +54,11 @@ class ChatPromptMixin:
         return self.fallback_format.format(image=self.image_token, prompt=prompt)
 
     def format_prompts(self, prompts):
-        """Formatted prompts of a batch, each with exactly one image placeholder."""
+        """Formatted prompts of a batch, each with exactly one image placeholder
+        (where ``placeholder_in_prompt``)."""
         texts = [self.format_prompt(p) for p in prompts]
+        if not self.placeholder_in_prompt:
+            return texts
         for i, text in enumerate(texts):
             count = text.count(self.image_token)
             if count != 1:

@@ -53,6 +53,7 @@ class Florence2Adapter(GenericImageTextAdapter):
     model_types = ("florence2",)
     stages = ("vision", "projector", "language")
     fallback = False
+    placeholder_in_prompt = False  # the processor puts the image first
     #: The language model is an encoder-decoder: generative scoring and the
     #: tuner put the answer in the decoder, behind ``decoder_start_ids``: its
     #: start token, then BART's ``<s>``, as Florence-2's answers were trained.
@@ -118,9 +119,6 @@ class Florence2Adapter(GenericImageTextAdapter):
         'What is it?'
         """
         return image_first_prompt(prompt, self.image_token, "Florence-2")
-
-    def format_prompts(self, prompts):
-        return [self.format_prompt(p) for p in prompts]
 
     def prepare(self, images, prompts=None):
         prompts = [None] * len(images) if prompts is None else prompts

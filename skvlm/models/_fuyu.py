@@ -53,6 +53,7 @@ class FuyuAdapter(GenericImageTextAdapter):
     model_types = ("fuyu",)
     stages = ("projector", "language")
     fallback = False
+    placeholder_in_prompt = False  # the processor puts the image first
 
     @classmethod
     def supports(cls, config):
@@ -86,9 +87,6 @@ class FuyuAdapter(GenericImageTextAdapter):
         """The prompt as Fuyu's processor takes it (it adds the image); a
         leading ``|SPEAKER|`` is dropped."""
         return image_first_prompt(prompt, self.image_token, "Fuyu")
-
-    def format_prompts(self, prompts):
-        return [self.format_prompt(p) for p in prompts]
 
     def prepare(self, images, prompts=None):
         prompts = [None] * len(images) if prompts is None else prompts

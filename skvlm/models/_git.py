@@ -51,6 +51,7 @@ class GitAdapter(GenericImageTextAdapter):
     model_types = ("git",)
     stages = ("vision", "projector", "language")
     fallback = False
+    placeholder_in_prompt = False  # the processor puts the image first
     #: The model's cache holds the image's tokens, which ``input_ids`` do not:
     #: the generative scorer positions continuations by the text's length (as
     #: HF's ``generate`` does), not by the cache's.
@@ -84,9 +85,6 @@ class GitAdapter(GenericImageTextAdapter):
         'What is it?'
         """
         return image_first_prompt(prompt, self.image_token, "GIT")
-
-    def format_prompts(self, prompts):
-        return [self.format_prompt(p) for p in prompts]
 
     def prepare(self, images, prompts=None):
         prompts = [None] * len(images) if prompts is None else prompts

@@ -57,6 +57,7 @@ class Kosmos2Adapter(GenericImageTextAdapter):
     model_types = ("kosmos-2",)
     stages = ("vision", "projector", "language")
     fallback = False
+    placeholder_in_prompt = False  # the processor puts the image first
 
     @classmethod
     def supports(cls, config):
@@ -92,9 +93,6 @@ class Kosmos2Adapter(GenericImageTextAdapter):
         'What is it?'
         """
         return image_first_prompt(prompt, self.image_token, "Kosmos-2")
-
-    def format_prompts(self, prompts):
-        return [self.format_prompt(p) for p in prompts]
 
     def image_positions(self, batch):
         """(rows, tokens) bool: the positions that hold image features."""
