@@ -97,12 +97,19 @@ class BlipRetrievalAdapter(CLIPAdapter):
                 padding="longest",
                 truncation=True,
             )
-            states = self.text_tower(
-                input_ids=tokens["input_ids"].to(self.device),
-                attention_mask=tokens["attention_mask"].to(self.device),
-            ).last_hidden_state
+            states = self.text_states(
+                tokens["input_ids"].to(self.device),
+                tokens["attention_mask"].to(self.device),
+            )
+            states = states.to(self.text_out.weight.dtype)
             chunks.append(self.text_out(states[:, 0]).float())
         return torch.cat(chunks)
+
+    def text_states(self, input_ids, attention_mask):
+        """The text tower's last states, (texts, tokens, dim)."""
+        return self.text_tower(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
 
     def logit_params(self):
         """(1, 0): the model's ITC score is the plain cosine similarity."""
@@ -154,26 +161,12 @@ class Blip2RetrievalAdapter(BlipRetrievalAdapter):
         embeds = torch.nn.functional.normalize(self.projection(out), dim=-1)
         return {(0, "pooler"): embeds.flatten(1).float()}
 
-    def encode_text(self, texts, batch_size=64):
-        """Text embeddings in the joint space (not normalised), float32 (n, dim)."""
-        tokenizer = self.processor.tokenizer
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            tokens = tokenizer(
-                list(texts[start : start + batch_size]),
-                return_tensors="pt",
-                padding="longest",
-                truncation=True,
-            )
-            embeds = self.text_embeddings(input_ids=tokens["input_ids"].to(self.device))
-            states = self.text_tower(
-                query_embeds=embeds,
-                query_length=0,
-                attention_mask=tokens["attention_mask"].to(self.device),
-            ).last_hidden_state
-            states = states.to(self.text_out.weight.dtype)
-            chunks.append(self.text_out(states[:, 0]).float())
-        return torch.cat(chunks)
+    def text_states(self, input_ids, attention_mask):
+        """The Q-Former's last states over the text alone (no queries)."""
+        embeds = self.text_embeddings(input_ids=input_ids)
+        return self.text_tower(
+            query_embeds=embeds, query_length=0, attention_mask=attention_mask
+        ).last_hidden_state
 
 
 ADAPTERS = [BlipRetrievalAdapter, Blip2RetrievalAdapter]
