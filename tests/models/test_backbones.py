@@ -37,6 +37,8 @@ from skvlm.testing import (
     random_images,
 )
 
+from ._encoder_references import References
+
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = Path(sys.prefix) / "torchvision-world"
 #: types whose model ends in a 1x1 convolution wider than its last hidden
@@ -102,24 +104,16 @@ class Reference:
         return np.concatenate([reduce(self.states[k], axis=1) for k in layers], axis=1)
 
 
-class Backbones:
-    def __init__(self, tmp_path_factory):
-        self._tmp = tmp_path_factory
-        self._refs = {}
-        self.images = random_images(4, seed=7)
-        self.one_size = random_images(4, seed=7, sizes=((64, 64),))
-
-    def __getitem__(self, model_type):
-        if model_type not in self._refs:
-            path = make_tiny_backbone(self._tmp.mktemp(model_type), model_type)
-            images = self.one_size if model_type in ONE_SIZE else self.images
-            self._refs[model_type] = Reference(path, model_type, images)
-        return self._refs[model_type]
-
-
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory):
-    return Backbones(tmp_path_factory)
+    mixed = random_images(4, seed=7)
+    one_size = random_images(4, seed=7, sizes=((64, 64),))
+    return References(
+        tmp_path_factory,
+        make_tiny_backbone,
+        Reference,
+        images=lambda model_type: one_size if model_type in ONE_SIZE else mixed,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)

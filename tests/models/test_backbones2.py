@@ -15,8 +15,10 @@ from transformers import AutoModel
 from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import CLIPZeroShotClassifier
 from skvlm.models import load_adapter, load_processor
-from skvlm.testing import make_tiny_encoder, random_images
+from skvlm.testing import make_tiny_encoder
 from skvlm.testing._registry import TINY_MODELS
+
+from ._encoder_references import References
 
 #: model type -> (leading special tokens, trailing special tokens, has a CLS
 #: token, has a pooled output, family); leading None: (C, H, W) maps
@@ -127,22 +129,9 @@ class Reference:
         return np.concatenate([self.pool(k, pooling) for k in layers], axis=1)
 
 
-class Backbones:
-    def __init__(self, tmp_path_factory):
-        self._tmp = tmp_path_factory
-        self._refs = {}
-        self.images = random_images(4, seed=7)
-
-    def __getitem__(self, model_type):
-        if model_type not in self._refs:
-            path = make_tiny_encoder(self._tmp.mktemp(model_type), model_type)
-            self._refs[model_type] = Reference(path, model_type, self.images)
-        return self._refs[model_type]
-
-
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory):
-    return Backbones(tmp_path_factory)
+    return References(tmp_path_factory, make_tiny_encoder, Reference)
 
 
 @pytest.fixture(scope="module", autouse=True)

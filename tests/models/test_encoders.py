@@ -17,7 +17,9 @@ from transformers import AutoModel
 from skvlm import VLMEmbeddingTransformer
 from skvlm.classifiers import CLIPZeroShotClassifier
 from skvlm.models import describe_sites, load_adapter, load_processor
-from skvlm.testing import TESTED_ENCODER_TYPES, make_tiny_encoder, random_images
+from skvlm.testing import TESTED_ENCODER_TYPES, make_tiny_encoder
+
+from ._encoder_references import References
 
 #: model type -> (number of prefix tokens (CLS, registers) or None for
 #: hierarchical encoders, has a CLS token, has a projector stage)
@@ -139,22 +141,9 @@ class Reference:
         return np.concatenate([self.pool(k, pooling) for k in layers], axis=1)
 
 
-class Encoders:
-    def __init__(self, tmp_path_factory):
-        self._tmp = tmp_path_factory
-        self._refs = {}
-        self.images = random_images(4, seed=7)
-
-    def __getitem__(self, model_type):
-        if model_type not in self._refs:
-            path = make_tiny_encoder(self._tmp.mktemp(model_type), model_type)
-            self._refs[model_type] = Reference(path, model_type, self.images)
-        return self._refs[model_type]
-
-
 @pytest.fixture(scope="session")
 def encoders(tmp_path_factory):
-    return Encoders(tmp_path_factory)
+    return References(tmp_path_factory, make_tiny_encoder, Reference)
 
 
 @pytest.fixture(scope="module", autouse=True)
