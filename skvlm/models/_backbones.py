@@ -68,6 +68,19 @@ class BackboneAdapter(HierarchicalAdapter):
 
     The family is the model type itself. Its ``capture`` runs the whole model
     (no early exit at the deepest layer asked: see the module's notes).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_backbone
+    >>> adapter = load_adapter(
+    ...     make_tiny_backbone(tempfile.mkdtemp(), "resnet"), device="cpu"
+    ... )
+    >>> adapter.family, adapter.stages, adapter.n_layers("vision")
+    ('resnet', ('vision',), 5)
+    >>> adapter.poolings("vision", 4)
+    ('mean', 'max', 'pooler')
     """
 
     family = "backbone"

@@ -71,7 +71,20 @@ class PooledViTAdapter(GenericVisionAdapter):
 
 
 class ViTMAEAdapter(GenericVisionAdapter):
-    """ViT-MAE, every patch read in raster order (its pre-training masking off)."""
+    """ViT-MAE, every patch read in raster order (its pre-training masking off).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_encoder
+    >>> path = make_tiny_encoder(tempfile.mkdtemp(), "vit_mae")
+    >>> adapter = load_adapter(path, device="cpu")
+    >>> adapter.model.config.mask_ratio  # the loaded model is left as saved
+    0.75
+    >>> adapter.poolings("vision", 3)
+    ('cls', 'mean', 'max')
+    """
 
     family = "vit_mae"
     model_types = ("vit_mae",)
@@ -190,7 +203,20 @@ class ImageGPTAdapter(GenericVisionAdapter):
 
 
 class StillVideoAdapter(GenericVisionAdapter):
-    """VideoMAE, TimeSformer, ViViT: an image is a still video of ``num_frames`` frames."""
+    """VideoMAE, TimeSformer, ViViT: an image is a still video of ``num_frames`` frames.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm.models import load_adapter
+    >>> from skvlm.testing import make_tiny_encoder, random_images
+    >>> path = make_tiny_encoder(tempfile.mkdtemp(), "videomae")
+    >>> adapter = load_adapter(path, device="cpu")
+    >>> batch = adapter.prepare(random_images(2))
+    >>> frames = adapter.model.config.num_frames
+    >>> tuple(batch["pixel_values"].shape[:2]) == (2, frames)  # each image, repeated
+    True
+    """
 
     family = "still-video"
     model_types = ("videomae", "timesformer", "vivit")
@@ -254,6 +280,16 @@ class DetrEncoderAdapter(Adapter):
     ``longest_edge`` square (``pad_size``), so that its features do not depend
     on the other images of its batch (the backbone's convolutions see the
     padding). The decoder and its object queries are not read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skvlm import VLMEmbeddingTransformer
+    >>> from skvlm.testing import make_tiny_encoder, random_images
+    >>> path = make_tiny_encoder(tempfile.mkdtemp(), "detr")
+    >>> vlm = VLMEmbeddingTransformer(path, stage="vision", device="cpu", verbose=0)
+    >>> vlm.fit_transform(random_images(2)).shape  # the encoder's width
+    (2, 16)
     """
 
     family = "detr"
